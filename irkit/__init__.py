@@ -1,0 +1,15 @@
+"""irkit: neural networks as a graph IR, differentiated by an autodiff pass, exported to
+standard ONNX and trained on onnxruntime."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from irkit.errors import (  # noqa: E402
+    DataError, IRError, IrkitError, ModelFileError, ShapeError, SpecError, UnsupportedOpError,
+)
+from irkit.ir import Graph, Node, Value  # noqa: E402
+from irkit import ops  # noqa: E402
+
+__all__ = ["DataError", "Graph", "IRError", "IrkitError", "ModelFileError", "Node", "ShapeError",
+           "SpecError", "UnsupportedOpError", "Value", "ops", "__version__"]

@@ -1,0 +1,35 @@
+"""irkit's exceptions. Every message names the node, op, layer or file at fault and what to do."""
+
+from __future__ import annotations
+
+
+class IrkitError(Exception):
+    """Base class of every error irkit raises on purpose (the CLI prints these in one line)."""
+
+
+class IRError(IrkitError):
+    """The graph breaks an IR invariant (dangling value, duplicate name, cycle, ...)."""
+
+
+class ShapeError(IrkitError):
+    """Shapes or dtypes of an op's inputs do not fit together."""
+
+
+class UnsupportedOpError(IrkitError):
+    """An op irkit does not know, or one without a gradient rule where one is needed."""
+
+
+class DataError(IrkitError):
+    """Bad training data: NaN, labels out of range, wrong columns, unknown dataset."""
+
+
+class SpecError(IrkitError):
+    """A malformed model recipe (TOML)."""
+
+
+class ModelFileError(IrkitError):
+    """A model file that cannot be read or is not valid ONNX."""
+
+
+class RuntimeUnavailableError(IrkitError):
+    """A requested device or execution provider is not available."""

@@ -1,0 +1,155 @@
+"""The low-level Python API: trace a function of tensors into a graph, differentiate it, run it.
+
+    f = irkit.function(lambda x: ((x - np.array([3.0, -2.0])) ** 2).sum())
+    df = irkit.grad(f)            # d f / d x, itself a traced function
+    df(np.zeros(2))               # -> array([-6.,  4.])
+    df.trace(np.zeros(2))         # the gradient graph, to inspect or export
+
+A function is traced once per input signature (shapes and dtypes) and compiled for a runtime
+(onnxruntime by default, or the numpy `reference` interpreter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from irkit.errors import ShapeError
+from irkit.ir import Graph, Shape, Value
+
+
+@dataclass(frozen=True)
+class Input:
+    """A traced input's description: shape (ints, symbolic names or None) and dtype."""
+
+    shape: Shape
+    dtype: Any = np.float32
+    name: str | None = None
+
+
+def _spec(x: Any) -> Input:
+    if isinstance(x, Input):
+        return x
+    a = np.asarray(x)
+    dtype = np.float32 if a.dtype == np.float64 and not isinstance(x, np.ndarray) else a.dtype
+    return Input(a.shape, dtype)
+
+
+class Function:
+    """A Python function of Values, traced into a Graph per signature and run on a runtime."""
+
+    def __init__(self, fn: Callable[..., Any], runtime: str = "onnxruntime",
+                 device: str = "cpu", name: str | None = None) -> None:
+        self.fn = fn
+        self.runtime, self.device = runtime, device
+        self.name = name or getattr(fn, "__name__", "function").strip("<>")
+        self._compiled: dict[tuple, Any] = {}
+
+    def build(self, graph: Graph, inputs: list[Value]) -> list[Value]:
+        """Append this function's computation to `graph`; return its outputs."""
+        out = self.fn(*inputs)
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        for o in outs:
+            if not isinstance(o, Value):
+                raise ShapeError(f"{self.name} returned {type(o).__name__}, not a graph Value; "
+                                 "return expressions of its inputs")
+        return outs
+
+    def trace(self, *args: Any) -> Graph:
+        """The graph of this function for inputs like `args` (arrays or `Input`s)."""
+        graph = Graph(self.name)
+        specs = [_spec(a) for a in args]
+        names = _arg_names(self.fn, len(specs))
+        inputs = [graph.add_input(s.name or n, s.dtype, s.shape) for s, n in zip(specs, names)]
+        outs = self.build(graph, inputs)
+        graph.outputs = [_as_output(graph, o, i, len(outs)) for i, o in enumerate(outs)]
+        from irkit.passes import EliminateDeadNodesPass
+        EliminateDeadNodesPass()(graph)
+        return graph
+
+    def __call__(self, *args: Any) -> Any:
+        if any(isinstance(a, Value) for a in args):  # called inside another trace: inline it
+            graph = next(a.graph for a in args if isinstance(a, Value))
+            outs = self.build(graph, [a if isinstance(a, Value) else graph.constant(a)
+                                      for a in args])
+            return outs[0] if len(outs) == 1 else tuple(outs)
+        arrays = [np.asarray(a, dtype=_spec(a).dtype) for a in args]
+        key = tuple((a.shape, a.dtype.str) for a in arrays)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            from irkit.runtimes import get_runtime
+            graph = self.trace(*arrays)
+            compiled = get_runtime(self.runtime, self.device).compile(graph)
+            self._compiled[key] = compiled
+        results = compiled(dict(zip(compiled.input_names, arrays)))
+        return results[0] if len(results) == 1 else tuple(results)
+
+
+def _arg_names(fn: Callable[..., Any], n: int) -> list[str]:
+    import inspect
+    try:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
+
+
+def _as_output(graph: Graph, v: Value, index: int, count: int) -> Value:
+    from irkit import ops
+    if v.producer is None or v in graph.outputs:  # inputs/duplicates need their own output
+        v = ops.Identity(v)
+    return v
+
+
+def function(fn: Callable[..., Any] | None = None, *, runtime: str = "onnxruntime",
+             device: str = "cpu") -> Any:
+    """Make a traced, runnable Function of `fn` (usable as a decorator)."""
+    if fn is None:
+        return lambda f: function(f, runtime=runtime, device=device)
+    return fn if isinstance(fn, Function) else Function(fn, runtime, device)
+
+
+class _Transformed(Function):
+    """A Function whose graph is another Function's graph plus gradient nodes."""
+
+    def __init__(self, base: Function, wrt: Sequence[int], of: int, with_value: bool,
+                 cotangent: bool) -> None:
+        super().__init__(base.fn, base.runtime, base.device, name=f"grad_{base.name}")
+        self.base, self.wrt, self.of = base, list(wrt), of
+        self.with_value, self.cotangent = with_value, cotangent
+
+    def build(self, graph: Graph, inputs: list[Value]) -> list[Value]:
+        from irkit.passes import gradients
+        outs = self.base.build(graph, inputs)
+        if not 0 <= self.of < len(outs):
+            raise ShapeError(f"{self.base.name} has {len(outs)} outputs; `of={self.of}` is none")
+        y = outs[self.of]
+        for i in self.wrt:
+            if not 0 <= i < len(inputs):
+                raise ShapeError(f"{self.base.name} has {len(inputs)} inputs; wrt={i} is none")
+        seed = graph.add_input(f"{y.name}_grad", y.dtype, y.shape) if self.cotangent else None
+        grads = gradients(graph, y, [inputs[i] for i in self.wrt], seed)
+        return ([y] if self.with_value else []) + grads
+
+
+def _wrt(wrt: int | Sequence[int]) -> list[int]:
+    return [wrt] if isinstance(wrt, int) else list(wrt)
+
+
+def grad(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0) -> Function:
+    """d fn(...)[of] / d args[wrt]; fn's output must be a scalar (use `vjp` otherwise)."""
+    return _Transformed(function(fn), _wrt(wrt), of, with_value=False, cotangent=False)
+
+
+def value_and_grad(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0) -> Function:
+    """(fn(...)[of], its gradients) in one graph."""
+    return _Transformed(function(fn), _wrt(wrt), of, with_value=True, cotangent=False)
+
+
+def vjp(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0) -> Function:
+    """Vector-Jacobian product: call it with the inputs and then the cotangent of the output."""
+    return _Transformed(function(fn), _wrt(wrt), of, with_value=False, cotangent=True)

@@ -1,0 +1,336 @@
+"""The graph IR: `Graph` holds `Node`s that read and write `Value`s, with true use-def chains.
+
+Edit a graph only through its methods (`add_node`, `replace_all_uses_with`, `remove_node`,
+...); they keep `Value.producer` and `Value.uses` correct, and `Graph.verify` checks every
+invariant. Shapes are tuples whose entries are ints (static), strings (symbolic, e.g. "N") or
+None (unknown); a shape of None means the rank is unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from irkit.errors import IRError
+
+Dim = int | str | None
+Shape = tuple[Dim, ...] | None
+
+
+class Value:
+    """A tensor in the graph: produced by one node (or a graph input / initializer), used by many."""
+
+    __slots__ = ("name", "dtype", "shape", "producer", "uses", "graph", "const", "__weakref__")
+
+    def __init__(self, graph: Graph, name: str, dtype: Any, shape: Shape) -> None:
+        self.graph = graph
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.shape = None if shape is None else tuple(shape)
+        self.producer: Node | None = None
+        self.uses: list[tuple[Node, int]] = []
+        self.const: np.ndarray | None = None  # the data of an initializer
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+    @property
+    def is_initializer(self) -> bool:
+        return self.const is not None
+
+    def __repr__(self) -> str:
+        shape = "?" if self.shape is None else "x".join(str(d) for d in self.shape) or "scalar"
+        return f"Value({self.name!r}, {self.dtype}, {shape})"
+
+    # Operators are installed by irkit.ops (ops sit above the IR); see irkit/ops/__init__.py.
+
+
+class Node:
+    """One op application: `outputs = op_type[attributes](inputs)`. Missing optional inputs are None."""
+
+    __slots__ = ("graph", "name", "op_type", "domain", "inputs", "outputs", "attributes")
+
+    def __init__(self, graph: Graph, name: str, op_type: str, domain: str,
+                 attributes: dict[str, Any]) -> None:
+        self.graph = graph
+        self.name = name
+        self.op_type = op_type
+        self.domain = domain
+        self.inputs: list[Value | None] = []
+        self.outputs: list[Value] = []
+        self.attributes = dict(attributes)
+
+    @property
+    def opdef(self):  # -> irkit.ops.base.OpDef; typed loosely because ops sit above the IR
+        from irkit.ops.registry import get_op
+
+        return get_op(self.op_type, self.domain, node_name=self.name)
+
+    def attr(self, name: str) -> Any:
+        """The attribute's value, or the op's default when the node does not set it."""
+        if name in self.attributes:
+            return self.attributes[name]
+        return self.opdef.attribute_default(name, self)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(v.name if v is not None else "" for v in self.inputs)
+        outs = ", ".join(v.name for v in self.outputs)
+        return f"Node({self.name!r}: {outs} = {self.op_type}({ins}))"
+
+
+class Graph:
+    """A computation graph: inputs, initializers (constants and parameters), nodes, outputs."""
+
+    def __init__(self, name: str = "irkit") -> None:
+        self.name = name
+        self.inputs: list[Value] = []
+        self.outputs: list[Value] = []
+        self.initializers: dict[str, Value] = {}
+        self.nodes: list[Node] = []
+        self.metadata: dict[str, str] = {}
+        self._values: dict[str, Value] = {}
+        self._node_names: set[str] = set()
+        self._counter = itertools.count()
+        self._scope = ""
+        self._const_cache: dict[tuple, Value] = {}
+
+    # ---- naming -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def name_scope(self, prefix: str) -> Iterator[None]:
+        """Prefix the names of nodes and values made inside the block (e.g. "grad/")."""
+        saved = self._scope
+        self._scope = saved + prefix
+        try:
+            yield
+        finally:
+            self._scope = saved
+
+    def unique_name(self, base: str) -> str:
+        """A value/node name not used yet in this graph, stable for the same build order."""
+        base = self._scope + base
+        if base not in self._values and base not in self._node_names:
+            return base
+        while True:
+            name = f"{base}_{next(self._counter)}"
+            if name not in self._values and name not in self._node_names:
+                return name
+
+    def value(self, name: str) -> Value:
+        """The value called `name`; IRError naming it if there is none."""
+        try:
+            return self._values[name]
+        except KeyError:
+            raise IRError(f"graph {self.name!r} has no value named {name!r}") from None
+
+    def has_value(self, name: str) -> bool:
+        return name in self._values
+
+    def values(self) -> Iterable[Value]:
+        return self._values.values()
+
+    def _new_value(self, name: str, dtype: Any, shape: Shape) -> Value:
+        if name in self._values:
+            raise IRError(f"value name {name!r} is used twice in graph {self.name!r}; "
+                          "names must be unique")
+        v = Value(self, name, dtype, shape)
+        self._values[name] = v
+        return v
+
+    # ---- building ---------------------------------------------------------------------------
+    def add_input(self, name: str, dtype: Any, shape: Shape) -> Value:
+        """Declare a graph input."""
+        v = self._new_value(name, dtype, shape)
+        self.inputs.append(v)
+        return v
+
+    def add_initializer(self, name: str, array: np.ndarray) -> Value:
+        """Add a named constant tensor (a parameter or a constant)."""
+        array = np.asarray(array)
+        v = self._new_value(name, array.dtype, array.shape)
+        v.const = array
+        self.initializers[name] = v
+        return v
+
+    def constant(self, data: Any, dtype: Any = None) -> Value:
+        """A constant as an initializer; small ones are shared by value (one `const` per number)."""
+        array = np.asarray(data, dtype=dtype)
+        key = None
+        if array.size <= 8:
+            key = (array.dtype.str, array.shape, array.tobytes())
+            cached = self._const_cache.get(key)
+            if cached is not None and cached.graph is self and cached.name in self.initializers:
+                return cached
+        v = self.add_initializer(self.unique_name("const"), array)
+        if key is not None:
+            self._const_cache[key] = v
+        return v
+
+    def add_node(self, op_type: str, inputs: Sequence[Value | None],
+                 attributes: dict[str, Any] | None = None, *, num_outputs: int | None = None,
+                 name: str | None = None, output_names: Sequence[str] | None = None,
+                 domain: str = "", infer: bool = True) -> Node:
+        """Append a node; its outputs get dtypes and shapes from the op's inference."""
+        from irkit.ops.registry import get_op
+
+        attributes = {k: v for k, v in (attributes or {}).items() if v is not None}
+        node_name = self.unique_name(name or op_type)
+        node = Node(self, node_name, op_type, domain, attributes)
+        for v in inputs:
+            if v is not None and v.graph is not self:
+                raise IRError(f"node {node_name!r} ({op_type}) reads value {v.name!r} "
+                              f"of another graph; build every op of a function in one graph")
+        node.inputs = list(inputs)
+        while node.inputs and node.inputs[-1] is None:
+            node.inputs.pop()
+        opdef = get_op(op_type, domain, node_name=node_name)
+        if num_outputs is None:
+            num_outputs = len(output_names) if output_names else opdef.default_num_outputs(node)
+        self._node_names.add(node_name)
+        results = opdef.infer(node) if infer else [(np.float32, None)] * num_outputs
+        for i in range(num_outputs):
+            out_name = output_names[i] if output_names else self._output_name(node_name, i)
+            dtype, shape = results[i] if i < len(results) else (np.float32, None)
+            out = self._new_value(out_name, dtype, shape)
+            out.producer = node
+            node.outputs.append(out)
+        for i, v in enumerate(node.inputs):
+            if v is not None:
+                v.uses.append((node, i))
+        self.nodes.append(node)
+        return node
+
+    def _output_name(self, node_name: str, index: int) -> str:
+        name = node_name if index == 0 else f"{node_name}.{index}"
+        if name in self._values:
+            saved, self._scope = self._scope, ""
+            name = self.unique_name(name)
+            self._scope = saved
+        return name
+
+    def op(self, op_type: str, *inputs: Value | None, **attributes: Any) -> Value:
+        """Append a single-output node and return its output."""
+        return self.add_node(op_type, inputs, attributes).outputs[0]
+
+    # ---- editing ----------------------------------------------------------------------------
+    def replace_all_uses_with(self, old: Value, new: Value) -> None:
+        """Make every reader of `old` (nodes and graph outputs) read `new` instead."""
+        for node, i in list(old.uses):
+            node.inputs[i] = new
+            new.uses.append((node, i))
+        old.uses.clear()
+        self.outputs = [new if v is old else v for v in self.outputs]
+
+    def set_input(self, node: Node, index: int, value: Value | None) -> None:
+        """Point input `index` of `node` at `value`, keeping use lists true."""
+        old = node.inputs[index]
+        if old is not None:
+            old.uses.remove((node, index))
+        node.inputs[index] = value
+        if value is not None:
+            value.uses.append((node, index))
+
+    def remove_node(self, node: Node) -> None:
+        """Remove a node whose outputs nobody reads (IRError otherwise)."""
+        for out in node.outputs:
+            if out.uses or out in self.outputs:
+                raise IRError(f"cannot remove node {node.name!r} ({node.op_type}): its output "
+                              f"{out.name!r} is still used")
+        for i, v in enumerate(node.inputs):
+            if v is not None:
+                v.uses.remove((node, i))
+        for out in node.outputs:
+            del self._values[out.name]
+        self._node_names.discard(node.name)
+        self.nodes.remove(node)
+
+    def remove_initializer(self, name: str) -> None:
+        """Remove an unused initializer."""
+        v = self.initializers[name]
+        if v.uses or v in self.outputs:
+            raise IRError(f"cannot remove initializer {name!r}: it is still used")
+        del self.initializers[name]
+        del self._values[name]
+
+    def promote_initializer_to_input(self, name: str) -> Value:
+        """Turn an initializer into a graph input of the same name (keeps its uses)."""
+        v = self.initializers.pop(name)
+        v.const = None
+        self.inputs.append(v)
+        return v
+
+    def rename_value(self, value: Value, new_name: str) -> None:
+        """Rename a value (e.g. to give a graph output a public name)."""
+        if new_name == value.name:
+            return
+        if new_name in self._values:
+            raise IRError(f"cannot rename {value.name!r} to {new_name!r}: the name is taken")
+        del self._values[value.name]
+        if value.name in self.initializers:
+            del self.initializers[value.name]
+            self.initializers[new_name] = value
+        value.name = new_name
+        self._values[new_name] = value
+
+    # ---- analysis ---------------------------------------------------------------------------
+    def toposort(self) -> None:
+        """Reorder `nodes` topologically (stable); IRError naming a node on a cycle if any."""
+        order: list[Node] = []
+        state: dict[int, int] = {}
+        producer_of = {id(n): n for n in self.nodes}
+        for root in self.nodes:
+            if state.get(id(root)) == 2:
+                continue
+            stack: list[tuple[Node, Iterator[Value | None]]] = [(root, iter(root.inputs))]
+            state[id(root)] = 1
+            while stack:
+                node, it = stack[-1]
+                for v in it:
+                    p = v.producer if v is not None else None
+                    if p is None or id(p) not in producer_of:
+                        continue
+                    if state.get(id(p)) == 1:
+                        raise IRError(f"graph {self.name!r} has a cycle through node {p.name!r} "
+                                      f"({p.op_type}); a graph must be acyclic")
+                    if state.get(id(p)) != 2:
+                        state[id(p)] = 1
+                        stack.append((p, iter(p.inputs)))
+                        break
+                else:
+                    stack.pop()
+                    state[id(node)] = 2
+                    order.append(node)
+        self.nodes = order
+
+    def verify(self) -> None:
+        """Check every IR invariant; raise IRError naming the first broken one."""
+        from irkit.ir_verify import verify_graph
+
+        verify_graph(self)
+
+    def copy(self) -> Graph:
+        """A deep copy (values, nodes, initializer data shared read-only)."""
+        g = Graph(self.name)
+        g.metadata = dict(self.metadata)
+        vmap: dict[int, Value] = {}
+        for v in self.inputs:
+            vmap[id(v)] = g.add_input(v.name, v.dtype, v.shape)
+        for name, v in self.initializers.items():
+            vmap[id(v)] = g.add_initializer(name, v.const)
+        for n in self.nodes:
+            new = g.add_node(n.op_type, [vmap[id(v)] if v is not None else None for v in n.inputs],
+                             n.attributes, name=n.name, domain=n.domain,
+                             output_names=[o.name for o in n.outputs], infer=False)
+            for o, no in zip(n.outputs, new.outputs):
+                no.dtype, no.shape = o.dtype, o.shape
+                vmap[id(o)] = no
+        g.outputs = [vmap[id(v)] for v in self.outputs]
+        return g
+
+    def __repr__(self) -> str:
+        return (f"Graph({self.name!r}: {len(self.inputs)} inputs, {len(self.initializers)} "
+                f"initializers, {len(self.nodes)} nodes, {len(self.outputs)} outputs)")

@@ -1,0 +1,258 @@
+"""ONNX export (IR -> ModelProto) and import (ModelProto -> IR)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
+from irkit.ir import Graph, Value
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13
+IRKIT_OPSET = 17  # the IR's op semantics are those of ai.onnx opset 17
+
+
+# ---- export ----------------------------------------------------------------------------------
+def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True) -> onnx.ModelProto:
+    """The graph as a standard ONNX model, readable by the installed onnxruntime."""
+    graph.verify()
+    nodes = [_node_proto(n) for n in graph.nodes]
+    model_graph = helper.make_graph(
+        nodes, graph.name,
+        [_value_info(v) for v in graph.inputs],
+        [_value_info(v) for v in graph.outputs],
+        [numpy_helper.from_array(np.asarray(v.const), name) for name, v in
+         graph.initializers.items()],
+    )
+    model = helper.make_model(model_graph, opset_imports=[helper.make_opsetid("", IRKIT_OPSET)],
+                              producer_name="irkit", producer_version=_version())
+    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
+    for key, value in sorted(graph.metadata.items()):
+        model.metadata_props.add(key=key, value=value)
+    if opset != IRKIT_OPSET:
+        model = convert_opset(model, opset)
+    if check:
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Convert to another ai.onnx opset with onnx.version_converter (one-line error if it can't)."""
+    if opset < MIN_OPSET:
+        raise UnsupportedOpError(f"opset {opset} is older than irkit supports; use "
+                                 f"--opset {MIN_OPSET} or newer")
+    try:
+        converted = onnx.version_converter.convert_version(model, opset)
+    except Exception as e:  # the converter raises bare RuntimeErrors
+        raise UnsupportedOpError(f"cannot convert the model to opset {opset}: "
+                                 f"{str(e).splitlines()[0]}; try another --opset") from None
+    converted.ir_version = helper.find_min_ir_version_for(list(converted.opset_import))
+    return converted
+
+
+def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export `graph` and write it to `path`; written to a temporary name first, then moved."""
+    model = to_onnx(graph, opset)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(model.SerializeToString())
+    os.replace(tmp, path)
+    return model
+
+
+def _version() -> str:
+    from irkit import __version__
+    return __version__
+
+
+def _value_info(v: Value) -> onnx.ValueInfoProto:
+    elem = helper.np_dtype_to_tensor_dtype(v.dtype)
+    shape = None if v.shape is None else [d if d is not None else None for d in v.shape]
+    return helper.make_tensor_value_info(v.name, elem, shape)
+
+
+def _node_proto(node) -> onnx.NodeProto:
+    attrs = {k: _attr_value(node.op_type, k, a) for k, a in node.attributes.items()}
+    return helper.make_node(node.op_type, [v.name if v is not None else "" for v in node.inputs],
+                            [o.name for o in node.outputs], name=node.name,
+                            domain=node.domain or None, **attrs)
+
+
+def _attr_value(op_type: str, name: str, value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return numpy_helper.from_array(value)
+    try:
+        kind = onnx.defs.get_schema(op_type, IRKIT_OPSET).attributes[name].type
+    except Exception:
+        return value
+    A = onnx.AttributeProto
+    if kind == A.FLOAT:
+        return float(value)
+    if kind == A.INT:
+        return int(value)
+    if kind == A.FLOATS:
+        return [float(x) for x in value]
+    if kind == A.INTS:
+        return [int(x) for x in value]
+    if kind == A.TENSOR and not isinstance(value, onnx.TensorProto):
+        return numpy_helper.from_array(np.asarray(value))
+    return value
+
+
+# ---- import ----------------------------------------------------------------------------------
+def load(path: str | os.PathLike) -> Graph:
+    """Read an ONNX file into the IR (one-line ModelFileError for unreadable files)."""
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        model = onnx.load(os.fspath(path))
+    except Exception as e:
+        raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
+    try:
+        return from_onnx(model)
+    except IrkitError as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def from_onnx(model: onnx.ModelProto) -> Graph:
+    """Convert a ModelProto to an IR Graph (ops irkit knows, ai.onnx opset >= 13)."""
+    model = _normalize_opset(model)
+    g = model.graph
+    _check_ops(g)
+    graph = Graph(g.name or "model")
+    graph.metadata = {p.key: p.value for p in model.metadata_props}
+    init_names = {t.name for t in g.initializer}
+    for t in g.initializer:
+        graph.add_initializer(t.name, numpy_helper.to_array(t))
+    for vi in g.input:
+        if vi.name not in init_names:
+            graph.add_input(vi.name, *_type_of(vi))
+    for proto in _sorted_nodes(g, {v.name for v in graph.values()}):
+        inputs = [graph.value(n) if n else None for n in proto.input]
+        attrs = {a.name: _import_attr(a) for a in proto.attribute}
+        graph.add_node(proto.op_type, inputs, attrs, name=proto.name or proto.op_type,
+                       output_names=list(proto.output), domain=proto.domain)
+    graph.outputs = [graph.value(vi.name) for vi in g.output]
+    for vi in g.output:  # declared output shapes are more precise than inference may be
+        dtype, shape = _type_of(vi)
+        v = graph.value(vi.name)
+        if shape is not None and v.shape is None:
+            v.shape = shape
+    graph.verify()
+    return graph
+
+
+def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None:
+        raise ModelFileError("the model imports no ai.onnx opset")
+    if version < MIN_OPSET:
+        return convert_opset(model, IRKIT_OPSET)
+    if version > IRKIT_OPSET:
+        return _axes_inputs_to_attributes(model)
+    return model
+
+
+_AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                        "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+
+
+def _axes_inputs_to_attributes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Opset 18 moved Reduce* axes from attribute to input; bring constant ones back."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    for n in model.graph.node:
+        if n.op_type in _AXES_INPUT_SINCE_18 and len(n.input) > 1 and n.input[1]:
+            if n.input[1] not in consts:
+                raise UnsupportedOpError(f"node {n.name!r} ({n.op_type}): axes must be constant")
+            n.attribute.append(helper.make_attribute("axes", consts[n.input[1]].tolist()))
+            del n.input[1:]
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = IRKIT_OPSET
+    return model
+
+
+def _check_ops(g: onnx.GraphProto) -> None:
+    from irkit.ops.registry import has_op
+    missing: dict[str, list[str]] = {}
+    for n in g.node:
+        if not has_op(n.op_type, n.domain):
+            missing.setdefault(n.op_type, []).append(n.name or "<unnamed>")
+    if missing:
+        parts = [f"{op} (nodes {', '.join(names[:3])}{'...' if len(names) > 3 else ''})"
+                 for op, names in sorted(missing.items())]
+        raise UnsupportedOpError(f"unsupported ops: {'; '.join(parts)}; run `irkit ops` for "
+                                 "the supported list")
+
+
+def _sorted_nodes(g: onnx.GraphProto, defined: set[str]) -> list[onnx.NodeProto]:
+    """The nodes in topological order; ModelFileError for dangling names or cycles."""
+    producers = {}
+    for n in g.node:
+        for o in n.output:
+            if o in producers or o in defined:
+                raise ModelFileError(f"value {o!r} is defined twice")
+            producers[o] = n
+
+    def deps(node: onnx.NodeProto):
+        for name in node.input:
+            if not name or name in defined:
+                continue
+            if name not in producers:
+                raise ModelFileError(f"node {node.name!r} ({node.op_type}) reads {name!r}, "
+                                     "which no node, input or initializer defines")
+            yield producers[name]
+
+    order: list[onnx.NodeProto] = []
+    state: dict[int, int] = {}  # 1: on the current path, 2: placed
+    for root in g.node:
+        if state.get(id(root)) == 2:
+            continue
+        state[id(root)] = 1
+        stack = [(root, deps(root))]
+        while stack:
+            node, pending = stack[-1]
+            for dep in pending:
+                if state.get(id(dep)) == 1:
+                    raise ModelFileError(f"the graph has a cycle through node {dep.name!r} "
+                                         f"({dep.op_type}); ONNX graphs must be acyclic")
+                if state.get(id(dep)) is None:
+                    state[id(dep)] = 1
+                    stack.append((dep, deps(dep)))
+                    break
+            else:
+                stack.pop()
+                state[id(node)] = 2
+                order.append(node)
+    return order
+
+
+def _type_of(vi: onnx.ValueInfoProto) -> tuple[Any, Any]:
+    t = vi.type.tensor_type
+    dtype = helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else np.float32
+    if not t.HasField("shape"):
+        return dtype, None
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in t.shape.dim)
+    return dtype, dims
+
+
+def _import_attr(a: onnx.AttributeProto) -> Any:
+    value = helper.get_attribute_value(a)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, list) and value and isinstance(value[0], bytes):
+        return [v.decode() for v in value]
+    return value

@@ -1,0 +1,162 @@
+"""`OpDef`, the one description of an op, and the helpers op families share.
+
+An OpDef gives an op's ONNX name and opset range, its attribute schema, shape/dtype
+inference, its VJP rule (emitting IR ops, so gradients can be differentiated again) and a
+numpy reference. Calling an OpDef on Values appends a node: `Exp(x)`, `Gemm(a, b, transB=1)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from irkit.errors import ShapeError, UnsupportedOpError
+from irkit.ir import Dim, Graph, Node, Shape, Value
+from irkit.ops.registry import register
+
+
+class Required:
+    """Schema marker of an attribute that has no default."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+
+
+class OpDef:
+    """Base of every op. Subclasses set the class attributes and override what differs."""
+
+    op_type: str = ""
+    domain: str = ""
+    since: int = 13                      # first ai.onnx opset with these semantics
+    attributes: dict[str, Any] = {}      # name -> default (or Required(kind))
+    num_outputs: int = 1
+    input_dtypes: dict[int, Any] = {}    # inputs of fixed dtype (e.g. shapes: int64)
+    differentiable: bool = True          # False: outputs are piecewise constant (no gradient)
+
+    # ---- schema -----------------------------------------------------------------------------
+    def attribute_default(self, name: str, node: Node | None = None) -> Any:
+        where = f" of node {node.name!r}" if node is not None else ""
+        if name not in self.attributes:
+            raise UnsupportedOpError(f"{self.op_type} has no attribute {name!r}{where}")
+        default = self.attributes[name]
+        if isinstance(default, Required):
+            raise ShapeError(f"{self.op_type}{where} needs the attribute {name!r}")
+        return default
+
+    def default_num_outputs(self, node: Node) -> int:
+        return self.num_outputs
+
+    @property
+    def has_gradient(self) -> bool:
+        return type(self).vjp is not OpDef.vjp or not self.differentiable
+
+    # ---- behaviour ------------------------------------------------------------------------
+    def infer(self, node: Node) -> list[tuple[Any, Shape]]:
+        """dtype and shape of each output. Default: like the first input."""
+        x = node.inputs[0]
+        return [(x.dtype, x.shape)] * node_num_outputs(node, self)
+
+    def vjp(self, node: Node, grads: list[Value | None]) -> list[Value | None]:
+        """Gradients of the inputs given those of the outputs (None where there is none)."""
+        if not self.differentiable:
+            return [None] * len(node.inputs)
+        raise UnsupportedOpError(f"op {self.op_type} (node {node.name!r}) has no gradient rule "
+                                 "yet; differentiate with respect to inputs it does not read")
+
+    def compute(self, node: Node, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
+        """numpy reference of the op."""
+        raise UnsupportedOpError(f"op {self.op_type} has no numpy reference")
+
+    # ---- building -------------------------------------------------------------------------
+    def __call__(self, *inputs: Any, **attributes: Any) -> Any:
+        """Append this op to the graph of its first Value input; return its output(s)."""
+        num_outputs = attributes.pop("_num_outputs", None)
+        graph, ref = _graph_of(inputs, self.op_type)
+        values = [_as_value(graph, x, self.input_dtypes.get(i), ref) for i, x in enumerate(inputs)]
+        node = graph.add_node(self.op_type, values, attributes, num_outputs=num_outputs,
+                              domain=self.domain)
+        return node.outputs[0] if len(node.outputs) == 1 else tuple(node.outputs)
+
+
+def node_num_outputs(node: Node, opdef: OpDef) -> int:
+    return len(node.outputs) or opdef.default_num_outputs(node)
+
+
+def _graph_of(inputs: Sequence[Any], op_type: str) -> tuple[Graph, Value]:
+    values = [x for x in inputs if isinstance(x, Value)]
+    if not values:
+        raise ShapeError(f"{op_type} needs at least one graph Value among its inputs (got only "
+                         "constants); wrap constants with graph.constant(...)")
+    floats = [v for v in values if v.dtype.kind == "f"]
+    return values[0].graph, (floats or values)[0]
+
+
+def _as_value(graph: Graph, x: Any, dtype: Any, ref: Value) -> Value | None:
+    """Constants given as numbers or arrays take the dtype of the op's (first float) Value."""
+    if x is None or isinstance(x, Value):
+        return x
+    if dtype is None:
+        arr = np.asarray(x)
+        dtype = arr.dtype if arr.dtype == np.bool_ else ref.dtype
+    return graph.constant(x, dtype=dtype)
+
+
+def define(cls: type[OpDef]) -> OpDef:
+    """Class decorator: instantiate and register an op; the name refers to the instance."""
+    return register(cls())
+
+
+# ---- shape helpers ----------------------------------------------------------------------------
+def broadcast_shapes(*shapes: Shape, op: str = "op") -> Shape:
+    """Numpy-style broadcast of shapes with symbolic dims; None if any rank is unknown."""
+    if any(s is None for s in shapes):
+        return None
+    rank = max(len(s) for s in shapes)
+    out: list[Dim] = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        out.append(_broadcast_dim(dims, shapes, op))
+    return tuple(out)
+
+
+def _broadcast_dim(dims: list[Dim], shapes, op: str) -> Dim:
+    ints = {d for d in dims if isinstance(d, int) and d != 1}
+    if len(ints) > 1:
+        raise ShapeError(f"{op}: shapes {', '.join(map(_fmt, shapes))} do not broadcast; "
+                         "make the dims equal or 1")
+    if ints:
+        return ints.pop()
+    named = [d for d in dims if isinstance(d, str)]
+    if named:
+        return named[0]  # symbolic dims that meet are taken to be equal
+    return None if None in dims else 1
+
+
+def _fmt(shape: Shape) -> str:
+    return "?" if shape is None else "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def normalize_axis(axis: int, rank: int | None, op: str = "op") -> int:
+    if rank is None:
+        return axis
+    if not -rank <= axis < max(rank, 1):
+        raise ShapeError(f"{op}: axis {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def const_array(value: Value | None, what: str) -> np.ndarray | None:
+    """The data of a constant input (initializer or Constant node), or None if not constant."""
+    if value is None:
+        return None
+    if value.const is not None:
+        return value.const
+    p = value.producer
+    if p is not None and p.op_type == "Constant" and "value" in p.attributes:
+        return np.asarray(p.attributes["value"])
+    return None
+
+
+def fmt_shape(shape: Shape) -> str:
+    return _fmt(shape)

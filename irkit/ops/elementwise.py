@@ -1,0 +1,209 @@
+"""Elementwise ops: unary math and activations, broadcasting binary arithmetic, comparisons."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx
+
+from irkit.ir import Node, Value
+from irkit.ops.base import OpDef, Required, broadcast_shapes, define
+from irkit.ops.registry import register
+
+
+class UnaryOp(OpDef):
+    """y = f(x); the VJP is g * d(x, y, node) when a derivative is given."""
+
+    def __init__(self, op_type: str, fn, d=None, attributes=None, since: int = 13,
+                 differentiable: bool = True) -> None:
+        self.op_type, self.fn, self.d, self.since = op_type, fn, d, since
+        self.attributes = attributes or {}
+        self.differentiable = differentiable
+
+    @property
+    def has_gradient(self) -> bool:
+        return self.d is not None or not self.differentiable
+
+    def vjp(self, node: Node, grads: list[Value | None]) -> list[Value | None]:
+        if self.d is None:
+            return super().vjp(node, grads)
+        return [self.d(node.inputs[0], node.outputs[0], grads[0], node)]
+
+    def compute(self, node: Node, inputs):
+        return [self.fn(inputs[0], node)]
+
+
+def unary(op_type: str, fn, d=None, **kw: Any) -> UnaryOp:
+    """Register a unary op in one line: numpy `fn(x, node)`, VJP `d(x, y, g, node)`."""
+    return register(UnaryOp(op_type, fn, d, **kw))
+
+
+# d/dx of each function, written as VJPs on the incoming gradient g
+Neg = unary("Neg", lambda x, n: -x, lambda x, y, g, n: Neg(g))
+Exp = unary("Exp", lambda x, n: np.exp(x), lambda x, y, g, n: Mul(g, y))  # d exp = exp
+Log = unary("Log", lambda x, n: np.log(x), lambda x, y, g, n: Div(g, x))
+Sqrt = unary("Sqrt", lambda x, n: np.sqrt(x), lambda x, y, g, n: Div(g, Mul(y, 2.0)))
+Reciprocal = unary("Reciprocal", lambda x, n: 1 / x, lambda x, y, g, n: Neg(Mul(g, Mul(y, y))))
+Sign = unary("Sign", lambda x, n: np.sign(x), differentiable=False)
+Abs = unary("Abs", lambda x, n: np.abs(x), lambda x, y, g, n: Mul(g, Sign(x)))
+Floor = unary("Floor", lambda x, n: np.floor(x), differentiable=False)
+Ceil = unary("Ceil", lambda x, n: np.ceil(x), differentiable=False)
+Round = unary("Round", lambda x, n: np.round(x), differentiable=False, since=11)
+# Relu' = 1 where y > 0: Sign(y) is that mask in one node
+Relu = unary("Relu", lambda x, n: np.maximum(x, 0), lambda x, y, g, n: Mul(g, Sign(y)))
+LeakyRelu = unary(
+    "LeakyRelu", lambda x, n: np.where(x > 0, x, x * n.attr("alpha")),
+    lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, n.attr("alpha"))),
+    attributes={"alpha": 0.01}, since=6)
+Sigmoid = unary("Sigmoid", lambda x, n: 1 / (1 + np.exp(-x)),
+                lambda x, y, g, n: Mul(g, Mul(y, Sub(1.0, y))))
+Tanh = unary("Tanh", lambda x, n: np.tanh(x), lambda x, y, g, n: Mul(g, Sub(1.0, Mul(y, y))))
+Softplus = unary("Softplus", lambda x, n: np.logaddexp(0, x),
+                 lambda x, y, g, n: Mul(g, Sigmoid(x)), since=1)
+Softsign = unary("Softsign", lambda x, n: x / (1 + np.abs(x)),
+                 lambda x, y, g, n: Div(g, Pow(Add(Abs(x), 1.0), 2.0)), since=1)
+Sin = unary("Sin", lambda x, n: np.sin(x), lambda x, y, g, n: Mul(g, Cos(x)), since=7)
+Cos = unary("Cos", lambda x, n: np.cos(x), lambda x, y, g, n: Neg(Mul(g, Sin(x))), since=7)
+Erf = unary("Erf", lambda x, n: _erf(x),
+            lambda x, y, g, n: Mul(g, Mul(Exp(Neg(Mul(x, x))), 2 / math.sqrt(math.pi))))
+Elu = unary("Elu", lambda x, n: np.where(x > 0, x, n.attr("alpha") * np.expm1(x)),
+            lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, Add(y, n.attr("alpha")))),
+            attributes={"alpha": 1.0}, since=6)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x
+
+
+class BinaryOp(OpDef):
+    """Broadcasting z = f(a, b). VJPs return full-shape gradients; autodiff un-broadcasts."""
+
+    def __init__(self, op_type: str, fn, vjp=None, since: int = 14, result_dtype=None,
+                 differentiable: bool = True) -> None:
+        self.op_type, self.fn, self._vjp, self.since = op_type, fn, vjp, since
+        self.result_dtype, self.differentiable = result_dtype, differentiable
+
+    @property
+    def has_gradient(self) -> bool:
+        return self._vjp is not None or not self.differentiable
+
+    def infer(self, node: Node):
+        a, b = node.inputs
+        shape = broadcast_shapes(a.shape, b.shape, op=f"{self.op_type} node {node.name!r}")
+        return [(self.result_dtype or a.dtype, shape)]
+
+    def vjp(self, node: Node, grads):
+        if self._vjp is None:
+            return super().vjp(node, grads)
+        a, b = node.inputs
+        return list(self._vjp(a, b, node.outputs[0], grads[0]))
+
+    def compute(self, node: Node, inputs):
+        return [self.fn(*inputs)]
+
+
+def binary(op_type: str, fn, vjp=None, **kw: Any) -> BinaryOp:
+    """Register a broadcasting binary op: numpy `fn(a, b)`, VJP `vjp(a, b, out, g)`."""
+    return register(BinaryOp(op_type, fn, vjp, **kw))
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if np.result_type(a, b).kind in "iu":
+        return np.trunc(a / b).astype(np.result_type(a, b))  # ONNX integer Div truncates
+    return a / b
+
+
+Add = binary("Add", np.add, lambda a, b, out, g: (g, g))
+Sub = binary("Sub", np.subtract, lambda a, b, out, g: (g, Neg(g)))
+Mul = binary("Mul", np.multiply, lambda a, b, out, g: (Mul(g, b), Mul(g, a)))
+Div = binary("Div", _div, lambda a, b, out, g: (Div(g, b), Neg(Div(Mul(g, out), b))))
+# d a^b / da = b a^(b-1);  d a^b / db = a^b log a
+Pow = binary("Pow", lambda a, b: np.power(a, b).astype(a.dtype),
+             lambda a, b, out, g: (Mul(g, Mul(b, Pow(a, Sub(b, 1.0)))),
+                                   Mul(g, Mul(out, Log(a)))), since=15)
+Equal = binary("Equal", np.equal, result_dtype=np.bool_, differentiable=False, since=13)
+Less = binary("Less", np.less, result_dtype=np.bool_, differentiable=False, since=13)
+Greater = binary("Greater", np.greater, result_dtype=np.bool_, differentiable=False, since=13)
+LessOrEqual = binary("LessOrEqual", np.less_equal, result_dtype=np.bool_,
+                     differentiable=False, since=16)
+GreaterOrEqual = binary("GreaterOrEqual", np.greater_equal, result_dtype=np.bool_,
+                        differentiable=False, since=16)
+And = binary("And", np.logical_and, differentiable=False, since=7)
+Or = binary("Or", np.logical_or, differentiable=False, since=7)
+Not = unary("Not", lambda x, n: np.logical_not(x), differentiable=False, since=1)
+
+
+@define
+class Where(OpDef):
+    op_type, since = "Where", 16
+
+    def infer(self, node: Node):
+        c, x, y = node.inputs
+        return [(x.dtype, broadcast_shapes(c.shape, x.shape, y.shape, op=f"Where {node.name!r}"))]
+
+    def vjp(self, node: Node, grads):
+        c, g = node.inputs[0], grads[0]
+        zero = node.graph.constant(0, dtype=g.dtype)
+        return [None, Where(c, g, zero), Where(c, zero, g)]
+
+    def compute(self, node: Node, inputs):
+        return [np.where(*inputs)]
+
+
+@define
+class Cast(OpDef):
+    op_type, since = "Cast", 13
+    attributes = {"to": Required(int)}
+
+    def infer(self, node: Node):
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(node.attr("to"))
+        return [(dtype, node.inputs[0].shape)]
+
+    def vjp(self, node: Node, grads):
+        x = node.inputs[0]
+        if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
+            return [None]
+        return [Cast(grads[0], to=onnx.helper.np_dtype_to_tensor_dtype(x.dtype))]
+
+    def compute(self, node: Node, inputs):
+        return [inputs[0].astype(onnx.helper.tensor_dtype_to_np_dtype(node.attr("to")))]
+
+
+@define
+class Identity(OpDef):
+    op_type, since = "Identity", 16
+
+    def vjp(self, node: Node, grads):
+        return [grads[0]]
+
+    def compute(self, node: Node, inputs):
+        return [inputs[0]]
+
+
+class VariadicOp(OpDef):
+    """Sum, Mean, Max, Min over any number of broadcasting inputs."""
+
+    since = 13
+
+    def infer(self, node: Node):
+        shapes = [v.shape for v in node.inputs]
+        return [(node.inputs[0].dtype, broadcast_shapes(*shapes, op=f"{self.op_type}"))]
+
+
+@define
+class Sum(VariadicOp):
+    op_type = "Sum"
+
+    def vjp(self, node: Node, grads):
+        return [grads[0]] * len(node.inputs)
+
+    def compute(self, node: Node, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = out + x
+        return [out]
+
+
+__all__ = [name for name, v in list(globals().items()) if isinstance(v, OpDef)]

@@ -1,0 +1,56 @@
+"""The op registry: one `OpDef` per (domain, op_type), filled by the op-family modules."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from irkit.errors import UnsupportedOpError
+
+if TYPE_CHECKING:
+    from irkit.ops.base import OpDef
+
+_REGISTRY: dict[tuple[str, str], OpDef] = {}
+_loaded = False
+
+
+def _canonical_domain(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
+
+
+def register(opdef: OpDef) -> OpDef:
+    """Add an op; registering the same op twice is a programming error."""
+    key = (_canonical_domain(opdef.domain), opdef.op_type)
+    if key in _REGISTRY:
+        raise RuntimeError(f"op {opdef.op_type!r} is registered twice")
+    _REGISTRY[key] = opdef
+    return opdef
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        import irkit.ops  # noqa: F401  (importing the package registers every family)
+
+
+def get_op(op_type: str, domain: str = "", node_name: str | None = None) -> OpDef:
+    """The OpDef of `op_type`, or UnsupportedOpError naming the op (and node)."""
+    _ensure_loaded()
+    opdef = _REGISTRY.get((_canonical_domain(domain), op_type))
+    if opdef is None:
+        where = f" (node {node_name!r})" if node_name else ""
+        dom = f" in domain {domain!r}" if _canonical_domain(domain) else ""
+        raise UnsupportedOpError(f"op {op_type!r}{dom}{where} is not supported by irkit; "
+                                 "run `irkit ops` for the list of supported ops")
+    return opdef
+
+
+def has_op(op_type: str, domain: str = "") -> bool:
+    _ensure_loaded()
+    return (_canonical_domain(domain), op_type) in _REGISTRY
+
+
+def all_ops() -> list[OpDef]:
+    """Every registered op, sorted by name."""
+    _ensure_loaded()
+    return sorted(_REGISTRY.values(), key=lambda o: (o.domain, o.op_type))

@@ -1,0 +1,146 @@
+"""Reverse-mode automatic differentiation over the IR (the flagship pass).
+
+`gradients(graph, of, wrt)` appends the gradient subgraph to `graph` and returns one Value per
+`wrt` entry. Only nodes on a path from `wrt` to `of` are visited; each op's VJP rule emits IR
+ops (so the result can be differentiated again); gradients of values used more than once are
+summed; broadcasting is undone in one place (`unbroadcast`); every new node is named `grad/...`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from irkit import ops
+from irkit.errors import IRError, ShapeError, UnsupportedOpError
+from irkit.ir import Graph, Node, Value
+from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
+from irkit.passes.manager import GraphPass, PassResult
+
+
+def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None = None,
+              scope: str = "grad/") -> list[Value]:
+    """d(of)/d(wrt) as new Values of `graph` (a zero constant where `of` does not depend on w).
+
+    `seed` is the cotangent of `of` (its shape); without it `of` must hold one element.
+    """
+    if seed is None:
+        if of.shape is None or any(d != 1 for d in of.shape):
+            raise ShapeError(f"gradient of {of.name!r} {of.shape}: it is not a scalar; pass the "
+                             "cotangent (seed) of the same shape, i.e. ask for a VJP")
+    if of.dtype.kind != "f":
+        raise ShapeError(f"cannot differentiate {of.name!r}: dtype {of.dtype} is not floating")
+    with graph.name_scope(scope):
+        if seed is None:
+            seed = graph.constant(np.ones(of.shape, dtype=of.dtype))
+        grads = _backward(graph, of, list(wrt), seed)
+        return [grads.get(id(w)) or _zeros_like(graph, w) for w in wrt]
+
+
+def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[int, Value]:
+    nodes = _nodes_between(graph, of, wrt)
+    grads: dict[int, Value] = {id(of): seed}
+    for node in reversed(nodes):
+        outs = [grads.get(id(o)) for o in node.outputs]
+        if all(g is None for g in outs):
+            continue
+        opdef = node.opdef
+        if not opdef.has_gradient:
+            raise UnsupportedOpError(f"op {node.op_type} (node {node.name!r}) has no gradient "
+                                     "rule; irkit cannot differentiate through it yet")
+        outs = [g if g is not None or o.dtype.kind != "f" else _zeros_like(graph, o)
+                for g, o in zip(outs, node.outputs)]
+        in_grads = opdef.vjp(node, outs)
+        if len(in_grads) < len(node.inputs):
+            raise IRError(f"VJP of {node.op_type} returned {len(in_grads)} gradients for "
+                          f"{len(node.inputs)} inputs (node {node.name!r})")
+        for x, gx in zip(node.inputs, in_grads):
+            if x is None or gx is None or x.dtype.kind != "f":
+                continue
+            gx = unbroadcast(gx, x)
+            prev = grads.get(id(x))
+            grads[id(x)] = gx if prev is None else ops.Add(prev, gx)
+    return grads
+
+
+def _nodes_between(graph: Graph, of: Value, wrt: list[Value]) -> list[Node]:
+    """Nodes (in topological order) that depend on some `wrt` value and that `of` depends on."""
+    needed = {id(of)}
+    upstream: set[int] = set()
+    for node in reversed(graph.nodes):
+        if any(id(o) in needed for o in node.outputs):
+            upstream.add(id(node))
+            needed.update(id(v) for v in node.inputs if v is not None)
+    reached = {id(w) for w in wrt}
+    result = []
+    for node in graph.nodes:
+        if id(node) in upstream and any(v is not None and id(v) in reached for v in node.inputs):
+            reached.update(id(o) for o in node.outputs)
+            result.append(node)
+    return result
+
+
+def unbroadcast(g: Value, x: Value) -> Value:
+    """Sum `g` (shaped like a broadcast result) back to the shape of `x`."""
+    if g.shape is not None and x.shape is not None and g.shape == x.shape:
+        return g
+    if g.shape is None or x.shape is None:
+        raise ShapeError(f"cannot un-broadcast the gradient of {x.name!r}: the rank of "
+                         f"{g.name if g.shape is None else x.name!r} is unknown; give inputs "
+                         "static ranks")
+    lead = len(g.shape) - len(x.shape)
+    axes = list(range(lead))
+    for i, d in enumerate(x.shape):
+        if d == 1 and g.shape[lead + i] != 1:
+            axes.append(lead + i)
+    if axes:
+        g = ops.ReduceSum(g, np.array(axes, dtype=np.int64), keepdims=1)
+        if lead:
+            g = ops.Reshape(g, ops.Shape(x)) if not _static(x.shape) else ops.Reshape(
+                g, np.array(x.shape, dtype=np.int64))
+    return g
+
+
+def _static(shape) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def _zeros_like(graph: Graph, v: Value) -> Value:
+    if _static(v.shape):
+        return graph.constant(np.zeros(v.shape, dtype=v.dtype))
+    zero = graph.constant(np.zeros((), dtype=v.dtype))
+    return ops.Expand(zero, ops.Shape(v))
+
+
+class AutodiffPass(GraphPass):
+    """Add gradient outputs `<name>_grad` of graph output `of` with respect to `wrt` names.
+
+    Cases handled:
+    1. `of` a scalar: seed 1; otherwise a new graph input `<of>_grad` is the cotangent (a VJP);
+    2. `wrt` names graph inputs or initializers; the original inputs and outputs are kept;
+    3. dead gradient nodes (rules that emit more than needed) are removed afterwards.
+    """
+
+    def __init__(self, of: str, wrt: Sequence[str]) -> None:
+        self.of, self.wrt = of, list(wrt)
+
+    def call(self, graph: Graph) -> PassResult:
+        of = graph.value(self.of)
+        wrt = []
+        for name in self.wrt:
+            v = graph.value(name)
+            if v.producer is not None:
+                raise IRError(f"--wrt {name!r} is computed by node {v.producer.name!r}; name a "
+                              "graph input or an initializer")
+            wrt.append(v)
+        seed = None
+        if of.shape is None or any(d != 1 for d in of.shape):
+            seed = graph.add_input(f"{self.of}_grad", of.dtype, of.shape)
+        grads = gradients(graph, of, wrt, seed)
+        for name, g in zip(self.wrt, grads):
+            out = ops.Identity(g) if g.producer is None or g in graph.outputs else g
+            graph.rename_value(out, f"{name}_grad")
+            graph.outputs.append(out)
+        EliminateDeadNodesPass()(graph)
+        return PassResult(graph, True)

@@ -1,0 +1,57 @@
+"""`GraphPass` (requires -> call -> ensures) and the `PassManager` that runs passes to a fixpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from irkit.errors import IRError
+from irkit.ir import Graph
+
+
+@dataclass
+class PassResult:
+    graph: Graph
+    modified: bool
+
+
+class GraphPass:
+    """A graph transformation. Subclasses implement `call`; `requires`/`ensures` check it."""
+
+    def requires(self, graph: Graph) -> None:
+        """Preconditions; the default verifies the IR."""
+        graph.verify()
+
+    def call(self, graph: Graph) -> PassResult:
+        raise NotImplementedError
+
+    def ensures(self, graph: Graph) -> None:
+        """Postconditions; the default verifies the IR."""
+        graph.verify()
+
+    def __call__(self, graph: Graph) -> PassResult:
+        self.requires(graph)
+        result = self.call(graph)
+        self.ensures(result.graph)
+        return result
+
+
+class PassManager:
+    """Run passes in order, repeating the whole list until none modifies the graph."""
+
+    def __init__(self, passes: Sequence[GraphPass], max_iterations: int = 20) -> None:
+        self.passes = list(passes)
+        self.max_iterations = max_iterations
+
+    def __call__(self, graph: Graph) -> PassResult:
+        any_change = False
+        for _ in range(self.max_iterations):
+            changed = False
+            for p in self.passes:
+                result = p(graph)
+                graph, changed = result.graph, changed or result.modified
+            any_change = any_change or changed
+            if not changed:
+                return PassResult(graph, any_change)
+        raise IRError(f"passes {[type(p).__name__ for p in self.passes]} did not reach a fixpoint "
+                      f"in {self.max_iterations} rounds")
