@@ -90,15 +90,13 @@ def unbroadcast(g: Value, x: Value) -> Value:
                          f"{g.name if g.shape is None else x.name!r} is unknown; give inputs "
                          "static ranks")
     lead = len(g.shape) - len(x.shape)
-    axes = list(range(lead))
-    for i, d in enumerate(x.shape):
-        if d == 1 and g.shape[lead + i] != 1:
-            axes.append(lead + i)
-    if axes:
-        g = ops.ReduceSum(g, np.array(axes, dtype=np.int64), keepdims=1)
-        if lead:
-            g = ops.Reshape(g, ops.Shape(x)) if not _static(x.shape) else ops.Reshape(
-                g, np.array(x.shape, dtype=np.int64))
+    inner = [lead + i for i, d in enumerate(x.shape) if d == 1 and g.shape[lead + i] != 1]
+    if not inner:  # only leading axes: one ReduceSum that drops them
+        return ops.ReduceSum(g, np.arange(lead, dtype=np.int64), keepdims=0) if lead else g
+    g = ops.ReduceSum(g, np.array(list(range(lead)) + inner, dtype=np.int64), keepdims=1)
+    if lead:
+        target = np.array(x.shape, dtype=np.int64) if _static(x.shape) else ops.Shape(x)
+        g = ops.Reshape(g, target)
     return g
 
 

@@ -37,10 +37,10 @@ class SoftmaxCrossEntropyLoss(OpDef):
         g = grads[0]
         logp = node.outputs[1] if len(node.outputs) > 1 else LogSoftmax(scores, axis=1)
         classes = scores.shape[1] if scores.shape is not None else None
-        depth = np.array([classes], np.int64) if isinstance(classes, int) else Gather(
+        depth = node.graph.constant([classes], np.int64) if isinstance(classes, int) else Gather(
             Shape(scores), np.array([1], np.int64))
-        onehot = OneHot(labels, depth if not isinstance(depth, np.ndarray) else
-                        node.graph.constant(depth), np.array([0, 1], dtype=scores.dtype), axis=1)
+        off_on = node.graph.constant([0, 1], dtype=scores.dtype)
+        onehot = OneHot(labels, depth, off_on, axis=1)
         diff = Sub(Exp(logp), onehot)
         reduction = node.attr("reduction")
         if reduction == "mean":

@@ -1,0 +1,115 @@
+"""`Module`, the base of every layer, and `Sequential`.
+
+A module turns an input Value into an output Value by appending IR ops. Its weights live in
+the module as numpy arrays (created on first build, from a seeded generator) and enter each
+graph it builds as initializers named `<layer>.<weight>`, so the training, evaluation and
+inference graphs of one model share one set of weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from irkit.errors import ShapeError
+from irkit.ir import Value
+from irkit.nn import init as initializers
+
+
+class Module:
+    """Base of layers. Subclasses implement `forward(x)` with irkit ops and `add_weight`."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name
+        self.training = False
+        self.weights: dict[str, np.ndarray] = {}
+        self.frozen: set[str] = set()
+        self._rng: np.random.Generator | None = None
+        self._prefix = ""
+
+    # ---- to implement -----------------------------------------------------------------------
+    def forward(self, x: Value) -> Value:
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
+
+    # ---- weights --------------------------------------------------------------------------
+    def add_weight(self, name: str, shape: tuple[int, ...], init: str = "glorot_uniform",
+                   trainable: bool = True, graph_of: Value | None = None) -> Value:
+        """This module's weight `name` as an initializer of the graph being built."""
+        if graph_of is None:
+            raise ShapeError(f"{self._label()}: add_weight needs graph_of=<an input Value>")
+        if name not in self.weights:
+            rng = self._rng if self._rng is not None else np.random.default_rng(0)
+            self.weights[name] = initializers.make(init, tuple(int(d) for d in shape), rng)
+        elif self.weights[name].shape != tuple(shape):
+            raise ShapeError(f"{self._label()}: weight {name!r} has shape "
+                             f"{self.weights[name].shape}, the input now needs {tuple(shape)}")
+        if not trainable:
+            self.frozen.add(name)
+        return graph_of.graph.add_initializer(self._prefix + name, self.weights[name])
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every module inside it."""
+        yield self
+
+    def named_weights(self) -> dict[str, np.ndarray]:
+        """Weights by their graph names (`<layer>.<weight>`)."""
+        return {m._prefix + k: v for m in self.modules() for k, v in m.weights.items()}
+
+    def trainable_names(self) -> list[str]:
+        return [m._prefix + k for m in self.modules() for k in m.weights if k not in m.frozen]
+
+    def load_weights(self, values: dict[str, np.ndarray]) -> None:
+        """Set weights from graph names (e.g. after training)."""
+        for m in self.modules():
+            for k in m.weights:
+                if m._prefix + k in values:
+                    m.weights[k] = np.asarray(values[m._prefix + k], dtype=m.weights[k].dtype)
+
+    # ---- building -------------------------------------------------------------------------
+    def __call__(self, x: Value) -> Value:
+        if not isinstance(x, Value):
+            raise ShapeError(f"{self._label()} was called with {type(x).__name__}; call it on a "
+                             "graph Value (inside a model build or irkit.function)")
+        try:
+            return self.forward(x)
+        except TypeError as e:
+            raise ShapeError(f"{self._label()}: {e}") from None
+
+    def _label(self) -> str:
+        return f"layer {self.name or type(self).__name__}"
+
+    def set_build_state(self, training: bool, rng: np.random.Generator, prefix: str) -> None:
+        """Called by the container before a build: mode, weight generator, weight-name prefix."""
+        self.training, self._rng, self._prefix = training, rng, prefix
+
+
+class Sequential(Module):
+    """Layers applied in order; names them `<kind>_<index>` unless they have names."""
+
+    def __init__(self, layers: list[Module], name: str | None = None) -> None:
+        super().__init__(name)
+        self.layers = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Module):
+                raise ShapeError(f"Sequential item {i} is a {type(layer).__name__}, not a layer")
+            if layer.name is None:
+                layer.name = f"{type(layer).__name__.lower()}_{i}"
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ShapeError(f"layer names must be unique, got {names}")
+
+    def modules(self) -> Iterator[Module]:
+        yield self
+        for layer in self.layers:
+            yield from layer.modules()
+
+    def set_build_state(self, training: bool, rng: np.random.Generator, prefix: str) -> None:
+        super().set_build_state(training, rng, prefix)
+        for layer in self.layers:
+            layer.set_build_state(training, rng, f"{prefix}{layer.name}.")
+
+    def forward(self, x: Value) -> Value:
+        for layer in self.layers:
+            x = layer(x)
+        return x

@@ -1,0 +1,122 @@
+"""What the trainer trains: something that builds a forward graph and owns weights.
+
+`ModuleModel` wraps a layer (`Sequential`, a custom `Module`); `OnnxModel` wraps an imported
+graph (any ONNX file whose ops irkit knows). Both build a graph whose first output is the
+prediction and whose weights are initializers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from irkit.errors import DataError
+from irkit.ir import Graph
+from irkit.nn.layers import Normalize
+from irkit.nn.module import Module
+
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+
+
+class ModuleModel:
+    """A Module with an input shape (set from data on first use)."""
+
+    def __init__(self, module: Module, input_shape: tuple[int, ...] | None = None,
+                 seed: int = 0) -> None:
+        self.module = module
+        self.input_shape = input_shape
+        self.seed = seed
+        self.metadata: dict[str, str] = {}
+        self._built = False
+
+    def ensure_input(self, x: np.ndarray) -> None:
+        shape = tuple(x.shape[1:])
+        if self.input_shape is None:
+            self.input_shape = shape
+        elif self.input_shape != shape:
+            raise DataError(f"the model takes samples of shape {self.input_shape}, the data has "
+                            f"{shape}")
+
+    def build(self, training: bool = False) -> Graph:
+        graph = Graph(self.module.name or "model")
+        graph.metadata = dict(self.metadata)
+        x = graph.add_input(INPUT_NAME, np.float32, ("N", *self.input_shape))
+        self.module.set_build_state(training, np.random.default_rng(self.seed), "")
+        y = self.module(x)
+        if y.producer is None:
+            from irkit import ops
+            y = ops.Identity(y)
+        graph.rename_value(y, OUTPUT_NAME)
+        graph.outputs = [y]
+        self._built = True
+        return graph
+
+    def weights(self) -> dict[str, np.ndarray]:
+        if not self._built:
+            self.build()  # creates every weight (and the names' prefixes)
+        return self.module.named_weights()
+
+    def trainable(self) -> list[str]:
+        self.weights()
+        return self.module.trainable_names()
+
+    def set_weights(self, values: dict[str, np.ndarray]) -> None:
+        self.module.load_weights(values)
+
+    def fit_scalers(self, x: np.ndarray) -> None:
+        for m in self.module.modules():
+            if isinstance(m, Normalize):
+                m.fit(x)
+
+
+class OnnxModel:
+    """An imported graph: float initializers are weights; metadata `irkit.frozen` lists fixed ones."""
+
+    def __init__(self, graph: Graph, trainable: list[str] | None = None,
+                 freeze: list[str] | None = None) -> None:
+        self.graph = graph
+        self.metadata = dict(graph.metadata)
+        floats = [n for n, v in graph.initializers.items() if v.const.dtype.kind == "f"]
+        frozen = set(filter(None, self.metadata.get("irkit.frozen", "").split(",")))
+        for name in list(trainable or []) + list(freeze or []):
+            if name not in graph.initializers:
+                raise DataError(f"no initializer named {name!r}; see `irkit inspect` for names")
+        chosen = trainable if trainable else [n for n in floats if n not in frozen]
+        self._trainable = [n for n in chosen if n not in set(freeze or [])]
+        self.input_shape = None
+        if len(graph.inputs) != 1:
+            raise DataError(f"the model has {len(graph.inputs)} inputs; irkit trains models with "
+                            "one input")
+
+    def ensure_input(self, x: np.ndarray) -> None:
+        want = self.graph.inputs[0].shape
+        if want is not None and len(want) == x.ndim:
+            for d, n in zip(want[1:], x.shape[1:]):
+                if isinstance(d, int) and d != n:
+                    raise DataError(f"the model's input {self.graph.inputs[0].name!r} has shape "
+                                    f"{want}, the data's samples have {x.shape[1:]}")
+        elif want is not None:
+            raise DataError(f"the model's input has rank {len(want)}, the data {x.ndim}")
+
+    def build(self, training: bool = False) -> Graph:
+        return self.graph.copy()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {n: v.const for n, v in self.graph.initializers.items()
+                if v.const.dtype.kind == "f"}
+
+    def trainable(self) -> list[str]:
+        return list(self._trainable)
+
+    def set_weights(self, values: dict[str, np.ndarray]) -> None:
+        for name, arr in values.items():
+            v = self.graph.initializers[name]
+            v.const = np.asarray(arr, dtype=v.const.dtype)
+
+    def fit_scalers(self, x: np.ndarray) -> None:
+        prefix = self.metadata.get("irkit.normalize")
+        if not prefix or f"{prefix}.shift" not in self.graph.initializers:
+            return
+        from irkit.data import fit_scaler
+        shift, scale = fit_scaler(x.reshape(len(x), -1), self.metadata.get("irkit.scaling",
+                                                                            "standard"))
+        self.set_weights({f"{prefix}.shift": shift, f"{prefix}.scale": scale})
