@@ -15,9 +15,10 @@ import numpy as np
 from irkit.errors import ShapeError
 from irkit.ir import Value
 from irkit.nn import init as initializers
+from irkit.nn.training import TrainingMixin
 
 
-class Module:
+class Module(TrainingMixin):
     """Base of layers. Subclasses implement `forward(x)` with irkit ops and `add_weight`."""
 
     def __init__(self, name: str | None = None) -> None:
@@ -113,3 +114,4 @@ class Sequential(Module):
         for layer in self.layers:
             x = layer(x)
         return x
+

@@ -1,0 +1,218 @@
+"""The `irkit` command line: build, train, export, grad, inspect, ops."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections import Counter
+
+import click
+import numpy as np
+
+from irkit.errors import IrkitError
+
+DEVICE = click.Choice(["cpu", "cuda", "auto"])
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"irkit: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn):
+    """Turn irkit's errors (and file errors) into a one-line message and exit code 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except IrkitError as e:
+            _fail(str(e))
+        except OSError as e:
+            _fail(f"{e.filename or ''}: {e.strerror or e}")
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="irkit")
+def main() -> None:
+    """irkit: neural networks as a graph IR, autodiff to standard ONNX, training on
+    onnxruntime. Run `irkit COMMAND --help` for each command."""
+
+
+def _is_onnx(path: str) -> bool:
+    return path.endswith(".onnx")
+
+
+def _save(graph, path: str, opset: int = 17) -> None:
+    from irkit.onnx_io import save
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise IrkitError(f"{path}: the directory {directory} does not exist; create it first")
+    save(graph, path, opset)
+
+
+# ---- build ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("spec")
+@click.option("-o", "--output", required=True, help="Where to write the ONNX model.")
+@click.option("--data", help="Dataset that fixes the input width (default: the recipe's).")
+@handle_errors
+def build(spec: str, output: str, data: str | None) -> None:
+    """Build an initialised (untrained) model from a recipe SPEC (.toml or bundled name)."""
+    from irkit.data import load_dataset
+    from irkit.train.session import model_from_recipe
+    from irkit.spec import load_recipe
+    recipe = load_recipe(spec)
+    ds = load_dataset(data or _need(recipe.data.get("dataset"), "--data"))
+    model = model_from_recipe(recipe, ds)
+    _save(model.build(training=False), output)
+    click.echo(f"wrote {output}: {_param_count(model.weights())} parameters")
+
+
+def _need(value, option: str):
+    if value is None:
+        raise IrkitError(f"the recipe names no dataset; pass {option} NAME|FILE")
+    return value
+
+
+def _param_count(weights: dict) -> int:
+    return int(sum(np.asarray(w).size for w in weights.values()))
+
+
+# ---- train ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("source")
+@click.option("--data", help="Bundled dataset (iris, digits) or a .csv/.npz file.")
+@click.option("-o", "--output", required=True, help="Where to write the trained ONNX model.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: recipe's).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Optimizer.")
+@click.option("--loss", help="Loss: sparse_categorical_crossentropy (cross_entropy), "
+              "categorical_crossentropy, mse, binary_crossentropy.")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True),
+              help="Held-out validation fraction.")
+@click.option("--seed", type=int, help="Seed for split, shuffling, init and dropout.")
+@click.option("--device", type=DEVICE, default="cpu", show_default=True)
+@click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
+@click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@handle_errors
+def train(source: str, output: str, as_json: bool, **options) -> None:
+    """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
+    inference model (data scaling included) to OUTPUT."""
+    from irkit.train.session import run_training
+    result = run_training(source, output, progress=not as_json, **options)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        final = result["final"]
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+        click.echo(f"best epoch {result['best_epoch']}: {figures}")
+        click.echo(f"wrote {output}")
+
+
+# ---- export --------------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="Where to write the ONNX file.")
+@click.option("--training", is_flag=True, help="Write the train-step graph instead.")
+@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True)
+@click.option("--data", help="Dataset for a recipe's input width (default: the recipe's).")
+@click.option("--loss", help="Loss for --training (default: recipe's / model's).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Optimizer for --training.")
+@handle_errors
+def export(model: str, output: str, training: bool, opset: int, data: str | None,
+           loss: str | None, optimizer: str | None) -> None:
+    """Write MODEL (ONNX file or recipe) as ONNX: the inference graph, or with --training the
+    train-step graph (params, state, input, target, lr, step -> loss, params', state')."""
+    from irkit.train.session import export_graph
+    graph = export_graph(model, training, data, loss, optimizer)
+    _save(graph, output, opset)
+    click.echo(f"wrote {output} ({len(graph.nodes)} nodes, opset {opset})")
+
+
+# ---- grad ----------------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.option("--of", "of", required=True, help="The output to differentiate.")
+@click.option("--wrt", required=True, help="Comma-separated graph inputs or initializers.")
+@click.option("-o", "--output", required=True, help="Where to write the gradient model.")
+@handle_errors
+def grad(model: str, of: str, wrt: str, output: str) -> None:
+    """Add gradients to an ONNX MODEL: outputs NAME_grad for each --wrt name, and an input
+    OF_grad (the cotangent) unless OF is a scalar; inputs and outputs are kept."""
+    from irkit.onnx_io import load
+    from irkit.passes import AutodiffPass
+    graph = load(model)
+    names = [n.strip() for n in wrt.split(",") if n.strip()]
+    if not graph.has_value(of) or of not in [v.name for v in graph.outputs]:
+        raise IrkitError(f"{model}: no graph output named {of!r}; outputs: "
+                         f"{', '.join(v.name for v in graph.outputs)}")
+    for name in names:
+        if not graph.has_value(name):
+            raise IrkitError(f"{model}: no input or initializer named {name!r}")
+    AutodiffPass(of, names)(graph)
+    _save(graph, output)
+    click.echo(f"wrote {output}: outputs {', '.join(v.name for v in graph.outputs)}")
+
+
+# ---- inspect / ops --------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def inspect(model: str, as_json: bool) -> None:
+    """Inputs, outputs, parameter count and op histogram of an ONNX MODEL."""
+    from irkit.onnx_io import load
+    graph = load(model)
+
+    def desc(v):
+        return {"name": v.name, "dtype": str(v.dtype),
+                "shape": None if v.shape is None else list(v.shape)}
+    info = {"inputs": [desc(v) for v in graph.inputs], "outputs": [desc(v) for v in graph.outputs],
+            "parameters": _param_count({k: v.const for k, v in graph.initializers.items()
+                                        if v.const.dtype.kind == "f"}),
+            "initializers": len(graph.initializers), "nodes": len(graph.nodes),
+            "ops": dict(sorted(Counter(n.op_type for n in graph.nodes).items())),
+            "metadata": graph.metadata}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key in ("inputs", "outputs"):
+        click.echo(f"{key}:")
+        for v in info[key]:
+            shape = "?" if v["shape"] is None else "x".join(str(d) for d in v["shape"]) or "scalar"
+            click.echo(f"  {v['name']}: {v['dtype']}[{shape}]")
+    click.echo(f"parameters: {info['parameters']} in {info['initializers']} initializers")
+    click.echo(f"nodes: {info['nodes']}")
+    for op, count in info["ops"].items():
+        click.echo(f"  {op:28s} {count}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ops(as_json: bool) -> None:
+    """Every supported op, its opset and whether it has a gradient."""
+    from irkit.ops import all_ops
+    from irkit.onnx_io import IRKIT_OPSET
+    rows = [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": o.since,
+             "until": IRKIT_OPSET, "gradient": o.has_gradient and o.differentiable,
+             "differentiable": o.differentiable} for o in all_ops()]
+    if as_json:
+        click.echo(json.dumps({"count": len(rows),
+                               "with_gradient": sum(r["gradient"] for r in rows),
+                               "ops": rows}, indent=2))
+        return
+    for r in rows:
+        grad_mark = "gradient" if r["gradient"] else ("-" if r["differentiable"] else "no grad")
+        click.echo(f"{r['op']:28s} opset {r['since']}-{r['until']}  {grad_mark}")
+    click.echo(f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with gradients")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

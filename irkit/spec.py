@@ -1,0 +1,139 @@
+"""Model recipes: a TOML file (or a bundled recipe name) -> a layer stack plus training settings.
+
+    [model]
+    scaling = "standard"           # Normalize layer first: none, minmax or standard
+    layers = [{ type = "dense", units = 16, activation = "relu" }, { type = "dense", units = 3 }]
+    [data]
+    dataset = "iris"               # bundled name or a file
+    val_split = 0.2
+    [train]
+    loss = "sparse_categorical_crossentropy"
+    optimizer = "adam"             # sgd (momentum = 0.9) or adam
+    lr = 0.01
+    epochs = 100
+    batch_size = 16
+    seed = 0
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from irkit.errors import SpecError
+from irkit.nn import Dense, Dropout, Flatten, Normalize, Sequential
+from irkit.nn.layers import Activation
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+LAYERS = {
+    "dense": (Dense, {"units", "activation", "use_bias", "kernel_init", "name"}),
+    "dropout": (Dropout, {"rate", "seed", "name"}),
+    "activation": (Activation, {"kind", "name"}),
+    "flatten": (Flatten, {"name"}),
+}
+TRAIN_KEYS = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "lr": 0.01,
+              "momentum": 0.0, "epochs": 20, "batch_size": 32, "seed": 0, "weight_decay": 0.0}
+DATA_KEYS = {"dataset": None, "val_split": 0.2}
+MODEL_KEYS = {"name", "scaling", "layers", "description"}
+
+
+@dataclass
+class Recipe:
+    """A parsed recipe."""
+
+    name: str
+    layers: list[dict[str, Any]]
+    scaling: str = "none"
+    data: dict[str, Any] = field(default_factory=lambda: dict(DATA_KEYS))
+    train: dict[str, Any] = field(default_factory=lambda: dict(TRAIN_KEYS))
+    source: str = ""
+
+    def build(self) -> Sequential:
+        """A fresh, uninitialised layer stack (weights are made on first build, seeded)."""
+        layers = [Normalize(self.scaling, name="normalize")] if self.scaling != "none" else []
+        for i, spec in enumerate(self.layers):
+            layers.append(_layer(spec, i, self.source))
+        return Sequential(layers, name=self.name)
+
+
+def bundled_recipes() -> list[str]:
+    """Names of the recipes shipped with irkit (models/*.toml)."""
+    return sorted(p.name[:-5] for p in resources.files("irkit.models").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_recipe(source: str) -> Recipe:
+    """A recipe from a .toml path or a bundled name (e.g. `iris_mlp`)."""
+    if os.path.exists(source):
+        with open(source, "rb") as f:
+            raw = f.read()
+    elif source.removesuffix(".toml") in bundled_recipes():
+        raw = resources.files("irkit.models").joinpath(
+            source.removesuffix(".toml") + ".toml").read_bytes()
+    else:
+        raise SpecError(f"{source}: no such recipe file; bundled recipes: "
+                        f"{', '.join(bundled_recipes())}")
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SpecError(f"{source}: not valid TOML ({e}); fix the syntax") from None
+    return parse_recipe(doc, source)
+
+
+def parse_recipe(doc: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    """Validate a recipe document; SpecError naming the file and the bad key."""
+    _only(doc, {"model", "data", "train"}, source, "top level")
+    model = doc.get("model")
+    if not isinstance(model, dict):
+        raise SpecError(f"{source}: needs a [model] table with a `layers` list")
+    _only(model, MODEL_KEYS, source, "[model]")
+    layers = model.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise SpecError(f"{source}: [model] layers must be a non-empty list of tables")
+    data = {**DATA_KEYS, **_table(doc, "data", DATA_KEYS, source)}
+    train = {**TRAIN_KEYS, **_table(doc, "train", TRAIN_KEYS, source)}
+    scaling = model.get("scaling", "none")
+    if scaling not in ("none", "minmax", "standard"):
+        raise SpecError(f"{source}: [model] scaling {scaling!r} must be none, minmax or standard")
+    name = model.get("name") or os.path.basename(source).removesuffix(".toml")
+    recipe = Recipe(name, layers, scaling, data, train, source)
+    recipe.build()  # validates every layer
+    return recipe
+
+
+def _only(table: dict, allowed: set[str], source: str, where: str) -> None:
+    extra = sorted(set(table) - allowed)
+    if extra:
+        raise SpecError(f"{source}: unknown key {extra[0]!r} in {where}; allowed: "
+                        f"{', '.join(sorted(allowed))}")
+
+
+def _table(doc: dict, key: str, allowed: dict, source: str) -> dict:
+    table = doc.get(key, {})
+    if not isinstance(table, dict):
+        raise SpecError(f"{source}: [{key}] must be a table")
+    _only(table, set(allowed), source, f"[{key}]")
+    return table
+
+
+def _layer(spec: Any, index: int, source: str):
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise SpecError(f"{source}: layer {index} must be a table with a `type`")
+    kind = spec["type"]
+    if kind not in LAYERS:
+        raise SpecError(f"{source}: layer {index} has unknown type {kind!r}; use one of "
+                        f"{', '.join(LAYERS)}")
+    cls, allowed = LAYERS[kind]
+    args = {k: v for k, v in spec.items() if k != "type"}
+    _only(args, allowed, source, f"layer {index} ({kind})")
+    try:
+        return cls(**args)
+    except (TypeError, SpecError) as e:
+        raise SpecError(f"{source}: layer {index} ({kind}): {e}") from None

@@ -1,0 +1,1 @@
+"""Bundled model recipes (TOML), installed as irkit.models."""
