@@ -10,6 +10,8 @@ from irkit.errors import (  # noqa: E402
 )
 from irkit.ir import Graph, Node, Value  # noqa: E402
 from irkit import ops  # noqa: E402
+from irkit.function import Function, Input, function, grad, value_and_grad, vjp  # noqa: E402
 
-__all__ = ["DataError", "Graph", "IRError", "IrkitError", "ModelFileError", "Node", "ShapeError",
-           "SpecError", "UnsupportedOpError", "Value", "ops", "__version__"]
+__all__ = ["DataError", "Function", "Graph", "IRError", "Input", "IrkitError", "ModelFileError",
+           "Node", "ShapeError", "SpecError", "UnsupportedOpError", "Value", "__version__",
+           "function", "grad", "ops", "value_and_grad", "vjp"]

@@ -34,7 +34,8 @@ def _spec(x: Any) -> Input:
     if isinstance(x, Input):
         return x
     a = np.asarray(x)
-    dtype = np.float32 if a.dtype == np.float64 and not isinstance(x, np.ndarray) else a.dtype
+    numpy_typed = isinstance(x, (np.ndarray, np.generic))  # plain Python floats become float32
+    dtype = np.float32 if a.dtype == np.float64 and not numpy_typed else a.dtype
     return Input(a.shape, dtype)
 
 

@@ -41,8 +41,8 @@ class Dense(Module):
         features = x.shape[-1] if x.shape else None
         if not isinstance(features, int):
             raise ShapeError(f"{self._label()}: the input's last dim must be known, got {x.shape}")
-        w = self.add_weight("W", (features, self.units), self.kernel_init, graph_of=x)
-        b = self.add_weight("b", (self.units,), "zeros", graph_of=x) if self.use_bias else None
+        w = self.add_weight("W", (features, self.units), self.kernel_init)
+        b = self.add_weight("b", (self.units,), "zeros") if self.use_bias else None
         if x.rank == 2:
             y = ops.Gemm(x, w, b) if b is not None else ops.Gemm(x, w)
         else:
@@ -110,8 +110,8 @@ class Normalize(Module):
 
     def forward(self, x: Value) -> Value:
         features = x.shape[-1]
-        shift = self.add_weight("shift", (features,), "zeros", trainable=False, graph_of=x)
-        scale = self.add_weight("scale", (features,), "ones", trainable=False, graph_of=x)
+        shift = self.add_weight("shift", (features,), "zeros", trainable=False)
+        scale = self.add_weight("scale", (features,), "ones", trainable=False)
         return ops.Mul(ops.Sub(x, shift), scale)
 
     def fit(self, x: np.ndarray) -> None:

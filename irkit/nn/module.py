@@ -28,6 +28,7 @@ class Module(TrainingMixin):
         self.frozen: set[str] = set()
         self._rng: np.random.Generator | None = None
         self._prefix = ""
+        self._graph = None  # the graph being built, while forward() runs
 
     # ---- to implement -----------------------------------------------------------------------
     def forward(self, x: Value) -> Value:
@@ -36,9 +37,11 @@ class Module(TrainingMixin):
     # ---- weights --------------------------------------------------------------------------
     def add_weight(self, name: str, shape: tuple[int, ...], init: str = "glorot_uniform",
                    trainable: bool = True, graph_of: Value | None = None) -> Value:
-        """This module's weight `name` as an initializer of the graph being built."""
-        if graph_of is None:
-            raise ShapeError(f"{self._label()}: add_weight needs graph_of=<an input Value>")
+        """This module's weight `name` as an initializer of the graph being built (call it in
+        forward(); `graph_of` names a Value of that graph when called from elsewhere)."""
+        graph = graph_of.graph if graph_of is not None else self._graph
+        if graph is None:
+            raise ShapeError(f"{self._label()}: add_weight is for use inside forward()")
         if name not in self.weights:
             rng = self._rng if self._rng is not None else np.random.default_rng(0)
             self.weights[name] = initializers.make(init, tuple(int(d) for d in shape), rng)
@@ -47,7 +50,7 @@ class Module(TrainingMixin):
                              f"{self.weights[name].shape}, the input now needs {tuple(shape)}")
         if not trainable:
             self.frozen.add(name)
-        return graph_of.graph.add_initializer(self._prefix + name, self.weights[name])
+        return graph.add_initializer(self._prefix + name, self.weights[name])
 
     def modules(self) -> Iterator[Module]:
         """This module and every module inside it."""
@@ -72,10 +75,13 @@ class Module(TrainingMixin):
         if not isinstance(x, Value):
             raise ShapeError(f"{self._label()} was called with {type(x).__name__}; call it on a "
                              "graph Value (inside a model build or irkit.function)")
+        self._graph = x.graph
         try:
             return self.forward(x)
         except TypeError as e:
             raise ShapeError(f"{self._label()}: {e}") from None
+        finally:
+            self._graph = None
 
     def _label(self) -> str:
         return f"layer {self.name or type(self).__name__}"

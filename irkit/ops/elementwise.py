@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, broadcast_shapes, define
 from irkit.ops.registry import register
@@ -91,6 +92,9 @@ class BinaryOp(OpDef):
 
     def infer(self, node: Node):
         a, b = node.inputs
+        if a.dtype != b.dtype and self.op_type != "Pow":
+            raise ShapeError(f"{self.op_type} node {node.name!r}: inputs {a.name!r} ({a.dtype}) "
+                             f"and {b.name!r} ({b.dtype}) differ in dtype; cast one (ops.Cast)")
         shape = broadcast_shapes(a.shape, b.shape, op=f"{self.op_type} node {node.name!r}")
         return [(self.result_dtype or a.dtype, shape)]
 

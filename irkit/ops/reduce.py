@@ -40,7 +40,7 @@ class ReduceOp(OpDef):
             return [(x.dtype, None)]
         keep = node.attr("keepdims")
         if axes is None:
-            if node.attr("noop_with_empty_axes") and self.axes_from_input:
+            if self.axes_from_input and node.attr("noop_with_empty_axes"):
                 return [(x.dtype, x.shape)]
             axes = list(range(len(x.shape)))
         shape = [1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes]
@@ -48,7 +48,7 @@ class ReduceOp(OpDef):
 
     def compute(self, node: Node, inputs):
         axes = self.axes(node)
-        if axes is None and node.attr("noop_with_empty_axes") and self.axes_from_input:
+        if axes is None and self.axes_from_input and node.attr("noop_with_empty_axes"):
             return [inputs[0]]
         axis = None if axes is None else tuple(axes)
         return [self.np_fn(inputs[0], axis=axis, keepdims=bool(node.attr("keepdims")))]
