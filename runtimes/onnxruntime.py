@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import numpy as np
@@ -27,10 +29,11 @@ def resolve_device(device: str) -> str:
         reason = "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
     else:
         if not _dlls_preloaded and hasattr(ort, "preload_dlls"):
-            try:
-                ort.preload_dlls()
-            except Exception:  # missing CUDA libraries surface when the session starts
-                pass
+            with _quiet():  # it prints each library it cannot find; the probe below decides
+                try:
+                    ort.preload_dlls()
+                except Exception:  # missing CUDA libraries surface when the session starts
+                    pass
             _dlls_preloaded = True
         if not _cuda_session_works():
             reason = "CUDA is not usable here (no GPU, or CUDA 13/cuDNN 9 libraries missing)"
@@ -53,6 +56,7 @@ def _cuda_session_works() -> bool:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        ort.set_default_logger_severity(4)  # a failed provider load logs errors otherwise
         try:
             so = ort.SessionOptions()
             so.log_severity_level = 4
@@ -61,7 +65,16 @@ def _cuda_session_works() -> bool:
             _cuda_ok = s.get_providers()[0] == "CUDAExecutionProvider"
         except Exception:
             _cuda_ok = False
+        finally:
+            ort.set_default_logger_severity(3)
     return _cuda_ok
+
+
+@contextlib.contextmanager
+def _quiet():
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), \
+            contextlib.redirect_stderr(sink):
+        yield
 
 
 def make_session(model_bytes: bytes, device: str = "cpu",
