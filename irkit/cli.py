@@ -33,6 +33,11 @@ def handle_errors(fn):
             _fail(f"{e.filename or ''}: {e.strerror or e}")
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except Exception as e:  # a bug or a library's error: still one line, no traceback
+            if os.environ.get("IRKIT_TRACEBACK"):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            _fail(f"unexpected {type(e).__name__}: {first} (set IRKIT_TRACEBACK=1 to see where)")
     return wrapper
 
 
@@ -49,9 +54,8 @@ def _is_onnx(path: str) -> bool:
 
 def _save(graph, path: str, opset: int = 17) -> None:
     from irkit.onnx_io import save
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise IrkitError(f"{path}: the directory {directory} does not exist; create it first")
+    from irkit.train.session import check_output_path
+    check_output_path(path)
     save(graph, path, opset)
 
 
@@ -64,8 +68,8 @@ def _save(graph, path: str, opset: int = 17) -> None:
 def build(spec: str, output: str, data: str | None) -> None:
     """Build an initialised (untrained) model from a recipe SPEC (.toml or bundled name)."""
     from irkit.data import load_dataset
-    from irkit.train.session import model_from_recipe
     from irkit.spec import load_recipe
+    from irkit.train.session import model_from_recipe
     recipe = load_recipe(spec)
     ds = load_dataset(data or _need(recipe.data.get("dataset"), "--data"))
     model = model_from_recipe(recipe, ds)
@@ -96,17 +100,23 @@ def _param_count(weights: dict) -> int:
               "categorical_crossentropy, mse, binary_crossentropy.")
 @click.option("--val-split", type=click.FloatRange(0, 1, max_open=True),
               help="Held-out validation fraction.")
-@click.option("--seed", type=int, help="Seed for split, shuffling, init and dropout.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Seed for split, shuffling, init and dropout.")
 @click.option("--device", type=DEVICE, default="cpu", show_default=True)
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
+@click.option("--save-training", type=click.Path(dir_okay=False),
+              help="Also write a training model (last weights, optimizer state, step count) "
+              "that `irkit train` resumes from.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @handle_errors
-def train(source: str, output: str, as_json: bool, **options) -> None:
+def train(source: str, output: str, as_json: bool, save_training: str | None,
+          **options) -> None:
     """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
     inference model (data scaling included) to OUTPUT."""
     from irkit.train.session import run_training
-    result = run_training(source, output, progress=not as_json, **options)
+    result = run_training(source, output, progress=not as_json, save_training=save_training,
+                          **options)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -116,22 +126,35 @@ def train(source: str, output: str, as_json: bool, **options) -> None:
         click.echo(f"wrote {output}")
 
 
-# ---- export --------------------------------------------------------------------------------
+# ---- export ----------------------------------------------------------------------------------
 @main.command()
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the ONNX file.")
-@click.option("--training", is_flag=True, help="Write the train-step graph instead.")
+@click.option("--training", is_flag=True, help="A standard ONNX training model: the inference "
+              "graph plus training_info (the train step and its update_binding).")
+@click.option("--step", is_flag=True, help="The bare train-step graph (params, state, input, "
+              "target, lr, step -> loss, correct, params', state'), runnable on onnxruntime.")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True)
 @click.option("--data", help="Dataset for a recipe's input width (default: the recipe's).")
-@click.option("--loss", help="Loss for --training (default: recipe's / model's).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Optimizer for --training.")
+@click.option("--loss", help="Loss for --training/--step (default: recipe's / model's).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help="Optimizer for training.")
 @handle_errors
-def export(model: str, output: str, training: bool, opset: int, data: str | None,
+def export(model: str, output: str, training: bool, step: bool, opset: int, data: str | None,
            loss: str | None, optimizer: str | None) -> None:
-    """Write MODEL (ONNX file or recipe) as ONNX: the inference graph, or with --training the
-    train-step graph (params, state, input, target, lr, step -> loss, params', state')."""
-    from irkit.train.session import export_graph
-    graph = export_graph(model, training, data, loss, optimizer)
+    """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
+    file round-trips ONNX -> IR -> ONNX; --opset converts)."""
+    from irkit.onnx_io import write_atomic
+    from irkit.train.session import check_output_path, export_graph, export_training_model
+    if training and step:
+        raise IrkitError("choose one of --training and --step")
+    if training:
+        check_output_path(output)
+        proto = export_training_model(model, data, loss, optimizer, opset)
+        write_atomic(output, proto.SerializeToString())
+        click.echo(f"wrote {output} (training model: {len(proto.graph.node)} inference nodes, "
+                   f"{len(proto.training_info[0].algorithm.node)} train-step nodes)")
+        return
+    graph = export_graph(model, step, data, loss, optimizer)
     _save(graph, output, opset)
     click.echo(f"wrote {output} ({len(graph.nodes)} nodes, opset {opset})")
 
@@ -198,8 +221,8 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ops(as_json: bool) -> None:
     """Every supported op, its opset and whether it has a gradient."""
-    from irkit.ops import all_ops
     from irkit.onnx_io import IRKIT_OPSET
+    from irkit.ops import all_ops
     rows = [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": o.since,
              "until": IRKIT_OPSET, "gradient": o.has_gradient and o.differentiable,
              "differentiable": o.differentiable} for o in all_ops()]

@@ -72,10 +72,16 @@ class Node:
         return get_op(self.op_type, self.domain, node_name=self.name)
 
     def attr(self, name: str) -> Any:
-        """The attribute's value, or the op's default when the node does not set it."""
+        """The attribute's value, or the op's default when the node does not set it.
+
+        Floats come back rounded to float32: ONNX stores float attributes as float32, so this
+        is the value an exported model computes with.
+        """
         if name in self.attributes:
-            return self.attributes[name]
-        return self.opdef.attribute_default(name, self)
+            value = self.attributes[name]
+        else:
+            value = self.opdef.attribute_default(name, self)
+        return float(np.float32(value)) if isinstance(value, float) else value
 
     def __repr__(self) -> str:
         ins = ", ".join(v.name if v is not None else "" for v in self.inputs)
@@ -255,6 +261,13 @@ class Graph:
             raise IRError(f"cannot remove initializer {name!r}: it is still used")
         del self.initializers[name]
         del self._values[name]
+
+    def remove_input(self, value: Value) -> None:
+        """Remove an unused graph input."""
+        if value.uses or value in self.outputs:
+            raise IRError(f"cannot remove input {value.name!r}: it is still used")
+        self.inputs.remove(value)
+        del self._values[value.name]
 
     def promote_initializer_to_input(self, name: str) -> Value:
         """Turn an initializer into a graph input of the same name (keeps its uses)."""

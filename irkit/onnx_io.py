@@ -58,11 +58,16 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """Export `graph` and write it to `path`; written to a temporary name first, then moved."""
     model = to_onnx(graph, opset)
+    write_atomic(path, model.SerializeToString())
+    return model
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary name, then move it into place: a failure never leaves half a file."""
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as f:
-        f.write(model.SerializeToString())
+        f.write(data)
     os.replace(tmp, path)
-    return model
 
 
 def _version() -> str:
@@ -105,17 +110,23 @@ def _attr_value(op_type: str, name: str, value: Any) -> Any:
 
 
 # ---- import ----------------------------------------------------------------------------------
-def load(path: str | os.PathLike) -> Graph:
-    """Read an ONNX file into the IR (one-line ModelFileError for unreadable files)."""
+def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read an ONNX file (one-line ModelFileError for missing or unreadable files)."""
     if not os.path.exists(path):
         raise ModelFileError(f"{path}: no such file")
     try:
-        model = onnx.load(os.fspath(path))
+        return onnx.load(os.fspath(path))
     except Exception as e:
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
+
+
+def load(path: str | os.PathLike, convert=None) -> Graph:
+    """Read an ONNX file into the IR; errors name the file. `convert(proto) -> Graph`
+    replaces the plain conversion (e.g. to read a training model)."""
+    model = load_proto(path)
     try:
-        return from_onnx(model)
+        return (convert or from_onnx)(model)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from irkit.errors import SpecError
+from irkit.errors import ShapeError, SpecError
 from irkit.nn import Dense, Dropout, Flatten, Normalize, Sequential
 from irkit.nn.layers import Activation
 
@@ -42,6 +42,38 @@ TRAIN_KEYS = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "l
               "momentum": 0.0, "epochs": 20, "batch_size": 32, "seed": 0, "weight_decay": 0.0}
 DATA_KEYS = {"dataset": None, "val_split": 0.2}
 MODEL_KEYS = {"name", "scaling", "layers", "description"}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# what each [train]/[data] setting must be: (description, test)
+SETTING_RULES = {
+    "loss": ("a string", lambda v: isinstance(v, str)),
+    "optimizer": ("a string", lambda v: isinstance(v, str)),
+    "lr": ("a number > 0", lambda v: _is_number(v) and v > 0),
+    "momentum": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "epochs": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "batch_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
+    "seed": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+    "weight_decay": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
+    "dataset": ("a dataset name or file path (a string)", lambda v: isinstance(v, str)),
+    "val_split": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+}
+# layer arguments whose type the layer constructors do not check themselves
+LAYER_ARG_RULES = {
+    "name": ("a string", lambda v: isinstance(v, str)),
+    "activation": ("a string", lambda v: isinstance(v, str)),
+    "kind": ("a string", lambda v: isinstance(v, str)),
+    "kernel_init": ("a string", lambda v: isinstance(v, str)),
+    "use_bias": ("true or false", lambda v: isinstance(v, bool)),
+    "seed": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
+}
 
 
 @dataclass
@@ -103,9 +135,20 @@ def parse_recipe(doc: dict[str, Any], source: str = "<recipe>") -> Recipe:
     if scaling not in ("none", "minmax", "standard"):
         raise SpecError(f"{source}: [model] scaling {scaling!r} must be none, minmax or standard")
     name = model.get("name") or os.path.basename(source).removesuffix(".toml")
+    if not isinstance(name, str):
+        raise SpecError(f"{source}: [model] name must be a string, got {name!r}")
     recipe = Recipe(name, layers, scaling, data, train, source)
-    recipe.build()  # validates every layer
+    try:
+        recipe.build()  # validates every layer
+    except ShapeError as e:
+        raise SpecError(f"{source}: {e}") from None
     return recipe
+
+
+def _check_values(table: dict, rules: dict, source: str, where: str) -> None:
+    for key, value in table.items():
+        if key in rules and not rules[key][1](value):
+            raise SpecError(f"{source}: {where} {key} must be {rules[key][0]}, got {value!r}")
 
 
 def _only(table: dict, allowed: set[str], source: str, where: str) -> None:
@@ -120,6 +163,7 @@ def _table(doc: dict, key: str, allowed: dict, source: str) -> dict:
     if not isinstance(table, dict):
         raise SpecError(f"{source}: [{key}] must be a table")
     _only(table, set(allowed), source, f"[{key}]")
+    _check_values(table, SETTING_RULES, source, f"[{key}]")
     return table
 
 
@@ -133,6 +177,7 @@ def _layer(spec: Any, index: int, source: str):
     cls, allowed = LAYERS[kind]
     args = {k: v for k, v in spec.items() if k != "type"}
     _only(args, allowed, source, f"layer {index} ({kind})")
+    _check_values(args, LAYER_ARG_RULES, source, f"layer {index} ({kind})")
     try:
         return cls(**args)
     except (TypeError, SpecError) as e:

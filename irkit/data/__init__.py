@@ -140,7 +140,11 @@ def train_val_split(n: int, val_fraction: float, seed: int, y: np.ndarray | None
         k = int(round(len(idx) * val_fraction))
         val.append(idx[:k])
         train.append(idx[k:])
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
+    train_idx, val_idx = np.concatenate(train), np.concatenate(val)
+    if len(train_idx) == 0:
+        raise DataError(f"validation fraction {val_fraction} of {n} samples leaves none to "
+                        "train on; lower it")
+    return rng.permutation(train_idx), rng.permutation(val_idx)
 
 
 def fit_scaler(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:

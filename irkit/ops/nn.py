@@ -163,7 +163,7 @@ class Dropout(OpDef):
             if _training(node):
                 raise ShapeError(f"Dropout node {node.name!r} in training mode needs its mask "
                                  "output for a gradient; build it with two outputs")
-            return [g]
+            return [g] + [None] * (len(node.inputs) - 1)
         ratio = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1] is not None else 0.5
         mask = Cast(node.outputs[1], to=onnx_dtype(g.dtype))
         keep = SubOp(node.graph.constant(1.0, dtype=g.dtype), ratio) if isinstance(

@@ -98,7 +98,9 @@ class OnnxModel:
             raise DataError(f"the model's input has rank {len(want)}, the data {x.ndim}")
 
     def build(self, training: bool = False) -> Graph:
-        return self.graph.copy()
+        graph = self.graph.copy()
+        graph.metadata = dict(self.metadata)
+        return graph
 
     def weights(self) -> dict[str, np.ndarray]:
         return {n: v.const for n, v in self.graph.initializers.items()
@@ -116,6 +118,10 @@ class OnnxModel:
         prefix = self.metadata.get("irkit.normalize")
         if not prefix or f"{prefix}.shift" not in self.graph.initializers:
             return
+        shift = self.graph.initializers[f"{prefix}.shift"].const
+        scale = self.graph.initializers[f"{prefix}.scale"].const
+        if shift.any() or not (scale == 1).all():
+            return  # fitted already (e.g. a model trained before): keep its scaling
         from irkit.data import fit_scaler
         shift, scale = fit_scaler(x.reshape(len(x), -1), self.metadata.get("irkit.scaling",
                                                                             "standard"))

@@ -7,6 +7,7 @@ the `irkit.train` metadata that irkit writes into the models it builds; then the
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -55,11 +56,10 @@ def _split_names(text: str | None) -> list[str] | None:
 
 def prepare(source: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any], Dataset]:
     """Model, merged settings and dataset for a training run."""
-    from irkit.onnx_io import load
     recipe, settings = _settings(source)
-    graph = None
+    graph, resume = None, None
     if recipe is None:
-        graph = load(source)
+        graph, resume = _load_onnx(source)
         settings = _onnx_settings(graph)
     merged = {**TRAIN_KEYS, **DATA_KEYS, **settings,
               **{k: v for k, v in options.items() if v is not None}}
@@ -73,9 +73,43 @@ def prepare(source: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any], 
             raise DataError("--trainable/--freeze apply to ONNX models; a recipe trains all")
         model = model_from_recipe(recipe, data)
     else:
-        model = OnnxModel(graph, _split_names(options.get("trainable")),
-                          _split_names(options.get("freeze")))
+        trainable = _split_names(options.get("trainable")) or (resume or {}).get("params")
+        model = OnnxModel(graph, trainable, _split_names(options.get("freeze")))
+    if resume is not None:
+        merged["resume"] = resume
     return model, merged, data
+
+
+def _load_onnx(path: str):
+    """The graph of an ONNX file and, for a training model, its stored training state."""
+    from irkit.onnx_io import from_onnx, load
+    from irkit.train.training_model import read_training_model
+    found = {}
+
+    def convert(proto):
+        if not proto.training_info:
+            return from_onnx(proto)
+        graph, found["resume"] = read_training_model(proto)
+        return graph
+    graph = load(path, convert)
+    return graph, found.get("resume")
+
+
+def check_output_path(path: str) -> None:
+    """IrkitError now, before any work, if `path` cannot be written (missing directory)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise IrkitError(f"{path}: the directory {directory} does not exist; create it first")
+
+
+def _optimizer(s: dict[str, Any], lr: float | None = None):
+    """The optimizer the settings name, with their lr (unless `lr`), weight decay and (SGD)
+    momentum."""
+    opt_args = {"lr": float(s["lr"] if lr is None else lr),
+                "weight_decay": float(s.get("weight_decay", 0.0))}
+    if s["optimizer"] == "sgd":
+        opt_args["momentum"] = float(s.get("momentum", 0.0))
+    return get_optimizer(s["optimizer"], **opt_args)
 
 
 class _Progress(Callback):
@@ -100,24 +134,33 @@ class _Progress(Callback):
         click.echo(f"epoch {epoch + 1}/{self.epochs}  {figures}", err=True)
 
 
-def run_training(source: str, output: str, progress: bool = True, **options) -> dict[str, Any]:
-    """Train and write the inference model; returns history and final validation figures."""
+def run_training(source: str, output: str, progress: bool = True,
+                 save_training: str | None = None, **options) -> dict[str, Any]:
+    """Train and write the inference model (and, with `save_training`, a training model to
+    resume from); returns the history and the final validation figures."""
+    check_output_path(output)
+    if save_training:
+        check_output_path(save_training)
     model, s, data = prepare(source, options)
     x, y = data.x, data.y
     train_idx, val_idx = train_val_split(len(x), float(s["val_split"]), int(s["seed"]), y)
     model.ensure_input(x)
     model.fit_scalers(x[train_idx])
     loss = get_loss(s["loss"])
-    opt_args = {"lr": float(s["lr"]), "weight_decay": float(s.get("weight_decay", 0.0))}
-    if s["optimizer"] == "sgd":
-        opt_args["momentum"] = float(s.get("momentum", 0.0))
-    trainer = Trainer(model, loss, get_optimizer(s["optimizer"], **opt_args), options["device"]
-                      or "cpu", int(s["seed"]))
-    epochs, batch = int(s["epochs"]), int(s["batch_size"])
+    resume = s.get("resume") or {}
+    optimizer = _optimizer(s, resume.get("lr") if options.get("lr") is None else None)
+    trainer = Trainer(model, loss, optimizer, options["device"] or "cpu", int(s["seed"]))
+    trainer.optimizer_state = resume.get("state") or None
+    trainer.steps_done = resume.get("steps_done", 0)
+    first = resume.get("epochs_done", 0)
+    epochs, batch = first + int(s["epochs"]), int(s["batch_size"])
     batches = -(-len(train_idx) // batch)
     callbacks = [_Progress(epochs, batches)] if progress else []
     validation = (x[val_idx], y[val_idx]) if len(val_idx) else None
-    history = trainer.fit(x[train_idx], y[train_idx], epochs, batch, validation, True, callbacks)
+    history = trainer.fit(x[train_idx], y[train_idx], epochs, batch, validation, True, callbacks,
+                          initial_epoch=first)
+    if save_training:
+        _write_training_model(model, trainer, loss, optimizer, epochs, s, save_training)
     final = trainer.evaluate(*validation) if validation else trainer.evaluate(
         x[train_idx], y[train_idx])
     prefix = "val_" if validation else ""
@@ -132,6 +175,21 @@ def run_training(source: str, output: str, progress: bool = True, **options) -> 
             "train_samples": int(len(train_idx)), "val_samples": int(len(val_idx))}
 
 
+def _write_training_model(model, trainer, loss, optimizer, epochs_done: int, s: dict,
+                          path: str) -> None:
+    """The last weights (not the best), optimizer state and step count, to resume from."""
+    from irkit.train.training_model import to_training_model
+    best = model.weights()
+    best = {k: np.array(v) for k, v in best.items()}
+    model.set_weights(trainer.last_weights)
+    model.metadata["irkit.train"] = json.dumps({k: s[k] for k in (*TRAIN_KEYS, *DATA_KEYS)})
+    proto = to_training_model(model, loss, optimizer, trainer.optimizer_state,
+                              trainer.steps_done, epochs_done)
+    model.set_weights(best)
+    from irkit.onnx_io import write_atomic
+    write_atomic(path, proto.SerializeToString())
+
+
 def export_graph(source: str, training: bool, data: str | None, loss: str | None,
                  optimizer: str | None):
     """The inference graph, or the train-step graph, of a recipe or ONNX model."""
@@ -143,10 +201,22 @@ def export_graph(source: str, training: bool, data: str | None, loss: str | None
     if not training:
         return model.build(training=False)
     from irkit.train.step import build_step_graphs
-    opt = get_optimizer(s["optimizer"], lr=float(s["lr"]))
-    graphs = build_step_graphs(model, get_loss(s["loss"]), opt)
+    graphs = build_step_graphs(model, get_loss(s["loss"]), _optimizer(s))
     graphs.train.metadata = dict(model.metadata)
     return graphs.train
 
 
-__all__ = ["export_graph", "model_from_recipe", "prepare", "run_training"]
+def export_training_model(source: str, data: str | None, loss: str | None,
+                          optimizer: str | None, opset: int = 17):
+    """A ModelProto with training_info for a recipe or ONNX model (stored state, or fresh)."""
+    from irkit.train.training_model import to_training_model
+    model, s, _ = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
+    resume = s.get("resume") or {}
+    model.metadata["irkit.train"] = json.dumps({k: s[k] for k in (*TRAIN_KEYS, *DATA_KEYS)})
+    return to_training_model(model, get_loss(s["loss"]), _optimizer(s, resume.get("lr")),
+                             resume.get("state"), resume.get("steps_done", 0),
+                             resume.get("epochs_done", 0), opset)
+
+
+__all__ = ["check_output_path", "export_graph", "export_training_model", "model_from_recipe",
+           "prepare", "run_training"]

@@ -16,7 +16,7 @@ import numpy as np
 from irkit.data import check_finite, check_labels
 from irkit.errors import DataError
 from irkit.onnx_io import to_onnx
-from irkit.runtimes.onnxruntime import empty_ortvalue, make_session, ortvalue, resolve_device
+from irkit.runtimes.onnxruntime import make_session, ortvalue, resolve_device
 from irkit.train.callbacks import Callback
 from irkit.train.losses import Loss
 from irkit.train.optimizers import Optimizer
@@ -45,10 +45,12 @@ class Trainer:
     """Trains a ModuleModel/OnnxModel with a loss and optimizer on onnxruntime."""
 
     def __init__(self, model, loss: Loss, optimizer: Optimizer, device: str = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int = 0, threads: int | None = None) -> None:
+        """`threads`: onnxruntime intra-op threads (None: its default, one per physical core)."""
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.device = resolve_device(device)
         self.seed = seed
+        self.threads = threads
         self.lr = float(optimizer.lr)
         self.stop_training = False
         self.steps_done = 0
@@ -60,8 +62,10 @@ class Trainer:
         if self.graphs is not None:
             return
         self.graphs = g = build_step_graphs(self.model, self.loss, self.optimizer)
-        self.train_session = make_session(to_onnx(g.train).SerializeToString(), self.device)
-        self.eval_session = make_session(to_onnx(g.eval).SerializeToString(), self.device)
+        self.train_session = make_session(to_onnx(g.train).SerializeToString(), self.device,
+                                          self.threads)
+        self.eval_session = make_session(to_onnx(g.eval).SerializeToString(), self.device,
+                                         self.threads)
         weights = self.model.weights()
         state = self.optimizer_state or {f"{s}/{p}": a for p in g.params
                                          for s, a in self.optimizer.init_state(weights[p]).items()}
@@ -69,8 +73,10 @@ class Trainer:
         dev = self.device
         self._sets = [{k: ortvalue(v, dev) for k, v in values.items()},
                       {k: ortvalue(v, dev) for k, v in values.items()}]
-        self._scalars = {n: ortvalue(np.zeros((), np.float32), "cpu") for n in (LR, STEP)}
-        self._out = {n: empty_ortvalue((), np.float32, "cpu") for n in (LOSS, CORRECT)}
+        # lr, step, loss and correct are bound to these host numpy scalars (by address), so a
+        # step writes and reads them as numpy values instead of making or copying OrtValues
+        self._host = {n: np.zeros((), np.float32) for n in (LR, STEP, LOSS, CORRECT)}
+        self._target_dtype = self.loss.target_dtype()
         self._train_io = [self._binding(self.train_session, a, b) for a, b in
                           ((0, 1), (1, 0))]
         self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
@@ -83,39 +89,57 @@ class Trainer:
             if k in names:
                 io.bind_ortvalue_input(k, v)
         if dst is not None:
-            io.bind_ortvalue_input(LR, self._scalars[LR])
-            io.bind_ortvalue_input(STEP, self._scalars[STEP])
+            for k in (LR, STEP):
+                io.bind_input(k, "cpu", 0, np.float32, [], self._host[k].ctypes.data)
             for k, v in self._sets[dst].items():
                 io.bind_ortvalue_output(f"next/{k}", v)
         for o in session.get_outputs():
-            if o.name in self._out:
-                io.bind_ortvalue_output(o.name, self._out[o.name])
+            if o.name in (LOSS, CORRECT):
+                io.bind_output(o.name, "cpu", 0, np.float32, [], self._host[o.name].ctypes.data)
         return io
 
     # ---- running --------------------------------------------------------------------------
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """One optimizer step on one batch; returns its loss (a Python float).
+
+        `x` float32 samples, `y` targets as `prepare_targets` returns them (not re-checked
+        here: this is the inner loop). The weights stay in the device buffers; read them
+        with `current_weights()`. Uses `self.lr` and counts `steps_done`, as `fit` does.
+        """
+        self._compile()
+        return self._step(np.ascontiguousarray(x, np.float32),
+                          np.ascontiguousarray(y, self._target_dtype))
+
+    def _step(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        io, host = self._train_io[self._current], self._host
+        self.steps_done += 1
+        host[LR][()] = self.lr
+        host[STEP][()] = self.steps_done
+        io.bind_cpu_input(self.graphs.input_name, xb)
+        io.bind_cpu_input(TARGET, yb)
+        self.train_session.run_with_iobinding(io)
+        self._current = 1 - self._current
+        return float(host[LOSS])
+
+    def _evaluate_batch(self, xb: np.ndarray, yb: np.ndarray) -> float:
+        io = self._eval_io[self._current]
+        io.bind_cpu_input(self.graphs.input_name, xb)
+        io.bind_cpu_input(TARGET, yb)
+        self.eval_session.run_with_iobinding(io)
+        return float(self._host[LOSS])
+
     def _run_batches(self, training: bool, x: np.ndarray, y: np.ndarray, batch_size: int,
                      on_batch=None) -> dict[str, float]:
-        g = self.graphs
+        g, correct = self.graphs, self._host[CORRECT]
+        run = self._step if training else self._evaluate_batch
         total_loss, total_correct = 0.0, 0.0
         for start in range(0, len(x), batch_size):
             xb = np.ascontiguousarray(x[start:start + batch_size])
             yb = np.ascontiguousarray(y[start:start + batch_size])
-            if training:
-                io = self._train_io[self._current]
-                self.steps_done += 1
-                self._scalars[LR].update_inplace(np.array(self.lr, np.float32))
-                self._scalars[STEP].update_inplace(np.array(self.steps_done, np.float32))
-            else:
-                io = self._eval_io[self._current]
-            io.bind_cpu_input(g.input_name, xb)
-            io.bind_cpu_input(TARGET, yb)
-            (self.train_session if training else self.eval_session).run_with_iobinding(io)
-            if training:
-                self._current = 1 - self._current
-            loss = float(self._out[LOSS].numpy())
+            loss = run(xb, yb)
             total_loss += loss * len(xb)
             if g.has_correct:
-                total_correct += float(self._out[CORRECT].numpy())
+                total_correct += float(correct)
             if on_batch is not None:
                 on_batch(start // batch_size, {"loss": loss})
         n = max(len(x), 1)
@@ -148,6 +172,7 @@ class Trainer:
         y = y.astype(np.float32)
         if target.shape is not None and len(target.shape) == 2 and y.ndim == 1:
             y = y.reshape(-1, 1)
+        _check_target_shape(y, target.shape, self.loss.name, name)
         return y
 
     def _num_classes(self) -> int | None:
@@ -159,8 +184,13 @@ class Trainer:
 
     def fit(self, x: np.ndarray, y: np.ndarray, epochs: int = 10, batch_size: int = 32,
             validation_data: tuple[np.ndarray, np.ndarray] | None = None, shuffle: bool = True,
-            callbacks: list[Callback] | None = None, keep_best: bool = True) -> History:
-        """Train for `epochs`; validate each epoch on `validation_data` if given."""
+            callbacks: list[Callback] | None = None, keep_best: bool = True,
+            initial_epoch: int = 0) -> History:
+        """Train up to epoch `epochs`, validating each epoch on `validation_data` if given.
+
+        `initial_epoch` (as in Keras) resumes a run: epochs before it count as done, and the
+        shuffling generator is advanced past them, so a resumed run repeats the batches of an
+        uninterrupted one."""
         if epochs < 1 or batch_size < 1:
             raise DataError(f"epochs ({epochs}) and batch size ({batch_size}) must be >= 1")
         self._compile()
@@ -178,7 +208,9 @@ class Trainer:
         for cb in callbacks:
             cb.set_trainer(self)
             cb.on_train_begin({})
-        for epoch in range(epochs):
+        for _ in range(initial_epoch if shuffle else 0):
+            rng.permutation(len(x))
+        for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
             order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
@@ -200,6 +232,7 @@ class Trainer:
             if self.stop_training:
                 break
         self.optimizer_state = self.current_state()
+        self.last_weights = self.current_weights()  # where training continues from
         final = best[1] if keep_best and best[1] is not None else self.current_weights()
         self.model.set_weights(final)
         for p, arr in final.items():
@@ -215,6 +248,21 @@ class Trainer:
         check_finite(x, "evaluation data")
         return self._run_batches(False, x, self.prepare_targets(y, "evaluation data"),
                                  batch_size)
+
+
+def _check_target_shape(y: np.ndarray, want, loss: str, name: str) -> None:
+    """DataError unless each target has the shape of one model output (else ORT fails later)."""
+    if want is None:
+        return
+    fixed = [d if isinstance(d, int) else None for d in want[1:]]
+    if y.ndim == len(want) and all(d in (None, n) for d, n in zip(fixed, y.shape[1:],
+                                                                  strict=True)):
+        return
+    hint = (" (class labels need sparse_categorical_crossentropy, or one-hot targets)"
+            if loss != "mse" else "")
+    raise DataError(f"{name}: each target has shape {tuple(y.shape[1:])}, the model's output "
+                    f"per sample is {tuple(want[1:])}; {loss} needs targets shaped like the "
+                    f"output{hint}")
 
 
 def _batch_hook(callbacks: list[Callback]):
