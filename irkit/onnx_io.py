@@ -49,10 +49,32 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     try:
         converted = onnx.version_converter.convert_version(model, opset)
     except Exception as e:  # the converter raises bare RuntimeErrors
-        raise UnsupportedOpError(f"cannot convert the model to opset {opset}: "
-                                 f"{str(e).splitlines()[0]}; try another --opset") from None
+        converted = _relabel_opset(model, opset)
+        if converted is None:
+            raise UnsupportedOpError(f"cannot convert the model to opset {opset}: "
+                                     f"{str(e).splitlines()[0]}; try another --opset") from None
     converted.ir_version = helper.find_min_ir_version_for(list(converted.opset_import))
     return converted
+
+
+def _relabel_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto | None:
+    """Declare an older opset when every node is valid there as written.
+
+    The version converter has no down-adapters for changes that only widened type lists
+    (e.g. Relu 13 -> 14); the full checker, run against the older opset's schemas, decides
+    whether the model as written means the same there.
+    """
+    relabeled = onnx.ModelProto()
+    relabeled.CopyFrom(model)
+    for o in relabeled.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = opset
+    relabeled.ir_version = helper.find_min_ir_version_for(list(relabeled.opset_import))
+    try:
+        onnx.checker.check_model(relabeled, full_check=True)
+    except Exception:
+        return None
+    return relabeled
 
 
 def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
