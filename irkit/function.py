@@ -125,6 +125,11 @@ class _Transformed(Function):
 
     def build(self, graph: Graph, inputs: list[Value]) -> list[Value]:
         from irkit.passes import gradients
+        seed = None
+        if self.cotangent:  # a vjp's last argument is the cotangent of the output
+            if len(inputs) < 2:
+                raise ShapeError(f"vjp of {self.base.name}: pass the inputs, then the cotangent")
+            inputs, seed = inputs[:-1], inputs[-1]
         outs = self.base.build(graph, inputs)
         if not 0 <= self.of < len(outs):
             raise ShapeError(f"{self.base.name} has {len(outs)} outputs; `of={self.of}` is none")
@@ -132,9 +137,16 @@ class _Transformed(Function):
         for i in self.wrt:
             if not 0 <= i < len(inputs):
                 raise ShapeError(f"{self.base.name} has {len(inputs)} inputs; wrt={i} is none")
-        seed = graph.add_input(f"{y.name}_grad", y.dtype, y.shape) if self.cotangent else None
+        if seed is not None and _static(seed.shape) and _static(y.shape) \
+                and seed.shape != y.shape:
+            raise ShapeError(f"vjp of {self.base.name}: the cotangent has shape {seed.shape}, "
+                             f"the output {y.shape}; pass one shaped like the output")
         grads = gradients(graph, y, [inputs[i] for i in self.wrt], seed)
         return ([y] if self.with_value else []) + grads
+
+
+def _static(shape: Shape) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
 
 
 def _wrt(wrt: int | Sequence[int]) -> list[int]:

@@ -197,13 +197,20 @@ class Graph:
         if num_outputs is None:
             num_outputs = len(output_names) if output_names else opdef.default_num_outputs(node)
         self._node_names.add(node_name)
-        results = opdef.infer(node) if infer else [(np.float32, None)] * num_outputs
-        for i in range(num_outputs):
+        for i in range(num_outputs):  # made before inference, so it can count the outputs
             out_name = output_names[i] if output_names else self._output_name(node_name, i)
-            dtype, shape = results[i] if i < len(results) else (np.float32, None)
-            out = self._new_value(out_name, dtype, shape)
+            out = self._new_value(out_name, np.float32, None)
             out.producer = node
             node.outputs.append(out)
+        try:
+            results = opdef.infer(node) if infer else []
+        except Exception:  # leave the graph as it was
+            for out in node.outputs:
+                del self._values[out.name]
+            self._node_names.discard(node_name)
+            raise
+        for out, (dtype, shape) in zip(node.outputs, results):
+            out.dtype, out.shape = np.dtype(dtype), None if shape is None else tuple(shape)
         for i, v in enumerate(node.inputs):
             if v is not None:
                 v.uses.append((node, i))
@@ -225,6 +232,8 @@ class Graph:
     # ---- editing ----------------------------------------------------------------------------
     def replace_all_uses_with(self, old: Value, new: Value) -> None:
         """Make every reader of `old` (nodes and graph outputs) read `new` instead."""
+        if new is old:  # nothing to do; the loop below would clear `old.uses`
+            return
         for node, i in list(old.uses):
             node.inputs[i] = new
             new.uses.append((node, i))

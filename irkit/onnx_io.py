@@ -171,6 +171,10 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
         attrs = {a.name: _import_attr(a) for a in proto.attribute}
         graph.add_node(proto.op_type, inputs, attrs, name=proto.name or proto.op_type,
                        output_names=list(proto.output), domain=proto.domain)
+    undefined = [vi.name for vi in g.output if not graph.has_value(vi.name)]
+    if undefined:
+        raise ModelFileError(f"graph outputs {undefined} are not defined by any node, input or "
+                             "initializer")
     graph.outputs = [graph.value(vi.name) for vi in g.output]
     for vi in g.output:  # declared output shapes are more precise than inference may be
         dtype, shape = _type_of(vi)
@@ -220,7 +224,8 @@ def _check_ops(g: onnx.GraphProto) -> None:
     missing: dict[str, list[str]] = {}
     for n in g.node:
         if not has_op(n.op_type, n.domain):
-            missing.setdefault(n.op_type, []).append(n.name or "<unnamed>")
+            op = f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+            missing.setdefault(op, []).append(n.name or "<unnamed>")
     if missing:
         parts = [f"{op} (nodes {', '.join(names[:3])}{'...' if len(names) > 3 else ''})"
                  for op, names in sorted(missing.items())]
