@@ -209,7 +209,7 @@ class Graph:
                 del self._values[out.name]
             self._node_names.discard(node_name)
             raise
-        for out, (dtype, shape) in zip(node.outputs, results):
+        for out, (dtype, shape) in zip(node.outputs, results, strict=False):
             out.dtype, out.shape = np.dtype(dtype), None if shape is None else tuple(shape)
         for i, v in enumerate(node.inputs):
             if v is not None:

@@ -73,6 +73,52 @@ Elu = unary("Elu", lambda x, n: np.where(x > 0, x, n.attr("alpha") * np.expm1(x)
             lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, Add(y, n.attr("alpha")))),
             attributes={"alpha": 1.0}, since=6)
 
+# trigonometric and hyperbolic functions and their inverses
+Tan = unary("Tan", lambda x, n: np.tan(x),
+            lambda x, y, g, n: Mul(g, Add(Mul(y, y), 1.0)), since=7)  # d tan = 1 + tan^2
+Asin = unary("Asin", lambda x, n: np.arcsin(x),
+             lambda x, y, g, n: Div(g, Sqrt(Sub(1.0, Mul(x, x)))), since=7)
+Acos = unary("Acos", lambda x, n: np.arccos(x),
+             lambda x, y, g, n: Neg(Div(g, Sqrt(Sub(1.0, Mul(x, x))))), since=7)
+Atan = unary("Atan", lambda x, n: np.arctan(x),
+             lambda x, y, g, n: Div(g, Add(Mul(x, x), 1.0)), since=7)
+Sinh = unary("Sinh", lambda x, n: np.sinh(x), lambda x, y, g, n: Mul(g, Cosh(x)), since=9)
+Cosh = unary("Cosh", lambda x, n: np.cosh(x), lambda x, y, g, n: Mul(g, Sinh(x)), since=9)
+Asinh = unary("Asinh", lambda x, n: np.arcsinh(x),
+              lambda x, y, g, n: Div(g, Sqrt(Add(Mul(x, x), 1.0))), since=9)
+Acosh = unary("Acosh", lambda x, n: np.arccosh(x),
+              lambda x, y, g, n: Div(g, Sqrt(Sub(Mul(x, x), 1.0))), since=9)
+Atanh = unary("Atanh", lambda x, n: np.arctanh(x),
+              lambda x, y, g, n: Div(g, Sub(1.0, Mul(x, x))), since=9)
+
+# activations with attributes; attributes read through node.attr are float32-exact, like ONNX's
+_SELU_ALPHA, _SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
+Selu = unary(
+    "Selu", lambda x, n: n.attr("gamma") * np.where(x > 0, x, n.attr("alpha") * np.expm1(x)),
+    # x > 0: gamma; else gamma * alpha * exp(x) = y + gamma * alpha
+    lambda x, y, g, n: Where(Greater(x, 0.0), Mul(g, n.attr("gamma")),
+                             Mul(g, Add(y, n.attr("gamma") * n.attr("alpha")))),
+    attributes={"alpha": _SELU_ALPHA, "gamma": _SELU_GAMMA}, since=6)
+Celu = unary(
+    "Celu", lambda x, n: np.where(x > 0, x, n.attr("alpha") * np.expm1(x / n.attr("alpha"))),
+    lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, Exp(Div(x, n.attr("alpha"))))),
+    attributes={"alpha": 1.0}, since=12)
+# y = clip(alpha x + beta, 0, 1): slope alpha strictly inside (0, 1), 0 on the flat parts
+HardSigmoid = unary(
+    "HardSigmoid", lambda x, n: np.clip(n.attr("alpha") * x + n.attr("beta"), 0, 1),
+    lambda x, y, g, n: Where(And(Greater(y, 0.0), Less(y, 1.0)), Mul(g, n.attr("alpha")), 0.0),
+    attributes={"alpha": 0.2, "beta": 0.5}, since=6)
+# y = x clip(x / 6 + 1/2, 0, 1): y' = 0 below -3, 1 above 3, x / 3 + 1/2 between
+HardSwish = unary(
+    "HardSwish", lambda x, n: x * np.clip(x / 6 + 0.5, 0, 1),
+    lambda x, y, g, n: Mul(g, Where(Less(x, -3.0), 0.0,
+                                    Where(Greater(x, 3.0), 1.0, Add(Div(x, 3.0), 0.5)))),
+    since=14)
+ThresholdedRelu = unary(
+    "ThresholdedRelu", lambda x, n: np.where(x > n.attr("alpha"), x, 0).astype(x.dtype),
+    lambda x, y, g, n: Where(Greater(x, n.attr("alpha")), g, 0.0),
+    attributes={"alpha": 1.0}, since=10)
+
 
 def _erf(x: np.ndarray) -> np.ndarray:
     return np.vectorize(math.erf, otypes=[x.dtype])(x) if x.size else x
@@ -127,6 +173,10 @@ Div = binary("Div", _div, lambda a, b, out, g: (Div(g, b), Neg(Div(Mul(g, out), 
 Pow = binary("Pow", lambda a, b: np.power(a, b).astype(a.dtype),
              lambda a, b, out, g: (Mul(g, Mul(b, Pow(a, Sub(b, 1.0)))),
                                    Mul(g, Mul(out, Log(a)))), since=15)
+# y = x where x >= 0, slope * x elsewhere (slope broadcasts to x)
+PRelu = binary("PRelu", lambda a, b: np.where(a < 0, a * b, a).astype(a.dtype),
+               lambda a, b, out, g: (Where(Less(a, 0.0), Mul(g, b), g),
+                                     Where(Less(a, 0.0), Mul(g, a), 0.0)), since=16)
 Equal = binary("Equal", np.equal, result_dtype=np.bool_, differentiable=False, since=13)
 Less = binary("Less", np.less, result_dtype=np.bool_, differentiable=False, since=13)
 Greater = binary("Greater", np.greater, result_dtype=np.bool_, differentiable=False, since=13)
@@ -208,6 +258,79 @@ class Sum(VariadicOp):
         for x in inputs[1:]:
             out = out + x
         return [out]
+
+
+class _Extremum(VariadicOp):
+    """Max and Min: the gradient goes to the inputs equal to the result, shared evenly by ties
+    (as torch.maximum shares it)."""
+
+    np_fn = staticmethod(np.maximum)
+
+    def vjp(self, node: Node, grads):
+        out, g = node.outputs[0], grads[0]
+        to = onnx.helper.np_dtype_to_tensor_dtype(g.dtype)
+        masks = [Cast(Equal(x, out), to=to) for x in node.inputs]
+        share = Div(g, Sum(*masks)) if len(masks) > 1 else g
+        return [Mul(share, m) for m in masks]
+
+    def compute(self, node: Node, inputs):
+        out = inputs[0]
+        for x in inputs[1:]:
+            out = self.np_fn(out, x)
+        return [out]
+
+
+@define
+class Max(_Extremum):
+    op_type = "Max"
+
+
+@define
+class Min(_Extremum):
+    op_type = "Min"
+    np_fn = staticmethod(np.minimum)
+
+
+@define
+class Mean(VariadicOp):
+    """The elementwise mean of broadcasting inputs."""
+
+    op_type = "Mean"
+
+    def vjp(self, node: Node, grads):
+        return [Div(grads[0], float(len(node.inputs)))] * len(node.inputs)
+
+    def compute(self, node: Node, inputs):
+        return [Sum.compute(node, inputs)[0] / len(inputs)]
+
+
+@define
+class Clip(OpDef):
+    """clip(x, min, max) with optional scalar bounds; the gradient passes where min <= x <= max
+    and goes to a bound where x is beyond it."""
+
+    op_type, since = "Clip", 13
+
+    def vjp(self, node: Node, grads):
+        x, g = node.inputs[0], grads[0]
+        zero = node.graph.constant(0, dtype=g.dtype)
+        inside, result = g, [None] * len(node.inputs)
+        for i, beyond in ((1, Less), (2, Greater)):
+            bound = node.inputs[i] if len(node.inputs) > i else None
+            if bound is not None:
+                mask = beyond(x, bound)
+                inside = Where(mask, zero, inside)
+                result[i] = Where(mask, g, zero)
+        result[0] = inside
+        return result
+
+    def compute(self, node: Node, inputs):
+        x, bounds = inputs[0], inputs[1:] + [None] * (3 - len(inputs))
+        if bounds[0] is not None:
+            x = np.maximum(x, bounds[0])
+        if bounds[1] is not None:
+            x = np.minimum(x, bounds[1])
+        return [x.astype(inputs[0].dtype)]
 
 
 __all__ = [name for name, v in list(globals().items()) if isinstance(v, OpDef)]

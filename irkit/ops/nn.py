@@ -1,4 +1,5 @@
-"""Neural-network ops: MatMul, Gemm, Softmax, LogSoftmax, Dropout, ArgMax."""
+"""Neural-network ops: MatMul, Gemm, Softmax, LogSoftmax, Dropout, ArgMax/ArgMin,
+LayerNormalization, BatchNormalization."""
 
 from __future__ import annotations
 
@@ -156,7 +157,8 @@ class Dropout(OpDef):
         return [(x.dtype, x.shape), (np.bool_, x.shape)]
 
     def vjp(self, node: Node, grads):
-        from irkit.ops.elementwise import Cast, Div, Sub as SubOp
+        from irkit.ops.elementwise import Cast, Div
+        from irkit.ops.elementwise import Sub as SubOp
         from irkit.ops.shape import onnx_dtype
         g = grads[0]
         if len(node.outputs) < 2:
@@ -188,20 +190,216 @@ def _training(node: Node) -> bool:
     return t is not None and (data is None or bool(data))
 
 
-@define
-class ArgMax(OpDef):
-    op_type, since, differentiable = "ArgMax", 13, False
+class _ArgExtremum(OpDef):
+    """ArgMax and ArgMin: int64 indices along `axis` (the last of ties with
+    select_last_index); piecewise constant, so no gradient."""
+
+    since, differentiable = 13, False
     attributes = {"axis": 0, "keepdims": 1, "select_last_index": 0}
+    np_fn = staticmethod(np.argmax)
 
     def infer(self, node: Node):
         x = node.inputs[0]
         if x.shape is None:
             return [(np.int64, None)]
-        axis = normalize_axis(node.attr("axis"), len(x.shape), "ArgMax")
+        axis = normalize_axis(node.attr("axis"), len(x.shape), self.op_type)
         keep = node.attr("keepdims")
         return [(np.int64, tuple(1 if i == axis else d for i, d in enumerate(x.shape)
                                  if keep or i != axis))]
 
     def compute(self, node: Node, inputs):
-        return [np.argmax(inputs[0], axis=node.attr("axis"),
-                          keepdims=bool(node.attr("keepdims"))).astype(np.int64)]
+        x, axis = inputs[0], node.attr("axis") % inputs[0].ndim
+        keep = bool(node.attr("keepdims"))
+        if node.attr("select_last_index"):  # the last of tied values: search the flipped axis
+            found = self.np_fn(np.flip(x, axis), axis=axis, keepdims=keep)
+            return [(x.shape[axis] - 1 - found).astype(np.int64)]
+        return [self.np_fn(x, axis=axis, keepdims=keep).astype(np.int64)]
+
+
+@define
+class ArgMax(_ArgExtremum):
+    op_type = "ArgMax"
+
+
+@define
+class ArgMin(_ArgExtremum):
+    op_type = "ArgMin"
+    np_fn = staticmethod(np.argmin)
+
+
+def _normalized(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value, Value]:
+    """(x - mean, 1 / sqrt(var + epsilon), x_hat) over `axes`, kept dims (biased variance)."""
+    from irkit.ops.elementwise import Add, Reciprocal, Sqrt
+    from irkit.ops.reduce import ReduceMean
+
+    centered = Sub(x, ReduceMean(x, axes=axes, keepdims=1))
+    inv_std = Reciprocal(Sqrt(Add(ReduceMean(Mul(centered, centered), axes=axes, keepdims=1),
+                                  epsilon)))
+    return centered, inv_std, Mul(centered, inv_std)
+
+
+def _normalization_vjp(g_hat: Value, x_hat: Value, inv_std: Value, axes: list[int]) -> Value:
+    """d x of x_hat = normalize(x) over axes given d x_hat:
+    inv_std * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))."""
+    from irkit.ops.reduce import ReduceMean
+
+    mean_g = ReduceMean(g_hat, axes=axes, keepdims=1)
+    mean_gx = ReduceMean(Mul(g_hat, x_hat), axes=axes, keepdims=1)
+    return Mul(inv_std, Sub(Sub(g_hat, mean_g), Mul(x_hat, mean_gx)))
+
+
+def _count(x: Value, axes: list[int], like: Value) -> Value:
+    """The number of elements of x over `axes`, as a scalar of x's dtype."""
+    from irkit.ops.elementwise import Cast, Div
+    from irkit.ops.shape import Size, onnx_dtype
+
+    dims = [x.shape[a] for a in axes] if x.shape is not None else [None]
+    if all(isinstance(d, int) for d in dims):
+        return x.graph.constant(float(np.prod(dims)), dtype=x.dtype)
+    to = onnx_dtype(x.dtype)
+    return Div(Cast(Size(x), to=to), Cast(Size(like), to=to))
+
+
+def _used(g: Value | None) -> bool:
+    """False for a missing cotangent or an all-zero constant one (an output nobody reads)."""
+    return g is not None and (g.const is None or bool(np.any(g.const)))
+
+
+@define
+class LayerNormalization(OpDef):
+    """Normalize over the axes from `axis` on, then scale and shift; optional Mean and
+    InvStdDev outputs in the stash type (float32, as ONNX requires)."""
+
+    op_type, since = "LayerNormalization", 17
+    attributes = {"axis": -1, "epsilon": 1e-5, "stash_type": 1}
+
+    def default_num_outputs(self, node: Node) -> int:
+        return 1
+
+    def _axes(self, node: Node) -> list[int]:
+        rank = node.inputs[0].rank
+        if rank is None:
+            raise ShapeError(f"LayerNormalization node {node.name!r} needs its input's rank")
+        return list(range(normalize_axis(node.attr("axis"), rank, self.op_type), rank))
+
+    def infer(self, node: Node):
+        import onnx
+        x = node.inputs[0]
+        stash = onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type"))
+        if x.shape is None:
+            return [(x.dtype, None), (stash, None), (stash, None)]
+        axes = self._axes(node)
+        stats = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+        return [(x.dtype, x.shape), (stash, stats), (stash, stats)]
+
+    def vjp(self, node: Node, grads):
+        from irkit.ops.elementwise import Add, Cast, Div
+        from irkit.ops.shape import onnx_dtype
+
+        x, scale = node.inputs[:2]
+        g, g_mean, g_inv = (list(grads) + [None, None])[:3]
+        axes = self._axes(node)
+        centered, inv_std, x_hat = _normalized(x, axes, node.attr("epsilon"))
+        dx = _normalization_vjp(Mul(g, scale), x_hat, inv_std, axes)
+        to = onnx_dtype(x.dtype)
+        if _used(g_mean):  # mean = sum(x) / n
+            dx = Add(dx, Div(Cast(g_mean, to=to), _count(x, axes, inv_std)))
+        if _used(g_inv):  # d inv_std / d x = -inv_std^2 x_hat / n
+            dx = Sub(dx, Div(Mul(Mul(Cast(g_inv, to=to), Mul(inv_std, inv_std)), x_hat),
+                             _count(x, axes, inv_std)))
+        result = [dx, Mul(g, x_hat)]
+        if len(node.inputs) > 2:
+            result.append(g)
+        return result
+
+    def compute(self, node: Node, inputs):
+        import onnx
+        x = inputs[0]
+        axes = tuple(range(node.attr("axis") % x.ndim, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        inv_std = 1 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) +
+                              node.attr("epsilon"))
+        y = (x - mean) * inv_std * inputs[1]
+        if len(inputs) > 2 and inputs[2] is not None:
+            y = y + inputs[2]
+        stash = onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type"))
+        return [y.astype(x.dtype), mean.astype(stash), inv_std.astype(stash)]
+
+
+@define
+class BatchNormalization(OpDef):
+    """Per-channel (axis 1) normalization. Inference mode uses input_mean and input_var;
+    training_mode=1 uses the batch's statistics and adds the outputs running_mean and
+    running_var (momentum-weighted, with the biased batch variance)."""
+
+    op_type, since = "BatchNormalization", 15
+    attributes = {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0}
+
+    def default_num_outputs(self, node: Node) -> int:
+        return 3 if node.attr("training_mode") else 1
+
+    def infer(self, node: Node):
+        x, mean = node.inputs[0], node.inputs[3]
+        return [(x.dtype, x.shape), (mean.dtype, mean.shape), (mean.dtype, mean.shape)]
+
+    @staticmethod
+    def _other_axes(x: Value) -> list[int]:
+        if x.rank is None or x.rank < 2:
+            raise ShapeError(f"BatchNormalization of {x.name!r} needs an input of known rank >= 2")
+        return [0] + list(range(2, x.rank))
+
+    @staticmethod
+    def _per_channel(v: Value, rank: int) -> Value:
+        """A (C,) parameter as (C, 1, ..., 1), to broadcast against (N, C, d1, ...)."""
+        return Unsqueeze(v, np.arange(1, rank - 1, dtype=np.int64)) if rank > 2 else v
+
+    def vjp(self, node: Node, grads):
+        if node.attr("training_mode"):
+            return self._training_vjp(node, grads)
+        # y = (x - mean) * inv_std * scale + B with inv_std = 1 / sqrt(var + epsilon)
+        from irkit.ops.elementwise import Add, Neg, Reciprocal, Sqrt
+        x, scale, _, mean, var = node.inputs
+        g, others, c = grads[0], self._other_axes(x), lambda v: self._per_channel(v, x.rank)
+        axes = np.array(others, np.int64)
+        inv_std = Reciprocal(Sqrt(Add(var, node.attr("epsilon"))))
+        scaled = Mul(scale, inv_std)
+        g_sum = ReduceSum(g, axes, keepdims=0)
+        g_centered = ReduceSum(Mul(g, Sub(x, c(mean))), axes, keepdims=0)
+        d_var = Mul(Mul(g_centered, scaled), Mul(Mul(inv_std, inv_std), -0.5))
+        return [Mul(g, c(scaled)), Mul(g_centered, inv_std), g_sum, Neg(Mul(g_sum, scaled)),
+                d_var]
+
+    def _training_vjp(self, node: Node, grads):
+        from irkit.ops.elementwise import Add, Div
+        x, scale = node.inputs[:2]
+        g, g_rmean, g_rvar = (list(grads) + [None, None])[:3]
+        others = self._other_axes(x)
+        axes = np.array(others, np.int64)
+        centered, inv_std, x_hat = _normalized(x, others, node.attr("epsilon"))
+        c = lambda v: self._per_channel(v, x.rank)  # noqa: E731
+        dx = _normalization_vjp(Mul(g, c(scale)), x_hat, inv_std, others)
+        momentum = node.attr("momentum")
+        d_mean = d_var = None
+        if _used(g_rmean):  # running_mean = input_mean * m + batch_mean * (1 - m)
+            d_mean = Mul(g_rmean, momentum)
+            dx = Add(dx, Div(c(Mul(g_rmean, 1 - momentum)), _count(x, others, inv_std)))
+        if _used(g_rvar):  # running_var = input_var * m + batch_var * (1 - m)
+            d_var = Mul(g_rvar, momentum)
+            dx = Add(dx, Div(Mul(c(Mul(g_rvar, 2 * (1 - momentum))), centered),
+                             _count(x, others, inv_std)))
+        return [dx, ReduceSum(Mul(g, x_hat), axes, keepdims=0), ReduceSum(g, axes, keepdims=0),
+                d_mean, d_var]
+
+    def compute(self, node: Node, inputs):
+        x, scale, bias, mean, var = inputs
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        eps, m = node.attr("epsilon"), node.attr("momentum")
+        if not node.attr("training_mode"):
+            y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+            return [(y * scale.reshape(shape) + bias.reshape(shape)).astype(x.dtype)]
+        axes = (0,) + tuple(range(2, x.ndim))
+        batch_mean, batch_var = x.mean(axis=axes), x.var(axis=axes)
+        y = (x - batch_mean.reshape(shape)) / np.sqrt(batch_var.reshape(shape) + eps)
+        y = y * scale.reshape(shape) + bias.reshape(shape)
+        return [y.astype(x.dtype), (mean * m + batch_mean * (1 - m)).astype(mean.dtype),
+                (var * m + batch_var * (1 - m)).astype(var.dtype)]

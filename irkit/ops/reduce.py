@@ -1,4 +1,5 @@
-"""Reductions: ReduceSum (axes as an input, opset 13) and ReduceMean/Max/Min (axes attribute)."""
+"""Reductions: ReduceSum (axes as an input, opset 13), the other Reduce* ops (axes attribute,
+opsets 13-17) and CumSum."""
 
 from __future__ import annotations
 
@@ -62,6 +63,15 @@ class ReduceOp(OpDef):
             g = Unsqueeze(g, np.array(axes, dtype=np.int64))
         return Expand(g, Shape(node.inputs[0]))
 
+    def keep_dims(self, node: Node, v: Value) -> Value:
+        """An output-shaped value with the reduced axes put back as 1s (broadcasts against x)."""
+        from irkit.ops.shape import Unsqueeze
+
+        axes = self.axes(node)
+        if not node.attr("keepdims") and axes is not None:
+            return Unsqueeze(v, np.array(axes, dtype=np.int64))
+        return v  # kept dims, or a scalar from reducing every axis: both broadcast as they are
+
 
 @define
 class ReduceSum(ReduceOp):
@@ -86,18 +96,164 @@ class ReduceMean(ReduceOp):
         return [Div(self.expand_grad(node, grads[0]), element_ratio(node))]
 
 
-@define
-class ReduceMax(ReduceOp):
-    op_type = "ReduceMax"
+class _ReduceExtremum(ReduceOp):
+    """ReduceMax and ReduceMin: the gradient goes to the elements equal to the result, shared
+    evenly by ties (as torch.amax shares it)."""
+
     attributes = {"axes": None, "keepdims": 1}
+
+    def vjp(self, node: Node, grads):
+        from irkit.ops.elementwise import Cast, Div, Equal, Mul
+
+        x = node.inputs[0]
+        hit = Cast(Equal(x, self.keep_dims(node, node.outputs[0])), to=_onnx_type(x.dtype))
+        axes = self.axes(node)
+        count = ReduceSum(hit, None if axes is None else np.array(axes, np.int64), keepdims=1)
+        return [Mul(self.keep_dims(node, grads[0]), Div(hit, count))]
+
+
+@define
+class ReduceMax(_ReduceExtremum):
+    op_type = "ReduceMax"
     np_fn = staticmethod(np.max)
 
 
 @define
-class ReduceMin(ReduceOp):
+class ReduceMin(_ReduceExtremum):
     op_type = "ReduceMin"
-    attributes = {"axes": None, "keepdims": 1}
     np_fn = staticmethod(np.min)
+
+
+class _AttrReduce(ReduceOp):
+    """A reduction with the axes attribute whose VJP is g (brought back to x's shape) times
+    `local(x, y)`, y the output with its reduced axes kept."""
+
+    attributes = {"axes": None, "keepdims": 1}
+
+    def local(self, x: Value, y: Value) -> Value:
+        raise NotImplementedError
+
+    def vjp(self, node: Node, grads):
+        from irkit.ops.elementwise import Mul
+
+        y = self.keep_dims(node, node.outputs[0])
+        return [Mul(self.keep_dims(node, grads[0]), self.local(node.inputs[0], y))]
+
+
+@define
+class ReduceProd(_AttrReduce):
+    """Product; its gradient y / x needs inputs without zeros (a zero gives NaN)."""
+
+    op_type = "ReduceProd"
+    np_fn = staticmethod(np.prod)
+
+    def local(self, x, y):
+        from irkit.ops.elementwise import Div
+        return Div(y, x)
+
+
+@define
+class ReduceSumSquare(_AttrReduce):
+    """Sum of squares."""
+
+    op_type = "ReduceSumSquare"
+
+    @staticmethod
+    def np_fn(x, axis, keepdims):
+        return np.sum(x * x, axis=axis, keepdims=keepdims)
+
+    def local(self, x, y):
+        from irkit.ops.elementwise import Mul
+        return Mul(x, 2.0)  # d x^2 = 2x
+
+
+@define
+class ReduceL1(_AttrReduce):
+    """Sum of absolute values."""
+
+    op_type = "ReduceL1"
+
+    @staticmethod
+    def np_fn(x, axis, keepdims):
+        return np.sum(np.abs(x), axis=axis, keepdims=keepdims)
+
+    def local(self, x, y):
+        from irkit.ops.elementwise import Sign
+        return Sign(x)
+
+
+@define
+class ReduceL2(_AttrReduce):
+    """Euclidean norm; d ||x|| = x / ||x|| (NaN at a zero norm)."""
+
+    op_type = "ReduceL2"
+
+    @staticmethod
+    def np_fn(x, axis, keepdims):
+        return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
+
+    def local(self, x, y):
+        from irkit.ops.elementwise import Div
+        return Div(x, y)
+
+
+@define
+class ReduceLogSum(_AttrReduce):
+    """log of the sum."""
+
+    op_type = "ReduceLogSum"
+
+    @staticmethod
+    def np_fn(x, axis, keepdims):
+        return np.log(np.sum(x, axis=axis, keepdims=keepdims))
+
+    def local(self, x, y):
+        from irkit.ops.elementwise import Exp, Neg
+        from irkit.ops.shape import Expand, Shape
+        return Expand(Exp(Neg(y)), Shape(x))  # d log(sum x) = 1 / sum x = exp(-y), x-shaped
+
+
+@define
+class ReduceLogSumExp(_AttrReduce):
+    """log of the sum of exponentials, computed stably."""
+
+    op_type = "ReduceLogSumExp"
+
+    @staticmethod
+    def np_fn(x, axis, keepdims):
+        m = np.max(x, axis=axis, keepdims=True)
+        out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+        return out if keepdims else np.squeeze(out, axis=axis)
+
+    def local(self, x, y):
+        from irkit.ops.elementwise import Exp, Sub
+        return Exp(Sub(x, y))  # softmax of x over the axes
+
+
+@define
+class CumSum(OpDef):
+    """Running sum along `axis` (an input); `exclusive` leaves out the element itself,
+    `reverse` sums from the end."""
+
+    op_type, since = "CumSum", 14
+    attributes = {"exclusive": 0, "reverse": 0}
+    input_dtypes = {1: np.int64}
+
+    def vjp(self, node: Node, grads):
+        # each x_j feeds the outputs after it (before it, reversed): sum g the other way round
+        return [CumSum(grads[0], node.inputs[1], exclusive=node.attr("exclusive"),
+                       reverse=1 - node.attr("reverse")), None]
+
+    def compute(self, node: Node, inputs):
+        x, axis = inputs[0], int(np.ravel(inputs[1])[0])
+        if node.attr("reverse"):
+            x = np.flip(x, axis)
+        out = np.cumsum(x, axis=axis)
+        if node.attr("exclusive"):
+            out = out - x
+        if node.attr("reverse"):
+            out = np.flip(out, axis)
+        return [out.astype(inputs[0].dtype)]
 
 
 def element_ratio(node: Node) -> Value:

@@ -1,13 +1,13 @@
-"""Shape ops: Reshape, Flatten, Transpose, Squeeze/Unsqueeze, Expand, Concat, Gather, Shape,
-Size, Constant, ConstantOfShape, OneHot."""
+"""Shape ops: Reshape, Flatten, Transpose, Squeeze/Unsqueeze, Expand, Concat, Split, Slice, Pad,
+Tile, Gather, GatherElements, ScatterElements, Shape, Size, Constant, ConstantOfShape, OneHot."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
 
-from irkit.errors import ShapeError
-from irkit.ir import Node
+from irkit.errors import ShapeError, UnsupportedOpError
+from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, const_array, define, normalize_axis
 
 
@@ -39,7 +39,7 @@ class Reshape(OpDef):
         return [(x.dtype, tuple(dims))]
 
     def vjp(self, node: Node, grads):
-        return [Reshape(grads[0], Shape(node.inputs[0])), None]
+        return [Reshape(grads[0], shape_of(node.inputs[0])), None]
 
     def compute(self, node: Node, inputs):
         x, shape = inputs
@@ -67,7 +67,7 @@ class Flatten(OpDef):
         return [(x.dtype, (_static_size(x.shape[:axis]), _static_size(x.shape[axis:])))]
 
     def vjp(self, node: Node, grads):
-        return [Reshape(grads[0], Shape(node.inputs[0]))]
+        return [Reshape(grads[0], shape_of(node.inputs[0]))]
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
@@ -142,7 +142,7 @@ class Unsqueeze(OpDef):
         return [(x.dtype, tuple(1 if i in axes else next(dims) for i in range(rank)))]
 
     def vjp(self, node: Node, grads):
-        return [Reshape(grads[0], Shape(node.inputs[0])), None]
+        return [Reshape(grads[0], shape_of(node.inputs[0])), None]
 
     def compute(self, node: Node, inputs):
         x, axes = inputs
@@ -167,7 +167,7 @@ class Squeeze(OpDef):
         return [(x.dtype, tuple(d for i, d in enumerate(x.shape) if i not in axes))]
 
     def vjp(self, node: Node, grads):
-        return [Reshape(grads[0], Shape(node.inputs[0])), None]
+        return [Reshape(grads[0], shape_of(node.inputs[0])), None]
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
@@ -216,21 +216,55 @@ class Concat(OpDef):
         return [(xs[0].dtype, tuple(shape))]
 
     def vjp(self, node: Node, grads):
-        from irkit.ops.elementwise import Add
-        axis = node.attr("axis")
-        starts = [0]
-        sizes = [Shape(x, start=axis % x.rank, end=axis % x.rank + 1) for x in node.inputs]
-        for s in sizes[:-1]:
-            starts.append(s if isinstance(starts[-1], int) else Add(starts[-1], s))
-        axes = np.array([axis], dtype=np.int64)
-        out = []
-        for start, size in zip(starts, sizes):
-            begin = node.graph.constant([0], dtype=np.int64) if isinstance(start, int) else start
-            out.append(Slice(grads[0], begin, Add(begin, size), axes))
-        return out
+        # the gradient is cut back into the inputs' pieces: Split, whose VJP is Concat again
+        xs = node.inputs
+        axis = normalize_axis(node.attr("axis"), xs[0].rank, "Concat")
+        dims = [x.shape[axis] if x.shape is not None else None for x in xs]
+        sizes = node.graph.constant(np.array(dims, np.int64)) if all(
+            isinstance(d, int) for d in dims) else Concat(
+            *[Shape(x, start=axis, end=axis + 1 or None) for x in xs], axis=0)
+        parts = Split(grads[0], sizes, axis=axis, _num_outputs=len(xs))
+        return list(parts) if len(xs) > 1 else [parts]
 
     def compute(self, node: Node, inputs):
         return [np.concatenate(inputs, axis=node.attr("axis"))]
+
+
+@define
+class Split(OpDef):
+    """Split along `axis` into the sizes of the `split` input, or into equal parts."""
+
+    op_type, since = "Split", 13
+    attributes = {"axis": 0}
+    input_dtypes = {1: np.int64}
+
+    def default_num_outputs(self, node: Node) -> int:
+        sizes = _const_ints(node, 1, "split")
+        if sizes is None:
+            raise ShapeError(f"Split node {node.name!r}: give the split sizes as a constant, or "
+                             "the number of outputs (_num_outputs=n)")
+        return len(sizes)
+
+    def infer(self, node: Node):
+        x, n = node.inputs[0], len(node.outputs) or self.default_num_outputs(node)
+        if x.shape is None:
+            return [(x.dtype, None)] * n
+        axis = normalize_axis(node.attr("axis"), len(x.shape), "Split")
+        dim, sizes = x.shape[axis], _const_ints(node, 1, "split")
+        if sizes is None:  # equal parts without a split input; unknown with a computed one
+            equal = len(node.inputs) < 2 or node.inputs[1] is None
+            sizes = [dim // n if equal and isinstance(dim, int) else None] * n
+        return [(x.dtype, x.shape[:axis] + (d,) + x.shape[axis + 1:]) for d in sizes]
+
+    def vjp(self, node: Node, grads):
+        return [Concat(*grads, axis=node.attr("axis")), None]
+
+    def compute(self, node: Node, inputs):
+        x, axis = inputs[0], node.attr("axis")
+        n = len(node.outputs)
+        sizes = inputs[1] if len(inputs) > 1 and inputs[1] is not None else \
+            [x.shape[axis] // n] * n
+        return np.split(x, np.cumsum(sizes)[:-1].astype(np.int64), axis=axis)
 
 
 @define
@@ -238,24 +272,148 @@ class Slice(OpDef):
     op_type, since = "Slice", 13
     input_dtypes = {1: np.int64, 2: np.int64, 3: np.int64, 4: np.int64}
 
-    def infer(self, node: Node):
+    def spec(self, node: Node) -> list[tuple[int, int | None, slice]] | None:
+        """(axis, its size, python slice) per sliced axis; None unless all are constant."""
         x = node.inputs[0]
-        return [(x.dtype, None if x.shape is None else (None,) * len(x.shape))]
+        starts, ends = _const_ints(node, 1, "starts"), _const_ints(node, 2, "ends")
+        given = [node.inputs[i] if len(node.inputs) > i else None for i in (3, 4)]
+        axes, steps = _const_ints(node, 3, "axes"), _const_ints(node, 4, "steps")
+        if starts is None or ends is None or x.rank is None or \
+                (given[0] is not None and axes is None) or (given[1] is not None and steps is None):
+            return None
+        axes = range(len(starts)) if axes is None else axes
+        steps = [1] * len(starts) if steps is None else steps
+        return [(normalize_axis(a, x.rank, "Slice"), x.shape[normalize_axis(a, x.rank)],
+                 slice(s, e, st)) for a, s, e, st in zip(axes, starts, ends, steps, strict=False)]
+
+    def infer(self, node: Node):
+        x, spec = node.inputs[0], self.spec(node)
+        if x.shape is None:
+            return [(x.dtype, None)]
+        if spec is None:
+            return [(x.dtype, (None,) * len(x.shape))]
+        dims = list(x.shape)
+        for axis, dim, sl in spec:
+            dims[axis] = len(range(dim)[sl]) if isinstance(dim, int) else None
+        return [(x.dtype, tuple(dims))]
+
+    def vjp(self, node: Node, grads):
+        # put g back where the slice came from: a Pad for unit steps; for other steps a Gather
+        # from g with one zero appended, whose index is the slice's inverse (n: the zero)
+        x, g, spec = node.inputs[0], grads[0], self.spec(node)
+        if spec is None or any(not isinstance(dim, int) for _, dim, _ in spec):
+            raise ShapeError(f"Slice node {node.name!r}: its gradient needs constant starts, ends, "
+                             "axes and steps, and static sizes of the sliced axes")
+        pads = np.zeros(2 * x.rank, np.int64)
+        for axis, dim, sl in spec:
+            index = list(range(dim)[sl])
+            if sl.step in (None, 1) or len(index) < 2:
+                pads[axis] = index[0] if index else dim
+                pads[x.rank + axis] = dim - 1 - index[-1] if index else 0
+                continue
+            one = np.zeros(2 * x.rank, np.int64)
+            one[x.rank + axis] = 1
+            inverse = [index.index(j) if j in index else len(index) for j in range(dim)]
+            g = Gather(Pad(g, one), np.array(inverse, np.int64), axis=axis)
+        return [Pad(g, pads) if pads.any() else g] + [None] * (len(node.inputs) - 1)
 
     def compute(self, node: Node, inputs):
         x, starts, ends = inputs[:3]
         axes = inputs[3] if len(inputs) > 3 and inputs[3] is not None else range(len(starts))
         steps = inputs[4] if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
         index = [slice(None)] * x.ndim
-        for a, s, e, st in zip(axes, starts, ends, steps):
+        for a, s, e, st in zip(axes, starts, ends, steps, strict=False):
             index[int(a)] = slice(int(s), int(e), int(st))
         return [x[tuple(index)]]
 
 
 @define
+class Pad(OpDef):
+    """Pad (opset 13: pads and constant_value are inputs). Negative pads crop."""
+
+    op_type, since = "Pad", 13
+    attributes = {"mode": "constant"}
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        x, pads = node.inputs[0], _const_ints(node, 1, "pads")
+        if x.shape is None:
+            return [(x.dtype, None)]
+        if pads is None:
+            return [(x.dtype, (None,) * len(x.shape))]
+        r = len(x.shape)
+        return [(x.dtype, tuple(d + pads[i] + pads[r + i] if isinstance(d, int) else
+                                (d if pads[i] == pads[r + i] == 0 else None)
+                                for i, d in enumerate(x.shape)))]
+
+    def vjp(self, node: Node, grads):
+        # constant mode: padding and cropping undo each other, so dx = Pad(g, -pads); the
+        # padding value receives the sum of g over the padded positions
+        from irkit.ops.elementwise import Neg, Sub
+        from irkit.ops.reduce import ReduceSum
+        if node.attr("mode") != "constant":
+            raise UnsupportedOpError(f"Pad node {node.name!r}: the gradient of mode "
+                                     f"{node.attr('mode')!r} is not supported; use 'constant'")
+        g, pads = grads[0], _const_ints(node, 1, "pads")
+        dx = Pad(g, np.negative(pads) if pads is not None else Neg(node.inputs[1]))
+        result = [dx, None]
+        if len(node.inputs) > 2 and node.inputs[2] is not None:
+            result.append(Sub(ReduceSum(g, keepdims=0), ReduceSum(dx, keepdims=0)))
+        return result
+
+    def compute(self, node: Node, inputs):
+        x, pads = inputs[0], [int(p) for p in inputs[1]]
+        value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else 0
+        r, mode = x.ndim, node.attr("mode")
+        grow = [(max(pads[i], 0), max(pads[r + i], 0)) for i in range(r)]
+        kw = {"constant_values": np.asarray(value).item()} if mode == "constant" else {}
+        out = np.pad(x, grow, mode=mode, **kw)
+        crop = tuple(slice(max(-pads[i], 0), out.shape[i] - max(-pads[r + i], 0))
+                     for i in range(r))
+        return [out[crop]]
+
+
+@define
+class Tile(OpDef):
+    """x repeated `repeats[i]` times along each axis i."""
+
+    op_type, since = "Tile", 13
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        x, reps = node.inputs[0], _const_ints(node, 1, "repeats")
+        if x.shape is None or reps is None:
+            return [(x.dtype, None if x.shape is None else (None,) * len(x.shape))]
+        return [(x.dtype, tuple(d * r if isinstance(d, int) else (d if r == 1 else None)
+                                for d, r in zip(x.shape, reps, strict=False)))]
+
+    def vjp(self, node: Node, grads):
+        # view g as (r0, d0, r1, d1, ...) and sum the repeat axes away
+        from irkit.ops.reduce import ReduceSum
+        x, reps = node.inputs[0], _const_ints(node, 1, "repeats")
+        if reps is None or x.rank is None:
+            raise ShapeError(f"Tile node {node.name!r}: its gradient needs constant repeats")
+        if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+            target = node.graph.constant(np.array([v for r, d in zip(reps, x.shape, strict=False)
+                                                   for v in (r, d)], np.int64))
+        else:
+            target = Concat(*[v for i, r in enumerate(reps) for v in (
+                node.graph.constant(np.array([r], np.int64)), Shape(x, start=i, end=i + 1))],
+                axis=0)
+        sums = np.arange(0, 2 * x.rank, 2, dtype=np.int64)
+        return [ReduceSum(Reshape(grads[0], target), sums, keepdims=0), None]
+
+    def compute(self, node: Node, inputs):
+        return [np.tile(inputs[0], [int(r) for r in inputs[1]])]
+
+
+@define
 class Gather(OpDef):
+    """Slices of x at `indices` along `axis` (repeated indices add up in the gradient)."""
+
     op_type, since = "Gather", 13
     attributes = {"axis": 0}
+    input_dtypes = {1: np.int64}
 
     def infer(self, node: Node):
         x, idx = node.inputs
@@ -264,8 +422,102 @@ class Gather(OpDef):
         axis = normalize_axis(node.attr("axis"), len(x.shape), "Gather")
         return [(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])]
 
+    def vjp(self, node: Node, grads):
+        # flatten the index dims of g into one, then add each slice back at its index
+        x, idx = node.inputs
+        if x.rank is None:
+            raise ShapeError(f"Gather node {node.name!r}: its gradient needs the data's rank")
+        axis = normalize_axis(node.attr("axis"), x.rank, "Gather")
+        minus_one = node.graph.constant(np.array([-1], np.int64))
+        parts = ([Shape(x, end=axis)] if axis else []) + [minus_one] + (
+            [Shape(x, start=axis + 1)] if axis + 1 < x.rank else [])
+        g = Reshape(grads[0], Concat(*parts, axis=0) if len(parts) > 1 else minus_one)
+        index = Reshape(idx, minus_one)
+        others = [i for i in range(x.rank) if i != axis]
+        if others:
+            index = Unsqueeze(index, np.array(others, np.int64))
+        index = Expand(index, Shape(g))
+        return [ScatterElements(zeros_like(x), index, g, axis=axis, reduction="add"), None]
+
     def compute(self, node: Node, inputs):
         return [np.take(inputs[0], inputs[1].astype(np.int64), axis=node.attr("axis"))]
+
+
+def shape_of(x: Value) -> Value:
+    """x's shape as an int64 Value: a constant when static (keeps gradient shapes static)."""
+    if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+        return x.graph.constant(np.array(x.shape, np.int64))
+    return Shape(x)
+
+
+def zeros_like(x: Value) -> Value:
+    """A zero tensor of x's shape and dtype (a constant when the shape is static)."""
+    if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+        return x.graph.constant(np.zeros(x.shape, x.dtype))
+    return ConstantOfShape(Shape(x), value=np.zeros(1, x.dtype))
+
+
+def _along(index: np.ndarray, axis: int) -> tuple:
+    """A full numpy index that picks `index` (same rank as the data) along `axis`."""
+    grid = list(np.indices(index.shape, sparse=True))
+    grid[axis] = index
+    return tuple(grid)
+
+
+@define
+class GatherElements(OpDef):
+    """out[i][j] = x[index[i][j]][j] (axis 0; likewise along any axis)."""
+
+    op_type, since = "GatherElements", 13
+    attributes = {"axis": 0}
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        return [(node.inputs[0].dtype, node.inputs[1].shape)]
+
+    def vjp(self, node: Node, grads):
+        x, index = node.inputs
+        axis = normalize_axis(node.attr("axis"), x.rank, "GatherElements")
+        return [ScatterElements(zeros_like(x), index, grads[0], axis=axis, reduction="add"),
+                None]
+
+    def compute(self, node: Node, inputs):
+        x, index = inputs
+        axis = node.attr("axis") % x.ndim
+        return [x[_along(index.astype(np.int64) % x.shape[axis], axis)]]
+
+
+@define
+class ScatterElements(OpDef):
+    """data with `updates` written (reduction none) or added (add) at `indices` along axis."""
+
+    op_type, since = "ScatterElements", 16
+    attributes = {"axis": 0, "reduction": "none"}
+    input_dtypes = {1: np.int64}
+
+    def vjp(self, node: Node, grads):
+        data, index, updates = node.inputs
+        g, axis = grads[0], normalize_axis(node.attr("axis"), data.rank, "ScatterElements")
+        picked = GatherElements(g, index, axis=axis)
+        if node.attr("reduction") == "add":
+            return [g, None, picked]
+        if node.attr("reduction") == "none":  # overwritten data gets no gradient
+            return [ScatterElements(g, index, zeros_like(updates), axis=axis), None, picked]
+        raise UnsupportedOpError(f"ScatterElements node {node.name!r}: no gradient for reduction "
+                                 f"{node.attr('reduction')!r}")
+
+    def compute(self, node: Node, inputs):
+        data, index, updates = inputs
+        axis = node.attr("axis") % data.ndim
+        where = _along(index.astype(np.int64) % data.shape[axis], axis)
+        out = data.copy()
+        if node.attr("reduction") == "add":
+            np.add.at(out, where, updates)
+        elif node.attr("reduction") == "none":
+            out[where] = updates
+        else:
+            raise UnsupportedOpError(f"ScatterElements reduction {node.attr('reduction')!r}")
+        return [out]
 
 
 @define

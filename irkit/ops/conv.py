@@ -1,0 +1,417 @@
+"""Convolution and pooling: Conv, ConvTranspose, MaxPool, AveragePool, GlobalAveragePool,
+GlobalMaxPool (opset 11-17 semantics, inputs (N, C, d1, ..., dn)).
+
+Gradients need static spatial sizes (the batch may be symbolic). Conv and ConvTranspose are
+each other's input gradient, and both take their weight gradient from one Conv over
+regrouped tensors (`_weight_grad`), so the rules differentiate again. MaxPool's gradient adds
+g at its argmax indices (ScatterElements); AveragePool's spreads g with a ConvTranspose of
+ones.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+
+import numpy as np
+
+from irkit.errors import ShapeError, UnsupportedOpError
+from irkit.ir import Node, Value
+from irkit.ops.base import OpDef, define
+from irkit.ops.elementwise import Cast, Div, Equal, Mul
+from irkit.ops.reduce import ReduceSum, element_ratio
+from irkit.ops.shape import (
+    Expand,
+    Reshape,
+    ScatterElements,
+    Shape,
+    Slice,
+    Transpose,
+    onnx_dtype,
+    shape_of,
+    zeros_like,
+)
+
+__all__ = ["AveragePool", "Conv", "ConvTranspose", "GlobalAveragePool", "GlobalMaxPool",
+           "MaxPool"]
+
+
+class Geometry:
+    """Kernel, strides, dilations and explicit begin/end pads of a window op on known sizes."""
+
+    def __init__(self, node: Node, kernel: list[int], spatial: tuple) -> None:
+        if "output_shape" in node.attributes:
+            raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: output_shape is not "
+                                     "supported; give pads and output_padding")
+        n = len(kernel)
+        self.kernel = list(kernel)
+        self.strides = list(node.attr("strides") or [1] * n)
+        # read directly: AveragePool (opset 11) has neither dilations nor, in irkit, ceil_mode
+        self.dilations = list(node.attributes.get("dilations") or [1] * n)
+        self.ceil = bool(node.attributes.get("ceil_mode", 0))
+        auto_pad = node.attr("auto_pad")
+        pads = list(node.attr("pads") or [0] * (2 * n))
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            if not all(isinstance(d, int) for d in spatial):
+                raise ShapeError(f"{node.op_type} node {node.name!r}: auto_pad {auto_pad} needs "
+                                 "static spatial sizes")
+            pads = [0] * (2 * n)
+            for i, size in enumerate(spatial):
+                out = -(-size // self.strides[i])
+                total = max((out - 1) * self.strides[i] + self.extent(i) - size, 0)
+                pads[i] = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+                pads[n + i] = total - pads[i]
+        elif auto_pad == "VALID":
+            pads = [0] * (2 * n)
+        self.begin, self.end = pads[:n], pads[n:]
+
+    def extent(self, i: int) -> int:
+        """Span of the dilated kernel along spatial axis i."""
+        return (self.kernel[i] - 1) * self.dilations[i] + 1
+
+    def out_size(self, i: int, size) -> int | None:
+        if not isinstance(size, int):
+            return None
+        span = size + self.begin[i] + self.end[i] - self.extent(i)
+        if not self.ceil:
+            return span // self.strides[i] + 1
+        out = -(-span // self.strides[i]) + 1
+        return out - 1 if (out - 1) * self.strides[i] >= size + self.begin[i] else out
+
+    def pads(self) -> list[int]:
+        return self.begin + self.end
+
+
+def _static_spatial(x: Value, node: Node) -> tuple[int, ...]:
+    if x.shape is None or not all(isinstance(d, int) for d in x.shape[2:]):
+        raise ShapeError(f"{node.op_type} node {node.name!r}: its gradient needs static spatial "
+                         f"sizes (input {x.name!r} has shape {x.shape})")
+    return tuple(x.shape[2:])
+
+
+def _windows(xp: np.ndarray, geo: Geometry, out: list[int]):
+    """(kernel index, the strided view of padded input xp that kernel tap reads)."""
+    for k in product(*[range(kk) for kk in geo.kernel]):
+        yield k, xp[(slice(None), slice(None)) + tuple(
+            slice(ki * d, ki * d + s * (o - 1) + 1, s)
+            for ki, d, s, o in zip(k, geo.dilations, geo.strides, out, strict=True))]
+
+
+def _pad_np(x: np.ndarray, geo: Geometry, out: list[int], value: float) -> np.ndarray:
+    """x padded by the pads, and at the end as far as ceil_mode windows reach."""
+    widths = [(0, 0), (0, 0)]
+    for i, size in enumerate(x.shape[2:]):
+        reach = (out[i] - 1) * geo.strides[i] + geo.extent(i)
+        widths.append((geo.begin[i], max(geo.end[i], reach - size - geo.begin[i])))
+    return np.pad(x, widths, constant_values=value)
+
+
+def _conv_np(x: np.ndarray, w: np.ndarray, geo: Geometry, group: int) -> np.ndarray:
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
+    y = np.zeros((n, group, m // group) + tuple(out), dtype=np.result_type(x, w))
+    for k, patch in _windows(_pad_np(x, geo, out, 0), geo, out):
+        patch = patch.reshape((n, group, c // group) + tuple(out))
+        wk = w[(slice(None), slice(None)) + k].reshape(group, m // group, c // group)
+        y += np.einsum("ngc...,gmc->ngm...", patch, wk)
+    return y.reshape((n, m) + tuple(out))
+
+
+class _WindowOp(OpDef):
+    """Shared by Conv, ConvTranspose and the pools: attributes and shape inference."""
+
+    since = 11
+    attributes = {"auto_pad": "NOTSET", "kernel_shape": None, "pads": None, "strides": None}
+
+    def kernel(self, node: Node) -> list[int]:
+        return list(node.attr("kernel_shape"))
+
+    def geometry(self, node: Node) -> Geometry:
+        x = node.inputs[0]
+        spatial = x.shape[2:] if x.shape is not None else ()
+        return Geometry(node, self.kernel(node), spatial)
+
+    def out_channels(self, node: Node):
+        return node.inputs[0].shape[1]
+
+    def infer(self, node: Node):
+        x = node.inputs[0]
+        if x.shape is None:
+            return [(x.dtype, None), (np.int64, None)]
+        geo = self.geometry(node)
+        out = tuple(geo.out_size(i, d) for i, d in enumerate(x.shape[2:]))
+        shape = (x.shape[0], self.out_channels(node)) + out
+        return [(x.dtype, shape), (np.int64, shape)]
+
+
+class _ConvBase(_WindowOp):
+    attributes = {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape": None,
+                  "pads": None, "strides": None}
+
+    def kernel(self, node: Node) -> list[int]:
+        given = node.attributes.get("kernel_shape")
+        w = node.inputs[1]
+        if given is None and (w.shape is None or not all(isinstance(d, int)
+                                                         for d in w.shape[2:])):
+            raise ShapeError(f"{self.op_type} node {node.name!r}: give kernel_shape or a weight "
+                             "of static shape")
+        return list(given) if given is not None else list(w.shape[2:])
+
+    def bias_grad(self, g: Value) -> Value:
+        return ReduceSum(g, np.array([0] + list(range(2, g.rank)), np.int64), keepdims=0)
+
+
+@define
+class Conv(_ConvBase):
+    """y = conv(x, W) + B with W (M, C / group, k1, ..., kn)."""
+
+    op_type = "Conv"
+
+    def out_channels(self, node: Node):
+        w = node.inputs[1]
+        return w.shape[0] if w.shape is not None else None
+
+    def vjp(self, node: Node, grads):
+        x, w = node.inputs[:2]
+        g, geo, group = grads[0], self.geometry(node), node.attr("group")
+        spatial = _static_spatial(x, node)
+        # ConvTranspose maps back to the input size once output_padding restores the rows and
+        # columns the last window never reached
+        out_pad = [(size + geo.begin[i] + geo.end[i] - geo.extent(i)) % geo.strides[i]
+                   for i, size in enumerate(spatial)]
+        dx = ConvTranspose(g, w, strides=geo.strides, dilations=geo.dilations, pads=geo.pads(),
+                           group=group, output_padding=out_pad, kernel_shape=geo.kernel)
+        dw = _weight_grad(x, g, x.shape, node.outputs[0].shape, w, geo, group)
+        return [dx, dw] + ([self.bias_grad(g)] if len(node.inputs) > 2 else [])
+
+    def compute(self, node: Node, inputs):
+        x, w = inputs[:2]
+        y = _conv_np(x, w, self.geometry(node), node.attr("group"))
+        if len(inputs) > 2 and inputs[2] is not None:
+            y = y + inputs[2].reshape((-1,) + (1,) * (x.ndim - 2))
+        return [y.astype(x.dtype)]
+
+
+@define
+class ConvTranspose(_ConvBase):
+    """The transpose (input gradient) of Conv: W (C, M / group, k1, ..., kn), explicit pads
+    and output_padding (output_shape and auto_pad are not supported)."""
+
+    op_type = "ConvTranspose"
+    attributes = dict(_ConvBase.attributes, output_padding=None)
+
+    def geometry(self, node: Node) -> Geometry:
+        if node.attr("auto_pad") not in ("NOTSET", ""):
+            raise UnsupportedOpError(f"ConvTranspose node {node.name!r}: auto_pad is not "
+                                     "supported; give explicit pads")
+        return Geometry(node, self.kernel(node), ())
+
+    def out_channels(self, node: Node):
+        w = node.inputs[1]
+        return w.shape[1] * node.attr("group") if w.shape is not None and isinstance(
+            w.shape[1], int) else None
+
+    def infer(self, node: Node):
+        x = node.inputs[0]
+        if x.shape is None:
+            return [(x.dtype, None)]
+        geo, extra = self.geometry(node), self._output_padding(node)
+        out = tuple(None if not isinstance(d, int) else geo.strides[i] * (d - 1) + extra[i] +
+                    geo.extent(i) - geo.begin[i] - geo.end[i] for i, d in enumerate(x.shape[2:]))
+        return [(x.dtype, (x.shape[0], self.out_channels(node)) + out)]
+
+    def _output_padding(self, node: Node) -> list[int]:
+        return list(node.attr("output_padding") or [0] * len(self.kernel(node)))
+
+    def vjp(self, node: Node, grads):
+        x, w = node.inputs[:2]
+        g, geo, group = grads[0], self.geometry(node), node.attr("group")
+        _static_spatial(x, node)
+        dx = Conv(g, w, strides=geo.strides, dilations=geo.dilations, pads=geo.pads(),
+                  group=group, kernel_shape=geo.kernel)
+        # the conv from the output's size to the input's has this weight
+        dw = _weight_grad(g, x, node.outputs[0].shape, x.shape, w, geo, group)
+        return [dx, dw] + ([self.bias_grad(g)] if len(node.inputs) > 2 else [])
+
+    def compute(self, node: Node, inputs):
+        x, w = inputs[:2]
+        geo, group, extra = self.geometry(node), node.attr("group"), self._output_padding(node)
+        n, c = x.shape[:2]
+        mg = w.shape[1]
+        full = [geo.strides[i] * (d - 1) + geo.extent(i) + extra[i]
+                for i, d in enumerate(x.shape[2:])]
+        y = np.zeros((n, group, mg) + tuple(full), dtype=np.result_type(x, w))
+        xg = x.reshape((n, group, c // group) + x.shape[2:])
+        for k in product(*[range(kk) for kk in geo.kernel]):
+            wk = w[(slice(None), slice(None)) + k].reshape(group, c // group, mg)
+            where = tuple(slice(ki * d, ki * d + s * (size - 1) + 1, s) for ki, d, s, size in
+                          zip(k, geo.dilations, geo.strides, x.shape[2:], strict=True))
+            y[(slice(None),) * 3 + where] += np.einsum("ngc...,gcm->ngm...", xg, wk)
+        crop = tuple(slice(b, f - e) for b, e, f in zip(geo.begin, geo.end, full, strict=True))
+        y = y.reshape((n, group * mg) + tuple(full))[(slice(None), slice(None)) + crop]
+        if len(inputs) > 2 and inputs[2] is not None:
+            y = y + inputs[2].reshape((-1,) + (1,) * (x.ndim - 2))
+        return [y.astype(x.dtype)]
+
+
+def _weight_grad(x: Value, g: Value, x_shape, g_shape, w: Value, geo: Geometry,
+                 group: int) -> Value:
+    """dW of y = conv(x, W) (geometry geo; x_shape and g_shape the node's shapes) given
+    g = dy, as one grouped Conv: batch and channels of x swap places, g becomes the kernel,
+    strides and dilations trade roles, and the result is cut to the kernel size.
+
+    dW[m, c, k] = sum_{n, o} g[n, m, o] x_padded[n, c, o * stride + k * dilation]
+    """
+    rank, m = len(x_shape), g_shape[1]
+    spatial, out = list(x_shape[2:]), list(g_shape[2:])
+    if not all(isinstance(d, int) for d in spatial + out):
+        raise ShapeError(f"the weight gradient of {w.name!r} needs static spatial sizes")
+    swap = [1, 0] + list(range(2, rank))
+    if group == 1:  # x (N, C, *s) -> (C, N, *s); g (N, M, *o) -> (M, N, *o), the kernel
+        xs, gs = Transpose(x, perm=swap), Transpose(g, perm=swap)
+    else:  # the same, with channels group-major, for a grouped Conv
+        if not isinstance(m, int):
+            raise ShapeError(f"the weight gradient of {w.name!r} (group {group}) needs a static "
+                             "number of output channels")
+        tail = list(range(3, rank + 1))
+        xs = Reshape(x, np.array([0, group, -1] + spatial, np.int64))  # (N, G, C/G, *s)
+        xs = Reshape(Transpose(xs, perm=[2, 1, 0] + tail), np.array([0, -1] + spatial, np.int64))
+        gs = Reshape(g, np.array([0, group, -1] + out, np.int64))  # (N, G, M/G, *o)
+        gs = Reshape(Transpose(gs, perm=[1, 2, 0] + tail), np.array([m, -1] + out, np.int64))
+    dw = Conv(xs, gs, strides=geo.dilations, dilations=geo.strides, pads=geo.pads(), group=group,
+              kernel_shape=out)  # (C/G, M, *k'), k' >= k
+    reach = [(size + b + e - ((o - 1) * s + 1)) // d + 1 for size, b, e, o, s, d in zip(
+        spatial, geo.begin, geo.end, out, geo.strides, geo.dilations, strict=True)]
+    if reach != geo.kernel:
+        n = len(geo.kernel)
+        dw = Slice(dw, np.zeros(n, np.int64), np.array(geo.kernel, np.int64),
+                   np.arange(2, 2 + n, dtype=np.int64))
+    return Transpose(dw, perm=swap)
+
+
+@define
+class MaxPool(_WindowOp):
+    """Max over windows (pads count as -inf); optional Indices output into the flattened
+    input (N, C, d1, ...), storage_order 0."""
+
+    op_type, since = "MaxPool", 12
+    attributes = dict(_WindowOp.attributes, ceil_mode=0, dilations=None, storage_order=0)
+
+    def default_num_outputs(self, node: Node) -> int:
+        return 1
+
+    def vjp(self, node: Node, grads):
+        x, g = node.inputs[0], grads[0]
+        indices = node.outputs[1] if len(node.outputs) > 1 else MaxPool(
+            x, _num_outputs=2, **node.attributes)[1]
+        flat = node.graph.constant(np.array([-1], np.int64))
+        dx = ScatterElements(Reshape(zeros_like(x), flat), Reshape(indices, flat),
+                             Reshape(g, flat), axis=0, reduction="add")
+        return [Reshape(dx, shape_of(x))]
+
+    def compute(self, node: Node, inputs):
+        x = inputs[0]
+        if node.attr("storage_order"):
+            raise UnsupportedOpError(f"MaxPool node {node.name!r}: storage_order 1")
+        geo = self.geometry(node)
+        out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
+        flat_index = np.arange(x.size, dtype=np.int64).reshape(x.shape)
+        xp = _pad_np(x, geo, out, -np.inf)
+        ip = _pad_np(flat_index, geo, out, -1)
+        best = np.full(x.shape[:2] + tuple(out), -np.inf, dtype=x.dtype)
+        where = np.zeros(best.shape, np.int64)
+        for (_, patch), (_, index) in zip(_windows(xp, geo, out), _windows(ip, geo, out),
+                                          strict=True):
+            better = patch > best  # strictly: the first of tied values wins
+            best, where = np.where(better, patch, best), np.where(better, index, where)
+        return [best, where]
+
+
+@define
+class AveragePool(_WindowOp):
+    """Mean over windows; pads count in the mean only with count_include_pad."""
+
+    op_type, since = "AveragePool", 11
+    attributes = dict(_WindowOp.attributes, ceil_mode=0, count_include_pad=0)
+
+    def geometry(self, node: Node) -> Geometry:
+        if node.attr("ceil_mode"):
+            raise UnsupportedOpError(f"AveragePool node {node.name!r}: ceil_mode is not "
+                                     "supported")
+        return super().geometry(node)
+
+    def infer(self, node: Node):
+        return super().infer(node)[:1]
+
+    def divisor(self, node: Node, spatial: tuple[int, ...]) -> np.ndarray:
+        """How many elements each output averages (*out_spatial)."""
+        geo = self.geometry(node)
+        if node.attr("count_include_pad"):
+            out = [geo.out_size(i, d) for i, d in enumerate(spatial)]
+            return np.full(out, float(math.prod(geo.kernel)))
+        ones = np.ones((1, 1) + spatial)
+        kernel = np.ones((1, 1) + tuple(geo.kernel))
+        return _conv_np(ones, kernel, geo, 1)[0, 0]
+
+    def vjp(self, node: Node, grads):
+        x, g = node.inputs[0], grads[0]
+        spatial, geo = _static_spatial(x, node), self.geometry(node)
+        share = Div(g, node.graph.constant(self.divisor(node, spatial).astype(x.dtype)))
+        out = list(node.outputs[0].shape[2:])
+        single = Reshape(share, np.array([-1, 1] + out, np.int64))
+        ones = node.graph.constant(np.ones((1, 1) + tuple(geo.kernel), x.dtype))
+        out_pad = [(size + geo.begin[i] + geo.end[i] - geo.extent(i)) % geo.strides[i]
+                   for i, size in enumerate(spatial)]
+        dx = ConvTranspose(single, ones, strides=geo.strides, pads=geo.pads(),
+                           output_padding=out_pad, kernel_shape=geo.kernel)
+        return [Reshape(dx, shape_of(x))]
+
+    def compute(self, node: Node, inputs):
+        x = inputs[0]
+        n, c = x.shape[:2]
+        kernel = np.ones((1, 1) + tuple(self.geometry(node).kernel), x.dtype)
+        sums = _conv_np(x.reshape((n * c, 1) + x.shape[2:]), kernel, self.geometry(node), 1)
+        y = sums.reshape((n, c) + sums.shape[2:]) / self.divisor(node, x.shape[2:])
+        return [y.astype(x.dtype)]
+
+
+class _GlobalPool(OpDef):
+    """Reduce (N, C, d1, ...) over the spatial axes to (N, C, 1, ...)."""
+
+    since = 1
+
+    def infer(self, node: Node):
+        x = node.inputs[0]
+        if x.shape is None:
+            return [(x.dtype, None)]
+        return [(x.dtype, x.shape[:2] + (1,) * (len(x.shape) - 2))]
+
+    def compute(self, node: Node, inputs):
+        x = inputs[0]
+        return [self.np_fn(x, axis=tuple(range(2, x.ndim)), keepdims=True)]
+
+
+@define
+class GlobalAveragePool(_GlobalPool):
+    """Mean over the spatial axes."""
+
+    op_type = "GlobalAveragePool"
+    np_fn = staticmethod(np.mean)
+
+    def vjp(self, node: Node, grads):
+        return [Div(Expand(grads[0], Shape(node.inputs[0])), element_ratio(node))]
+
+
+@define
+class GlobalMaxPool(_GlobalPool):
+    """Max over the spatial axes; ties share the gradient evenly."""
+
+    op_type = "GlobalMaxPool"
+    np_fn = staticmethod(np.max)
+
+    def vjp(self, node: Node, grads):
+        x = node.inputs[0]
+        hit = Cast(Equal(x, node.outputs[0]), to=onnx_dtype(x.dtype))
+        count = ReduceSum(hit, np.arange(2, x.rank, dtype=np.int64), keepdims=1)
+        return [Mul(grads[0], Div(hit, count))]

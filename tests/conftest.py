@@ -1,0 +1,59 @@
+"""Shared test helpers: run a graph on the numpy reference and on onnxruntime, compare them.
+
+The helpers are plain functions, also offered as fixtures (`run_reference`,
+`assert_ort_matches_reference`) so test modules need no import path tricks.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from irkit.ir import Graph
+
+# onnxruntime against the numpy reference, per dtype: (rtol, atol)
+ORT_TOLERANCE = {np.dtype(np.float64): (1e-9, 1e-11), np.dtype(np.float32): (2e-4, 2e-5)}
+
+
+def stable_seed(text: str) -> int:
+    """A seed derived from a test's name, the same on every run and machine."""
+    return zlib.crc32(text.encode())
+
+
+def reference_outputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The graph's outputs from the numpy reference runtime (the graph is verified first)."""
+    from irkit.runtimes.reference import ReferenceRuntime
+
+    return ReferenceRuntime().compile(graph)(feeds)
+
+
+def ort_matches_reference(graph: Graph, feeds: dict[str, np.ndarray],
+                          rtol: float | None = None, atol: float | None = None) -> list:
+    """Run `graph` on onnxruntime (CPU) and on the reference; assert every output agrees.
+
+    Tolerances default by the dtype of each output (`ORT_TOLERANCE`); returns ORT's outputs.
+    """
+    from irkit.runtimes.onnxruntime import OrtGraph
+
+    expected = reference_outputs(graph, feeds)
+    got = OrtGraph(graph)(feeds)
+    for value, want, have in zip(graph.outputs, expected, got, strict=True):
+        assert have.shape == want.shape, f"{value.name}: ORT shape {have.shape} != {want.shape}"
+        assert have.dtype == want.dtype, f"{value.name}: ORT dtype {have.dtype} != {want.dtype}"
+        r, a = ORT_TOLERANCE.get(want.dtype, (0.0, 0.0))
+        np.testing.assert_allclose(have, want, rtol=rtol if rtol is not None else r,
+                                   atol=atol if atol is not None else a,
+                                   err_msg=f"output {value.name!r}: onnxruntime vs reference")
+    return got
+
+
+@pytest.fixture
+def run_reference():
+    return reference_outputs
+
+
+@pytest.fixture
+def assert_ort_matches_reference():
+    return ort_matches_reference
