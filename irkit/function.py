@@ -67,8 +67,8 @@ class Function:
         inputs = [graph.add_input(s.name or n, s.dtype, s.shape) for s, n in zip(specs, names)]
         outs = self.build(graph, inputs)
         graph.outputs = [_as_output(graph, o, i, len(outs)) for i, o in enumerate(outs)]
-        from irkit.passes import EliminateDeadNodesPass
-        EliminateDeadNodesPass()(graph)
+        from irkit.passes import simplify
+        simplify(graph)
         return graph
 
     def __call__(self, *args: Any) -> Any:

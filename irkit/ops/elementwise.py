@@ -170,9 +170,21 @@ Sub = binary("Sub", np.subtract, lambda a, b, out, g: (g, Neg(g)))
 Mul = binary("Mul", np.multiply, lambda a, b, out, g: (Mul(g, b), Mul(g, a)))
 Div = binary("Div", _div, lambda a, b, out, g: (Div(g, b), Neg(Div(Mul(g, out), b))))
 # d a^b / da = b a^(b-1);  d a^b / db = a^b log a
-Pow = binary("Pow", lambda a, b: np.power(a, b).astype(a.dtype),
-             lambda a, b, out, g: (Mul(g, Mul(b, Pow(a, Sub(b, 1.0)))),
-                                   Mul(g, Mul(out, Log(a)))), since=15)
+def _pow_vjp(a: Value, b: Value, out: Value, g: Value):
+    # d a^b / da = b a^(b-1);  d a^b / db = a^b log a.  A constant scalar exponent c gives
+    # c a^(c-1) with c-1 computed now (and a^1 = a): x**2 differentiates to 2 x g.
+    from irkit.ops.base import const_array
+    c = const_array(b, "exponent")
+    if c is not None and c.size == 1 and b.dtype == a.dtype:
+        c = float(c.reshape(()))
+        power = a if c == 2.0 else Pow(a, a.graph.constant(c - 1.0, dtype=a.dtype))
+        da = Mul(g, Mul(power, c))
+    else:
+        da = Mul(g, Mul(b, Pow(a, Sub(b, 1.0))))
+    return da, Mul(g, Mul(out, Log(a)))
+
+
+Pow = binary("Pow", lambda a, b: np.power(a, b).astype(a.dtype), _pow_vjp, since=15)
 # y = x where x >= 0, slope * x elsewhere (slope broadcasts to x)
 PRelu = binary("PRelu", lambda a, b: np.where(a < 0, a * b, a).astype(a.dtype),
                lambda a, b, out, g: (Where(Less(a, 0.0), Mul(g, b), g),

@@ -17,6 +17,15 @@ def _const_ints(node: Node, index: int, what: str) -> list[int] | None:
     return None if data is None else [int(a) for a in np.ravel(data)]
 
 
+def _shape_of_shape_op(v) -> tuple | None:
+    """The dims a `Shape(x)` output holds (symbolic ones too), when x's rank is known."""
+    p = v.producer if v is not None else None
+    if p is None or p.op_type != "Shape" or p.inputs[0].shape is None:
+        return None
+    dims = p.inputs[0].shape
+    return tuple(dims[slice(p.attr("start"), p.attr("end"))])
+
+
 @define
 class Reshape(OpDef):
     op_type, since = "Reshape", 14
@@ -27,6 +36,9 @@ class Reshape(OpDef):
         x = node.inputs[0]
         target = _const_ints(node, 1, "shape")
         if target is None:
+            copied = _shape_of_shape_op(node.inputs[1])
+            if copied is not None:
+                return [(x.dtype, copied)]
             n = node.inputs[1].shape
             return [(x.dtype, None if n is None or n[0] is None else (None,) * int(n[0]))]
         dims = [x.shape[i] if t == 0 and x.shape is not None and not node.attr("allowzero")
@@ -184,6 +196,7 @@ class Expand(OpDef):
     def infer(self, node: Node):
         from irkit.ops.base import broadcast_shapes
         x, target = node.inputs[0], _const_ints(node, 1, "shape")
+        target = target if target is not None else _shape_of_shape_op(node.inputs[1])
         if target is None:
             n = node.inputs[1].shape
             if x.shape is None or n is None or n[0] is None:

@@ -14,7 +14,7 @@ import numpy as np
 from irkit import ops
 from irkit.errors import DataError
 from irkit.ir import Graph, Value
-from irkit.passes import EliminateDeadNodesPass, gradients
+from irkit.passes import gradients, simplify
 from irkit.train.losses import Loss
 from irkit.train.optimizers import Optimizer
 
@@ -64,7 +64,7 @@ def build_eval_graph(forward: Graph, params: list[str], loss: Loss) -> Graph:
     _promote(graph, params)
     value, correct = _add_loss(graph, loss)
     graph.outputs = [value] + ([correct] if correct is not None else [])
-    EliminateDeadNodesPass()(graph)
+    simplify(graph)
     return graph
 
 
@@ -95,7 +95,7 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss,
         graph.rename_value(v, f"next/{name}")
         outputs.append(v)
     graph.outputs = outputs
-    EliminateDeadNodesPass()(graph)
+    simplify(graph)
     graph.verify()
     return graph, state_names
 
