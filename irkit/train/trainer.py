@@ -22,6 +22,11 @@ from irkit.train.losses import Loss
 from irkit.train.optimizers import Optimizer
 from irkit.train.step import CORRECT, LOSS, LR, STEP, TARGET, StepGraphs, build_step_graphs
 
+# batch size x trainable weights up to which a step runs on one intra-op thread: there a
+# thread pool's hand-offs cost more than they save (measured on a 2-core CPU: up to 2**19,
+# one thread is as fast or faster; above, the pool wins)
+TINY_STEP = 2 ** 19
+
 
 @dataclass
 class History:
@@ -46,11 +51,13 @@ class Trainer:
 
     def __init__(self, model, loss: Loss, optimizer: Optimizer, device: str = "cpu",
                  seed: int = 0, threads: int | None = None) -> None:
-        """`threads`: onnxruntime intra-op threads (None: its default, one per physical core)."""
+        """`threads`: onnxruntime intra-op threads; None: 1 for tiny steps (batch size x
+        trainable weights <= TINY_STEP), else onnxruntime's default (one per physical core)."""
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.device = resolve_device(device)
         self.seed = seed
         self.threads = threads
+        self.session_threads: int | None = None  # what the sessions got (None: ORT default)
         self.lr = float(optimizer.lr)
         self.stop_training = False
         self.steps_done = 0
@@ -58,21 +65,24 @@ class Trainer:
         self.optimizer_state: dict[str, np.ndarray] | None = None
 
     # ---- set-up ---------------------------------------------------------------------------
-    def _compile(self) -> None:
+    def _compile(self, batch_size: int | None = None) -> None:
         if self.graphs is not None:
             return
         self.graphs = g = build_step_graphs(self.model, self.loss, self.optimizer)
-        self.train_session = make_session(to_onnx(g.train).SerializeToString(), self.device,
-                                          self.threads)
-        self.eval_session = make_session(to_onnx(g.eval).SerializeToString(), self.device,
-                                         self.threads)
         weights = self.model.weights()
+        self.session_threads = self.threads or _threads_for(weights, g.params, batch_size)
+        self.train_session = make_session(to_onnx(g.train).SerializeToString(), self.device,
+                                          self.session_threads)
+        self.eval_session = make_session(to_onnx(g.eval).SerializeToString(), self.device,
+                                         self.session_threads)
         state = self.optimizer_state or {f"{s}/{p}": a for p in g.params
                                          for s, a in self.optimizer.init_state(weights[p]).items()}
         values = {**{p: weights[p] for p in g.params}, **state}
-        dev = self.device
-        self._sets = [{k: ortvalue(v, dev) for k, v in values.items()},
-                      {k: ortvalue(v, dev) for k, v in values.items()}]
+        # each set owns a copy: on CPU an OrtValue shares its numpy array's memory, and sets
+        # that alias each other (or the model's arrays) would update weights in place while
+        # the step still reads them
+        self._sets = [{k: ortvalue(np.array(v, copy=True), self.device) for k, v in values.items()}
+                      for _ in range(2)]
         # lr, step, loss and correct are bound to these host numpy scalars (by address), so a
         # step writes and reads them as numpy values instead of making or copying OrtValues
         self._host = {n: np.zeros((), np.float32) for n in (LR, STEP, LOSS, CORRECT)}
@@ -106,7 +116,7 @@ class Trainer:
         here: this is the inner loop). The weights stay in the device buffers; read them
         with `current_weights()`. Uses `self.lr` and counts `steps_done`, as `fit` does.
         """
-        self._compile()
+        self._compile(len(x))
         return self._step(np.ascontiguousarray(x, np.float32),
                           np.ascontiguousarray(y, self._target_dtype))
 
@@ -193,7 +203,7 @@ class Trainer:
         uninterrupted one."""
         if epochs < 1 or batch_size < 1:
             raise DataError(f"epochs ({epochs}) and batch size ({batch_size}) must be >= 1")
-        self._compile()
+        self._compile(batch_size)
         x = np.asarray(x, dtype=np.float32)
         check_finite(x, "training data")
         y = self.prepare_targets(y, "training data")
@@ -243,7 +253,7 @@ class Trainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
         """Loss (and accuracy) of the current weights on (x, y)."""
-        self._compile()
+        self._compile(batch_size)
         x = np.asarray(x, dtype=np.float32)
         check_finite(x, "evaluation data")
         return self._run_batches(False, x, self.prepare_targets(y, "evaluation data"),
@@ -263,6 +273,14 @@ def _check_target_shape(y: np.ndarray, want, loss: str, name: str) -> None:
     raise DataError(f"{name}: each target has shape {tuple(y.shape[1:])}, the model's output "
                     f"per sample is {tuple(want[1:])}; {loss} needs targets shaped like the "
                     f"output{hint}")
+
+
+def _threads_for(weights: dict[str, np.ndarray], params: list[str],
+                 batch_size: int | None) -> int | None:
+    """1 intra-op thread for a tiny step (see TINY_STEP); None (onnxruntime's default) else."""
+    if batch_size is None:
+        return None
+    return 1 if batch_size * sum(weights[p].size for p in params) <= TINY_STEP else None
 
 
 def _batch_hook(callbacks: list[Callback]):
