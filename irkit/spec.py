@@ -24,7 +24,10 @@ from importlib import resources
 from typing import Any
 
 from irkit.errors import ShapeError, SpecError
-from irkit.nn import Dense, Dropout, Flatten, Normalize, Sequential
+from irkit.nn import (
+    AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LayerNorm, MaxPool2D,
+    Normalize, Reshape, Sequential,
+)
 from irkit.nn.layers import Activation
 
 if sys.version_info >= (3, 11):
@@ -37,6 +40,14 @@ LAYERS = {
     "dropout": (Dropout, {"rate", "seed", "name"}),
     "activation": (Activation, {"kind", "name"}),
     "flatten": (Flatten, {"name"}),
+    "reshape": (Reshape, {"shape", "name"}),
+    "conv2d": (Conv2D, {"filters", "kernel_size", "strides", "padding", "activation",
+                        "use_bias", "name"}),
+    "maxpool2d": (MaxPool2D, {"pool_size", "strides", "padding", "name"}),
+    "avgpool2d": (AvgPool2D, {"pool_size", "strides", "padding", "name"}),
+    "globalavgpool2d": (GlobalAvgPool2D, {"name"}),
+    "batchnorm": (BatchNorm, {"momentum", "epsilon", "name"}),
+    "layernorm": (LayerNorm, {"epsilon", "name"}),
 }
 TRAIN_KEYS = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "lr": 0.01,
               "momentum": 0.0, "epochs": 20, "batch_size": 32, "seed": 0, "weight_decay": 0.0}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from irkit.nn.conv import (
+    AvgPool2D, BatchNorm, Conv2D, GlobalAvgPool2D, LayerNorm, MaxPool2D, Reshape,
+)
 from irkit.nn.layers import Activation, Dense, Dropout, Flatten, Normalize, ReLU, Sigmoid, Tanh
 from irkit.nn.module import Module, Sequential
 
-__all__ = ["Activation", "Dense", "Dropout", "Flatten", "Module", "Normalize", "ReLU",
+__all__ = ["Activation", "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten",
+           "GlobalAvgPool2D", "LayerNorm", "MaxPool2D", "Module", "Normalize", "ReLU", "Reshape",
            "Sequential", "Sigmoid", "Tanh"]

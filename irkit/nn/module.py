@@ -26,6 +26,8 @@ class Module(TrainingMixin):
         self.training = False
         self.weights: dict[str, np.ndarray] = {}
         self.frozen: set[str] = set()
+        self.buffers: set[str] = set()
+        self.buffer_updates: dict[str, Value] = {}  # filled while a training graph is built
         self._rng: np.random.Generator | None = None
         self._prefix = ""
         self._graph = None  # the graph being built, while forward() runs
@@ -51,6 +53,18 @@ class Module(TrainingMixin):
         if not trainable:
             self.frozen.add(name)
         return graph.add_initializer(self._prefix + name, self.weights[name])
+
+    def add_buffer(self, name: str, shape: tuple[int, ...], init: str = "zeros") -> Value:
+        """A state tensor the optimizer does not touch but training updates (running stats):
+        read it like a weight; give its new value with `update_buffer` in training mode."""
+        self.buffers.add(name)
+        return self.add_weight(name, shape, init, trainable=False)
+
+    def update_buffer(self, name: str, value: Value) -> None:
+        """In a training build: `value` is this buffer's value for the next step."""
+        if name not in self.buffers:
+            raise ShapeError(f"{self._label()}: {name!r} is not a buffer; use add_buffer")
+        self.buffer_updates[self._prefix + name] = value
 
     def modules(self) -> Iterator[Module]:
         """This module and every module inside it."""
@@ -89,6 +103,7 @@ class Module(TrainingMixin):
     def set_build_state(self, training: bool, rng: np.random.Generator, prefix: str) -> None:
         """Called by the container before a build: mode, weight generator, weight-name prefix."""
         self.training, self._rng, self._prefix = training, rng, prefix
+        self.buffer_updates = {}
 
 
 class Sequential(Module):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from irkit import ops
 from irkit.errors import DataError
 from irkit.ir import Graph
 from irkit.nn.layers import Normalize
 from irkit.nn.module import Module
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
+BUFFER_PREFIX = "next/"  # a training graph's extra outputs: next values of buffers
 
 
 class ModuleModel:
@@ -43,10 +45,15 @@ class ModuleModel:
         self.module.set_build_state(training, np.random.default_rng(self.seed), "")
         y = self.module(x)
         if y.producer is None:
-            from irkit import ops
             y = ops.Identity(y)
         graph.rename_value(y, OUTPUT_NAME)
         graph.outputs = [y]
+        for m in self.module.modules():  # running statistics: extra outputs `next/<buffer>`
+            for name, value in m.buffer_updates.items():
+                if value.producer is None or value in graph.outputs:
+                    value = ops.Identity(value)
+                graph.rename_value(value, f"{BUFFER_PREFIX}{name}")
+                graph.outputs.append(value)
         self._built = True
         return graph
 
@@ -58,6 +65,11 @@ class ModuleModel:
     def trainable(self) -> list[str]:
         self.weights()
         return self.module.trainable_names()
+
+    def buffers(self) -> list[str]:
+        """Running statistics that training graphs update (e.g. BatchNorm's)."""
+        self.weights()
+        return [m._prefix + b for m in self.module.modules() for b in sorted(m.buffers)]
 
     def set_weights(self, values: dict[str, np.ndarray]) -> None:
         self.module.load_weights(values)
@@ -108,6 +120,9 @@ class OnnxModel:
 
     def trainable(self) -> list[str]:
         return list(self._trainable)
+
+    def buffers(self) -> list[str]:
+        return []  # imported graphs are trained with their own ops as written
 
     def set_weights(self, values: dict[str, np.ndarray]) -> None:
         for name, arr in values.items():

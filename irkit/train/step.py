@@ -27,6 +27,7 @@ class StepGraphs:
     eval: Graph
     params: list[str]
     states: list[str]          # "<slot>/<param>"
+    buffers: list[str]         # running statistics: read, and written as next/<name>
     input_name: str
     has_correct: bool
 
@@ -59,7 +60,7 @@ def _promote(graph: Graph, names: list[str]) -> list[Value]:
 
 
 def build_eval_graph(forward: Graph, params: list[str], loss: Loss) -> Graph:
-    """Loss and correct count of a forward graph, params as inputs."""
+    """Loss and correct count of a forward graph, params (and buffers) as inputs."""
     graph = forward
     _promote(graph, params)
     value, correct = _add_loss(graph, loss)
@@ -69,10 +70,14 @@ def build_eval_graph(forward: Graph, params: list[str], loss: Loss) -> Graph:
 
 
 def build_train_graph(forward: Graph, params: list[str], loss: Loss,
-                      optimizer: Optimizer) -> tuple[Graph, list[str]]:
-    """One optimizer step as a graph; returns it and the state names."""
+                      optimizer: Optimizer, buffers: list[str] = ()) -> tuple[Graph, list[str]]:
+    """One optimizer step as a graph; returns it and the state names. The forward graph's
+    outputs after the first are the buffers' next values (`next/<buffer>`), kept as outputs."""
     graph = forward
+    buffer_updates = graph.outputs[1:]
+    graph.outputs = graph.outputs[:1]
     param_values = _promote(graph, params)
+    _promote(graph, list(buffers))
     value, correct = _add_loss(graph, loss)
     grads = gradients(graph, value, param_values)
     lr = graph.add_input(LR, np.float32, ())
@@ -88,7 +93,7 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss,
             for s in optimizer.slots:
                 state_names.append(f"{s}/{p.name}")
                 new_values.append((f"{s}/{p.name}", new_slots[s]))
-    outputs = [value] + ([correct] if correct is not None else [])
+    outputs = [value] + ([correct] if correct is not None else []) + buffer_updates
     for name, v in new_values:
         if v.producer is None or v in outputs:
             v = ops.Identity(v)
@@ -102,11 +107,12 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss,
 
 def build_step_graphs(model, loss: Loss, optimizer: Optimizer) -> StepGraphs:
     """Train and eval graphs of `model` (ModuleModel or OnnxModel)."""
-    params = model.trainable()
+    params, buffers = model.trainable(), model.buffers()
     if not params:
         raise DataError("the model has no trainable weights; check --trainable/--freeze")
-    train, states = build_train_graph(model.build(training=True), params, loss, optimizer)
-    evaluation = build_eval_graph(model.build(training=False), params, loss)
-    input_name = next(v.name for v in train.inputs if v.name not in params)
-    return StepGraphs(train, evaluation, params, states, input_name,
+    train, states = build_train_graph(model.build(training=True), params, loss, optimizer,
+                                      buffers)
+    evaluation = build_eval_graph(model.build(training=False), params + buffers, loss)
+    input_name = next(v.name for v in train.inputs if v.name not in params + buffers)
+    return StepGraphs(train, evaluation, params, states, buffers, input_name,
                       any(v.name == CORRECT for v in train.outputs))

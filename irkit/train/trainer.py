@@ -77,7 +77,7 @@ class Trainer:
                                          self.session_threads)
         state = self.optimizer_state or {f"{s}/{p}": a for p in g.params
                                          for s, a in self.optimizer.init_state(weights[p]).items()}
-        values = {**{p: weights[p] for p in g.params}, **state}
+        values = {**{p: weights[p] for p in g.params + g.buffers}, **state}
         # each set owns a copy: on CPU an OrtValue shares its numpy array's memory, and sets
         # that alias each other (or the model's arrays) would update weights in place while
         # the step still reads them
@@ -159,8 +159,9 @@ class Trainer:
         return logs
 
     def current_weights(self) -> dict[str, np.ndarray]:
-        """Trained weights (numpy copies of the current device buffers)."""
-        return {p: self._sets[self._current][p].numpy().copy() for p in self.graphs.params}
+        """Trained weights and running statistics (numpy copies of the current device buffers)."""
+        names = self.graphs.params + self.graphs.buffers
+        return {p: self._sets[self._current][p].numpy().copy() for p in names}
 
     def current_state(self) -> dict[str, np.ndarray]:
         return {s: self._sets[self._current][s].numpy().copy() for s in self.graphs.states}
