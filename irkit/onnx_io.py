@@ -153,6 +153,21 @@ def load(path: str | os.PathLike, convert=None) -> Graph:
         raise type(e)(f"{path}: {e}") from None
 
 
+def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelProto:
+    """A copy whose graph inputs and outputs have a symbolic first (batch) dim, and no stored
+    intermediate shapes (irkit infers them again), so any batch size runs."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    inits = {t.name for t in model.graph.initializer}
+    for vi in [*model.graph.input, *model.graph.output]:
+        t = vi.type.tensor_type
+        if vi.name in inits or not t.HasField("shape") or not t.shape.dim:
+            continue
+        t.shape.dim[0].Clear()
+        t.shape.dim[0].dim_param = name
+    del model.graph.value_info[:]
+    return model
+
+
 def from_onnx(model: onnx.ModelProto) -> Graph:
     """Convert a ModelProto to an IR Graph (ops irkit knows, ai.onnx opset >= 13)."""
     model = _normalize_opset(model)

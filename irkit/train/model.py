@@ -108,6 +108,11 @@ class OnnxModel:
                                     f"{want}, the data's samples have {x.shape[1:]}")
         elif want is not None:
             raise DataError(f"the model's input has rank {len(want)}, the data {x.ndim}")
+        out = self.graph.outputs[0].shape
+        if out and isinstance(out[0], int):
+            raise DataError(f"the model's output {self.graph.outputs[0].name!r} has a fixed "
+                            f"batch size of {out[0]} (a Reshape inside bakes it in); export it "
+                            "with a dynamic batch dim (torch: dynamic_axes or dynamic_shapes)")
 
     def build(self, training: bool = False) -> Graph:
         graph = self.graph.copy()

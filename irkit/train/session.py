@@ -82,11 +82,12 @@ def prepare(source: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any], 
 
 def _load_onnx(path: str):
     """The graph of an ONNX file and, for a training model, its stored training state."""
-    from irkit.onnx_io import from_onnx, load
+    from irkit.onnx_io import from_onnx, load, with_dynamic_batch
     from irkit.train.training_model import read_training_model
     found = {}
 
     def convert(proto):
+        proto = with_dynamic_batch(proto)  # training runs other batch sizes than exported
         if not proto.training_info:
             return from_onnx(proto)
         graph, found["resume"] = read_training_model(proto)
@@ -149,7 +150,7 @@ def run_training(source: str, output: str, progress: bool = True,
     loss = get_loss(s["loss"])
     resume = s.get("resume") or {}
     optimizer = _optimizer(s, resume.get("lr") if options.get("lr") is None else None)
-    trainer = Trainer(model, loss, optimizer, options["device"] or "cpu", int(s["seed"]))
+    trainer = Trainer(model, loss, optimizer, options.get("device") or "cpu", int(s["seed"]))
     trainer.optimizer_state = resume.get("state") or None
     trainer.steps_done = resume.get("steps_done", 0)
     first = resume.get("epochs_done", 0)
