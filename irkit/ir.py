@@ -22,7 +22,7 @@ Shape = tuple[Dim, ...] | None
 
 
 class Value:
-    """A tensor in the graph: produced by one node (or a graph input / initializer), used by many."""
+    """A tensor in the graph: made by one node (or a graph input / initializer), read by many."""
 
     __slots__ = ("name", "dtype", "shape", "producer", "uses", "graph", "const", "__weakref__")
 
@@ -51,7 +51,7 @@ class Value:
 
 
 class Node:
-    """One op application: `outputs = op_type[attributes](inputs)`. Missing optional inputs are None."""
+    """One op application: `outputs = op_type[attributes](inputs)`; absent optional inputs: None."""
 
     __slots__ = ("graph", "name", "op_type", "domain", "inputs", "outputs", "attributes")
 

@@ -25,8 +25,18 @@ from typing import Any
 
 from irkit.errors import ShapeError, SpecError
 from irkit.nn import (
-    AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Flatten, GlobalAvgPool2D, LayerNorm, MaxPool2D,
-    Normalize, Reshape, Sequential,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    LayerNorm,
+    MaxPool2D,
+    Normalize,
+    Reshape,
+    Sequential,
 )
 from irkit.nn.layers import Activation
 

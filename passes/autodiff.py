@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
+from irkit.passes.manager import GraphPass, PassResult
 
 from irkit import ops
 from irkit.errors import IRError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value
-from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
-from irkit.passes.manager import GraphPass, PassResult
 
 
 def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None = None,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-
-from irkit.ir import Graph
 from irkit.passes.fold_constants import FoldConstantsPass
 from irkit.passes.manager import GraphPass, PassResult
+
+from irkit.ir import Graph
 
 
 def _freeze(value):

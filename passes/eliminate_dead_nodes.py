@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from irkit.ir import Graph
 from irkit.passes.manager import GraphPass, PassResult
+
+from irkit.ir import Graph
 
 
 class EliminateDeadNodesPass(GraphPass):

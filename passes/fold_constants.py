@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+from irkit.passes.manager import GraphPass, PassResult
 
 from irkit.ir import Graph
-from irkit.passes.manager import GraphPass, PassResult
 
 MAX_FOLDED_ELEMENTS = 1 << 16  # keep folded results small: a file should not balloon
 

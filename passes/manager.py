@@ -1,4 +1,4 @@
-"""`GraphPass` (requires -> call -> ensures) and the `PassManager` that runs passes to a fixpoint."""
+"""`GraphPass` (requires -> call -> ensures) and the `PassManager` that runs them to a fixpoint."""
 
 from __future__ import annotations
 

@@ -9,15 +9,24 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from irkit.runtimes.onnxruntime import OrtGraph
+from irkit.runtimes.reference import ReferenceRuntime
 
 from irkit.cli import main
 from irkit.nn import (
-    Activation, AvgPool2D, BatchNorm, Conv2D, Dense, Flatten, GlobalAvgPool2D, LayerNorm,
-    MaxPool2D, Reshape, Sequential,
+    Activation,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool2D,
+    LayerNorm,
+    MaxPool2D,
+    Reshape,
+    Sequential,
 )
 from irkit.onnx_io import to_onnx
-from irkit.runtimes.onnxruntime import OrtGraph
-from irkit.runtimes.reference import ReferenceRuntime
 from irkit.train import SGD, ModuleModel, build_step_graphs, get_loss
 
 

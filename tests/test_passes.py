@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from irkit import ops
-from irkit.ir import Graph
 from irkit.passes import (
-    EliminateCommonSubexpressionsPass, EliminateDeadNodesPass, FoldConstantsPass, PassManager,
+    EliminateCommonSubexpressionsPass,
+    EliminateDeadNodesPass,
+    FoldConstantsPass,
+    PassManager,
     simplify,
 )
 from irkit.runtimes.onnxruntime import OrtGraph
+
+from irkit import ops
+from irkit.ir import Graph
 
 
 def _graph() -> tuple[Graph, dict]:

@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from irkit.runtimes.reference import ReferenceRuntime
 from onnx import numpy_helper
 
 from irkit.cli import main
 from irkit.nn import Dense, Normalize, Sequential
 from irkit.onnx_io import from_onnx
-from irkit.runtimes.reference import ReferenceRuntime
 from irkit.train import Adam, ModuleModel, get_loss
 from irkit.train.training_model import read_training_model, to_training_model
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from irkit.nn.conv import (
-    AvgPool2D, BatchNorm, Conv2D, GlobalAvgPool2D, LayerNorm, MaxPool2D, Reshape,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    GlobalAvgPool2D,
+    LayerNorm,
+    MaxPool2D,
+    Reshape,
 )
 from irkit.nn.layers import Activation, Dense, Dropout, Flatten, Normalize, ReLU, Sigmoid, Tanh
 from irkit.nn.module import Module, Sequential

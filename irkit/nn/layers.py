@@ -35,7 +35,8 @@ class Dense(Module):
             raise SpecError(f"Dense units must be a positive integer, got {units!r}")
         self.units, self.use_bias = units, use_bias
         self.activation = activation_fn(activation)
-        self.kernel_init = kernel_init or ("he_normal" if activation == "relu" else "glorot_uniform")
+        default_init = "he_normal" if activation == "relu" else "glorot_uniform"
+        self.kernel_init = kernel_init or default_init
 
     def forward(self, x: Value) -> Value:
         features = x.shape[-1] if x.shape else None

@@ -58,7 +58,8 @@ def _mse(out: Value, target: Value) -> Value:
 
 def _bce_logits(out: Value, target: Value) -> Value:
     # max(z, 0) - z t + log(1 + exp(-|z|)): stable for any z
-    terms = ops.Add(ops.Sub(ops.Relu(out), ops.Mul(out, target)), ops.Softplus(ops.Neg(ops.Abs(out))))
+    terms = ops.Add(ops.Sub(ops.Relu(out), ops.Mul(out, target)),
+                    ops.Softplus(ops.Neg(ops.Abs(out))))
     return ops.ReduceMean(terms, keepdims=0)
 
 

@@ -81,7 +81,8 @@ class ModuleModel:
 
 
 class OnnxModel:
-    """An imported graph: float initializers are weights; metadata `irkit.frozen` lists fixed ones."""
+    """An imported graph: float initializers are weights; metadata `irkit.frozen` lists fixed
+    ones."""
 
     def __init__(self, graph: Graph, trainable: list[str] | None = None,
                  freeze: list[str] | None = None) -> None:
