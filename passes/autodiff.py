@@ -17,6 +17,7 @@ from irkit.passes.manager import GraphPass, PassResult
 from irkit import ops
 from irkit.errors import IRError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value
+from irkit.ops.shape import shape_of, zeros_like
 
 
 def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None = None,
@@ -35,7 +36,7 @@ def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None 
         if seed is None:
             seed = graph.constant(np.ones(of.shape, dtype=of.dtype))
         grads = _backward(graph, of, list(wrt), seed)
-        return [grads.get(id(w)) or _zeros_like(graph, w) for w in wrt]
+        return [grads.get(id(w)) or zeros_like(w) for w in wrt]
 
 
 def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[int, Value]:
@@ -49,7 +50,7 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
         if not opdef.has_gradient:
             raise UnsupportedOpError(f"op {node.op_type} (node {node.name!r}) has no gradient "
                                      "rule; irkit cannot differentiate through it yet")
-        outs = [g if g is not None or o.dtype.kind != "f" else _zeros_like(graph, o)
+        outs = [g if g is not None or o.dtype.kind != "f" else zeros_like(o)
                 for g, o in zip(outs, node.outputs)]
         in_grads = opdef.vjp(node, outs)
         if len(in_grads) < len(node.inputs):
@@ -95,20 +96,8 @@ def unbroadcast(g: Value, x: Value) -> Value:
         return ops.ReduceSum(g, np.arange(lead, dtype=np.int64), keepdims=0) if lead else g
     g = ops.ReduceSum(g, np.array(list(range(lead)) + inner, dtype=np.int64), keepdims=1)
     if lead:
-        target = np.array(x.shape, dtype=np.int64) if _static(x.shape) else ops.Shape(x)
-        g = ops.Reshape(g, target)
+        g = ops.Reshape(g, shape_of(x))
     return g
-
-
-def _static(shape) -> bool:
-    return shape is not None and all(isinstance(d, int) for d in shape)
-
-
-def _zeros_like(graph: Graph, v: Value) -> Value:
-    if _static(v.shape):
-        return graph.constant(np.zeros(v.shape, dtype=v.dtype))
-    zero = graph.constant(np.zeros((), dtype=v.dtype))
-    return ops.Expand(zero, ops.Shape(v))
 
 
 class AutodiffPass(GraphPass):

@@ -108,9 +108,11 @@ def _per_class(v: Value) -> Value:
 
 
 def _is_zero(v: Value) -> bool:
-    """A zero constant, or autodiff's zero cotangent of a dynamic shape (Expand of a zero)."""
-    if v.producer is not None and v.producer.op_type == "Expand":
-        v = v.producer.inputs[0]
+    """A zero constant, or a zero of dynamic shape (ops.shape.zeros_like's ConstantOfShape)."""
+    p = v.producer
+    if p is not None and p.op_type == "ConstantOfShape":
+        fill = p.attributes.get("value")
+        return fill is None or not np.any(fill)
     return v.const is not None and not np.any(v.const)
 
 
