@@ -221,10 +221,13 @@ def inspect(model: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ops(as_json: bool) -> None:
     """Every supported op, its opset and whether it has a gradient."""
-    from irkit.onnx_io import IRKIT_OPSET
+    from irkit.onnx_io import IRKIT_OPSET, MIN_OPSET
     from irkit.ops import all_ops
-    rows = [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": o.since,
-             "until": IRKIT_OPSET, "gradient": o.has_gradient and o.differentiable,
+    # since..until: the ai.onnx opsets irkit reads and writes the op in (import converts older
+    # files; export converts to newer ones); semantics_since: when ONNX last changed the op
+    rows = [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": max(o.since, MIN_OPSET),
+             "until": IRKIT_OPSET, "semantics_since": o.since,
+             "gradient": o.has_gradient and o.differentiable,
              "differentiable": o.differentiable} for o in all_ops()]
     if as_json:
         click.echo(json.dumps({"count": len(rows),
