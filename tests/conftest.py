@@ -6,12 +6,20 @@ The helpers are plain functions, also offered as fixtures (`run_reference`,
 
 from __future__ import annotations
 
+import os
+import sys
 import zlib
 
 import numpy as np
 import pytest
 
-from irkit.ir import Graph
+# The repository root holds irkit/ but not irkit.passes and irkit.runtimes (they live in
+# passes/ and runtimes/ and are mapped at install time). `python -m pytest` puts the root on
+# sys.path, which would shadow the installed package; test what is installed instead.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+
+from irkit.ir import Graph  # noqa: E402  (after the sys.path fix above)
 
 # onnxruntime against the numpy reference, per dtype: (rtol, atol)
 ORT_TOLERANCE = {np.dtype(np.float64): (1e-9, 1e-11), np.dtype(np.float32): (2e-4, 2e-5)}
