@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, Value
+from irkit.onnx_compat import constant_value, downgrade_to_opset_17
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -183,7 +184,7 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
             graph.add_input(vi.name, *_type_of(vi))
     for proto in _sorted_nodes(g, {v.name for v in graph.values()}):
         inputs = [graph.value(n) if n else None for n in proto.input]
-        attrs = {a.name: _import_attr(a) for a in proto.attribute}
+        attrs = _node_attributes(proto)
         graph.add_node(proto.op_type, inputs, attrs, name=proto.name or proto.op_type,
                        output_names=list(proto.output), domain=proto.domain)
     undefined = [vi.name for vi in g.output if not graph.has_value(vi.name)]
@@ -207,30 +208,7 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     if version < MIN_OPSET:
         return convert_opset(model, IRKIT_OPSET)
     if version > IRKIT_OPSET:
-        return _axes_inputs_to_attributes(model)
-    return model
-
-
-_AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-                        "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
-
-
-def _axes_inputs_to_attributes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Opset 18 moved Reduce* axes from attribute to input; bring constant ones back."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    for n in model.graph.node:
-        if n.op_type in _AXES_INPUT_SINCE_18 and len(n.input) > 1 and n.input[1]:
-            if n.input[1] not in consts:
-                raise UnsupportedOpError(f"node {n.name!r} ({n.op_type}): axes must be constant")
-            n.attribute.append(helper.make_attribute("axes", consts[n.input[1]].tolist()))
-            del n.input[1:]
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            o.version = IRKIT_OPSET
+        return downgrade_to_opset_17(model)
     return model
 
 
@@ -291,6 +269,10 @@ def _sorted_nodes(g: onnx.GraphProto, defined: set[str]) -> list[onnx.NodeProto]
 
 
 def _type_of(vi: onnx.ValueInfoProto) -> tuple[Any, Any]:
+    kind = vi.type.WhichOneof("value")
+    if kind not in (None, "tensor_type"):
+        raise UnsupportedOpError(f"{vi.name!r} has a {kind.replace('_type', '')} type; irkit "
+                                 "imports tensors only")
     t = vi.type.tensor_type
     dtype = helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else np.float32
     if not t.HasField("shape"):
@@ -298,6 +280,15 @@ def _type_of(vi: onnx.ValueInfoProto) -> tuple[Any, Any]:
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                  for d in t.shape.dim)
     return dtype, dims
+
+
+def _node_attributes(proto: onnx.NodeProto) -> dict[str, Any]:
+    """The node's attributes as Python values; a Constant's value_float(s)/value_int(s)/
+    value_string(s) become its `value` array (the one spelling irkit's Constant reads)."""
+    value = constant_value(proto)
+    if value is not None:
+        return {"value": value}
+    return {a.name: _import_attr(a) for a in proto.attribute}
 
 
 def _import_attr(a: onnx.AttributeProto) -> Any:

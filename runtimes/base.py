@@ -28,11 +28,16 @@ class Runtime(Protocol):
 
 
 def get_runtime(name: str = "onnxruntime", device: str = "cpu") -> Runtime:
-    """`onnxruntime` (device cpu, cuda or auto) or `reference` (numpy, cpu only)."""
+    """`onnxruntime` (device cpu, cuda or auto), `reference` (numpy, cpu only) or `torch`
+    (optional PyTorch; device cpu, cuda or auto)."""
     if name == "reference":
         from irkit.runtimes.reference import ReferenceRuntime
         return ReferenceRuntime()
     if name == "onnxruntime":
         from irkit.runtimes.onnxruntime import OrtRuntime
         return OrtRuntime(device=device)
-    raise RuntimeUnavailableError(f"unknown runtime {name!r}; use 'onnxruntime' or 'reference'")
+    if name == "torch":
+        from irkit.runtimes.torch_runtime import TorchRuntime
+        return TorchRuntime(device=device)
+    raise RuntimeUnavailableError(f"unknown runtime {name!r}; use 'onnxruntime', 'reference' "
+                                  "or 'torch'")

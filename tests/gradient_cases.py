@@ -164,6 +164,13 @@ def torch_batch_norm(x, scale, bias, mean, var, eps=None, momentum=None):
 
 
 SCATTER_INDEX = np.array([[2, 0, 1, 0], [0, 2, 0, 1]])  # no repeats in a column
+SCATTER_ND_ROWS = np.array([[3], [1]])  # distinct rows: reduction none writes each once
+ROI = np.array([0.0, 0.0, 0.2, -0.1, 1.0, 1.0, 0.9, 1.2])  # crops H, reaches outside W
+
+
+def torch_batched_rows(x, index):
+    """x[b, index[b, j, 0]]: GatherND with batch_dims 1 and one-element index tuples."""
+    return x[torch.arange(x.shape[0])[:, None], index[..., 0]]
 COND = np.array([[True, False, True, True], [False, False, True, False], [True, True, False, True]])
 
 CASES: list[Case] = [
@@ -254,6 +261,7 @@ CASES: list[Case] = [
     case("MatMul", *xs((2, 3, 4), (4, 5)), name="bcast", torch=lambda a, b: a @ b),
     case("MatMul", *xs((4,), (4, 5)), name="vec-mat", torch=lambda a, b: a @ b),
     case("MatMul", *xs((2, 3, 4), (4,)), name="mat-vec", torch=lambda a, b: a @ b),
+    case("MatMul", *xs((4,), (4,)), name="vec-vec", torch=lambda a, b: a @ b),
     case("Gemm", *xs((3, 4), (4, 5)), torch=lambda a, b: a @ b),
     case("Gemm", *xs((3, 4), (5, 4), (5,)), transB=1, name="transB-bias",
          torch=lambda a, b, c: a @ b.T + c),
@@ -330,6 +338,10 @@ CASES: list[Case] = [
          torch=lambda x: x.mean((2, 3), keepdim=True)),
     case("GlobalMaxPool", X((2, 3, 4, 5), distinct), ort_dtype=F32,
          torch=lambda x: x.amax((2, 3), keepdim=True)),
+    case("InstanceNormalization", *xs((2, 3, 4, 5), (3,), (3,)), ort_dtype=F32,
+         torch=lambda x, s, b: F.instance_norm(x, weight=s, bias=b, eps=f32(1e-5))),
+    case("InstanceNormalization", *xs((2, 3, 6), (3,), (3,)), epsilon=0.25, name="1d-epsilon",
+         ort_dtype=F32, torch=lambda x, s, b: F.instance_norm(x, weight=s, bias=b, eps=0.25)),
     # -- softmax family
     case("Softmax", X((3, 4)), torch=lambda x: torch.softmax(x, -1)),
     case("Softmax", X((3, 4, 2)), axis=1, name="axis1", torch=lambda x: torch.softmax(x, 1)),
@@ -341,6 +353,8 @@ CASES: list[Case] = [
     case("Reshape", X((3, 4)), K([0, 2, 2]), name="copy-dim", torch=lambda x: x.reshape(3, 2, 2)),
     case("Flatten", X((2, 3, 4)), torch=lambda x: x.reshape(2, 12)),
     case("Flatten", X((2, 3, 4)), axis=2, name="axis2", torch=lambda x: x.reshape(6, 4)),
+    case("Flatten", X((2, 3, 4)), axis=-2, name="negative-axis",
+         torch=lambda x: x.reshape(2, 12)),
     case("Transpose", X((2, 3, 4)), torch=lambda x: x.permute(2, 1, 0)),
     case("Transpose", X((2, 3, 4)), perm=[1, 2, 0], name="perm",
          torch=lambda x: x.permute(1, 2, 0)),
@@ -381,6 +395,72 @@ CASES: list[Case] = [
          torch=lambda x, i, u: x.scatter_add(0, i, u)),
     case("ScatterElements", X((3, 4)), K(SCATTER_INDEX), X((2, 4)), name="none",
          torch=lambda x, u: x.scatter(0, torch.tensor(SCATTER_INDEX), u)),
+    case("GatherND", X((3, 4, 2)), Labels((5, 2), 3), name="elements",
+         torch=lambda x, i: x[i[:, 0], i[:, 1]]),
+    case("GatherND", X((3, 4)), K([[1], [0], [1]]), name="rows-repeated",
+         torch=lambda x: x[[1, 0, 1]]),
+    case("GatherND", X((2, 3, 4)), Labels((2, 5, 1), 3), batch_dims=1, name="batch-dims",
+         torch=torch_batched_rows),
+    case("ScatterND", X((4, 3)), K(SCATTER_ND_ROWS), X((2, 3)), name="none-rows",
+         torch=lambda x, u: x.index_put((torch.tensor([3, 1]),), u)),
+    case("ScatterND", X((3, 4)), Labels((5, 2), 3), X((5,)), reduction="add",
+         name="add-repeated", torch=lambda x, i, u: x.index_put((i[:, 0], i[:, 1]), u,
+                                                                  accumulate=True)),
+    case("Trilu", X((4, 5)), torch=lambda x: torch.triu(x)),
+    case("Trilu", X((2, 4, 5)), K(1), upper=0, name="lower-k", torch=lambda x: torch.tril(x, 1)),
+    case("Trilu", X((4, 5)), K(-2), name="upper-negative-k", torch=lambda x: torch.triu(x, -2)),
+    case("TopK", X((3, 5), distinct), K([2]), torch=lambda x: torch.topk(x, 2).values),
+    case("TopK", X((4, 3), distinct), K([3]), axis=0, largest=0, name="smallest-axis0",
+         torch=lambda x: torch.topk(x, 3, dim=0, largest=False).values),
+    case("TopK", X((2, 6), distinct), K([3]), name="unsorted-sum", build=lambda x, k: ops.ReduceSum(
+        ops.TopK(x, k, sorted=0)[0], np.array([1]), keepdims=0),  # ORT's order is its own
+         torch=lambda x: torch.topk(x, 3, sorted=False).values.sum(1)),
+    # -- einsum
+    case("Einsum", *xs((3, 4), (4, 5)), equation="ij,jk->ik", name="matmul",
+         torch=lambda a, b: torch.einsum("ij,jk->ik", a, b)),
+    case("Einsum", *xs((2, 3, 4), (2, 4, 5)), equation="bij, bjk -> bik", name="batch-spaces",
+         torch=lambda a, b: a @ b),
+    case("Einsum", *xs((3, 4), (4,)), equation="ij,j", name="implicit",
+         torch=lambda a, b: a @ b),
+    case("Einsum", X((2, 3, 4)), equation="ijk->kj", name="sum-transpose",
+         torch=lambda x: x.sum(0).T),
+    case("Einsum", X((2, 3, 3)), equation="bii->bi", name="diagonal",
+         torch=lambda x: torch.diagonal(x, dim1=1, dim2=2)),
+    case("Einsum", X((3, 3)), equation="ii", name="trace-implicit", torch=lambda x: torch.trace(x)),
+    case("Einsum", *xs((3,), (4,)), equation="i,j->ij", name="outer",
+         torch=lambda a, b: torch.outer(a, b)),
+    case("Einsum", *xs((2, 3), (3, 4), (4,)), equation="ij,jk,k->i", name="three-operands",
+         torch=lambda a, b, c: a @ (b @ c)),
+    case("Einsum", *xs((2, 1, 3, 4), (1, 5, 4, 3)), equation="...ij,...ji->...",
+         name="ellipsis-broadcast", torch=lambda a, b: torch.einsum("...ij,...ji->...", a, b)),
+    # -- resize (onnxruntime's CPU kernel is float32 only)
+    case("Resize", X((1, 2, 3, 4)), K(None), K([1.0, 1.0, 2.0, 2.0]), name="nearest-scales",
+         ort_dtype=F32, torch=lambda x: F.interpolate(x, scale_factor=2, mode="nearest-exact")),
+    case("Resize", X((1, 2, 4, 8)), K(None), K(None), K([1, 2, 6, 4]),
+         coordinate_transformation_mode="asymmetric", nearest_mode="floor",
+         name="nearest-sizes-floor", ort_dtype=F32,
+         torch=lambda x: F.interpolate(x, size=(6, 4), mode="nearest")),
+    case("Resize", X((1, 2, 5, 4)), K(None), K(None), K([1, 2, 3, 7]),
+         coordinate_transformation_mode="align_corners", nearest_mode="round_prefer_ceil",
+         name="nearest-align-corners", ort_dtype=F32),
+    case("Resize", X((1, 2, 3, 4)), K(None), K([1.0, 1.0, 2.0, 2.0]), mode="linear",
+         name="linear-half-pixel", ort_dtype=F32, torch=lambda x: F.interpolate(
+             x, scale_factor=2, mode="bilinear", align_corners=False)),
+    case("Resize", X((2, 1, 5, 6)), K(None), K(None), K([2, 1, 3, 4]), mode="linear",
+         coordinate_transformation_mode="align_corners", name="linear-align-corners-down",
+         ort_dtype=F32, torch=lambda x: F.interpolate(x, size=(3, 4), mode="bilinear",
+                                                      align_corners=True)),
+    case("Resize", X((1, 2, 6, 8)), K(None), K(None), K([1, 2, 4, 3]), mode="linear",
+         name="linear-sizes-down", ort_dtype=F32, torch=lambda x: F.interpolate(
+             x, size=(4, 3), mode="bilinear", align_corners=False)),
+    case("Resize", X((1, 2, 3, 4)), K(None), K([1.0, 1.0, 1.5, 2.5]), mode="linear",
+         coordinate_transformation_mode="asymmetric", name="linear-asymmetric", ort_dtype=F32),
+    case("Resize", X((1, 2, 4, 4)), K(ROI), K(None), K([1, 2, 3, 5]), mode="linear",
+         coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=0.5,
+         name="linear-crop-extrapolate", ort_dtype=F32),
+    case("Resize", X((1, 1, 4, 4)), K(None), K([1.0, 1.0, 2.0, 2.0]), mode="cubic",
+         name="cubic", ort_dtype=F32, torch=lambda x: F.interpolate(
+             x, scale_factor=2, mode="bicubic", align_corners=False)),
     # -- reductions
     case("ReduceSum", X((3, 4)), K([1]), keepdims=0, torch=lambda x: x.sum(1)),
     case("ReduceSum", X((2, 3, 4)), K([0, 2]), name="keepdims",
@@ -465,6 +545,21 @@ CASES: list[Case] = [
          name="symbolic", torch=lambda x, i: x[i]),
     case("GatherElements", X((3, 4), declared=("N", 4)), Labels((2, 4), 3), name="symbolic",
          torch=lambda x, i: x.gather(0, i)),
+    case("GatherND", X((3, 4, 2), declared=("N", 4, 2)), Labels((5, 2), 3), name="symbolic",
+         torch=lambda x, i: x[i[:, 0], i[:, 1]]),
+    case("TopK", X((3, 5), distinct, declared=("N", 5)), K([2]), name="symbolic",
+         torch=lambda x: torch.topk(x, 2).values),
+    case("Einsum", X((3, 4), declared=("N", 4)), X((4, 5)), equation="ij,jk->k", name="symbolic",
+         torch=lambda a, b: (a @ b).sum(0)),
+    case("Resize", X((2, 2, 3, 4), declared=("N", 2, 3, 4)), K(None), K([1.0, 1.0, 2.0, 2.0]),
+         mode="linear", name="linear-symbolic", ort_dtype=F32, torch=lambda x: F.interpolate(
+             x, scale_factor=2, mode="bilinear", align_corners=False)),
+    case("Resize", X((2, 2, 3, 4), declared=("N", 2, 3, 4)), K(None), K([1.0, 1.0, 2.0, 2.0]),
+         name="nearest-symbolic", ort_dtype=F32,
+         torch=lambda x: F.interpolate(x, scale_factor=2, mode="nearest-exact")),
+    case("InstanceNormalization", X((2, 3, 4), declared=("N", 3, 4)), *xs((3,), (3,)),
+         name="symbolic", ort_dtype=F32,
+         torch=lambda x, s, b: F.instance_norm(x, weight=s, bias=b, eps=f32(1e-5))),
     case("ReduceMean", X((3, 4), declared=("N", 4)), axes=[0], name="symbolic",
          torch=lambda x: x.mean(0, keepdim=True)),
     case("ReduceMax", X((3, 4), distinct, declared=("N", 4)), axes=[1], name="symbolic",

@@ -303,7 +303,7 @@ def test_ops_json():
     assert doc["with_gradient"] == sum(r["gradient"] for r in doc["ops"])
     for op in ("Gemm", "MatMul", "Relu", "Add", "SoftmaxCrossEntropyLoss"):
         assert rows[op]["gradient"] is True, op
-    assert all(13 <= r["since"] <= r["until"] for r in doc["ops"])
+    assert all(r["since"] <= r["until"] == 17 for r in doc["ops"])
     text = cli("ops")
     assert text.exit_code == 0
     assert text.stdout.splitlines()[-1] == (f"{doc['count']} ops, {doc['with_gradient']} "
@@ -483,3 +483,16 @@ def test_failed_run_keeps_existing_output(in_tmp, bad_files, args):
     assert_one_line_error(cli(*args, "-o", str(out)))
     assert out.read_bytes() == b"an earlier model"
     assert sorted(p.name for p in in_tmp.iterdir()) == ["precious.onnx"]  # no temp files
+
+
+def test_unexpected_errors_are_one_line(in_tmp, monkeypatch):
+    import irkit.train.session as session
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Error in execution: something deep\nwith a second line")
+    monkeypatch.setattr(session, "run_training", broken)
+    line = assert_one_line_error(cli("train", "iris_mlp", "-o", "x.onnx"), "RuntimeError",
+                                 "something deep")
+    assert "second line" not in line
+    monkeypatch.setenv("IRKIT_TRACEBACK", "1")  # and the way to see where it came from
+    assert isinstance(cli("train", "iris_mlp", "-o", "x.onnx").exception, RuntimeError)

@@ -369,3 +369,122 @@ def test_slice_with_computed_bounds_gradient_is_a_clear_error() -> None:
     y = ops.Slice(x, np.array([0]), end)
     with pytest.raises(ShapeError, match="Slice node .*constant starts, ends"):
         gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
+
+
+@pytest.mark.parametrize("start, limit, delta", [(2, 11, 3), (10, 1, -3), (5, 5, 1),
+                                                  (0.5, 3.0, 0.5), (1.0, -1.0, -0.25)])
+def test_range_matches_onnxruntime(start, limit, delta) -> None:
+    dtype = np.int64 if isinstance(start, int) else np.float64
+    graph = Graph("range")
+    inputs = [graph.add_input(n, dtype, ()) for n in ("start", "limit", "delta")]
+    constant = ops.Range(*inputs[:1], graph.constant(np.array(limit, dtype)),
+                         graph.constant(np.array(delta, dtype)))
+    graph.outputs = [ops.Range(*inputs), constant]
+    feeds = {n: np.array(v, dtype) for n, v in zip(("start", "limit", "delta"),
+                                                    (start, limit, delta), strict=True)}
+    got = ort_matches_reference(graph, feeds)
+    want = np.arange(start, limit, delta, dtype=dtype)
+    np.testing.assert_array_equal(got[0], want)
+    np.testing.assert_array_equal(got[1], want)
+
+
+def test_range_of_constants_has_a_static_length() -> None:
+    graph = Graph("range")
+    r = ops.Range(*(graph.constant(np.array(v)) for v in (1.0, 2.0, 0.25)))
+    assert r.shape == (4,) and r.dtype == np.float64
+    x = graph.add_input("x", np.int64, ())
+    r = ops.Range(x, graph.constant(np.array(0)), graph.constant(np.array(-3)))
+    assert r.shape == (None,) and r.dtype == np.int64
+
+
+def test_top_k_unsorted_picks_what_onnxruntime_picks() -> None:
+    graph = Graph("topk")
+    x = graph.add_input("x", np.float64, (3, 7))
+    values, indices = ops.TopK(x, np.array([4]), sorted=0)
+    graph.outputs = [values, indices]
+    data = np.random.default_rng(3).permutation(21).reshape(3, 7).astype(np.float64)
+    from irkit.runtimes.onnxruntime import OrtGraph
+    got = OrtGraph(graph)({"x": data})  # sorted=0: the order is each runtime's own
+    want = reference_outputs(graph, {"x": data})
+    for mine, theirs in zip(want, got, strict=True):
+        np.testing.assert_array_equal(np.sort(mine, 1), np.sort(theirs, 1))
+    np.testing.assert_array_equal(np.take_along_axis(data, got[1], 1), got[0])
+
+
+@pytest.mark.parametrize("equation, shapes, message", [
+    ("ij,jk", [(2, 3)], "2 operands for 1 inputs"),
+    ("ij->ii", [(2, 2)], "each output letter must appear once"),
+    ("ij->k", [(2, 2)], "each output letter must appear once"),
+    ("ijk->i", [(2, 2)], "term 'ijk' does not fit"),
+    ("i1->i", [(2, 2)], "letters and one ellipsis"),
+    ("ij,jk->ik", [(2, 3), (4, 5)], "letter 'j' is 3 in one input and 4"),
+])
+def test_einsum_rejects_bad_equations(equation, shapes, message) -> None:
+    from irkit.errors import ShapeError
+    graph = Graph("einsum")
+    xs = [graph.add_input(f"x{i}", np.float64, s) for i, s in enumerate(shapes)]
+    with pytest.raises(ShapeError, match=f"Einsum node .*{message}"):
+        ops.Einsum(*xs, equation=equation)
+
+
+def test_einsum_ellipsis_needs_the_rank() -> None:
+    from irkit.errors import ShapeError
+    graph = Graph("einsum")
+    x = graph.add_input("x", np.float64, None)
+    with pytest.raises(ShapeError, match="an ellipsis needs the rank of its input"):
+        ops.Einsum(x, equation="...ii->...i")
+
+
+@pytest.mark.parametrize("attrs, message", [
+    ({"antialias": 1}, "attribute 'antialias' is from opset 18"),
+    ({"axes": [2, 3]}, "attribute 'axes' is from opset 18"),
+    ({"keep_aspect_ratio_policy": "not_larger"}, "'keep_aspect_ratio_policy' is from opset 18"),
+    ({"coordinate_transformation_mode": "half_pixel_symmetric"},
+     "coordinate_transformation_mode 'half_pixel_symmetric' is not supported"),
+    ({"mode": "area"}, "mode 'area' is not supported"),
+])
+def test_resize_rejects_newer_attributes(attrs, message) -> None:
+    from irkit.errors import UnsupportedOpError
+    graph = Graph("resize")
+    x = graph.add_input("x", np.float32, (1, 1, 2, 2))
+    with pytest.raises(UnsupportedOpError, match=f"Resize node .*{message}"):
+        ops.Resize(x, None, np.array([1, 1, 2, 2], np.float32), **attrs)
+
+
+def test_resize_gradient_with_computed_sizes_is_a_clear_error() -> None:
+    from irkit.errors import ShapeError
+    graph = Graph("resize")
+    x = graph.add_input("x", np.float64, (1, 1, 2, 2))
+    sizes = graph.add_input("sizes", np.int64, (4,))
+    y = ops.Resize(x, None, None, sizes, mode="linear")
+    assert y.shape == (None, None, None, None)
+    with pytest.raises(ShapeError, match="Resize node .*constant roi, scales and sizes"):
+        gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
+
+
+def test_scatter_nd_mul_gradient_is_a_clear_error() -> None:
+    from irkit.errors import UnsupportedOpError
+    graph = Graph("scatter")
+    x = graph.add_input("x", np.float64, (3, 4))
+    y = ops.ScatterND(x, np.array([[0]]), np.ones((1, 4)), reduction="mul")
+    with pytest.raises(UnsupportedOpError, match="ScatterND node .*no gradient for reduction"):
+        gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
+
+
+def test_gather_nd_batch_gradient_needs_static_batch_dims() -> None:
+    from irkit.errors import ShapeError
+    graph = Graph("gather")
+    x = graph.add_input("x", np.float64, ("N", 4))
+    index = graph.add_input("index", np.int64, ("N", 1))
+    y = ops.GatherND(x, index, batch_dims=1)
+    assert y.shape == ("N",)
+    with pytest.raises(ShapeError, match="GatherND node .*static batch dims"):
+        gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
+
+
+def test_scatter_nd_rejects_opset_18_reductions() -> None:
+    from irkit.errors import UnsupportedOpError
+    graph = Graph("scatter")
+    x = graph.add_input("x", np.float64, (3, 4))
+    with pytest.raises(UnsupportedOpError, match="reduction 'max' is not in opset 17"):
+        ops.ScatterND(x, np.array([[0]]), np.ones((1, 4)), reduction="max")

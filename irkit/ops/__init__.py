@@ -1,8 +1,8 @@
 """irkit's ops, named as in ONNX. Call one on Values to append a node: `ops.Exp(x)`,
 `ops.Gemm(a, b, transB=1)`. Numbers and numpy arrays become constants of the Values' dtype.
 
-Every op is one `OpDef` in a family module (elementwise, reduce, shape, nn, loss, conv); the
-registry (`get_op`, `all_ops`) is how the rest of irkit finds them.
+Every op is one `OpDef` in a family module (elementwise, reduce, shape, index, nn, loss, conv,
+resize); the registry (`get_op`, `all_ops`) is how the rest of irkit finds them.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from irkit.ops import shape as _shape
 from irkit.ops.base import OpDef
 from irkit.ops.conv import *  # noqa: F403
 from irkit.ops.elementwise import *  # noqa: F403
+from irkit.ops.index import *  # noqa: F403
 from irkit.ops.loss import *  # noqa: F403
 from irkit.ops.nn import *  # noqa: F403
 from irkit.ops.reduce import *  # noqa: F403
 from irkit.ops.registry import all_ops, get_op, has_op
+from irkit.ops.resize import *  # noqa: F403
 from irkit.ops.shape import *  # noqa: F403
 
 

@@ -1,16 +1,24 @@
-"""Neural-network ops: MatMul, Gemm, Softmax, LogSoftmax, Dropout, ArgMax/ArgMin,
-LayerNormalization, BatchNormalization."""
+"""Neural-network ops: MatMul, Gemm, Einsum, Softmax, LogSoftmax, Dropout, ArgMax/ArgMin,
+LayerNormalization, BatchNormalization, InstanceNormalization."""
 
 from __future__ import annotations
+
+import string
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
-from irkit.ops.base import OpDef, broadcast_shapes, define, fmt_shape, normalize_axis
+from irkit.ops.base import OpDef, Required, broadcast_shapes, define, fmt_shape, normalize_axis
 from irkit.ops.elementwise import Exp, Mul, Sub
 from irkit.ops.reduce import ReduceSum
 from irkit.ops.shape import Squeeze, Transpose, Unsqueeze
+
+if TYPE_CHECKING:
+    from irkit.ir import Shape
 
 
 @define
@@ -36,6 +44,8 @@ class MatMul(OpDef):
         g = grads[0]
         if a.rank == 2 and b.rank == 2:  # transpose flags instead of Transpose nodes
             return [Gemm(g, b, transB=1), Gemm(a, g, transA=1)]
+        if a.rank == 1 and b.rank == 1:  # a dot product: g is a scalar
+            return [Mul(g, b), Mul(g, a)]
         a2 = Unsqueeze(a, np.array([0], np.int64)) if a.rank == 1 else a
         b2 = Unsqueeze(b, np.array([-1], np.int64)) if b.rank == 1 else b
         g2 = Unsqueeze(g, np.array([-2], np.int64)) if a.rank == 1 else g
@@ -96,6 +106,174 @@ class Gemm(OpDef):
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + node.attr("beta") * inputs[2]
         return [y]
+
+
+# ---- Einsum -----------------------------------------------------------------------------------
+_LETTERS = string.ascii_letters
+
+
+@dataclass(frozen=True)
+class EinsumSpec:
+    """An Einsum equation in letters only: one term per input (an ellipsis expanded into fresh
+    letters; a size-1 broadcast axis gets a letter of its own, summed away) and the output."""
+
+    terms: tuple[str, ...]
+    output: str
+
+    @property
+    def equation(self) -> str:
+        return ",".join(self.terms) + "->" + self.output
+
+
+def einsum_spec(equation: str, shapes: Sequence[Shape], where: str) -> EinsumSpec:
+    """Parse an Einsum equation for inputs of these shapes (explicit or implicit output)."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ShapeError(f"{where}: equation {equation!r} has {len(terms)} operands for "
+                         f"{len(shapes)} inputs")
+    for t in [*terms, rhs]:
+        if not set(t.replace("...", "", 1)) <= set(_LETTERS):
+            raise ShapeError(f"{where}: equation {equation!r}: a term may hold letters and one "
+                             "ellipsis only")
+    free = iter(c for c in _LETTERS if c not in eq)
+    expanded, ellipsis = _expand_ellipsis(terms, shapes, free, equation, where)
+    if not arrow:  # implicit: the broadcast axes, then the letters used once, sorted
+        letters = "".join(terms).replace(".", "")
+        rhs = ellipsis + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    elif "..." in rhs:
+        rhs = rhs.replace("...", ellipsis)
+    if len(set(rhs)) != len(rhs) or not set(rhs) <= set("".join(expanded)):
+        raise ShapeError(f"{where}: equation {equation!r}: each output letter must appear once "
+                         "in the output and in some input")
+    return EinsumSpec(tuple(expanded), rhs)
+
+
+def _expand_ellipsis(terms: list[str], shapes: Sequence[Shape], free: Iterator[str],
+                     equation: str, where: str) -> tuple[list[str], str]:
+    """Terms with "..." replaced by letters (right-aligned, numpy broadcasting), and the
+    letters of the broadcast axes."""
+    widths = []
+    for t, s in zip(terms, shapes, strict=True):
+        letters = len(t.replace("...", ""))
+        if "..." in t and s is None:
+            raise ShapeError(f"{where}: equation {equation!r}: an ellipsis needs the rank of "
+                             "its input")
+        if s is not None and (len(s) < letters or ("..." not in t and len(s) != letters)):
+            raise ShapeError(f"{where}: equation {equation!r}: term {t!r} does not fit an "
+                             f"input of shape {fmt_shape(s)}")
+        widths.append(len(s) - letters if "..." in t else 0)
+    try:
+        ellipsis = "".join(next(free) for _ in range(max(widths, default=0)))
+        expanded = []
+        for t, s, w in zip(terms, shapes, widths, strict=True):
+            letters = list(ellipsis[len(ellipsis) - w:]) if w else []
+            for i, letter in enumerate(letters):  # size 1 against a larger size: own letter
+                dim = s[t.index("...") + i]
+                if dim == 1 and _broadcast_size(terms, shapes, widths, ellipsis, letter) != 1:
+                    letters[i] = next(free)
+            expanded.append(t.replace("...", "".join(letters)))
+    except StopIteration:
+        raise ShapeError(f"{where}: equation {equation!r} needs more than 52 letters") from None
+    return expanded, ellipsis
+
+
+def _broadcast_size(terms, shapes, widths, ellipsis: str, letter: str):
+    """The largest static size of a broadcast (ellipsis) axis over the inputs (1 if none)."""
+    at = ellipsis.index(letter) - len(ellipsis)  # counted from the end of the ellipsis
+    sizes = [s[t.index("...") + w + at] for t, s, w in zip(terms, shapes, widths, strict=True)
+             if w >= -at]
+    return max([d for d in sizes if isinstance(d, int)], default=1)
+
+
+def _letter_sizes(spec: EinsumSpec, shapes: Sequence[Shape], where: str) -> dict:
+    """letter -> its dim (an int where any input knows it; a symbol or None otherwise)."""
+    sizes: dict = {}
+    for term, shape in zip(spec.terms, shapes, strict=True):
+        for letter, dim in zip(term, shape or (None,) * len(term), strict=True):
+            known = sizes.get(letter)
+            if isinstance(known, int) and isinstance(dim, int) and known != dim:
+                raise ShapeError(f"{where}: letter {letter!r} is {known} in one input and "
+                                 f"{dim} in another")
+            if not isinstance(known, int) and dim is not None:
+                sizes[letter] = dim
+            sizes.setdefault(letter, None)
+    return sizes
+
+
+@define
+class Einsum(OpDef):
+    """Sum of products over an index equation (`"ij,jk->ik"`; implicit output, repeated
+    letters and an ellipsis too). The gradient of each input is an Einsum of g and the other
+    inputs onto that input's letters: a diagonal through an identity, an axis summed in the
+    input alone through ones."""
+
+    op_type, since = "Einsum", 12
+    attributes = {"equation": Required(str)}
+
+    def spec(self, node: Node) -> EinsumSpec:
+        return einsum_spec(node.attr("equation"), [v.shape for v in node.inputs],
+                           f"Einsum node {node.name!r}")
+
+    def infer(self, node: Node):
+        spec = self.spec(node)
+        if len({v.dtype for v in node.inputs}) > 1:
+            raise ShapeError(f"Einsum node {node.name!r}: the inputs must have one dtype")
+        sizes = _letter_sizes(spec, [v.shape for v in node.inputs], f"Einsum node {node.name!r}")
+        return [(node.inputs[0].dtype, tuple(sizes[c] for c in spec.output))]
+
+    def vjp(self, node: Node, grads):
+        spec = self.spec(node)
+        sizes = _letter_sizes(spec, [v.shape for v in node.inputs], f"Einsum node {node.name!r}")
+        used = set(spec.equation)
+        free = iter(c for c in _LETTERS if c not in used)
+        return [self._input_grad(node, spec, sizes, k, grads[0], free)
+                if x.dtype.kind == "f" else None for k, x in enumerate(node.inputs)]
+
+    @staticmethod
+    def _input_grad(node: Node, spec: EinsumSpec, sizes: dict, k: int, g: Value,
+                    free: Iterator[str]) -> Value:
+        x = node.inputs[k]
+        operands = [g] + [v for j, v in enumerate(node.inputs) if j != k]
+        subs = [spec.output] + [t for j, t in enumerate(spec.terms) if j != k]
+        target = ""
+        for letter in spec.terms[k]:
+            if letter not in target:
+                target += letter
+                continue
+            # a repeated letter reads a diagonal: g goes back onto it through an identity
+            n, fresh = sizes[letter], next(free, None)
+            if not isinstance(n, int) or fresh is None:
+                raise ShapeError(f"Einsum node {node.name!r}: the gradient of a repeated "
+                                 f"letter {letter!r} needs its static size")
+            operands.append(node.graph.constant(np.eye(n, dtype=x.dtype)))
+            subs.append(letter + fresh)
+            target += fresh
+        reached = set("".join(subs))
+        for pos, letter in enumerate(target):
+            if letter not in reached:  # summed in x alone: d x is constant along it
+                operands.append(_ones_along(x, pos))
+                subs.append(letter)
+        return Einsum(*operands, equation=",".join(subs) + "->" + target)
+
+    def compute(self, node: Node, inputs):
+        spec = einsum_spec(node.attr("equation"), [a.shape for a in inputs],
+                           f"Einsum node {node.name!r}")
+        dtype = inputs[0].dtype
+        if dtype.kind == "f" and dtype.itemsize < 4 or dtype.kind == "V":  # numpy lacks them
+            inputs = [a.astype(np.float32) for a in inputs]
+        return [np.asarray(np.einsum(spec.equation, *inputs)).astype(dtype)]
+
+
+def _ones_along(x: Value, axis: int) -> Value:
+    """A vector of ones as long as x's axis (a constant when the size is static)."""
+    from irkit.ops.shape import ConstantOfShape, Shape
+
+    dim = x.shape[axis] if x.shape is not None else None
+    if isinstance(dim, int):
+        return x.graph.constant(np.ones(dim, x.dtype))
+    return ConstantOfShape(Shape(x, start=axis, end=axis + 1), value=np.ones(1, x.dtype))
 
 
 class _SoftmaxBase(OpDef):
@@ -403,3 +581,40 @@ class BatchNormalization(OpDef):
         y = y * scale.reshape(shape) + bias.reshape(shape)
         return [y.astype(x.dtype), (mean * m + batch_mean * (1 - m)).astype(mean.dtype),
                 (var * m + batch_var * (1 - m)).astype(var.dtype)]
+
+
+@define
+class InstanceNormalization(OpDef):
+    """Per-sample, per-channel normalization over the spatial axes of (N, C, d1, ...), then
+    y = scale * x_hat + B with (C,) scale and B (biased variance, epsilon inside the root)."""
+
+    op_type, since = "InstanceNormalization", 6
+    attributes = {"epsilon": 1e-5}
+
+    def infer(self, node: Node):
+        x = node.inputs[0]
+        if x.rank is not None and x.rank < 3:
+            raise ShapeError(f"InstanceNormalization node {node.name!r}: the input needs rank >= "
+                             f"3 (N, C, d1, ...), got {fmt_shape(x.shape)}")
+        return [(x.dtype, x.shape)]
+
+    def vjp(self, node: Node, grads):
+        x, scale = node.inputs[:2]
+        if x.rank is None:
+            raise ShapeError(f"InstanceNormalization node {node.name!r}: its gradient needs the "
+                             "input's rank")
+        g, spatial = grads[0], list(range(2, x.rank))
+        c = lambda v: BatchNormalization._per_channel(v, x.rank)  # noqa: E731
+        _, inv_std, x_hat = _normalized(x, spatial, node.attr("epsilon"))
+        others = np.array([0] + spatial, np.int64)
+        return [_normalization_vjp(Mul(g, c(scale)), x_hat, inv_std, spatial),
+                ReduceSum(Mul(g, x_hat), others, keepdims=0), ReduceSum(g, others, keepdims=0)]
+
+    def compute(self, node: Node, inputs):
+        x, scale, bias = inputs
+        axes = tuple(range(2, x.ndim))
+        per_channel = (-1,) + (1,) * (x.ndim - 2)
+        mean = x.mean(axis=axes, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+        y = (x - mean) / np.sqrt(var + node.attr("epsilon"))
+        return [(y * scale.reshape(per_channel) + bias.reshape(per_channel)).astype(x.dtype)]

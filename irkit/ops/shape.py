@@ -75,15 +75,24 @@ class Flatten(OpDef):
         x = node.inputs[0]
         if x.shape is None:
             return [(x.dtype, (None, None))]
-        axis = normalize_axis(node.attr("axis"), len(x.shape) + 1, "Flatten")
+        axis = self.axis(node, len(x.shape))
         return [(x.dtype, (_static_size(x.shape[:axis]), _static_size(x.shape[axis:])))]
+
+    @staticmethod
+    def axis(node: Node, rank: int) -> int:
+        """The axis in [0, rank]; ONNX accepts [-rank, rank], negative counting from the back."""
+        axis = node.attr("axis")
+        if not -rank <= axis <= rank:
+            raise ShapeError(f"Flatten node {node.name!r}: axis {axis} is out of range for "
+                             f"rank {rank}; use -{rank}..{rank}")
+        return axis + rank if axis < 0 else axis
 
     def vjp(self, node: Node, grads):
         return [Reshape(grads[0], shape_of(node.inputs[0]))]
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
-        axis = node.attr("axis") % (x.ndim + 1)
+        axis = self.axis(node, x.ndim)
         return [x.reshape(int(np.prod(x.shape[:axis])), -1)]
 
 

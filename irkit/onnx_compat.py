@@ -1,0 +1,273 @@
+"""Import-side compatibility: ONNX features newer than opset 17 rewritten to irkit's opset.
+
+irkit's op semantics are those of ai.onnx opset 17. A model of a newer opset is imported by
+rewriting the changes that have an opset-17 spelling (`downgrade_to_opset_17`) and relabeling
+the rest, whose changes only widened type lists. `constant_value` reads every spelling of a
+Constant node's value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from irkit.errors import UnsupportedOpError
+
+OPSET_17 = 17
+
+_AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                        "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
+_REDUCE_OVER_NO_AXES = {"ReduceL1": ("Abs", 1), "ReduceL2": ("Abs", 1),  # (op, inputs)
+                        "ReduceSumSquare": ("Mul", 2), "ReduceLogSum": ("Log", 1)}
+_FLOAT8 = {"FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0"}
+_LAST_OPSET_17_TYPE = onnx.TensorProto.BFLOAT16  # newer element types came with opset 19+
+
+
+def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rewrite the opset 18+ changes that have an opset-17 spelling, then relabel as 17.
+
+    1. Reduce* `axes` input (18) -> attribute; empty axes reduce all, or with
+       noop_with_empty_axes leave the elementwise part (Identity, Abs, Mul(x, x) or Log).
+    2. Split `num_outputs` (18) -> equal parts, or explicit sizes when the last is smaller.
+    3. Pad `axes` input (18) -> pads for every axis.
+    4. Cast `saturate` (19) / `round_mode` (23) only act on float8 targets: dropped otherwise.
+    5. AveragePool `dilations` (19) of all 1s: dropped.
+    Element types newer than opset 17 (float8, int4, ...) are an UnsupportedOpError.
+    """
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    _check_element_types(model.graph)
+    rewrite = _OpsetRewriter(model)
+    nodes = [m for n in model.graph.node for m in rewrite(n)]  # copied in once all are edited
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = OPSET_17
+    return model
+
+
+class _OpsetRewriter:
+    """The per-node rewrites of `downgrade_to_opset_17`, with the model's constants."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self.consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        for n in model.graph.node:
+            value = constant_value(n)
+            if value is not None:
+                self.consts[n.output[0]] = value
+        self.producers = {o: n for n in model.graph.node for o in n.output}
+        # Split and Pad rewrites need shapes: inferred before any node changes
+        self.shapes: dict[str, tuple | None] = {}
+        if any(n.op_type in ("Split", "Pad") for n in model.graph.node):
+            self.shapes = _inferred_shapes(model)
+            self.shapes.update({k: v.shape for k, v in self.consts.items()})
+
+    def __call__(self, n: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """The node rewritten in place, after any nodes it now reads."""
+        if n.domain not in ("", "ai.onnx"):
+            return [n]
+        if n.op_type == "Pad" and len(n.input) > 3 and n.input[3]:
+            return [*self.pad_axes(n), n]
+        if n.op_type in _AXES_INPUT_SINCE_18:
+            self.reduce_axes(n)
+        elif n.op_type == "Split":
+            self.split(n)
+        elif n.op_type == "Cast":
+            to = onnx.TensorProto.DataType.Name(_attr(n, "to", 0))
+            _drop_attrs(n, *[k for k, used_by in (("saturate", _FLOAT8),
+                                                  ("round_mode", {"FLOAT8E8M0"}))
+                             if to not in used_by])
+        elif n.op_type == "AveragePool" and "dilations" in (a.name for a in n.attribute):
+            if any(d != 1 for d in _attr(n, "dilations", [])):
+                raise UnsupportedOpError(f"AveragePool node {n.name or n.output[0]!r}: "
+                                         "dilations (opset 19) are not supported")
+            _drop_attrs(n, "dilations")
+        return [n]
+
+    def const(self, n: onnx.NodeProto, index: int, what: str) -> np.ndarray:
+        value = self.fold(n.input[index])
+        if value is None:
+            raise UnsupportedOpError(f"node {n.name or n.output[0]!r} ({n.op_type}): {what} "
+                                     "must be constant (an initializer or Constant) for irkit")
+        return value
+
+    def fold(self, name: str, depth: int = 0) -> np.ndarray | None:
+        """A value computable at import time: a constant, the Shape of a statically shaped
+        value, or a node of such inputs (evaluated with onnx.reference); else None."""
+        if name in self.consts:
+            return self.consts[name]
+        producer = self.producers.get(name)
+        if producer is None or depth > 64 or producer.domain not in ("", "ai.onnx"):
+            return None
+        if producer.op_type == "Shape":
+            if not self.shapes:
+                self.shapes = _inferred_shapes(self.model)
+            shape = self.shapes.get(producer.input[0])
+            if shape is None or None in shape:
+                return None
+            span = slice(_attr(producer, "start", 0), _attr(producer, "end", None))
+            value = np.array(shape[span], dtype=np.int64)
+        else:
+            inputs = [self.fold(i, depth + 1) if i else None for i in producer.input]
+            if any(v is None for v, i in zip(inputs, producer.input) if i):
+                return None
+            value = _evaluate(self.model, producer, inputs).get(name)
+        if value is not None:
+            self.consts[name] = value
+        return value
+
+    def reduce_axes(self, n: onnx.NodeProto) -> None:
+        given = len(n.input) > 1 and n.input[1]
+        axes = [int(a) for a in np.ravel(self.const(n, 1, "axes"))] if given else []
+        noop = _attr(n, "noop_with_empty_axes", 0)
+        _drop_attrs(n, "noop_with_empty_axes")
+        del n.input[1:]
+        if axes:
+            n.attribute.append(helper.make_attribute("axes", axes))
+        elif noop:  # a reduction over no axes: only its elementwise part is left
+            n.op_type, inputs = _REDUCE_OVER_NO_AXES.get(n.op_type, ("Identity", 1))
+            n.input.extend([n.input[0]] * (inputs - 1))
+            del n.attribute[:]
+
+    def split(self, n: onnx.NodeProto) -> None:
+        parts = _attr(n, "num_outputs", None)
+        if parts is None:
+            return
+        _drop_attrs(n, "num_outputs")
+        shape = self.shapes.get(n.input[0])
+        axis = _attr(n, "axis", 0)
+        dim = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+        if isinstance(dim, int) and dim % parts:
+            size = -(-dim // parts)
+            self.add_input(n, 1, np.array([size] * (parts - 1) + [dim - size * (parts - 1)],
+                                          np.int64))
+
+    def pad_axes(self, n: onnx.NodeProto) -> list[onnx.NodeProto]:
+        shape = self.shapes.get(n.input[0])
+        if shape is None:
+            raise UnsupportedOpError(f"Pad node {n.name or n.output[0]!r}: an axes input needs "
+                                     "the rank of the padded tensor; give its shape")
+        rank = len(shape)
+        axes = [int(a) % rank for a in np.ravel(self.const(n, 3, "axes"))]
+        where = np.array(axes + [a + rank for a in axes], np.int64)
+        del n.input[3:]
+        if n.input[1] in self.consts:
+            pads = np.zeros(2 * rank, np.int64)
+            pads[where] = np.ravel(self.consts[n.input[1]])
+            self.add_input(n, 1, pads)
+            return []
+        # dynamic pads: scatter them into zeros of every axis
+        name = self.fresh(f"{n.input[1]}_all_axes")
+        zeros = self.fresh(f"{name}_zeros")
+        index = self.fresh(f"{name}_index")
+        self.add_const(zeros, np.zeros(2 * rank, np.int64))
+        self.add_const(index, where)
+        scatter = helper.make_node("ScatterElements", [zeros, index, n.input[1]], [name],
+                                   name=self.fresh(f"{n.name or 'Pad'}_pads"))
+        n.input[1] = name
+        return [scatter]
+
+    def add_input(self, n: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+        name = self.fresh(f"{n.name or n.op_type}_{n.output[0]}_input{index}")
+        self.add_const(name, value)
+        while len(n.input) <= index:
+            n.input.append("")
+        n.input[index] = name
+
+    def add_const(self, name: str, value: np.ndarray) -> None:
+        self.model.graph.initializer.append(numpy_helper.from_array(value, name))
+        self.consts[name] = value
+
+    def fresh(self, base: str) -> str:
+        taken = self.consts.keys() | {o for m in self.model.graph.node for o in m.output} | {
+            vi.name for vi in self.model.graph.input}
+        name, i = base, 0
+        while name in taken:
+            i += 1
+            name = f"{base}_{i}"
+        return name
+
+
+def _attr(n: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in n.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _drop_attrs(n: onnx.NodeProto, *names: str) -> None:
+    keep = [a for a in n.attribute if a.name not in names]
+    del n.attribute[:]
+    n.attribute.extend(keep)
+
+
+def _check_element_types(g: onnx.GraphProto) -> None:
+    """UnsupportedOpError for element types newer than opset 17 (float8, int4, float4, ...)."""
+    found = [(vi.name, vi.type.tensor_type.elem_type) for vi in [*g.input, *g.output]]
+    found += [(t.name, t.data_type) for t in g.initializer]
+    for n in g.node:
+        if n.op_type == "Cast" and n.domain in ("", "ai.onnx"):
+            found.append((n.output[0], _attr(n, "to", 0)))
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            found += [(n.output[0], a.t.data_type) for a in n.attribute if a.name == "value"]
+    for name, elem in found:
+        if elem > _LAST_OPSET_17_TYPE:
+            raise UnsupportedOpError(
+                f"{name!r} has element type {onnx.TensorProto.DataType.Name(elem)}, which is "
+                f"newer than opset {OPSET_17}; irkit does not support it")
+
+
+def constant_value(n: onnx.NodeProto) -> np.ndarray | None:
+    """The data of a Constant node (any of its value attributes but sparse), else None."""
+    if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or len(n.attribute) != 1:
+        return None
+    a = n.attribute[0]
+    kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+             "value_ints": np.int64}
+    if a.name == "value":
+        if a.t.data_type > _LAST_OPSET_17_TYPE:
+            return None
+        return numpy_helper.to_array(a.t)
+    if a.name in kinds:
+        return np.array(helper.get_attribute_value(a), dtype=kinds[a.name])
+    if a.name in ("value_string", "value_strings"):
+        value = helper.get_attribute_value(a)
+        strings = [v.decode() for v in value] if isinstance(value, list) else value.decode()
+        return np.array(strings, dtype=object)
+    return None
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple | None]:
+    """Static shapes by onnx shape inference: dims are ints, or None where unknown."""
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # what the model declares is all there is
+        g = model.graph
+    shapes: dict[str, tuple | None] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape"):
+            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                    for d in t.shape.dim)
+    return shapes
+
+
+def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list) -> dict[str, Any]:
+    """Run one node on constant inputs with onnx.reference (empty dict if it cannot)."""
+    from onnx.reference import ReferenceEvaluator
+    names = [f"in{i}" if name else "" for i, name in enumerate(node.input)]
+    copy = helper.make_node(node.op_type, names, list(node.output), domain=node.domain)
+    copy.attribute.extend(node.attribute)
+    inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in zip(names, inputs) if n]
+    graph = helper.make_graph([copy], "fold", [], [helper.make_value_info(o, onnx.TypeProto())
+                                                   for o in node.output], inits)
+    try:
+        m = helper.make_model(graph, opset_imports=list(model.opset_import))
+        results = ReferenceEvaluator(m).run(None, {})
+    except Exception:  # not computable here: the caller reports the missing constant
+        return {}
+    return {o: np.asarray(r) for o, r in zip(node.output, results)}

@@ -1,0 +1,249 @@
+"""Index ops: GatherND, ScatterND, TopK, Trilu and Range (ai.onnx opset-17 semantics).
+
+GatherND and ScatterND are each other's gradient (GatherND's adds g back with ScatterND
+reduction "add"); TopK's values gradient adds g at its indices (ScatterElements); Trilu's is
+the same triangle of g; Range is a generator without a gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from irkit.errors import ShapeError, UnsupportedOpError
+from irkit.ir import Node, Value
+from irkit.ops.base import OpDef, const_array, define, fmt_shape, normalize_axis
+from irkit.ops.shape import Concat, Expand, ScatterElements, Shape, zeros_like
+
+__all__ = ["GatherND", "Range", "ScatterND", "TopK", "Trilu"]
+
+
+def _scalar_int(node: Node, index: int, what: str) -> int | None:
+    """The value of a constant one-element int input, or None if it is computed."""
+    v = node.inputs[index] if len(node.inputs) > index else None
+    data = const_array(v, what)
+    if data is None:
+        return None
+    if data.size != 1:
+        raise ShapeError(f"{node.op_type} node {node.name!r}: {what} must hold one value, got "
+                         f"shape {data.shape}")
+    return int(np.ravel(data)[0])
+
+
+# ---- GatherND / ScatterND ---------------------------------------------------------------------
+def _gather_nd(data: np.ndarray, indices: np.ndarray, batch_dims: int) -> np.ndarray:
+    """out[b..., i...] = data[b..., *indices[b..., i..., :]] (negative indices count back)."""
+    grid = np.indices(indices.shape[:batch_dims], sparse=True) if batch_dims else ()
+    pad = (1,) * (indices.ndim - 1 - batch_dims)
+    where = [g.reshape(g.shape + pad) for g in grid]
+    where += [indices[..., j] for j in range(indices.shape[-1])]
+    return data[tuple(where)]
+
+
+@define
+class GatherND(OpDef):
+    """Slices of data at the index tuples in the last axis of `indices`; the first
+    `batch_dims` axes of data and indices are matched, not indexed."""
+
+    op_type, since = "GatherND", 13
+    attributes = {"batch_dims": 0}
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        data, indices = node.inputs
+        b = node.attr("batch_dims")
+        if data.shape is None or indices.shape is None:
+            return [(data.dtype, None)]
+        k = indices.shape[-1] if indices.shape else None
+        if not isinstance(k, int):
+            return [(data.dtype, None)]
+        if b + k > len(data.shape) or b >= len(indices.shape):
+            raise ShapeError(f"GatherND node {node.name!r}: index tuples of length {k} with "
+                             f"batch_dims {b} do not fit data {fmt_shape(data.shape)}")
+        return [(data.dtype, indices.shape[:-1] + data.shape[b + k:])]
+
+    def vjp(self, node: Node, grads):
+        # every gathered slice adds its gradient back where it came from
+        data, indices = node.inputs
+        full = _with_batch_coordinates(node, indices, node.attr("batch_dims"))
+        return [ScatterND(zeros_like(data), full, grads[0], reduction="add"), None]
+
+    def compute(self, node: Node, inputs):
+        data, indices = inputs
+        return [_gather_nd(data, indices.astype(np.int64), node.attr("batch_dims"))]
+
+
+def _with_batch_coordinates(node: Node, indices: Value, batch_dims: int) -> Value:
+    """Index tuples that also name the batch position (what ScatterND, without batch_dims,
+    needs): concat(grid of the batch axes, indices) along the last axis."""
+    if batch_dims == 0:
+        return indices
+    shape = indices.shape
+    if shape is None or not all(isinstance(d, int) for d in shape[:batch_dims]):
+        raise ShapeError(f"GatherND node {node.name!r}: the gradient with batch_dims "
+                         f"{batch_dims} needs static batch dims of the indices")
+    batch = shape[:batch_dims]
+    grid = np.moveaxis(np.indices(batch, dtype=np.int64), 0, -1)
+    grid = grid.reshape(batch + (1,) * (len(shape) - batch_dims - 1) + (batch_dims,))
+    if all(isinstance(d, int) for d in shape):
+        target = node.graph.constant(np.array(shape[:-1] + (batch_dims,), np.int64))
+    else:
+        target = Concat(Shape(indices, end=-1),
+                        node.graph.constant(np.array([batch_dims], np.int64)), axis=0)
+    return Concat(Expand(node.graph.constant(grid), target), indices, axis=-1)
+
+
+@define
+class ScatterND(OpDef):
+    """data with `updates` written (reduction none), added (add) or multiplied (mul) at the
+    index tuples in the last axis of `indices` (with none, repeated tuples are undefined in
+    ONNX, and so is the gradient)."""
+
+    op_type, since = "ScatterND", 16
+    attributes = {"reduction": "none"}
+    input_dtypes = {1: np.int64}
+    reductions = ("none", "add", "mul")
+
+    def infer(self, node: Node):
+        reduction = node.attr("reduction")
+        if reduction not in self.reductions:
+            raise UnsupportedOpError(f"ScatterND node {node.name!r}: reduction {reduction!r} is "
+                                     f"not in opset 17 (max/min came in 18); use one of "
+                                     f"{', '.join(self.reductions)}")
+        data = node.inputs[0]
+        return [(data.dtype, data.shape)]
+
+    def vjp(self, node: Node, grads):
+        data, indices, updates = node.inputs
+        g, reduction = grads[0], node.attr("reduction")
+        if reduction not in ("none", "add"):
+            raise UnsupportedOpError(f"ScatterND node {node.name!r}: no gradient for reduction "
+                                     f"{reduction!r}; use 'none' or 'add'")
+        picked = GatherND(g, indices)  # each update's element of g
+        if reduction == "add":
+            return [g, None, picked]
+        # reduction none: overwritten elements of data get no gradient
+        return [ScatterND(g, indices, zeros_like(updates)), None, picked]
+
+    def compute(self, node: Node, inputs):
+        data, indices, updates = inputs
+        indices = indices.astype(np.int64)
+        where = tuple(indices[..., j] for j in range(indices.shape[-1]))
+        out = data.copy()
+        reduction = node.attr("reduction")
+        if reduction == "add":
+            np.add.at(out, where, updates)
+        elif reduction == "mul":
+            np.multiply.at(out, where, updates)
+        else:
+            out[where] = updates
+        return [out]
+
+
+# ---- TopK -------------------------------------------------------------------------------------
+@define
+class TopK(OpDef):
+    """The k largest (or smallest) values along `axis` and their int64 indices; equal values
+    keep their order (the lower index first). The values' gradient goes to the indices."""
+
+    op_type, since = "TopK", 11
+    attributes = {"axis": -1, "largest": 1, "sorted": 1}
+    num_outputs = 2
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        x = node.inputs[0]
+        k = _scalar_int(node, 1, "K")
+        if x.shape is None:
+            return [(x.dtype, None), (np.int64, None)]
+        axis = normalize_axis(node.attr("axis"), len(x.shape), "TopK")
+        dim = x.shape[axis]
+        if k is not None and isinstance(dim, int) and not 0 <= k <= dim:
+            raise ShapeError(f"TopK node {node.name!r}: K={k} is out of range for axis {axis} "
+                             f"of size {dim}")
+        shape = x.shape[:axis] + (k,) + x.shape[axis + 1:]
+        return [(x.dtype, shape), (np.int64, shape)]
+
+    def vjp(self, node: Node, grads):
+        x = node.inputs[0]
+        if len(node.outputs) < 2:
+            raise ShapeError(f"TopK node {node.name!r}: its gradient needs the indices output")
+        axis = normalize_axis(node.attr("axis"), x.rank, "TopK")
+        return [ScatterElements(zeros_like(x), node.outputs[1], grads[0], axis=axis,
+                                reduction="add"), None]
+
+    def compute(self, node: Node, inputs):
+        x, k = inputs[0], int(np.ravel(inputs[1])[0])
+        axis = node.attr("axis") % x.ndim
+        if node.attr("largest"):  # descending with ties in index order: sort the flipped
+            n = x.shape[axis]      # axis stably, reverse, and map positions back
+            order = n - 1 - np.flip(np.argsort(np.flip(x, axis), axis=axis, kind="stable"), axis)
+        else:  # a stable sort keeps ties in index order
+            order = np.argsort(x, axis=axis, kind="stable")
+        index = np.take(order, np.arange(k), axis=axis)
+        return [np.take_along_axis(x, index, axis=axis), index.astype(np.int64)]
+
+
+# ---- Trilu ------------------------------------------------------------------------------------
+@define
+class Trilu(OpDef):
+    """The upper (upper=1) or lower triangle of the last two axes, from diagonal k on; the
+    rest zero. Linear, so its gradient is the same triangle of g."""
+
+    op_type, since = "Trilu", 14
+    attributes = {"upper": 1}
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        x = node.inputs[0]
+        if x.rank is not None and x.rank < 2:
+            raise ShapeError(f"Trilu node {node.name!r}: the input needs rank >= 2, got "
+                             f"{fmt_shape(x.shape)}")
+        return [(x.dtype, x.shape)]
+
+    def vjp(self, node: Node, grads):
+        k = node.inputs[1] if len(node.inputs) > 1 else None
+        return [Trilu(grads[0], k, upper=node.attr("upper")), None]
+
+    def compute(self, node: Node, inputs):
+        x = inputs[0]
+        k = 0 if len(inputs) < 2 or inputs[1] is None else int(np.ravel(inputs[1])[0])
+        return [np.triu(x, k) if node.attr("upper") else np.tril(x, k)]
+
+
+# ---- Range ------------------------------------------------------------------------------------
+@define
+class Range(OpDef):
+    """start, start + delta, ... up to (not including) limit; max(ceil((limit - start) /
+    delta), 0) elements of start's dtype. A generator: no gradient."""
+
+    op_type, since, differentiable = "Range", 11, False
+
+    def infer(self, node: Node):
+        start = node.inputs[0]
+        if any(v.shape not in (None, (), (1,)) for v in node.inputs):  # ORT takes (1,) too
+            raise ShapeError(f"Range node {node.name!r}: start, limit and delta must be scalars, "
+                             f"got shapes {', '.join(fmt_shape(v.shape) for v in node.inputs)}")
+        if len({v.dtype for v in node.inputs}) > 1:
+            raise ShapeError(f"Range node {node.name!r}: start, limit and delta must have one "
+                             "dtype")
+        values = [const_array(v, "range") for v in node.inputs]
+        if any(v is None for v in values):
+            return [(start.dtype, (None,))]
+        return [(start.dtype, (_range_length(*values),))]
+
+    def compute(self, node: Node, inputs):
+        start, limit, delta = inputs
+        n = _range_length(start, limit, delta)
+        return [(start + np.arange(n) * delta).astype(start.dtype)]
+
+
+def _range_length(start, limit, delta) -> int:
+    start, limit, delta = (np.ravel(v)[0].item() for v in (start, limit, delta))
+    if delta == 0:
+        raise ShapeError("Range: delta must not be 0")
+    if all(isinstance(v, int) for v in (start, limit, delta)):  # exact for large integers
+        return max(-((start - limit) // delta), 0)
+    return max(int(math.ceil((limit - start) / delta)), 0)
+

@@ -1,0 +1,462 @@
+"""ONNX node conformance: the ONNX backend node test cases run through irkit.
+
+Every case of `onnx.backend.test.loader.load_node_model_tests()` whose ai.onnx opset is at least
+13 and whose ops irkit all knows (`irkit.ops.has_op`) runs three ways, each compared with the
+case's expected outputs at the case's rtol/atol (shape, dtype, values; NaN equals NaN):
+
+1. round trip: `from_onnx` -> `to_onnx` (checker, full) -> a fresh onnxruntime session (CPU);
+2. reference: the numpy reference runtime on the imported IR graph;
+3. direct: onnxruntime on the original case model, the baseline irkit is measured against.
+
+irkit's IR has static axes (opset-17 Reduce* attributes), so an `axes` graph input of a Reduce*
+op or of a Pad (opset 18) becomes an initializer holding the case's data before import; the
+direct run keeps the case as written. Each case has one data set (onnx 1.23); the first is used.
+Known failures are in `EXCEPTIONS` (case name -> reason); `python -m tests.conformance` prints
+the summary table and the failures grouped by reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import textwrap
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+MIN_CASE_OPSET = 13  # irkit imports ai.onnx opset 13 and newer
+
+_REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+               "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+
+
+# ---- known exceptions: case name -> reason ----------------------------------------------------
+# "not irkit": the case cannot pass through an opset-17 exporter or onnxruntime's Python API;
+# "irkit bug"/"irkit gap": an op in irkit/ops/ is wrong or incomplete (remove the entry on fixing:
+# the test of an excepted case that passes fails, so the table stays true).
+RANDOM = "not irkit: training-mode Dropout draws its mask from an unseeded generator"
+NEW_TYPES = ("not irkit: element types newer than opset 17 (float8, float4, int4, int2, e8m0); "
+             "irkit models opset-17 types")
+BFLOAT16_FEEDS = ("not irkit: onnxruntime's Python API cannot feed or return bfloat16 numpy "
+                  "arrays (the reference runtime passes)")
+WIDENED_TYPES = ("not irkit: a type the op accepts only since opset 19+ (string Equal, bool "
+                 "ReduceMax/ReduceMin, float16/bfloat16 Celu, bfloat16 OneHot values); "
+                 "irkit exports opset 17")
+ORT_NO_KERNEL = ("not irkit: onnxruntime (CPU) has no kernel for these types (the reference "
+                 "runtime passes; onnxruntime fails on the original case too)")
+NOT_TENSORS = "not irkit: sequence/optional values; irkit graphs hold tensors only"
+MAXPOOL_22_CEIL = ("not irkit: MaxPool-22 dropped ceil_mode windows that start in the padding; "
+                   "onnx's opset-17 shape inference (the export checker) keeps them")
+AVERAGEPOOL_CEIL = "irkit gap: AveragePool ceil_mode=1"
+AVERAGEPOOL_DILATIONS = "irkit gap: AveragePool dilations (opset 19; no opset-17 spelling)"
+CONVTRANSPOSE_OUTPUT_SHAPE = "irkit gap: ConvTranspose output_shape and auto_pad"
+MAXPOOL_STORAGE_ORDER = "irkit gap: MaxPool storage_order=1 (Indices) in the numpy reference"
+SCATTER_REDUCTIONS = "irkit gap: ScatterElements reduction mul/max/min in the numpy reference"
+RESIZE_OPSET_18 = ("irkit gap: Resize attributes from opset 18/19 (antialias, axes, "
+                   "keep_aspect_ratio_policy, half_pixel_symmetric) have no opset-17 spelling")
+SCATTERND_18 = "irkit gap: ScatterND reduction max/min (opset 18) has no opset-17 spelling"
+EMPTY_REDUCTIONS = ("irkit gap: ReduceMax/ReduceMin/ReduceLogSumExp over an empty axis in the "
+                    "numpy reference (ONNX: -inf/+inf/-inf; numpy raises)")
+
+
+def _reason(reason: str, *names: str) -> dict[str, str]:
+    return dict.fromkeys(names, reason)
+
+
+EXCEPTIONS: dict[str, str] = {
+    **_reason(RANDOM,
+            "test_training_dropout", "test_training_dropout_default",
+            "test_training_dropout_default_mask", "test_training_dropout_mask"),
+    **_reason(NEW_TYPES,
+            "test_cast_FLOAT16_to_FLOAT4E2M1", "test_cast_FLOAT16_to_FLOAT8E4M3FN",
+            "test_cast_FLOAT16_to_FLOAT8E4M3FNUZ", "test_cast_FLOAT16_to_FLOAT8E5M2",
+            "test_cast_FLOAT16_to_FLOAT8E5M2FNUZ", "test_cast_FLOAT16_to_INT2",
+            "test_cast_FLOAT16_to_INT4", "test_cast_FLOAT16_to_UINT2",
+            "test_cast_FLOAT16_to_UINT4", "test_cast_FLOAT4E2M1_to_FLOAT",
+            "test_cast_FLOAT4E2M1_to_FLOAT16", "test_cast_FLOAT8E4M3FNUZ_to_FLOAT",
+            "test_cast_FLOAT8E4M3FNUZ_to_FLOAT16", "test_cast_FLOAT8E4M3FN_to_FLOAT",
+            "test_cast_FLOAT8E4M3FN_to_FLOAT16", "test_cast_FLOAT8E5M2FNUZ_to_FLOAT",
+            "test_cast_FLOAT8E5M2FNUZ_to_FLOAT16", "test_cast_FLOAT8E5M2_to_FLOAT",
+            "test_cast_FLOAT8E5M2_to_FLOAT16", "test_cast_FLOAT_to_FLOAT4E2M1",
+            "test_cast_FLOAT_to_FLOAT8E4M3FN", "test_cast_FLOAT_to_FLOAT8E4M3FNUZ",
+            "test_cast_FLOAT_to_FLOAT8E5M2", "test_cast_FLOAT_to_FLOAT8E5M2FNUZ",
+            "test_cast_FLOAT_to_INT2", "test_cast_FLOAT_to_INT4", "test_cast_FLOAT_to_UINT2",
+            "test_cast_FLOAT_to_UINT4", "test_cast_INT2_to_FLOAT", "test_cast_INT2_to_FLOAT16",
+            "test_cast_INT2_to_INT8", "test_cast_INT4_to_FLOAT", "test_cast_INT4_to_FLOAT16",
+            "test_cast_INT4_to_INT8", "test_cast_UINT2_to_FLOAT", "test_cast_UINT2_to_FLOAT16",
+            "test_cast_UINT2_to_UINT8", "test_cast_UINT4_to_FLOAT", "test_cast_UINT4_to_FLOAT16",
+            "test_cast_UINT4_to_UINT8", "test_cast_e8m0_FLOAT16_to_FLOAT8E8M0",
+            "test_cast_e8m0_FLOAT8E8M0_to_FLOAT", "test_cast_e8m0_FLOAT8E8M0_to_FLOAT16",
+            "test_cast_e8m0_FLOAT_to_FLOAT8E8M0", "test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FN",
+            "test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ",
+            "test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2",
+            "test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ",
+            "test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FN",
+            "test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ",
+            "test_cast_no_saturate_FLOAT_to_FLOAT8E5M2",
+            "test_cast_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ",
+            "test_castlike_FLOAT16_to_FLOAT4E2M1_expanded",
+            "test_castlike_FLOAT16_to_FLOAT8E4M3FNUZ_expanded",
+            "test_castlike_FLOAT16_to_FLOAT8E4M3FN_expanded",
+            "test_castlike_FLOAT16_to_FLOAT8E5M2FNUZ_expanded",
+            "test_castlike_FLOAT16_to_FLOAT8E5M2_expanded",
+            "test_castlike_FLOAT16_to_INT2_expanded", "test_castlike_FLOAT16_to_INT4_expanded",
+            "test_castlike_FLOAT16_to_UINT2_expanded", "test_castlike_FLOAT16_to_UINT4_expanded",
+            "test_castlike_FLOAT4E2M1_to_FLOAT16_expanded",
+            "test_castlike_FLOAT4E2M1_to_FLOAT_expanded",
+            "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT16_expanded",
+            "test_castlike_FLOAT8E4M3FNUZ_to_FLOAT_expanded",
+            "test_castlike_FLOAT8E4M3FN_to_FLOAT16_expanded",
+            "test_castlike_FLOAT8E4M3FN_to_FLOAT_expanded",
+            "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT16_expanded",
+            "test_castlike_FLOAT8E5M2FNUZ_to_FLOAT_expanded",
+            "test_castlike_FLOAT8E5M2_to_FLOAT16_expanded",
+            "test_castlike_FLOAT8E5M2_to_FLOAT_expanded",
+            "test_castlike_FLOAT_to_FLOAT4E2M1_expanded",
+            "test_castlike_FLOAT_to_FLOAT8E4M3FNUZ_expanded",
+            "test_castlike_FLOAT_to_FLOAT8E4M3FN_expanded",
+            "test_castlike_FLOAT_to_FLOAT8E5M2FNUZ_expanded",
+            "test_castlike_FLOAT_to_FLOAT8E5M2_expanded", "test_castlike_FLOAT_to_INT2_expanded",
+            "test_castlike_FLOAT_to_INT4_expanded", "test_castlike_FLOAT_to_UINT2_expanded",
+            "test_castlike_FLOAT_to_UINT4_expanded", "test_castlike_INT2_to_FLOAT16_expanded",
+            "test_castlike_INT2_to_FLOAT_expanded", "test_castlike_INT2_to_INT8_expanded",
+            "test_castlike_INT4_to_FLOAT16_expanded", "test_castlike_INT4_to_FLOAT_expanded",
+            "test_castlike_INT4_to_INT8_expanded", "test_castlike_UINT2_to_FLOAT16_expanded",
+            "test_castlike_UINT2_to_FLOAT_expanded", "test_castlike_UINT2_to_UINT8_expanded",
+            "test_castlike_UINT4_to_FLOAT16_expanded", "test_castlike_UINT4_to_FLOAT_expanded",
+            "test_castlike_UINT4_to_UINT8_expanded",
+            "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ_expanded",
+            "test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FN_expanded",
+            "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ_expanded",
+            "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2_expanded",
+            "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ_expanded",
+            "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN_expanded",
+            "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ_expanded",
+            "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2_expanded"),
+    **_reason(BFLOAT16_FEEDS,
+            "test_cast_BFLOAT16_to_FLOAT", "test_cast_FLOAT_to_BFLOAT16",
+            "test_castlike_BFLOAT16_to_FLOAT_expanded",
+            "test_castlike_FLOAT_to_BFLOAT16_expanded"),
+    **_reason(WIDENED_TYPES,
+            "test_celu_bfloat16", "test_celu_float16", "test_equal_string",
+            "test_equal_string_broadcast", "test_onehot_with_bfloat16_values",
+            "test_reduce_max_bool_inputs", "test_reduce_max_empty_set_bool",
+            "test_reduce_min_bool_inputs"),
+    **_reason(ORT_NO_KERNEL,
+            "test_max_int16", "test_max_uint16", "test_min_int16", "test_min_uint16",
+            "test_pow_types_float32_uint32", "test_pow_types_float32_uint64"),
+    **_reason(NOT_TENSORS,
+            "test_identity_opt", "test_identity_sequence"),
+    **_reason(MAXPOOL_22_CEIL,
+            "test_maxpool_2d_ceil_output_size_reduce_by_one"),
+    **_reason(AVERAGEPOOL_CEIL,
+            "test_averagepool_2d_ceil", "test_averagepool_2d_ceil_last_window_starts_on_pad"),
+    **_reason(AVERAGEPOOL_DILATIONS,
+            "test_averagepool_2d_dilations",
+            "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False",
+            "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
+            "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
+            "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
+            "test_averagepool_3d_dilations_small"),
+    **_reason(CONVTRANSPOSE_OUTPUT_SHAPE,
+            "test_convtranspose_autopad_same", "test_convtranspose_kernel_shape",
+            "test_convtranspose_output_shape"),
+    **_reason(MAXPOOL_STORAGE_ORDER,
+            "test_maxpool_with_argmax_2d_precomputed_strides"),
+    **_reason(SCATTER_REDUCTIONS,
+            "test_scatter_elements_with_reduction_max",
+            "test_scatter_elements_with_reduction_min",
+            "test_scatter_elements_with_reduction_mul"),
+    **_reason(EMPTY_REDUCTIONS,
+            "test_reduce_log_sum_exp_empty_set", "test_reduce_max_empty_set",
+            "test_reduce_min_empty_set"),
+    **_reason(WIDENED_TYPES,
+            'test_einsum_batch_matmul_bfloat16',
+            'test_einsum_sum_bfloat16',
+            'test_einsum_transpose_bfloat16',
+            'test_range_float16_type_positive_delta',
+            'test_range_bfloat16_type_positive_delta',
+            ),
+    **_reason(ORT_NO_KERNEL,
+            'test_resize_downsample_scales_linear_align_corners',
+            'test_resize_downsample_scales_cubic_align_corners',
+            'test_top_k_uint64',
+            ),
+    **_reason(RESIZE_OPSET_18,
+            'test_resize_downsample_scales_linear_antialias',
+            'test_resize_downsample_sizes_linear_antialias',
+            'test_resize_downsample_scales_cubic_antialias',
+            'test_resize_downsample_sizes_cubic_antialias',
+            'test_resize_upsample_scales_nearest_axes_2_3',
+            'test_resize_upsample_scales_nearest_axes_3_2',
+            'test_resize_upsample_sizes_nearest_axes_2_3',
+            'test_resize_upsample_sizes_nearest_axes_3_2',
+            'test_resize_tf_crop_and_resize_axes_2_3',
+            'test_resize_tf_crop_and_resize_axes_3_2',
+            'test_resize_upsample_sizes_nearest_not_larger',
+            'test_resize_upsample_sizes_nearest_not_smaller',
+            'test_resize_downsample_sizes_nearest_not_larger',
+            'test_resize_downsample_sizes_nearest_not_smaller',
+            'test_resize_downsample_scales_linear_half_pixel_symmetric',
+            'test_resize_upsample_scales_linear_half_pixel_symmetric',
+            ),
+    **_reason(SCATTERND_18,
+            'test_scatternd_max',
+            'test_scatternd_min',
+            'test_scatternd_max_with_element_indices',
+            'test_scatternd_min_with_element_indices',
+            ),
+}
+
+
+# ---- the cases --------------------------------------------------------------------------------
+def ai_onnx_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+@functools.lru_cache(maxsize=1)
+def all_cases() -> tuple[Any, ...]:
+    """Every ONNX node test case (built in memory by onnx; about 5 s, once per process)."""
+    from onnx.backend.test.loader import load_node_model_tests
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # the case generators overflow casts on purpose
+        return tuple(load_node_model_tests())
+
+
+def is_considered(case: Any) -> bool:
+    """Opset >= 13 and every op registered in irkit."""
+    from irkit.ops import has_op
+
+    opset = ai_onnx_opset(case.model)
+    return (opset is not None and opset >= MIN_CASE_OPSET
+            and all(has_op(n.op_type, n.domain) for n in case.model.graph.node))
+
+
+@functools.lru_cache(maxsize=1)
+def cases() -> dict[str, Any]:
+    """The considered cases by name, in the loader's order."""
+    return {c.name: c for c in all_cases() if is_considered(c)}
+
+
+def case_names() -> list[str]:
+    return list(cases())
+
+
+# ---- running one case -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Result:
+    """How one case fared; a path's entry is None when it passed, else why it failed."""
+
+    name: str
+    opset: int
+    ops: tuple[str, ...]
+    frozen: tuple[str, ...]  # graph inputs made initializers before import
+    roundtrip: str | None
+    reference: str | None
+    direct: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.roundtrip is None and self.reference is None
+
+
+class Mismatch(AssertionError):
+    """An output differs from the expected one."""
+
+
+def _array(x: Any) -> Any:
+    if isinstance(x, onnx.TensorProto):
+        return numpy_helper.to_array(x)
+    return x if x is None or isinstance(x, list) else np.asarray(x)
+
+
+def _feeds(model: onnx.ModelProto, inputs: list[Any]) -> dict[str, Any]:
+    """Data-set inputs by name: they follow the graph inputs that are not initializers."""
+    inits = {t.name for t in model.graph.initializer}
+    names = [vi.name for vi in model.graph.input if vi.name not in inits]
+    return {n: _array(x) for n, x in zip(names, inputs) if x is not None}
+
+
+def _frozen_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs irkit needs as constants: the axes of Reduce* ops and of Pad (opset 18)."""
+    wanted: set[str] = set()
+    for n in model.graph.node:
+        if n.op_type in _REDUCE_OPS and len(n.input) > 1:
+            wanted.add(n.input[1])
+        if n.op_type == "Pad" and len(n.input) > 3:
+            wanted.add(n.input[3])
+    return [vi.name for vi in model.graph.input if vi.name in wanted]
+
+
+def _freeze(model: onnx.ModelProto, feeds: dict[str, Any],
+            names: list[str]) -> onnx.ModelProto:
+    """A copy where the named graph inputs are initializers holding their fed data."""
+    frozen = onnx.ModelProto()
+    frozen.CopyFrom(model)
+    keep = [vi for vi in frozen.graph.input if vi.name not in names]
+    del frozen.graph.input[:]
+    frozen.graph.input.extend(keep)
+    frozen.graph.initializer.extend(numpy_helper.from_array(np.asarray(feeds[n]), n)
+                                    for n in names)
+    return frozen
+
+
+def compare(names: list[str], expected: list[Any], got: list[Any], rtol: float,
+            atol: float) -> None:
+    """Mismatch (one line) unless every output has the expected shape, dtype and values."""
+    if len(got) != len(expected):
+        raise Mismatch(f"{len(got)} outputs, expected {len(expected)}")
+    for name, want, have in zip(names, expected, got):
+        if isinstance(want, list) or isinstance(have, list):  # a sequence: item by item
+            if not (isinstance(want, list) and isinstance(have, list)):
+                raise Mismatch(f"output {name!r}: a sequence and a tensor")
+            compare([f"{name}[{i}]" for i in range(len(want))], want, have, rtol, atol)
+            continue
+        have = np.asarray(have)
+        if have.shape != want.shape:
+            raise Mismatch(f"output {name!r}: shape {have.shape}, expected {want.shape}")
+        if have.dtype != want.dtype:
+            raise Mismatch(f"output {name!r}: dtype {have.dtype}, expected {want.dtype}")
+        if want.dtype == object or want.dtype.kind in "biuUS":
+            bad = np.asarray(have != want)
+        else:
+            with np.errstate(all="ignore"):
+                a, b = have.astype(np.float64), want.astype(np.float64)
+                bad = ~np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise Mismatch(f"output {name!r}: {int(bad.sum())}/{bad.size} elements differ, "
+                           f"first at {where}: {have[where]!r} != {want[where]!r}")
+
+
+def _why(stage: str, e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else ""
+    if "/onnxruntime_src/" in text:  # keep the message, not the C++ signature before it
+        text = re.split(r"[)\]] (?=[A-Z])", text)[-1]
+    text = text if len(text) <= 240 else text[:237] + "..."
+    return text if isinstance(e, Mismatch) else f"{stage}: {type(e).__name__}: {text}"
+
+
+def _session_run(model_bytes: bytes, feeds: dict[str, Any], names: list[str]) -> list[Any]:
+    import onnxruntime as ort
+    from irkit.runtimes.onnxruntime import make_session
+
+    session = make_session(model_bytes, "cpu", threads=1)
+    wanted = {i.name for i in session.get_inputs()}
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # failures are reported as results, not logged
+    return session.run(names, {k: v for k, v in feeds.items() if k in wanted}, quiet)
+
+
+def _run_paths(case: Any, model: onnx.ModelProto, feeds: dict[str, Any], names: list[str],
+               expected: list[Any]) -> tuple[str | None, str | None]:
+    """(round trip, reference) failures of the (frozen) model; None where a path passed."""
+    from irkit.runtimes.reference import ReferenceRuntime
+
+    from irkit.onnx_io import from_onnx, to_onnx
+
+    stage = "import"
+    try:
+        graph = from_onnx(model)
+    except Exception as e:
+        return _why(stage, e), _why(stage, e)
+    roundtrip = reference = None
+    try:
+        stage = "export"
+        exported = to_onnx(graph)
+        stage = "onnxruntime"
+        compare(names, expected, _session_run(exported.SerializeToString(), feeds, names),
+                case.rtol, case.atol)
+    except Exception as e:
+        roundtrip = _why(stage, e)
+    try:
+        got = dict(zip([v.name for v in graph.outputs], ReferenceRuntime().compile(graph)(feeds)))
+        compare(names, expected, [got.get(n) for n in names], case.rtol, case.atol)
+    except Exception as e:
+        reference = _why("reference", e)
+    return roundtrip, reference
+
+
+@functools.cache
+def run_case(name: str) -> Result:
+    """Run one considered case three ways (cached: a session runs each case once)."""
+    case = cases()[name]
+    inputs, outputs = case.data_sets[0]
+    feeds = _feeds(case.model, inputs)
+    expected = [_array(o) for o in outputs]
+    names = [vi.name for vi in case.model.graph.output]
+    frozen = [n for n in _frozen_inputs(case.model) if n in feeds]
+    model = _freeze(case.model, feeds, frozen) if frozen else case.model
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        roundtrip, reference = _run_paths(case, model, feeds, names, expected)
+        try:
+            compare(names, expected, _session_run(case.model.SerializeToString(), feeds, names),
+                    case.rtol, case.atol)
+            direct = None
+        except Exception as e:
+            direct = _why("onnxruntime", e)
+    return Result(name, ai_onnx_opset(case.model) or 0,
+                  tuple(sorted({n.op_type for n in case.model.graph.node})), tuple(frozen),
+                  roundtrip, reference, direct)
+
+
+def run_all() -> list[Result]:
+    return [run_case(n) for n in case_names()]
+
+
+# ---- summary ----------------------------------------------------------------------------------
+def summary(results: list[Result]) -> dict[str, int]:
+    """The counts the conformance report states."""
+    return {
+        "considered": len(results),
+        "roundtrip_pass": sum(r.roundtrip is None for r in results),
+        "reference_pass": sum(r.reference is None for r in results),
+        "direct_ort_pass": sum(r.direct is None for r in results),
+        "frozen_inputs": sum(bool(r.frozen) for r in results),
+        "excepted": sum(r.name in EXCEPTIONS for r in results),
+        "unexpected_failures": sum(not r.passed and r.name not in EXCEPTIONS for r in results),
+    }
+
+
+def report(results: list[Result]) -> str:
+    """The summary table, then the failures grouped by reason: the known exceptions, any
+    unexpected ones, and the cases onnxruntime fails on directly."""
+    lines = ["ONNX node conformance (opset >= 13, ops irkit supports)", ""]
+    lines += [f"  {key:<22}{value:>6}" for key, value in summary(results).items()]
+    excepted: dict[str, list[str]] = defaultdict(list)
+    failing: dict[str, list[str]] = defaultdict(list)
+    direct: dict[str, list[str]] = defaultdict(list)
+    for r in results:
+        if r.name in EXCEPTIONS:
+            excepted[EXCEPTIONS[r.name]].append(r.name)
+        elif not r.passed:
+            failing[r.roundtrip or r.reference or ""].append(r.name)
+        if r.direct is not None:
+            direct[r.direct[:120]].append(r.name)
+    for title, groups in (("known exceptions", excepted), ("unexpected failures", failing),
+                          ("onnxruntime fails on the original case", direct)):
+        lines += ["", f"{title} ({sum(map(len, groups.values()))}):"]
+        for why, names in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            lines.append(f"  [{len(names)}] {why}")
+            lines += textwrap.wrap(", ".join(names), 100, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6, break_on_hyphens=False)
+    stale = sorted(r.name for r in results if r.name in EXCEPTIONS and r.passed)
+    if stale:
+        lines += ["", f"excepted but passing (remove from EXCEPTIONS): {', '.join(stale)}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    print(report(run_all()))
+
+
+if __name__ == "__main__":
+    main()

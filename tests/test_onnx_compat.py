@@ -1,0 +1,104 @@
+"""Import of models newer than opset 17 (irkit/onnx_compat.py): each rewrite gives the outputs
+onnxruntime gives on the original model, through the round trip and the reference runtime; what
+has no opset-17 spelling is a one-line UnsupportedOpError."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from irkit.runtimes.reference import ReferenceRuntime
+
+from irkit.errors import UnsupportedOpError
+from irkit.onnx_io import from_onnx, to_onnx
+
+RNG = np.random.default_rng(7)
+X = RNG.uniform(0.1, 2.0, (2, 3, 5)).astype(np.float32)  # positive: ReduceLogSum has a log
+
+# (id, opset, graph text); every graph reads `float[2,3,5] x`
+CASES = [
+    ("reduce_axes_input", 18, """
+        (float[2,3,5] x) => (float[2,1,5] y) { a = Constant <value_ints = [1]> ()
+        y = ReduceMean <keepdims = 1> (x, a) }"""),
+    ("reduce_empty_axes_reduces_all", 18, """
+        (float[2,3,5] x) => (float y) { y = ReduceMax <keepdims = 0> (x) }"""),
+    ("split_num_outputs_uneven_of_a_computed_value", 18, """
+        (float[2,3,5] x) => (float[2,3,2] a, float[2,3,2] b, float[2,3,1] c) {
+        r = Relu (x)
+        a, b, c = Split <axis = -1, num_outputs = 3> (r) }"""),
+    ("pad_axes_constant_pads", 18, """
+        (float[2,3,5] x) => (float[2,4,8] y) {
+        p = Constant <value_ints = [0, 2, 1, 1]> ()
+        a = Constant <value_ints = [-2, 2]> ()
+        y = Pad (x, p, , a) }"""),
+    ("pad_axes_computed_pads", 18, """
+        (float[2,3,5] x) => (float[2,3,9] y) {
+        s = Shape <start = 0, end = 1> (x)
+        p = Concat <axis = 0> (s, s)
+        a = Constant <value_ints = [2]> ()
+        y = Pad (x, p, , a) }"""),
+    ("cast_saturate_on_a_float_target", 19, """
+        (float[2,3,5] x) => (double[2,3,5] y) { y = Cast <to = 11, saturate = 1> (x) }"""),
+    ("averagepool_unit_dilations", 19, """
+        (float[2,3,5] x) => (float[2,3,4] y) {
+        y = AveragePool <kernel_shape = [2], dilations = [1]> (x) }"""),
+    ("constant_value_float_and_ints", 17, """
+        (float[2,3,5] x) => (float[2,3,5] y, int64[2] s) {
+        c = Constant <value_float = 2.5> ()
+        y = Mul (x, c)
+        s = Constant <value_ints = [4, 5]> () }"""),
+]
+CASES += [  # noop_with_empty_axes: a reduction over no axes keeps its elementwise part
+    (f"reduce_empty_axes_noop_{op}", 18, f"""
+        (float[2,3,5] x) => (float[2,3,5] y) {{
+        y = {op} <keepdims = 0, noop_with_empty_axes = 1> (x) }}""")
+    for op in ("ReduceMean", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
+               "ReduceLogSumExp")]
+
+UNSUPPORTED = [
+    ("float8_cast", 19, """
+        (float[2,3,5] x) => (float8e4m3fn[2,3,5] y) { y = Cast <to = 17> (x) }""",
+     "FLOAT8E4M3FN"),
+    ("averagepool_dilations", 19, """
+        (float[2,3,5] x) => (float[2,3,3] y) {
+        y = AveragePool <kernel_shape = [2], dilations = [2]> (x) }""", "dilations"),
+    ("sequence_input", 17, """
+        (seq(float[2]) s, float[2,3,5] x) => (float[2,3,5] y) { y = Identity (x) }""",
+     "sequence"),
+]
+
+
+def _model(opset: int, text: str) -> onnx.ModelProto:
+    model = onnx.parser.parse_model(
+        f'<ir_version: 8, opset_import: ["" : {opset}]>\nmodel {text}')
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _ort(model: onnx.ModelProto) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": X})
+
+
+@pytest.mark.parametrize("opset, text", [pytest.param(o, t, id=i) for i, o, t in CASES])
+def test_newer_opset_imports_with_the_same_outputs(opset, text):
+    model = _model(opset, text)
+    want = _ort(model)
+    graph = from_onnx(model)
+    exported = to_onnx(graph)  # checked in full against opset 17
+    assert {o.domain: o.version for o in exported.opset_import}[""] == 17
+    for got in (_ort(exported), ReferenceRuntime().compile(graph)({"x": X})):
+        assert len(got) == len(want)
+        for a, b in zip(got, want, strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset, text, named",
+                         [pytest.param(o, t, n, id=i) for i, o, t, n in UNSUPPORTED])
+def test_what_opset_17_cannot_say_is_a_one_line_error(opset, text, named):
+    with pytest.raises(UnsupportedOpError) as err:
+        from_onnx(_model(opset, text))
+    message = str(err.value)
+    assert named in message and "\n" not in message
