@@ -100,3 +100,18 @@ def test_export_training_cli(tmp_path):
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto, full_check=True)
     assert len(proto.training_info) == 1
+
+
+def test_training_model_with_batchnorm_binds_running_stats_and_resumes(tmp_path):
+    saved, out = tmp_path / "cnn_train.onnx", tmp_path / "cnn2.onnx"
+    run = CliRunner().invoke
+    r = run(main, ["train", "digits_cnn", "-o", str(tmp_path / "cnn.onnx"), "--epochs", "1",
+                   "--save-training", str(saved), "--json"])
+    assert r.exit_code == 0, r.output
+    proto = onnx.load(str(saved))
+    onnx.checker.check_model(proto, full_check=True)
+    bound = {e.key for e in proto.training_info[0].update_binding}
+    assert {"batchnorm_3.running_mean", "batchnorm_3.running_var"} <= bound
+    r = run(main, ["train", str(saved), "-o", str(out), "--epochs", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["final"]["val_accuracy"] > 0.5

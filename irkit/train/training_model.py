@@ -57,6 +57,7 @@ def to_training_model(model, loss, optimizer, state: dict[str, np.ndarray] | Non
     main = model.build(training=False)
     for name in graphs.states:
         main.add_initializer(name, np.asarray(state[name], dtype=np.float32))
+    # buffers (running statistics) are initializers of the inference graph already
     for name in (STEP_INIT, LR_INIT):
         main.add_initializer(name, algorithm.initializers[name].const)
     main.metadata[EPOCH_KEY] = str(epochs_done)
@@ -72,7 +73,7 @@ def to_training_model(model, loss, optimizer, state: dict[str, np.ndarray] | Non
     alg_proto.initializer.extend(alg_inits)
     info = model_proto.training_info.add()
     info.algorithm.CopyFrom(alg_proto)
-    for name in graphs.params + graphs.states + extra:
+    for name in graphs.params + graphs.states + graphs.buffers + extra:
         info.update_binding.add(key=name, value=f"next/{name}")
     onnx.checker.check_model(model_proto, full_check=True)
     return model_proto
@@ -88,9 +89,10 @@ def read_training_model(model_proto: onnx.ModelProto) -> tuple[Graph, dict]:
     params = [p for p in graph.metadata.pop(PARAMS_KEY, "").split(",") if p]
     state = {}
     for name in bound:
-        if name in params or name == STEP_INIT:
-            continue
-        state[name] = graph.initializers[name].const
+        value = graph.initializers.get(name)
+        if name in params or name == STEP_INIT or value is None or value.uses:
+            continue  # weights and running statistics stay in the inference graph
+        state[name] = value.const
     info = {"state": state, "params": params, "epochs_done": int(graph.metadata.pop(
         EPOCH_KEY, "0")), "steps_done": int(_pop(graph, STEP_INIT)), "lr": float(
         _pop(graph, LR_INIT))}
