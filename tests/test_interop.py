@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import subprocess
 import sys
+import tempfile
 import types
 import warnings
 
@@ -457,6 +458,8 @@ def test_torch_runtime_without_torch_is_a_clear_error() -> None:
             "from irkit.runtimes import get_runtime\n"
             "try:\n    get_runtime('torch')\n"
             "except Exception as e:\n    print(type(e).__name__, e)\n")
+    # run outside the checkout: `python -c` puts the cwd first on sys.path, and the
+    # repository's irkit/ lacks irkit.runtimes (mapped from runtimes/ at install time)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+                         check=True, cwd=tempfile.gettempdir()).stdout
     assert out.startswith(RuntimeUnavailableError.__name__) and "pip install" in out, out
