@@ -72,6 +72,8 @@ class _OpsetRewriter:
             return [n]
         if n.op_type == "Pad" and len(n.input) > 3 and n.input[3]:
             return [*self.pad_axes(n), n]
+        if n.op_type == "Gelu":
+            return self.gelu(n)
         if n.op_type in _AXES_INPUT_SINCE_18:
             self.reduce_axes(n)
         elif n.op_type == "Split":
@@ -182,8 +184,50 @@ class _OpsetRewriter:
         self.model.graph.initializer.append(numpy_helper.from_array(value, name))
         self.consts[name] = value
 
+    def gelu(self, n: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """Gelu (opset 20) as opset-17 ops: x/2 (1 + erf(x/sqrt 2)), or with approximate="tanh"
+        x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+        x, y = n.input[0], n.output[0]
+        dtype = helper.tensor_dtype_to_np_dtype(self.elem_type(x))
+        out: list[onnx.NodeProto] = []
+
+        def const(value: float) -> str:
+            name = self.fresh(f"{y}_c")
+            self.consts[name] = np.array(value, dtype)
+            out.append(helper.make_node("Constant", [], [name],
+                                        value=numpy_helper.from_array(self.consts[name])))
+            return name
+
+        def node(op: str, *inputs: str) -> str:
+            name = self.fresh(f"{y}_{op.lower()}")
+            out.append(helper.make_node(op, list(inputs), [name]))
+            self.producers[name] = out[-1]
+            return name
+        if _attr(n, "approximate", b"none") in (b"tanh", "tanh"):
+            cubic = node("Mul", const(0.044715), node("Mul", x, node("Mul", x, x)))
+            inner = node("Tanh", node("Mul", const(float(np.sqrt(2 / np.pi))),
+                                      node("Add", x, cubic)))
+        else:
+            inner = node("Erf", node("Mul", x, const(float(1 / np.sqrt(2)))))
+        half_x = node("Mul", x, const(0.5))
+        out.append(helper.make_node("Mul", [half_x, node("Add", inner, const(1.0))], [y],
+                                    name=n.name))
+        return out
+
+    def elem_type(self, name: str) -> int:
+        """The element type of a value (by onnx type inference); float when unknown."""
+        if not hasattr(self, "_types"):
+            try:
+                g = onnx.shape_inference.infer_shapes(self.model).graph
+            except Exception:
+                g = self.model.graph
+            self._types = {vi.name: vi.type.tensor_type.elem_type
+                           for vi in [*g.input, *g.value_info, *g.output]}
+            self._types.update({t.name: t.data_type for t in self.model.graph.initializer})
+        return self._types.get(name) or onnx.TensorProto.FLOAT
+
     def fresh(self, base: str) -> str:
-        taken = self.consts.keys() | {o for m in self.model.graph.node for o in m.output} | {
+        taken = self.consts.keys() | self.producers.keys() | {
             vi.name for vi in self.model.graph.input}
         name, i = base, 0
         while name in taken:

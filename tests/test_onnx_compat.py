@@ -102,3 +102,27 @@ def test_what_opset_17_cannot_say_is_a_one_line_error(opset, text, named):
         from_onnx(_model(opset, text))
     message = str(err.value)
     assert named in message and "\n" not in message
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_opset_20_is_lowered_and_differentiable(approximate):
+    from irkit.passes import gradients
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+    node = helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    x = np.linspace(-3, 3, 6, dtype=np.float32).reshape(2, 3)
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    g = from_onnx(model)
+    got = ReferenceRuntime().compile(g)({"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    (dx,) = gradients(g, g.outputs[0].sum(), [g.inputs[0]])
+    g.outputs = [dx]
+    grad = ReferenceRuntime().compile(g)({"x": x})[0]
+    eps = 1e-3
+    fd = (ReferenceEvaluator(model).run(None, {"x": x + eps})[0]
+          - ReferenceEvaluator(model).run(None, {"x": x - eps})[0]) / (2 * eps)
+    np.testing.assert_allclose(grad, fd, rtol=2e-2, atol=2e-3)

@@ -14,6 +14,8 @@ ACTIVATIONS = {
     "softplus": ops.Softplus, "leaky_relu": ops.LeakyRelu,
     "softmax": lambda x: ops.Softmax(x, axis=-1),
     "log_softmax": lambda x: ops.LogSoftmax(x, axis=-1),
+    # Gelu is an opset-20 op; in opset 17 it is x/2 (1 + erf(x / sqrt 2))
+    "gelu": lambda x: ops.Mul(ops.Mul(x, 0.5), ops.Add(ops.Erf(ops.Mul(x, 0.5 ** 0.5)), 1.0)),
 }
 
 
