@@ -336,3 +336,25 @@ def test_import_of_an_older_opset_converts_it():
     assert len(reduce.inputs) == 2  # opset 13 moved ReduceSum's axes into an input
     x = np.array([1.5, -4.0], np.float32)
     np.testing.assert_allclose(ReferenceRuntime().compile(g)({"x": x})[0], [-2.5])
+
+
+def test_import_reads_external_data(tmp_path):
+    """Initializers stored beside the model (external data, as models over 2 GB must be)."""
+    import onnx as _onnx
+    from onnx import TensorProto as _T
+    from onnx import helper as _h
+    from onnx import numpy_helper as _nh
+
+    from irkit.onnx_io import load
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    g = _h.make_graph([_h.make_node("MatMul", ["x", "W"], ["y"])], "ext",
+                      [_h.make_tensor_value_info("x", _T.FLOAT, ["N", 4])],
+                      [_h.make_tensor_value_info("y", _T.FLOAT, ["N", 3])],
+                      [_nh.from_array(w, "W")])
+    model = _h.make_model(g, opset_imports=[_h.make_opsetid("", 17)])
+    path = tmp_path / "ext.onnx"
+    _onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                     location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").exists()
+    graph = load(path)
+    np.testing.assert_array_equal(graph.initializers["W"].const, w)
