@@ -584,3 +584,21 @@ CASES: list[Case] = [
     case("GlobalAveragePool", X((2, 3, 4, 5), declared=("N", "C", 4, 5)), ort_dtype=F32,
          name="symbolic", torch=lambda x: x.mean((2, 3), keepdim=True)),
 ]
+
+
+def case_inputs(c: Case, graph, dtype, rng) -> tuple[list, dict, list]:
+    """A row's call arguments as inputs of `graph` (X: float inputs to differentiate, Labels:
+    int64 inputs, anything else a constant), their feeds, and the differentiated inputs."""
+    call_args, feeds, wrt = [], {}, []
+    for i, a in enumerate(c.args):
+        if isinstance(a, X):
+            v = graph.add_input(f"x{i}", dtype, a.declared or a.shape)
+            feeds[v.name] = np.asarray(a.gen(rng, a.shape), np.float64).astype(dtype)
+            wrt.append(v)
+        elif isinstance(a, Labels):
+            v = graph.add_input(f"labels{i}", np.int64, a.declared or a.shape)
+            feeds[v.name] = rng.integers(a.low, a.high, a.shape).astype(np.int64)
+        else:
+            v = None if a.value is None else np.asarray(a.value)
+        call_args.append(v)
+    return call_args, feeds, wrt

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import reference_outputs, stable_seed
-from gradient_cases import CASES, Case, Labels, X
+from gradient_cases import CASES, Case, case_inputs
 from irkit.passes import gradients
 from irkit.runtimes import get_runtime
 from irkit.runtimes.onnxruntime import OrtGraph
@@ -222,18 +222,8 @@ def _case_graph(c: Case, dtype, weights: list | None) -> tuple[Graph, dict, list
     """The row's op on fresh inputs; with cotangent weights, also the loss sum(w * out) and
     irkit's gradients: outputs [*op outputs, loss, *d loss / d inputs]."""
     rng = np.random.default_rng(stable_seed("interop " + c.id))
-    graph, feeds, wrt, args = Graph(c.id.replace("-", "_")), {}, [], []
-    for i, a in enumerate(c.args):
-        if isinstance(a, X):
-            v = graph.add_input(f"x{i}", dtype, a.declared or a.shape)
-            feeds[v.name] = np.asarray(a.gen(rng, a.shape)).astype(dtype)
-            wrt.append(v)
-        elif isinstance(a, Labels):
-            v = graph.add_input(f"labels{i}", np.int64, a.declared or a.shape)
-            feeds[v.name] = rng.integers(a.low, a.high, a.shape).astype(np.int64)
-        else:
-            v = None if a.value is None else np.asarray(a.value)
-        args.append(v)
+    graph = Graph(c.id.replace("-", "_"))
+    args, feeds, wrt = case_inputs(c, graph, dtype, rng)
     outs = c.build(*args) if c.build else getattr(ops, c.op)(*args, **c.attrs)
     outs = [o for o in (outs if isinstance(outs, tuple) else (outs,)) if o.dtype.kind == "f"]
     if weights is None:

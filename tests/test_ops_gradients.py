@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import ort_matches_reference, reference_outputs, stable_seed
-from gradient_cases import CASES, DOUBLE, Case, K, Labels, X, f32
+from gradient_cases import CASES, DOUBLE, Case, K, X, case_inputs, f32
 
 from irkit import ops, passes
 from irkit.ir import Graph, Value
@@ -48,24 +48,8 @@ class Built:
     us: list[np.ndarray]        # U_j of the second-order scalar s
 
 
-def _inputs(c: Case, graph: Graph, dtype, rng) -> tuple[list, dict, list]:
-    call_args, feeds, wrt = [], {}, []
-    for i, a in enumerate(c.args):
-        if isinstance(a, X):
-            v = graph.add_input(f"x{i}", dtype, a.declared or a.shape)
-            feeds[v.name] = np.asarray(a.gen(rng, a.shape), np.float64).astype(dtype)
-            wrt.append(v)
-        elif isinstance(a, Labels):
-            v = graph.add_input(f"labels{i}", np.int64, a.declared or a.shape)
-            feeds[v.name] = rng.integers(a.low, a.high, a.shape).astype(np.int64)
-        else:
-            v = None if a.value is None else np.asarray(a.value)
-        call_args.append(v)
-    return call_args, feeds, wrt
-
-
 def _apply(c: Case, graph: Graph, dtype, rng) -> tuple[list[Value], dict, list[Value]]:
-    call_args, feeds, wrt = _inputs(c, graph, dtype, rng)
+    call_args, feeds, wrt = case_inputs(c, graph, dtype, rng)
     outs = c.build(*call_args) if c.build else getattr(ops, c.op)(*call_args, **c.attrs)
     outs = list(outs) if isinstance(outs, tuple) else [outs]
     return [o for o in outs if o.dtype.kind == "f"], feeds, wrt
