@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from irkit import ops
 from irkit.errors import ShapeError
 from irkit.ir import Graph, Shape, Value
 
@@ -66,7 +67,8 @@ class Function:
         names = _arg_names(self.fn, len(specs))
         inputs = [graph.add_input(s.name or n, s.dtype, s.shape) for s, n in zip(specs, names)]
         outs = self.build(graph, inputs)
-        graph.outputs = [_as_output(graph, o, i, len(outs)) for i, o in enumerate(outs)]
+        for o in outs:  # each output its own value, even where fn returns one twice
+            graph.outputs.append(ops.own_output(o, graph.outputs))
         from irkit.passes import simplify
         simplify(graph)
         return graph
@@ -97,13 +99,6 @@ def _arg_names(fn: Callable[..., Any], n: int) -> list[str]:
     except (TypeError, ValueError):
         params = []
     return [params[i] if i < len(params) else f"arg{i}" for i in range(n)]
-
-
-def _as_output(graph: Graph, v: Value, index: int, count: int) -> Value:
-    from irkit import ops
-    if v.producer is None or v in graph.outputs:  # inputs/duplicates need their own output
-        v = ops.Identity(v)
-    return v
 
 
 def function(fn: Callable[..., Any] | None = None, *, runtime: str = "onnxruntime",

@@ -126,7 +126,7 @@ class AutodiffPass(GraphPass):
             seed = graph.add_input(f"{self.of}_grad", of.dtype, of.shape)
         grads = gradients(graph, of, wrt, seed)
         for name, g in zip(self.wrt, grads):
-            out = ops.Identity(g) if g.producer is None or g in graph.outputs else g
+            out = ops.own_output(g, graph.outputs)
             graph.rename_value(out, f"{name}_grad")
             graph.outputs.append(out)
         EliminateDeadNodesPass()(graph)

@@ -198,3 +198,11 @@ def test_function_is_a_decorator_and_idempotent():
     assert isinstance(f, Function) and f.runtime == "reference"
     assert function(f) is f
     np.testing.assert_allclose(f(np.array([1.0, 2.0], np.float32)), 5.0)
+
+
+def test_function_returning_one_value_twice_gets_two_outputs():
+    f = function(lambda x: ((x * 2.0),) * 2)
+    graph = f.trace(np.ones(3, np.float32))
+    assert len({v.name for v in graph.outputs}) == 2
+    a, b = f(np.ones(3, np.float32))
+    np.testing.assert_array_equal(a, b)

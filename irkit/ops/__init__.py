@@ -28,6 +28,14 @@ from irkit.ops.resize import *  # noqa: F403
 from irkit.ops.shape import *  # noqa: F403
 
 
+def own_output(value: Value, outputs: list[Value]) -> Value:
+    """`value`, or an Identity of it where it cannot be renamed into a graph output of its own:
+    a graph input or initializer (its name is taken), or a value already among `outputs`."""
+    if value.producer is None or any(value is o for o in outputs):
+        return _ew.Identity(value)
+    return value
+
+
 def _axes(value: Value, axis: Any) -> Any:
     if axis is None:
         return None
@@ -70,5 +78,5 @@ def _install_value_operators() -> None:
 
 _install_value_operators()
 
-__all__ = ["OpDef", "all_ops", "get_op", "has_op"] + [
+__all__ = ["OpDef", "all_ops", "get_op", "has_op", "own_output"] + [
     name for name, v in list(globals().items()) if isinstance(v, OpDef)]

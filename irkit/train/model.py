@@ -43,15 +43,12 @@ class ModuleModel:
         graph.metadata = dict(self.metadata)
         x = graph.add_input(INPUT_NAME, np.float32, ("N", *self.input_shape))
         self.module.set_build_state(training, np.random.default_rng(self.seed), "")
-        y = self.module(x)
-        if y.producer is None:
-            y = ops.Identity(y)
+        y = ops.own_output(self.module(x), [])
         graph.rename_value(y, OUTPUT_NAME)
         graph.outputs = [y]
         for m in self.module.modules():  # running statistics: extra outputs `next/<buffer>`
             for name, value in m.buffer_updates.items():
-                if value.producer is None or value in graph.outputs:
-                    value = ops.Identity(value)
+                value = ops.own_output(value, graph.outputs)
                 graph.rename_value(value, f"{BUFFER_PREFIX}{name}")
                 graph.outputs.append(value)
         self._built = True

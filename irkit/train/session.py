@@ -96,6 +96,11 @@ def _load_onnx(path: str):
     return graph, found.get("resume")
 
 
+def _recorded(s: dict[str, Any]) -> str:
+    """The training and data settings as stored in a model's `irkit.train` metadata."""
+    return json.dumps({k: s[k] for k in (*TRAIN_KEYS, *DATA_KEYS)})
+
+
 def check_output_path(path: str) -> None:
     """IrkitError now, before any work, if `path` cannot be written (missing directory)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -166,7 +171,7 @@ def run_training(source: str, output: str, progress: bool = True,
         x[train_idx], y[train_idx])
     prefix = "val_" if validation else ""
     graph = model.build(training=False)
-    graph.metadata["irkit.train"] = json.dumps({k: s[k] for k in (*TRAIN_KEYS, *DATA_KEYS)})
+    graph.metadata["irkit.train"] = _recorded(s)
     from irkit.onnx_io import save
     save(graph, output)
     return {"source": source, "output": output, "dataset": s["dataset"],
@@ -183,7 +188,7 @@ def _write_training_model(model, trainer, loss, optimizer, epochs_done: int, s: 
     best = model.weights()
     best = {k: np.array(v) for k, v in best.items()}
     model.set_weights(trainer.last_weights)
-    model.metadata["irkit.train"] = json.dumps({k: s[k] for k in (*TRAIN_KEYS, *DATA_KEYS)})
+    model.metadata["irkit.train"] = _recorded(s)
     proto = to_training_model(model, loss, optimizer, trainer.optimizer_state,
                               trainer.steps_done, epochs_done)
     model.set_weights(best)
@@ -213,7 +218,7 @@ def export_training_model(source: str, data: str | None, loss: str | None,
     from irkit.train.training_model import to_training_model
     model, s, _ = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
     resume = s.get("resume") or {}
-    model.metadata["irkit.train"] = json.dumps({k: s[k] for k in (*TRAIN_KEYS, *DATA_KEYS)})
+    model.metadata["irkit.train"] = _recorded(s)
     return to_training_model(model, get_loss(s["loss"]), _optimizer(s, resume.get("lr")),
                              resume.get("state"), resume.get("steps_done", 0),
                              resume.get("epochs_done", 0), opset)

@@ -95,8 +95,7 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss,
                 new_values.append((f"{s}/{p.name}", new_slots[s]))
     outputs = [value] + ([correct] if correct is not None else []) + buffer_updates
     for name, v in new_values:
-        if v.producer is None or v in outputs:
-            v = ops.Identity(v)
+        v = ops.own_output(v, outputs)
         graph.rename_value(v, f"next/{name}")
         outputs.append(v)
     graph.outputs = outputs

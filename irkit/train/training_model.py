@@ -10,8 +10,6 @@ train it; `irkit train FILE` resumes from it, optimizer state and step count inc
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import onnx
 
@@ -107,11 +105,6 @@ def _pop(graph: Graph, name: str) -> float:
     value = float(graph.initializers[name].const)
     graph.remove_initializer(name)
     return value
-
-
-def settings_json(graph: Graph) -> dict:
-    raw = graph.metadata.get("irkit.train", "")
-    return json.loads(raw) if raw else {}
 
 
 __all__ = ["read_training_model", "to_training_model"]
