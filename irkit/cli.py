@@ -143,7 +143,7 @@ def export(model: str, output: str, training: bool, step: bool, opset: int, data
            loss: str | None, optimizer: str | None) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
     file round-trips ONNX -> IR -> ONNX; --opset converts)."""
-    from irkit.onnx_io import write_atomic
+    from irkit.safe_io import write_atomic
     from irkit.train.session import check_output_path, export_graph, export_training_model
     if training and step:
         raise IrkitError("choose one of --training and --step")

@@ -12,6 +12,7 @@ from onnx import helper, numpy_helper
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, Value
 from irkit.onnx_compat import constant_value, downgrade_to_opset_17
+from irkit.safe_io import write_atomic
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -83,14 +84,6 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
     model = to_onnx(graph, opset)
     write_atomic(path, model.SerializeToString())
     return model
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary name, then move it into place: a failure never leaves half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _version() -> str:

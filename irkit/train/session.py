@@ -192,7 +192,7 @@ def _write_training_model(model, trainer, loss, optimizer, epochs_done: int, s: 
     proto = to_training_model(model, loss, optimizer, trainer.optimizer_state,
                               trainer.steps_done, epochs_done)
     model.set_weights(best)
-    from irkit.onnx_io import write_atomic
+    from irkit.safe_io import write_atomic
     write_atomic(path, proto.SerializeToString())
 
 

@@ -1,0 +1,183 @@
+"""Reading files from strangers and writing files users care about: the one place for the rules.
+
+Reading: only regular files (a FIFO would hang, a device would never end), with a size cap
+checked before reading (`read_capped`). Caps have defaults and an environment override each:
+
+    IRKIT_MAX_MODEL_BYTES    ONNX models and training files     default 2 GiB
+    IRKIT_MAX_DATA_BYTES     datasets (also their decompressed size)  default 1 GiB
+    IRKIT_MAX_RECIPE_BYTES   recipes (TOML)                      default 1 MiB
+    IRKIT_MAX_ELEMENTS       elements of one tensor built from a file  default 2**28
+
+Writing (`write_atomic`): a temporary file created exclusively beside the target (never
+through a symlink), fsynced, then renamed over the target; a target that exists but is not a
+regular file (a device, a FIFO, a directory) is refused; on any failure the temporary file is
+removed and the target is untouched. `check_outputs` checks every output before work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+
+from irkit.errors import IrkitError
+
+LIMITS = {
+    "model": ("IRKIT_MAX_MODEL_BYTES", 2 << 30),
+    "data": ("IRKIT_MAX_DATA_BYTES", 1 << 30),
+    "recipe": ("IRKIT_MAX_RECIPE_BYTES", 1 << 20),
+    "elements": ("IRKIT_MAX_ELEMENTS", 1 << 28),
+}
+
+
+class FileSafetyError(IrkitError):
+    """A file irkit refuses to read or write (not a regular file, too large, same as an input)."""
+
+
+def limit(kind: str) -> int:
+    """The cap for `kind` (model, data, recipe, elements): the environment's, else the default."""
+    env, default = LIMITS[kind]
+    raw = os.environ.get(env)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FileSafetyError(f"{env}={raw!r} is not an integer; set it to a count") from None
+    if value <= 0:
+        raise FileSafetyError(f"{env}={raw!r} must be > 0")
+    return value
+
+
+def check_readable(path: str | os.PathLike, kind: str, what: str = "file") -> int:
+    """The size of `path` if it is a regular file within the `kind` cap; else a one-line error."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileSafetyError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise FileSafetyError(f"{path}: cannot read the {what} ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FileSafetyError(f"{path}: not a regular file; give the path of a {what}")
+    cap = limit(kind)
+    if st.st_size > cap:
+        env = LIMITS[kind][0]
+        raise FileSafetyError(f"{path}: the {what} has {st.st_size} bytes, over the limit of "
+                              f"{cap}; raise {env} if you trust it")
+    return st.st_size
+
+
+def read_capped(path: str | os.PathLike, kind: str, what: str = "file") -> bytes:
+    """The bytes of a regular file within the `kind` size cap (checked before reading)."""
+    check_readable(path, kind, what)
+    cap = limit(kind)
+    # O_NONBLOCK: a FIFO swapped in after the check must not hang the open
+    fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FileSafetyError(f"{path}: not a regular file; give the path of a {what}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(cap + 1)
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise FileSafetyError(f"{path}: the {what} is over the limit of {cap} bytes; raise "
+                              f"{LIMITS[kind][0]} if you trust it")
+    return data
+
+
+def check_element_count(count: int, what: str) -> None:
+    """Refuse to allocate a tensor of more than the elements cap."""
+    cap = limit("elements")
+    if count > cap:
+        raise FileSafetyError(f"{what} would have {count} elements, over the limit of {cap}; "
+                              f"raise IRKIT_MAX_ELEMENTS if you trust the file")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_output(path: str | os.PathLike, option: str = "-o") -> str:
+    """The path, if it can be written: its folder exists and the target, if any, is a regular
+    file (never a directory, device, FIFO or symlink). Checked before any work starts."""
+    path = os.fspath(path)
+    if not path:
+        raise FileSafetyError(f"{option}: an empty path; give a file name")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileSafetyError(f"{path}: the directory {directory} does not exist; create it "
+                              "first")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise FileSafetyError(f"{path}: the directory {directory} is not writable")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if stat.S_ISLNK(st.st_mode):
+        raise FileSafetyError(f"{path}: is a symbolic link; irkit does not write through links, "
+                              "give the real path")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise FileSafetyError(f"{path}: {kind}; {option} needs a file path")
+    return path
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: list[str] = ()) -> None:
+    """Check every named output (option -> path) up front: writable, none equal to an input
+    or to another output."""
+    named = [(opt, os.fspath(p)) for opt, p in outputs.items() if p is not None]
+    for opt, path in named:
+        check_output(path, opt)
+        for given in inputs:
+            if given and os.path.exists(given) and _same_file(path, given):
+                raise FileSafetyError(f"{opt} {path} is the input {given}; writing it would "
+                                      "destroy the input, choose another name")
+    for i, (opt_a, a) in enumerate(named):
+        for opt_b, b in named[i + 1:]:
+            if _same_file(a, b):
+                raise FileSafetyError(f"{opt_a} and {opt_b} name the same file {a}; give each "
+                                      "its own name")
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that a failure or a kill leaves the old file or the new one,
+    never half of one (see the module docstring)."""
+    path = check_output(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=directory)  # O_EXCL|O_CREAT: never an existing file or link
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        check_output(path)  # the target may have changed kind while we wrote
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
+            raise FileSafetyError(f"{path}: could not write ({e.strerror or e}); nothing was "
+                                  "changed") from None
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
