@@ -17,6 +17,7 @@ INPUT, OUTPUT = "input", "output"   # the forward graph of a layer model
 TARGET, LOSS, CORRECT = "target", "loss", "correct"
 LR, STEP = "opt/lr", "opt/step"     # optimizer state shared by all parameters
 NEXT = "next/"                      # prefix of an updated value's output name
+GRADS = "grad/*"                    # all gradients as one vector (the split step, irkit.train.step)
 
 
 def next_name(name: str) -> str:

@@ -18,8 +18,17 @@ import numpy as np
 from irkit import ops
 from irkit.errors import DataError
 from irkit.ir import Graph, Value
-from irkit.passes import gradients, simplify
-from irkit.signature import CORRECT, LOSS, LR, STEP, TARGET, next_name, slot_name
+from irkit.passes import EliminateDeadNodesPass, gradients, simplify
+from irkit.signature import (
+    CORRECT,
+    GRADS,
+    LOSS,
+    LR,
+    STEP,
+    TARGET,
+    next_name,
+    slot_name,
+)
 from irkit.train.losses import Loss
 from irkit.train.optimizers import Optimizer
 
@@ -120,8 +129,8 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss, optimizer: 
                       ) -> tuple[Graph, list[str]]:
     """One optimizer step as a graph; returns it and the slot names. The forward graph's
     outputs after the first are the buffers' next values (`next/<buffer>`), kept as outputs.
-    `flat` (default: parameters <= FLAT_UPDATE_LIMIT elements, more than one tensor) updates
-    all parameters as one vector with one set of slots."""
+    `flat` (default: `use_flat_update`) updates all parameters as one vector with one set of
+    slots."""
     graph = forward
     buffer_updates = graph.outputs[1:]
     graph.outputs = graph.outputs[:1]
@@ -129,30 +138,71 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss, optimizer: 
     _promote(graph, list(buffers))
     value, correct = _add_loss(graph, loss)
     grads = gradients(graph, value, param_values)
+    if flat is None:
+        flat = use_flat_update(optimizer, param_values)
+    slot_names, new_values = _optimizer_step(graph, optimizer, param_values, grads, flat)
+    outputs = [value] + ([correct] if correct is not None else []) + buffer_updates
+    _add_next_outputs(graph, new_values, outputs)
+    simplify(graph)
+    return graph, slot_names
+
+
+def use_flat_update(optimizer: Optimizer, params: list[Value]) -> bool:
+    """Whether the optimizer updates `params` as one flat vector (see FLAT_UPDATE_LIMIT):
+    when that saves nodes and the parameters are few enough."""
+    n, k = len(params), optimizer.update_nodes
+    return (k - 3) * n > k + 3 and sum(_size(p) for p in params) <= FLAT_UPDATE_LIMIT
+
+
+def _optimizer_step(graph: Graph, optimizer: Optimizer, params: list[Value],
+                    grads: list[Value] | Value, flat: bool) -> tuple[list[str], list]:
+    """The optimizer's update of `params` given their gradients (one per parameter, or one
+    flat vector in parameter order): the slot names and [(state name, new value)], the step
+    count first. Reads `opt/step` and `opt/lr` (made here when absent)."""
     step = _step_counter(graph)
     lr = graph.add_input(LR, np.float32, ())
-    if flat is None:
-        n, k = len(params), optimizer.update_nodes
-        flat = (k - 3) * n > k + 3 and sum(_size(p) for p in param_values) <= FLAT_UPDATE_LIMIT
     with graph.name_scope("opt/"):
         t = ops.Add(step, graph.constant(np.array(1, np.int64)))  # this step's number, 1-based
         shared = optimizer.prepare(lr, ops.Cast(t, to=1))  # to=1: float32
-        update = _flat_update if flat else _per_parameter_update
-        slot_names, new_values = update(graph, optimizer, param_values, grads, shared)
-    outputs = [value] + ([correct] if correct is not None else []) + buffer_updates
-    for name, v in [(STEP, t)] + new_values:
+        if flat:
+            flat_grad = grads if isinstance(grads, Value) else _flatten(graph, grads)
+            slot_names, new_values = _flat_update(graph, optimizer, params, flat_grad, shared)
+        else:
+            pieces = _unflatten(graph, grads, params) if isinstance(grads, Value) else grads
+            slot_names, new_values = _per_parameter_update(graph, optimizer, params, pieces,
+                                                           shared)
+    return slot_names, [(STEP, t)] + new_values
+
+
+def _add_next_outputs(graph: Graph, new_values: list, outputs: list[Value]) -> None:
+    """Append each new state value to `outputs` as `next/<name>`; they become the graph's."""
+    for name, v in new_values:
         v = ops.own_output(v, outputs)
         graph.rename_value(v, next_name(name))
         outputs.append(v)
     graph.outputs = outputs
-    simplify(graph)
-    return graph, slot_names
 
 
 def _size(v: Value) -> int:
     if v.shape is None or not all(isinstance(d, int) for d in v.shape):
         return 2 ** 62  # unknown: never flatten
     return int(np.prod(v.shape, dtype=np.int64))
+
+
+def _flatten(graph: Graph, vs: list[Value]) -> Value:
+    """The values' elements in one vector, in order."""
+    minus_one = graph.constant(np.array([-1], np.int64))
+    return ops.Concat(*[v if v.rank == 1 else ops.Reshape(v, minus_one) for v in vs], axis=0)
+
+
+def _unflatten(graph: Graph, flat: Value, like: list[Value]) -> list[Value]:
+    """`flat` split back into pieces shaped like `like` (the inverse of _flatten)."""
+    sizes = [_size(p) for p in like]
+    pieces = [flat] if len(like) == 1 else ops.Split(
+        flat, np.array(sizes, np.int64), axis=0, _num_outputs=len(like))
+    return [piece if p.rank == 1 else
+            ops.Reshape(piece, graph.constant(np.array(p.shape, np.int64)))
+            for p, piece in zip(like, pieces)]
 
 
 def _per_parameter_update(graph: Graph, optimizer: Optimizer, params: list[Value],
@@ -169,23 +219,15 @@ def _per_parameter_update(graph: Graph, optimizer: Optimizer, params: list[Value
     return slot_names, new_values
 
 
-def _flat_update(graph: Graph, optimizer: Optimizer, params: list[Value], grads: list[Value],
+def _flat_update(graph: Graph, optimizer: Optimizer, params: list[Value], flat_grad: Value,
                  shared: dict) -> tuple[list, list]:
-    """Concatenate parameters and gradients, update once, split back into the shapes."""
-    def flatten(vs: list[Value]) -> Value:
-        minus_one = graph.constant(np.array([-1], np.int64))
-        return ops.Concat(*[v if v.rank == 1 else ops.Reshape(v, minus_one) for v in vs],
-                          axis=0)
-    sizes = [_size(p) for p in params]
-    total = (sum(sizes),)
+    """Update the parameters concatenated into one vector once, split back into the shapes."""
+    total = (sum(_size(p) for p in params),)
     slots = {s: graph.add_input(slot_name(s, FLAT), params[0].dtype, total)
              for s in optimizer.slots}
-    new_flat, new_slots = optimizer.update(flatten(params), flatten(grads), slots, shared)
-    pieces = ops.Split(new_flat, np.array(sizes, np.int64), axis=0, _num_outputs=len(params))
-    new_values = []
-    for p, piece in zip(params, pieces):
-        shape = graph.constant(np.array(p.shape, np.int64))
-        new_values.append((p.name, piece if p.rank == 1 else ops.Reshape(piece, shape)))
+    new_flat, new_slots = optimizer.update(_flatten(graph, params), flat_grad, slots, shared)
+    new_values = [(p.name, piece) for p, piece in zip(params, _unflatten(graph, new_flat,
+                                                                         params))]
     new_values += [(slot_name(s, FLAT), new_slots[s]) for s in optimizer.slots]
     return [slot_name(s, FLAT) for s in optimizer.slots], new_values
 
@@ -203,3 +245,67 @@ def build_step_graphs(source, loss: Loss, optimizer: Optimizer,
     input_name = next(v.name for v in train.inputs if v.name not in excluded)
     return StepGraphs(train, evaluation, params, buffers, slots, input_name,
                       any(v.name == CORRECT for v in train.outputs))
+
+
+@dataclass
+class SplitGraphs:
+    """A train step cut in two for data-parallel training, the gradients between them in one
+    flat vector (`grad/*`, the parameters' gradients concatenated in parameter order):
+
+    gradient: (params, buffers, opt/step?, input, target) -> (loss, correct?, next/buffers,
+              grad/*)          opt/step only where the forward draws random numbers (Dropout)
+    update:   (params, slots, opt/lr, opt/step, grad/*) -> (next/params, next/slots,
+              next/opt/step)
+
+    The update graph is made by the same optimizer code, with the same flat or per-parameter
+    choice and slot names, as the one-graph step: the state is the same, so a run can move
+    between one process and many.
+    """
+
+    gradient: Graph
+    update: Graph
+    grad_size: int
+
+
+def build_split_graphs(train: Graph, params: list[str], buffers: list[str], slots: list[str],
+                       optimizer: Optimizer) -> SplitGraphs:
+    """The gradient and update graphs of a one-graph train step `train` (as
+    build_train_graph makes it, or as a training file stores it). The gradient graph is the
+    step's own training-mode forward and loss, differentiated again; the update graph is built
+    by `optimizer`, flat when the step's slots are (`<slot>/*`). DataError if the optimizer's
+    slots are not the step's."""
+    gradient = _gradient_graph(train, params, buffers)
+    flat_slots = [s for s in slots if s.endswith("/" + FLAT)]
+    param_values = [train.value(p) for p in params]
+    flat = bool(flat_slots) if slots else use_flat_update(optimizer, param_values)
+    update = Graph("update_step")
+    inputs = [update.add_input(p.name, p.dtype, p.shape) for p in param_values]
+    size = sum(_size(p) for p in param_values)
+    grad = update.add_input(GRADS, param_values[0].dtype, (size,))
+    made, new_values = _optimizer_step(update, optimizer, inputs, grad, flat)
+    if sorted(made) != sorted(slots):
+        raise DataError(f"the {optimizer.name or 'given'} optimizer keeps the state "
+                        f"{sorted(made)}, the train step {sorted(slots)}; resume with the "
+                        "optimizer the run was started with")
+    _add_next_outputs(update, new_values, [])
+    simplify(update)
+    return SplitGraphs(gradient, update, size)
+
+
+def _gradient_graph(train: Graph, params: list[str], buffers: list[str]) -> Graph:
+    """The train step's forward and loss (everything `loss`, `correct` and the buffers' next
+    values depend on), with the loss's gradients as one flat output `grad/*`."""
+    graph = train.copy()
+    keep = [LOSS, CORRECT] + [next_name(b) for b in buffers]
+    graph.outputs = [graph.value(n) for n in keep if graph.has_value(n)]
+    EliminateDeadNodesPass()(graph)
+    for v in list(graph.inputs):
+        if not v.uses and v not in graph.outputs:
+            graph.remove_input(v)
+    grads = gradients(graph, graph.value(LOSS), [graph.value(p) for p in params])
+    with graph.name_scope("grad/"):
+        flat = ops.own_output(_flatten(graph, grads), graph.outputs)
+    graph.rename_value(flat, GRADS)
+    graph.outputs = [*graph.outputs, flat]
+    simplify(graph)
+    return graph
