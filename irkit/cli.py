@@ -11,12 +11,15 @@ from collections import Counter
 import click
 import numpy as np
 
+from irkit import distributed
 from irkit.errors import IrkitError
 
 DEVICE = click.Choice(["cpu", "cuda", "auto"])
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1, error: BaseException | None = None) -> None:
+    if distributed.world_size() > 1:  # one worker of an MPI job: end the whole job
+        distributed.fail_job(error, message, code)
     click.echo(f"irkit: error: {message}", err=True)
     sys.exit(code)
 
@@ -28,7 +31,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except IrkitError as e:
-            _fail(str(e))
+            _fail(str(e), error=e)
         except OSError as e:
             _fail(f"{e.filename or ''}: {e.strerror or e}")
         except KeyboardInterrupt:
@@ -120,14 +123,22 @@ def _param_count(weights: dict) -> int:
               help="Also write a training model (last weights, optimizer state, step count) "
               "that `irkit train` resumes from.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--workers", type=click.IntRange(min=1), help="Train data-parallel in this many "
+              "processes on this machine (starts mpiexec; needs irkit[distributed]).")
 @handle_errors
 def train(source: str, output: str, as_json: bool, save_training: str | None,
-          **options) -> None:
+          workers: int | None, **options) -> None:
     """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
-    inference model (data scaling included) to OUTPUT."""
+    inference model (data scaling included) to OUTPUT. Under `mpiexec -n N` (or with
+    --workers N) N processes train data-parallel, each on 1/N of every batch."""
     from irkit.cli_train import run_training
+    if workers and workers > 1:
+        sys.exit(distributed.launch(_argv_without_workers(click.get_current_context()),
+                                    workers))
     result = run_training(source, output, progress=not as_json, save_training=save_training,
                           **options)
+    if not distributed.is_root():
+        return
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -135,6 +146,24 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
         figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
         click.echo(f"best epoch {result['best_epoch']}: {figures}")
         click.echo(f"wrote {output}")
+
+
+def _argv_without_workers(ctx: click.Context) -> list[str]:
+    """The command's arguments as parsed, for the workers (all but --workers)."""
+    args = [ctx.command.name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name == "workers" or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+        elif param.is_flag and param.secondary_opts and value is False:
+            args.append(param.secondary_opts[0])
+        elif param.is_flag:
+            args += [param.opts[0]] if value else []
+        else:
+            args += [param.opts[0], str(value)]
+    return args
 
 
 # ---- export ----------------------------------------------------------------------------------

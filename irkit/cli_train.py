@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any
 
+from irkit import distributed
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
 from irkit.safe_io import check_outputs
@@ -104,17 +105,22 @@ def run_training(source: str, output: str, progress: bool = True,
                  **options: Any) -> dict[str, Any]:
     """Train and write the inference model (best weights) to `output` and, with
     `save_training`, a training file (last state) to resume from; returns the history and
-    the final validation figures."""
+    the final validation figures. Under mpiexec every rank runs this, data-parallel; rank 0
+    checks the outputs first and alone writes them."""
     inputs = [source] + ([options["data"]] if options.get("data") else [])
-    check_outputs({"-o": output, "--save-training": save_training}, inputs)
+    root = distributed.is_root()  # under MPI, rank 0 alone writes (every rank trains)
+    if root:
+        check_outputs({"-o": output, "--save-training": save_training}, inputs)
     model, s, data = prepare(source, options)
     first = model._resume.epochs_done if model._resume is not None else 0
     history = model.fit(data.x, data.y, epochs=first + s.epochs,
                         verbose=1 if progress else 0, callbacks=callbacks)
     final = _final_figures(model, data, s)
-    _write_outputs(model, output, save_training)
+    if root:
+        _write_outputs(model, output, save_training)
     return {"source": source, "output": output, "save_training": save_training,
             "dataset": s.dataset, "device": model._runner.device,
+            "workers": distributed.world_size(),
             "epochs_run": history.epochs - first, "epochs_total": history.epochs,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
             "history": history.history, "final": final,

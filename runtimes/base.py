@@ -105,13 +105,17 @@ def state_pairs(graph: Graph, data: Iterable[str]) -> tuple[list[str], list[str]
 
 def make_step_runner(name: str, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
                      data: tuple[str, str], **options: Any) -> StepRunner:
-    """A StepRunner by runtime name: `onnxruntime` (options: device, threads, batch_size) or
-    `reference` (numpy, CPU)."""
+    """A StepRunner by runtime name: `onnxruntime` (options: device, threads, batch_size),
+    `reference` (numpy, CPU) or `mpi` (data-parallel over MPI ranks; options: split (the
+    step's SplitGraphs), comm, threads)."""
     if name == "onnxruntime":
         from irkit.runtimes.onnxruntime import OrtStepRunner
         return OrtStepRunner(train, evaluate, state, data, **options)
     if name == "reference":
         from irkit.runtimes.reference import ReferenceStepRunner
         return ReferenceStepRunner(train, evaluate, state, data, **options)
-    raise RuntimeUnavailableError(f"no step runner for runtime {name!r}; use 'onnxruntime' or "
-                                  "'reference'")
+    if name == "mpi":
+        from irkit.runtimes.mpi import MpiStepRunner
+        return MpiStepRunner(train, evaluate, state, data, **options)
+    raise RuntimeUnavailableError(f"no step runner for runtime {name!r}; use 'onnxruntime', "
+                                  "'reference' or 'mpi'")

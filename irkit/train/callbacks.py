@@ -131,7 +131,8 @@ class LearningRateScheduler(Callback):
 class ModelCheckpoint(Callback):
     """Write the inference model to `filepath` (may contain `{epoch}` and figures such as
     `{val_loss:.3f}`) after each epoch, or only when `monitor` improves (`save_best_only`).
-    Every write is atomic: a kill at any moment leaves the previous file or the new one."""
+    Every write is atomic: a kill at any moment leaves the previous file or the new one.
+    Under MPI only rank 0 writes (every rank has the same weights)."""
 
     def __init__(self, filepath: str, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto") -> None:
@@ -145,7 +146,9 @@ class ModelCheckpoint(Callback):
             if value is None or not _improved(value, self.best, self.mode, 0.0):
                 return
             self.best = value
-        self.model.export(self.filepath.format(epoch=epoch + 1, **logs))
+        from irkit import distributed
+        if distributed.is_root():
+            self.model.export(self.filepath.format(epoch=epoch + 1, **logs))
 
 
 class LambdaCallback(Callback):

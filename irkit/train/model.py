@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from irkit import distributed
 from irkit.data import check_finite, check_labels, train_val_split
 from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
@@ -28,7 +29,12 @@ from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import Optimizer, optimizer_from
 from irkit.train.sources import ModuleSource, OnnxSource
-from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
+from irkit.train.step import (
+    StepGraphs,
+    build_eval_graph,
+    build_split_graphs,
+    build_step_graphs,
+)
 from irkit.train.trainer import History, Trainer
 
 METRICS = ("accuracy", "acc")
@@ -186,12 +192,24 @@ class Model:
         state = g.initial_state(weights, s.lr, saved)
         if saved is not None and s.lr != self._resume.state[LR]:
             state[LR] = np.array(s.lr, np.float32)
-        self._runner = make_step_runner(self._runtime, g.train, g.eval, state, g.data_names,
-                                        **self._runner_options(s))
+        runtime = self._runtime
+        if distributed.world_size() > 1:  # started by mpiexec: data-parallel
+            runtime = "mpi"
+        self._runner = make_step_runner(runtime, g.train, g.eval, state, g.data_names,
+                                        **self._runner_options(runtime, s))
         self._predictors = {}
 
-    def _runner_options(self, s: Settings) -> dict[str, Any]:
-        if self._runtime == "onnxruntime":
+    def _runner_options(self, runtime: str, s: Settings) -> dict[str, Any]:
+        if runtime == "mpi":
+            if self._runtime != "onnxruntime":
+                raise SpecError(f"runtime {self._runtime!r} trains in one process; under "
+                                "mpiexec irkit trains on onnxruntime")
+            g = self._graphs
+            split = build_split_graphs(g.train, g.params, g.buffers, g.slots,
+                                       self._optimizer or optimizer_from(s))
+            return {"split": split, "device": s.device,
+                    "threads": distributed.threads_per_worker()}
+        if runtime == "onnxruntime":
             return {"device": s.device, "batch_size": s.batch_size}
         return {}
 
@@ -216,6 +234,7 @@ class Model:
         if s.patience:
             cbs.append(EarlyStopping(s.monitor, s.patience, s.min_delta))
         level = 1 if verbose == "auto" else int(verbose)
+        level = level if distributed.is_root() else 0  # one progress report per job
         if level:
             cbs.append(ProgressLogger(s.epochs, -(-n // s.batch_size), level))
         for cb in cbs:
