@@ -108,6 +108,8 @@ def run_training(source: str, output: str, progress: bool = True,
     the final validation figures. Under mpiexec every rank runs this, data-parallel; rank 0
     checks the outputs first and alone writes them."""
     inputs = [source] + ([options["data"]] if options.get("data") else [])
+    if distributed.world_size() > 1:
+        distributed.comm()  # start MPI first: a failure from here on ends the job at once
     root = distributed.is_root()  # under MPI, rank 0 alone writes (every rank trains)
     if root:
         check_outputs({"-o": output, "--save-training": save_training}, inputs)

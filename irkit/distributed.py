@@ -40,6 +40,14 @@ ABORT_GRACE_S = 1.0
 LOST_GRACE_S = 5.0
 
 
+class MpiMissingError(RuntimeUnavailableError):
+    """Started by an MPI launcher without a working mpi4py (the same on every rank)."""
+
+
+class WorkerLostError(RuntimeUnavailableError):
+    """A collective operation failed: another worker died, or the network between them."""
+
+
 def _env_int(names: tuple[str, ...], default: int) -> int:
     for name in names:
         raw = os.environ.get(name, "").strip()
@@ -81,13 +89,11 @@ def comm():
     try:
         from mpi4py import MPI
     except ImportError:
-        raise RuntimeUnavailableError(f"this process is one of {size} started by an MPI "
-                                      f"launcher, but mpi4py is not installed: {INSTALL_HINT}"
-                                      ) from None
+        raise MpiMissingError(f"this process is one of {size} started by an MPI launcher, but "
+                              f"mpi4py is not installed: {INSTALL_HINT}") from None
     except Exception as e:  # mpi4py present, no MPI library it can load
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RuntimeUnavailableError(f"mpi4py cannot start MPI ({first}): {INSTALL_HINT}") \
-            from None
+        raise MpiMissingError(f"mpi4py cannot start MPI ({first}): {INSTALL_HINT}") from None
     world = MPI.COMM_WORLD
     if world.Get_size() != size:
         raise RuntimeUnavailableError(
@@ -101,10 +107,6 @@ def comm():
 
 
 _comm = None
-
-
-class WorkerLostError(RuntimeUnavailableError):
-    """A collective operation failed: another worker died, or the network between them."""
 
 
 def abort(message: str, code: int = 1, wait: float | None = None) -> NoReturn:
@@ -127,7 +129,10 @@ def abort(message: str, code: int = 1, wait: float | None = None) -> NoReturn:
 
 def fail_job(error: BaseException, message: str, code: int = 1) -> NoReturn:
     """`abort` for the CLI's error handler: a lost worker is reported after LOST_GRACE_S (the
-    launcher usually ends this process first and names the rank that died)."""
+    launcher usually ends this process first and names the rank that died); a missing mpi4py
+    (the same on every rank) by rank 0 alone."""
+    if isinstance(error, MpiMissingError) and rank() != 0:
+        os._exit(code)  # without MPI no rank can stop the others: rank 0 alone says why
     abort(message, code, LOST_GRACE_S if isinstance(error, WorkerLostError) else None)
 
 

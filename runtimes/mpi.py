@@ -74,10 +74,9 @@ class MpiStepRunner:
         if device not in ("cpu", "auto"):
             raise RuntimeUnavailableError(f"data-parallel training runs on CPU; --device "
                                           f"{device} is not supported with MPI workers")
-        from mpi4py import MPI
-
         from irkit import distributed
         self.comm = comm if comm is not None else distributed.comm()
+        from mpi4py import MPI
         self._in_place, self._sum, self._mpi_error = MPI.IN_PLACE, MPI.SUM, MPI.Exception
         self.device, self.rank, self.size = "cpu", self.comm.Get_rank(), self.comm.Get_size()
         self.input_name, self.target_name = data
