@@ -133,8 +133,8 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     --workers N) N processes train data-parallel, each on 1/N of every batch."""
     from irkit.cli_train import run_training
     if workers and workers > 1:
-        sys.exit(distributed.launch(_argv_without_workers(click.get_current_context()),
-                                    workers))
+        from irkit.launch import launch
+        sys.exit(launch(_argv_without_workers(click.get_current_context()), workers))
     result = run_training(source, output, progress=not as_json, save_training=save_training,
                           **options)
     if not distributed.is_root():

@@ -23,11 +23,12 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from irkit import distributed, nn
+from irkit import nn
+from irkit.launch import _Relay, find_mpiexec
 from irkit.onnx_io import to_onnx
 from irkit.runtimes.base import make_step_runner
 from irkit.runtimes.reference import ReferenceGraph
-from irkit.signature import GRADS, LOSS, STEP, TARGET
+from irkit.signature import GRADS, STEP, TARGET
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import get_optimizer
 from irkit.train.sources import ModuleSource
@@ -44,7 +45,7 @@ def _mpi_missing() -> str | None:
     except Exception as e:  # noqa: BLE001  (mpi4py without a loadable MPI library)
         return f"mpi4py cannot load an MPI library: {str(e).splitlines()[0]}"
     try:
-        distributed.find_mpiexec()
+        find_mpiexec()
     except Exception:  # noqa: BLE001
         return "mpiexec is not installed (pip install 'irkit[distributed]')"
     return None
@@ -65,7 +66,7 @@ def irkit(*args: str, cwd: Path, workers: int = 1, env: dict | None = None,
     """`irkit ARGS` in one process, or under `mpiexec -n workers`."""
     command = [sys.executable, "-m", "irkit.cli", *args]
     if workers > 1:
-        command = [distributed.find_mpiexec(), "-n", str(workers), *command]
+        command = [find_mpiexec(), "-n", str(workers), *command]
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,
                           env=env or _clean_env())
     if check:
@@ -333,7 +334,7 @@ def test_raising_worker_ends_the_job_with_one_line(tmp_path):
     """A worker that raises mid-run: one line `irkit: error: rank 1: ...`, the job ends, the
     previous outputs stay."""
     before = _previous_outputs(tmp_path)
-    command = [distributed.find_mpiexec(), "-n", "2", sys.executable, "-c", RAISING_JOB]
+    command = [find_mpiexec(), "-n", "2", sys.executable, "-c", RAISING_JOB]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
                           timeout=TIMEOUT, env=_clean_env())
     assert done.returncode != 0
@@ -345,7 +346,7 @@ def test_raising_worker_ends_the_job_with_one_line(tmp_path):
 def test_launch_names_the_rank_that_died(capsys):
     """The --workers launcher reads the failed rank from mpiexec's exit codes and prints one
     line instead of mpiexec's banner."""
-    relay = distributed._Relay()
+    relay = _Relay()
     banner = (b"epoch 1/5  loss 1.0\n\n" + b"=" * 20 + b"\n=   BAD TERMINATION OF ONE OF YOUR "
               b"APPLICATION PROCESSES\n=   EXIT CODE: 9\n" + b"=" * 20 + b"\n[mpiexec@vm] Exit "
               b"codes: [vm] 0,0,9\nYOUR APPLICATION TERMINATED WITH THE EXIT STRING: Killed "

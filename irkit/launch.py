@@ -1,0 +1,110 @@
+"""`irkit train --workers N`: mpiexec on this machine, its output relayed.
+
+Worker output passes through; Hydra's (MPICH's mpiexec) banners are dropped, and when the job
+fails without a worker saying why (a worker was killed), one line names the rank that died,
+read from mpiexec's per-rank exit codes (`-print-all-exitcodes`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from irkit.distributed import INSTALL_HINT, world_size
+from irkit.errors import RuntimeUnavailableError
+
+
+def find_mpiexec() -> str:
+    """The mpiexec beside this Python (the MPICH wheel's), else the first on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+    if found is None or importlib.util.find_spec("mpi4py") is None:
+        raise RuntimeUnavailableError(f"--workers needs mpiexec and mpi4py: {INSTALL_HINT}")
+    return found
+
+
+def launch(args: list[str], workers: int) -> int:
+    """Run `irkit ARGS` in `workers` processes under mpiexec on this machine; returns the exit
+    code. Worker output passes through; mpiexec's own banners are replaced by one line naming
+    the rank that died, when no worker said why."""
+    if world_size() > 1:
+        raise RuntimeUnavailableError("--workers starts mpiexec itself; under mpiexec leave "
+                                      "it out (mpiexec -n sets the number of workers)")
+    command = [find_mpiexec(), "-print-all-exitcodes", "-n", str(workers), sys.executable,
+               "-m", "irkit.cli", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    relay = _Relay()
+    try:
+        relay.run({proc.stdout.fileno(): sys.stdout, proc.stderr.fileno(): sys.stderr})
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        return 130
+    if code != 0 and not relay.worker_spoke:
+        sys.stderr.write(f"irkit: error: {relay.culprit(code)}\n")
+    return code
+
+
+# the lines Hydra (MPICH's mpiexec) prints around a failed job
+_HYDRA_NOISE = re.compile(r"^(=|\[mpiexec@|\[proxy:|YOUR APPLICATION TERMINATED|This typically "
+                          r"refers|Please see the FAQ|Abort\(\d+\) on node|"
+                          r"\w+\(\d+\)\.*: )")  # the last: MPICH's error stacks
+_EXIT_CODES = re.compile(r"Exit codes: \[[^\]]*\] ([\d,\s]+)")
+_EXIT_STRING = re.compile(r"EXIT STRING: (.+)")
+
+
+class _Relay:
+    """Copies the workers' stdout and stderr through, line by line (\\r ends a line too:
+    progress bars), minus Hydra's banners, from which it keeps the per-rank exit codes."""
+
+    def __init__(self) -> None:
+        self.codes: list[int] = []
+        self.exit_string = ""
+        self.worker_spoke = False   # a worker printed its own `irkit: error:` line
+
+    def run(self, pipes: dict) -> None:
+        """Relay until every pipe (fd -> text stream to copy to) is closed."""
+        import selectors
+        pending = dict.fromkeys(pipes, b"")
+        with selectors.DefaultSelector() as sel:
+            for fd in pipes:
+                sel.register(fd, selectors.EVENT_READ)
+            while pending:
+                for key, _ in sel.select():
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        chunk = pending.pop(key.fd) + b"\n"  # a last line without newline
+                    else:
+                        chunk, pending[key.fd] = self._lines(pending[key.fd] + chunk)
+                    self._copy(chunk, pipes[key.fd])
+
+    @staticmethod
+    def _lines(data: bytes) -> tuple[bytes, bytes]:
+        """(the complete lines of data, the rest)."""
+        cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        return data[:cut], data[cut:]
+
+    def _copy(self, data: bytes, stream) -> None:
+        parts = re.split(rb"(\r|\n)", data)
+        for line, end in zip(parts[0::2], parts[1::2]):
+            text = line.decode("utf-8", "replace")
+            codes, why = _EXIT_CODES.search(text), _EXIT_STRING.search(text)
+            self.codes += [int(c) for c in re.findall(r"\d+", codes.group(1))] if codes else []
+            self.exit_string = why.group(1).strip() if why else self.exit_string
+            if _HYDRA_NOISE.match(text) or not line.strip():
+                continue
+            self.worker_spoke |= text.startswith("irkit: error:")
+            stream.buffer.write(line + end)
+        stream.buffer.flush()
+
+    def culprit(self, code: int) -> str:
+        """'rank R: ...' for the first worker that failed, from mpiexec's exit codes."""
+        for r, c in enumerate(self.codes):
+            if c != 0:
+                return f"rank {r}: the worker died ({self.exit_string or f'exit code {c}'})"
+        return f"a worker failed (mpiexec exit code {code})"
