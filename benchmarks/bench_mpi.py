@@ -13,8 +13,8 @@ and, from the 2-worker run: the time per step spent in the all-reduce (waiting f
 worker included), the same all-reduce alone (after a barrier: the transfer itself), and the
 compute per step (step time minus the all-reduce alone: waiting for the slower worker counts
 as compute). `1w x 1t` (one process, one thread) is shown for reference. Then a projection
-for N nodes from those figures and a stated network (ring all-reduce: 2(N-1)/N S/BW + 2(N-1) latency; no overlap of
-communication and computation, as irkit runs them one after the other).
+for N nodes from those figures and a stated network (ring all-reduce: 2(N-1)/N S/BW +
+2(N-1) latency; no overlap of communication and computation: irkit runs them in turn).
 The script runs itself under mpiexec for the 2-worker figures (`--worker`).
 """
 
