@@ -148,6 +148,16 @@ def project(name: str, measured: dict, nodes: tuple[int, ...]) -> list[dict]:
     return rows
 
 
+def half_efficiency_nodes(measured: dict, bandwidth: float, latency: float) -> int | None:
+    """The smallest node count at which the all-reduce takes as long as the compute (weak
+    scaling efficiency 50%: each added node buys half a node or less), up to 100000."""
+    compute = measured["compute_ms"] / 1e3
+    for n in range(2, 100001):
+        if ring_allreduce_s(measured["allreduce_bytes"], n, bandwidth, latency) >= compute:
+            return n
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
@@ -172,6 +182,8 @@ def main() -> None:
     for name, figures in json.loads(done.stdout.strip().splitlines()[-1]).items():
         results[name]["2w x 1t"] = figures
         results[name]["projection"] = project(name, figures, (1, 2, 8, 64))
+        results[name]["half_efficiency_nodes"] = {
+            network: half_efficiency_nodes(figures, *spec) for network, spec in NETWORKS.items()}
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -197,6 +209,9 @@ def report(results: dict) -> None:
             print(f"  {p['network']:18} {p['nodes']:5d} {p['allreduce_ms']:12.3f} "
                   f"{p['weak_samples_per_s']:15.0f} {p['weak_efficiency']:8.2f} "
                   f"{p['strong_step_ms']:15.3f} {p['strong_speedup']:8.2f}")
+        for network, n in r["half_efficiency_nodes"].items():
+            print(f"  {network}: all-reduce as long as the compute (weak efficiency 50%) "
+                  f"from {n} nodes")
 
 
 if __name__ == "__main__":
