@@ -165,8 +165,7 @@ def _optimizer_step(graph: Graph, optimizer: Optimizer, params: list[Value],
         t = ops.Add(step, graph.constant(np.array(1, np.int64)))  # this step's number, 1-based
         shared = optimizer.prepare(lr, ops.Cast(t, to=1))  # to=1: float32
         if flat:
-            flat_grad = grads if isinstance(grads, Value) else _flatten(graph, grads)
-            slot_names, new_values = _flat_update(graph, optimizer, params, flat_grad, shared)
+            slot_names, new_values = _flat_update(graph, optimizer, params, grads, shared)
         else:
             pieces = _unflatten(graph, grads, params) if isinstance(grads, Value) else grads
             slot_names, new_values = _per_parameter_update(graph, optimizer, params, pieces,
@@ -219,13 +218,16 @@ def _per_parameter_update(graph: Graph, optimizer: Optimizer, params: list[Value
     return slot_names, new_values
 
 
-def _flat_update(graph: Graph, optimizer: Optimizer, params: list[Value], flat_grad: Value,
-                 shared: dict) -> tuple[list, list]:
-    """Update the parameters concatenated into one vector once, split back into the shapes."""
+def _flat_update(graph: Graph, optimizer: Optimizer, params: list[Value],
+                 grads: list[Value] | Value, shared: dict) -> tuple[list, list]:
+    """Update the parameters concatenated into one vector once, split back into the shapes;
+    `grads` one per parameter, or already flat."""
     total = (sum(_size(p) for p in params),)
     slots = {s: graph.add_input(slot_name(s, FLAT), params[0].dtype, total)
              for s in optimizer.slots}
-    new_flat, new_slots = optimizer.update(_flatten(graph, params), flat_grad, slots, shared)
+    flat_params = _flatten(graph, params)
+    flat_grad = grads if isinstance(grads, Value) else _flatten(graph, grads)
+    new_flat, new_slots = optimizer.update(flat_params, flat_grad, slots, shared)
     new_values = [(p.name, piece) for p, piece in zip(params, _unflatten(graph, new_flat,
                                                                          params))]
     new_values += [(slot_name(s, FLAT), new_slots[s]) for s in optimizer.slots]
