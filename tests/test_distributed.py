@@ -390,3 +390,18 @@ def test_one_process_never_imports_mpi4py(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "m.onnx").exists()
+
+
+def test_workers_command_line_round_trips():
+    """`--workers N` hands the workers the same options, parsed alike, without --workers."""
+    from irkit.cli import _argv_without_workers, main
+    train = main.commands["train"]
+    args = ["iris_mlp", "-o", "m.onnx", "--keep-last", "--json", "--lr", "0.05", "--epochs",
+            "3", "--workers", "3", "--save-training", "t.onnx"]
+    first = train.make_context("train", list(args))
+    rebuilt = _argv_without_workers(first)
+    assert rebuilt[0] == "train" and "--workers" not in rebuilt
+    again = train.make_context("train", rebuilt[1:])
+    assert again.params["workers"] is None
+    assert {k: v for k, v in again.params.items() if k != "workers"} == {
+        k: v for k, v in first.params.items() if k != "workers"}
