@@ -16,9 +16,10 @@ the trainer's decisions (best epoch, early stopping, divergence) agree on all ra
 What differs from one process:
 
 - BatchNorm normalizes with its rank's batch statistics (as PyTorch's DistributedDataParallel
-  does without SyncBatchNorm). The running statistics are averaged over the ranks each step,
-  weighted by shard size: the running mean equals one process's; the running variance misses
-  the spread between the shards' means.
+  does without SyncBatchNorm), so its gradients differ from one process's. The running
+  statistics are averaged over the ranks each step, weighted by shard size, and stay the same
+  on every rank: the running mean moves by the global batch's mean (the update is linear in
+  it); the running variance misses the spread between the shards' means.
 - Dropout: the mask is keyed on (seed, step counter, element index in the batch), and each
   rank feeds its gradient graph the counter step·W + r. When W divides the batch, rank r's
   keys are then exactly those of its rows in one process's batch, so the masks are one
