@@ -90,7 +90,9 @@ def _param_count(weights: dict) -> int:
 # ---- train ---------------------------------------------------------------------------------
 @main.command()
 @click.argument("source")
-@click.option("--data", help="Bundled dataset (iris, digits) or a .csv/.npz file.")
+@click.option("--data", help="Dataset: bundled iris, digits, mnist5k; mnist, mnist-test "
+              "(downloaded to $IRKIT_DATA); or a .csv/.csv.gz/.npz file.")
+@click.option("--label-column", help="The CSV column with the targets (default: label).")
 @click.option("-o", "--output", required=True, help="Where to write the trained ONNX model.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: recipe's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")

@@ -6,6 +6,7 @@
     [data]
     dataset = "iris"               # bundled name or a file
     val_split = 0.2
+    label_column = "label"         # the CSV column with the targets
     [train]
     loss = "sparse_categorical_crossentropy"
     optimizer = "adam"             # sgd (momentum = 0.9) or adam
@@ -61,7 +62,7 @@ LAYERS = {
 }
 TRAIN_KEYS = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "lr": 0.01,
               "momentum": 0.0, "epochs": 20, "batch_size": 32, "seed": 0, "weight_decay": 0.0}
-DATA_KEYS = {"dataset": None, "val_split": 0.2}
+DATA_KEYS = {"dataset": None, "val_split": 0.2, "label_column": "label"}
 MODEL_KEYS = {"name", "scaling", "layers", "description"}
 
 
@@ -85,6 +86,7 @@ SETTING_RULES = {
     "weight_decay": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
     "dataset": ("a dataset name or file path (a string)", lambda v: isinstance(v, str)),
     "val_split": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+    "label_column": ("a column name (a string)", lambda v: isinstance(v, str) and v != ""),
 }
 # layer arguments whose type the layer constructors do not check themselves
 LAYER_ARG_RULES = {
