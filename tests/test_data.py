@@ -156,8 +156,9 @@ def test_mnist_download_with_a_wrong_hash_keeps_nothing(data_home, tmp_path, mon
     monkeypatch.setattr(mnist, "MNIST_FILES", table)
     with pytest.raises(DataError, match="wrong SHA-256") as e:
         load_dataset("mnist")
-    assert "place train-images-idx3-ubyte.gz" in str(e.value)
+    assert "place train-images-idx3-ubyte.gz (" in str(e.value)  # the labels came through
     assert not (data_home / "mnist" / "train-images-idx3-ubyte.gz").exists()
+    assert (data_home / "mnist" / "train-labels-idx1-ubyte.gz").exists()
 
 
 def test_mnist_download_uses_the_opener_and_reports_its_failure(data_home, monkeypatch):
@@ -169,8 +170,14 @@ def test_mnist_download_uses_the_opener_and_reports_its_failure(data_home, monke
         raise OSError("network unreachable")
     with pytest.raises(DataError, match="download failed: .*network unreachable"):
         mnist.load_mnist("mnist", opener=opener)
-    assert asked[0] == mnist.MIRRORS[0] + "train-images-idx3-ubyte.gz"
-    assert len(asked) == len(mnist.MIRRORS)
+    assert asked == [m + stem + ".gz" for stem in mnist.PARTS["mnist"] for m in mnist.MIRRORS]
+
+
+def test_mnist_images_and_labels_must_belong_together(data_home):
+    images, labels = fake_mnist(6, seed=4)
+    write_mnist(data_home / "mnist", "mnist", images, labels[:5], gz=False)
+    with pytest.raises(DataError, match="6 images but .* 5 labels"):
+        load_dataset("mnist")
 
 
 # ---- the bundled mnist5k -------------------------------------------------------------------

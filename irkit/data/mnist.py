@@ -119,19 +119,19 @@ def mnist_files(part: str = "mnist", opener: Callable = urllib.request.urlopen) 
         paths[stem] = _local(folder, stem)
         if paths[stem] is None:
             missing.append(stem)
-    reason = "IRKIT_OFFLINE is set"
-    if missing and not os.environ.get("IRKIT_OFFLINE"):
-        try:
-            for stem in missing:
+    reasons = ["IRKIT_OFFLINE is set"] if missing and os.environ.get("IRKIT_OFFLINE") else []
+    if missing and not reasons:
+        for stem in list(missing):
+            try:
                 paths[stem] = _download(stem, folder, opener)
-            missing = []
-        except OSError as e:
-            reason = f"download failed: {e}"
+                missing.remove(stem)
+            except OSError as e:
+                reasons.append(f"download failed: {e}")
     if missing:
         names = " and ".join(f"{s}.gz" for s in missing)
         raise DataError(f"{part}: place {names} (gzipped or not; from {MIRRORS[0]}) in "
-                        f"{folder} (set IRKIT_DATA to use another folder than "
-                        f"{data_home()}); {reason}")
+                        f"{folder} ($IRKIT_DATA/mnist; set IRKIT_DATA to choose another "
+                        f"folder); {'; '.join(reasons)}")
     return [paths[s] for s in PARTS[part]]
 
 
