@@ -360,3 +360,29 @@ def test_cli_label_column_and_class_names_reach_the_model(tmp_path):
     assert result.exit_code == 0, result.output
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["irkit.classes"] == "cat,dog"
+
+
+def test_cli_class_names_reach_the_model_metadata(tmp_path):
+    import onnx
+    path = tmp_path / "pets.csv"
+    rng = np.random.default_rng(0)
+    rows = [f"{w:.3f},{'dog' if w > 0 else 'cat'}" for w in rng.normal(size=60)]
+    path.write_text("weight,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "m.onnx"
+    result = _cli("train", "iris_linear", "--data", str(path), "-o", str(out), "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["irkit.classes"] == "cat,dog"
+
+
+def test_recipe_label_column_setting_is_checked():
+    from irkit.errors import SpecError
+    from irkit.spec import parse_recipe
+    doc = {"model": {"layers": [{"type": "dense", "units": 2}]},
+           "data": {"dataset": "pets.csv", "label_column": "species"}}
+    assert parse_recipe(doc).data["label_column"] == "species"
+    doc["data"]["label_column"] = 3
+    with pytest.raises(SpecError, match="label_column must be a column name"):
+        parse_recipe(doc)
