@@ -9,11 +9,11 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
+from irkit.runtimes.base import Totals, run_batches, state_pairs
 
 from irkit.errors import RuntimeUnavailableError, ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import to_onnx
-from irkit.runtimes.base import Totals, run_batches, state_pairs
 from irkit.signature import CORRECT, LOSS, next_name
 
 DEVICES = ("cpu", "cuda", "auto")

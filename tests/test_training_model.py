@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from irkit.runtimes.reference import ReferenceRuntime
 from onnx import numpy_helper
 
 import irkit
@@ -17,7 +18,6 @@ from irkit.cli import main
 from irkit.errors import ModelFileError
 from irkit.nn import Dense, Dropout, Normalize
 from irkit.onnx_io import from_onnx
-from irkit.runtimes.reference import ReferenceRuntime
 from irkit.train import LearningRateScheduler
 from irkit.train.training_model import read_training_model
 
