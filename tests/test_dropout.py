@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from irkit.runtimes.onnxruntime import OrtGraph
+from irkit.runtimes.reference import ReferenceRuntime
 
 from irkit import Graph, ops
 from irkit.nn.layers import keep_mask
-from irkit.runtimes.onnxruntime import OrtGraph
-from irkit.runtimes.reference import ReferenceRuntime
 
 
 def _mask_graph(seed: int, rate: float, shape=("N", 6, 50)) -> Graph:
