@@ -23,7 +23,7 @@ from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes.base import make_step_runner
 from irkit.settings import DEFAULTS, Settings, resolve
-from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
+from irkit.signature import CORRECT, LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import Optimizer, optimizer_from
@@ -198,7 +198,7 @@ class Model:
             excluded = set(r.state) | {TARGET}
             name = next(v.name for v in r.train.inputs if v.name not in excluded)
             return StepGraphs(r.train, evaluation, r.params, r.buffers, r.slots, name,
-                              any(v.name == "correct" for v in r.train.outputs))
+                              any(v.name == CORRECT for v in r.train.outputs))
         return build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
 
     def _stage(self, x: np.ndarray, y, name: str):
