@@ -18,15 +18,14 @@ from irkit.settings import Settings, from_json, resolve
 from irkit.signature import (
     META_CLASSES,
     META_FROZEN,
-    META_PAIR,
     META_NORMALIZE,
+    META_PAIR,
     META_SCALING,
     META_SETTINGS,
 )
 from irkit.spec import Recipe, load_recipe
 from irkit.train.model import Model, load_model
 from irkit.train.sources import ModuleSource
-
 
 
 def is_onnx(path: str) -> bool:
