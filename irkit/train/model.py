@@ -66,6 +66,11 @@ class Model:
         self._predictors: dict[str, Any] = {}
 
     @property
+    def epochs_done(self) -> int:
+        """Epochs a loaded training file has done (where `fit` continues); 0 otherwise."""
+        return self._resume.epochs_done if self._resume is not None else 0
+
+    @property
     def layers(self) -> list[Module]:
         """The layers of a layer model (Keras' `model.layers`)."""
         module = getattr(self.source, "module", None)
@@ -194,6 +199,7 @@ class Model:
         loss = get_loss(s.loss)
         if self._resume is not None:
             r = self._resume
+            _check_same_step(r.settings, s)
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
             excluded = set(r.state) | {TARGET}
             name = next(v.name for v in r.train.inputs if v.name not in excluded)
@@ -408,6 +414,17 @@ class Sequential(Model):
                  input_shape: tuple[int, ...] | None = None) -> None:
         from irkit.nn.module import Sequential as Layers
         super().__init__(Layers(list(layers), name=name), input_shape, name)
+
+
+def _check_same_step(saved: Settings, s: Settings) -> None:
+    """A training file continues with the loss and optimizer its step graph was built with."""
+    changed = [k for k in ("loss", "optimizer", "momentum", "nesterov", "weight_decay")
+               if getattr(saved, k) != getattr(s, k)]
+    if changed:
+        k = changed[0]
+        raise SpecError(f"a training file continues with the {k} it was saved with "
+                        f"({getattr(saved, k)!r}, not {getattr(s, k)!r}); to change it, export "
+                        "the model (irkit export) and train that")
 
 
 def _features(x, name: str) -> np.ndarray:
