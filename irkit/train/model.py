@@ -472,6 +472,7 @@ def load_model(path: str, prepare=None) -> Model:
         saved["lr"] = float(found["file"].state[LR])
         model.compile(settings=resolve(saved, names=(f"{path} settings",)))
         model._resume = found["file"]
+        model._resume.settings = model.settings
         model.history = History.from_dict(found["file"].history) if found[
             "file"].history else None
     return model
