@@ -1,0 +1,237 @@
+"""Figures of a graph: FLOPs and bytes per node, parameters, depth, critical path, memory.
+
+Everything here reads the IR; `irkit.passes.graph_view` builds the networkx view that depth,
+critical path and the exports use (networkx is imported there, lazily, so `import irkit`
+never loads it).
+
+Conventions:
+1. FLOPs count a multiply-add as 2 (MatMul, Gemm, Conv: 2 * output elements * reduction
+   length, plus the bias); elementwise ops 1 per output element, reductions 1 per input
+   element, Softmax-like ops 5 per element; data movement (Reshape, Transpose, Gather, ...) 0.
+2. Bytes of a node: what it reads plus what it writes.
+3. Symbolic dims take their value from `dims` (e.g. {"N": 256}), else from `default` (e.g.
+   a batch size for every symbolic dim); others count as 1 and are listed in
+   `Figures.unknown_dims` ("?" for a dim inference could not find). A value whose rank is unknown counts 0 bytes.
+4. Peak memory is liveness over the execution order (`graph.nodes`, a topological order):
+   a node's outputs are live from that node until their last reader (graph outputs until the
+   end); at each node the live set is what existed before it plus its outputs. Graph inputs
+   and initializers are counted apart (`inputs_bytes`, `initializer_bytes`), not in the peak.
+5. A node's part: `backward` if its name starts with `grad/`, `optimizer` for `opt/`,
+   otherwise `forward`. A train step keeps alive for the backward pass the forward values
+   that backward nodes read (`saved_for_backward`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from irkit.ir import Graph, Node, Value
+
+FREE_OPS = {"Reshape", "Transpose", "Gather", "Shape", "Size", "Concat", "Slice", "Squeeze",
+            "Unsqueeze", "Identity", "Flatten", "Cast", "Expand", "Constant", "Split", "Tile",
+            "ConstantOfShape", "Range", "GatherElements", "GatherND", "Pad", "Dropout",
+            "OneHot", "ScatterElements", "ScatterND", "Trilu"}
+REDUCE_OPS = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+              "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax",
+              "ArgMin", "GlobalAveragePool", "GlobalMaxPool", "CumSum", "TopK"}
+EXPONENT_OPS = {"Softmax", "LogSoftmax", "SoftmaxCrossEntropyLoss", "LayerNormalization",
+                "InstanceNormalization", "BatchNormalization", "NegativeLogLikelihoodLoss"}
+PARTS = ("forward", "backward", "optimizer")
+
+
+def part_of(node: Node) -> str:
+    """forward, backward (`grad/` names) or optimizer (`opt/` names)."""
+    if node.name.startswith("grad/"):
+        return "backward"
+    if node.name.startswith("opt/"):
+        return "optimizer"
+    return "forward"
+
+
+class Sizes:
+    """Element counts and bytes of values, with symbolic dims resolved from `dims`."""
+
+    def __init__(self, dims: Mapping[str, int] | None = None, default: int | None = None) -> None:
+        self.dims = dict(dims or {})
+        self.default = default  # the size of symbolic dims not in `dims` (None: unknown)
+        self.unknown: set[str] = set()
+
+    def dim(self, d) -> int:
+        if isinstance(d, int):
+            return d
+        if isinstance(d, str) and d in self.dims:
+            return int(self.dims[d])
+        if isinstance(d, str) and self.default is not None:
+            return self.default
+        self.unknown.add("?" if d is None else str(d))
+        return 1
+
+    def numel(self, v: Value | None) -> int:
+        if v is None or v.shape is None:
+            return 0
+        return math.prod(self.dim(d) for d in v.shape)
+
+    def nbytes(self, v: Value | None) -> int:
+        return 0 if v is None else self.numel(v) * v.dtype.itemsize
+
+
+def node_flops(node: Node, sizes: Sizes) -> int:
+    """Floating-point operations of one node (see the module docstring, case 1)."""
+    op, out = node.op_type, sizes.numel(node.outputs[0]) if node.outputs else 0
+    x = node.inputs[0] if node.inputs else None
+    if op in FREE_OPS:
+        return 0
+    if op == "MatMul":
+        k = sizes.dim(x.shape[-1]) if x is not None and x.shape else 1
+        return 2 * out * k
+    if op == "Gemm":
+        k = sizes.dim(x.shape[0 if node.attr("transA") else 1]) if x.shape else 1
+        return 2 * out * k + (out if len(node.inputs) > 2 and node.inputs[2] else 0)
+    if op in ("Conv", "ConvTranspose"):
+        return _conv_flops(node, sizes, out)
+    if op in ("MaxPool", "AveragePool"):
+        kernel = node.attributes.get("kernel_shape") or [1]
+        return out * math.prod(kernel)
+    if op in REDUCE_OPS:
+        return sizes.numel(x)
+    if op in EXPONENT_OPS:
+        return 5 * max(out, sizes.numel(x))
+    if op == "Einsum":
+        return 2 * sum(sizes.numel(v) for v in node.inputs) * max(out, 1)
+    return out
+
+
+def _conv_flops(node: Node, sizes: Sizes, out: int) -> int:
+    w = node.inputs[1]
+    if w is None or w.shape is None:
+        return out
+    per_output = math.prod(sizes.dim(d) for d in w.shape[1:])  # C_in/group * kernel
+    bias = out if len(node.inputs) > 2 and node.inputs[2] is not None else 0
+    if node.op_type == "ConvTranspose":  # every input element meets C_out/group * kernel
+        x = node.inputs[0]
+        return 2 * sizes.numel(x) * per_output + bias
+    return 2 * out * per_output + bias
+
+
+def node_bytes(node: Node, sizes: Sizes) -> int:
+    """Bytes a node reads plus bytes it writes."""
+    return sum(sizes.nbytes(v) for v in node.inputs) + sum(sizes.nbytes(v) for v in node.outputs)
+
+
+def parameters(graph: Graph, names: Iterable[str] | None = None) -> dict[str, tuple]:
+    """Floating-point initializers (or the named values) and their shapes."""
+    if names is not None:
+        return {n: graph.value(n).shape for n in names}
+    return {n: v.shape for n, v in graph.initializers.items() if v.dtype.kind == "f"}
+
+
+def parameter_count(graph: Graph, names: Iterable[str] | None = None) -> int:
+    """Elements in the floating-point initializers (or in the named values)."""
+    sizes = Sizes()
+    if names is not None:
+        return sum(sizes.numel(graph.value(n)) for n in names)
+    return sum(int(v.const.size) for v in graph.initializers.values() if v.dtype.kind == "f")
+
+
+@dataclass
+class Memory:
+    """Liveness over an execution order (see the module docstring, case 4)."""
+
+    peak_bytes: int
+    peak_node: str | None
+    live_at_peak: list[str]
+    inputs_bytes: int
+    initializer_bytes: int
+    timeline: list[int] = field(default_factory=list)  # live bytes after each node
+
+
+def peak_memory(graph: Graph, dims: Mapping[str, int] | None = None,
+                order: list[Node] | None = None, sizes: Sizes | None = None) -> Memory:
+    """Peak bytes of live intermediate values when the nodes run in `order` (default: the
+    graph's node order)."""
+    sizes = sizes or Sizes(dims)
+    order = list(graph.nodes if order is None else order)
+    position = {id(n): i for i, n in enumerate(order)}
+    end = len(order)
+    last_use: dict[int, int] = {}
+    for v in graph.values():
+        if v.producer is None:
+            continue
+        uses = [position[id(n)] for n, _ in v.uses if id(n) in position]
+        last = max(uses, default=position[id(v.producer)])
+        last_use[id(v)] = end if v in graph.outputs else last
+    frees: dict[int, list[Value]] = {}
+    for n in order:
+        for o in n.outputs:
+            frees.setdefault(last_use[id(o)], []).append(o)
+    live, peak, peak_at, timeline, live_names = 0, 0, None, [], {}
+    best: list[str] = []
+    for i, n in enumerate(order):
+        for o in n.outputs:
+            live += sizes.nbytes(o)
+            live_names[id(o)] = o.name
+        if live > peak:
+            peak, peak_at, best = live, n.name, list(live_names.values())
+        for o in frees.get(i, []):
+            live -= sizes.nbytes(o)
+            live_names.pop(id(o), None)
+        timeline.append(live)
+    return Memory(peak, peak_at, best, sum(sizes.nbytes(v) for v in graph.inputs),
+                  sum(sizes.nbytes(v) for v in graph.initializers.values()), timeline)
+
+
+def saved_for_backward(graph: Graph) -> list[Value]:
+    """Forward values (made by forward nodes, or graph inputs/initializers) read by backward
+    nodes: what a train step keeps alive between its forward and backward passes."""
+    saved: dict[int, Value] = {}
+    for node in graph.nodes:
+        if part_of(node) != "backward":
+            continue
+        for v in node.inputs:
+            if v is None or id(v) in saved:
+                continue
+            if v.producer is not None and part_of(v.producer) == "forward":
+                saved[id(v)] = v
+    return list(saved.values())
+
+
+@dataclass
+class Figures:
+    """The summary `irkit inspect` prints."""
+
+    nodes: int
+    flops: int
+    bytes: int
+    parameters: int
+    ops: dict[str, int]
+    peak: Memory
+    parts: dict[str, dict[str, int]]
+    saved_for_backward_bytes: int
+    saved_for_backward: int
+    unknown_dims: list[str]
+
+
+def figures(graph: Graph, dims: Mapping[str, int] | None = None,
+            default: int | None = None) -> Figures:
+    """FLOPs, bytes, parameters, op histogram and peak memory of a graph, also per part;
+    `dims`/`default` size the symbolic dims (see `Sizes`)."""
+    sizes = Sizes(dims, default)
+    per_part = {p: {"nodes": 0, "flops": 0, "bytes": 0} for p in PARTS}
+    flops = total_bytes = 0
+    for node in graph.nodes:
+        f, b = node_flops(node, sizes), node_bytes(node, sizes)
+        row = per_part[part_of(node)]
+        row["nodes"] += 1
+        row["flops"] += f
+        row["bytes"] += b
+        flops += f
+        total_bytes += b
+    memory = peak_memory(graph, sizes=sizes)
+    saved = saved_for_backward(graph)
+    ops = dict(sorted(Counter(n.op_type for n in graph.nodes).items()))
+    return Figures(len(graph.nodes), flops, total_bytes, parameter_count(graph), ops, memory,
+                   {p: r for p, r in per_part.items() if r["nodes"]},
+                   sum(sizes.nbytes(v) for v in saved), len(saved), sorted(sizes.unknown))
