@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from irkit.ir import Graph, Node, Value
 
 FREE_OPS = {"Reshape", "Transpose", "Gather", "Shape", "Size", "Concat", "Slice", "Squeeze",
@@ -136,6 +138,57 @@ def parameter_count(graph: Graph, names: Iterable[str] | None = None) -> int:
     return sum(int(v.const.size) for v in graph.initializers.values() if v.dtype.kind == "f")
 
 
+def with_batch(graph: Graph, batch: int) -> Graph:
+    """A copy whose graph inputs have every non-static dim set to `batch`, with shapes
+    inferred again node by node (a node whose inference fails keeps its old shapes), so
+    dims that were unknown (e.g. after a Reshape to -1) become numbers."""
+    g = graph.copy()
+    for v in g.inputs:
+        if v.shape is not None:
+            v.shape = tuple(d if isinstance(d, int) else batch for d in v.shape)
+    propagated = []
+    for node in g.nodes:
+        try:
+            results = node.opdef.infer(node)
+        except Exception:  # inference that needs more than shapes: keep what the IR had
+            continue
+        for out, (dtype, shape) in zip(node.outputs, results):
+            if shape is not None:
+                out.dtype = out.dtype if dtype is None else np.dtype(dtype)
+                out.shape = tuple(shape)
+        propagated += _propagate_shape_values(node)
+    for v in propagated:  # they were constants only for the inference above
+        v.const = None
+    return g
+
+
+def _propagate_shape_values(node: Node) -> list[Value]:
+    """Small integer results (Shape, and arithmetic on shapes) computed from constant inputs
+    and stored as the outputs' `const`, so readers such as ConstantOfShape infer static
+    shapes."""
+    ins = [v for v in node.inputs if v is not None]
+    shape_op = node.op_type == "Shape" and node.inputs[0].shape is not None and all(
+        isinstance(d, int) for d in node.inputs[0].shape)
+    if not shape_op and (not ins or not all(v.const is not None for v in ins)):
+        return []
+    if shape_op:
+        shape = node.inputs[0].shape
+        results = [np.array(shape[node.attr("start"):node.attr("end")], dtype=np.int64)]
+    else:
+        try:
+            results = node.opdef.compute(node, [v.const if v is not None else None
+                                                for v in node.inputs])
+        except Exception:  # an op the reference cannot evaluate here: no value
+            return []
+    done = []
+    for out, r in zip(node.outputs, results):
+        r = np.asarray(r)
+        if r.dtype.kind in "iu" and r.size <= 64:
+            out.const = r
+            done.append(out)
+    return done
+
+
 @dataclass
 class Memory:
     """Liveness over an execution order (see the module docstring, case 4)."""
@@ -218,6 +271,8 @@ def figures(graph: Graph, dims: Mapping[str, int] | None = None,
             default: int | None = None) -> Figures:
     """FLOPs, bytes, parameters, op histogram and peak memory of a graph, also per part;
     `dims`/`default` size the symbolic dims (see `Sizes`)."""
+    if default is not None:
+        graph = with_batch(graph, default)
     sizes = Sizes(dims, default)
     per_part = {p: {"nodes": 0, "flops": 0, "bytes": 0} for p in PARTS}
     flops = total_bytes = 0
