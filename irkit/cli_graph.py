@@ -49,9 +49,9 @@ def graph_report(graph, batch: int, parameter_names: list[str] | None = None) ->
     crit_flops, crit = critical_path(graph, {}) if graph.nodes else (0, [])
     return {
         "name": graph.name, "batch": batch, "inputs": desc, "outputs": outs,
-        "parameters": [{"name": n, "shape": _shape(s)} for n, s in params.items()],
-        "parameter_count": f.parameters if parameter_names is None else
+        "parameters": f.parameters if parameter_names is None else
         sum(_numel(s, batch) for s in params.values()),
+        "parameter_tensors": [{"name": n, "shape": _shape(s)} for n, s in params.items()],
         "initializers": len(graph.initializers), "nodes": f.nodes, "flops": f.flops,
         "bytes_moved": f.bytes, "depth": chain_depth,
         "critical_path": {"nodes": len(crit), "first": crit[:1], "last": crit[-1:]},
@@ -79,10 +79,10 @@ def _print_report(info: dict[str, Any]) -> None:
     for key in ("inputs", "outputs"):
         echo(f"{key}:")
         for v in info[key]:
-            echo(f"  {printable(v['name']):32s} {v['dtype']}[{printable(_fmt_shape(v['shape']))}]")
-    echo(f"parameters: {info['parameter_count']} in {len(info['parameters'])} tensors")
-    for p in info["parameters"]:
-        echo(f"  {printable(p['name']):32s} {printable(_fmt_shape(p['shape']))}")
+            echo(f"  {printable(v['name'])}: {v['dtype']}[{printable(_fmt_shape(v['shape']))}]")
+    echo(f"parameters: {info['parameters']} in {len(info['parameter_tensors'])} tensors")
+    for p in info["parameter_tensors"]:
+        echo(f"  {printable(p['name'])}: {printable(_fmt_shape(p['shape']))}")
     batch = f" at batch {info['batch']}" + (f" (unknown dims {info['unknown_dims']} as 1)"
                                              if info["unknown_dims"] else "")
     echo(f"figures{batch}:")

@@ -60,7 +60,8 @@ LAYERS = {
     "layernorm": (LayerNorm, {"epsilon", "name"}),
 }
 TRAIN_KEYS = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "lr": 0.01,
-              "momentum": 0.0, "epochs": 20, "batch_size": 32, "seed": 0, "weight_decay": 0.0}
+              "momentum": 0.0, "epochs": 20, "batch_size": 32, "seed": 0, "weight_decay": 0.0,
+              "checkpoint": "none"}
 DATA_KEYS = {"dataset": None, "val_split": 0.2}
 MODEL_KEYS = {"name", "scaling", "layers", "description"}
 
@@ -83,6 +84,9 @@ SETTING_RULES = {
     "batch_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
     "seed": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
     "weight_decay": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
+    # gradient checkpointing of the train step (irkit.passes.checkpoint_activations)
+    "checkpoint": ('"none", "sqrt" or a byte budget (an integer > 0)',
+                   lambda v: v in ("none", "sqrt") or (_is_int(v) and v > 0)),
     "dataset": ("a dataset name or file path (a string)", lambda v: isinstance(v, str)),
     "val_split": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
 }
