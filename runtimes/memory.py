@@ -10,9 +10,9 @@ held. Each run allocates its intermediate values afresh (outputs are returned as
 and freed), so with a batch large enough that activations dominate, this is onnxruntime's
 working set for the graph's intermediate values and outputs.
 
-The arena keeps what it grew during the warm-up run, so a second measurement method is
-offered: `fresh=True` measures the first run itself (RSS before it, peak after it), which is
-what the arena had to grow to. Both are in the result.
+The first run is reported too (`first_run_bytes`: RSS growth over the session's first run,
+which includes one-time allocations); the figure to compare with an estimate is
+`steady_bytes`.
 """
 
 from __future__ import annotations
