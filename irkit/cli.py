@@ -207,7 +207,9 @@ def ops(as_json: bool) -> None:
     click.echo(f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with gradients")
 
 
-from irkit import cli_graph  # noqa: E402, F401  (registers inspect and optimize on main)
+from irkit.cli_graph import register_graph_commands  # noqa: E402
+
+register_graph_commands(main)  # inspect and optimize (irkit/cli_graph.py)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

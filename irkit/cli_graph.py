@@ -1,6 +1,8 @@
 """The graph commands of the `irkit` command line: `inspect` and `optimize`.
 
-Registered on `irkit.cli.main` when irkit/cli.py imports this module. The figures come from
+irkit/cli.py adds them to its group with `register_graph_commands(main)`. This module does
+not import irkit.cli at import time (cli.py imports it, also when run as `python -m
+irkit.cli`); the commands take cli's error handling when they run. The figures come from
 `irkit.passes.analysis` and the exports from `irkit.passes.graph_view` (networkx, imported
 only when a command asks for it).
 """
@@ -13,8 +15,17 @@ from typing import Any
 
 import click
 
-from irkit.cli import handle_errors, main
-from irkit.errors import IrkitError
+
+def _guarded(fn, *args, **kwargs):
+    """Run `fn` under the CLI's error handling (one-line errors, exit code 1)."""
+    from irkit.cli import handle_errors
+    return handle_errors(fn)(*args, **kwargs)
+
+
+def register_graph_commands(group: click.Group) -> None:
+    """Add `inspect` and `optimize` to the `irkit` command group."""
+    group.add_command(inspect)
+    group.add_command(optimize)
 
 
 def printable(text: str) -> str:
@@ -116,7 +127,7 @@ def _recipe_batch(source: str) -> int:
     return int(load_recipe(source).train.get("batch_size") or 1)
 
 
-@main.command()
+@click.command()
 @click.argument("model", required=False)
 @click.option("--train", "recipe", metavar="RECIPE", help="Inspect the train-step graph of a "
               "recipe (or ONNX model): forward, backward (grad/) and optimizer (opt/) parts.")
@@ -128,14 +139,17 @@ def _recipe_batch(source: str) -> int:
 @click.option("--graphml", "graphml_path", type=click.Path(dir_okay=False),
               help="Also write the graph as GraphML to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
-def inspect(model: str | None, recipe: str | None, data: str | None, batch: int | None,
-            dot_path: str | None, graphml_path: str | None, as_json: bool) -> None:
+def inspect(model: str | None, recipe: str | None, **options) -> None:
     """Inputs, outputs, parameters, FLOPs, peak memory and op histogram of an ONNX MODEL,
     or with --train RECIPE of its train-step graph; --dot/--graphml export the graph."""
-    from irkit.safe_io import check_outputs, write_atomic
     if (model is None) == (recipe is None):
-        raise IrkitError("give an ONNX MODEL, or --train RECIPE (one of them)")
+        raise click.UsageError("give an ONNX MODEL, or --train RECIPE (one of them)")
+    _guarded(_inspect, model, recipe, **options)
+
+
+def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int | None,
+             dot_path: str | None, graphml_path: str | None, as_json: bool) -> None:
+    from irkit.safe_io import check_outputs, write_atomic
     source = model or recipe
     check_outputs({"--dot": dot_path, "--graphml": graphml_path}, [source])
     if recipe is not None:
@@ -175,7 +189,7 @@ def _latency(model_bytes: bytes, feeds: dict, repeats: int) -> float:
     return statistics.median(times)
 
 
-@main.command()
+@click.command()
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the optimized model.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
@@ -183,11 +197,14 @@ def _latency(model_bytes: bytes, feeds: dict, repeats: int) -> float:
 @click.option("--repeats", type=click.IntRange(min=0), default=20, show_default=True,
               help="Timed runs per model for the latency figures (0: no timing).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
 def optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) -> None:
     """Optimize an ONNX inference MODEL: fold BatchNorm into Conv/Gemm, MatMul+Add to Gemm,
     drop Dropout/Identity, fold constants and shapes, remove dead code; report node counts
     and onnxruntime latency before and after."""
+    _guarded(_optimize, model, output, batch, repeats, as_json)
+
+
+def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) -> None:
     from irkit.graph_optimize import optimize_file
     from irkit.safe_io import check_outputs, write_atomic
     check_outputs({"-o": output}, [model])

@@ -11,7 +11,8 @@ Conventions:
 2. Bytes of a node: what it reads plus what it writes.
 3. Symbolic dims take their value from `dims` (e.g. {"N": 256}), else from `default` (e.g.
    a batch size for every symbolic dim); others count as 1 and are listed in
-   `Figures.unknown_dims` ("?" for a dim inference could not find). A value whose rank is unknown counts 0 bytes.
+   `Figures.unknown_dims` ("?" for a dim inference could not find). A value whose rank is
+   unknown counts 0 bytes. `with_batch` re-infers shapes at a concrete batch first.
 4. Peak memory is liveness over the execution order (`graph.nodes`, a topological order):
    a node's outputs are live from that node until their last reader (graph outputs until the
    end); at each node the live set is what existed before it plus its outputs. Graph inputs

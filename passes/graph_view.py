@@ -12,9 +12,10 @@ import io
 from collections.abc import Mapping
 from typing import Any
 
+from irkit.passes.analysis import Sizes, node_flops, part_of
+
 from irkit.errors import IRError
 from irkit.ir import Graph
-from irkit.passes.analysis import Sizes, node_flops, part_of
 
 INPUT, OUTPUT = "input:", "output:"
 

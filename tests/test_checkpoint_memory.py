@@ -14,14 +14,14 @@ import os
 
 import numpy as np
 import pytest
-
-from irkit.nn import Sequential
-from irkit.nn.layers import Dense
-from irkit.onnx_io import to_onnx
 from irkit.passes.analysis import figures
 from irkit.passes.checkpoint_activations import RECOMPUTE, apply_checkpointing
 from irkit.runtimes.memory import measure_peak
 from irkit.runtimes.onnxruntime import make_session
+
+from irkit.nn import Sequential
+from irkit.nn.layers import Dense
+from irkit.onnx_io import to_onnx
 from irkit.train import build_step_graphs
 from irkit.train.losses import get_loss
 from irkit.train.model import ModuleModel

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from irkit.passes.analysis import Sizes, figures, node_flops, peak_memory, saved_for_backward
+from irkit.passes.graph_view import critical_path, depth, to_dot, to_networkx
 from onnx import helper
 
 from irkit import ops
@@ -18,8 +20,6 @@ from irkit.cli import main
 from irkit.errors import ModelFileError
 from irkit.ir import Graph
 from irkit.onnx_io import from_onnx
-from irkit.passes.analysis import Sizes, figures, node_flops, peak_memory, saved_for_backward
-from irkit.passes.graph_view import critical_path, depth, to_dot, to_networkx
 
 
 def mlp(batch="N", widths=(8, 16, 4)) -> Graph:

@@ -9,10 +9,6 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-
-from irkit.cli import main
-from irkit.graph_optimize import optimize_proto, random_feeds
-from irkit.onnx_io import from_onnx, to_onnx
 from irkit.passes import (
     FoldBatchNormPass,
     FuseMatMulAddPass,
@@ -20,6 +16,10 @@ from irkit.passes import (
     SimplifyShapesPass,
 )
 from irkit.runtimes.onnxruntime import make_session
+
+from irkit.cli import main
+from irkit.graph_optimize import optimize_proto, random_feeds
+from irkit.onnx_io import from_onnx, to_onnx
 
 torch = pytest.importorskip("torch")
 
