@@ -12,7 +12,7 @@ CPU session made as irkit makes it (ORT_ENABLE_ALL, arena and memory patterns on
 thread); after a warm-up run the peak-RSS mark is reset (/proc/self/clear_refs "5") and the
 peak over the next `--runs` runs minus the resident size before them is reported. Time: the
 median of those runs (perf_counter around session.run) in the same child. The estimate is
-irkit's liveness estimate (`irkit.passes.analysis.peak_memory`) at the same batch.
+irkit's (`irkit.passes.analysis.peak_memory(...).planned_bytes`) at the same batch.
 """
 
 # irkit.runtimes installs from runtimes/, so isort cannot tell it is first-party
@@ -66,7 +66,7 @@ def measure(graph, feeds, batch: int, runs: int) -> dict:
     m = measure_peak(model, feeds, runs=runs)
     return {"nodes": len(graph.nodes), "measured_peak_bytes": m["steady_bytes"],
             "first_run_bytes": m["first_run_bytes"],
-            "estimated_peak_bytes": figures(graph, default=batch).peak.peak_bytes,
+            "estimated_peak_bytes": figures(graph, default=batch).peak.planned_bytes,
             "seconds_per_step": statistics.median(m["seconds"]), "all_seconds": m["seconds"]}
 
 

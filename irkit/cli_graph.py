@@ -67,7 +67,8 @@ def graph_report(graph, batch: int, parameter_names: list[str] | None = None) ->
         "bytes_moved": f.bytes, "depth": chain_depth,
         "critical_path": {"nodes": len(crit), "first": crit[:1], "last": crit[-1:]},
         "critical_path_flops_at_batch_1": crit_flops,
-        "peak_memory": {"activation_bytes": f.peak.peak_bytes, "at_node": f.peak.peak_node,
+        "peak_memory": {"activation_bytes": f.peak.peak_bytes,
+                        "planned_bytes": f.peak.planned_bytes, "at_node": f.peak.peak_node,
                         "inputs_bytes": f.peak.inputs_bytes,
                         "initializer_bytes": f.peak.initializer_bytes},
         "parts": f.parts,
@@ -100,8 +101,8 @@ def _print_report(info: dict[str, Any]) -> None:
     peak = info["peak_memory"]
     echo(f"  FLOPs              {info['flops']:,}")
     echo(f"  bytes moved        {info['bytes_moved']:,}")
-    echo(f"  peak activations   {_mib(peak['activation_bytes'])} (at node "
-         f"{printable(peak['at_node'])})")
+    echo(f"  peak activations   {_mib(peak['activation_bytes'])} live at once (at node "
+         f"{printable(peak['at_node'])}); {_mib(peak['planned_bytes'])} laid out best-fit")
     echo(f"  inputs             {_mib(peak['inputs_bytes'])}")
     echo(f"  initializers       {_mib(peak['initializer_bytes'])}")
     if len(info["parts"]) > 1:

@@ -17,6 +17,9 @@ Conventions:
    a node's outputs are live from that node until their last reader (graph outputs until the
    end); at each node the live set is what existed before it plus its outputs. Graph inputs
    and initializers are counted apart (`inputs_bytes`, `initializer_bytes`), not in the peak.
+   `planned_bytes` lays the same lifetimes out in one address range, best fit, as
+   onnxruntime's memory-pattern planner does; it is the estimate to compare with
+   onnxruntime's measured peak (tests/test_checkpoint_memory.py).
 5. A node's part: `backward` if its name starts with `grad/`, `optimizer` for `opt/`,
    otherwise `forward`. A train step keeps alive for the backward pass the forward values
    that backward nodes read (`saved_for_backward`).
@@ -24,6 +27,7 @@ Conventions:
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -192,9 +196,10 @@ def _propagate_shape_values(node: Node) -> list[Value]:
 
 @dataclass
 class Memory:
-    """Liveness over an execution order (see the module docstring, case 4)."""
+    """Memory over an execution order (see the module docstring, case 4)."""
 
-    peak_bytes: int
+    peak_bytes: int            # the most bytes live at once
+    planned_bytes: int         # the address range a best-fit layout of them needs
     peak_node: str | None
     live_at_peak: list[str]
     inputs_bytes: int
@@ -202,21 +207,16 @@ class Memory:
     timeline: list[int] = field(default_factory=list)  # live bytes after each node
 
 
+ALIGNMENT = 64  # bytes; onnxruntime aligns its CPU buffers to 64
+
+
 def peak_memory(graph: Graph, dims: Mapping[str, int] | None = None,
                 order: list[Node] | None = None, sizes: Sizes | None = None) -> Memory:
     """Peak bytes of live intermediate values when the nodes run in `order` (default: the
-    graph's node order)."""
+    graph's node order), and the bytes a best-fit layout of them needs (`placed_peak`)."""
     sizes = sizes or Sizes(dims)
     order = list(graph.nodes if order is None else order)
-    position = {id(n): i for i, n in enumerate(order)}
-    end = len(order)
-    last_use: dict[int, int] = {}
-    for v in graph.values():
-        if v.producer is None:
-            continue
-        uses = [position[id(n)] for n, _ in v.uses if id(n) in position]
-        last = max(uses, default=position[id(v.producer)])
-        last_use[id(v)] = end if v in graph.outputs else last
+    last_use = _last_uses(graph, order)
     frees: dict[int, list[Value]] = {}
     for n in order:
         for o in n.outputs:
@@ -233,8 +233,52 @@ def peak_memory(graph: Graph, dims: Mapping[str, int] | None = None,
             live -= sizes.nbytes(o)
             live_names.pop(id(o), None)
         timeline.append(live)
-    return Memory(peak, peak_at, best, sum(sizes.nbytes(v) for v in graph.inputs),
+    return Memory(peak, placed_peak(order, last_use, sizes), peak_at, best,
+                  sum(sizes.nbytes(v) for v in graph.inputs),
                   sum(sizes.nbytes(v) for v in graph.initializers.values()), timeline)
+
+
+def _last_uses(graph: Graph, order: list[Node]) -> dict[int, int]:
+    """id(value) -> position of its last reader in `order` (its producer's if none; the end
+    for graph outputs)."""
+    position = {id(n): i for i, n in enumerate(order)}
+    last_use: dict[int, int] = {}
+    for n in order:
+        for v in n.outputs:
+            uses = [position[id(r)] for r, _ in v.uses if id(r) in position]
+            last = max(uses, default=position[id(n)])
+            last_use[id(v)] = len(order) if v in graph.outputs else last
+    return last_use
+
+
+def placed_peak(order: list[Node], last_use: dict[int, int], sizes: Sizes) -> int:
+    """The top of the address range when each output, in execution order, is placed into
+    the smallest gap between live blocks that holds it (after the last block if none does)
+    and leaves after its last reader; sizes rounded up to ALIGNMENT. This is the layout
+    onnxruntime's memory-pattern planner makes for a run, so it counts the fragmentation
+    that plain liveness does not."""
+    blocks: list[tuple[int, int, int]] = []  # (offset, size, last use), sorted by offset
+    top = 0
+    for i, node in enumerate(order):
+        for out in node.outputs:
+            size = -(-sizes.nbytes(out) // ALIGNMENT) * ALIGNMENT
+            if size:
+                offset = _best_fit(blocks, size)
+                bisect.insort(blocks, (offset, size, last_use[id(out)]))
+                top = max(top, offset + size)
+        blocks = [b for b in blocks if b[2] > i]
+    return top
+
+
+def _best_fit(blocks: list[tuple[int, int, int]], size: int) -> int:
+    current, best, waste = 0, None, None
+    for offset, length, _ in blocks:
+        if offset >= current:
+            gap = offset - current
+            if gap >= size and (waste is None or gap - size < waste):
+                best, waste = current, gap - size
+        current = max(current, offset + length)
+    return current if best is None else best
 
 
 def saved_for_backward(graph: Graph) -> list[Value]:

@@ -5,7 +5,8 @@ How memory is measured (`irkit.runtimes.memory.measure_peak`): a child process m
 session exactly as irkit does (ORT_ENABLE_ALL, CPU arena and memory patterns on, 1 thread),
 runs once to warm up, resets the kernel's peak-RSS mark (/proc/self/clear_refs "5"), runs
 again and reports VmHWM minus the resident size before that run (`steady_bytes`). The batch is
-large, so activations dominate what the run allocates.
+large, so activations dominate what the run allocates. The estimate compared is
+`Memory.planned_bytes`: the schedule's lifetimes laid out best-fit in one address range.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def test_checkpointing_lowers_the_estimate_and_the_measured_peak():
     plain, checkpointed = mlp_step(16, 256), mlp_step(16, 256)
     apply_checkpointing(checkpointed, "sqrt", batch)
     feeds = step_feeds(plain, batch)
-    est = [figures(g, default=batch).peak.peak_bytes for g in (plain, checkpointed)]
+    est = [figures(g, default=batch).peak.planned_bytes for g in (plain, checkpointed)]
     measured = [measure_peak(to_onnx(g).SerializeToString(), feeds, runs=1)["steady_bytes"]
                 for g in (plain, checkpointed)]
     assert est[1] < 0.7 * est[0]
@@ -98,7 +99,10 @@ def test_peak_estimate_within_20_percent_of_onnxruntime(case):
     else:
         from irkit.train.session import export_graph
         graph, batch = export_graph("digits_cnn", True, None, None, None), 2048
-    estimate = figures(graph, default=batch).peak.peak_bytes
+    peak = figures(graph, default=batch).peak
+    # the live bytes are a lower bound; the best-fit layout adds fragmentation, as ORT's does
+    assert peak.peak_bytes <= peak.planned_bytes
+    estimate = peak.planned_bytes
     measured = measure_peak(to_onnx(graph).SerializeToString(), step_feeds(graph, batch),
                             runs=2)["steady_bytes"]
     assert abs(estimate - measured) <= 0.2 * measured, (estimate, measured)

@@ -54,6 +54,19 @@ def test_peak_memory_is_liveness_over_the_order():
     assert m.timeline[-1] == 160  # only the output stays
 
 
+def test_planned_layout_counts_fragmentation():
+    g = Graph("frag")
+    x = g.add_input("x", np.float32, (250,))
+    a = ops.Neg(x)                                                  # 1000 B -> 1024 aligned
+    b = ops.ReduceSum(a, keepdims=1)                                # 4 B -> 64
+    c = ops.Expand(b, np.array([500], dtype=np.int64))              # 2000 B -> 2048
+    g.outputs = [c]
+    m = peak_memory(g)
+    assert m.peak_bytes == 4 + 2000  # b and c; a is gone by then
+    # c does not fit in the 1024-byte hole a left below b: it goes on top
+    assert m.planned_bytes == 1024 + 64 + 2048
+
+
 def test_depth_critical_path_and_view():
     g = mlp()
     view = to_networkx(g)
