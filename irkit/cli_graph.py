@@ -45,28 +45,27 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.3f} MiB" if n >= 2**14 else f"{n} B"
 
 
-def graph_report(graph, batch: int, parameter_names: list[str] | None = None) -> dict[str, Any]:
-    """The summary `irkit inspect` prints, as one JSON-ready dict."""
-    from irkit.passes.analysis import figures, parameters
+def graph_report(graph, batch: int, parameter_names: list[str] | None = None,
+                 per_node: bool = False) -> dict[str, Any]:
+    """The summary `irkit inspect` prints, as one JSON-ready dict (symbolic dims = batch)."""
+    from irkit.passes.analysis import Sizes, figures, node_figures, parameters, with_batch
     from irkit.passes.graph_view import critical_path, depth
 
-    f = figures(graph, default=batch)
-    desc = [{"name": v.name, "dtype": str(v.dtype), "shape": _shape(v.shape)}
-            for v in graph.inputs]
-    outs = [{"name": v.name, "dtype": str(v.dtype), "shape": _shape(v.shape)}
-            for v in graph.outputs]
+    sized = with_batch(graph, batch)
+    f = figures(sized, default=batch)
     params = parameters(graph, parameter_names)
-    chain_depth, _ = depth(graph, {}) if graph.nodes else (0, [])
-    crit_flops, crit = critical_path(graph, {}) if graph.nodes else (0, [])
-    return {
-        "name": graph.name, "batch": batch, "inputs": desc, "outputs": outs,
+    chain_depth, _ = depth(sized) if graph.nodes else (0, [])
+    crit_flops, crit = critical_path(sized, default=batch) if graph.nodes else (0, [])
+    info = {
+        "name": graph.name, "batch": batch, "inputs": [_describe(v) for v in graph.inputs],
+        "outputs": [_describe(v) for v in graph.outputs],
         "parameters": f.parameters if parameter_names is None else
         sum(_numel(s, batch) for s in params.values()),
         "parameter_tensors": [{"name": n, "shape": _shape(s)} for n, s in params.items()],
         "initializers": len(graph.initializers), "nodes": f.nodes, "flops": f.flops,
         "bytes_moved": f.bytes, "depth": chain_depth,
-        "critical_path": {"nodes": len(crit), "first": crit[:1], "last": crit[-1:]},
-        "critical_path_flops_at_batch_1": crit_flops,
+        "critical_path": {"nodes": len(crit), "flops": crit_flops, "first": crit[:1],
+                          "last": crit[-1:]},
         "peak_memory": {"activation_bytes": f.peak.peak_bytes,
                         "planned_bytes": f.peak.planned_bytes, "at_node": f.peak.peak_node,
                         "inputs_bytes": f.peak.inputs_bytes,
@@ -76,6 +75,13 @@ def graph_report(graph, batch: int, parameter_names: list[str] | None = None) ->
                                "bytes": f.saved_for_backward_bytes},
         "unknown_dims": f.unknown_dims, "ops": f.ops, "metadata": graph.metadata,
     }
+    if per_node:
+        info["per_node"] = node_figures(sized, Sizes(default=batch))
+    return info
+
+
+def _describe(v) -> dict[str, Any]:
+    return {"name": v.name, "dtype": str(v.dtype), "shape": _shape(v.shape)}
 
 
 def _numel(shape, batch: int) -> int:
@@ -111,9 +117,16 @@ def _print_report(info: dict[str, Any]) -> None:
         echo(f"  {'part':18s} {'nodes':>7s} {'FLOPs':>16s} {'bytes moved':>16s}")
         for part, row in info["parts"].items():
             echo(f"  {part:18s} {row['nodes']:7d} {row['flops']:16,} {row['bytes']:16,}")
+    crit = info["critical_path"]
+    echo(f"  critical path      {crit['nodes']} nodes, {crit['flops']:,} FLOPs")
     echo("ops:")
     for op, count in info["ops"].items():
         echo(f"  {printable(op):28s} {count}")
+    if "per_node" in info:
+        echo(f"{'node':40s} {'op':22s} {'part':9s} {'FLOPs':>14s} {'bytes':>12s}")
+        for row in info["per_node"]:
+            echo(f"{printable(row['name']):40s} {printable(row['op_type']):22s} "
+                 f"{row['part']:9s} {row['flops']:14,} {row['bytes']:12,}")
 
 
 def _train_graph(recipe: str, data: str | None):
@@ -139,6 +152,8 @@ def _recipe_batch(source: str) -> int:
               help="Also write the graph as Graphviz DOT text to this file.")
 @click.option("--graphml", "graphml_path", type=click.Path(dir_okay=False),
               help="Also write the graph as GraphML to this file.")
+@click.option("--nodes", "per_node", is_flag=True,
+              help="Also list every node with its FLOPs and bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def inspect(model: str | None, recipe: str | None, **options) -> None:
     """Inputs, outputs, parameters, FLOPs, peak memory and op histogram of an ONNX MODEL,
@@ -149,7 +164,8 @@ def inspect(model: str | None, recipe: str | None, **options) -> None:
 
 
 def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int | None,
-             dot_path: str | None, graphml_path: str | None, as_json: bool) -> None:
+             dot_path: str | None, graphml_path: str | None, per_node: bool,
+             as_json: bool) -> None:
     from irkit.safe_io import check_outputs, write_atomic
     source = model or recipe
     check_outputs({"--dot": dot_path, "--graphml": graphml_path}, [source])
@@ -160,7 +176,7 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
     else:
         from irkit.onnx_io import load
         graph, batch, names = load(model), batch or 1, None
-    info = graph_report(graph, batch, names)
+    info = graph_report(graph, batch, names, per_node)
     from irkit.passes.graph_view import to_dot, to_graphml
     if dot_path:
         write_atomic(dot_path, to_dot(graph).encode())

@@ -128,6 +128,12 @@ def node_bytes(node: Node, sizes: Sizes) -> int:
     return sum(sizes.nbytes(v) for v in node.inputs) + sum(sizes.nbytes(v) for v in node.outputs)
 
 
+def node_figures(graph: Graph, sizes: Sizes) -> list[dict]:
+    """One row per node, in execution order: name, op, part, FLOPs, bytes read + written."""
+    return [{"name": n.name, "op_type": n.op_type, "part": part_of(n),
+             "flops": node_flops(n, sizes), "bytes": node_bytes(n, sizes)} for n in graph.nodes]
+
+
 def parameters(graph: Graph, names: Iterable[str] | None = None) -> dict[str, tuple]:
     """Floating-point initializers (or the named values) and their shapes."""
     if names is not None:

@@ -20,13 +20,15 @@ from irkit.ir import Graph
 INPUT, OUTPUT = "input:", "output:"
 
 
-def to_networkx(graph: Graph, dims: Mapping[str, int] | None = None) -> Any:
+def to_networkx(graph: Graph, dims: Mapping[str, int] | None = None,
+                default: int | None = None) -> Any:
     """A `networkx.DiGraph`: vertices are node names (`input:<name>`, `output:<name>` for the
     graph's interface) with attributes kind, op_type, part, flops; edges carry `value`, the
-    name of the value that flows (comma-joined when a node reads a value twice)."""
+    name of the value that flows (comma-joined when a node reads a value twice). FLOPs use
+    `dims`/`default` for symbolic dims (see `irkit.passes.analysis.Sizes`)."""
     import networkx as nx
 
-    sizes = Sizes(dims)
+    sizes = Sizes(dims, default)
     view = nx.DiGraph(name=graph.name)
     for v in graph.inputs:
         view.add_node(INPUT + v.name, kind="input", op_type="", part="input", flops=0)
@@ -76,12 +78,13 @@ def depth(graph: Graph, dims: Mapping[str, int] | None = None) -> tuple[int, lis
     return len(path), path
 
 
-def critical_path(graph: Graph, dims: Mapping[str, int] | None = None) -> tuple[int, list[str]]:
+def critical_path(graph: Graph, dims: Mapping[str, int] | None = None,
+                  default: int | None = None) -> tuple[int, list[str]]:
     """The chain of nodes with the most FLOPs (what bounds a perfectly parallel run) and its
     FLOPs."""
     import networkx as nx
 
-    view = _ops_only(to_networkx(graph, dims))
+    view = _ops_only(to_networkx(graph, dims, default))
     source = object()  # a vertex before every node, so each node's FLOPs weigh an edge in
     view.add_edges_from((source, n) for n in list(view.nodes))
     for u, v in view.edges:

@@ -144,6 +144,12 @@ def test_inspect_summary_and_exports(iris_model, tmp_path):
     assert dot.read_text().startswith("digraph")
     text = CliRunner().invoke(main, ["inspect", str(iris_model)])
     assert "FLOPs" in text.stdout and "peak activations" in text.stdout
+    nodes = json.loads(CliRunner().invoke(main, ["inspect", str(iris_model), "--nodes",
+                                                 "--json"]).stdout)
+    assert len(nodes["per_node"]) == 5
+    assert sum(r["flops"] for r in nodes["per_node"]) == nodes["flops"]
+    gemm = next(r for r in nodes["per_node"] if r["op_type"] == "Gemm")
+    assert gemm["flops"] == 2 * 1 * 4 * 16 + 16  # batch 1: 2*M*N*K + the bias
 
 
 def test_inspect_train_shows_the_three_parts():
