@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from irkit.passes.manager import GraphPass, PassResult
 
 from irkit.ir import Graph, Node, Value
@@ -17,10 +18,15 @@ class RemoveNoOpsPass(GraphPass):
     3. Cast to the dtype the input already has;
     4. Reshape, Expand, Flatten, Squeeze, Unsqueeze whose input and output have the same
        static shape;
-    5. when the output is a graph output, the input takes over the output's name, so the
+    5. x + 0, 0 + x, x - 0, x * 1, 1 * x, x / 1 with a constant 0 or 1 (every element) that
+       does not broadcast x to a larger shape;
+    6. when the output is a graph output, the input takes over the output's name, so the
        model's interface is unchanged; a no-op between a graph input (or another graph
        output) and a graph output is kept.
     """
+
+    # op -> (the neutral element, the input positions x may take)
+    NEUTRAL = {"Add": (0, (0, 1)), "Sub": (0, (0,)), "Mul": (1, (0, 1)), "Div": (1, (0,))}
 
     SAME_SHAPE_OPS = {"Reshape", "Expand", "Flatten", "Squeeze", "Unsqueeze"}
 
@@ -32,6 +38,8 @@ class RemoveNoOpsPass(GraphPass):
         return PassResult(graph, changed)
 
     def _is_no_op(self, node: Node) -> bool:
+        if node.op_type in self.NEUTRAL:
+            return self._neutral_input(node) is not None
         x = node.inputs[0] if node.inputs else None
         if x is None:
             return False
@@ -51,9 +59,22 @@ class RemoveNoOpsPass(GraphPass):
             return _static(x) and x.shape == out.shape and x.dtype == out.dtype
         return False
 
-    @staticmethod
-    def _bypass(graph: Graph, node: Node) -> bool:
-        x, out = node.inputs[0], node.outputs[0]
+    def _neutral_input(self, node: Node) -> int | None:
+        """Which input passes through unchanged (the other is the neutral constant)."""
+        neutral, positions = self.NEUTRAL[node.op_type]
+        out = node.outputs[0]
+        for i in positions:
+            x, other = node.inputs[i], node.inputs[1 - i]
+            data = const_array(other, "operand")
+            if (data is not None and data.size and np.all(data == neutral)
+                    and x.shape is not None and x.shape == out.shape and x.dtype == out.dtype
+                    and (other.shape is not None and len(other.shape) <= len(x.shape))):
+                return i
+        return None
+
+    def _bypass(self, graph: Graph, node: Node) -> bool:
+        index = self._neutral_input(node) if node.op_type in self.NEUTRAL else 0
+        x, out = node.inputs[index], node.outputs[0]
         if out in graph.outputs:
             if x.producer is None or x in graph.outputs:
                 return False

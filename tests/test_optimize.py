@@ -170,3 +170,18 @@ def test_compare_with_onnxsim(tmp_path):
     ours = optimize_proto(model)
     assert_same_outputs(model, ours)
     assert len(ours.graph.node) <= len(simplified.graph.node)
+
+
+def test_neutral_arithmetic_goes_but_broadcasting_stays():
+    from irkit import ops
+    from irkit.ir import Graph
+    g = Graph("g")
+    x = g.add_input("x", np.float32, ("N", 4))
+    y = ops.Mul(ops.Sub(x, np.zeros(4, np.float32)), np.ones((1, 4), np.float32))
+    widened = ops.Add(y, np.zeros((3, 1, 4), np.float32))  # broadcasts to (3, N, 4): kept
+    halved = ops.Div(y, np.full(4, 2.0, np.float32))        # not neutral: kept
+    g.outputs = [widened, halved]
+    before = to_onnx(g)
+    assert RemoveNoOpsPass()(g).modified
+    assert sorted(n.op_type for n in g.nodes) == ["Add", "Div"]
+    assert_same_outputs(before, to_onnx(g))
