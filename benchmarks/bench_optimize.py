@@ -7,9 +7,10 @@ CNNs with BatchNorm exported by `torch.onnx.export`: a small CNN (legacy exporte
 without its constant folding, and the dynamo exporter) and a small ResNet (legacy, no
 folding). Each model runs as written, after `irkit.graph_optimize.optimize_proto` and after
 `onnxsim.simplify` (if installed), on a CPU session made as irkit makes its sessions
-(ORT_ENABLE_ALL, 1 intra-op thread here); latency is the median of `--runs` runs of one batch
-after 10 warm-up runs. Every optimized model's outputs are checked against the original's
-(rtol 1e-4, atol 1e-5) before it is timed.
+(ORT_ENABLE_ALL, 1 intra-op thread here; `--ort-level basic|none` lowers onnxruntime's own
+graph optimization, to see what a runtime that optimizes less gets); latency is the median
+of `--runs` runs of one batch after 10 warm-up runs. Every optimized model's outputs are
+checked against the original's (rtol 1e-4, atol 1e-5) before it is timed.
 """
 
 # irkit.runtimes installs from runtimes/, so isort cannot tell it is first-party
@@ -30,8 +31,18 @@ from irkit.graph_optimize import compare, optimize_proto, random_feeds
 from irkit.runtimes.onnxruntime import make_session
 
 
-def latency(model: onnx.ModelProto, feeds: dict, runs: int) -> tuple[float, list]:
+LEVELS = {"all": "ORT_ENABLE_ALL", "basic": "ORT_ENABLE_BASIC", "none": "ORT_DISABLE_ALL"}
+
+
+def latency(model: onnx.ModelProto, feeds: dict, runs: int, level: str) -> tuple[float, list]:
+    import onnxruntime as ort
     session = make_session(model.SerializeToString(), "cpu", 1)
+    if level != "all":  # the same options as irkit's sessions but the optimization level
+        so = ort.SessionOptions()
+        so.log_severity_level, so.intra_op_num_threads = 3, 1
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+        session = ort.InferenceSession(model.SerializeToString(), so,
+                                       providers=["CPUExecutionProvider"])
     for _ in range(10):
         out = session.run(None, feeds)
     times = []
@@ -111,7 +122,7 @@ def torch_models(folder: str) -> dict[str, onnx.ModelProto]:
     return out
 
 
-def bench(name: str, model: onnx.ModelProto, batch: int, runs: int) -> dict:
+def bench(name: str, model: onnx.ModelProto, batch: int, runs: int, level: str) -> dict:
     feeds = random_feeds(model, batch)
     names = [o.name for o in model.graph.output]
     versions = {"original": model, "irkit": optimize_proto(model)}
@@ -125,7 +136,7 @@ def bench(name: str, model: onnx.ModelProto, batch: int, runs: int) -> dict:
     row = {"model": name}
     base = None
     for key, m in versions.items():
-        seconds, outputs = latency(m, feeds, runs)
+        seconds, outputs = latency(m, feeds, runs, level)
         if base is None:
             base = outputs
         else:
@@ -138,16 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--ort-level", choices=sorted(LEVELS), default="all",
+                   help="onnxruntime graph optimization level (default all, as irkit runs)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         models = {**irkit_models(folder), **torch_models(folder)}
-    rows = [bench(name, m, args.batch, args.runs) for name, m in models.items()]
+    rows = [bench(name, m, args.batch, args.runs, args.ort_level)
+            for name, m in models.items()]
     if args.json:
         print(json.dumps({"batch": args.batch, "runs": args.runs, "rows": rows}, indent=2))
         return 0
-    print(f"nodes and onnxruntime latency (CPU, ORT_ENABLE_ALL, 1 thread, batch {args.batch}, "
-          f"median of {args.runs} runs)")
+    print(f"nodes and onnxruntime latency (CPU, {LEVELS[args.ort_level]}, 1 thread, batch "
+          f"{args.batch}, median of {args.runs} runs)")
     keys = [k for k in ("original", "irkit", "onnxsim") if k in rows[0]]
     print(f"{'model':26}" + "".join(f"{k + ' nodes':>16}" for k in keys)
           + "".join(f"{k + ' us':>14}" for k in keys))
