@@ -134,6 +134,15 @@ def _train_graph(recipe: str, data: str | None):
     return export_graph(recipe, True, data, None, None)
 
 
+def _strategy(text: str) -> str | int:
+    if text == "sqrt":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise click.BadParameter(f"{text!r}: give sqrt or a byte budget (an integer > 0)",
+                                 param_hint="--checkpoint")
+    return int(text)
+
+
 def _recipe_batch(source: str) -> int:
     if source.endswith(".onnx"):
         return 1
@@ -152,6 +161,8 @@ def _recipe_batch(source: str) -> int:
               help="Also write the graph as Graphviz DOT text to this file.")
 @click.option("--graphml", "graphml_path", type=click.Path(dir_okay=False),
               help="Also write the graph as GraphML to this file.")
+@click.option("--checkpoint", metavar="sqrt|BYTES", help="With --train: the step graph after "
+              "gradient checkpointing (strategy sqrt, or a byte budget per recomputed segment).")
 @click.option("--nodes", "per_node", is_flag=True,
               help="Also list every node with its FLOPs and bytes.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -160,12 +171,16 @@ def inspect(model: str | None, recipe: str | None, **options) -> None:
     or with --train RECIPE of its train-step graph; --dot/--graphml export the graph."""
     if (model is None) == (recipe is None):
         raise click.UsageError("give an ONNX MODEL, or --train RECIPE (one of them)")
+    if options["checkpoint"] is not None:
+        if recipe is None:
+            raise click.UsageError("--checkpoint applies to a train-step graph: use --train")
+        options["checkpoint"] = _strategy(options["checkpoint"])
     _guarded(_inspect, model, recipe, **options)
 
 
 def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int | None,
-             dot_path: str | None, graphml_path: str | None, per_node: bool,
-             as_json: bool) -> None:
+             dot_path: str | None, graphml_path: str | None, checkpoint: str | int | None,
+             per_node: bool, as_json: bool) -> None:
     from irkit.safe_io import check_outputs, write_atomic
     source = model or recipe
     check_outputs({"--dot": dot_path, "--graphml": graphml_path}, [source])
@@ -173,6 +188,9 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         graph, batch = _train_graph(recipe, data), batch or _recipe_batch(recipe)
         names = [v.name for v in graph.inputs if f"next/{v.name}" in
                  {o.name for o in graph.outputs} and "/" not in v.name]
+        if checkpoint is not None:
+            from irkit.passes.checkpoint_activations import apply_checkpointing
+            apply_checkpointing(graph, checkpoint, batch)
     else:
         from irkit.onnx_io import load
         graph, batch, names = load(model), batch or 1, None

@@ -172,3 +172,14 @@ def test_inspect_refuses_bad_outputs_and_escapes_names(iris_model, tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(path)])
     assert result.exit_code == 0 and "evil\\x1b[31mname" in result.output
     assert "\x1b" not in result.output
+
+
+def test_inspect_train_with_checkpointing_keeps_less():
+    def saved(*extra):
+        result = CliRunner().invoke(main, ["inspect", "--train", "digits_mlp", "--batch", "256",
+                                           "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["saved_for_backward"]["bytes"]
+    assert saved("--checkpoint", "sqrt") < saved()
+    bad = CliRunner().invoke(main, ["inspect", "--train", "digits_mlp", "--checkpoint", "-3"])
+    assert bad.exit_code == 2 and "--checkpoint" in bad.output

@@ -25,9 +25,9 @@ from conformance import (  # noqa: E402
     compare,
     run_case,
 )
+from irkit.passes import optimize_for_inference  # noqa: E402
 
 from irkit.onnx_io import from_onnx, to_onnx  # noqa: E402
-from irkit.passes import optimize_for_inference  # noqa: E402
 
 
 def optimized_failure(name: str) -> str | None:
