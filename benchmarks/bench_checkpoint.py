@@ -34,17 +34,17 @@ from irkit.runtimes.memory import measure_peak
 from irkit.runtimes.onnxruntime import make_session
 from irkit.train import build_step_graphs
 from irkit.train.losses import get_loss
-from irkit.train.model import ModuleModel
+from irkit.train.sources import ModuleSource
 from irkit.train.optimizers import SGD
 
 TARGET_MEMORY, TARGET_TIME = 0.40, 0.35  # >= 40% lower peak at <= 35% more time
 
 
 def step_graph(layers: int, width: int):
-    model = ModuleModel(Sequential([Dense(width, "relu") for _ in range(layers)] + [Dense(10)]),
+    model = ModuleSource(Sequential([Dense(width, "relu") for _ in range(layers)] + [Dense(10)]),
                         (width,), seed=0)
     return build_step_graphs(model, get_loss("sparse_categorical_crossentropy"),
-                             SGD(lr=0.1)).train
+                             SGD()).train
 
 
 def feeds_for(graph, batch: int) -> dict[str, np.ndarray]:
@@ -54,8 +54,8 @@ def feeds_for(graph, batch: int) -> dict[str, np.ndarray]:
         shape = [d if isinstance(d, int) else batch for d in v.shape]
         if v.name == "target":
             feeds[v.name] = rng.integers(0, 10, shape).astype(np.int64)
-        elif v.name in ("lr", "step"):
-            feeds[v.name] = np.array(0.1, np.float32)
+        elif v.name.rsplit("/", 1)[-1] in ("lr", "step"):  # optimizer state: opt/lr
+            feeds[v.name] = np.array(0.1 if v.dtype.kind == "f" else 1, v.dtype)
         else:
             feeds[v.name] = (rng.standard_normal(shape) * 0.05).astype(v.dtype)
     return feeds

@@ -130,7 +130,7 @@ def _print_report(info: dict[str, Any]) -> None:
 
 
 def _train_graph(recipe: str, data: str | None):
-    from irkit.train.session import export_graph
+    from irkit.cli_train import export_graph
     return export_graph(recipe, True, data, None, None)
 
 
@@ -146,8 +146,9 @@ def _strategy(text: str) -> str | int:
 def _recipe_batch(source: str) -> int:
     if source.endswith(".onnx"):
         return 1
+    from irkit.settings import DEFAULTS
     from irkit.spec import load_recipe
-    return int(load_recipe(source).train.get("batch_size") or 1)
+    return int(load_recipe(source).train.get("batch_size", DEFAULTS.batch_size))
 
 
 @click.command()

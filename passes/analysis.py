@@ -174,17 +174,18 @@ def with_batch(graph: Graph, batch: int) -> Graph:
 
 
 def _propagate_shape_values(node: Node) -> list[Value]:
-    """Small integer results (Shape, and arithmetic on shapes) computed from constant inputs
+    """Small integer results (Shape, Size, and arithmetic on them) computed from constant inputs
     and stored as the outputs' `const`, so readers such as ConstantOfShape infer static
     shapes."""
     ins = [v for v in node.inputs if v is not None]
-    shape_op = node.op_type == "Shape" and node.inputs[0].shape is not None and all(
+    shape_op = node.op_type in ("Shape", "Size") and node.inputs[0].shape is not None and all(
         isinstance(d, int) for d in node.inputs[0].shape)
     if not shape_op and (not ins or not all(v.const is not None for v in ins)):
         return []
     if shape_op:
         shape = node.inputs[0].shape
-        results = [np.array(shape[node.attr("start"):node.attr("end")], dtype=np.int64)]
+        results = [np.array(shape[node.attr("start"):node.attr("end")], dtype=np.int64)
+                   if node.op_type == "Shape" else np.array(math.prod(shape), dtype=np.int64)]
     else:
         try:
             results = node.opdef.compute(node, [v.const if v is not None else None

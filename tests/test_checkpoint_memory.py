@@ -25,7 +25,7 @@ from irkit.nn.layers import Dense
 from irkit.onnx_io import to_onnx
 from irkit.train import build_step_graphs
 from irkit.train.losses import get_loss
-from irkit.train.model import ModuleModel
+from irkit.train.sources import ModuleSource
 from irkit.train.optimizers import SGD
 
 linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
@@ -33,10 +33,10 @@ linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
 
 
 def mlp_step(layers: int, width: int):
-    model = ModuleModel(Sequential([Dense(width, "relu") for _ in range(layers)] + [Dense(10)]),
+    model = ModuleSource(Sequential([Dense(width, "relu") for _ in range(layers)] + [Dense(10)]),
                         (width,), seed=0)
     return build_step_graphs(model, get_loss("sparse_categorical_crossentropy"),
-                             SGD(lr=0.1)).train
+                             SGD()).train
 
 
 def step_feeds(graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,8 +46,8 @@ def step_feeds(graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
         shape = [d if isinstance(d, int) else batch for d in v.shape]
         if v.name == "target":
             feeds[v.name] = rng.integers(0, 10, shape).astype(np.int64)
-        elif v.name in ("lr", "step"):
-            feeds[v.name] = np.array(0.01, np.float32)
+        elif v.name.rsplit("/", 1)[-1] in ("lr", "step"):  # optimizer state: opt/lr
+            feeds[v.name] = np.array(0.01 if v.dtype.kind == "f" else 1, v.dtype)
         elif v.name.startswith("v/") or v.name.endswith("running_var"):
             feeds[v.name] = np.ones(shape, np.float32)
         else:
@@ -73,7 +73,7 @@ def test_budget_strategy_and_no_backward():
     # at batch 16 a layer keeps 16 * 16 * 4 bytes: a budget of two layers' worth
     names = apply_checkpointing(tight, 2 * 16 * 16 * 4, batch=16)
     assert len(names) >= 2 and apply_checkpointing(loose, 10**12, batch=16) == []
-    forward = ModuleModel(Sequential([Dense(8, "relu"), Dense(3)]), (4,), seed=0).build()
+    forward = ModuleSource(Sequential([Dense(8, "relu"), Dense(3)]), (4,), seed=0).build()
     count = len(forward.nodes)
     assert apply_checkpointing(forward) == [] and len(forward.nodes) == count
 
@@ -97,7 +97,7 @@ def test_peak_estimate_within_20_percent_of_onnxruntime(case):
     if case == "mlp20":
         graph, batch = mlp_step(20, 256), 2048
     else:
-        from irkit.train.session import export_graph
+        from irkit.cli_train import export_graph
         graph, batch = export_graph("digits_cnn", True, None, None, None), 2048
     peak = figures(graph, default=batch).peak
     # the live bytes are a lower bound; the best-fit layout adds fragmentation, as ORT's does
