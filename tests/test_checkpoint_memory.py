@@ -25,8 +25,8 @@ from irkit.nn.layers import Dense
 from irkit.onnx_io import to_onnx
 from irkit.train import build_step_graphs
 from irkit.train.losses import get_loss
-from irkit.train.sources import ModuleSource
 from irkit.train.optimizers import SGD
+from irkit.train.sources import ModuleSource
 
 linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
                                 reason="measuring memory needs Linux /proc")
