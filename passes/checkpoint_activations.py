@@ -45,7 +45,9 @@ class CheckpointActivationsPass(GraphPass):
        its gated checkpoint (see the module docstring), and backward nodes read the copies;
     4. random nodes (Dropout in training mode, ...) are never copied: their outputs stay
        saved, so the copies see the same masks;
-    5. a graph without `grad/` nodes, or without cut points, is left unchanged.
+    5. a graph without `grad/` nodes, or without cut points, is left unchanged;
+    6. a graph that already has `grad/recompute/` nodes is left unchanged (applying the pass
+       twice, e.g. to a resumed training file's step graph, changes nothing).
     """
 
     def __init__(self, strategy: str | int = "sqrt", batch: int = 1) -> None:
@@ -57,7 +59,7 @@ class CheckpointActivationsPass(GraphPass):
     def call(self, graph: Graph) -> PassResult:
         forward = [n for n in graph.nodes if part_of(n) == "forward"]
         backward_readers = _backward_readers(graph)
-        if not backward_readers:
+        if not backward_readers or any(n.name.startswith(RECOMPUTE) for n in graph.nodes):
             return PassResult(graph, False)
         cuts = _cut_points(forward)
         chosen = self._choose(cuts, forward, backward_readers)
