@@ -10,9 +10,11 @@ cross-entropy, SGD), once plain and once rewritten by
 Memory (irkit.runtimes.memory.measure_peak): each graph runs in a fresh child process on a
 CPU session made as irkit makes it (ORT_ENABLE_ALL, arena and memory patterns on, 1 intra-op
 thread); after a warm-up run the peak-RSS mark is reset (/proc/self/clear_refs "5") and the
-peak over the next `--runs` runs minus the resident size before them is reported. Time: the
-median of those runs (perf_counter around session.run) in the same child. The estimate is
-irkit's (`irkit.passes.analysis.peak_memory(...).planned_bytes`) at the same batch.
+peak over the next two runs minus the resident size before them is reported. Time: both
+graphs' sessions in this process (1 thread each), `--runs` runs each, taking turns run by
+run so that other load on the machine hits both alike; the median (and the fastest) run.
+The estimate is irkit's (`irkit.passes.analysis.peak_memory(...).planned_bytes`) at the
+same batch.
 """
 
 # irkit.runtimes installs from runtimes/, so isort cannot tell it is first-party
@@ -22,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -61,13 +64,27 @@ def feeds_for(graph, batch: int) -> dict[str, np.ndarray]:
     return feeds
 
 
-def measure(graph, feeds, batch: int, runs: int) -> dict:
-    model = to_onnx(graph).SerializeToString()
-    m = measure_peak(model, feeds, runs=runs)
+def measure_memory(graph, batch: int) -> dict:
+    m = measure_peak(to_onnx(graph).SerializeToString(), feeds_for(graph, batch), runs=2)
     return {"nodes": len(graph.nodes), "measured_peak_bytes": m["steady_bytes"],
             "first_run_bytes": m["first_run_bytes"],
-            "estimated_peak_bytes": figures(graph, default=batch).peak.planned_bytes,
-            "seconds_per_step": statistics.median(m["seconds"]), "all_seconds": m["seconds"]}
+            "estimated_peak_bytes": figures(graph, default=batch).peak.planned_bytes}
+
+
+def interleaved_times(graphs: dict, feeds: dict, runs: int) -> dict[str, list[float]]:
+    """Seconds per run of each graph, the graphs taking turns run by run (the order flips
+    every round), on sessions in this process: load on the machine hits both alike."""
+    sessions = {k: make_session(to_onnx(g).SerializeToString(), "cpu", 1)
+                for k, g in graphs.items()}
+    for s in sessions.values():
+        s.run(None, feeds)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for i in range(runs):
+        for k in (list(sessions) if i % 2 == 0 else list(reversed(sessions))):
+            t0 = time.perf_counter()
+            sessions[k].run(None, feeds)
+            times[k].append(time.perf_counter() - t0)
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,24 +103,31 @@ def main(argv: list[str] | None = None) -> int:
     outs = [make_session(to_onnx(g).SerializeToString()).run(None, feeds)
             for g in (plain, checkpointed)]
     identical = all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
-    rows = {"plain": measure(plain, feeds, args.batch, args.runs),
-            "checkpointed": measure(checkpointed, feeds, args.batch, args.runs)}
+    graphs = {"plain": plain, "checkpointed": checkpointed}
+    rows = {k: measure_memory(g, args.batch) for k, g in graphs.items()}
+    for k, t in interleaved_times(graphs, feeds, args.runs).items():
+        rows[k].update(seconds_per_step=statistics.median(t), fastest=min(t), all_seconds=t)
     lower = 1 - rows["checkpointed"]["measured_peak_bytes"] / rows["plain"]["measured_peak_bytes"]
     slower = rows["checkpointed"]["seconds_per_step"] / rows["plain"]["seconds_per_step"] - 1
+    slower_min = rows["checkpointed"]["fastest"] / rows["plain"]["fastest"] - 1
     result = {"config": vars(args), "checkpoints": names, "rows": rows,
               "identical_outputs_and_gradients": identical, "peak_lower": lower,
-              "time_more": slower, "met": lower >= TARGET_MEMORY and slower <= TARGET_TIME}
+              "time_more": slower, "time_more_fastest_runs": slower_min,
+              "met": lower >= TARGET_MEMORY and slower <= TARGET_TIME}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{args.layers}-layer MLP, width {args.width}, batch {args.batch}, strategy "
           f"{args.strategy} ({len(names)} checkpoints); 1 thread, median of {args.runs} runs")
-    print(f"{'':14}{'nodes':>7}{'measured MiB':>14}{'estimate MiB':>14}{'ms/step':>10}")
+    print(f"{'':14}{'nodes':>7}{'measured MiB':>14}{'estimate MiB':>14}{'ms/step':>10}"
+          f"{'fastest':>10}")
     for name, r in rows.items():
         print(f"{name:14}{r['nodes']:>7}{r['measured_peak_bytes'] / 2**20:>14.1f}"
-              f"{r['estimated_peak_bytes'] / 2**20:>14.1f}{r['seconds_per_step'] * 1e3:>10.1f}")
+              f"{r['estimated_peak_bytes'] / 2**20:>14.1f}{r['seconds_per_step'] * 1e3:>10.1f}"
+              f"{r['fastest'] * 1e3:>10.1f}")
     print(f"peak {lower:.1%} lower (target >= {TARGET_MEMORY:.0%}), time {slower:+.1%} "
-          f"(target <= +{TARGET_TIME:.0%}); outputs and gradients identical: {identical}")
+          f"(fastest runs {slower_min:+.1%}; target <= +{TARGET_TIME:.0%}); outputs and "
+          f"gradients identical: {identical}")
     return 0
 
 
