@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from irkit.passes.autodiff import AutodiffPass, gradients
+from irkit.passes.checkpoint_activations import CheckpointActivationsPass, apply_checkpointing
 from irkit.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
 from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.fold_affine import FoldAffinePass
@@ -13,10 +14,11 @@ from irkit.passes.manager import GraphPass, PassManager, PassResult
 from irkit.passes.remove_no_ops import RemoveNoOpsPass
 from irkit.passes.simplify_shapes import SimplifyShapesPass
 
-__all__ = ["AutodiffPass", "EliminateCommonSubexpressionsPass", "EliminateDeadNodesPass",
-           "FoldAffinePass", "FoldBatchNormPass", "FoldConstantsPass", "FuseMatMulAddPass",
-           "GraphPass", "PassManager", "PassResult", "RemoveNoOpsPass", "SimplifyShapesPass",
-           "gradients", "inference_passes", "optimize_for_inference", "simplify"]
+__all__ = ["AutodiffPass", "CheckpointActivationsPass", "EliminateCommonSubexpressionsPass",
+           "EliminateDeadNodesPass", "FoldAffinePass", "FoldBatchNormPass", "FoldConstantsPass",
+           "FuseMatMulAddPass", "GraphPass", "PassManager", "PassResult", "RemoveNoOpsPass",
+           "SimplifyShapesPass", "apply_checkpointing", "gradients", "inference_passes",
+           "optimize_for_inference", "simplify"]
 
 
 def simplify(graph, variables=()) -> None:
