@@ -5,15 +5,18 @@ forward pass until the backward pass reaches it. This pass keeps only some of th
 checkpoints, and gives the backward pass recomputed copies of the others; the result is
 still one standard ONNX graph.
 
-How the recomputation stays late and separate under onnxruntime: ORT_ENABLE_ALL runs common
-subexpression elimination, which would merge a copy that reads the same inputs as its
-original back into it, and its scheduler may run a node as soon as its inputs exist. So each
-segment's copy does not read its checkpoint `c` but `c + 0 * min(g)`, where `g` is the output
-of the backward node that runs just before the segment's first backward reader. The copies
-then read a value no forward node reads (nothing to merge) and depend on the backward pass
-having got there (nothing to run early). `0 * min(g)` is exactly 0 for finite gradients, so
-the recomputed values and the gradients are bitwise those of the original step; a step
-whose gradients are already inf or NaN gives NaN (it has diverged either way).
+How the recomputation stays late and separate under onnxruntime: its graph optimizer (from
+ORT_ENABLE_BASIC on) runs common subexpression elimination, which merges a copy that reads
+the same inputs as its original back into it, and its scheduler may run a node as soon as
+its inputs exist. So each copy that reads nothing copied (a root of the segment's copy) does
+not read its checkpoint `c` (or, in the first segment, the batch) but `c + 0 * min(g)`,
+where `g` is the output of the backward node that runs just before the segment's first
+backward reader. The copies then read a value no forward node reads (nothing to merge) and
+depend on the backward pass having got there (nothing to run early);
+tests/test_checkpoint_memory.py checks that onnxruntime's optimized model keeps every copy.
+`0 * min(g)` is exactly 0 for finite gradients, so the recomputed values and the gradients
+are bitwise those of the original step; a step whose gradients are already inf or NaN gives
+NaN (it has diverged either way).
 """
 
 from __future__ import annotations
@@ -138,12 +141,18 @@ def _recompute_segment(graph: Graph, segment: list[Node], entry: Value | None,
     first = min((r for t in targets for r, _ in readers[id(t)]), key=graph.nodes.index)
     start = len(graph.nodes)
     copies: dict[int, Value] = {}
-    if entry is not None:
-        copies[id(entry)] = _gate(graph, entry, first)
+    gated: dict[int, Value] = {}
     for node in segment:
         if id(node) not in needed:
             continue
         ins = [copies.get(id(v), v) if v is not None else None for v in node.inputs]
+        root = _gated_input(node, entry) if not any(
+            v is not None and id(v) in copies for v in node.inputs) else None
+        if root is not None:  # a copy reading nothing copied: feed it through the gate
+            v = node.inputs[root]
+            if id(v) not in gated:
+                gated[id(v)] = _gate(graph, v, first)
+            ins[root] = gated[id(v)]
         clone = graph.add_node(node.op_type, ins, node.attributes, domain=node.domain,
                                name=RECOMPUTE + node.name,
                                output_names=[graph.unique_name(RECOMPUTE + o.name)
@@ -154,6 +163,16 @@ def _recompute_segment(graph: Graph, segment: list[Node], entry: Value | None,
         for reader, index in readers[id(t)]:
             graph.set_input(reader, index, copies[id(t)])
     return first, graph.nodes[start:]
+
+
+def _gated_input(node: Node, entry: Value | None) -> int | None:
+    """Which input of a root copy goes through the gate: the segment's checkpoint if the node
+    reads it, else its first float input that is not a constant (e.g. the batch)."""
+    ins = list(node.inputs)
+    if entry is not None and entry in ins:
+        return ins.index(entry)
+    return next((i for i, v in enumerate(ins)
+                 if v is not None and not v.is_initializer and v.dtype.kind == "f"), None)
 
 
 def _ancestors_inside(targets: list[Value], inside: set[int]) -> set[int]:

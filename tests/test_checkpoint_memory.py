@@ -70,6 +70,23 @@ def test_checkpointing_keeps_gradients_identical():
         np.testing.assert_array_equal(a, b)  # the same arithmetic, bit for bit
 
 
+def test_onnxruntime_keeps_every_recomputed_node(tmp_path):
+    # common subexpression elimination runs from ORT_ENABLE_BASIC on; without the gate it
+    # merged the copies back into the forward nodes (the measured peak did not drop)
+    import onnx
+    import onnxruntime as ort
+    graph = mlp_step(12, 32)
+    apply_checkpointing(graph, "sqrt")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(to_onnx(graph).SerializeToString(), options,
+                         providers=["CPUExecutionProvider"])
+    kept = {n.name for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    copies = [n.name for n in graph.nodes if n.name.startswith(RECOMPUTE)]
+    assert len(copies) > 12 and [n for n in copies if n not in kept] == []
+
+
 def test_budget_strategy_and_no_backward():
     tight, loose = mlp_step(8, 16), mlp_step(8, 16)
     # at batch 16 a layer keeps 16 * 16 * 4 bytes: a budget of two layers' worth
@@ -89,8 +106,9 @@ def test_checkpointing_lowers_the_estimate_and_the_measured_peak():
     est = [figures(g, default=batch).peak.planned_bytes for g in (plain, checkpointed)]
     measured = [measure_peak(to_onnx(g).SerializeToString(), feeds, runs=1)["steady_bytes"]
                 for g in (plain, checkpointed)]
-    assert est[1] < 0.7 * est[0]
-    assert measured[1] < 0.7 * measured[0]  # onnxruntime kept the recomputation separate
+    assert est[1] < 0.6 * est[0]
+    assert measured[1] < 0.6 * measured[0]  # onnxruntime kept the recomputation separate
+    assert abs(est[1] - measured[1]) <= 0.2 * measured[1], (est, measured)
 
 
 @linux_only
