@@ -250,6 +250,9 @@ def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) 
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(f"nodes: {report['nodes_before']} -> {report['nodes_after']}")
+    if report["dropped_training_info"]:
+        click.echo("note: the input is a training model; the output is its optimized inference "
+                   "graph, without training_info")
     for op, (before, after) in report["ops"].items():
         if before != after:
             click.echo(f"  {printable(op):28s} {before} -> {after}")

@@ -3,7 +3,8 @@
 The model is read with the usual caps, converted to the IR, optimized, written back as
 standard ONNX (opset 17, checked with `onnx.checker` full_check), and both versions run on
 onnxruntime with the same random feeds: the outputs must agree (rtol 1e-4, atol 1e-5) or
-nothing is written.
+nothing is written. A training model's `training_info` (its train step) is not carried over:
+the output is the optimized inference model, and the report says so.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def optimize_file(path: str, batch: int, repeats: int,
     feeds = random_feeds(original, batch)
     ran_before = _outputs(before_bytes, feeds)
     report: dict = {"nodes_before": len(original.graph.node),
-                    "nodes_after": len(optimized.graph.node), "ran_before": ran_before is not None}
+                    "nodes_after": len(optimized.graph.node), "ran_before": ran_before is not None,
+                    "dropped_training_info": len(original.training_info) > 0}
     if ran_before is not None:
         ran_after = _outputs(after_bytes, feeds)
         if ran_after is None:
