@@ -67,7 +67,8 @@ def irkit_models(folder: str) -> dict[str, onnx.ModelProto]:
     return models
 
 
-def torch_models(folder: str) -> dict[str, onnx.ModelProto]:
+def torch_cnn(resnet: bool):
+    """A small CNN (or ResNet) with BatchNorm, eval mode, statistics far from the identity."""
     import torch
     t = torch.nn
 
@@ -84,7 +85,7 @@ def torch_models(folder: str) -> dict[str, onnx.ModelProto]:
             return torch.relu(x + self.body(x))
 
     class Cnn(t.Module):
-        def __init__(self, resnet: bool):
+        def __init__(self):
             super().__init__()
             layers = [block(3, 16), Residual(16), t.MaxPool2d(2), block(16, 32), Residual(32)] \
                 if resnet else [block(3, 8), t.MaxPool2d(2), block(8, 16), t.MaxPool2d(2)]
@@ -97,19 +98,23 @@ def torch_models(folder: str) -> dict[str, onnx.ModelProto]:
             x = self.features(x)
             return self.head(x.reshape(x.shape[0], -1))
 
+    net = Cnn().eval()
+    for m in net.modules():
+        if isinstance(m, (t.BatchNorm1d, t.BatchNorm2d)):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return net
+
+
+def torch_models(folder: str) -> dict[str, onnx.ModelProto]:
+    import torch
     torch.manual_seed(0)
     out = {}
     for name, resnet, dynamo, fold in (("torch cnn legacy", False, False, False),
                                        ("torch cnn legacy folded", False, False, True),
                                        ("torch cnn dynamo", False, True, True),
                                        ("torch resnet legacy", True, False, False)):
-        net = Cnn(resnet).eval()
-        for m in net.modules():
-            if isinstance(m, (t.BatchNorm1d, t.BatchNorm2d)):
-                m.running_mean.uniform_(-1, 1)
-                m.running_var.uniform_(0.5, 2)
-        path = os.path.join(folder, "m.onnx")
-        x = torch.randn(2, 3, 32, 32)
+        net, path, x = torch_cnn(resnet), os.path.join(folder, "m.onnx"), torch.randn(2, 3, 32, 32)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if dynamo:

@@ -67,6 +67,7 @@ class Sizes:
         self.unknown: set[str] = set()
 
     def dim(self, d) -> int:
+        """The size of one dim (1 for one not known, which is noted in `unknown`)."""
         if isinstance(d, int):
             return d
         if isinstance(d, str) and d in self.dims:
@@ -77,11 +78,13 @@ class Sizes:
         return 1
 
     def numel(self, v: Value | None) -> int:
+        """Elements of a value (0 if absent or of unknown rank)."""
         if v is None or v.shape is None:
             return 0
         return math.prod(self.dim(d) for d in v.shape)
 
     def nbytes(self, v: Value | None) -> int:
+        """Bytes of a value."""
         return 0 if v is None else self.numel(v) * v.dtype.itemsize
 
 
