@@ -144,9 +144,10 @@ def _strategy(text: str) -> str | int:
 
 
 def _recipe_batch(source: str) -> int:
-    if source.endswith(".onnx"):
-        return 1
+    """The batch size a train step of `source` runs at: the recipe's, else the default."""
     from irkit.settings import DEFAULTS
+    if source.endswith(".onnx"):
+        return DEFAULTS.batch_size
     from irkit.spec import load_recipe
     return int(load_recipe(source).train.get("batch_size", DEFAULTS.batch_size))
 
