@@ -177,13 +177,14 @@ def with_batch(graph: Graph, batch: int) -> Graph:
 
 
 def _propagate_shape_values(node: Node) -> list[Value]:
-    """Small integer results (Shape, Size, and arithmetic on them) computed from constant inputs
-    and stored as the outputs' `const`, so readers such as ConstantOfShape infer static
-    shapes."""
+    """Small results (Shape, Size, and arithmetic on them, e.g. a Cast feeding a Range)
+    computed from small constant inputs and stored as the outputs' `const`, so readers such
+    as ConstantOfShape and Range infer static shapes."""
     ins = [v for v in node.inputs if v is not None]
     shape_op = node.op_type in ("Shape", "Size") and node.inputs[0].shape is not None and all(
         isinstance(d, int) for d in node.inputs[0].shape)
-    if not shape_op and (not ins or not all(v.const is not None for v in ins)):
+    if not shape_op and (not ins or not all(v.const is not None and v.const.size <= 4096
+                                            for v in ins)):
         return []
     if shape_op:
         shape = node.inputs[0].shape
@@ -198,7 +199,7 @@ def _propagate_shape_values(node: Node) -> list[Value]:
     done = []
     for out, r in zip(node.outputs, results):
         r = np.asarray(r)
-        if r.dtype.kind in "iu" and r.size <= 64:
+        if r.dtype.kind in "iuf" and r.size <= 64:
             out.const = r
             done.append(out)
     return done
