@@ -13,7 +13,8 @@ class FuseMatMulAddPass(GraphPass):
     1. A and B of rank 2 (Gemm's domain), C of shape (N,), (1, N) or (M, N) / scalar, i.e.
        unidirectionally broadcastable to the (M, N) product, either side of the Add;
     2. only when the Add is the MatMul's one reader and the MatMul's output is no graph
-       output; the Add's output name is kept.
+       output; the Add's output name is kept;
+    3. floating-point only (onnxruntime's CPU Gemm has no integer kernels).
     """
 
     def call(self, graph: Graph) -> PassResult:
@@ -37,7 +38,8 @@ class FuseMatMulAddPass(GraphPass):
             out = add.outputs[0]
             if a.rank != 2 or b.rank != 2 or bias.shape is None or len(bias.shape) > 2:
                 continue
-            if out.shape is None or len(out.shape) != 2 or out.dtype != bias.dtype:
+            if (out.shape is None or len(out.shape) != 2 or out.dtype != bias.dtype
+                    or out.dtype.kind != "f"):  # onnxruntime's CPU Gemm: floats only
                 continue
             if tuple(bias.shape[-2:]) not in _broadcastable(out.shape):
                 continue
