@@ -160,6 +160,10 @@ def test_matmul_add_becomes_gemm():
     assert FuseMatMulAddPass()(g).modified
     assert [n.op_type for n in g.nodes] == ["Gemm"] and g.outputs[0].name == "Add"
     assert_same_outputs(before, to_onnx(g))
+    ints = Graph("ints")  # onnxruntime has no integer Gemm: these stay MatMul + Add
+    xi = ints.add_input("x", np.int64, (2, 4))
+    ints.outputs = [ops.Add(ops.MatMul(xi, np.ones((4, 3), np.int64)), np.ones(3, np.int64))]
+    assert not FuseMatMulAddPass()(ints).modified
 
 
 def test_compare_with_onnxsim(tmp_path):
