@@ -126,3 +126,14 @@ def test_peak_estimate_within_20_percent_of_onnxruntime(case):
     measured = measure_peak(to_onnx(graph).SerializeToString(), step_feeds(graph, batch),
                             runs=2)["steady_bytes"]
     assert abs(estimate - measured) <= 0.2 * measured, (estimate, measured)
+
+
+def test_checkpoint_setting_is_checked():
+    from irkit.errors import SpecError
+    from irkit.settings import DEFAULTS, resolve
+    assert DEFAULTS.checkpoint == "none"
+    assert resolve({"checkpoint": "sqrt"}).checkpoint == "sqrt"
+    assert resolve({"checkpoint": 1 << 20}).checkpoint == 1 << 20
+    for bad in ("all", 0, -5, 1.5, True):
+        with pytest.raises(SpecError, match="checkpoint"):
+            resolve({"checkpoint": bad})
