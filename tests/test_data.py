@@ -346,8 +346,6 @@ def test_cli_mnist_offline_is_one_line(data_home, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="irkit/train/session.prepare must pass "
-                   "merged['label_column'] to load_dataset (lead's file)")
 def test_cli_label_column_and_class_names_reach_the_model(tmp_path):
     import onnx
     path = tmp_path / "pets.csv"
