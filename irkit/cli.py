@@ -113,6 +113,9 @@ def _param_count(weights: dict) -> int:
               help="What the best epoch and early stopping watch (default val_loss).")
 @click.option("--keep-best/--keep-last", "keep_best", default=None,
               help="Write the best epoch's weights to -o (default) or the last epoch's.")
+@click.option("--recompute", metavar="sqrt|BYTES",
+              help="Gradient checkpointing: recompute activations in the backward pass instead "
+              "of keeping them (sqrt, or a byte budget per segment); less memory, more time.")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
