@@ -94,7 +94,8 @@ def _param_count(weights: dict) -> int:
 @main.command()
 @click.argument("source")
 @click.option("--data", help="Bundled dataset (iris, digits) or a .csv/.npz file.")
-@click.option("-o", "--output", required=True, help="Where to write the trained ONNX model.")
+@click.option("-o", "--output", required=True,
+              help="Where to write the trained ONNX model (the best epoch's weights).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: recipe's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
@@ -117,17 +118,28 @@ def _param_count(weights: dict) -> int:
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
-              help="Also write a training model (last weights, optimizer state, step count) "
-              "that `irkit train` resumes from.")
+              help="Also write a training model (the last epoch's weights, optimizer state, "
+              "step count, history, best weights) that `irkit train` resumes from.")
+@click.option("--checkpoint", type=click.Path(file_okay=False),
+              help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
+              "(resumable) and history.json.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write the training curves as a PNG (needs irkit[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @handle_errors
 def train(source: str, output: str, as_json: bool, save_training: str | None,
           **options) -> None:
     """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
-    inference model (data scaling included) to OUTPUT."""
+    inference model (data scaling included) to OUTPUT.
+
+    Which file holds which weights: -o holds the best epoch's weights (lowest validation
+    loss, or --monitor; --keep-last for the last epoch's); --save-training holds the last
+    epoch's state (and the best weights), to resume from. A report on overfitting ends every
+    run (on stderr; "report" in --json)."""
     from irkit.cli_train import run_training
     result = run_training(source, output, progress=not as_json, save_training=save_training,
                           **options)
+    click.echo(result["report"]["text"], err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
@@ -250,6 +262,8 @@ def ops(as_json: bool) -> None:
         click.echo(f"{r['op']:28s} opset {r['since']}-{r['until']}  {grad_mark}")
     click.echo(f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with gradients")
 
+
+from irkit import cli_lab  # noqa: E402,F401  (registers evaluate, predict, plot)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
