@@ -120,10 +120,10 @@ def _param_count(weights: dict) -> int:
 @click.option("--save-training", type=click.Path(dir_okay=False),
               help="Also write a training model (the last epoch's weights, optimizer state, "
               "step count, history, best weights) that `irkit train` resumes from.")
-@click.option("--checkpoint", type=click.Path(file_okay=False),
+@click.option("--checkpoint", metavar="DIR",
               help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
               "(resumable) and history.json.")
-@click.option("--plot", type=click.Path(dir_okay=False),
+@click.option("--plot", metavar="PNG",
               help="Write the training curves as a PNG (needs irkit[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @handle_errors

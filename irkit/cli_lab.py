@@ -53,7 +53,8 @@ def evaluate(model: str, data: str, label_column: str, split: str, val_split: fl
              seed: int | None, task: str | None, device: str, as_json: bool) -> None:
     """Score an ONNX MODEL (irkit's or any classifier/regressor) on labelled data: loss,
     accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true class)."""
-    from irkit.train.evaluation import OnnxPredictor, evaluate as score, read_features
+    from irkit.train.evaluation import OnnxPredictor, read_features
+    from irkit.train.evaluation import evaluate as score
     predictor = OnnxPredictor(model, device)
     x, y, classes = read_features(data, label_column)
     if y is None:
@@ -106,8 +107,8 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
     """Predict with an ONNX MODEL (irkit's or any classifier/regressor): the class (names
     from the model when it records them) and class probabilities, or the output values."""
     from irkit.safe_io import check_outputs
-    from irkit.train.evaluation import OnnxPredictor, predict as run, read_features
-    from irkit.train.evaluation import write_predictions
+    from irkit.train.evaluation import OnnxPredictor, read_features, write_predictions
+    from irkit.train.evaluation import predict as run
     if output is not None:
         if not output.endswith((".csv", ".json")):
             raise IrkitError(f"-o {output}: name a .csv or .json file")
