@@ -135,11 +135,12 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     Which file holds which weights: -o holds the best epoch's weights (lowest validation
     loss, or --monitor; --keep-last for the last epoch's); --save-training holds the last
     epoch's state (and the best weights), to resume from. A report on overfitting ends every
-    run (on stderr; "report" in --json)."""
+    run (on stderr, or "report" in --json)."""
     from irkit.cli_train import run_training
     result = run_training(source, output, progress=not as_json, save_training=save_training,
                           **options)
-    click.echo(result["report"]["text"], err=True)
+    if not as_json:  # --json: the report is in the document ("report")
+        click.echo(result["report"]["text"], err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -5,9 +5,9 @@
 
 The report reads a history (a `History`, its `to_dict()`, or the JSON that `irkit train
 --json` prints) and says one of: the model overfits (validation loss rose more than
-`RISE_THRESHOLD` above its minimum by the last epoch while training loss kept falling), it
-stopped early, it is still improving, or it did not overfit; and which epoch's weights the
-model holds.
+`RISE_THRESHOLD` above its minimum by the last epoch while training loss went lower still),
+training is unstable (both rose), it stopped early, it is still improving, or it did not
+overfit; and which epoch's weights the model holds.
 """
 
 from __future__ import annotations
@@ -70,13 +70,19 @@ def overfitting_report(history: Any, epochs_planned: int | None = None,
     stopped = last if epochs_planned is not None and last < epochs_planned else None
     kept, kept_text = _kept(best, last, keep_best, monitor)
     train = curves.get("loss", [])
-    train_fell = len(train) == last and train[-1] < train[low]
+    # training loss went lower after the validation minimum: the model kept fitting the
+    # training data while getting worse on new data (if it rose too, training is unstable)
+    train_fell = len(train) == last and low + 1 < last and min(train[low + 1:]) < train[low]
     overfits = name == "val_loss" and rise > RISE_THRESHOLD and train_fell
+    unstable = name == "val_loss" and rise > RISE_THRESHOLD and not train_fell
     what = "validation loss" if name == "val_loss" else "training loss (no validation data)"
     head = f"{what} bottomed at epoch {low_epoch} ({lowest:.4g})"
     if overfits:
         text = (f"{head} and rose {100 * rise:.0f}% by epoch {last}: the model overfits; "
                 f"{kept_text}")
+    elif unstable:
+        text = (f"{head} and rose {100 * rise:.0f}% by epoch {last}, training loss too: "
+                f"unstable training (try a lower learning rate); {kept_text}")
     elif low_epoch == last:
         text = f"{what} was still falling at epoch {last}: no overfitting; more epochs may help"
     else:
