@@ -116,7 +116,7 @@ def test_summary_and_count_params(iris):
     printed = []
     text = model.summary(print_fn=printed.append)
     assert printed == [text]
-    for name, w in weights.items():
+    for name in weights:
         assert name in text
     assert f"total {expected} weights: {expected - 8} trainable, 8 fixed" in text
 
@@ -130,3 +130,15 @@ def test_save_and_load_model_resume_where_fit_stopped(iris, tmp_path):
     history = loaded.fit(*iris, epochs=5, verbose=0)  # continues: epochs 4 and 5
     assert history.epochs == 5
     assert history["loss"][:3] == model.history["loss"]
+
+
+def test_training_checkpoint_callback_from_python(iris, tmp_path):
+    from irkit.train import TrainingCheckpoint
+    model = iris_model()
+    history = model.fit(*iris, epochs=3, verbose=0,
+                        callbacks=[TrainingCheckpoint(str(tmp_path / "ck"))])
+    resumed = irkit.load_model(str(tmp_path / "ck" / "last_train.onnx"))
+    assert resumed.fit(*iris, epochs=4, verbose=0).epochs == 4
+    best = irkit.load_model(str(tmp_path / "ck" / "best.onnx"))
+    np.testing.assert_allclose(best.predict(iris[0]), model.predict(iris[0]), rtol=1e-6)
+    assert history.best_epoch is not None

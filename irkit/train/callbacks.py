@@ -180,6 +180,9 @@ class TrainingCheckpoint(Callback):
         os.makedirs(self.directory, exist_ok=True)
         check_outputs({f"--checkpoint {n}": p for n, p in self.paths().items()}, inputs)
 
+    def on_train_begin(self, logs: dict) -> None:
+        self.prepare()
+
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         paths, history = self.paths(), self.model.history
         if history is not None and history.best_epoch == epoch + 1:
