@@ -232,3 +232,10 @@ def test_piped_progress_prints_each_epoch_once(tmp_path):
     for epoch in range(1, 5):
         assert sum(line.startswith(f"epoch {epoch}/4 ") for line in
                    result.stderr.splitlines()) == 1
+
+
+def test_train_help_says_which_file_holds_which_weights():
+    text = " ".join(cli("train", "--help").stdout.split())
+    assert "-o holds the best epoch's weights" in text
+    assert "training holds the last epoch's state" in text
+    assert "--checkpoint DIR" in text and "--plot PNG" in text

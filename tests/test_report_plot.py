@@ -60,3 +60,13 @@ def test_text_chart_marks_curves_and_best_epoch():
     assert grid[0][0] in "*o" and grid[-1][3] == "*"  # first epoch at the top, last low
     assert all(row[2] in "|*o" for row in grid)  # the best epoch's column
     assert "| best epoch 3" in lines[-1]
+
+
+def test_a_later_epoch_with_better_accuracy_is_mentioned():
+    h = doc([1.0, 0.5, 0.3, 0.2], [1.0, 0.5, 0.55, 0.6], 2)
+    h["history"]["val_accuracy"] = [0.5, 0.937, 0.955, 0.94]
+    text = overfitting_report(h).text
+    assert text.endswith("; epoch 3 had higher validation accuracy (0.9550 vs 0.9370): "
+                         "--monitor val_accuracy keeps that one")
+    h["history"]["val_accuracy"] = [0.5, 0.937, 0.94, 0.94]  # within 0.01: no note
+    assert "higher validation accuracy" not in overfitting_report(h).text

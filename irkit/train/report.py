@@ -17,6 +17,8 @@ from typing import Any
 
 # validation loss this fraction above its minimum at the last epoch counts as overfitting
 RISE_THRESHOLD = 0.05
+# another epoch's validation accuracy this much above the kept epoch's is worth a note
+ACCURACY_NOTE = 0.01
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,19 @@ def _kept(best: int | None, last: int, keep_best: bool, monitor: str) -> tuple[i
         why = "" if monitor == "val_loss" else f" (best {monitor})"
         return best, f"kept epoch {best}{why}"
     return last, f"kept the last epoch ({last})"
+
+
+def _better_accuracy(curves: dict, kept: int | None, monitor: str) -> str:
+    """A note when another epoch had clearly higher validation accuracy than the kept one
+    (the lowest loss and the highest accuracy need not fall on the same epoch)."""
+    acc = curves.get("val_accuracy")
+    if not acc or kept is None or monitor == "val_accuracy" or kept > len(acc):
+        return ""
+    top = max(range(len(acc)), key=acc.__getitem__)
+    if acc[top] - acc[kept - 1] < ACCURACY_NOTE:
+        return ""
+    return (f"; epoch {top + 1} had higher validation accuracy ({acc[top]:.4f} vs "
+            f"{acc[kept - 1]:.4f}): --monitor val_accuracy keeps that one")
 
 
 def overfitting_report(history: Any, epochs_planned: int | None = None,
@@ -90,4 +105,5 @@ def overfitting_report(history: Any, epochs_planned: int | None = None,
                 f"overfitting; {kept_text}")
     if stopped is not None:
         text = f"stopped early at epoch {stopped} of {epochs_planned}; {text}"
+    text += _better_accuracy(curves, kept, monitor)
     return OverfittingReport(overfits, name, low_epoch, lowest, last, rise, stopped, kept, text)
