@@ -104,6 +104,19 @@ def test_checkpoint_files_stay_loadable_when_killed(tmp_path):
             onnx.checker.check_model(onnx.load(str(ck / name)), full_check=True)
         assert load_model(str(ck / "last_train.onnx"))._resume.epochs_done >= 1
         assert json.loads((ck / "history.json").read_text())["history"]["loss"]
+        named = {"best.onnx", "history.json", "last.onnx", "last_train.onnx"}
+        for left in set(os.listdir(ck)) - named:  # a write cut short: its temporary file
+            assert left.startswith(".") and left.endswith(".tmp"), left
+    # the next run resumes (from a copy: an output never overwrites an input) and clears
+    # what the killed runs left behind
+    same = irkit_process("train", "ck/last_train.onnx", "--data", "iris", "-o", "m.onnx",
+                         "--checkpoint", "ck", cwd=tmp_path)
+    assert "--checkpoint ck/last_train.onnx is the input" in same.stderr
+    shutil.copy(ck / "last_train.onnx", tmp_path / "resume.onnx")
+    resumed = irkit_process("train", "resume.onnx", "--data", "iris", "-o", "m.onnx",
+                            "--epochs", "1", "--checkpoint", "ck", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(os.listdir(ck)) == sorted(named)
 
 
 def test_checkpoint_must_be_a_folder(overfit):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -178,7 +179,21 @@ class TrainingCheckpoint(Callback):
             raise FileSafetyError(f"--checkpoint {self.directory}: not a directory; give a "
                                   "folder (it is created if missing)")
         os.makedirs(self.directory, exist_ok=True)
-        check_outputs({f"--checkpoint {n}": p for n, p in self.paths().items()}, inputs)
+        for path in self.paths().values():
+            check_outputs({"--checkpoint": path}, inputs)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files a killed run left behind (only write_atomic's names for our files,
+        only regular files): the named files are whole either way."""
+        names = "|".join(map(re.escape, self.FILES))
+        pattern = re.compile(rf"\.({names})\.[a-z0-9_]{{8}}\.tmp")
+        for entry in os.scandir(self.directory):
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
 
     def on_train_begin(self, logs: dict) -> None:
         self.prepare()
