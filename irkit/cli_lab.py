@@ -114,7 +114,7 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
             raise IrkitError(f"-o {output}: name a .csv or .json file")
         check_outputs({"-o": output}, [model, data])
     predictor = OnnxPredictor(model, device)
-    x, _, classes = read_features(data, label_column)
+    x, _, classes = read_features(data, label_column, labels=False)
     predictions = run(predictor, x, task, classes)
     if output is not None:
         write_predictions(predictions, output)

@@ -168,3 +168,15 @@ def test_evaluate_and_predict_bad_input_is_one_line(iris_csv):
                           ".csv or .json")
     assert_one_line_error(cli("predict", "nosuch.onnx", "--data", str(iris_csv)),
                           "nosuch.onnx")
+
+
+def test_predict_ignores_a_label_column_of_names(iris_csv):
+    _export(_torch_mlp(None), iris_csv.parent / "net.onnx")
+    lines = iris_csv.read_text().splitlines()
+    names = ["setosa", "versicolor", "virginica"]
+    named = [lines[0]] + [",".join([*r.split(",")[:4], names[int(r.split(",")[4])]])
+                          for r in lines[1:]]
+    (iris_csv.parent / "named.csv").write_text("\n".join(named) + "\n")
+    a = _json("predict", "net.onnx", "--data", "named.csv")
+    b = _json("predict", "net.onnx", "--data", str(iris_csv))
+    assert a["labels"] == b["labels"] and a["rows"] == 150

@@ -211,23 +211,26 @@ def predict_from_scores(predictor: OnnxPredictor, scores: np.ndarray, task: str,
                        _class_names(predictor, width, data_classes), kind)
 
 
-def read_features(source: str, label_column: str = "label") -> tuple[np.ndarray, np.ndarray |
-                                                                    None, list[str] | None]:
-    """Features (and labels and class names, when the data has them) of a bundled dataset or
-    a .csv/.csv.gz/.npz file; a CSV without the label column is features only."""
+def read_features(source: str, label_column: str = "label", labels: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Features, labels and class names of a bundled dataset or a .csv/.csv.gz/.npz file.
+    A CSV without the label column, or any CSV when `labels` is False, gives features only
+    (the label column, if present, is left out unread: it may hold names)."""
     from irkit.data import BUNDLED, load_dataset
     if source in BUNDLED or source.endswith(".npz") or not os.path.exists(source):
         ds = load_dataset(source, label_column=label_column)
         return ds.x, ds.y, ds.classes
     text = _read_text(source)
     header = [h.strip() for h in text.split("\n", 1)[0].split(",")]
-    if label_column in header:
+    if label_column in header and labels:
         ds = load_dataset(source, label_column=label_column)
         return ds.x, ds.y, ds.classes
+    columns = [i for i, h in enumerate(header) if h != label_column]
     try:
-        x = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
+        x = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, skiprows=1,
+                       usecols=columns)
     except ValueError as e:
-        raise DataError(f"{source}: {str(e).splitlines()[0]}; every cell must be a "
+        raise DataError(f"{source}: {str(e).splitlines()[0]}; every feature cell must be a "
                         "number") from None
     if not np.isfinite(x).all():
         raise DataError(f"{source}: NaN or inf in the features; clean the data first")
