@@ -4,48 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
-from irkit.runtimes.base import Totals, run_batches, state_pairs
+from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
-from irkit.errors import RuntimeUnavailableError, ShapeError
+from irkit.errors import ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import to_onnx
 from irkit.signature import CORRECT, LOSS, next_name
 
-DEVICES = ("cpu", "cuda", "auto")
 _dlls_preloaded = False
 
 
 def resolve_device(device: str) -> str:
-    """'cpu' or 'cuda'. 'cuda' fails with a clear message if unavailable; 'auto' falls back."""
+    """'cpu' or 'cuda' for onnxruntime, by the rule every runtime follows (choose_device)."""
+    return choose_device(device, _cuda_unusable)
+
+
+def _cuda_unusable() -> str | None:
+    """Why onnxruntime cannot run on CUDA here, or None when it can."""
     global _dlls_preloaded
-    if device not in DEVICES:
-        raise RuntimeUnavailableError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return "cpu"
-    reason = None
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        reason = "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    else:
-        if not _dlls_preloaded and hasattr(ort, "preload_dlls"):
-            with _quiet():  # it prints each library it cannot find; the probe below decides
-                try:
-                    ort.preload_dlls()
-                except Exception:  # missing CUDA libraries surface when the session starts
-                    pass
-            _dlls_preloaded = True
-        if not _cuda_session_works():
-            reason = "CUDA is not usable here (no GPU, or CUDA 13/cuDNN 9 libraries missing)"
-    if reason is None:
-        return "cuda"
-    if device == "auto":
-        print(f"irkit: {reason}; running on CPU", file=sys.stderr)
-        return "cpu"
-    raise RuntimeUnavailableError(f"--device cuda: {reason}; use --device cpu or auto")
+        return "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if not _dlls_preloaded and hasattr(ort, "preload_dlls"):
+        with _quiet():  # it prints each library it cannot find; the probe below decides
+            try:
+                ort.preload_dlls()
+            except Exception:  # missing CUDA libraries surface when the session starts
+                pass
+        _dlls_preloaded = True
+    if not _cuda_session_works():
+        return "CUDA is not usable here (no GPU, or CUDA 13/cuDNN 9 libraries missing)"
+    return None
 
 
 _cuda_ok: bool | None = None
