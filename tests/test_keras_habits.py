@@ -142,3 +142,11 @@ def test_training_checkpoint_callback_from_python(iris, tmp_path):
     best = irkit.load_model(str(tmp_path / "ck" / "best.onnx"))
     np.testing.assert_allclose(best.predict(iris[0]), model.predict(iris[0]), rtol=1e-6)
     assert history.best_epoch is not None
+
+
+def test_string_labels_are_a_one_line_data_error(iris):
+    from irkit.errors import DataError
+    names = np.array(["setosa", "versicolor", "virginica"])[iris[1]]
+    with pytest.raises(DataError, match="got <U10 values \\(e.g. '[a-z]+'\\); map names") as e:
+        iris_model().fit(iris[0], names, epochs=1, verbose=0)
+    assert "\n" not in str(e.value)

@@ -240,8 +240,10 @@ class Model:
         target = self._graphs.train.value(TARGET)
         if loss.sparse_labels:
             if y.dtype.kind not in "iufb":
-                raise DataError(f"{name}: {loss.name} needs integer class labels, got "
-                                f"{y.dtype} values")
+                example = str(y.flat[0]) if y.size else ""
+                raise DataError(f"{name}: {loss.name} needs integer class labels 0..C-1, got "
+                                f"{y.dtype} values (e.g. {example!r}); map names to numbers "
+                                "with classes, y = numpy.unique(y, return_inverse=True)")
             if y.dtype.kind == "f" and not np.all(y == np.round(y)):
                 raise DataError(f"{name}: {loss.name} needs integer class labels")
             width = self._num_classes()
