@@ -130,18 +130,20 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
 @main.command()
 @click.argument("history")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write a PNG (needs irkit[plot]); without it, a text chart.")
+              help="Write a .png (.svg, .pdf) image (needs irkit[plot]); without it, a text "
+              "chart.")
 @click.option("--title", help="The PNG's title.")
 @handle_errors
 def plot(history: str, output: str | None, title: str | None) -> None:
     """Training curves of a HISTORY file (what `irkit train --json` prints, or a checkpoint
     folder's history.json): loss and accuracy, training and validation, best epoch marked."""
     from irkit.cli_train import read_history
-    from irkit.train.plot import save_png, text_chart
+    from irkit.train.plot import plot_format, save_png, text_chart
     from irkit.train.report import overfitting_report
     doc = read_history(history)
     if output is not None:
         from irkit.safe_io import check_outputs
+        plot_format(output)
         check_outputs({"-o": output}, [history])
         save_png(doc, output, title)
         click.echo(f"wrote {output}")

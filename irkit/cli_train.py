@@ -115,9 +115,10 @@ def run_training(source: str, output: str, progress: bool = True,
         saver = TrainingCheckpoint(checkpoint)
         saver.prepare(inputs + [p for p in (output, save_training, plot) if p])
         callbacks.append(saver)
-    if plot is not None:
-        from irkit.train.plot import _pyplot
-        _pyplot()  # fail before training when matplotlib is missing
+    if plot is not None:  # fail before training on a bad name or without matplotlib
+        from irkit.train.plot import _pyplot, plot_format
+        plot_format(plot)
+        _pyplot()
     model, s, data = prepare(source, options)
     first = model.epochs_done
     history = model.fit(data.x, data.y, epochs=first + s.epochs,

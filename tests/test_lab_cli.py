@@ -252,3 +252,13 @@ def test_train_help_says_which_file_holds_which_weights():
     assert "-o holds the best epoch's weights" in text
     assert "training holds the last epoch's state" in text
     assert "--checkpoint DIR" in text and "--plot PNG" in text
+
+
+def test_plot_svg_and_a_bad_suffix(overfit):
+    train_json(str(overfit), "-o", "m.onnx", "--checkpoint", "ck")
+    assert cli("plot", "ck/history.json", "-o", "c.svg").exit_code == 0
+    svg = (overfit.parent / "c.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "best epoch" in svg
+    assert_one_line_error(cli("plot", "ck/history.json", "-o", "c.txt"), ".png, .svg or .pdf")
+    assert_one_line_error(cli("train", str(overfit), "-o", "m.onnx", "--plot", "c.jpg"),
+                          ".png, .svg or .pdf")

@@ -36,8 +36,12 @@ def _pyplot():
     return plt
 
 
-def plot_png(history: Any, title: str | None = None) -> bytes:
-    """The curves as PNG bytes (loss panel, accuracy panel when there is accuracy)."""
+FORMATS = ("png", "svg", "pdf")
+
+
+def plot_png(history: Any, title: str | None = None, fmt: str = "png") -> bytes:
+    """The curves as PNG (or `fmt`: svg, pdf) bytes: a loss panel, and an accuracy panel
+    when there is accuracy."""
     curves, best = _curves(history)
     plt = _pyplot()
     panels = [(key, label) for key, label in PANELS if curves.get(key)]
@@ -49,7 +53,7 @@ def plot_png(history: Any, title: str | None = None) -> bytes:
             fig.suptitle(title)
         fig.tight_layout()
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
+        fig.savefig(buffer, format=fmt, dpi=100)
     finally:
         plt.close(fig)
     return buffer.getvalue()
@@ -71,10 +75,18 @@ def _panel(ax, curves: dict, key: str, label: str, best: int | None) -> None:
     ax.legend()
 
 
+def plot_format(path: str) -> str:
+    """The image format of `path` by its suffix (png, svg, pdf); IrkitError otherwise."""
+    fmt = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if fmt not in FORMATS:
+        raise IrkitError(f"{path}: name a .png, .svg or .pdf file for the curves")
+    return fmt
+
+
 def save_png(history: Any, path: str, title: str | None = None) -> None:
-    """Write the curves to `path` as PNG, atomically."""
+    """Write the curves to `path` atomically, as PNG (or SVG/PDF by the suffix)."""
     from irkit.safe_io import write_atomic
-    write_atomic(path, plot_png(history, title))
+    write_atomic(path, plot_png(history, title, plot_format(path)))
 
 
 def text_chart(history: Any, key: str = "loss", width: int = 60, height: int = 12) -> str:
