@@ -58,7 +58,15 @@ class OnnxPredictor:
     def classes(self) -> list[str] | None:
         """Class names recorded in the file (irkit.classes), or None."""
         text = self.metadata.get(META_CLASSES)
-        return text.split(",") if text else None
+        if not text:
+            return None
+        if text.lstrip().startswith("["):  # a JSON list (names that hold commas)
+            try:
+                names = json.loads(text)
+            except json.JSONDecodeError:
+                return None
+            return [str(n) for n in names] if isinstance(names, list) else None
+        return text.split(",")
 
     @property
     def settings(self) -> dict:
