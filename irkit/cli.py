@@ -267,4 +267,6 @@ def ops(as_json: bool) -> None:
 from irkit import cli_lab  # noqa: E402,F401  (registers evaluate, predict, plot)
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m irkit.cli`: cli_lab registered its commands on the module `irkit.cli`
+    from irkit.cli import main as registered
+    registered()

@@ -262,3 +262,11 @@ def test_plot_svg_and_a_bad_suffix(overfit):
     assert_one_line_error(cli("plot", "ck/history.json", "-o", "c.txt"), ".png, .svg or .pdf")
     assert_one_line_error(cli("train", str(overfit), "-o", "m.onnx", "--plot", "c.jpg"),
                           ".png, .svg or .pdf")
+
+
+def test_lab_commands_under_python_dash_m(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "irkit.cli", "--help"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in ("evaluate", "predict", "plot", "train"):
+        assert f"  {command} " in result.stdout
