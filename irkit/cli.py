@@ -124,7 +124,7 @@ def _param_count(weights: dict) -> int:
               help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
               "(resumable) and history.json.")
 @click.option("--plot", metavar="PNG",
-              help="Write the training curves as a PNG (needs irkit[plot]).")
+              help="Write the training curves as a .png (.svg, .pdf) image (needs irkit[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @handle_errors
 def train(source: str, output: str, as_json: bool, save_training: str | None,
@@ -139,11 +139,10 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     from irkit.cli_train import run_training
     result = run_training(source, output, progress=not as_json, save_training=save_training,
                           **options)
-    if not as_json:  # --json: the report is in the document ("report")
-        click.echo(result["report"]["text"], err=True)
-    if as_json:
+    if as_json:  # the overfitting report is in the document ("report")
         click.echo(json.dumps(result, indent=2))
     else:
+        click.echo(result["report"]["text"], err=True)
         final = result["final"]
         figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
         click.echo(f"best epoch {result['best_epoch']}: {figures}")
