@@ -6,7 +6,6 @@ import functools
 import json
 import os
 import sys
-from collections import Counter
 
 import click
 import numpy as np
@@ -96,8 +95,11 @@ def _param_count(weights: dict) -> int:
 # ---- train ---------------------------------------------------------------------------------
 @main.command()
 @click.argument("source")
-@click.option("--data", help="Bundled dataset (iris, digits) or a .csv/.npz file.")
-@click.option("-o", "--output", required=True, help="Where to write the trained ONNX model.")
+@click.option("--data", help="Dataset: bundled iris, digits, mnist5k; mnist, mnist-test "
+              "(downloaded to $IRKIT_DATA); or a .csv/.csv.gz/.npz file.")
+@click.option("--label-column", help="The CSV column with the targets (default: label).")
+@click.option("-o", "--output", required=True,
+              help="Where to write the trained ONNX model (the best epoch's weights).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: recipe's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
@@ -117,11 +119,19 @@ def _param_count(weights: dict) -> int:
               help="What the best epoch and early stopping watch (default val_loss).")
 @click.option("--keep-best/--keep-last", "keep_best", default=None,
               help="Write the best epoch's weights to -o (default) or the last epoch's.")
+@click.option("--recompute", metavar="sqrt|BYTES",
+              help="Gradient checkpointing: recompute activations in the backward pass instead "
+              "of keeping them (sqrt, or a byte budget per segment); less memory, more time.")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
-              help="Also write a training model (last weights, optimizer state, step count) "
-              "that `irkit train` resumes from.")
+              help="Also write a training model (the last epoch's weights, optimizer state, "
+              "step count, history, best weights) that `irkit train` resumes from.")
+@click.option("--checkpoint", metavar="DIR",
+              help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
+              "(resumable) and history.json.")
+@click.option("--plot", metavar="PNG",
+              help="Write the training curves as a .png (.svg, .pdf) image (needs irkit[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--workers", type=click.IntRange(min=1), help="Train data-parallel in this many "
               "processes on this machine (starts mpiexec; needs irkit[distributed]).")
@@ -129,8 +139,13 @@ def _param_count(weights: dict) -> int:
 def train(source: str, output: str, as_json: bool, save_training: str | None,
           workers: int | None, **options) -> None:
     """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
-    inference model (data scaling included) to OUTPUT. Under `mpiexec -n N` (or with
-    --workers N) N processes train data-parallel, each on 1/N of every batch."""
+    inference model (data scaling included) to OUTPUT.
+
+    Which file holds which weights: -o holds the best epoch's weights (lowest validation
+    loss, or --monitor; --keep-last for the last epoch's); --save-training holds the last
+    epoch's state (and the best weights), to resume from. A report on overfitting ends every
+    run (on stderr, or "report" in --json). Under `mpiexec -n N` (or with --workers N), N
+    processes train data-parallel, each on 1/N of every batch; rank 0 writes the files."""
     from irkit.cli_train import run_training
     if workers and workers > 1:
         from irkit.launch import launch
@@ -139,9 +154,10 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
                           **options)
     if not distributed.is_root():
         return
-    if as_json:
+    if as_json:  # the overfitting report is in the document ("report")
         click.echo(json.dumps(result, indent=2))
     else:
+        click.echo(result["report"]["text"], err=True)
         final = result["final"]
         figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
         click.echo(f"best epoch {result['best_epoch']}: {figures}")
@@ -224,39 +240,7 @@ def grad(model: str, of: str, wrt: str, output: str) -> None:
     click.echo(f"wrote {output}: outputs {', '.join(v.name for v in graph.outputs)}")
 
 
-# ---- inspect / ops --------------------------------------------------------------------------
-@main.command()
-@click.argument("model")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
-def inspect(model: str, as_json: bool) -> None:
-    """Inputs, outputs, parameter count and op histogram of an ONNX MODEL."""
-    from irkit.onnx_io import load
-    graph = load(model)
-
-    def desc(v):
-        return {"name": v.name, "dtype": str(v.dtype),
-                "shape": None if v.shape is None else list(v.shape)}
-    info = {"inputs": [desc(v) for v in graph.inputs], "outputs": [desc(v) for v in graph.outputs],
-            "parameters": _param_count({k: v.const for k, v in graph.initializers.items()
-                                        if v.const.dtype.kind == "f"}),
-            "initializers": len(graph.initializers), "nodes": len(graph.nodes),
-            "ops": dict(sorted(Counter(n.op_type for n in graph.nodes).items())),
-            "metadata": graph.metadata}
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    for key in ("inputs", "outputs"):
-        click.echo(f"{key}:")
-        for v in info[key]:
-            shape = "?" if v["shape"] is None else "x".join(str(d) for d in v["shape"]) or "scalar"
-            click.echo(f"  {v['name']}: {v['dtype']}[{shape}]")
-    click.echo(f"parameters: {info['parameters']} in {info['initializers']} initializers")
-    click.echo(f"nodes: {info['nodes']}")
-    for op, count in info["ops"].items():
-        click.echo(f"  {op:28s} {count}")
-
-
+# ---- ops ----------------------------------------------------------------------------------
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ops(as_json: bool) -> None:
@@ -280,5 +264,12 @@ def ops(as_json: bool) -> None:
     click.echo(f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with gradients")
 
 
+from irkit import cli_lab  # noqa: E402,F401  (registers evaluate, predict, plot)
+from irkit.cli_graph import register_graph_commands  # noqa: E402
+
+register_graph_commands(main)  # inspect and optimize (irkit/cli_graph.py)
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m irkit.cli`: cli_lab registered its commands on the module `irkit.cli`
+    from irkit.cli import main as registered
+    registered()

@@ -20,14 +20,16 @@ from irkit.signature import (
     META_CLASSES,
     META_FROZEN,
     META_NORMALIZE,
+    META_PAIR,
     META_SCALING,
     META_SETTINGS,
 )
 from irkit.spec import Recipe, load_recipe
+from irkit.train.callbacks import TrainingCheckpoint
 from irkit.train.model import Model, load_model
+from irkit.train.plot import save_png
+from irkit.train.report import overfitting_report
 from irkit.train.sources import ModuleSource
-
-PAIR_KEY = "irkit.pair"  # the same id in a model and the training file written with it
 
 
 def is_onnx(path: str) -> bool:
@@ -49,14 +51,15 @@ def _split_names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _dataset_for(source: str, settings: Settings, recipe: Recipe | None,
-                 stored: str | None) -> Dataset:
+def _dataset_for(settings: Settings, stored: str | None = None) -> Dataset:
     """The dataset named by --data, or by the recipe (paths relative to the recipe file).
     A path recorded in a model file is only mentioned, never opened."""
     name = settings.dataset
     if name is None:
         hint = f" (it was trained on {stored!r})" if stored else ""
-        raise DataError(f"no dataset: pass --data NAME|FILE{hint}; bundled: iris, digits")
+        from irkit.data import dataset_names
+        raise DataError(f"no dataset: pass --data NAME|FILE{hint}; bundled: "
+                        f"{', '.join(dataset_names())}")
     return load_dataset(name, label_column=settings.label_column)
 
 
@@ -70,17 +73,17 @@ def prepare(source: str, options: dict[str, Any]) -> tuple[Model, Settings, Data
         recipe = load_recipe(source)
         layers = [recipe.settings(), cli]
         s = resolve(*layers, names=(recipe.source, "command line"))
-        data = _dataset_for(source, s, recipe, None)
+        data = _dataset_for(s)
         model = model_from_recipe(recipe, data, s)
         model.compile(settings=s)
         return model, s, data
     model = _load_onnx_model(source, options)
     # a training file's settings (load_model resolved them, with its stored learning rate)
-    saved = model.settings.as_dict() if model._resume is not None else from_json(
+    saved = model.settings.as_dict() if model.epochs_done else from_json(
         model.source.metadata.get(META_SETTINGS))
     stored = saved.pop("dataset", None)
     s = resolve(saved, cli, names=(f"{source} settings", "command line"))
-    data = _dataset_for(source, s, None, stored)
+    data = _dataset_for(s, stored)
     model.compile(settings=s)
     return model, s, data
 
@@ -89,7 +92,7 @@ def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
     from irkit.onnx_io import with_dynamic_batch
     from irkit.train.sources import OnnxSource
     model = load_model(source, prepare=with_dynamic_batch)
-    if model._resume is not None:
+    if model.epochs_done:
         if options.get("trainable") or options.get("freeze"):
             raise DataError("a training file resumes with the parameters it trained; "
                             "--trainable/--freeze apply to plain ONNX models")
@@ -102,31 +105,52 @@ def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
 
 def run_training(source: str, output: str, progress: bool = True,
                  save_training: str | None = None, callbacks=None,
+                 checkpoint: str | None = None, plot: str | None = None,
                  **options: Any) -> dict[str, Any]:
     """Train and write the inference model (best weights) to `output` and, with
-    `save_training`, a training file (last state) to resume from; returns the history and
-    the final validation figures. Under mpiexec every rank runs this, data-parallel; rank 0
-    checks the outputs first and alone writes them."""
+    `save_training`, a training file (last state) to resume from; with `checkpoint`, a
+    folder updated every epoch (TrainingCheckpoint); with `plot`, a PNG of the curves.
+    Returns the history, the final validation figures and the overfitting report. Under
+    mpiexec every rank runs this, data-parallel; rank 0 alone checks and writes the files."""
     inputs = [source] + ([options["data"]] if options.get("data") else [])
     if distributed.world_size() > 1:
         distributed.comm()  # start MPI first: a failure from here on ends the job at once
-    root = distributed.is_root()  # under MPI, rank 0 alone writes (every rank trains)
-    if root:
-        check_outputs({"-o": output, "--save-training": save_training}, inputs)
+    root = distributed.is_root()
+    callbacks = list(callbacks or []) + (_file_hooks(inputs, output, save_training,
+                                                     checkpoint, plot) if root else [])
     model, s, data = prepare(source, options)
-    first = model._resume.epochs_done if model._resume is not None else 0
+    first = model.epochs_done
     history = model.fit(data.x, data.y, epochs=first + s.epochs,
                         verbose=1 if progress else 0, callbacks=callbacks)
     final = _final_figures(model, data, s)
+    report = overfitting_report(history, first + s.epochs, s.keep_best)
     if root:
         _write_outputs(model, output, save_training)
+        if plot is not None:
+            save_png(history, plot, title=f"{model.name} on {s.dataset}")
     return {"source": source, "output": output, "save_training": save_training,
+            "checkpoint": checkpoint, "plot": plot,
             "dataset": s.dataset, "device": model._runner.device,
             "workers": distributed.world_size(),
             "epochs_run": history.epochs - first, "epochs_total": history.epochs,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
-            "history": history.history, "final": final,
+            "history": history.history, "final": final, "report": report.as_dict(),
             "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
+
+
+def _file_hooks(inputs: list[str], output: str, save_training: str | None,
+                checkpoint: str | None, plot: str | None) -> list:
+    """Check every output before work starts; the checkpoint callback (if asked for)."""
+    check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
+    if plot is not None:  # fail before training on a bad name or without matplotlib
+        from irkit.train.plot import _pyplot, plot_format
+        plot_format(plot)
+        _pyplot()
+    if checkpoint is None:
+        return []
+    saver = TrainingCheckpoint(checkpoint)
+    saver.prepare(inputs + [p for p in (output, save_training, plot) if p])
+    return [saver]
 
 
 def _final_figures(model: Model, data: Dataset, s: Settings) -> dict[str, float]:
@@ -143,11 +167,11 @@ def _write_outputs(model: Model, output: str, save_training: str | None) -> None
     from irkit.safe_io import write_atomic
     pair = os.urandom(8).hex()
     graph = model.to_graph()
-    graph.metadata[PAIR_KEY] = pair
+    graph.metadata[META_PAIR] = pair
     model_bytes = to_onnx(graph).SerializeToString()
     if save_training:
         proto = model.training_proto()
-        proto.metadata_props.add(key=PAIR_KEY, value=pair)
+        proto.metadata_props.add(key=META_PAIR, value=pair)
         write_atomic(save_training, proto.SerializeToString())
     write_atomic(output, model_bytes)
 

@@ -68,6 +68,17 @@ def is_root() -> bool:
     return rank() == 0
 
 
+def step_runtime(requested: str) -> str:
+    """The step runner for a run that asked for runtime `requested`: 'mpi' (data-parallel on
+    onnxruntime) under an MPI launcher, else `requested`."""
+    if world_size() == 1:
+        return requested
+    if requested != "onnxruntime":
+        raise RuntimeUnavailableError(f"runtime {requested!r} trains in one process; under "
+                                      "an MPI launcher irkit trains on onnxruntime")
+    return "mpi"
+
+
 def threads_per_worker() -> int:
     """Intra-op threads for each worker: this machine's cores shared among the workers on it
     (1 each when there are as many workers as cores: more would only contend)."""

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from irkit.runtimes.reference import ReferenceRuntime
 
-from irkit import ops
+from irkit import Sequential, ops
 from irkit.data import fit_scaler, load_dataset, train_val_split
 from irkit.errors import DataError, IrkitError, ShapeError
-from irkit import Sequential
 from irkit.nn import Activation, Dense, Dropout, Module, Normalize, ReLU, Tanh
 from irkit.train import Callback, EarlyStopping, LambdaCallback, LearningRateScheduler
 
@@ -444,7 +443,7 @@ def test_nan_is_a_data_error(where):
 def test_nan_in_a_csv_is_a_data_error(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b,label\n1,2,0\nnan,3,1\n")
-    with pytest.raises(DataError, match="row 1"):
+    with pytest.raises(DataError, match="line 3"):
         load_dataset(str(path))
     path.write_text("a,b,label\n1,2,0\n1,3,-1\n")
     with pytest.raises(DataError, match="negative class label"):

@@ -24,17 +24,12 @@ from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes.base import make_step_runner
 from irkit.settings import DEFAULTS, Settings, resolve
-from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
+from irkit.signature import CORRECT, LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import Optimizer, optimizer_from
 from irkit.train.sources import ModuleSource, OnnxSource
-from irkit.train.step import (
-    StepGraphs,
-    build_eval_graph,
-    build_split_graphs,
-    build_step_graphs,
-)
+from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs, split_step
 from irkit.train.trainer import History, Trainer
 
 METRICS = ("accuracy", "acc")
@@ -70,6 +65,11 @@ class Model:
         self._runner = None
         self._resume = None          # a TrainingFile when loaded from one
         self._predictors: dict[str, Any] = {}
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs a loaded training file has done (where `fit` continues); 0 otherwise."""
+        return self._resume.epochs_done if self._resume is not None else 0
 
     @property
     def layers(self) -> list[Module]:
@@ -125,31 +125,22 @@ class Model:
         s = self.settings.replace(batch_size=batch_size, epochs=epochs, val_split=(
             0.0 if validation_data is not None else validation_split), seed=seed,
             keep_best=keep_best, **settings)
-        x, y = _features(x, "training data"), np.asarray(y)
-        if len(x) != len(y):
-            raise DataError(f"x has {len(x)} samples, y has {len(y)}; they must match")
-        if validation_data is None and s.val_split:
-            tr, va = train_val_split(len(x), s.val_split, s.seed, y)
-            x, y, validation_data = x[tr], y[tr], (x[va], y[va])
-        self.last_validation = validation_data if validation_data is not None and len(
-            validation_data[0]) else None
-        self.last_split = (len(x), len(self.last_validation[0]) if self.last_validation else 0)
-        self._prepare(x, s)
+        x, y, val = self._split(_features(x, "training data"), np.asarray(y), validation_data,
+                                s)
+        self._build(x, s, runner=True)
         if "lr" in settings and self._resume is None:
             self.learning_rate = s.lr
         staged = self._stage(x, y, "training data")
-        val = None
-        if validation_data is not None and len(validation_data[0]):
-            val = self._stage(_features(validation_data[0], "validation data"),
-                              validation_data[1], "validation data")
+        val = self._stage(_features(val[0], "validation data"), val[1], "validation data") \
+            if val is not None else None
         first = self._resume.epochs_done if self._resume and initial_epoch is None else (
             initial_epoch or 0)
         if s.epochs <= first:
             raise DataError(f"epochs ({s.epochs}) must be more than the epochs done ({first})")
         cbs = self._callbacks(callbacks, s, verbose, len(x), first)
-        trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(), self)
-        self._trainer = trainer
-        self.history = trainer.fit(
+        self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
+                                self)
+        self.history = self._trainer.fit(
             staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
             monitor=s.monitor, keep_best=s.keep_best)
@@ -158,55 +149,52 @@ class Model:
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
+    def _split(self, x: np.ndarray, y: np.ndarray, validation_data, s: Settings):
+        """(x, y, validation or None): `validation_data`, else a seeded stratified split."""
+        if len(x) != len(y):
+            raise DataError(f"x has {len(x)} samples, y has {len(y)}; they must match")
+        if validation_data is None and s.val_split:
+            tr, va = train_val_split(len(x), s.val_split, s.seed, y)
+            x, y, validation_data = x[tr], y[tr], (x[va], y[va])
+        if validation_data is not None and not len(validation_data[0]):
+            validation_data = None
+        self.last_validation = validation_data
+        self.last_split = (len(x), len(validation_data[0]) if validation_data else 0)
+        return x, y, validation_data
+
     def prepare(self, x, runner: bool = False) -> StepGraphs:
         """Build the step graphs for data like `x` (scaling adapted on it unless adapted
         already) and, with `runner`, the step runner; returns the graphs (e.g. to export)."""
         if not self._compiled:
             self.compile()
-        x = _features(x, "data")
-        self.source.ensure_input(x)
-        if self._graphs is None:
-            if isinstance(self.source, ModuleSource):
-                self.source.seed = self.settings.seed
-            if self._resume is None:
-                self.source.adapt(x)
-            self._graphs = self._step_graphs(self.settings)
-        if runner:
-            self._prepare(x, self.settings)
+        self._build(_features(x, "data"), self.settings, runner)
         return self._graphs
 
-    def _prepare(self, x: np.ndarray, s: Settings) -> None:
-        """Input shape, scaling adapted on the training part, step graphs and runner (once)."""
+    def _build(self, x: np.ndarray, s: Settings, runner: bool) -> None:
+        """Input shape; once: scaling adapted on `x` (the training part), the step graphs,
+        and with `runner` the step runner, its state initial or resumed."""
         self.source.ensure_input(x)
-        if self._runner is not None:
-            return
         if self._graphs is None:
             if isinstance(self.source, ModuleSource):
                 self.source.seed = s.seed
             if self._resume is None:
                 self.source.adapt(x)
             self._graphs = self._step_graphs(s)
+        if not runner or self._runner is not None:
+            return
         g = self._graphs
-        weights = self.source.weights()
         saved = self._resume.state if self._resume else None
-        state = g.initial_state(weights, s.lr, saved)
+        state = g.initial_state(self.source.weights(), s.lr, saved)
         if saved is not None and s.lr != self._resume.state[LR]:
-            state[LR] = np.array(s.lr, np.float32)
-        runtime = self._runtime
-        if distributed.world_size() > 1:  # started by mpiexec: data-parallel
-            runtime = "mpi"
+            state[LR] = np.array(s.lr, np.float32)  # an explicit rate wins over the stored one
+        runtime = distributed.step_runtime(self._runtime)  # "mpi" under an MPI launcher
         self._runner = make_step_runner(runtime, g.train, g.eval, state, g.data_names,
                                         **self._runner_options(runtime, s))
         self._predictors = {}
 
     def _runner_options(self, runtime: str, s: Settings) -> dict[str, Any]:
-        if runtime == "mpi":
-            if self._runtime != "onnxruntime":
-                raise SpecError(f"runtime {self._runtime!r} trains in one process; under "
-                                "mpiexec irkit trains on onnxruntime")
-            g = self._graphs
-            split = build_split_graphs(g.train, g.params, g.buffers, g.slots,
-                                       self._optimizer or optimizer_from(s))
+        if runtime == "mpi":  # data-parallel: the step cut in two around the all-reduce
+            split = split_step(self._graphs, self._optimizer or optimizer_from(s), s)
             return {"split": split, "device": s.device,
                     "threads": distributed.threads_per_worker()}
         if runtime == "onnxruntime":
@@ -217,12 +205,17 @@ class Model:
         loss = get_loss(s.loss)
         if self._resume is not None:
             r = self._resume
+            _check_same_step(r.settings, s)
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
             excluded = set(r.state) | {TARGET}
             name = next(v.name for v in r.train.inputs if v.name not in excluded)
             return StepGraphs(r.train, evaluation, r.params, r.buffers, r.slots, name,
-                              any(v.name == "correct" for v in r.train.outputs))
-        return build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+                              any(v.name == CORRECT for v in r.train.outputs))
+        graphs = build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+        if s.recompute != "none":  # gradient checkpointing: recompute instead of keeping
+            from irkit.passes import apply_checkpointing
+            apply_checkpointing(graphs.train, s.recompute, s.batch_size)
+        return graphs
 
     def _stage(self, x: np.ndarray, y, name: str):
         check_finite(x, name)
@@ -258,8 +251,10 @@ class Model:
         target = self._graphs.train.value(TARGET)
         if loss.sparse_labels:
             if y.dtype.kind not in "iufb":
-                raise DataError(f"{name}: {loss.name} needs integer class labels, got "
-                                f"{y.dtype} values")
+                example = str(y.flat[0]) if y.size else ""
+                raise DataError(f"{name}: {loss.name} needs integer class labels 0..C-1, got "
+                                f"{y.dtype} values (e.g. {example!r}); map names to numbers "
+                                "with classes, y = numpy.unique(y, return_inverse=True)")
             if y.dtype.kind == "f" and not np.all(y == np.round(y)):
                 raise DataError(f"{name}: {loss.name} needs integer class labels")
             width = self._num_classes()
@@ -329,7 +324,7 @@ class Model:
         if self._runner is None:
             if not self._compiled:
                 raise ShapeError(f"{self.name}: call compile() (or fit) before evaluate()")
-            self._prepare(_features(x, "evaluation data"), self.settings)
+            self._build(_features(x, "evaluation data"), self.settings, runner=True)
         from irkit.train.trainer import logs_of
         staged = self._stage(_features(x, "evaluation data"), y, "evaluation data")
         return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
@@ -388,10 +383,14 @@ class Model:
         g, names = self._graphs, self._weight_names()
         state = self._runner.read_state()
         current = {k: state[k] for k in names}
-        last = self._trainer.last_weights if self._trainer is not None else None
+        trainer = self._trainer
+        last = trainer.last_weights if trainer is not None else None
         best = None
-        if last is not None and any(not np.array_equal(last[k], current[k]) for k in names):
+        if last is not None and _differ(last, current, names):
             best, state = current, {**state, **last}
+        elif last is None and trainer is not None and trainer.best_weights is not None \
+                and _differ(trainer.best_weights, current, names):
+            best = trainer.best_weights  # during training (a checkpoint): the best so far
         metadata = self.to_graph().metadata
         self.source.set_weights({k: state[k] for k in names})
         inference = self.source.build(training=False)
@@ -432,6 +431,21 @@ class Sequential(Model):
                  input_shape: tuple[int, ...] | None = None) -> None:
         from irkit.nn.module import Sequential as Layers
         super().__init__(Layers(list(layers), name=name), input_shape, name)
+
+
+def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
+    return any(not np.array_equal(a[k], b[k]) for k in names)
+
+
+def _check_same_step(saved: Settings, s: Settings) -> None:
+    """A training file continues with the loss and optimizer its step graph was built with."""
+    changed = [k for k in ("loss", "optimizer", "momentum", "nesterov", "weight_decay")
+               if getattr(saved, k) != getattr(s, k)]
+    if changed:
+        k = changed[0]
+        raise SpecError(f"a training file continues with the {k} it was saved with "
+                        f"({getattr(saved, k)!r}, not {getattr(s, k)!r}); to change it, export "
+                        "the model (irkit export) and train that")
 
 
 def _features(x, name: str) -> np.ndarray:
@@ -479,6 +493,7 @@ def load_model(path: str, prepare=None) -> Model:
         saved["lr"] = float(found["file"].state[LR])
         model.compile(settings=resolve(saved, names=(f"{path} settings",)))
         model._resume = found["file"]
+        model._resume.settings = model.settings
         model.history = History.from_dict(found["file"].history) if found[
             "file"].history else None
     return model
