@@ -20,11 +20,10 @@ What differs from one process:
   statistics are averaged over the ranks each step, weighted by shard size, and stay the same
   on every rank: the running mean moves by the global batch's mean (the update is linear in
   it); the running variance misses the spread between the shards' means.
-- Dropout: the mask is keyed on (seed, step counter, element index in the batch), and each
-  rank feeds its gradient graph the counter step·W + r. When W divides the batch, rank r's
-  keys are then exactly those of its rows in one process's batch, so the masks are one
-  process's, bit for bit. A batch W does not divide (usually the last) draws other masks, which
-  may repeat across ranks within that step.
+- Dropout: the mask is a function of (seed, step counter, element index in the batch), and
+  each rank feeds its gradient graph the counter step·W + r instead of the step: every rank
+  draws its own masks, a function of (seed, step, rank), so a run is reproducible for a given
+  number of workers, but its masks are not one process's (nor another worker count's).
 - Sums are taken in another order: results agree with one process to float32 rounding.
 
 Runs on CPU (the gradients cross the network through host memory anyway); every rank holds

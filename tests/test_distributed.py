@@ -213,16 +213,33 @@ def test_two_workers_equal_one_process(tmp_path, optimizer, lr):
     assert_same_state(tmp_path / "one.onnx", tmp_path / "two.onnx")
 
 
+def test_each_rank_draws_its_own_dropout_masks():
+    """The dropout counter a rank feeds its gradient graph (step·W + r) gives each rank of a
+    step its own masks: same weights and rows, different gradients."""
+    case = SPLIT_CASES["adam-dropout-batchnorm"]
+    source, g, split = _graphs(case[0](), get_optimizer("adam"))
+    state = g.initial_state(source.weights(), 0.01)
+    rng = np.random.default_rng(3)
+    feeds = {**state, g.input_name: rng.normal(size=(8, 4)).astype(np.float32),
+             TARGET: rng.integers(0, 3, 8)}
+    run = ReferenceGraph(split.gradient)
+    grads = [run({**{v.name: feeds[v.name] for v in split.gradient.inputs},
+                  STEP: np.array(5 * 2 + rank, np.int64)})[-1] for rank in (0, 1)]
+    assert split.gradient.outputs[-1].name == GRADS
+    assert not np.allclose(grads[0], grads[1])
+
+
 @needs_mpi
-def test_two_workers_draw_one_process_dropout_masks(tmp_path):
-    """With dropout and a batch the workers divide evenly (120 rows, batches of 16 and a last
-    of 8), each rank draws its rows' masks of the one-process run: same weights."""
+def test_two_workers_with_dropout_repeat_themselves(tmp_path):
+    """Dropout on 2 workers is seeded per rank: the same job twice gives the same files."""
     (tmp_path / "drop.toml").write_text(DROPOUT_RECIPE)
-    args = ["train", "drop.toml", "--epochs", "2", "--batch-size", "16"]
-    irkit(*args, "-o", "one.onnx", "--save-training", "one.t.onnx", cwd=tmp_path)
-    irkit(*args, "-o", "two.onnx", "--save-training", "two.t.onnx", "--workers", "2",
-          cwd=tmp_path)
-    assert_same_state(tmp_path / "one.t.onnx", tmp_path / "two.t.onnx")
+    for name in ("a", "b"):
+        irkit("train", "drop.toml", "--epochs", "2", "--batch-size", "16", "-o",
+              f"{name}.onnx", "--save-training", f"{name}.t.onnx", "--workers", "2",
+              cwd=tmp_path)
+    wa, wb = initializers(tmp_path / "a.t.onnx"), initializers(tmp_path / "b.t.onnx")
+    assert sorted(wa) == sorted(wb)
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
 @needs_mpi
