@@ -52,7 +52,7 @@ def launch(args: list[str], workers: int) -> int:
 # the lines Hydra (MPICH's mpiexec) prints around a failed job
 _HYDRA_NOISE = re.compile(r"^(=|\[mpiexec@|\[proxy:|YOUR APPLICATION TERMINATED|This typically "
                           r"refers|Please see the FAQ|Abort\(\d+\) on node|"
-                          r"\w+\(\d+\)\.*: )")  # the last: MPICH's error stacks
+                          r"(\w+|\(unknown\))\(\d*\)\.*: )")  # the last: MPICH's error stacks
 _EXIT_CODES = re.compile(r"Exit codes: \[[^\]]*\] ([\d,\s]+)")
 _EXIT_STRING = re.compile(r"EXIT STRING: (.+)")
 

@@ -359,7 +359,7 @@ def test_raising_worker_ends_the_job_with_one_line(tmp_path):
     # MPICH itself may add its error stack when the abort tears rank 0's all-reduce down;
     # `--workers` shows what remains after the launcher's filter of mpiexec's own lines
     errors = _error_lines(_relayed(done.stderr))
-    assert errors == ["irkit: error: rank 1: the disk of rank 1 is full"], done.stderr
+    assert errors == ["irkit: error: rank 1: the disk of rank 1 is full"], (errors, done.stderr)
     assert {n: (tmp_path / n).read_bytes() for n in before} == before
 
 
