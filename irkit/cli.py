@@ -147,6 +147,8 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     run (on stderr, or "report" in --json). Under `mpiexec -n N` (or with --workers N), N
     processes train data-parallel, each on 1/N of every batch; rank 0 writes the files."""
     from irkit.cli_train import run_training
+    if distributed.world_size() > 1:
+        distributed.comm()  # MPI first: from here on a failure ends the whole job at once
     if workers and workers > 1:
         from irkit.launch import launch
         sys.exit(launch(_argv_without_workers(click.get_current_context()), workers))

@@ -119,8 +119,8 @@ _comm = None
 
 def abort(message: str, code: int = 1, wait: float | None = None) -> NoReturn:
     """End the whole job: print `irkit: error: rank R: message` and abort every worker.
-    Waits `wait` seconds first (default: none on rank 0, ABORT_GRACE_S elsewhere), so that a
-    failure that is not this rank's own is reported by the launcher, which knows the rank."""
+    Waits `wait` seconds first (default: none on rank 0, ABORT_GRACE_S elsewhere: when every
+    rank fails alike, rank 0's abort ends the others before they speak)."""
     r = rank()
     time.sleep(wait if wait is not None else (0.0 if r == 0 else ABORT_GRACE_S))
     sys.stdout.flush()
@@ -132,10 +132,10 @@ def abort(message: str, code: int = 1, wait: float | None = None) -> NoReturn:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         mpi.COMM_WORLD.Abort(code)
-    os._exit(code)  # no MPI yet: the launcher ends the others when one exits non-zero
+    os._exit(code)  # MPI not started: nothing here can stop the other ranks
 
 
-def fail_job(error: BaseException, message: str, code: int = 1) -> NoReturn:
+def fail_job(error: BaseException | None, message: str, code: int = 1) -> NoReturn:
     """`abort` for the CLI's error handler: a lost worker is reported after LOST_GRACE_S (the
     launcher usually ends this process first and names the rank that died); a missing mpi4py
     (the same on every rank) by rank 0 alone."""
