@@ -10,8 +10,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
-from irkit.ir import Graph, Value
+from irkit.ir import Graph, Value, verification_enabled
 from irkit.onnx_compat import constant_value, downgrade_to_opset_17
+from irkit.ops.base import apply
+from irkit.ops.registry import debug_verify
 from irkit.safe_io import write_atomic
 
 DEFAULT_OPSET = 17
@@ -20,9 +22,18 @@ IRKIT_OPSET = 17  # the IR's op semantics are those of ai.onnx opset 17
 
 
 # ---- export ----------------------------------------------------------------------------------
-def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True) -> onnx.ModelProto:
-    """The graph as a standard ONNX model, readable by the installed onnxruntime."""
-    graph.verify()
+def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
+            check: bool | None = None) -> onnx.ModelProto:
+    """The graph as a standard ONNX model, readable by the installed onnxruntime.
+
+    `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
+    under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
+    first: irkit's export is tested to be valid, and the checker's schema registry costs
+    tens of milliseconds to start.
+    """
+    debug_verify(graph)
+    if check is None:
+        check = verification_enabled()
     nodes = [_node_proto(n) for n in graph.nodes]
     model_graph = helper.make_graph(
         nodes, graph.name,
@@ -178,8 +189,8 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
     for proto in _sorted_nodes(g, {v.name for v in graph.values()}):
         inputs = [graph.value(n) if n else None for n in proto.input]
         attrs = _node_attributes(proto)
-        graph.add_node(proto.op_type, inputs, attrs, name=proto.name or proto.op_type,
-                       output_names=list(proto.output), domain=proto.domain)
+        apply(graph, proto.op_type, inputs, attrs, name=proto.name or proto.op_type,
+              output_names=list(proto.output), domain=proto.domain)
     undefined = [vi.name for vi in g.output if not graph.has_value(vi.name)]
     if undefined:
         raise ModelFileError(f"graph outputs {undefined} are not defined by any node, input or "

@@ -17,6 +17,7 @@ from irkit.passes.manager import GraphPass, PassResult
 from irkit import ops
 from irkit.errors import IRError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value
+from irkit.ops.registry import opdef_of
 from irkit.ops.shape import shape_of, zeros_like
 
 
@@ -46,7 +47,7 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
         outs = [grads.get(id(o)) for o in node.outputs]
         if all(g is None for g in outs):
             continue
-        opdef = node.opdef
+        opdef = opdef_of(node)
         if not opdef.has_gradient:
             raise UnsupportedOpError(f"op {node.op_type} (node {node.name!r}) has no gradient "
                                      "rule; irkit cannot differentiate through it yet")

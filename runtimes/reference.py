@@ -6,13 +6,14 @@ import numpy as np
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
+from irkit.ops.registry import opdef_of, verify
 
 
 class ReferenceGraph:
     """A graph run node by node with each op's numpy reference."""
 
     def __init__(self, graph: Graph) -> None:
-        graph.verify()
+        verify(graph)
         self.graph = graph
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
@@ -27,7 +28,7 @@ class ReferenceGraph:
             env[id(v)] = v.const
         for node in self.graph.nodes:
             args = [env[id(v)] if v is not None else None for v in node.inputs]
-            results = node.opdef.compute(node, args)
+            results = opdef_of(node).compute(node, args)
             for out, r in zip(node.outputs, results):
                 env[id(out)] = np.asarray(r, dtype=out.dtype)
         return [env[id(v)] for v in self.graph.outputs]

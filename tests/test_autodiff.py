@@ -189,8 +189,8 @@ def test_only_nodes_between_output_and_wrt_are_differentiated(no_gradient_op):
     y = g.add_input("y", np.float64, (3, 4))
     op = no_gradient_op.op_type
     # neither op has a gradient rule; `scale` does not depend on x, `side` is not read by loss
-    scale = g.add_node(op, [ops.Exp(y)], name="scale").outputs[0]
-    side = g.add_node(op, [ops.Neg(x)], name="side").outputs[0]
+    scale = ops.apply(g, op, [ops.Exp(y)], name="scale").outputs[0]
+    side = ops.apply(g, op, [ops.Neg(x)], name="side").outputs[0]
     loss = (ops.Tanh(x) * scale).sum()
     before = len(g.nodes)
     (gx,) = gradients(g, loss, [x])
@@ -304,7 +304,7 @@ def test_missing_gradient_rule_names_the_op_and_node(no_gradient_op):
     g = Graph("nograd")
     x = g.add_input("x", np.float32, (2, 3))
     y = g.add_input("y", np.float32, (2, 3))
-    blocked = g.add_node(no_gradient_op.op_type, [ops.Exp(x)], name="the_blocker").outputs[0]
+    blocked = ops.apply(g, no_gradient_op.op_type, [ops.Exp(x)], name="the_blocker").outputs[0]
     assert not no_gradient_op.has_gradient
     loss = (blocked * y).sum()
     (gy,) = gradients(g, loss, [y])  # not on the path from y: no rule needed

@@ -22,6 +22,7 @@ from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, define
 from irkit.ops.elementwise import Cast, Div, Equal, Mul, Where
 from irkit.ops.reduce import ReduceSum, element_ratio
+from irkit.ops.registry import attr
 from irkit.ops.resize import Resize
 from irkit.ops.shape import (
     Expand,
@@ -49,12 +50,12 @@ class Geometry:
                                      "supported; give pads and output_padding")
         n = len(kernel)
         self.kernel = list(kernel)
-        self.strides = list(node.attr("strides") or [1] * n)
+        self.strides = list(attr(node, "strides") or [1] * n)
         # read directly: AveragePool (opset 11) has neither dilations nor, in irkit, ceil_mode
         self.dilations = list(node.attributes.get("dilations") or [1] * n)
         self.ceil = bool(node.attributes.get("ceil_mode", 0))
-        auto_pad = node.attr("auto_pad")
-        pads = list(node.attr("pads") or [0] * (2 * n))
+        auto_pad = attr(node, "auto_pad")
+        pads = list(attr(node, "pads") or [0] * (2 * n))
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             if not all(isinstance(d, int) for d in spatial):
                 raise ShapeError(f"{node.op_type} node {node.name!r}: auto_pad {auto_pad} needs "
@@ -129,7 +130,7 @@ class _WindowOp(OpDef):
     attributes = {"auto_pad": "NOTSET", "kernel_shape": None, "pads": None, "strides": None}
 
     def kernel(self, node: Node) -> list[int]:
-        return list(node.attr("kernel_shape"))
+        return list(attr(node, "kernel_shape"))
 
     def geometry(self, node: Node) -> Geometry:
         x = node.inputs[0]
@@ -178,7 +179,7 @@ class Conv(_ConvBase):
 
     def vjp(self, node: Node, grads):
         x, w = node.inputs[:2]
-        g, geo, group = grads[0], self.geometry(node), node.attr("group")
+        g, geo, group = grads[0], self.geometry(node), attr(node, "group")
         spatial = _static_spatial(x, node)
         # ConvTranspose maps back to the input size once output_padding restores the rows and
         # columns the last window never reached
@@ -191,7 +192,7 @@ class Conv(_ConvBase):
 
     def compute(self, node: Node, inputs):
         x, w = inputs[:2]
-        y = _conv_np(x, w, self.geometry(node), node.attr("group"))
+        y = _conv_np(x, w, self.geometry(node), attr(node, "group"))
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + inputs[2].reshape((-1,) + (1,) * (x.ndim - 2))
         return [y.astype(x.dtype)]
@@ -206,14 +207,14 @@ class ConvTranspose(_ConvBase):
     attributes = dict(_ConvBase.attributes, output_padding=None)
 
     def geometry(self, node: Node) -> Geometry:
-        if node.attr("auto_pad") not in ("NOTSET", ""):
+        if attr(node, "auto_pad") not in ("NOTSET", ""):
             raise UnsupportedOpError(f"ConvTranspose node {node.name!r}: auto_pad is not "
                                      "supported; give explicit pads")
         return Geometry(node, self.kernel(node), ())
 
     def out_channels(self, node: Node):
         w = node.inputs[1]
-        return w.shape[1] * node.attr("group") if w.shape is not None and isinstance(
+        return w.shape[1] * attr(node, "group") if w.shape is not None and isinstance(
             w.shape[1], int) else None
 
     def infer(self, node: Node):
@@ -226,11 +227,11 @@ class ConvTranspose(_ConvBase):
         return [(x.dtype, (x.shape[0], self.out_channels(node)) + out)]
 
     def _output_padding(self, node: Node) -> list[int]:
-        return list(node.attr("output_padding") or [0] * len(self.kernel(node)))
+        return list(attr(node, "output_padding") or [0] * len(self.kernel(node)))
 
     def vjp(self, node: Node, grads):
         x, w = node.inputs[:2]
-        g, geo, group = grads[0], self.geometry(node), node.attr("group")
+        g, geo, group = grads[0], self.geometry(node), attr(node, "group")
         _static_spatial(x, node)
         dx = Conv(g, w, strides=geo.strides, dilations=geo.dilations, pads=geo.pads(),
                   group=group, kernel_shape=geo.kernel)
@@ -240,7 +241,7 @@ class ConvTranspose(_ConvBase):
 
     def compute(self, node: Node, inputs):
         x, w = inputs[:2]
-        geo, group, extra = self.geometry(node), node.attr("group"), self._output_padding(node)
+        geo, group, extra = self.geometry(node), attr(node, "group"), self._output_padding(node)
         n, c = x.shape[:2]
         mg = w.shape[1]
         full = [geo.strides[i] * (d - 1) + geo.extent(i) + extra[i]
@@ -329,7 +330,7 @@ class MaxPool(_WindowOp):
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
-        if node.attr("storage_order"):
+        if attr(node, "storage_order"):
             raise UnsupportedOpError(f"MaxPool node {node.name!r}: storage_order 1")
         geo = self.geometry(node)
         out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
@@ -389,7 +390,7 @@ class AveragePool(_WindowOp):
     attributes = dict(_WindowOp.attributes, ceil_mode=0, count_include_pad=0)
 
     def geometry(self, node: Node) -> Geometry:
-        if node.attr("ceil_mode"):
+        if attr(node, "ceil_mode"):
             raise UnsupportedOpError(f"AveragePool node {node.name!r}: ceil_mode is not "
                                      "supported")
         return super().geometry(node)
@@ -400,7 +401,7 @@ class AveragePool(_WindowOp):
     def divisor(self, node: Node, spatial: tuple[int, ...]) -> np.ndarray:
         """How many elements each output averages (*out_spatial)."""
         geo = self.geometry(node)
-        if node.attr("count_include_pad"):
+        if attr(node, "count_include_pad"):
             out = [geo.out_size(i, d) for i, d in enumerate(spatial)]
             return np.full(out, float(math.prod(geo.kernel)))
         ones = np.ones((1, 1) + spatial)
