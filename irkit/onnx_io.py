@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -13,8 +14,9 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, Value, verification_enabled
 from irkit.onnx_compat import constant_value, downgrade_to_opset_17
 from irkit.ops.base import apply
-from irkit.ops.registry import debug_verify
+from irkit.ops.registry import debug_verify, get_op, has_op
 from irkit.safe_io import write_atomic
+from irkit.version import __version__
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -98,7 +100,6 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
 
 
 def _version() -> str:
-    from irkit import __version__
     return __version__
 
 
@@ -109,31 +110,46 @@ def _value_info(v: Value) -> onnx.ValueInfoProto:
 
 
 def _node_proto(node) -> onnx.NodeProto:
-    attrs = {k: _attr_value(node.op_type, k, a) for k, a in node.attributes.items()}
+    attrs = {k: _attr_value(node, k, a) for k, a in node.attributes.items()}
     return helper.make_node(node.op_type, [v.name if v is not None else "" for v in node.inputs],
                             [o.name for o in node.outputs], name=node.name,
                             domain=node.domain or None, **attrs)
 
 
-def _attr_value(op_type: str, name: str, value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return numpy_helper.from_array(value)
-    try:
-        kind = onnx.defs.get_schema(op_type, IRKIT_OPSET).attributes[name].type
-    except Exception:
-        return value
-    A = onnx.AttributeProto
-    if kind == A.FLOAT:
+def _attr_value(node, name: str, value: Any) -> Any:
+    """The attribute as the Python value that makes the ONNX attribute type the op's schema
+    wants (an int given for a float attribute must still be written as a float)."""
+    kind = _attribute_kind(node.op_type, node.domain, name)
+    if kind == "float":
         return float(value)
-    if kind == A.INT:
+    if kind == "int":
         return int(value)
-    if kind == A.FLOATS:
+    if kind == "floats":
         return [float(x) for x in value]
-    if kind == A.INTS:
+    if kind == "ints":
         return [int(x) for x in value]
-    if kind == A.TENSOR and not isinstance(value, onnx.TensorProto):
+    if isinstance(value, np.ndarray) or (kind == "tensor"
+                                         and not isinstance(value, onnx.TensorProto)):
         return numpy_helper.from_array(np.asarray(value))
     return value
+
+
+_SCHEMA_KINDS = {"FLOAT": "float", "INT": "int", "FLOATS": "floats", "INTS": "ints",
+                 "TENSOR": "tensor", "STRING": "string", "STRINGS": "strings"}
+
+
+@functools.cache
+def _attribute_kind(op_type: str, domain: str, name: str) -> str | None:
+    """The attribute's type from irkit's op (no onnx schema registry: it takes tens of
+    milliseconds to start); from onnx's schema for attributes irkit's op does not declare."""
+    kind = get_op(op_type, domain).attribute_kind(name) if has_op(op_type, domain) else None
+    if kind is not None:
+        return kind
+    try:
+        code = onnx.defs.get_schema(op_type, IRKIT_OPSET, domain).attributes[name].type
+    except Exception:
+        return None
+    return _SCHEMA_KINDS.get(onnx.AttributeProto.AttributeType.Name(code))
 
 
 # ---- import ----------------------------------------------------------------------------------

@@ -24,6 +24,30 @@ class Required:
         self.kind = kind
 
 
+# ONNX attribute types of the attributes whose default (None) does not show theirs; the same
+# name has the same type in every ai.onnx op (tests/test_onnx_io.py checks against onnx's
+# schemas)
+KIND_BY_NAME = {"kernel_shape": "ints", "pads": "ints", "strides": "ints", "dilations": "ints",
+                "output_padding": "ints", "output_shape": "ints", "axes": "ints", "perm": "ints",
+                "seed": "int", "ignore_index": "int", "end": "int", "value": "tensor"}
+
+
+def _kind_of(example: Any) -> str | None:
+    """The ONNX attribute type of a default value, or of a Required marker's Python type."""
+    kind = example.kind if isinstance(example, Required) else type(example)
+    if kind in (bool, int) or (isinstance(kind, type) and issubclass(kind, np.integer)):
+        return "int"
+    if kind is float:
+        return "float"
+    if kind is str:
+        return "string"
+    if kind is np.ndarray:
+        return "tensor"
+    if kind in (list, tuple) and not isinstance(example, Required) and example:
+        return "ints" if all(isinstance(v, int) for v in example) else "floats"
+    return None
+
+
 class OpDef:
     """Base of every op. Subclasses set the class attributes and override what differs."""
 
@@ -36,6 +60,14 @@ class OpDef:
     differentiable: bool = True          # False: outputs are piecewise constant (no gradient)
 
     # ---- schema -----------------------------------------------------------------------------
+    def attribute_kind(self, name: str) -> str | None:
+        """The attribute's ONNX type ("int", "float", "string", "ints", "floats", "tensor"),
+        from its default or its name; None for an attribute this op does not declare."""
+        if name not in self.attributes:
+            return None
+        default = self.attributes[name]
+        return KIND_BY_NAME.get(name) if default is None else _kind_of(default)
+
     def attribute_default(self, name: str, node: Node | None = None) -> Any:
         where = f" of node {node.name!r}" if node is not None else ""
         if name not in self.attributes:

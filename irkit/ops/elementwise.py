@@ -6,11 +6,11 @@ import math
 from typing import Any
 
 import numpy as np
-import onnx
 
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, broadcast_shapes, define
+from irkit.ops.dtypes import numpy_dtype, onnx_dtype
 from irkit.ops.registry import attr, register
 
 
@@ -224,17 +224,17 @@ class Cast(OpDef):
     attributes = {"to": Required(int)}
 
     def infer(self, node: Node):
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(attr(node, "to"))
+        dtype = numpy_dtype(attr(node, "to"))
         return [(dtype, node.inputs[0].shape)]
 
     def vjp(self, node: Node, grads):
         x = node.inputs[0]
         if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
             return [None]
-        return [Cast(grads[0], to=onnx.helper.np_dtype_to_tensor_dtype(x.dtype))]
+        return [Cast(grads[0], to=onnx_dtype(x.dtype))]
 
     def compute(self, node: Node, inputs):
-        return [inputs[0].astype(onnx.helper.tensor_dtype_to_np_dtype(attr(node, "to")))]
+        return [inputs[0].astype(numpy_dtype(attr(node, "to")))]
 
 
 @define
@@ -280,7 +280,7 @@ class _Extremum(VariadicOp):
 
     def vjp(self, node: Node, grads):
         out, g = node.outputs[0], grads[0]
-        to = onnx.helper.np_dtype_to_tensor_dtype(g.dtype)
+        to = onnx_dtype(g.dtype)
         masks = [Cast(Equal(x, out), to=to) for x in node.inputs]
         share = Div(g, Sum(*masks)) if len(masks) > 1 else g
         return [Mul(share, m) for m in masks]

@@ -13,6 +13,7 @@ import numpy as np
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, broadcast_shapes, define, fmt_shape, normalize_axis
+from irkit.ops.dtypes import numpy_dtype
 from irkit.ops.elementwise import Exp, Mul, Sub
 from irkit.ops.reduce import ReduceSum
 from irkit.ops.registry import attr
@@ -462,9 +463,8 @@ class LayerNormalization(OpDef):
         return list(range(normalize_axis(attr(node, "axis"), rank, self.op_type), rank))
 
     def infer(self, node: Node):
-        import onnx
         x = node.inputs[0]
-        stash = onnx.helper.tensor_dtype_to_np_dtype(attr(node, "stash_type"))
+        stash = numpy_dtype(attr(node, "stash_type"))
         if x.shape is None:
             return [(x.dtype, None), (stash, None), (stash, None)]
         axes = self._axes(node)
@@ -492,7 +492,6 @@ class LayerNormalization(OpDef):
         return result
 
     def compute(self, node: Node, inputs):
-        import onnx
         x = inputs[0]
         axes = tuple(range(attr(node, "axis") % x.ndim, x.ndim))
         mean = x.mean(axis=axes, keepdims=True)
@@ -501,7 +500,7 @@ class LayerNormalization(OpDef):
         y = (x - mean) * inv_std * inputs[1]
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + inputs[2]
-        stash = onnx.helper.tensor_dtype_to_np_dtype(attr(node, "stash_type"))
+        stash = numpy_dtype(attr(node, "stash_type"))
         return [y.astype(x.dtype), mean.astype(stash), inv_std.astype(stash)]
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, const_array, define, normalize_axis
+from irkit.ops.dtypes import onnx_dtype
 from irkit.ops.registry import attr
 
 
@@ -107,7 +108,7 @@ class _ReduceExtremum(ReduceOp):
         from irkit.ops.elementwise import Cast, Div, Equal, Mul
 
         x = node.inputs[0]
-        hit = Cast(Equal(x, self.keep_dims(node, node.outputs[0])), to=_onnx_type(x.dtype))
+        hit = Cast(Equal(x, self.keep_dims(node, node.outputs[0])), to=onnx_dtype(x.dtype))
         axes = self.axes(node)
         count = ReduceSum(hit, None if axes is None else np.array(axes, np.int64), keepdims=1)
         return [Mul(self.keep_dims(node, grads[0]), Div(hit, count))]
@@ -267,10 +268,6 @@ def element_ratio(node: Node) -> Value:
     if all(isinstance(d, int) for d in (x.shape or (None,)) + (y.shape or (None,))):
         ratio = int(np.prod(x.shape)) // max(int(np.prod(y.shape)), 1)
         return node.graph.constant(ratio, dtype=dtype)
-    to = _onnx_type(dtype)
+    to = onnx_dtype(dtype)
     return Div(Cast(Size(x), to=to), Cast(Size(y), to=to))
 
-
-def _onnx_type(dtype) -> int:
-    import onnx
-    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))

@@ -4,11 +4,11 @@ Tile, Gather, GatherElements, ScatterElements, Shape, Size, Constant, ConstantOf
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, const_array, define, normalize_axis
+from irkit.ops.dtypes import onnx_dtype  # noqa: F401  (also offered here)
 from irkit.ops.registry import attr
 
 
@@ -602,10 +602,3 @@ class OneHot(OpDef):
         axis = attr(node, "axis") % (idx.ndim + 1)
         return [np.moveaxis(out, -1, axis)]
 
-
-def onnx_dtype(dtype) -> int:
-    """The TensorProto enum of a numpy dtype."""
-    try:
-        return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    except KeyError:
-        raise ShapeError(f"dtype {dtype} has no ONNX equivalent") from None
