@@ -8,9 +8,6 @@ The imports are read from the source (ast), function-level ones included; those 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -143,13 +140,3 @@ def test_the_checks_see_an_upward_import() -> None:
     assert "irkit.passes" in IMPORTS["irkit.function"]  # imported inside a function
     assert "irkit.ir" not in IMPORTS["irkit.ir_verify"]  # only for type checking
     assert _layer("irkit.ops.conv") < _layer("irkit.passes.autodiff") < _layer("irkit.cli")
-
-
-def test_import_irkit_leaves_onnx_unimported() -> None:
-    """Building graphs needs numpy only; onnx (a quarter of a second) loads on export."""
-    code = ("import sys, irkit; from irkit import ops; from irkit.ir import Graph; import numpy\n"
-            "g = Graph(); x = g.add_input('x', numpy.float32, (2,)); ops.Cast(x, to=7)\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tempfile.gettempdir()).stdout
-    assert out.strip() == "[]", out
