@@ -1,48 +1,43 @@
-"""The onnxruntime runtime: sessions on CPU or CUDA, IOBinding helpers for training loops."""
+"""The onnxruntime runtime: sessions on CPU or CUDA, and the step runner that trains on them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
+from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
-from irkit.errors import RuntimeUnavailableError, ShapeError
+from irkit.errors import ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import to_onnx
+from irkit.signature import CORRECT, LOSS, next_name
 
-DEVICES = ("cpu", "cuda", "auto")
 _dlls_preloaded = False
 
 
 def resolve_device(device: str) -> str:
-    """'cpu' or 'cuda'. 'cuda' fails with a clear message if unavailable; 'auto' falls back."""
+    """'cpu' or 'cuda' for onnxruntime, by the rule every runtime follows (choose_device)."""
+    return choose_device(device, _cuda_unusable)
+
+
+def _cuda_unusable() -> str | None:
+    """Why onnxruntime cannot run on CUDA here, or None when it can."""
     global _dlls_preloaded
-    if device not in DEVICES:
-        raise RuntimeUnavailableError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return "cpu"
-    reason = None
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        reason = "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    else:
-        if not _dlls_preloaded and hasattr(ort, "preload_dlls"):
-            with _quiet():  # it prints each library it cannot find; the probe below decides
-                try:
-                    ort.preload_dlls()
-                except Exception:  # missing CUDA libraries surface when the session starts
-                    pass
-            _dlls_preloaded = True
-        if not _cuda_session_works():
-            reason = "CUDA is not usable here (no GPU, or CUDA 13/cuDNN 9 libraries missing)"
-    if reason is None:
-        return "cuda"
-    if device == "auto":
-        print(f"irkit: {reason}; running on CPU", file=sys.stderr)
-        return "cpu"
-    raise RuntimeUnavailableError(f"--device cuda: {reason}; use --device cpu or auto")
+        return "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if not _dlls_preloaded and hasattr(ort, "preload_dlls"):
+        with _quiet():  # it prints each library it cannot find; the probe below decides
+            try:
+                ort.preload_dlls()
+            except Exception:  # missing CUDA libraries surface when the session starts
+                pass
+        _dlls_preloaded = True
+    if not _cuda_session_works():
+        return "CUDA is not usable here (no GPU, or CUDA 13/cuDNN 9 libraries missing)"
+    return None
 
 
 _cuda_ok: bool | None = None
@@ -127,8 +122,9 @@ class OrtRuntime:
 
 
 def ortvalue(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:
-    """An OrtValue on `device`; 0-d arrays keep their 0-d shape (ortvalue_from_numpy would not)."""
-    array = np.ascontiguousarray(array)
+    """An OrtValue on `device`; 0-d arrays keep their 0-d shape (np.ascontiguousarray would
+    make them 1-d)."""
+    array = np.require(array, requirements="C")
     if array.ndim == 0:
         v = ort.OrtValue.ortvalue_from_shape_and_type([], array.dtype, device, 0)
         v.update_inplace(array.reshape(()))
@@ -138,3 +134,126 @@ def ortvalue(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:
 
 def empty_ortvalue(shape, dtype, device: str = "cpu") -> ort.OrtValue:
     return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype), device, 0)
+
+
+# batch size x weights up to which a step runs on one intra-op thread: there a thread pool's
+# hand-offs cost more than they save (measured on a 2-core CPU: up to 2**19 one thread is as
+# fast or faster; above, the pool wins)
+TINY_STEP = 2 ** 19
+
+
+def threads_for(weights: Mapping[str, np.ndarray], batch_size: int | None) -> int | None:
+    """1 intra-op thread for a tiny step (see TINY_STEP); None (onnxruntime's default) else."""
+    if batch_size is None:
+        return None
+    return 1 if batch_size * sum(np.size(w) for w in weights.values()) <= TINY_STEP else None
+
+
+class OrtStepRunner:
+    """The StepRunner of onnxruntime: a train session and an eval session on one device.
+
+    Updated state (params, optimizer slots, buffers, the step count) lives in OrtValues in two
+    sets that ping-pong: a step reads set A and writes set B, the next reads B and writes A,
+    through two IOBindings made once. State a step reads but does not write (the learning
+    rate) has one OrtValue bound in both. The loss and correct count are bound to host numpy
+    scalars by address, so a step costs one `run_with_iobinding` and two batch bindings.
+    """
+
+    def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
+                 data: tuple[str, str], device: str = "cpu", threads: int | None = None,
+                 batch_size: int | None = None) -> None:
+        self.device = resolve_device(device)
+        self.input_name, self.target_name = data
+        self.updated, fixed = state_pairs(train, data)
+        missing = [n for n in self.updated + fixed if n not in state]
+        if missing:
+            raise ShapeError(f"no initial value for the step's state {missing}")
+        weights = {n: state[n] for n in state_pairs(evaluate, data)[1]}
+        self.threads = threads or threads_for(weights, batch_size)
+        self.train_session = make_session(to_onnx(train, check=False).SerializeToString(),
+                                          self.device, self.threads)
+        self.eval_session = make_session(to_onnx(evaluate, check=False).SerializeToString(),
+                                         self.device, self.threads)
+        # each set owns a copy: on CPU an OrtValue shares its numpy array's memory, and sets
+        # that alias each other (or the caller's arrays) would be updated while still read
+        self._sets = [{n: ortvalue(np.array(state[n], copy=True), self.device)
+                       for n in self.updated} for _ in range(2)]
+        self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
+        self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT)}
+        self.has_correct = any(o.name == CORRECT for o in self.train_session.get_outputs())
+        self._train_io = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
+        self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
+        self._current = 0
+        self._batch_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._bound: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
+        io = session.io_binding()
+        names = {i.name for i in session.get_inputs()}
+        for k, v in {**self._fixed, **self._sets[src]}.items():
+            if k in names:
+                io.bind_ortvalue_input(k, v)
+        if dst is not None:
+            for k, v in self._sets[dst].items():
+                io.bind_ortvalue_output(next_name(k), v)
+        for o in session.get_outputs():
+            if o.name in self._host:
+                io.bind_output(o.name, "cpu", 0, np.float32, [], self._host[o.name].ctypes.data)
+        return io
+
+    # ---- state -----------------------------------------------------------------------------
+    def load_state(self, values: Mapping[str, np.ndarray]) -> None:
+        for name, array in values.items():
+            target = self._fixed[name] if name in self._fixed else \
+                self._sets[self._current].get(name)
+            if target is None:
+                raise ShapeError(f"the step has no state named {name!r}")
+            want = target.numpy()
+            target.update_inplace(np.require(np.asarray(array, want.dtype).reshape(want.shape),
+                                             requirements="C"))
+
+    def read_state(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        current = {**self._fixed, **self._sets[self._current]}
+        return {n: current[n].numpy().copy() for n in (current if names is None else names)}
+
+    # ---- running ---------------------------------------------------------------------------
+    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        """One train step on one batch: (mean loss, correct count). The batch is copied into
+        buffers bound once per batch size (a copy costs less than binding a new array)."""
+        buffers = self._batch_buffers.get(len(xb))
+        if buffers is None or buffers is not self._bound:
+            buffers = self._bind_batch(xb, yb)
+        np.copyto(buffers[0], xb)
+        np.copyto(buffers[1], yb)
+        io = self._train_io[self._current]
+        self.train_session.run_with_iobinding(io)
+        self._current = 1 - self._current
+        return float(self._host[LOSS]), float(self._host[CORRECT])
+
+    def _bind_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        buffers = self._batch_buffers.get(len(xb))
+        if buffers is None:
+            buffers = self._batch_buffers[len(xb)] = (np.empty(xb.shape, np.float32),
+                                                      np.empty(yb.shape, yb.dtype))
+        for io in self._train_io:
+            io.bind_cpu_input(self.input_name, buffers[0])
+            io.bind_cpu_input(self.target_name, buffers[1])
+        self._bound = buffers
+        return buffers
+
+    def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        io = self._eval_io[self._current]
+        io.bind_cpu_input(self.input_name, xb)
+        io.bind_cpu_input(self.target_name, yb)
+        self.eval_session.run_with_iobinding(io)
+        return float(self._host[LOSS]), float(self._host[CORRECT])
+
+    def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
+        x, y = staged
+        return run_batches(self.step, x[order], y[order], batch_size, on_batch)
+
+    def evaluate(self, staged, batch_size: int) -> Totals:
+        return run_batches(self._eval_step, *staged, batch_size)

@@ -11,7 +11,9 @@ from irkit.runtimes.reference import ReferenceRuntime
 
 from irkit.nn import Dense, Sequential
 from irkit.onnx_io import to_onnx
-from irkit.train import SGD, Adam, ModuleModel, build_step_graphs, get_loss
+from irkit.signature import LR as LR_NAME
+from irkit.signature import STEP
+from irkit.train import SGD, Adam, ModuleSource, build_step_graphs, get_loss
 
 FEATURES, CLASSES, BATCH = 4, 3, 6
 LR = {"sgd": 0.1, "adam": 0.01}
@@ -19,13 +21,13 @@ LOSSES = ("sparse_categorical_crossentropy", "mse")
 
 
 def _optimizer(kind: str):
-    return SGD(lr=LR["sgd"], momentum=0.9) if kind == "sgd" else Adam(lr=LR["adam"])
+    return SGD(momentum=0.9) if kind == "sgd" else Adam()
 
 
-def _build(kind: str, loss: str):
-    model = ModuleModel(Sequential([Dense(8, "relu"), Dense(CLASSES)]), input_shape=(FEATURES,),
-                        seed=0)
-    steps = build_step_graphs(model, get_loss(loss), _optimizer(kind))
+def _build(kind: str, loss: str, flat: bool = False):
+    model = ModuleSource(Sequential([Dense(8, "relu"), Dense(CLASSES)]), input_shape=(FEATURES,),
+                         seed=0)
+    steps = build_step_graphs(model, get_loss(loss), _optimizer(kind), flat=flat)
     return model, steps
 
 
@@ -38,22 +40,20 @@ def _batch(loss: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _feeds(model, steps, kind: str, x, y, step: int, state=None) -> dict[str, np.ndarray]:
-    weights = model.weights()
-    feeds = {steps.input_name: x, "target": y, "lr": np.array(LR[kind], np.float32),
-             "step": np.array(step, np.float32)}
-    for name in steps.params:
-        feeds[name] = weights[name] if state is None else state[name]
-    for name in steps.states:
-        feeds[name] = np.zeros_like(weights[name.split("/", 1)[1]]) if state is None \
-            else state[name]
+    """Feeds of step number `step` (1-based): the state before it, and the batch."""
+    feeds = steps.initial_state(model.weights(), LR[kind], state)
+    assert int(feeds[STEP]) == step - 1 and float(feeds[LR_NAME]) == np.float32(LR[kind])
+    feeds.update({steps.input_name: x, "target": y})
     return feeds
 
 
 def _next_state(steps, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {n: outputs[f"next/{n}"] for n in steps.params + steps.states}
+    return {n: outputs[f"next/{n}"] for n in steps.params + steps.slots + [STEP]}
 
 
 CASES = [(k, loss) for k in ("sgd", "adam") for loss in LOSSES]
+# the same steps with one flat update over all parameters (what small models get)
+FLAT_CASES = [(k, loss, flat) for k, loss in CASES for flat in (False, True)]
 
 
 @pytest.mark.parametrize("kind, loss", CASES)
@@ -68,21 +68,32 @@ def test_step_graph_is_standard_onnx(kind, loss):
         assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
     train = steps.train
     names = [v.name for v in train.outputs]
-    expected = ["loss"] + (["correct"] if steps.has_correct else [])
+    expected = ["loss"] + (["correct"] if steps.has_correct else []) + [f"next/{STEP}"]
     for p in steps.params:
-        expected += [f"next/{p}"] + [f"next/{s}" for s in steps.states if s.endswith(f"/{p}")]
+        expected += [f"next/{p}"] + [f"next/{s}" for s in steps.slots if s.endswith(f"/{p}")]
     assert names == expected
     assert steps.has_correct == (loss != "mse")
     slots = {"sgd": ["velocity"], "adam": ["m", "v"]}[kind]
-    assert steps.states == [f"{s}/{p}" for p in steps.params for s in slots]
-    assert {v.name for v in train.inputs} == {steps.input_name, "target", "lr", "step",
-                                              *steps.params, *steps.states}
+    assert steps.slots == [f"{s}/{p}" for p in steps.params for s in slots]
+    assert {v.name for v in train.inputs} == {steps.input_name, "target", LR_NAME, STEP,
+                                              *steps.params, *steps.slots}
     assert not set(steps.params) & set(train.initializers)  # weights are inputs of the step
 
 
-@pytest.mark.parametrize("kind, loss", CASES)
-def test_one_step_same_on_onnxruntime_and_reference(kind, loss):
-    model, steps = _build(kind, loss)
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_flat_update_has_one_set_of_slots(kind):
+    _, steps = _build(kind, "mse", flat=True)
+    slots = {"sgd": ["velocity"], "adam": ["m", "v"]}[kind]
+    assert steps.slots == [f"{s}/*" for s in slots]
+    size = sum(int(np.prod(steps.train.value(p).shape)) for p in steps.params)
+    assert all(steps.train.value(s).shape == (size,) for s in steps.slots)
+    ops_used = [n.op_type for n in steps.train.nodes]
+    assert ops_used.count("Split") == 1 and ops_used.count("Sqrt") == (2 if kind == "adam" else 0)
+
+
+@pytest.mark.parametrize("kind, loss, flat", FLAT_CASES)
+def test_one_step_same_on_onnxruntime_and_reference(kind, loss, flat):
+    model, steps = _build(kind, loss, flat)
     ort_step, ref_step = OrtGraph(steps.train), ReferenceRuntime().compile(steps.train)
     names = [v.name for v in steps.train.outputs]
     state = None
@@ -100,10 +111,10 @@ def test_one_step_same_on_onnxruntime_and_reference(kind, loss):
         state = _next_state(steps, want)
 
 
-@pytest.mark.parametrize("kind, loss", CASES)
-def test_steps_equal_torch_optim(kind, loss):
+@pytest.mark.parametrize("kind, loss, flat", FLAT_CASES)
+def test_steps_equal_torch_optim(kind, loss, flat):
     torch = pytest.importorskip("torch")
-    model, steps = _build(kind, loss)
+    model, steps = _build(kind, loss, flat)
     weights = model.weights()
     net = torch.nn.Sequential(torch.nn.Linear(FEATURES, 8), torch.nn.ReLU(),
                               torch.nn.Linear(8, CLASSES))
