@@ -4,9 +4,10 @@
                                         [--maxpool-rule both]
 
 The step is the one `irkit train digits_cnn` runs (Adam, batch 32): the recipe's model on the
-bundled digits data, the graph from `build_step_graphs`, run by `Trainer.train_step` (weights
-on the device, ping-pong IOBindings). After warm-up, `--repeats` timed runs of `--steps` steps
-cycle through 8 fixed batches; the median time per step is printed with the range.
+bundled digits data, its step graphs (`Model.prepare`), run by onnxruntime's step runner
+(`OrtStepRunner.step`: weights on the device, ping-pong IOBindings). After warm-up,
+`--repeats` timed runs of `--steps` steps cycle through 8 fixed batches; the median time per
+step is printed with the range.
 `--maxpool-rule both` builds the step twice, with MaxPool's mask gradient (the default for
 windows that tile the input) and with the scatter at the indices (the rule for other windows,
 forced here), and times them run by run in turns.
@@ -27,68 +28,64 @@ import time
 
 import numpy as np
 
-from irkit.data import load_dataset, train_val_split
-from irkit.spec import load_recipe
-from irkit.train.losses import get_loss
-from irkit.train.optimizers import get_optimizer
-from irkit.train.session import model_from_recipe
-from irkit.train.trainer import Trainer
+from irkit.cli_train import prepare
+from irkit.data import train_val_split
+from irkit.runtimes.base import make_step_runner
 
 BATCH, POOL = 32, 8
 
 
-def _trainer(threads: int | None):
-    recipe = load_recipe("digits_cnn")
-    data = load_dataset(recipe.data["dataset"])
-    train_idx, _ = train_val_split(len(data.x), 0.2, 0, data.y)
-    model = model_from_recipe(recipe, data)
-    model.ensure_input(data.x)
-    model.fit_scalers(data.x[train_idx])
-    trainer = Trainer(model, get_loss(recipe.train["loss"]),
-                      get_optimizer("adam", lr=float(recipe.train["lr"])), "cpu", 0, threads)
-    x = data.x[train_idx].astype(np.float32)
-    y = trainer.prepare_targets(data.y[train_idx], "labels")
+def _runner(threads: int | None):
+    """digits_cnn's step runner (as `irkit train` makes it, or with `threads`) and 8 batches."""
+    model, settings, data = prepare("digits_cnn", {})
+    train_idx, _ = train_val_split(len(data.x), settings.val_split, settings.seed, data.y)
+    x, y = data.x[train_idx].astype(np.float32), data.y[train_idx].astype(np.int64)
+    graphs = model.prepare(x)
+    state = graphs.initial_state(model.source.weights(), settings.lr)
+    runner = make_step_runner("onnxruntime", graphs.train, graphs.eval, state,
+                              graphs.data_names, device="cpu", threads=threads,
+                              batch_size=BATCH)
     batches = [(np.ascontiguousarray(x[i * BATCH:(i + 1) * BATCH]),
                 np.ascontiguousarray(y[i * BATCH:(i + 1) * BATCH])) for i in range(POOL)]
-    trainer.train_step(*batches[0])
-    return trainer, batches
+    runner.graphs = graphs
+    return runner, batches
 
 
-def time_steps(trainer, batches, steps: int, repeats: int) -> list[float]:
+def time_steps(runner, batches, steps: int, repeats: int) -> list[float]:
     """Seconds per step, one figure per timed run (after steps / 5 warm-up steps)."""
     for i in range(steps // 5):
-        trainer._step(*batches[i % POOL])
+        runner.step(*batches[i % POOL])
     runs = []
     for _ in range(repeats):
         gc.collect()
         t = time.perf_counter()
         for i in range(steps):
-            trainer._step(*batches[i % POOL])
+            runner.step(*batches[i % POOL])
         runs.append((time.perf_counter() - t) / steps)
     return runs
 
 
-def profile(trainer, batches, steps: int) -> None:
+def profile(runner, batches, steps: int) -> None:
     """Per-op-type kernel time of the step graph under onnxruntime's profiler."""
     import onnxruntime as ort
 
     from irkit.onnx_io import to_onnx
 
-    g = trainer.graphs
+    g = runner.graphs
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     so.enable_profiling = True
-    if trainer.session_threads:
-        so.intra_op_num_threads = trainer.session_threads
+    if runner.threads:
+        so.intra_op_num_threads = runner.threads
     sess = ort.InferenceSession(to_onnx(g.train).SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
-    state = {**trainer.current_weights(), **trainer.current_state()}
-    feeds = {"lr": np.array(0.003, np.float32), "step": np.array(1, np.float32)}
-    feeds.update({k: v for k, v in state.items()})
+    feeds = runner.read_state()
+    inputs = {i.name for i in sess.get_inputs()}
     for i in range(steps):
         x, y = batches[i % POOL]
-        sess.run(None, {**feeds, g.input_name: x, "target": y})
+        sess.run(None, {**{k: v for k, v in feeds.items() if k in inputs},
+                        g.input_name: x, g.data_names[1]: y})
     path = sess.end_profiling()
     with open(path) as f:
         events = json.load(f)
@@ -108,8 +105,8 @@ def profile(trainer, batches, steps: int) -> None:
         print(f"  {name:40} {d / steps:7.1f} us")
 
 
-def _rule_trainers(rules: list[str], threads: int | None) -> dict:
-    """A trainer (and batches) per MaxPool gradient rule."""
+def _rule_runners(rules: list[str], threads: int | None) -> dict:
+    """A runner (and batches) per MaxPool gradient rule."""
     from irkit.ops import MaxPool
 
     pool_type, built = type(MaxPool), {}
@@ -118,7 +115,7 @@ def _rule_trainers(rules: list[str], threads: int | None) -> dict:
         if rule == "scatter":
             pool_type.tiles = lambda self, node: False
         try:
-            built[rule] = _trainer(threads)
+            built[rule] = _runner(threads)
         finally:
             pool_type.tiles = tiles
     return built
@@ -129,27 +126,27 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: "
-                    "the Trainer's choice)")
+                    "the step runner's choice)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--maxpool-rule", choices=("mask", "scatter", "both"), default="mask",
                     help="MaxPool's gradient for tiling windows (default: irkit's, the mask)")
     args = ap.parse_args()
     rules = ["mask", "scatter"] if args.maxpool_rule == "both" else [args.maxpool_rule]
-    trainers = _rule_trainers(rules, args.threads)
+    runners = _rule_runners(rules, args.threads)
     runs: dict[str, list[float]] = {r: [] for r in rules}
     for _ in range(args.repeats):
         for rule in rules:
-            runs[rule] += time_steps(*trainers[rule], args.steps, 1)
+            runs[rule] += time_steps(*runners[rule], args.steps, 1)
     for rule in rules:
-        r, trainer = runs[rule], trainers[rule][0]
-        print(f"digits_cnn step (batch {BATCH}, Adam, {trainer.session_threads or 'default'} "
+        r, runner = runs[rule], runners[rule][0]
+        print(f"digits_cnn step (batch {BATCH}, Adam, {runner.threads or 'default'} "
               f"threads, MaxPool gradient: {rule}): {statistics.median(r) * 1e6:.0f} us median "
               f"[{min(r) * 1e6:.0f}-{max(r) * 1e6:.0f}] over {args.repeats} runs of "
               f"{args.steps} steps")
     if args.profile:
         for rule in rules:
             print(f"-- profile, MaxPool gradient: {rule}")
-            profile(*trainers[rule], args.steps)
+            profile(*runners[rule], args.steps)
 
 
 if __name__ == "__main__":

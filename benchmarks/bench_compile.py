@@ -5,12 +5,14 @@
 Each run is a fresh Python process (imports are done before the clock starts, and are not
 counted: `python -X importtime -c "import irkit"` measures those), so every run pays the
 one-time costs a real `irkit train` pays (onnx's schema registry, numpy's first calls). The
-stages are those of the first `fit` call:
+stages are those of `irkit train RECIPE` up to its first step:
 
-  data      recipe and dataset loaded, train/validation split, scalers fitted
-  graphs    the train-step and evaluation graphs built (forward, autodiff, optimizer, passes)
-  to_onnx   both graphs exported to ModelProtos, as the trainer exports them
-  sessions  both onnxruntime sessions created (CPU)
+  data      recipe and dataset loaded, settings resolved, model made, train/validation split
+  graphs    the train-step and evaluation graphs built (scaling adapted, forward, autodiff,
+            optimizer, passes): `Model.prepare(x)`
+  to_onnx   both graphs exported to ModelProtos by the step runner
+  sessions  both onnxruntime sessions created (CPU) by the step runner
+  total     all of it, the rest of the runner's set-up (state OrtValues, bindings) included
 
 The table shows per recipe the median of each stage over the runs (ms), and the number of
 full IR verifications (`Graph.verify`) the graph stage ran.
@@ -34,48 +36,42 @@ def _one(recipe_name: str) -> dict:
     """Time the stages once, in this process; returns ms per stage and the verification count."""
     import irkit.ir  # noqa: I001  (irkit.runtimes: see the top)
     import irkit.ir_verify as ir_verify
-    from irkit.data import load_dataset, train_val_split
-    from irkit.onnx_io import to_onnx
-    from irkit.runtimes.onnxruntime import make_session
-    from irkit.spec import load_recipe
-    from irkit.train.losses import get_loss
-    from irkit.train.optimizers import get_optimizer
-    from irkit.train.session import model_from_recipe
-    from irkit.train.step import build_step_graphs
+    import irkit.runtimes.onnxruntime as ort_runtime
+    from irkit.cli_train import prepare
+    from irkit.data import train_val_split
 
-    verifications = [0]
-    real_verify = ir_verify.verify_graph
+    counts = {"verify": 0, "to_onnx": 0.0, "sessions": 0.0}
+    real = {"verify": ir_verify.verify_graph, "to_onnx": ort_runtime.to_onnx,
+            "sessions": ort_runtime.make_session}
 
     def counting_verify(graph):
-        verifications[0] += 1
-        real_verify(graph)
+        counts["verify"] += 1
+        real["verify"](graph)
 
-    ir_verify.verify_graph = counting_verify  # where Graph.verify finds it, old and new
-    if hasattr(irkit.ir, "verify_graph"):
-        irkit.ir.verify_graph = counting_verify
-    times = {}
+    def timed(key):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return real[key](*args, **kwargs)
+            finally:
+                counts[key] += time.perf_counter() - t
+        return call
+
+    ir_verify.verify_graph = irkit.ir.verify_graph = counting_verify  # where Graph.verify looks
+    ort_runtime.to_onnx, ort_runtime.make_session = timed("to_onnx"), timed("sessions")
     t0 = time.perf_counter()
-    recipe = load_recipe(recipe_name)
-    data = load_dataset(recipe.data["dataset"])
-    train_idx, _ = train_val_split(len(data.x), float(recipe.data["val_split"]),
-                                   int(recipe.train["seed"]), data.y)
-    model = model_from_recipe(recipe, data)
-    model.ensure_input(data.x)
-    model.fit_scalers(data.x[train_idx])
+    model, settings, data = prepare(recipe_name, {})
+    train_idx, _ = train_val_split(len(data.x), settings.val_split, settings.seed, data.y)
+    x = data.x[train_idx]
     t1 = time.perf_counter()
-    optimizer = get_optimizer(recipe.train["optimizer"], lr=float(recipe.train["lr"]))
-    graphs = build_step_graphs(model, get_loss(recipe.train["loss"]), optimizer)
+    model.prepare(x)  # the step graphs, scaling adapted on the training part
     t2 = time.perf_counter()
-    built_verifications = verifications[0]
-    protos = [to_onnx(graphs.train).SerializeToString(), to_onnx(graphs.eval).SerializeToString()]
+    verifications = counts["verify"]
+    model.prepare(x, runner=True)  # the step runner: both graphs exported, two sessions, state
     t3 = time.perf_counter()
-    for proto in protos:
-        make_session(proto, "cpu")
-    t4 = time.perf_counter()
-    for name, (a, b) in zip(STAGES, ((t0, t1), (t1, t2), (t2, t3), (t3, t4))):
-        times[name] = (b - a) * 1e3
-    times["total"] = (t4 - t0) * 1e3
-    return {"ms": times, "verifications": built_verifications}
+    ms = {"data": t1 - t0, "graphs": t2 - t1, "to_onnx": counts["to_onnx"],
+          "sessions": counts["sessions"], "total": t3 - t0}
+    return {"ms": {k: v * 1e3 for k, v in ms.items()}, "verifications": verifications}
 
 
 def _runs(recipe: str, runs: int) -> dict:

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_ort_opt_level.py [--recipe digits_cnn ...] [--repeats 7]
 
-For each recipe's train-step graph (the one `irkit train` builds: Adam, the recipe's batch
+For each recipe's train-step graph (the one `irkit train` builds, at the recipe's batch
 size) and evaluation graph, and for each level (BASIC, EXTENDED, ALL), it measures
 
   session   the time to create the InferenceSession from the serialized model (CPU), the
@@ -25,13 +25,9 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from irkit.data import load_dataset
+from irkit.cli_train import prepare
+from irkit.data import train_val_split
 from irkit.onnx_io import to_onnx
-from irkit.spec import load_recipe
-from irkit.train.losses import get_loss
-from irkit.train.optimizers import get_optimizer
-from irkit.train.session import model_from_recipe
-from irkit.train.step import build_step_graphs
 
 LEVELS = {"BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
@@ -40,23 +36,16 @@ LEVELS = {"BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
 
 def _graphs(recipe_name: str):
     """Serialized train and eval models, and feeds for one train step."""
-    recipe = load_recipe(recipe_name)
-    data = load_dataset(recipe.data["dataset"])
-    model = model_from_recipe(recipe, data)
-    model.ensure_input(data.x)
-    model.fit_scalers(data.x)
-    optimizer = get_optimizer(recipe.train["optimizer"], lr=float(recipe.train["lr"]))
-    graphs = build_step_graphs(model, get_loss(recipe.train["loss"]), optimizer)
-    weights, batch = model.weights(), int(recipe.train["batch_size"])
-    feeds = {"lr": np.array(0.001, np.float32), "step": np.array(1, np.float32),
-             graphs.input_name: data.x[:batch].astype(np.float32),
-             "target": data.y[:batch].astype(graphs.train.value("target").dtype)}
-    for name in graphs.params + graphs.buffers:
-        feeds[name] = weights[name]
-    for name in graphs.states:
-        feeds[name] = np.zeros_like(weights[name.split("/", 1)[1]])
-    return (to_onnx(graphs.train).SerializeToString(),
-            to_onnx(graphs.eval).SerializeToString(), feeds)
+    model, settings, data = prepare(recipe_name, {})
+    train_idx, _ = train_val_split(len(data.x), settings.val_split, settings.seed, data.y)
+    x = data.x[train_idx].astype(np.float32)
+    graphs = model.prepare(x)
+    feeds = graphs.initial_state(model.source.weights(), settings.lr)
+    feeds[graphs.input_name] = x[:settings.batch_size]
+    feeds[graphs.data_names[1]] = data.y[train_idx][:settings.batch_size].astype(np.int64)
+    train, evaluation = (to_onnx(g).SerializeToString() for g in (graphs.train, graphs.eval))
+    inputs = {v.name for v in graphs.train.inputs}
+    return train, evaluation, {k: v for k, v in feeds.items() if k in inputs}
 
 
 def _session(model: bytes, level, threads: int) -> ort.InferenceSession:
