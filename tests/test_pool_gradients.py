@@ -31,18 +31,18 @@ POOLS = {
 }
 
 
-def _tied(shape: tuple[int, ...], seed: int) -> np.ndarray:
+def _tied(shape: tuple[int, ...], seed: int, dtype=np.float32) -> np.ndarray:
     """Values from {0, 1, 2}: most windows hold their maximum more than once."""
-    return np.random.default_rng(seed).integers(0, 3, shape).astype(np.float32)
+    return np.random.default_rng(seed).integers(0, 3, shape).astype(dtype)
 
 
-def _gradient_graph(shape, attrs) -> tuple[Graph, np.ndarray]:
+def _gradient_graph(shape, attrs, dtype=np.float32) -> tuple[Graph, np.ndarray]:
     """Outputs: dx of sum(MaxPool(x) * w) for a fixed random w; and w."""
     graph = Graph("pool")
-    x = graph.add_input("x", np.float32, shape)
+    x = graph.add_input("x", dtype, shape)
     y = ops.MaxPool(x, **attrs)
     probe = reference_outputs(_forward(shape, attrs), {"x": np.zeros(shape, np.float32)})[0]
-    w = np.random.default_rng(1).standard_normal(probe.shape).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal(probe.shape).astype(dtype)
     loss = ops.ReduceSum(ops.Mul(y, graph.constant(w)), keepdims=0)
     graph.outputs = [passes.gradients(graph, loss, [x])[0]]
     return graph, w
@@ -61,18 +61,20 @@ def _scatter_at_ort_indices(x: np.ndarray, attrs: dict, w: np.ndarray) -> np.nda
     xv = graph.add_input("x", np.float32, x.shape)
     graph.outputs = [ops.MaxPool(xv, _num_outputs=2, **attrs)[1]]
     indices = OrtGraph(graph)({"x": x})[0]
-    dx = np.zeros(x.size, np.float32)
+    dx = np.zeros(x.size, w.dtype)
     np.add.at(dx, indices.ravel(), w.ravel())
     return dx.reshape(x.shape)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(POOLS))
-def test_tied_maxima_give_the_gradient_to_the_first(name: str) -> None:
+def test_tied_maxima_give_the_gradient_to_the_first(name: str, dtype) -> None:
+    """float32 upsamples with Resize, float64 with Expand (see irkit.ops.conv._upsample)."""
     shape, attrs, _ = POOLS[name]
-    graph, w = _gradient_graph(shape, attrs)
+    graph, w = _gradient_graph(shape, attrs, dtype)
     for seed in range(3):
-        x = _tied(shape, seed)
-        want = _scatter_at_ort_indices(x, attrs, w)
+        x = _tied(shape, seed, dtype)
+        want = _scatter_at_ort_indices(x.astype(np.float32), attrs, w)
         np.testing.assert_array_equal(reference_outputs(graph, {"x": x})[0], want)
         np.testing.assert_array_equal(OrtGraph(graph)({"x": x})[0], want)
 

@@ -349,7 +349,8 @@ class MaxPool(_WindowOp):
 def _tiled_max_grad(node: Node, x: Value, g: Value, kernel: list[int]) -> Value:
     """dx of a MaxPool whose windows tile x: g goes to the first maximum of each window in
     scan order (the one MaxPool's Indices and torch pick), found with masks, which runs faster
-    than the indices-producing MaxPool and a scatter:
+    in a train step than the indices-producing MaxPool and a scatter
+    (benchmarks/bench_cnn_step.py):
 
     1. hit = (x == y upsampled): every maximum of its window;
     2. rank = where(hit, w, 0), w counting down K..1 over each window in scan order, so the
@@ -364,11 +365,10 @@ def _tiled_max_grad(node: Node, x: Value, g: Value, kernel: list[int]) -> Value:
     edge = np.array([0] * (len(spatial) + 4) + rest, np.int64)  # end pads: the rest
     if any(rest):
         x = Pad(x, -edge)
-    scales = np.array([1, 1] + kernel, np.float32)
+    pooled = [c // k for c, k in zip(covered, kernel, strict=True)]
 
     def up(v: Value) -> Value:
-        return Resize(v, None, scales, mode="nearest", nearest_mode="floor",
-                      coordinate_transformation_mode="asymmetric")
+        return _upsample(v, kernel, pooled)
 
     position = np.zeros(covered, np.int64)  # of each element in its window, in scan order
     for axis, k in enumerate(kernel):
@@ -380,6 +380,23 @@ def _tiled_max_grad(node: Node, x: Value, g: Value, kernel: list[int]) -> Value:
     first = Equal(rank, up(MaxPool(rank, kernel_shape=kernel, strides=kernel)))
     dx = Where(first, up(g), zero)
     return Pad(dx, edge) if any(rest) else dx
+
+
+def _upsample(v: Value, kernel: list[int], spatial: list[int]) -> Value:
+    """Each element of v (N, C, *spatial) repeated kernel[i] times along spatial axis i.
+
+    A nearest Resize where onnxruntime has one (float32, float16); for other dtypes (float64)
+    a broadcast over interleaved axes: (N, C, d1, 1, d2, 1) expanded to (N, C, d1, k1, d2, k2)
+    and merged, which runs everywhere but slower.
+    """
+    if v.dtype in (np.float32, np.float16):
+        return Resize(v, None, np.array([1, 1] + kernel, np.float32), mode="nearest",
+                      nearest_mode="floor", coordinate_transformation_mode="asymmetric")
+    split = [0, 0] + [d for size in spatial for d in (size, 1)]
+    wide = [1, 1] + [d for size, k in zip(spatial, kernel, strict=True) for d in (size, k)]
+    merged = [0, 0] + [size * k for size, k in zip(spatial, kernel, strict=True)]
+    spread = Expand(Reshape(v, np.array(split, np.int64)), np.array(wide, np.int64))
+    return Reshape(spread, np.array(merged, np.int64))
 
 
 @define
