@@ -33,7 +33,8 @@ _verification = os.environ.get("IRKIT_VERIFY", "") not in ("", "0")
 
 
 def set_verification(enabled: bool) -> bool:
-    """Switch debug verification (`Graph.debug_verify`) on or off; returns the old setting."""
+    """Switch debug verification (`irkit.ops.debug_verify`: around passes and exports) on or
+    off; returns the old setting."""
     global _verification
     old, _verification = _verification, bool(enabled)
     return old
@@ -331,12 +332,6 @@ class Graph:
         """Check every IR invariant; raise IRError naming the first broken one. (That every
         op is one irkit knows is checked by `irkit.ops.verify`.)"""
         verify_graph(self)
-
-    def debug_verify(self) -> None:
-        """`verify()` when debug verification is on (IRKIT_VERIFY=1; the test suite), else
-        nothing: the checks between the steps of a pipeline."""
-        if _verification:
-            verify_graph(self)
 
     def copy(self) -> Graph:
         """A deep copy (values, nodes, initializer data shared read-only)."""

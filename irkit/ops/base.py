@@ -25,7 +25,7 @@ class Required:
 
 
 # ONNX attribute types of the attributes whose default (None) does not show theirs; the same
-# name has the same type in every ai.onnx op (tests/test_onnx_io.py checks against onnx's
+# name has the same type in every ai.onnx op (tests/test_ops_attributes.py checks against onnx's
 # schemas)
 KIND_BY_NAME = {"kernel_shape": "ints", "pads": "ints", "strides": "ints", "dilations": "ints",
                 "output_padding": "ints", "output_shape": "ints", "axes": "ints", "perm": "ints",

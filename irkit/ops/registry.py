@@ -85,11 +85,10 @@ def verify(graph: Graph) -> None:
     IRError naming the first problem."""
     graph.verify()
     for node in graph.nodes:
-        if not has_op(node.op_type, node.domain):
-            try:
-                opdef_of(node)
-            except UnsupportedOpError as e:
-                raise IRError(str(e)) from None
+        try:
+            opdef_of(node)
+        except UnsupportedOpError as e:
+            raise IRError(str(e)) from None
 
 
 def debug_verify(graph: Graph) -> None:
