@@ -10,8 +10,9 @@ stages are those of `irkit train RECIPE` up to its first step:
   data      recipe and dataset loaded, settings resolved, model made, train/validation split
   graphs    the train-step and evaluation graphs built (scaling adapted, forward, autodiff,
             optimizer, passes): `Model.prepare(x)`
-  to_onnx   both graphs exported to ModelProtos by the step runner
-  sessions  both onnxruntime sessions created (CPU) by the step runner
+  to_onnx   the graphs the step runner exports before its first step
+  sessions  the onnxruntime sessions (CPU) it creates before its first step (the train
+            session; the evaluation session waits for the first evaluation)
   total     all of it, the rest of the runner's set-up (state OrtValues, bindings) included
 
 The table shows per recipe the median of each stage over the runs (ms), and the number of
@@ -67,7 +68,7 @@ def _one(recipe_name: str) -> dict:
     model.prepare(x)  # the step graphs, scaling adapted on the training part
     t2 = time.perf_counter()
     verifications = counts["verify"]
-    model.prepare(x, runner=True)  # the step runner: both graphs exported, two sessions, state
+    model.prepare(x, runner=True)  # the step runner: export, session(s), state
     t3 = time.perf_counter()
     ms = {"data": t1 - t0, "graphs": t2 - t1, "to_onnx": counts["to_onnx"],
           "sessions": counts["sessions"], "total": t3 - t0}
