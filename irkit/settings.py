@@ -39,6 +39,7 @@ class Settings:
     monitor: str = "val_loss"       # what "best" and early stopping watch
     patience: int = 0               # early stopping after this many epochs without gain; 0: off
     min_delta: float = 0.0          # the smallest change that counts as a gain
+    checkpoint: str | int = "none"  # gradient checkpointing: none, sqrt or a byte budget
     # [data]
     dataset: str | None = None
     val_split: float = 0.2
@@ -96,6 +97,8 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
                 lambda v: v in ("val_loss", "val_accuracy", "loss", "accuracy"), str),
     "patience": ("an integer >= 0", lambda v: _is_int(v) and v >= 0, int),
     "min_delta": ("a number >= 0", lambda v: _is_number(v) and v >= 0, float),
+    "checkpoint": ('"none", "sqrt" or a byte budget (an integer > 0)',
+                   lambda v: v in ("none", "sqrt") or (_is_int(v) and v > 0), lambda v: v),
     "dataset": ("a dataset name or file path (a string)", _is_str, str),
     "val_split": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1, float),
     "label_column": ("a column name (a string)", _is_str, str),

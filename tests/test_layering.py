@@ -22,11 +22,15 @@ LAYERS = [
     ("ops", ["irkit.ops"]),
     ("passes / onnx io", ["irkit.passes", "irkit.onnx_io", "irkit.onnx_compat"]),
     ("runtimes", ["irkit.runtimes"]),
-    ("function api", ["irkit.function", "irkit"]),  # traces, differentiates and runs graphs
+    # run graphs: traced functions, the ONNX-file optimizer
+    ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),
     ("nn", ["irkit.nn"]),
     ("train", ["irkit.train", "irkit.spec", "irkit.settings"]),
-    ("cli", ["irkit.cli", "irkit.cli_train"]),
+    ("cli", ["irkit.cli", "irkit.cli_train", "irkit.cli_graph"]),
 ]
+# modules that are one package split over files (the command line: its commands' modules
+# and the click group import each other)
+SAME_PACKAGE = {"irkit.cli_train": "irkit.cli", "irkit.cli_graph": "irkit.cli"}
 
 
 def _modules() -> dict[str, Path]:
@@ -48,7 +52,8 @@ def _unit(module: str) -> str:
     units = [name for _, names in LAYERS for name in names
              if module == name or (name != "irkit" and module.startswith(name + "."))]
     assert units, f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}"
-    return max(units, key=len)
+    unit = max(units, key=len)
+    return SAME_PACKAGE.get(unit, unit)
 
 
 def _layer(module: str) -> int:
