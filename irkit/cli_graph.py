@@ -139,7 +139,7 @@ def _strategy(text: str) -> str | int:
         return text
     if not text.isdigit() or int(text) < 1:
         raise click.BadParameter(f"{text!r}: give sqrt or a byte budget (an integer > 0)",
-                                 param_hint="--checkpoint")
+                                 param_hint="--recompute")
     return int(text)
 
 
@@ -163,7 +163,7 @@ def _recipe_batch(source: str) -> int:
               help="Also write the graph as Graphviz DOT text to this file.")
 @click.option("--graphml", "graphml_path", type=click.Path(dir_okay=False),
               help="Also write the graph as GraphML to this file.")
-@click.option("--checkpoint", metavar="sqrt|BYTES", help="With --train: the step graph after "
+@click.option("--recompute", metavar="sqrt|BYTES", help="With --train: the step graph after "
               "gradient checkpointing (strategy sqrt, or a byte budget per recomputed segment).")
 @click.option("--nodes", "per_node", is_flag=True,
               help="Also list every node with its FLOPs and bytes.")
@@ -173,15 +173,15 @@ def inspect(model: str | None, recipe: str | None, **options) -> None:
     or with --train RECIPE of its train-step graph; --dot/--graphml export the graph."""
     if (model is None) == (recipe is None):
         raise click.UsageError("give an ONNX MODEL, or --train RECIPE (one of them)")
-    if options["checkpoint"] is not None:
+    if options["recompute"] is not None:
         if recipe is None:
-            raise click.UsageError("--checkpoint applies to a train-step graph: use --train")
-        options["checkpoint"] = _strategy(options["checkpoint"])
+            raise click.UsageError("--recompute applies to a train-step graph: use --train")
+        options["recompute"] = _strategy(options["recompute"])
     _guarded(_inspect, model, recipe, **options)
 
 
 def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int | None,
-             dot_path: str | None, graphml_path: str | None, checkpoint: str | int | None,
+             dot_path: str | None, graphml_path: str | None, recompute: str | int | None,
              per_node: bool, as_json: bool) -> None:
     from irkit.safe_io import check_outputs, write_atomic
     source = model or recipe
@@ -190,9 +190,9 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         graph, batch = _train_graph(recipe, data), batch or _recipe_batch(recipe)
         names = [v.name for v in graph.inputs if f"next/{v.name}" in
                  {o.name for o in graph.outputs} and "/" not in v.name]
-        if checkpoint is not None:
+        if recompute is not None:
             from irkit.passes.checkpoint_activations import apply_checkpointing
-            apply_checkpointing(graph, checkpoint, batch)
+            apply_checkpointing(graph, recompute, batch)
     else:
         from irkit.onnx_io import load
         graph, batch, names = load(model), batch or 1, None

@@ -128,12 +128,33 @@ def test_peak_estimate_within_20_percent_of_onnxruntime(case):
     assert abs(estimate - measured) <= 0.2 * measured, (estimate, measured)
 
 
-def test_checkpoint_setting_is_checked():
+def test_recompute_setting_is_checked():
     from irkit.errors import SpecError
     from irkit.settings import DEFAULTS, resolve
-    assert DEFAULTS.checkpoint == "none"
-    assert resolve({"checkpoint": "sqrt"}).checkpoint == "sqrt"
-    assert resolve({"checkpoint": 1 << 20}).checkpoint == 1 << 20
-    for bad in ("all", 0, -5, 1.5, True):
-        with pytest.raises(SpecError, match="checkpoint"):
-            resolve({"checkpoint": bad})
+    assert DEFAULTS.recompute == "none"
+    assert resolve({"recompute": "sqrt"}).recompute == "sqrt"
+    assert resolve({"recompute": 1 << 20}).recompute == 1 << 20
+    assert resolve({"recompute": "4096"}).recompute == 4096  # from a command line
+    for bad in ("all", 0, -5, 1.5, True, "0", "-3"):
+        with pytest.raises(SpecError, match="recompute"):
+            resolve({"recompute": bad})
+
+
+def test_recompute_setting_reaches_the_trained_step():
+    """`fit(recompute="sqrt")` (recipe key and --recompute alike) trains the checkpointed step
+    graph, and it trains to the same weights as the plain one."""
+    import irkit
+    from irkit.nn import Dense
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    runs = {}
+    for recompute in ("none", "sqrt"):
+        model = irkit.Sequential([Dense(16, activation="relu") for _ in range(6)] + [Dense(3)])
+        model.compile(optimizer="sgd", lr=0.05, seed=0)
+        model.fit(x, y, epochs=2, verbose=0, recompute=recompute)
+        names = [n.name for n in model._graphs.train.nodes]
+        assert any(n.startswith(RECOMPUTE) for n in names) == (recompute == "sqrt")
+        runs[recompute] = model.get_weights()
+    for name, value in runs["none"].items():
+        np.testing.assert_array_equal(runs["sqrt"][name], value, err_msg=name)

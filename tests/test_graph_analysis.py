@@ -180,6 +180,6 @@ def test_inspect_train_with_checkpointing_keeps_less():
                                            "--json", *extra])
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)["saved_for_backward"]["bytes"]
-    assert saved("--checkpoint", "sqrt") < saved()
-    bad = CliRunner().invoke(main, ["inspect", "--train", "digits_mlp", "--checkpoint", "-3"])
-    assert bad.exit_code == 2 and "--checkpoint" in bad.output
+    assert saved("--recompute", "sqrt") < saved()
+    bad = CliRunner().invoke(main, ["inspect", "--train", "digits_mlp", "--recompute", "-3"])
+    assert bad.exit_code == 2 and "--recompute" in bad.output
