@@ -26,11 +26,12 @@ LAYERS = [
     ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),
     ("nn", ["irkit.nn"]),
     ("train", ["irkit.train", "irkit.spec", "irkit.settings"]),
-    ("cli", ["irkit.cli", "irkit.cli_train", "irkit.cli_graph"]),
+    ("cli", ["irkit.cli", "irkit.cli_train", "irkit.cli_graph", "irkit.cli_lab"]),
 ]
 # modules that are one package split over files (the command line: its commands' modules
 # and the click group import each other)
-SAME_PACKAGE = {"irkit.cli_train": "irkit.cli", "irkit.cli_graph": "irkit.cli"}
+SAME_PACKAGE = {"irkit.cli_train": "irkit.cli", "irkit.cli_graph": "irkit.cli",
+                "irkit.cli_lab": "irkit.cli"}
 
 
 def _modules() -> dict[str, Path]:
