@@ -58,6 +58,7 @@ def instrument() -> list[str]:
     """Wrap the stages' functions where irkit's model and runtime call them; returns the
     stages that could not be wrapped (their time then counts as `other`)."""
     import irkit.runtimes.onnxruntime as ort_runtime
+
     import irkit.train.model as model_module
     missing = []
     for module, attr, stage in ((model_module, "build_step_graphs", "graphs"),

@@ -72,6 +72,7 @@ def initial_weights(cfg: Config) -> dict[str, np.ndarray]:
 def irkit_runner(cfg: Config, threads: int | None):
     """irkit's step graphs for `cfg` on an OrtStepRunner (threads None: irkit picks)."""
     from irkit.runtimes.onnxruntime import OrtStepRunner
+
     from irkit.train.losses import get_loss
     from irkit.train.optimizers import SGD, Adam
     from irkit.train.step import build_step_graphs

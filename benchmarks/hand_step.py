@@ -9,7 +9,7 @@ The Adam update is written per parameter the way PyTorch states it (the same ari
 torch.optim.Adam and irkit's Adam), with the step count as float state.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (irkit.runtimes installs from runtimes/)
 
 import numpy as np
 import onnx
