@@ -202,15 +202,16 @@ def report(env: dict, results: list[dict], names, markdown: bool) -> str:
         t = r["seconds_per_step"]
         rows.append([r["config"], str(r["irkit_threads"] or "ort default")]
                     + [cell(t[n]) if n in t else "-" for n in shown])
-    ratio_rows = [[r["config"], ""] + [f"{r['over_irkit'][n]:.2f}" if n in r["over_irkit"]
-                                       else "-" for n in shown] for r in results]
+    ratio_rows = [[r["config"]] + [f"{r['over_irkit'][n]:.2f}" if n in r["over_irkit"]
+                                   else "-" for n in shown] for r in results]
     lines = [f"train step, {env['machine_line']}",
              f"threads: torch {env['threads']}, jax {env['jax_threads']}, irkit and hand: "
              f"{env['irkit_threads']}",
              "", "microseconds per step, median [min-max] over the runs:", "",
              table(head, rows, markdown), "",
              "time per step over irkit's (below 1: faster than irkit):", "",
-             table(head, ratio_rows, markdown), "", "first-step loss (the same start):"]
+             table(["config"] + shown, ratio_rows, markdown), "",
+             "first-step loss (the same start):"]
     for r in results:
         losses = ", ".join(f"{k} {v:.6f}" for k, v in r["first_step_loss"].items())
         lines.append(f"- {r['config']}: {losses}")
