@@ -9,6 +9,14 @@ import numpy as np
 import torch
 
 
+def validate(model: torch.nn.Module, loss_fn, xv, yv) -> tuple[float, float]:
+    """Loss and accuracy on the validation part, in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(xv)
+        return loss_fn(logits, yv).item(), (logits.argmax(1) == yv).float().mean().item()
+
+
 def fit(model: torch.nn.Module, data, epochs: int, batch: int, lr: float, seed: int = 0,
         log: bool = False) -> dict[str, list[float]]:
     """Train `model` on data = (x_train, y_train, x_val, y_val) numpy arrays; returns the
@@ -34,11 +42,7 @@ def fit(model: torch.nn.Module, data, epochs: int, batch: int, lr: float, seed: 
             opt.step()
             total += loss.item() * len(xb)
             correct += (logits.argmax(1) == yb).sum().item()
-        model.eval()
-        with torch.no_grad():
-            logits = model(xv)
-            val_loss = loss_fn(logits, yv).item()
-            val_acc = (logits.argmax(1) == yv).float().mean().item()
+        val_loss, val_acc = validate(model, loss_fn, xv, yv)
         for k, v in zip(history, (total / len(x), correct / len(x), val_loss, val_acc)):
             history[k].append(v)
         if val_loss < best:
