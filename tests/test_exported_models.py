@@ -19,11 +19,11 @@ from irkit.runtimes.reference import ReferenceRuntime
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+import irkit
+from irkit.cli_train import run_training
 from irkit.data import fit_scaler, load_dataset, train_val_split
 from irkit.onnx_io import load
 from irkit.spec import load_recipe
-import irkit
-from irkit.cli_train import run_training
 
 RECIPES = ["iris_linear", "iris_mlp", "digits_mlp"]
 EPOCHS = 3
