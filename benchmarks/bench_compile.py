@@ -16,6 +16,8 @@ Per repeat, everything fresh (a new Model each time), the way `irkit train` star
             initial state, OrtValues and IOBindings
   total     data + `Model.prepare(x, runner=True)`: recipe to first step ready
   1st step  the first train step on the fresh runner (not in total)
+  1st eval  its first evaluation (not in total; includes the eval session where the runner
+            makes it on first use)
 
 The stages inside `prepare` are timed by wrapping irkit's own functions in this process
 (build_step_graphs, to_onnx, make_session), so they are the real path's parts. A first
@@ -38,7 +40,7 @@ import numpy as np
 from bench_common import fmt_time, machine, machine_line, stats, table
 
 RECIPES = ("iris_mlp", "digits_mlp", "digits_cnn")
-STAGES = ("data", "graphs", "to_onnx", "sessions", "other", "total", "1st step")
+STAGES = ("data", "graphs", "to_onnx", "sessions", "other", "total", "1st step", "1st eval")
 _spent: dict[str, float] = defaultdict(float)
 
 
@@ -71,15 +73,18 @@ def instrument() -> list[str]:
     return missing
 
 
-def first_step(model, x: np.ndarray, y: np.ndarray) -> float:
-    """Seconds of one train step of the fresh runner on the first batch."""
+def first_calls(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Seconds of the fresh runner's first train step and first evaluation (on the first
+    batch; a runner may make its eval session only then)."""
     runner = model._runner
     batch = model.settings.batch_size
     staged = runner.stage(np.ascontiguousarray(x[:batch], np.float32),
                           model._targets(np.asarray(y[:batch]), "data"))
     t0 = time.perf_counter()
     runner.train(staged, np.arange(min(batch, len(x))), batch)
-    return time.perf_counter() - t0
+    t1 = time.perf_counter()
+    runner.evaluate(staged, batch)
+    return t1 - t0, time.perf_counter() - t1
 
 
 def compile_once(recipe: str) -> dict[str, float]:
@@ -97,7 +102,7 @@ def compile_once(recipe: str) -> dict[str, float]:
     out = {"data": t1 - t0, **{k: _spent[k] for k in ("graphs", "to_onnx", "sessions")},
            "total": t2 - t0}
     out["other"] = (t2 - t1) - sum(_spent[k] for k in ("graphs", "to_onnx", "sessions"))
-    out["1st step"] = first_step(model, x, y)
+    out["1st step"], out["1st eval"] = first_calls(model, x, y)
     return out
 
 
