@@ -54,13 +54,14 @@ def irkit_command() -> list[str]:
     return [beside if os.path.exists(beside) else shutil.which("irkit") or "irkit"]
 
 
-def process_commands(folder: str, threads: int) -> dict[str, list[str]]:
+def process_commands(folder: str, threads: int, skipped: dict[str, str]
+                     ) -> dict[str, list[str]]:
     cmds = {"irkit": irkit_command() + ["train", "iris_mlp", "-o",
                                         os.path.join(folder, "x.onnx")]}
     for name, module, out in (("torch", "iris_torch.py", "t.pt"),
                               ("jax", "iris_jax.py", "j.npz")):
         if optional(name) is None:
-            print(f"skipped {name}: not installed", file=sys.stderr)
+            skipped[f"{name} (process)"] = f"{name} is not installed"
             continue
         cmds[name] = [sys.executable, os.path.join(PEERS, module), "-o",
                       os.path.join(folder, out), "--threads", str(threads)]
@@ -77,9 +78,9 @@ def run_process(cmd: list[str]) -> float:
     return seconds
 
 
-def bench_processes(args: argparse.Namespace) -> dict:
+def bench_processes(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
-        cmds = process_commands(folder, args.threads)
+        cmds = process_commands(folder, args.threads, skipped)
         for cmd in cmds.values():  # once untimed: file caches, __pycache__, jax/torch caches
             run_process(cmd)
         times = interleave({k: (lambda c=c: run_process(c)) for k, c in cmds.items()},
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     skipped: dict[str, str] = {}
     results = {}
     if "process" in parts:
-        results["process"] = bench_processes(args)
+        results["process"] = bench_processes(args, skipped)
     if "epoch" in parts:
         results["epoch"] = bench_iris_epochs(args, skipped)
     if "cnn" in parts:
