@@ -14,7 +14,8 @@ Parts:
               torch  benchmarks/peers/iris_torch.py (PyTorch eager)
               jax    benchmarks/peers/iris_jax.py (one jitted lax.scan per epoch)
             all: 4-16-3, Adam lr 0.01, batch 16, 100 epochs, 120 train / 30 validation
-            samples validated each epoch, standard scaling, best weights written out
+            samples validated each epoch, standard scaling, best weights written out;
+            reference rows in parentheses: `python -c pass` and the imports alone
   epoch     iris_mlp per epoch inside a process (steps + validation + bookkeeping): irkit's
             `Model.fit(epochs=100)` (after a 1-epoch warm-up fit, so the graphs and sessions
             exist) / 100, against the JAX scan loop (compiled beforehand) and the PyTorch
@@ -68,6 +69,17 @@ def process_commands(folder: str, threads: int, skipped: dict[str, str]
     return cmds
 
 
+def reference_commands(names) -> dict[str, list[str]]:
+    """What the processes spend before training: Python's start-up, and the imports."""
+    cmds = {"(python start-up)": [sys.executable, "-c", "pass"],
+            "(import irkit.cli, train)": [sys.executable, "-c",
+                                          "import irkit.cli, irkit.cli_train"]}
+    for name in ("torch", "jax"):
+        if name in names:
+            cmds[f"(import {name})"] = [sys.executable, "-c", f"import {name}"]
+    return cmds
+
+
 def run_process(cmd: list[str]) -> float:
     """Wall seconds of one run of `cmd` (its output discarded; a failure stops the bench)."""
     t0 = time.perf_counter()
@@ -81,6 +93,7 @@ def run_process(cmd: list[str]) -> float:
 def bench_processes(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         cmds = process_commands(folder, args.threads, skipped)
+        cmds.update(reference_commands(cmds))
         for cmd in cmds.values():  # once untimed: file caches, __pycache__, jax/torch caches
             run_process(cmd)
         times = interleave({k: (lambda c=c: run_process(c)) for k, c in cmds.items()},
