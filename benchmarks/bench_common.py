@@ -63,6 +63,7 @@ def interleave(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, 
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
+    """Median, min and max of some timings."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
@@ -94,6 +95,7 @@ def machine() -> dict[str, object]:
 
 
 def machine_line(info: dict[str, object]) -> str:
+    """The machine() description as one line for a table's header."""
     versions = ", ".join(f"{k} {info[k]}" for k in ("onnxruntime", "torch", "jax") if info[k])
     return (f"{info['cpu']}, {info['cores']} cores; {versions}; {info['date']}; "
             f"load average {info['load_average']:.2f} at start")

@@ -107,6 +107,7 @@ def compile_once(recipe: str) -> dict[str, float]:
 
 
 def bench_recipe(recipe: str, repeats: int) -> dict:
+    """One cold start, then `repeats` timed fresh starts of `recipe`; stage statistics."""
     cold = compile_once(recipe)
     runs = [compile_once(recipe) for _ in range(repeats)]
     return {"recipe": recipe, "cold_total": cold["total"],
@@ -114,6 +115,7 @@ def bench_recipe(recipe: str, repeats: int) -> dict:
 
 
 def report(env: dict, results: list[dict], markdown: bool) -> str:
+    """The results as a table (text or markdown) under a header naming the machine."""
     head = ["recipe"] + [f"{k} ms" for k in STAGES] + ["cold ms"]
     rows = []
     for r in results:
@@ -132,6 +134,7 @@ def report(env: dict, results: list[dict], markdown: bool) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipe", action="append", choices=RECIPES,
                    help="only this recipe (repeatable; default: all three)")
@@ -145,6 +148,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table or JSON; 0."""
     args = parse_args(argv)
     missing = instrument()
     results = [bench_recipe(r, args.repeats) for r in args.recipe or RECIPES]

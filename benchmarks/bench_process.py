@@ -57,6 +57,7 @@ def irkit_command() -> list[str]:
 
 def process_commands(folder: str, threads: int, skipped: dict[str, str]
                      ) -> dict[str, list[str]]:
+    """The three training processes by name (a peer whose framework is missing is skipped)."""
     cmds = {"irkit": irkit_command() + ["train", "iris_mlp", "-o",
                                         os.path.join(folder, "x.onnx")]}
     for name, module, out in (("torch", "iris_torch.py", "t.pt"),
@@ -91,6 +92,7 @@ def run_process(cmd: list[str]) -> float:
 
 
 def bench_processes(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
+    """The whole processes (and the reference rows), each once untimed, then `runs` timed runs."""
     with tempfile.TemporaryDirectory() as folder:
         cmds = process_commands(folder, args.threads, skipped)
         cmds.update(reference_commands(cmds))
@@ -118,6 +120,7 @@ def irkit_epoch_runner(recipe: str, epochs: int):
 
 
 def jax_epoch_runner(epochs: int):
+    """A function timing the JAX scan loop per epoch over `epochs` (compiled beforehand)."""
     import iris_jax
     from iris_data import load_iris
     data = load_iris()
@@ -127,12 +130,14 @@ def jax_epoch_runner(epochs: int):
 
 
 def torch_epoch_runner(build, data, epochs: int, batch: int, lr: float):
+    """A function timing the PyTorch eager loop per epoch on a fresh `build()` model."""
     from torch_loop import fit
     fit(build(), data, 1, batch, lr)  # warm-up
     return lambda: timed(lambda: fit(build(), data, epochs, batch, lr)) / epochs
 
 
 def bench_iris_epochs(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
+    """iris_mlp per epoch: irkit, the JAX scan loop and PyTorch eager, interleaved."""
     runners = {"irkit": irkit_epoch_runner("iris_mlp", args.epochs)}
     if optional("jax") is not None:
         runners["jax.scan"] = jax_epoch_runner(args.epochs)
@@ -160,6 +165,7 @@ def digits_split():
 
 
 def bench_cnn_epochs(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
+    """digits_cnn per epoch: irkit and PyTorch eager, interleaved."""
     runners = {"irkit": irkit_epoch_runner("digits_cnn", args.cnn_epochs)}
     if optional("torch") is not None:
         import digits_cnn_torch
@@ -182,6 +188,7 @@ def ratio_table(figures: dict[str, dict[str, float]], unit: str, markdown: bool)
 
 
 def report(env: dict, results: dict, markdown: bool) -> str:
+    """The parts' tables (text or markdown) under a header naming the machine."""
     lines = [f"training runs, {env['machine_line']}",
              f"threads: torch {env['threads']}, jax {env['jax_threads']}; irkit picks its own",
              ""]
@@ -202,6 +209,7 @@ def report(env: dict, results: dict, markdown: bool) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", action="append", choices=("process", "epoch", "cnn"),
                    help="run only this part (repeatable; default: all)")
@@ -220,6 +228,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the chosen parts and print the tables or JSON; 0."""
     args = parse_args(argv)
     jax_threads = set_threads(args.threads)
     torch_threads(args.threads)

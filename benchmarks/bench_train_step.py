@@ -57,6 +57,7 @@ IRKIT_NAMES = {"W1": "dense_0.W", "b1": "dense_0.b", "W2": "dense_1.W", "b2": "d
 
 # ---- irkit ------------------------------------------------------------------------------------
 def irkit_source(cfg: Config):
+    """The config's MLP as irkit's ModuleSource (seeded: the same weights each time)."""
     from irkit.nn import Dense, Sequential
     from irkit.train.sources import ModuleSource
     return ModuleSource(Sequential([Dense(cfg.hidden, "relu"), Dense(cfg.classes)]),
@@ -125,6 +126,7 @@ class IrkitStepPeer:
 
 # ---- building and timing the peers ------------------------------------------------------------
 def make_peer(name: str, cfg: Config, data, weights, irkit_threads: int | None):
+    """The peer called `name` (its framework is imported here, so a missing one fails here)."""
     if name == "irkit":
         return IrkitLoopPeer(cfg, data, irkit_threads)
     if name == "irkit.step":
@@ -172,6 +174,7 @@ def run_length(peer, cfg: Config, args: argparse.Namespace) -> int:
 
 
 def bench_config(cfg: Config, args: argparse.Namespace, names, skipped) -> dict:
+    """Start, warm up and time every peer on one config; the figures as a dict."""
     peers, first, startup = start_peers(cfg, names, args.irkit_threads, skipped)
     repeats = args.repeats or cfg.repeats
     steps = {p.name: run_length(p, cfg, args) for p in peers}
@@ -195,6 +198,7 @@ def bench_config(cfg: Config, args: argparse.Namespace, names, skipped) -> dict:
 
 # ---- reporting ----------------------------------------------------------------------------------
 def report(env: dict, results: list[dict], names, markdown: bool) -> str:
+    """The tables (text or markdown), the first-step losses and the first calls' seconds."""
     shown = [n for n in names if any(n in r["seconds_per_step"] for r in results)]
     head = ["config", "irkit thr"] + shown
     rows = []
@@ -223,6 +227,7 @@ def report(env: dict, results: list[dict], names, markdown: bool) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print every figure as JSON")
     p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
@@ -252,6 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the configs and print the tables or JSON; 0."""
     args = parse_args(argv)
     jax_threads = set_threads(args.threads)
     if args.torch_compile_cold:

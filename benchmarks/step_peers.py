@@ -23,6 +23,8 @@ BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # Adam's, the same in every framework
 
 @dataclass(frozen=True)
 class Config:
+    """One benchmark configuration: the MLP's sizes, batch, optimizer, run length."""
+
     name: str
     batch: int
     features: int
@@ -114,6 +116,7 @@ def jax_step(cfg: Config):
 
 
 def jax_state(cfg: Config, weights: dict[str, np.ndarray]) -> dict:
+    """The JAX step's starting state: the weights, and Adam's zero moments and step 0."""
     import jax.numpy as jnp
     p = {k: jnp.asarray(weights[k]) for k in PARAMS}
     if cfg.optimizer == "sgd":

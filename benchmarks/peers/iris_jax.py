@@ -92,6 +92,7 @@ def fit(data, epochs: int, epoch_fn=None, lr: float = 0.01, batch: int = 16, see
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train and write the best weights (see the module docstring); 0."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--epochs", type=int, default=100)

@@ -16,11 +16,13 @@ from torch_loop import fit
 
 
 def build(seed: int = 1) -> torch.nn.Module:
+    """The 4-16-3 MLP with PyTorch's default initialisation, seeded."""
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train and write the best weights (see the module docstring); 0."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--epochs", type=int, default=100)
