@@ -205,7 +205,11 @@ class Model:
             name = next(v.name for v in r.train.inputs if v.name not in excluded)
             return StepGraphs(r.train, evaluation, r.params, r.buffers, r.slots, name,
                               any(v.name == CORRECT for v in r.train.outputs))
-        return build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+        graphs = build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+        if s.recompute != "none":  # gradient checkpointing: recompute instead of keeping
+            from irkit.passes import apply_checkpointing
+            apply_checkpointing(graphs.train, s.recompute, s.batch_size)
+        return graphs
 
     def _stage(self, x: np.ndarray, y, name: str):
         check_finite(x, name)
