@@ -56,7 +56,9 @@ def _dataset_for(settings: Settings, stored: str | None = None) -> Dataset:
     name = settings.dataset
     if name is None:
         hint = f" (it was trained on {stored!r})" if stored else ""
-        raise DataError(f"no dataset: pass --data NAME|FILE{hint}; bundled: iris, digits")
+        from irkit.data import dataset_names
+        raise DataError(f"no dataset: pass --data NAME|FILE{hint}; bundled: "
+                        f"{', '.join(dataset_names())}")
     return load_dataset(name, label_column=settings.label_column)
 
 
