@@ -460,7 +460,9 @@ def test_grad_is_linear_in_fan_in():
     graph = from_onnx(proto)
     AutodiffPass("y", ["x", "w"])(graph)
     x = rng.standard_normal(3)
-    got = dict(zip([v.name for v in graph.outputs], OrtGraph(graph)({"x": x})))
+    # the numpy reference runtime: onnxruntime's own graph optimizer takes a minute here
+    run = ReferenceRuntime().compile(graph)
+    got = dict(zip([v.name for v in graph.outputs], run({"x": x})))
     np.testing.assert_allclose(got["x_grad"], n * w, rtol=1e-9)
     np.testing.assert_allclose(got["w_grad"], n * x, rtol=1e-9)
     assert sum(node.op_type == "Add" for node in graph.nodes) < 10  # one Sum, no Add chain
