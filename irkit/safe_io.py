@@ -149,9 +149,13 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     never half of one (see the module docstring)."""
     path = check_output(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=directory)  # O_EXCL|O_CREAT: never an existing file or link
+    try:  # O_EXCL|O_CREAT with a random name: never an existing file (a user's OUT.tmp) or link
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                   dir=directory)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -164,10 +168,24 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
-            raise FileSafetyError(f"{path}: could not write ({e.strerror or e}); nothing was "
-                                  "changed") from None
+            raise _write_error(path, e) from None
         raise
     _fsync_dir(directory)
+
+
+def _write_error(path: str, e: OSError) -> FileSafetyError:
+    return FileSafetyError(f"{path}: could not write ({e.strerror or e}); nothing was changed")
+
+
+def _mode_for(path: str) -> int:
+    """The permissions of the file being replaced, else those of a new file (0666 less umask);
+    mkstemp's own 0600 would hide a model from the user's group."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_dir(directory: str) -> None:
