@@ -12,7 +12,9 @@ from onnx import helper, numpy_helper
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, Value
 from irkit.onnx_compat import constant_value, downgrade_to_opset_17
-from irkit.safe_io import write_atomic
+from irkit.onnx_external import load_external_data
+from irkit.onnx_validate import validate_model
+from irkit.safe_io import FileSafetyError, read_capped, write_atomic
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -38,6 +40,7 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True) -> onn
         model.metadata_props.add(key=key, value=value)
     if opset != IRKIT_OPSET:
         model = convert_opset(model, opset)
+    validate_model(model)  # irkit never writes a model it would refuse to read
     if check:
         onnx.checker.check_model(model, full_check=True)
     return model
@@ -127,14 +130,22 @@ def _attr_value(op_type: str, name: str, value: Any) -> Any:
 
 # ---- import ----------------------------------------------------------------------------------
 def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an ONNX file (one-line ModelFileError for missing or unreadable files)."""
-    if not os.path.exists(path):
-        raise ModelFileError(f"{path}: no such file")
+    """Read an ONNX file: a regular file within the model size cap, parsed, its external data
+    read from inside its folder only (one-line errors that name the file)."""
     try:
-        return onnx.load(os.fspath(path))
-    except Exception as e:
+        data = read_capped(path, "model", "ONNX model")
+    except FileSafetyError as e:
+        raise ModelFileError(str(e)) from None
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except Exception as e:  # protobuf's DecodeError, or a message it cannot hold
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
+    try:
+        load_external_data(model, os.path.dirname(os.path.abspath(path)))
+    except IrkitError as e:
+        raise type(e)(f"{path}: {e}") from None
+    return model
 
 
 def load(path: str | os.PathLike, convert=None) -> Graph:
@@ -163,7 +174,9 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
 
 
 def from_onnx(model: onnx.ModelProto) -> Graph:
-    """Convert a ModelProto to an IR Graph (ops irkit knows, ai.onnx opset >= 13)."""
+    """Convert a ModelProto to an IR Graph (ops irkit knows; older opsets are converted).
+    The model is validated first (irkit.onnx_validate): a damaged file is a ModelFileError."""
+    validate_model(model)
     model = _normalize_opset(model)
     g = model.graph
     _check_ops(g)
