@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, Value
-from irkit.onnx_compat import constant_value, downgrade_to_opset_17
+from irkit.onnx_compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_external import load_external_data
 from irkit.onnx_validate import validate_model
 from irkit.safe_io import FileSafetyError, read_capped, write_atomic
@@ -212,10 +212,10 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     if version is None:
         raise ModelFileError("the model imports no ai.onnx opset")
     if version < MIN_OPSET:
-        return convert_opset(model, IRKIT_OPSET)
-    if version > IRKIT_OPSET:
-        return downgrade_to_opset_17(model)
-    return model
+        model = convert_opset(model, IRKIT_OPSET)
+    elif version > IRKIT_OPSET:
+        model = downgrade_to_opset_17(model)
+    return fold_constant_inputs(model)
 
 
 def _check_ops(g: onnx.GraphProto) -> None:
