@@ -18,6 +18,19 @@ from irkit.errors import (  # noqa: E402
 from irkit.function import Function, Input, function, grad, value_and_grad, vjp  # noqa: E402
 from irkit.ir import Graph, Node, Value  # noqa: E402
 
-__all__ = ["DataError", "Function", "Graph", "IRError", "Input", "IrkitError", "ModelFileError",
-           "Node", "ShapeError", "SpecError", "UnsupportedOpError", "Value", "__version__",
-           "function", "grad", "ops", "value_and_grad", "vjp"]
+# the training front end imports onnxruntime; load it on first use so `import irkit` stays light
+_LAZY = {"Model": "irkit.train.model", "Sequential": "irkit.train.model",
+         "load_model": "irkit.train.model"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'irkit' has no attribute {name!r}")
+
+
+__all__ = ["DataError", "Function", "Graph", "IRError", "Input", "IrkitError", "Model",
+           "ModelFileError", "Node", "Sequential", "ShapeError", "SpecError",
+           "UnsupportedOpError", "Value", "__version__", "function", "grad", "load_model", "ops",
+           "value_and_grad", "vjp"]

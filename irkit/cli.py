@@ -54,8 +54,6 @@ def _is_onnx(path: str) -> bool:
 
 def _save(graph, path: str, opset: int = 17) -> None:
     from irkit.onnx_io import save
-    from irkit.train.session import check_output_path
-    check_output_path(path)
     save(graph, path, opset)
 
 
@@ -67,14 +65,18 @@ def _save(graph, path: str, opset: int = 17) -> None:
 @handle_errors
 def build(spec: str, output: str, data: str | None) -> None:
     """Build an initialised (untrained) model from a recipe SPEC (.toml or bundled name)."""
+    from irkit.cli_train import model_from_recipe
     from irkit.data import load_dataset
+    from irkit.safe_io import check_outputs
+    from irkit.settings import resolve
     from irkit.spec import load_recipe
-    from irkit.train.session import model_from_recipe
+    check_outputs({"-o": output}, [spec] + ([data] if data else []))
     recipe = load_recipe(spec)
-    ds = load_dataset(data or _need(recipe.data.get("dataset"), "--data"))
-    model = model_from_recipe(recipe, ds)
-    _save(model.build(training=False), output)
-    click.echo(f"wrote {output}: {_param_count(model.weights())} parameters")
+    settings = resolve(recipe.settings(), {"dataset": data})
+    ds = load_dataset(_need(settings.dataset, "--data"), label_column=settings.label_column)
+    model = model_from_recipe(recipe, ds, settings)
+    _save(model.source.build(training=False), output)
+    click.echo(f"wrote {output}: {model.count_params()} parameters")
 
 
 def _need(value, option: str):
@@ -102,7 +104,15 @@ def _param_count(weights: dict) -> int:
               help="Held-out validation fraction.")
 @click.option("--seed", type=click.IntRange(min=0),
               help="Seed for split, shuffling, init and dropout.")
-@click.option("--device", type=DEVICE, default="cpu", show_default=True)
+@click.option("--device", type=DEVICE, help="cpu (default), cuda or auto.")
+@click.option("--patience", type=click.IntRange(min=0),
+              help="Stop early after this many epochs without improvement (0: never).")
+@click.option("--min-delta", type=click.FloatRange(min=0),
+              help="The smallest change of the monitored figure that counts as improvement.")
+@click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy", "loss", "accuracy"]),
+              help="What the best epoch and early stopping watch (default val_loss).")
+@click.option("--keep-best/--keep-last", "keep_best", default=None,
+              help="Write the best epoch's weights to -o (default) or the last epoch's.")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
@@ -114,7 +124,7 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
           **options) -> None:
     """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
     inference model (data scaling included) to OUTPUT."""
-    from irkit.train.session import run_training
+    from irkit.cli_train import run_training
     result = run_training(source, output, progress=not as_json, save_training=save_training,
                           **options)
     if as_json:
@@ -143,12 +153,12 @@ def export(model: str, output: str, training: bool, step: bool, opset: int, data
            loss: str | None, optimizer: str | None) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
     file round-trips ONNX -> IR -> ONNX; --opset converts)."""
-    from irkit.safe_io import write_atomic
-    from irkit.train.session import check_output_path, export_graph, export_training_model
+    from irkit.cli_train import export_graph, export_training_model
+    from irkit.safe_io import check_outputs, write_atomic
     if training and step:
         raise IrkitError("choose one of --training and --step")
+    check_outputs({"-o": output}, [model] + ([data] if data else []))
     if training:
-        check_output_path(output)
         proto = export_training_model(model, data, loss, optimizer, opset)
         write_atomic(output, proto.SerializeToString())
         click.echo(f"wrote {output} (training model: {len(proto.graph.node)} inference nodes, "

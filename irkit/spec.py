@@ -39,6 +39,9 @@ from irkit.nn import (
     Sequential,
 )
 from irkit.nn.layers import Activation
+from irkit.safe_io import read_capped
+from irkit.settings import DATA_KEYS, TRAIN_KEYS
+from irkit.settings import check as check_setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,33 +62,14 @@ LAYERS = {
     "batchnorm": (BatchNorm, {"momentum", "epsilon", "name"}),
     "layernorm": (LayerNorm, {"epsilon", "name"}),
 }
-TRAIN_KEYS = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam", "lr": 0.01,
-              "momentum": 0.0, "epochs": 20, "batch_size": 32, "seed": 0, "weight_decay": 0.0}
-DATA_KEYS = {"dataset": None, "val_split": 0.2}
 MODEL_KEYS = {"name", "scaling", "layers", "description"}
+DATA_FILES = (".csv", ".csv.gz", ".npz", ".gz")
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-# what each [train]/[data] setting must be: (description, test)
-SETTING_RULES = {
-    "loss": ("a string", lambda v: isinstance(v, str)),
-    "optimizer": ("a string", lambda v: isinstance(v, str)),
-    "lr": ("a number > 0", lambda v: _is_number(v) and v > 0),
-    "momentum": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-    "epochs": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "batch_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "seed": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
-    "weight_decay": ("a number >= 0", lambda v: _is_number(v) and v >= 0),
-    "dataset": ("a dataset name or file path (a string)", lambda v: isinstance(v, str)),
-    "val_split": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-}
 # layer arguments whose type the layer constructors do not check themselves
 LAYER_ARG_RULES = {
     "name": ("a string", lambda v: isinstance(v, str)),
@@ -104,9 +88,19 @@ class Recipe:
     name: str
     layers: list[dict[str, Any]]
     scaling: str = "none"
-    data: dict[str, Any] = field(default_factory=lambda: dict(DATA_KEYS))
-    train: dict[str, Any] = field(default_factory=lambda: dict(TRAIN_KEYS))
+    data: dict[str, Any] = field(default_factory=dict)    # [data] as written (checked)
+    train: dict[str, Any] = field(default_factory=dict)   # [train] as written (checked)
     source: str = ""
+
+    def settings(self) -> dict[str, Any]:
+        """The recipe's settings layer (irkit.settings.resolve); a dataset file path is
+        relative to the recipe's folder."""
+        layer = {**self.train, **self.data}
+        name = layer.get("dataset")
+        if isinstance(name, str) and name.endswith(DATA_FILES) and not os.path.isabs(name) \
+                and os.path.isfile(self.source):
+            layer["dataset"] = os.path.join(os.path.dirname(os.path.abspath(self.source)), name)
+        return layer
 
     def build(self) -> Sequential:
         """A fresh, uninitialised layer stack (weights are made on first build, seeded)."""
@@ -125,8 +119,7 @@ def bundled_recipes() -> list[str]:
 def load_recipe(source: str) -> Recipe:
     """A recipe from a .toml path or a bundled name (e.g. `iris_mlp`)."""
     if os.path.exists(source):
-        with open(source, "rb") as f:
-            raw = f.read()
+        raw = read_capped(source, "recipe", "recipe")
     elif source.removesuffix(".toml") in bundled_recipes():
         raw = resources.files("irkit.models").joinpath(
             source.removesuffix(".toml") + ".toml").read_bytes()
@@ -150,8 +143,8 @@ def parse_recipe(doc: dict[str, Any], source: str = "<recipe>") -> Recipe:
     layers = model.get("layers")
     if not isinstance(layers, list) or not layers:
         raise SpecError(f"{source}: [model] layers must be a non-empty list of tables")
-    data = {**DATA_KEYS, **_table(doc, "data", DATA_KEYS, source)}
-    train = {**TRAIN_KEYS, **_table(doc, "train", TRAIN_KEYS, source)}
+    data = _table(doc, "data", DATA_KEYS, source)
+    train = _table(doc, "train", TRAIN_KEYS, source)
     scaling = model.get("scaling", "none")
     if scaling not in ("none", "minmax", "standard"):
         raise SpecError(f"{source}: [model] scaling {scaling!r} must be none, minmax or standard")
@@ -179,13 +172,12 @@ def _only(table: dict, allowed: set[str], source: str, where: str) -> None:
                         f"{', '.join(sorted(allowed))}")
 
 
-def _table(doc: dict, key: str, allowed: dict, source: str) -> dict:
+def _table(doc: dict, key: str, allowed: tuple[str, ...], source: str) -> dict:
     table = doc.get(key, {})
     if not isinstance(table, dict):
         raise SpecError(f"{source}: [{key}] must be a table")
     _only(table, set(allowed), source, f"[{key}]")
-    _check_values(table, SETTING_RULES, source, f"[{key}]")
-    return table
+    return {k: check_setting(k, v, f"{source}: [{key}]") for k, v in table.items()}
 
 
 def _layer(spec: Any, index: int, source: str):

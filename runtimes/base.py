@@ -1,8 +1,10 @@
-"""The `Runtime` protocol and the lookup of runtimes by name."""
+"""The `Runtime` and `StepRunner` protocols, the lookup of runtimes by name, and the batch loop
+that every step runner shares."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -41,3 +43,75 @@ def get_runtime(name: str = "onnxruntime", device: str = "cpu") -> Runtime:
         return TorchRuntime(device=device)
     raise RuntimeUnavailableError(f"unknown runtime {name!r}; use 'onnxruntime', 'reference' "
                                   "or 'torch'")
+
+
+class Totals(NamedTuple):
+    """Sums over the batches of one pass: loss × batch size, correct predictions, samples."""
+
+    loss: float
+    correct: float
+    count: int
+
+
+class StepRunner(Protocol):
+    """Something that runs a train-step graph and its evaluation graph (see irkit.signature):
+    holds the state (params, optimizer state, buffers) on its device between steps."""
+
+    device: str
+
+    def load_state(self, values: Mapping[str, np.ndarray]) -> None:
+        """Set some or all state values (e.g. the learning rate, restored weights)."""
+
+    def read_state(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Numpy copies of the current state (all of it, or `names`)."""
+
+    def stage(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """The data placed where the runner reads batches from (validated by the caller)."""
+
+    def train(self, staged: Any, order: np.ndarray, batch_size: int,
+              on_batch: Callable[[int, float], None] | None = None) -> Totals:
+        """One pass of train steps over `staged` in `order`, `batch_size` rows a step."""
+
+    def evaluate(self, staged: Any, batch_size: int) -> Totals:
+        """Loss and correct count of the current state over `staged` (no update)."""
+
+
+def run_batches(step: Callable[[np.ndarray, np.ndarray], tuple[float, float]],
+                x: np.ndarray, y: np.ndarray, batch_size: int,
+                on_batch: Callable[[int, float], None] | None = None) -> Totals:
+    """The batch loop every runner shares: `step(xb, yb) -> (mean loss, correct)` per slice."""
+    total_loss, total_correct = 0.0, 0.0
+    n = len(x)
+    for index, start in enumerate(range(0, n, batch_size)):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        loss, correct = step(xb, yb)
+        total_loss += loss * len(xb)
+        total_correct += correct
+        if on_batch is not None:
+            on_batch(index, loss)
+    return Totals(total_loss, total_correct, n)
+
+
+def state_pairs(graph: Graph, data: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The state a step graph reads, split into (updated, fixed): an input is updated when the
+    graph also writes `next/<name>`; `data` names the batch inputs, which are not state."""
+    from irkit.signature import next_name
+    outputs = {v.name for v in graph.outputs}
+    data = set(data)
+    state = [v.name for v in graph.inputs if v.name not in data]
+    return ([n for n in state if next_name(n) in outputs],
+            [n for n in state if next_name(n) not in outputs])
+
+
+def make_step_runner(name: str, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
+                     data: tuple[str, str], **options: Any) -> StepRunner:
+    """A StepRunner by runtime name: `onnxruntime` (options: device, threads, batch_size) or
+    `reference` (numpy, CPU)."""
+    if name == "onnxruntime":
+        from irkit.runtimes.onnxruntime import OrtStepRunner
+        return OrtStepRunner(train, evaluate, state, data, **options)
+    if name == "reference":
+        from irkit.runtimes.reference import ReferenceStepRunner
+        return ReferenceStepRunner(train, evaluate, state, data, **options)
+    raise RuntimeUnavailableError(f"no step runner for runtime {name!r}; use 'onnxruntime' or "
+                                  "'reference'")

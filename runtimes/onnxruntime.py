@@ -1,10 +1,11 @@
-"""The onnxruntime runtime: sessions on CPU or CUDA, IOBinding helpers for training loops."""
+"""The onnxruntime runtime: sessions on CPU or CUDA, and the step runner that trains on them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -12,6 +13,8 @@ import onnxruntime as ort
 from irkit.errors import RuntimeUnavailableError, ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import to_onnx
+from irkit.runtimes.base import Totals, run_batches, state_pairs
+from irkit.signature import CORRECT, LOSS, next_name
 
 DEVICES = ("cpu", "cuda", "auto")
 _dlls_preloaded = False
@@ -127,8 +130,9 @@ class OrtRuntime:
 
 
 def ortvalue(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:
-    """An OrtValue on `device`; 0-d arrays keep their 0-d shape (ortvalue_from_numpy would not)."""
-    array = np.ascontiguousarray(array)
+    """An OrtValue on `device`; 0-d arrays keep their 0-d shape (np.ascontiguousarray would
+    make them 1-d)."""
+    array = np.require(array, requirements="C")
     if array.ndim == 0:
         v = ort.OrtValue.ortvalue_from_shape_and_type([], array.dtype, device, 0)
         v.update_inplace(array.reshape(()))
@@ -138,3 +142,109 @@ def ortvalue(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:
 
 def empty_ortvalue(shape, dtype, device: str = "cpu") -> ort.OrtValue:
     return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype), device, 0)
+
+
+# batch size x weights up to which a step runs on one intra-op thread: there a thread pool's
+# hand-offs cost more than they save (measured on a 2-core CPU: up to 2**19 one thread is as
+# fast or faster; above, the pool wins)
+TINY_STEP = 2 ** 19
+
+
+def threads_for(weights: Mapping[str, np.ndarray], batch_size: int | None) -> int | None:
+    """1 intra-op thread for a tiny step (see TINY_STEP); None (onnxruntime's default) else."""
+    if batch_size is None:
+        return None
+    return 1 if batch_size * sum(np.size(w) for w in weights.values()) <= TINY_STEP else None
+
+
+class OrtStepRunner:
+    """The StepRunner of onnxruntime: a train session and an eval session on one device.
+
+    Updated state (params, optimizer slots, buffers, the step count) lives in OrtValues in two
+    sets that ping-pong: a step reads set A and writes set B, the next reads B and writes A,
+    through two IOBindings made once. State a step reads but does not write (the learning
+    rate) has one OrtValue bound in both. The loss and correct count are bound to host numpy
+    scalars by address, so a step costs one `run_with_iobinding` and two batch bindings.
+    """
+
+    def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
+                 data: tuple[str, str], device: str = "cpu", threads: int | None = None,
+                 batch_size: int | None = None) -> None:
+        self.device = resolve_device(device)
+        self.input_name, self.target_name = data
+        self.updated, fixed = state_pairs(train, data)
+        missing = [n for n in self.updated + fixed if n not in state]
+        if missing:
+            raise ShapeError(f"no initial value for the step's state {missing}")
+        weights = {n: state[n] for n in state_pairs(evaluate, data)[1]}
+        self.threads = threads or threads_for(weights, batch_size)
+        self.train_session = make_session(to_onnx(train, check=False).SerializeToString(),
+                                          self.device, self.threads)
+        self.eval_session = make_session(to_onnx(evaluate, check=False).SerializeToString(),
+                                         self.device, self.threads)
+        # each set owns a copy: on CPU an OrtValue shares its numpy array's memory, and sets
+        # that alias each other (or the caller's arrays) would be updated while still read
+        self._sets = [{n: ortvalue(np.array(state[n], copy=True), self.device)
+                       for n in self.updated} for _ in range(2)]
+        self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
+        self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT)}
+        self.has_correct = any(o.name == CORRECT for o in self.train_session.get_outputs())
+        self._train_io = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
+        self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
+        self._current = 0
+
+    def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
+        io = session.io_binding()
+        names = {i.name for i in session.get_inputs()}
+        for k, v in {**self._fixed, **self._sets[src]}.items():
+            if k in names:
+                io.bind_ortvalue_input(k, v)
+        if dst is not None:
+            for k, v in self._sets[dst].items():
+                io.bind_ortvalue_output(next_name(k), v)
+        for o in session.get_outputs():
+            if o.name in self._host:
+                io.bind_output(o.name, "cpu", 0, np.float32, [], self._host[o.name].ctypes.data)
+        return io
+
+    # ---- state -----------------------------------------------------------------------------
+    def load_state(self, values: Mapping[str, np.ndarray]) -> None:
+        for name, array in values.items():
+            target = self._fixed[name] if name in self._fixed else \
+                self._sets[self._current].get(name)
+            if target is None:
+                raise ShapeError(f"the step has no state named {name!r}")
+            want = target.numpy()
+            target.update_inplace(np.require(np.asarray(array, want.dtype).reshape(want.shape),
+                                             requirements="C"))
+
+    def read_state(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        current = {**self._fixed, **self._sets[self._current]}
+        return {n: current[n].numpy().copy() for n in (current if names is None else names)}
+
+    # ---- running ---------------------------------------------------------------------------
+    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        """One train step on one batch (contiguous arrays): (mean loss, correct count)."""
+        io = self._train_io[self._current]
+        io.bind_cpu_input(self.input_name, xb)
+        io.bind_cpu_input(self.target_name, yb)
+        self.train_session.run_with_iobinding(io)
+        self._current = 1 - self._current
+        return float(self._host[LOSS]), float(self._host[CORRECT])
+
+    def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        io = self._eval_io[self._current]
+        io.bind_cpu_input(self.input_name, xb)
+        io.bind_cpu_input(self.target_name, yb)
+        self.eval_session.run_with_iobinding(io)
+        return float(self._host[LOSS]), float(self._host[CORRECT])
+
+    def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
+        x, y = staged
+        return run_batches(self.step, x[order], y[order], batch_size, on_batch)
+
+    def evaluate(self, staged, batch_size: int) -> Totals:
+        return run_batches(self._eval_step, *staged, batch_size)

@@ -1,11 +1,16 @@
-"""A numpy interpreter of the IR: a second, independent executor used to check onnxruntime."""
+"""A numpy interpreter of the IR, and a step runner on it: a second, independent executor
+used to check onnxruntime (inference and training)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
+from irkit.runtimes.base import Totals, run_batches, state_pairs
+from irkit.signature import CORRECT, LOSS, next_name
 
 
 class ReferenceGraph:
@@ -40,3 +45,52 @@ class ReferenceRuntime:
 
     def compile(self, graph: Graph) -> ReferenceGraph:
         return ReferenceGraph(graph)
+
+
+class ReferenceStepRunner:
+    """The StepRunner of the numpy interpreter: the same protocol as onnxruntime's runner, so
+    training itself is checked against a second, independent executor."""
+
+    device = "cpu"
+
+    def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
+                 data: tuple[str, str], **_options) -> None:
+        self.input_name, self.target_name = data
+        self.updated, fixed = state_pairs(train, data)
+        self.state = {n: np.array(state[n], copy=True) for n in self.updated + fixed}
+        self._train, self._eval = ReferenceGraph(train), ReferenceGraph(evaluate)
+        self.has_correct = CORRECT in self._train.output_names
+
+    def load_state(self, values: Mapping[str, np.ndarray]) -> None:
+        for name, array in values.items():
+            if name not in self.state:
+                raise ShapeError(f"the step has no state named {name!r}")
+            self.state[name] = np.array(array, dtype=self.state[name].dtype)
+
+    def read_state(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        return {n: self.state[n].copy() for n in (self.state if names is None else names)}
+
+    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x, y
+
+    def _run(self, graph: ReferenceGraph, xb: np.ndarray, yb: np.ndarray) -> dict:
+        feeds = {n: self.state[n] for n in graph.input_names if n in self.state}
+        feeds.update({self.input_name: xb, self.target_name: yb})
+        return dict(zip(graph.output_names, graph(feeds)))
+
+    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        out = self._run(self._train, xb, yb)
+        for name in self.updated:
+            self.state[name] = out[next_name(name)]
+        return float(out[LOSS]), float(out.get(CORRECT, 0.0))
+
+    def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        out = self._run(self._eval, xb, yb)
+        return float(out[LOSS]), float(out.get(CORRECT, 0.0))
+
+    def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
+        x, y = staged
+        return run_batches(self.step, x[order], y[order], batch_size, on_batch)
+
+    def evaluate(self, staged, batch_size: int) -> Totals:
+        return run_batches(self._eval_step, *staged, batch_size)

@@ -27,7 +27,8 @@ from irkit.nn import (
     Sequential,
 )
 from irkit.onnx_io import to_onnx
-from irkit.train import SGD, ModuleModel, build_step_graphs, get_loss
+from irkit.train import SGD, ModuleSource, build_step_graphs, get_loss
+from irkit.train import Sequential as Model
 
 
 def _cnn() -> Sequential:
@@ -37,24 +38,18 @@ def _cnn() -> Sequential:
 
 
 def test_cnn_train_step_same_on_onnxruntime_and_reference():
-    graphs = build_step_graphs(ModuleModel(_cnn(), (36,), seed=1), get_loss("cross_entropy"),
-                               SGD(lr=0.1, momentum=0.9))
+    model = ModuleSource(_cnn(), (36,), seed=1)
+    graphs = build_step_graphs(model, get_loss("cross_entropy"), SGD(momentum=0.9))
     g = graphs.train
     assert graphs.buffers == ["batchnorm_2.running_mean", "batchnorm_2.running_var"]
     assert {f"next/{b}" for b in graphs.buffers} <= {v.name for v in g.outputs}
     assert all(n.domain == "" for n in g.nodes)
     onnx.checker.check_model(to_onnx(g), full_check=True)
     rng = np.random.default_rng(0)
-    feeds = {v.name: (v.const if v.const is not None else None) for v in g.inputs}
-    model = ModuleModel(_cnn(), (36,), seed=1)
-    weights = model.weights()
-    for v in g.inputs:
-        if v.name in weights:
-            feeds[v.name] = weights[v.name]
-        elif v.name.startswith("velocity/"):
-            feeds[v.name] = np.zeros(v.shape, np.float32)
+    feeds = graphs.initial_state(model.weights(), lr=0.1)
+    assert set(feeds) | {"input", "target"} == {v.name for v in g.inputs}
     feeds.update(input=rng.normal(size=(5, 36)).astype(np.float32),
-                 target=np.array([0, 1, 2, 1, 0]), lr=np.float32(0.1), step=np.float32(1))
+                 target=np.array([0, 1, 2, 1, 0]))
     ort_out = OrtGraph(g)(feeds)
     ref_out = ReferenceRuntime().compile(g)(feeds)
     for name, a, b in zip([v.name for v in g.outputs], ort_out, ref_out):
@@ -66,9 +61,10 @@ def test_batchnorm_running_stats_follow_the_data_and_inference_uses_them():
     x = (rng.normal(size=(64, 2)) * [3.0, 0.5] + [5.0, -1.0]).astype(np.float32)
     y = (x[:, 0] > 5).astype(np.int64)
     bn = BatchNorm(momentum=0.5)
-    model = Sequential([bn, Dense(2)])
+    model = Model([bn, Dense(2)])
     model.compile(loss="cross_entropy", optimizer="sgd", lr=0.01)
-    model.fit(x, y, epochs=20, batch_size=64, shuffle=False, keep_best=False)
+    model.fit(x, y, epochs=20, batch_size=64, shuffle=False, keep_best=False,
+              validation_split=0)
     np.testing.assert_allclose(bn.weights["running_mean"], x.mean(0), rtol=1e-3)
     np.testing.assert_allclose(bn.weights["running_var"], x.var(0), rtol=1e-2)
     graph = model.to_graph()
@@ -83,7 +79,7 @@ def test_batchnorm_running_stats_follow_the_data_and_inference_uses_them():
 
 def test_layer_shape_errors_are_clear():
     with pytest.raises(Exception, match="needs \\(N, C, H, W\\)"):
-        Sequential([Conv2D(2, 3)]).predict(np.zeros((2, 5), np.float32))
+        Model([Conv2D(2, 3)]).predict(np.zeros((2, 5), np.float32))
 
 
 def test_digits_cnn_recipe_reaches_098(tmp_path):
@@ -99,7 +95,7 @@ def test_digits_cnn_recipe_reaches_098(tmp_path):
 
 
 def test_flatten_and_conv_layers_in_inference_graph():
-    m = Sequential([Reshape([1, 4, 4]), Conv2D(2, 3, padding="valid", activation="relu"),
-                    Flatten(), Dense(2)])
+    m = Model([Reshape([1, 4, 4]), Conv2D(2, 3, padding="valid", activation="relu"),
+               Flatten(), Dense(2)])
     out = m.predict(np.ones((3, 16), np.float32))
     assert out.shape == (3, 2)

@@ -86,9 +86,9 @@ def test_simplify_reaches_fixpoint_and_is_lean():
 
 def test_train_step_graph_has_no_duplicates_or_dead_nodes():
     from irkit.nn import Dense, Sequential
-    from irkit.train import SGD, ModuleModel, build_step_graphs, get_loss
-    graphs = build_step_graphs(ModuleModel(Sequential([Dense(16, "relu"), Dense(3)]), (4,)),
-                               get_loss("cross_entropy"), SGD(lr=0.1))
+    from irkit.train import SGD, ModuleSource, build_step_graphs, get_loss
+    graphs = build_step_graphs(ModuleSource(Sequential([Dense(16, "relu"), Dense(3)]), (4,)),
+                               get_loss("cross_entropy"), SGD())
     g = graphs.train
     assert not EliminateDeadNodesPass()(g).modified
     assert not EliminateCommonSubexpressionsPass()(g).modified

@@ -11,7 +11,9 @@ from irkit.runtimes.reference import ReferenceRuntime
 
 from irkit.nn import Dense, Sequential
 from irkit.onnx_io import to_onnx
-from irkit.train import SGD, Adam, ModuleModel, build_step_graphs, get_loss
+from irkit.signature import LR as LR_NAME
+from irkit.signature import STEP
+from irkit.train import SGD, Adam, ModuleSource, build_step_graphs, get_loss
 
 FEATURES, CLASSES, BATCH = 4, 3, 6
 LR = {"sgd": 0.1, "adam": 0.01}
@@ -19,12 +21,12 @@ LOSSES = ("sparse_categorical_crossentropy", "mse")
 
 
 def _optimizer(kind: str):
-    return SGD(lr=LR["sgd"], momentum=0.9) if kind == "sgd" else Adam(lr=LR["adam"])
+    return SGD(momentum=0.9) if kind == "sgd" else Adam()
 
 
 def _build(kind: str, loss: str):
-    model = ModuleModel(Sequential([Dense(8, "relu"), Dense(CLASSES)]), input_shape=(FEATURES,),
-                        seed=0)
+    model = ModuleSource(Sequential([Dense(8, "relu"), Dense(CLASSES)]), input_shape=(FEATURES,),
+                         seed=0)
     steps = build_step_graphs(model, get_loss(loss), _optimizer(kind))
     return model, steps
 
@@ -38,19 +40,15 @@ def _batch(loss: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _feeds(model, steps, kind: str, x, y, step: int, state=None) -> dict[str, np.ndarray]:
-    weights = model.weights()
-    feeds = {steps.input_name: x, "target": y, "lr": np.array(LR[kind], np.float32),
-             "step": np.array(step, np.float32)}
-    for name in steps.params:
-        feeds[name] = weights[name] if state is None else state[name]
-    for name in steps.states:
-        feeds[name] = np.zeros_like(weights[name.split("/", 1)[1]]) if state is None \
-            else state[name]
+    """Feeds of step number `step` (1-based): the state before it, and the batch."""
+    feeds = steps.initial_state(model.weights(), LR[kind], state)
+    assert int(feeds[STEP]) == step - 1 and float(feeds[LR_NAME]) == np.float32(LR[kind])
+    feeds.update({steps.input_name: x, "target": y})
     return feeds
 
 
 def _next_state(steps, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {n: outputs[f"next/{n}"] for n in steps.params + steps.states}
+    return {n: outputs[f"next/{n}"] for n in steps.params + steps.slots + [STEP]}
 
 
 CASES = [(k, loss) for k in ("sgd", "adam") for loss in LOSSES]
@@ -68,15 +66,15 @@ def test_step_graph_is_standard_onnx(kind, loss):
         assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
     train = steps.train
     names = [v.name for v in train.outputs]
-    expected = ["loss"] + (["correct"] if steps.has_correct else [])
+    expected = ["loss"] + (["correct"] if steps.has_correct else []) + [f"next/{STEP}"]
     for p in steps.params:
-        expected += [f"next/{p}"] + [f"next/{s}" for s in steps.states if s.endswith(f"/{p}")]
+        expected += [f"next/{p}"] + [f"next/{s}" for s in steps.slots if s.endswith(f"/{p}")]
     assert names == expected
     assert steps.has_correct == (loss != "mse")
     slots = {"sgd": ["velocity"], "adam": ["m", "v"]}[kind]
-    assert steps.states == [f"{s}/{p}" for p in steps.params for s in slots]
-    assert {v.name for v in train.inputs} == {steps.input_name, "target", "lr", "step",
-                                              *steps.params, *steps.states}
+    assert steps.slots == [f"{s}/{p}" for p in steps.params for s in slots]
+    assert {v.name for v in train.inputs} == {steps.input_name, "target", LR_NAME, STEP,
+                                              *steps.params, *steps.slots}
     assert not set(steps.params) & set(train.initializers)  # weights are inputs of the step
 
 

@@ -1,11 +1,14 @@
-"""Trainer: one step equals a numpy SGD step; the model's arrays are not touched in place."""
+"""Step runners: one onnxruntime step equals a numpy SGD step without touching the model's
+arrays; the onnxruntime runner and the numpy reference runner train to the same weights."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from irkit.nn import Dense, Sequential
-from irkit.train import SGD, ModuleModel, Trainer, get_loss
+from irkit.nn import BatchNorm, Conv2D, Dense, MaxPool2D, Reshape, Sequential
+from irkit.runtimes import make_step_runner
+from irkit.train import SGD, Adam, ModuleSource, build_step_graphs, get_loss
 
 
 def _numpy_step(w: dict, x: np.ndarray, y: np.ndarray, lr: float) -> dict:
@@ -23,22 +26,66 @@ def _numpy_step(w: dict, x: np.ndarray, y: np.ndarray, lr: float) -> dict:
     return {k: w[k] - lr * grads[k] for k in grads}
 
 
-def test_train_step_matches_numpy_and_leaves_model_arrays_alone():
-    model = ModuleModel(Sequential([Dense(16, "relu"), Dense(3)]), (4,), seed=2)
-    before = {k: v.copy() for k, v in model.weights().items()}
-    arrays = dict(model.weights())  # the very arrays the model holds
-    trainer = Trainer(model, get_loss("cross_entropy"), SGD(lr=0.5))
+def _runner(name: str, source, optimizer, lr: float, **options):
+    steps = build_step_graphs(source, get_loss("cross_entropy"), optimizer)
+    state = steps.initial_state(source.weights(), lr)
+    return steps, make_step_runner(name, steps.train, steps.eval, state, steps.data_names,
+                                   **options)
+
+
+def test_ort_step_matches_numpy_and_leaves_model_arrays_alone():
+    source = ModuleSource(Sequential([Dense(16, "relu"), Dense(3)]), (4,), seed=2)
+    before = {k: v.copy() for k, v in source.weights().items()}
+    arrays = dict(source.weights())  # the very arrays the model holds
+    steps, runner = _runner("onnxruntime", source, SGD(), 0.5)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 4)).astype(np.float32)
     y = rng.integers(0, 3, 16)
     expected = _numpy_step(before, x.astype(np.float64), y, 0.5)
-    trainer.train_step(x, y)
+    runner.step(x, y)
     for name, arr in arrays.items():
         np.testing.assert_array_equal(arr, before[name], err_msg=f"{name} changed in place")
-    got = trainer.current_weights()
+    got = runner.read_state(steps.params)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6)
     expected2 = _numpy_step(got, x.astype(np.float64), y, 0.5)
-    trainer.train_step(x, y)  # the second step reads the other buffer set
-    for name, value in trainer.current_weights().items():
+    runner.step(x, y)  # the second step reads the other buffer set
+    for name, value in runner.read_state(steps.params).items():
         np.testing.assert_allclose(value, expected2[name], rtol=1e-5, atol=1e-6)
+    assert int(runner.read_state(["opt/step"])["opt/step"]) == 2
+
+
+def _mlp():
+    return Sequential([Dense(16, "relu"), Dense(8, "tanh"), Dense(3)])
+
+
+def _cnn():
+    # no bias before BatchNorm: its true gradient is 0, and Adam would turn rounding noise
+    # in it into full-size steps that differ between any two executors
+    return Sequential([Reshape([1, 6, 6]), Conv2D(4, 3, padding="same", use_bias=False),
+                       BatchNorm(),
+                       MaxPool2D(2), Conv2D(4, 3, padding="valid", activation="relu"), Reshape([4]),
+                       Dense(3)])
+
+
+@pytest.mark.parametrize("build, features, optimizer", [
+    (_mlp, 4, lambda: Adam()), (_cnn, 36, lambda: Adam()), (_cnn, 36, lambda: SGD(momentum=0.9))],
+    ids=["mlp-adam", "cnn-batchnorm-adam", "cnn-batchnorm-sgd"])
+def test_20_steps_same_weights_on_onnxruntime_and_reference(build, features, optimizer):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, features)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    runs = {}
+    for name in ("onnxruntime", "reference"):
+        steps, runner = _runner(name, ModuleSource(build(), (features,), seed=1), optimizer(),
+                                0.01)
+        staged = runner.stage(x, y)
+        order = np.arange(40)
+        for _ in range(4):  # 4 epochs of 5 batches of 8: 20 steps
+            runner.train(staged, order, 8)
+        runs[name] = runner.read_state()
+    assert runs["onnxruntime"].keys() == runs["reference"].keys()
+    assert int(runs["reference"]["opt/step"]) == 20
+    for name, want in runs["reference"].items():
+        np.testing.assert_allclose(runs["onnxruntime"][name], want, rtol=2e-4, atol=2e-5,
+                                   err_msg=name)

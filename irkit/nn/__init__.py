@@ -1,4 +1,5 @@
-"""Layers and models: Dense, activations, Dropout, Normalize, Sequential, and the Module base."""
+"""Layers: Dense, activations, Dropout, Normalize, conv and norm layers, Sequential, and the
+Module base. Layers only build IR; `irkit.Model` trains them."""
 
 from __future__ import annotations
 

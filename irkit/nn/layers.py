@@ -1,4 +1,7 @@
-"""Layers: Dense, activations, Dropout, Normalize (the data scaling inside the model)."""
+"""Layers: Dense, activations, Dropout, Normalize (the data scaling inside the model).
+
+Layers only build IR; nothing here knows how a model is trained (irkit.train does).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from irkit import ops
 from irkit.errors import ShapeError, SpecError
 from irkit.ir import Value
 from irkit.nn.module import Module
+from irkit.ops.shape import onnx_dtype
+from irkit.signature import STEP
 
 ACTIVATIONS = {
     "relu": ops.Relu, "tanh": ops.Tanh, "sigmoid": ops.Sigmoid, "elu": ops.Elu,
@@ -41,6 +46,7 @@ class Dense(Module):
         self.kernel_init = kernel_init or default_init
 
     def forward(self, x: Value) -> Value:
+        self.input_value = x
         features = x.shape[-1] if x.shape else None
         if not isinstance(features, int):
             raise ShapeError(f"{self._label()}: the input's last dim must be known, got {x.shape}")
@@ -80,21 +86,55 @@ def Sigmoid(name: str | None = None) -> Activation:  # noqa: N802
 
 class Dropout(Module):
     """Zero a `rate` fraction of activations while training (scaled by 1/(1-rate));
-    absent from evaluation and inference graphs."""
+    absent from evaluation and inference graphs.
+
+    The mask is a pure function of (seed, step count, element index): an integer hash made of
+    standard ONNX ops (see `keep_mask`), not onnxruntime's stateful random generator. So a
+    resumed run draws the same masks as an uninterrupted one, and every executor (onnxruntime
+    on any device, the numpy reference) draws the same masks bit for bit.
+    """
 
     def __init__(self, rate: float = 0.5, seed: int = 0, name: str | None = None) -> None:
         super().__init__(name)
         if not 0.0 <= rate < 1.0:
             raise SpecError(f"Dropout rate must be in [0, 1), got {rate}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31:
+            raise SpecError(f"Dropout seed must be an integer in [0, 2**31), got {seed!r}")
         self.rate, self.seed = rate, seed
 
     def forward(self, x: Value) -> Value:
         if not self.training or self.rate == 0:
             return x
-        ratio = x.graph.constant(np.array(self.rate, dtype=x.dtype))
-        mode = x.graph.constant(np.array(True))
-        out, _mask = ops.Dropout(x, ratio, mode, seed=self.seed, _num_outputs=2)
-        return out
+        graph = x.graph
+        step = graph.value(STEP) if graph.has_value(STEP) else graph.add_input(STEP, np.int64, ())
+        keep = keep_mask(x, step, self.seed, self.rate)
+        scale = ops.Mul(ops.Cast(keep, to=onnx_dtype(x.dtype)), 1.0 / (1.0 - self.rate))
+        return ops.Mul(x, scale)
+
+
+_PRIME = 2**31 - 1  # hash arithmetic stays below 2**62, exact in int64 on every executor
+
+
+def _mod_prime(a: Value) -> Value:
+    """a mod (2**31 - 1) for a >= 0 (integer Div truncates)."""
+    p = a.graph.constant(np.array(_PRIME, np.int64))
+    return ops.Sub(a, ops.Mul(ops.Div(a, p), p))
+
+
+def keep_mask(x: Value, step: Value, seed: int, rate: float) -> Value:
+    """Boolean mask shaped like x, True with probability 1 - rate, a function of
+    (seed, step, element index) only: a multiply-add then two squarings modulo a prime."""
+    g = x.graph
+
+    def const(v: int) -> Value:
+        return g.constant(np.array(v, np.int64))
+    n = ops.Size(x)
+    index = ops.Reshape(ops.Range(const(0), n, const(1)), ops.Shape(x))
+    k = ops.Add(index, ops.Mul(step, n))
+    h = _mod_prime(ops.Add(ops.Mul(_mod_prime(k), const(48271)), const(seed * 7919 + 12345)))
+    h = _mod_prime(ops.Mul(h, h))
+    h = _mod_prime(ops.Add(ops.Mul(h, h), const(seed + 1)))
+    return ops.GreaterOrEqual(h, const(int(rate * _PRIME)))
 
 
 class Flatten(Module):
@@ -109,16 +149,24 @@ class Normalize(Module):
 
     def __init__(self, kind: str = "standard", name: str | None = None) -> None:
         super().__init__(name)
+        if kind not in ("standard", "minmax"):
+            raise SpecError(f"Normalize kind {kind!r} must be standard or minmax")
         self.kind = kind
+        self.adapted = False
+        self.input_value: Value | None = None  # what reached it in the last build
+
 
     def forward(self, x: Value) -> Value:
+        self.input_value = x
         features = x.shape[-1]
         shift = self.add_weight("shift", (features,), "zeros", trainable=False)
         scale = self.add_weight("scale", (features,), "ones", trainable=False)
         return ops.Mul(ops.Sub(x, shift), scale)
 
-    def fit(self, x: np.ndarray) -> None:
+    def adapt(self, x: np.ndarray) -> None:
+        """Fit the scaling to `x`, the values that reach this layer (Keras' `adapt`)."""
         from irkit.data import fit_scaler
         shift, scale = fit_scaler(x.reshape(len(x), -1), self.kind)
         self.weights["shift"], self.weights["scale"] = shift, scale
         self.frozen |= {"shift", "scale"}
+        self.adapted = True

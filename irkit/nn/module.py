@@ -3,7 +3,8 @@
 A module turns an input Value into an output Value by appending IR ops. Its weights live in
 the module as numpy arrays (created on first build, from a seeded generator) and enter each
 graph it builds as initializers named `<layer>.<weight>`, so the training, evaluation and
-inference graphs of one model share one set of weights.
+inference graphs of one model share one set of weights. Modules know nothing of training:
+`irkit.Model` (irkit.train) combines a module with a trainer, as Keras' Model does.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import numpy as np
 from irkit.errors import ShapeError
 from irkit.ir import Value
 from irkit.nn import init as initializers
-from irkit.nn.training import TrainingMixin
 
 
-class Module(TrainingMixin):
-    """Base of layers. Subclasses implement `forward(x)` with irkit ops and `add_weight`."""
+class Module:
+    """Base of layers. Subclasses implement `forward(x)` with irkit ops and `add_weight`.
+
+    A module only builds IR; to train one, wrap it in `irkit.Model(module)`."""
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name

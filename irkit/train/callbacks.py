@@ -1,61 +1,151 @@
-"""Callbacks with Keras' hook names; a callback may set `trainer.stop_training` or `trainer.lr`."""
+"""Callbacks with Keras' names and hooks: `self.model` is the irkit.Model being trained.
+
+A callback may set `self.model.stop_training = True` or `self.model.learning_rate`, read and
+set weights (`get_weights`/`set_weights`), or write files (`export`).
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 
 class Callback:
     """Base: override the hooks you need."""
 
-    trainer = None
+    model = None
 
-    def set_trainer(self, trainer) -> None:
-        self.trainer = trainer
+    def set_model(self, model) -> None:
+        self.model = model
 
     def on_train_begin(self, logs: dict) -> None: ...
 
     def on_epoch_begin(self, epoch: int, logs: dict) -> None: ...
 
-    def on_batch_end(self, batch: int, logs: dict) -> None: ...
+    def on_train_batch_end(self, batch: int, logs: dict) -> None:
+        self.on_batch_end(batch, logs)
+
+    def on_batch_end(self, batch: int, logs: dict) -> None:
+        """Keras' older name of on_train_batch_end."""
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None: ...
 
     def on_train_end(self, logs: dict) -> None: ...
 
 
-class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+def _improved(value: float, best: float | None, mode: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    return best - value > min_delta if mode == "min" else value - best > min_delta
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "min") -> None:
-        self.monitor, self.patience, self.min_delta, self.mode = monitor, patience, min_delta, mode
+
+def _mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode {mode!r} must be auto, min or max")
+    return ("max" if "acc" in monitor else "min") if mode == "auto" else mode
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs; with
+    `restore_best_weights`, end with the weights of the best epoch it saw."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = False,
+                 verbose: int = 0) -> None:
+        self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
+        self.mode = _mode(monitor, mode)
+        self.restore_best_weights, self.verbose = restore_best_weights, verbose
         self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_weights = None
         self.wait = 0
         self.stopped_epoch: int | None = None
+
+    def on_train_begin(self, logs: dict) -> None:
+        self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
+        self.stopped_epoch = None
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         value = logs.get(self.monitor)
         if value is None:
             return
-        sign = 1 if self.mode == "min" else -1
-        if self.best is None or sign * (self.best - value) > self.min_delta:
+        if _improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch + 1, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait > self.patience - 1:
+            self.stopped_epoch = epoch + 1
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict) -> None:
+        if self.stopped_epoch is not None and self.verbose:
+            print(f"early stopping at epoch {self.stopped_epoch}: {self.monitor} has not "
+                  f"improved since epoch {self.best_epoch}", file=sys.stderr)
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` when `monitor` has not improved for `patience`
+    epochs (then wait `cooldown` epochs), never below `min_lr`."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0,
+                 min_lr: float = 0.0) -> None:
+        if not 0 < factor < 1:
+            raise ValueError(f"factor {factor} must be in (0, 1)")
+        self.monitor, self.factor, self.patience = monitor, factor, patience
+        self.mode, self.min_delta = _mode(monitor, mode), min_delta
+        self.cooldown, self.min_lr = cooldown, min_lr
+        self.best, self.wait, self.cooling = None, 0, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        value = logs.get(self.monitor)
+        if value is None:
+            return
+        if self.cooling:
+            self.cooling -= 1
+            self.wait = 0
+        if _improved(value, self.best, self.mode, self.min_delta):
             self.best, self.wait = value, 0
             return
         self.wait += 1
-        if self.wait >= self.patience:
-            self.stopped_epoch = epoch + 1
-            self.trainer.stop_training = True
+        if self.wait >= self.patience and not self.cooling:
+            self.model.learning_rate = max(self.model.learning_rate * self.factor, self.min_lr)
+            self.wait, self.cooling = 0, self.cooldown
 
 
 class LearningRateScheduler(Callback):
-    """Set the learning rate at each epoch start: `schedule(epoch, lr) -> lr` (no rebuild)."""
+    """Set the learning rate at each epoch start: `schedule(epoch, lr) -> lr`. The rate is
+    optimizer state in the step graph, so it is saved with the model and survives a resume."""
 
     def __init__(self, schedule: Callable[[int, float], float]) -> None:
         self.schedule = schedule
 
     def on_epoch_begin(self, epoch: int, logs: dict) -> None:
-        self.trainer.lr = float(self.schedule(epoch, self.trainer.lr))
+        self.model.learning_rate = float(self.schedule(epoch, self.model.learning_rate))
+
+
+class ModelCheckpoint(Callback):
+    """Write the inference model to `filepath` (may contain `{epoch}` and figures such as
+    `{val_loss:.3f}`) after each epoch, or only when `monitor` improves (`save_best_only`).
+    Every write is atomic: a kill at any moment leaves the previous file or the new one."""
+
+    def __init__(self, filepath: str, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto") -> None:
+        self.filepath, self.monitor, self.save_best_only = filepath, monitor, save_best_only
+        self.mode = _mode(monitor, mode)
+        self.best: float | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        value = logs.get(self.monitor)
+        if self.save_best_only:
+            if value is None or not _improved(value, self.best, self.mode, 0.0):
+                return
+            self.best = value
+        self.model.export(self.filepath.format(epoch=epoch + 1, **logs))
 
 
 class LambdaCallback(Callback):
@@ -63,6 +153,40 @@ class LambdaCallback(Callback):
 
     def __init__(self, **hooks: Callable) -> None:
         for name, fn in hooks.items():
-            if not hasattr(Callback, name):
+            if not hasattr(Callback, name) or not name.startswith("on_"):
                 raise TypeError(f"unknown callback hook {name!r}")
             setattr(self, name, fn)
+
+
+class ProgressLogger(Callback):
+    """What `verbose` prints on stderr: 1, a progress bar per epoch in a terminal (one line
+    per epoch elsewhere, never both); 2, one line per epoch."""
+
+    def __init__(self, epochs: int, batches: int, verbose: int = 1, stream=None) -> None:
+        self.epochs, self.batches = epochs, batches
+        self.stream = stream or sys.stderr
+        self.bar_enabled = verbose == 1 and getattr(self.stream, "isatty", lambda: False)()
+        self.done, self.epoch = 0, 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict) -> None:
+        self.done, self.epoch = 0, epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict) -> None:
+        if not self.bar_enabled:
+            return
+        self.done += 1
+        filled = 30 * self.done // max(self.batches, 1)
+        bar = "#" * filled + "-" * (30 - filled)
+        self.stream.write(f"\repoch {self.epoch + 1}/{self.epochs} [{bar}] "
+                          f"{self.done}/{self.batches}  loss {logs['loss']:.4f}")
+        self.stream.flush()
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        figures = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+        end = "\r\033[K" if self.bar_enabled else ""
+        self.stream.write(f"{end}epoch {epoch + 1}/{self.epochs}  {figures}\n")
+        self.stream.flush()
+
+
+__all__ = ["Callback", "EarlyStopping", "LambdaCallback", "LearningRateScheduler",
+           "ModelCheckpoint", "ProgressLogger", "ReduceLROnPlateau"]

@@ -1,146 +1,465 @@
-"""What the trainer trains: something that builds a forward graph and owns weights.
+"""`irkit.Model`: layers (or an imported graph) combined with a trainer, shaped like Keras.
 
-`ModuleModel` wraps a layer (`Sequential`, a custom `Module`); `OnnxModel` wraps an imported
-graph (any ONNX file whose ops irkit knows). Both build a graph whose first output is the
-prediction and whose weights are initializers.
+    model = irkit.Model(nn.Sequential([nn.Dense(16, activation="relu"), nn.Dense(3)]))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", lr=0.01,
+                  metrics=["accuracy"])
+    history = model.fit(x, y, epochs=100, validation_split=0.2)
+    model.evaluate(x, y); model.predict(x); model.summary(); model.save("m.onnx")
+
+One `fit` path serves Python and the command line: split (seeded, stratified), adapt the
+scaling layers on the training part, build the step graphs, train through a StepRunner.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 
-from irkit import ops
-from irkit.errors import DataError
+from irkit.data import check_finite, check_labels, train_val_split
+from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
-from irkit.nn.layers import Normalize
 from irkit.nn.module import Module
+from irkit.runtimes.base import make_step_runner
+from irkit.settings import DEFAULTS, Settings, resolve
+from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
+from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
+from irkit.train.losses import get_loss
+from irkit.train.optimizers import Optimizer, optimizer_from
+from irkit.train.sources import ModuleSource, OnnxSource
+from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
+from irkit.train.trainer import History, Trainer
 
-INPUT_NAME, OUTPUT_NAME = "input", "output"
-BUFFER_PREFIX = "next/"  # a training graph's extra outputs: next values of buffers
-
-
-class ModuleModel:
-    """A Module with an input shape (set from data on first use)."""
-
-    def __init__(self, module: Module, input_shape: tuple[int, ...] | None = None,
-                 seed: int = 0) -> None:
-        self.module = module
-        self.input_shape = input_shape
-        self.seed = seed
-        self.metadata: dict[str, str] = {}
-        self._built = False
-
-    def ensure_input(self, x: np.ndarray) -> None:
-        shape = tuple(x.shape[1:])
-        if self.input_shape is None:
-            self.input_shape = shape
-        elif self.input_shape != shape:
-            raise DataError(f"the model takes samples of shape {self.input_shape}, the data has "
-                            f"{shape}")
-
-    def build(self, training: bool = False) -> Graph:
-        graph = Graph(self.module.name or "model")
-        graph.metadata = dict(self.metadata)
-        x = graph.add_input(INPUT_NAME, np.float32, ("N", *self.input_shape))
-        self.module.set_build_state(training, np.random.default_rng(self.seed), "")
-        y = ops.own_output(self.module(x), [])
-        graph.rename_value(y, OUTPUT_NAME)
-        graph.outputs = [y]
-        for m in self.module.modules():  # running statistics: extra outputs `next/<buffer>`
-            for name, value in m.buffer_updates.items():
-                value = ops.own_output(value, graph.outputs)
-                graph.rename_value(value, f"{BUFFER_PREFIX}{name}")
-                graph.outputs.append(value)
-        self._built = True
-        return graph
-
-    def weights(self) -> dict[str, np.ndarray]:
-        if not self._built:
-            self.build()  # creates every weight (and the names' prefixes)
-        return self.module.named_weights()
-
-    def trainable(self) -> list[str]:
-        self.weights()
-        return self.module.trainable_names()
-
-    def buffers(self) -> list[str]:
-        """Running statistics that training graphs update (e.g. BatchNorm's)."""
-        self.weights()
-        return [m._prefix + b for m in self.module.modules() for b in sorted(m.buffers)]
-
-    def set_weights(self, values: dict[str, np.ndarray]) -> None:
-        self.module.load_weights(values)
-
-    def fit_scalers(self, x: np.ndarray) -> None:
-        for m in self.module.modules():
-            if isinstance(m, Normalize):
-                m.fit(x)
+METRICS = ("accuracy", "acc")
 
 
-class OnnxModel:
-    """An imported graph: float initializers are weights; metadata `irkit.frozen` lists fixed
-    ones."""
+class Model:
+    """A trainable model: compile, fit, evaluate, predict, export, save, summary."""
 
-    def __init__(self, graph: Graph, trainable: list[str] | None = None,
-                 freeze: list[str] | None = None) -> None:
-        self.graph = graph
-        self.metadata = dict(graph.metadata)
-        floats = [n for n, v in graph.initializers.items() if v.const.dtype.kind == "f"]
-        frozen = set(filter(None, self.metadata.get("irkit.frozen", "").split(",")))
-        for name in list(trainable or []) + list(freeze or []):
-            if name not in graph.initializers:
-                raise DataError(f"no initializer named {name!r}; see `irkit inspect` for names")
-        chosen = trainable if trainable else [n for n in floats if n not in frozen]
-        self._trainable = [n for n in chosen if n not in set(freeze or [])]
-        self.input_shape = None
-        if len(graph.inputs) != 1:
-            raise DataError(f"the model has {len(graph.inputs)} inputs; irkit trains models with "
-                            "one input")
+    def __init__(self, module: Module | Graph | ModuleSource | OnnxSource,
+                 input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
+        if isinstance(module, Module):
+            source = ModuleSource(module, tuple(input_shape) if input_shape else None)
+        elif isinstance(module, Graph):
+            source = OnnxSource(module)
+        elif isinstance(module, (ModuleSource, OnnxSource)):
+            source = module
+        else:
+            raise ShapeError(f"Model wraps a layer (nn.Module) or an imported Graph, not "
+                             f"{type(module).__name__}")
+        self.source = source
+        self.name = name or source.name
+        self.settings: Settings = DEFAULTS            # compile's (the base of each fit)
+        self.fit_settings: Settings | None = None      # those of the last fit
+        self.stop_training = False
+        self._compiled = False
+        self._runtime = "onnxruntime"
+        self._trainer: Trainer | None = None
+        self.history: History | None = None
+        self.last_validation = None     # the validation part of the last fit
+        self.last_split = (0, 0)        # its training and validation sample counts
+        self._optimizer: Optimizer | None = None
+        self._graphs: StepGraphs | None = None
+        self._runner = None
+        self._resume = None          # a TrainingFile when loaded from one
+        self._predictors: dict[str, Any] = {}
 
-    def ensure_input(self, x: np.ndarray) -> None:
-        want = self.graph.inputs[0].shape
-        if want is not None and len(want) == x.ndim:
-            for d, n in zip(want[1:], x.shape[1:]):
-                if isinstance(d, int) and d != n:
-                    raise DataError(f"the model's input {self.graph.inputs[0].name!r} has shape "
-                                    f"{want}, the data's samples have {x.shape[1:]}")
-        elif want is not None:
-            raise DataError(f"the model's input has rank {len(want)}, the data {x.ndim}")
-        out = self.graph.outputs[0].shape
-        if out and isinstance(out[0], int):
-            raise DataError(f"the model's output {self.graph.outputs[0].name!r} has a fixed "
-                            f"batch size of {out[0]} (a Reshape inside bakes it in); export it "
-                            "with a dynamic batch dim (torch: dynamic_axes or dynamic_shapes)")
+    @property
+    def layers(self) -> list[Module]:
+        """The layers of a layer model (Keras' `model.layers`)."""
+        module = getattr(self.source, "module", None)
+        return list(getattr(module, "layers", [module] if module is not None else []))
 
-    def build(self, training: bool = False) -> Graph:
-        graph = self.graph.copy()
-        graph.metadata = dict(self.metadata)
-        return graph
+    # ---- compile ---------------------------------------------------------------------------
+    def compile(self, optimizer: str | Optimizer | None = None, loss: str | None = None,
+                metrics=None, *,
+                lr: float | None = None, learning_rate: float | None = None,
+                settings: Settings | None = None, runtime: str = "onnxruntime",
+                **options: Any) -> Model:
+        """Choose optimizer (name or instance; default adam), loss (default
+        sparse_categorical_crossentropy) and settings (lr, momentum, nesterov, weight_decay,
+        device, seed, ...; `settings` is the layer under them; defaults: irkit.settings).
+        `metrics`: ["accuracy"] or None (accuracy is reported for every classification
+        loss)."""
+        for m in metrics or []:
+            if m not in METRICS:
+                raise SpecError(f"unknown metric {m!r}; irkit reports accuracy for "
+                                "classification losses (metrics=['accuracy'])")
+        name = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
+        args = {"optimizer": name, "loss": loss, "lr": learning_rate if lr is None else lr,
+                **options}
+        if isinstance(optimizer, Optimizer):
+            args.update({k: getattr(optimizer, k) for k in ("momentum", "nesterov",
+                                                            "weight_decay")
+                         if hasattr(optimizer, k)})
+        self.settings = resolve(settings.as_dict() if settings else None, args,
+                                names=("settings", "compile()"))
+        get_loss(self.settings.loss)  # fail now on an unknown loss
+        self._optimizer = optimizer if isinstance(optimizer, Optimizer) else None
+        self._runtime = runtime
+        self._compiled = True
+        self._graphs = self._runner = self._trainer = None
+        self._predictors = {}
+        return self
 
-    def weights(self) -> dict[str, np.ndarray]:
-        return {n: v.const for n, v in self.graph.initializers.items()
-                if v.const.dtype.kind == "f"}
+    # ---- fit -------------------------------------------------------------------------------
+    def fit(self, x, y, batch_size: int | None = None, epochs: int | None = None,
+            verbose: int | str = "auto", callbacks: list[Callback] | None = None,
+            validation_split: float | None = None, validation_data=None, shuffle: bool = True,
+            initial_epoch: int | None = None, seed: int | None = None,
+            keep_best: bool | None = None, **settings: Any) -> History:
+        """Train to epoch `epochs`, validating each epoch on `validation_data` or on a held-out
+        `validation_split` (seeded, stratified; default 0.2). Scaling layers adapt on the
+        training part. Keeps the best epoch's weights (`keep_best`, by `monitor`); with
+        `patience` > 0 stops early. `verbose`: 0 silent, 1 progress bar, 2 a line per
+        epoch, "auto" 1. Resumes a loaded training file (initial_epoch = its epochs)."""
+        if not self._compiled:
+            self.compile()
+        s = self.settings.replace(batch_size=batch_size, epochs=epochs, val_split=(
+            0.0 if validation_data is not None else validation_split), seed=seed,
+            keep_best=keep_best, **settings)
+        x, y = _features(x, "training data"), np.asarray(y)
+        if len(x) != len(y):
+            raise DataError(f"x has {len(x)} samples, y has {len(y)}; they must match")
+        if validation_data is None and s.val_split:
+            tr, va = train_val_split(len(x), s.val_split, s.seed, y)
+            x, y, validation_data = x[tr], y[tr], (x[va], y[va])
+        self.last_validation = validation_data if validation_data is not None and len(
+            validation_data[0]) else None
+        self.last_split = (len(x), len(self.last_validation[0]) if self.last_validation else 0)
+        self._prepare(x, s)
+        if "lr" in settings and self._resume is None:
+            self.learning_rate = s.lr
+        staged = self._stage(x, y, "training data")
+        val = None
+        if validation_data is not None and len(validation_data[0]):
+            val = self._stage(_features(validation_data[0], "validation data"),
+                              validation_data[1], "validation data")
+        first = self._resume.epochs_done if self._resume and initial_epoch is None else (
+            initial_epoch or 0)
+        if s.epochs <= first:
+            raise DataError(f"epochs ({s.epochs}) must be more than the epochs done ({first})")
+        cbs = self._callbacks(callbacks, s, verbose, len(x), first)
+        trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(), self)
+        self._trainer = trainer
+        self.history = trainer.fit(
+            staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
+            initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
+            monitor=s.monitor, keep_best=s.keep_best)
+        self.fit_settings = s
+        self.source.set_weights(self.get_weights())
+        self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
+        return self.history
 
-    def trainable(self) -> list[str]:
-        return list(self._trainable)
+    def prepare(self, x, runner: bool = False) -> StepGraphs:
+        """Build the step graphs for data like `x` (scaling adapted on it unless adapted
+        already) and, with `runner`, the step runner; returns the graphs (e.g. to export)."""
+        if not self._compiled:
+            self.compile()
+        x = _features(x, "data")
+        self.source.ensure_input(x)
+        if self._graphs is None:
+            if isinstance(self.source, ModuleSource):
+                self.source.seed = self.settings.seed
+            if self._resume is None:
+                self.source.adapt(x)
+            self._graphs = self._step_graphs(self.settings)
+        if runner:
+            self._prepare(x, self.settings)
+        return self._graphs
 
-    def buffers(self) -> list[str]:
-        return []  # imported graphs are trained with their own ops as written
-
-    def set_weights(self, values: dict[str, np.ndarray]) -> None:
-        for name, arr in values.items():
-            v = self.graph.initializers[name]
-            v.const = np.asarray(arr, dtype=v.const.dtype)
-
-    def fit_scalers(self, x: np.ndarray) -> None:
-        prefix = self.metadata.get("irkit.normalize")
-        if not prefix or f"{prefix}.shift" not in self.graph.initializers:
+    def _prepare(self, x: np.ndarray, s: Settings) -> None:
+        """Input shape, scaling adapted on the training part, step graphs and runner (once)."""
+        self.source.ensure_input(x)
+        if self._runner is not None:
             return
-        shift = self.graph.initializers[f"{prefix}.shift"].const
-        scale = self.graph.initializers[f"{prefix}.scale"].const
-        if shift.any() or not (scale == 1).all():
-            return  # fitted already (e.g. a model trained before): keep its scaling
-        from irkit.data import fit_scaler
-        shift, scale = fit_scaler(x.reshape(len(x), -1), self.metadata.get("irkit.scaling",
-                                                                            "standard"))
-        self.set_weights({f"{prefix}.shift": shift, f"{prefix}.scale": scale})
+        if self._graphs is None:
+            if isinstance(self.source, ModuleSource):
+                self.source.seed = s.seed
+            if self._resume is None:
+                self.source.adapt(x)
+            self._graphs = self._step_graphs(s)
+        g = self._graphs
+        weights = self.source.weights()
+        saved = self._resume.state if self._resume else None
+        state = g.initial_state(weights, s.lr, saved)
+        if saved is not None and s.lr != self._resume.state[LR]:
+            state[LR] = np.array(s.lr, np.float32)
+        self._runner = make_step_runner(self._runtime, g.train, g.eval, state, g.data_names,
+                                        **self._runner_options(s))
+        self._predictors = {}
+
+    def _runner_options(self, s: Settings) -> dict[str, Any]:
+        if self._runtime == "onnxruntime":
+            return {"device": s.device, "batch_size": s.batch_size}
+        return {}
+
+    def _step_graphs(self, s: Settings) -> StepGraphs:
+        loss = get_loss(s.loss)
+        if self._resume is not None:
+            r = self._resume
+            evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
+            excluded = set(r.state) | {TARGET}
+            name = next(v.name for v in r.train.inputs if v.name not in excluded)
+            return StepGraphs(r.train, evaluation, r.params, r.buffers, r.slots, name,
+                              any(v.name == "correct" for v in r.train.outputs))
+        return build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+
+    def _stage(self, x: np.ndarray, y, name: str):
+        check_finite(x, name)
+        return self._runner.stage(np.ascontiguousarray(x, np.float32),
+                                  self._targets(np.asarray(y), name))
+
+    def _callbacks(self, callbacks, s: Settings, verbose, n: int, first: int) -> list:
+        cbs = list(callbacks or [])
+        if s.patience:
+            cbs.append(EarlyStopping(s.monitor, s.patience, s.min_delta))
+        level = 1 if verbose == "auto" else int(verbose)
+        if level:
+            cbs.append(ProgressLogger(s.epochs, -(-n // s.batch_size), level))
+        for cb in cbs:
+            cb.set_model(self)
+        return cbs
+
+    def _continued_history(self, s: Settings) -> History | None:
+        if self._resume is None or not self._resume.history:
+            return None
+        history = History.from_dict(self._resume.history)
+        if self._resume.best_weights and s.keep_best:
+            self._trainer.best_weights = dict(self._resume.best_weights)
+        elif history.best_epoch is not None and s.keep_best:
+            self._trainer.best_weights = self.get_weights()
+        return history
+
+    # ---- targets ---------------------------------------------------------------------------
+    def _targets(self, y: np.ndarray, name: str) -> np.ndarray:
+        """Targets in the dtype and shape the loss wants; DataError for bad labels."""
+        loss = get_loss(self.settings.loss)
+        target = self._graphs.train.value(TARGET)
+        if loss.sparse_labels:
+            if y.dtype.kind not in "iufb":
+                raise DataError(f"{name}: {loss.name} needs integer class labels, got "
+                                f"{y.dtype} values")
+            if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+                raise DataError(f"{name}: {loss.name} needs integer class labels")
+            width = self._num_classes()
+            if y.dtype.kind == "f" and len(y) and np.abs(y).max() >= 2**62:
+                raise DataError(f"{name}: label {y.flat[np.abs(y).argmax()]:g} is out of range"
+                                + (f" for {width} classes" if width else ""))
+            y = y.astype(np.int64).reshape(-1)
+            if width is not None:
+                check_labels(y, width, name)
+            return y
+        check_finite(y, name)
+        y = y.astype(np.float32)
+        if target.shape is not None and len(target.shape) == 2 and y.ndim == 1:
+            y = y.reshape(-1, 1)
+        _check_target_shape(y, target.shape, loss.name, name)
+        return y
+
+    def _num_classes(self) -> int | None:
+        for v in self._graphs.eval.values():
+            if v.producer is not None and v.producer.op_type == "SoftmaxCrossEntropyLoss":
+                shape = v.producer.inputs[0].shape
+                return shape[1] if shape and isinstance(shape[1], int) else None
+        return None
+
+    # ---- weights and learning rate ------------------------------------------------------------
+    def _weight_names(self) -> list[str]:
+        return self._graphs.params + self._graphs.buffers
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Every weight (trained, fixed and running statistics) by graph name, in the
+        model's order (copies)."""
+        weights = {k: np.array(v) for k, v in self.source.weights().items()}
+        if self._runner is not None:
+            weights.update(self._runner.read_state(self._weight_names()))
+        return weights
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Set weights by graph name (as get_weights returns them)."""
+        unknown = [k for k in weights if k not in self.source.weights()]
+        if unknown:
+            raise ShapeError(f"no weights named {unknown}; see model.get_weights()")
+        self.source.set_weights(weights)
+        if self._runner is not None:
+            self._runner.load_state({k: v for k, v in weights.items()
+                                     if k in set(self._weight_names())})
+        self._predictors = {}
+
+    @property
+    def learning_rate(self) -> float:
+        """The current learning rate (optimizer state; settable, e.g. by callbacks)."""
+        if self._runner is None:
+            return self.settings.lr
+        return float(self._runner.read_state([LR])[LR])
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        if not 0 <= value < float("inf"):
+            raise SpecError(f"learning rate must be a finite number >= 0, got {value}")
+        if self._runner is None:
+            self.settings = self.settings.replace(lr=float(value))
+        else:
+            self._runner.load_state({LR: np.array(value, np.float32)})
+
+    # ---- evaluate, predict -----------------------------------------------------------------------
+    def evaluate(self, x, y, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
+        """Loss (and accuracy) of the current weights on (x, y)."""
+        if self._runner is None:
+            if not self._compiled:
+                raise ShapeError(f"{self.name}: call compile() (or fit) before evaluate()")
+            self._prepare(_features(x, "evaluation data"), self.settings)
+        from irkit.train.trainer import logs_of
+        staged = self._stage(_features(x, "evaluation data"), y, "evaluation data")
+        return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
+
+    def predict(self, x, batch_size: int | None = None, device: str | None = None,
+                verbose: int = 0) -> np.ndarray:
+        """Model outputs for raw inputs x (onnxruntime; one cached session per device)."""
+        from irkit.runtimes.onnxruntime import OrtGraph
+        x = _features(x, "prediction data")
+        self.source.ensure_input(x)
+        device = device or self.settings.device
+        run = self._predictors.get(device)
+        if run is None:
+            run = self._predictors[device] = OrtGraph(self.to_graph(), device)
+        name = run.input_names[0]
+        if not batch_size:
+            return run({name: x})[0]
+        return np.concatenate([run({name: x[i:i + batch_size]})[0]
+                               for i in range(0, len(x), batch_size)])
+
+    # ---- graphs and files ----------------------------------------------------------------------
+    def to_graph(self) -> Graph:
+        """The inference graph with the current weights (scaling in, dropout out)."""
+        if self._runner is not None:
+            self.source.set_weights(self.get_weights())
+        graph = self.source.build(training=False)
+        graph.metadata[META_SETTINGS] = (self.fit_settings or self.settings).to_json()
+        if self.history is not None and self.history.best_epoch is not None:
+            graph.metadata[META_BEST] = json.dumps({"epoch": self.history.best_epoch,
+                                                    self.history.monitor:
+                                                    self.history.best_value})
+        return graph
+
+    def export(self, path: str, opset: int = 17):
+        """Write the inference model as ONNX (atomically); returns the ModelProto."""
+        from irkit.onnx_io import save
+        return save(self.to_graph(), path, opset)
+
+    def save(self, path: str, opset: int = 17):
+        """Write a training file: the inference model plus training_info (the train step in
+        training mode, optimizer state, step count, history). `irkit.load_model` reads it
+        back and `fit` continues the same run. Before training it is the fresh state."""
+        from irkit.safe_io import write_atomic
+        proto = self.training_proto(opset)
+        write_atomic(path, proto.SerializeToString())
+        return proto
+
+    def training_proto(self, opset: int = 17):
+        """The training file as a ModelProto (see `save`): the last state of the run (so a
+        resume continues it) and, when the best epoch's weights were restored, those as
+        `best/<name>`."""
+        from irkit.train.training_model import to_training_model
+        if self._runner is None:
+            raise ShapeError(f"{self.name}: compile and fit (or evaluate) before save(); for an "
+                             "untrained model use export()")
+        g, names = self._graphs, self._weight_names()
+        state = self._runner.read_state()
+        current = {k: state[k] for k in names}
+        last = self._trainer.last_weights if self._trainer is not None else None
+        best = None
+        if last is not None and any(not np.array_equal(last[k], current[k]) for k in names):
+            best, state = current, {**state, **last}
+        metadata = self.to_graph().metadata
+        self.source.set_weights({k: state[k] for k in names})
+        inference = self.source.build(training=False)
+        inference.metadata = metadata
+        self.source.set_weights(current)
+        history = self.history.to_dict() if self.history else {}
+        epochs = self.history.epochs if self.history else 0
+        return to_training_model(inference, g.train, state, g.params, epochs, history, best,
+                                 opset)
+
+    def count_params(self) -> int:
+        """Number of weights (trainable and not, running statistics included)."""
+        return int(sum(np.size(w) for w in self.source.weights().values()))
+
+    def summary(self, print_fn=print) -> str:
+        """A table of the weights (name, shape, count, trainable) and the totals."""
+        weights = self.source.weights()
+        trainable = set(self.source.trainable())
+        rows = [(n, "x".join(map(str, w.shape)) or "scalar", int(np.size(w)), n in trainable)
+                for n, w in weights.items()]
+        width = max([len(r[0]) for r in rows] + [6])
+        lines = [f'Model "{self.name}"', f"{'weight':{width}}  {'shape':>14}  {'count':>9}  "
+                 "trainable"]
+        lines += [f"{n:{width}}  {s:>14}  {c:>9}  {'yes' if t else 'no'}" for n, s, c, t in rows]
+        total = sum(r[2] for r in rows)
+        n_train = sum(r[2] for r in rows if r[3])
+        lines += [f"total {total} weights: {n_train} trainable, {total - n_train} fixed"]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+class Sequential(Model):
+    """`irkit.Sequential([...])`: a Model of layers applied in order (Keras' Sequential)."""
+
+    def __init__(self, layers: list[Module], name: str | None = None,
+                 input_shape: tuple[int, ...] | None = None) -> None:
+        from irkit.nn.module import Sequential as Layers
+        super().__init__(Layers(list(layers), name=name), input_shape, name)
+
+
+def _features(x, name: str) -> np.ndarray:
+    try:
+        return np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise DataError(f"{name}: features must be numbers") from None
+
+
+def _check_target_shape(y: np.ndarray, want, loss: str, name: str) -> None:
+    """DataError unless each target has the shape of one model output (else ORT fails later)."""
+    if want is None:
+        return
+    fixed = [d if isinstance(d, int) else None for d in want[1:]]
+    if y.ndim == len(want) and all(d in (None, n) for d, n in zip(fixed, y.shape[1:],
+                                                                  strict=True)):
+        return
+    hint = (" (class labels need sparse_categorical_crossentropy, or one-hot targets)"
+            if loss != "mse" else "")
+    raise DataError(f"{name}: each target has shape {tuple(y.shape[1:])}, the model's output "
+                    f"per sample is {tuple(want[1:])}; {loss} needs targets shaped like the "
+                    f"output{hint}")
+
+
+def load_model(path: str, prepare=None) -> Model:
+    """A Model from an ONNX file: a training file (written by `Model.save` or `irkit train
+    --save-training`) resumes where it stopped; any other model can predict, evaluate and be
+    fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first."""
+    from irkit.onnx_io import load
+    from irkit.settings import from_json
+    from irkit.train.training_model import read_training_model
+    found = {}
+
+    def convert(proto):
+        proto = prepare(proto) if prepare is not None else proto
+        if not proto.training_info:
+            from irkit.onnx_io import from_onnx
+            return from_onnx(proto)
+        found["file"] = read_training_model(proto)
+        return found["file"].inference
+    graph = load(path, convert)
+    model = Model(OnnxSource(graph, trainable=found["file"].params if found else None))
+    saved = from_json(graph.metadata.get(META_SETTINGS))
+    if found:  # the stored rate is where training continues (a schedule may have moved it)
+        saved["lr"] = float(found["file"].state[LR])
+        model.compile(settings=resolve(saved, names=(f"{path} settings",)))
+        model._resume = found["file"]
+        model.history = History.from_dict(found["file"].history) if found[
+            "file"].history else None
+    return model

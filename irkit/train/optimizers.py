@@ -1,7 +1,8 @@
 """Optimizers as IR: each builds the parameter and state updates inside the train-step graph.
 
-The learning rate (and, for Adam, the step count) are graph inputs, so schedules change them
-without rebuilding anything.
+The learning rate and the step count are optimizer *state* (graph inputs written back each
+step, see irkit.train.step), not fields of these builders: a schedule changes the rate
+without rebuilding anything, and a training file stores it with the rest of the state.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from irkit.ir import Value
 class Optimizer:
     """Base: `slots` names the per-parameter state tensors (same shape as the parameter)."""
 
-    lr: float = 0.01
     weight_decay: float = 0.0
     slots = ()
+    name = ""
 
     def init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
         return {slot: np.zeros_like(param) for slot in self.slots}
 
     def prepare(self, lr: Value, step: Value) -> dict[str, Value]:
-        """Scalars shared by every parameter's update (built once per graph)."""
+        """Scalars shared by every parameter's update (built once per graph); `step` is this
+        step's number, 1-based, as float32."""
         return {"lr": lr}
 
     def update(self, p: Value, g: Value, state: dict[str, Value], shared: dict[str, Value]
@@ -44,6 +46,7 @@ class SGD(Optimizer):
 
     momentum: float = 0.0
     nesterov: bool = False
+    name = "sgd"
 
     def __post_init__(self) -> None:
         self.slots = ("velocity",) if self.momentum else ()
@@ -63,11 +66,11 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam with PyTorch's bias correction: p' = p - lr/c1 m' / (sqrt(v')/sqrt(c2) + eps)."""
 
-    lr: float = 0.001
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
     slots = ("m", "v")
+    name = "adam"
 
     def prepare(self, lr, step):
         one = lr.graph.constant(np.array(1.0, dtype=lr.dtype))
@@ -87,7 +90,7 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 
 
 def get_optimizer(name: str | Optimizer, **kwargs) -> Optimizer:
-    """An optimizer by name with keyword settings (lr, momentum, ...)."""
+    """An optimizer by name with keyword settings (momentum, weight_decay, ...)."""
     if isinstance(name, Optimizer):
         return name
     cls = OPTIMIZERS.get(str(name).lower())
@@ -97,3 +100,11 @@ def get_optimizer(name: str | Optimizer, **kwargs) -> Optimizer:
         return cls(**kwargs)
     except TypeError as e:
         raise SpecError(f"optimizer {name}: {e}") from None
+
+
+def optimizer_from(settings) -> Optimizer:
+    """The optimizer that resolved Settings name, with their momentum and weight decay."""
+    kwargs = {"weight_decay": settings.weight_decay}
+    if settings.optimizer == "sgd":
+        kwargs.update(momentum=settings.momentum, nesterov=settings.nesterov)
+    return get_optimizer(settings.optimizer, **kwargs)

@@ -1,8 +1,12 @@
-"""The train-step and evaluation graphs.
+"""The train-step and evaluation graphs of a model (names: irkit.signature).
 
-train: (params, optimizer state, input, target, lr, step) -> (loss, correct, params', state')
-eval:  (params, input, target)                           -> (loss, correct)
-Both are standard ai.onnx graphs; params' and state' are named `next/<name>`.
+train: (params, buffers, slots, opt/lr, opt/step, input, target)
+           -> (loss, correct, next/params, next/buffers, next/slots, next/opt/step)
+eval:  (params, buffers, input, target) -> (loss, correct)
+
+Both are standard ai.onnx graphs. The learning rate and the step count are optimizer state
+(as Keras' optimizer variables are): a schedule sets `opt/lr` between steps, and a training
+file stores it once, with the rest of the state.
 """
 
 from __future__ import annotations
@@ -15,21 +19,47 @@ from irkit import ops
 from irkit.errors import DataError
 from irkit.ir import Graph, Value
 from irkit.passes import gradients, simplify
+from irkit.signature import CORRECT, LOSS, LR, STEP, TARGET, next_name, slot_name
 from irkit.train.losses import Loss
 from irkit.train.optimizers import Optimizer
-
-TARGET, LR, STEP, LOSS, CORRECT = "target", "lr", "step", "loss", "correct"
 
 
 @dataclass
 class StepGraphs:
+    """A model's train and eval graphs and the names of the state they carry."""
+
     train: Graph
     eval: Graph
     params: list[str]
-    states: list[str]          # "<slot>/<param>"
     buffers: list[str]         # running statistics: read, and written as next/<name>
+    slots: list[str]           # optimizer slots, "<slot>/<param>"
     input_name: str
     has_correct: bool
+
+    @property
+    def data_names(self) -> tuple[str, str]:
+        return self.input_name, TARGET
+
+    @property
+    def optimizer_state(self) -> list[str]:
+        """Everything the optimizer owns: the slots, the learning rate, the step count."""
+        return [*self.slots, LR, STEP]
+
+    def initial_state(self, weights: dict[str, np.ndarray], lr: float,
+                      saved: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Weights and buffers from `weights`; slots zero, lr, step 0; `saved` (a resumed
+        run's optimizer state) overrides."""
+        state = {n: weights[n] for n in self.params + self.buffers}
+        for name in self.slots:
+            param = name.split("/", 1)[1]
+            state[name] = np.zeros_like(weights[param])
+        state[LR] = np.array(lr, np.float32)
+        state[STEP] = np.array(0, np.int64)
+        for name, value in (saved or {}).items():
+            if name in state:
+                state[name] = np.asarray(value, dtype=state[name].dtype).reshape(
+                    np.shape(state[name]))
+        return state
 
 
 def _target_shape(out: Value, loss: Loss) -> tuple:
@@ -69,9 +99,16 @@ def build_eval_graph(forward: Graph, params: list[str], loss: Loss) -> Graph:
     return graph
 
 
-def build_train_graph(forward: Graph, params: list[str], loss: Loss,
-                      optimizer: Optimizer, buffers: list[str] = ()) -> tuple[Graph, list[str]]:
-    """One optimizer step as a graph; returns it and the state names. The forward graph's
+def _step_counter(graph: Graph) -> Value:
+    """The `opt/step` input (layers that draw random numbers may have made it already)."""
+    if graph.has_value(STEP):
+        return graph.value(STEP)
+    return graph.add_input(STEP, np.int64, ())
+
+
+def build_train_graph(forward: Graph, params: list[str], loss: Loss, optimizer: Optimizer,
+                      buffers: list[str] = ()) -> tuple[Graph, list[str]]:
+    """One optimizer step as a graph; returns it and the slot names. The forward graph's
     outputs after the first are the buffers' next values (`next/<buffer>`), kept as outputs."""
     graph = forward
     buffer_updates = graph.outputs[1:]
@@ -80,38 +117,40 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss,
     _promote(graph, list(buffers))
     value, correct = _add_loss(graph, loss)
     grads = gradients(graph, value, param_values)
+    step = _step_counter(graph)
     lr = graph.add_input(LR, np.float32, ())
-    step = graph.add_input(STEP, np.float32, ())
-    state_names, new_values = [], []
+    slot_names, new_values = [], []
     with graph.name_scope("opt/"):
-        shared = optimizer.prepare(lr, step)
+        t = ops.Add(step, graph.constant(np.array(1, np.int64)))  # this step's number, 1-based
+        new_values.append((STEP, t))
+        shared = optimizer.prepare(lr, ops.Cast(t, to=1))  # to=1: float32
         for p, g in zip(param_values, grads):
-            slots = {s: graph.add_input(f"{s}/{p.name}", p.dtype, p.shape)
+            slots = {s: graph.add_input(slot_name(s, p.name), p.dtype, p.shape)
                      for s in optimizer.slots}
             new_p, new_slots = optimizer.update(p, g, slots, shared)
             new_values.append((p.name, new_p))
             for s in optimizer.slots:
-                state_names.append(f"{s}/{p.name}")
-                new_values.append((f"{s}/{p.name}", new_slots[s]))
+                slot_names.append(slot_name(s, p.name))
+                new_values.append((slot_name(s, p.name), new_slots[s]))
     outputs = [value] + ([correct] if correct is not None else []) + buffer_updates
     for name, v in new_values:
         v = ops.own_output(v, outputs)
-        graph.rename_value(v, f"next/{name}")
+        graph.rename_value(v, next_name(name))
         outputs.append(v)
     graph.outputs = outputs
     simplify(graph)
-    graph.verify()
-    return graph, state_names
+    return graph, slot_names
 
 
-def build_step_graphs(model, loss: Loss, optimizer: Optimizer) -> StepGraphs:
-    """Train and eval graphs of `model` (ModuleModel or OnnxModel)."""
-    params, buffers = model.trainable(), model.buffers()
+def build_step_graphs(source, loss: Loss, optimizer: Optimizer) -> StepGraphs:
+    """Train and eval graphs of a model source (irkit.train.sources)."""
+    params, buffers = source.trainable(), source.buffers()
     if not params:
         raise DataError("the model has no trainable weights; check --trainable/--freeze")
-    train, states = build_train_graph(model.build(training=True), params, loss, optimizer,
-                                      buffers)
-    evaluation = build_eval_graph(model.build(training=False), params + buffers, loss)
-    input_name = next(v.name for v in train.inputs if v.name not in params + buffers)
-    return StepGraphs(train, evaluation, params, states, buffers, input_name,
+    train, slots = build_train_graph(source.build(training=True), params, loss, optimizer,
+                                     buffers)
+    evaluation = build_eval_graph(source.build(training=False), params + buffers, loss)
+    excluded = {*params, *buffers, *slots, LR, STEP, TARGET}
+    input_name = next(v.name for v in train.inputs if v.name not in excluded)
+    return StepGraphs(train, evaluation, params, buffers, slots, input_name,
                       any(v.name == CORRECT for v in train.outputs))

@@ -1,110 +1,169 @@
-"""Standard ONNX training models: `ModelProto.training_info` filled as the ONNX spec defines.
+"""Standard ONNX training files: `ModelProto.training_info` filled as the ONNX spec defines.
 
-The main graph is the inference graph; its initializers also hold the optimizer state
-(`<slot>/<param>`), the learning rate (`irkit.lr`) and the number of steps done
-(`irkit.step`). `training_info[0].algorithm` is one train step: it reads the batch
-(`input`, `target`) and those initializers, and `update_binding` writes each updated value
-back (`param <- next/param`, `irkit.step <- next/irkit.step`). So the file alone says how to
-train it; `irkit train FILE` resumes from it, optimizer state and step count included.
+The main graph is the inference graph; its initializers also hold the rest of the training
+state: optimizer slots (`<slot>/<param>`), the learning rate (`opt/lr`) and the step count
+(`opt/step`), and, when the best epoch is not the last, the best weights (`best/<name>`).
+`training_info[0].algorithm` is the train-step graph itself, in training mode (Dropout
+active, BatchNorm on batch statistics): it reads the batch (`input`, `target`) and those
+initializers, and `update_binding` writes each updated value back (`name <- next/name`). So
+the file alone says how to train it, and resuming from it continues the very same run:
+`irkit train FILE` and `irkit.load_model(FILE).fit(...)` give what an uninterrupted run gives.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx
+from onnx import helper
 
-from irkit import ops
 from irkit.errors import ModelFileError
 from irkit.ir import Graph
 from irkit.onnx_io import from_onnx, to_onnx
-from irkit.passes import EliminateDeadNodesPass
-from irkit.train.step import LR, STEP, build_step_graphs
+from irkit.signature import LR, META_BEST, META_EPOCH, META_HISTORY, META_PARAMS, STEP, next_name
 
-STEP_INIT, LR_INIT = "irkit.step", "irkit.lr"
-EPOCH_KEY, PARAMS_KEY = "irkit.epoch", "irkit.training_params"
-
-
-def _algorithm(train: Graph, lr: float, steps_done: int) -> tuple[Graph, list[str]]:
-    """The step graph with lr and step as stored values; step counts itself up."""
-    g = train
-    lr_in, step_in = g.value(LR), g.value(STEP)
-    stored_step = g.add_initializer(STEP_INIT, np.array(steps_done, np.float32))
-    stored_lr = g.add_initializer(LR_INIT, np.array(lr, np.float32))
-    g.replace_all_uses_with(lr_in, stored_lr)
-    t = ops.Add(stored_step, 1.0)  # this step's number, 1-based (Adam's bias correction)
-    g.replace_all_uses_with(step_in, t)
-    next_step = ops.Identity(t)
-    g.rename_value(next_step, f"next/{STEP_INIT}")
-    g.outputs.append(next_step)
-    g.remove_input(lr_in)
-    g.remove_input(step_in)
-    g.toposort()
-    EliminateDeadNodesPass(keep_initializers=True)(g)
-    return g, [STEP_INIT]
+BEST_PREFIX = "best/"
+MAX_EPOCHS_DONE = 10**6
 
 
-def to_training_model(model, loss, optimizer, state: dict[str, np.ndarray] | None = None,
-                      steps_done: int = 0, epochs_done: int = 0, opset: int = 17
-                      ) -> onnx.ModelProto:
-    """Inference graph + training_info (algorithm and update_binding) as one ModelProto."""
-    graphs = build_step_graphs(model, loss, optimizer)
-    weights = model.weights()
-    state = state or {f"{s}/{p}": a for p in graphs.params
-                      for s, a in optimizer.init_state(weights[p]).items()}
-    algorithm, extra = _algorithm(graphs.train, float(optimizer.lr), steps_done)
-    main = model.build(training=False)
-    for name in graphs.states:
-        main.add_initializer(name, np.asarray(state[name], dtype=np.float32))
-    # buffers (running statistics) are initializers of the inference graph already
-    for name in (STEP_INIT, LR_INIT):
-        main.add_initializer(name, algorithm.initializers[name].const)
-    main.metadata[EPOCH_KEY] = str(epochs_done)
-    main.metadata[PARAMS_KEY] = ",".join(graphs.params)
+@dataclass
+class TrainingFile:
+    """What a training file holds, read back."""
+
+    inference: Graph
+    train: Graph
+    state: dict[str, np.ndarray]         # every state value the train graph reads
+    params: list[str]
+    buffers: list[str]
+    slots: list[str]
+    epochs_done: int = 0
+    history: dict = field(default_factory=dict)
+    best_weights: dict[str, np.ndarray] | None = None
+
+
+def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarray],
+                      params: list[str], epochs_done: int = 0, history: dict | None = None,
+                      best_weights: dict[str, np.ndarray] | None = None,
+                      opset: int = 17) -> onnx.ModelProto:
+    """Inference graph + training_info (algorithm and update_binding) as one ModelProto.
+    `state` holds every value the train graph reads besides the batch; `best_weights`, if
+    given, are stored as `best/<name>` so that best-epoch tracking survives a resume."""
+    main = inference.copy()
+    main.metadata = dict(inference.metadata)
+    for name, value in state.items():
+        if name in main.initializers:
+            main.initializers[name].const = np.asarray(value)
+        else:
+            main.add_initializer(name, np.asarray(value))
+    for name, value in (best_weights or {}).items():
+        main.add_initializer(BEST_PREFIX + name, np.asarray(value))
+    main.metadata[META_EPOCH] = str(int(epochs_done))
+    main.metadata[META_PARAMS] = ",".join(params)
+    main.metadata[META_HISTORY] = json.dumps(history or {})
     model_proto = to_onnx(main, opset, check=False)
-    alg_proto = to_onnx(algorithm, opset, check=False).graph
     outer = {t.name for t in model_proto.graph.initializer}
-    kept = [i for i in alg_proto.input if i.name not in outer]
+    alg_proto = to_onnx(train, opset, check=False).graph
+    # the algorithm reads the state from the main graph's initializers, not from inputs
+    inputs = [i for i in alg_proto.input if i.name not in outer]
     del alg_proto.input[:]
-    alg_proto.input.extend(kept)
-    alg_inits = [t for t in alg_proto.initializer if t.name not in outer]
+    alg_proto.input.extend(inputs)
+    kept = [t for t in alg_proto.initializer if t.name not in outer]
     del alg_proto.initializer[:]
-    alg_proto.initializer.extend(alg_inits)
+    alg_proto.initializer.extend(kept)
     info = model_proto.training_info.add()
     info.algorithm.CopyFrom(alg_proto)
-    for name in graphs.params + graphs.states + graphs.buffers + extra:
-        info.update_binding.add(key=name, value=f"next/{name}")
+    written = {o.name for o in train.outputs}
+    for name in state:
+        if next_name(name) in written:
+            info.update_binding.add(key=name, value=next_name(name))
     onnx.checker.check_model(model_proto, full_check=True)
     return model_proto
 
 
-def read_training_model(model_proto: onnx.ModelProto) -> tuple[Graph, dict]:
-    """The inference graph (state initializers removed) and the stored training state:
-    {"state": {...}, "steps_done": int, "epochs_done": int, "lr": float, "params": [...]}."""
+def read_training_model(model_proto: onnx.ModelProto) -> TrainingFile:
+    """The inference graph, the train graph and the stored state of a training file; stored
+    counters and rates are checked (a one-line ModelFileError names the bad value)."""
     if not model_proto.training_info:
         raise ModelFileError("the model has no training_info; export it with --training")
-    bound = [e.key for e in model_proto.training_info[0].update_binding]
-    graph = from_onnx(model_proto)
-    params = [p for p in graph.metadata.pop(PARAMS_KEY, "").split(",") if p]
-    state = {}
-    for name in bound:
-        value = graph.initializers.get(name)
-        if name in params or name == STEP_INIT or value is None or value.uses:
-            continue  # weights and running statistics stay in the inference graph
-        state[name] = value.const
-    info = {"state": state, "params": params, "epochs_done": int(graph.metadata.pop(
-        EPOCH_KEY, "0")), "steps_done": int(_pop(graph, STEP_INIT)), "lr": float(
-        _pop(graph, LR_INIT))}
-    for name in state:
-        graph.remove_initializer(name)
-    return graph, info
+    info = model_proto.training_info[0]
+    bound = [e.key for e in info.update_binding]
+    inference = from_onnx(model_proto)
+    meta = inference.metadata
+    params = [p for p in meta.pop(META_PARAMS, "").split(",") if p]
+    epochs_done = _stored_int(meta.pop(META_EPOCH, "0"), META_EPOCH, MAX_EPOCHS_DONE)
+    history = _stored_json(meta.pop(META_HISTORY, "{}"), META_HISTORY)
+    meta.pop(META_BEST, None)
+    train = _algorithm_graph(model_proto)
+    state_names = [v.name for v in train.inputs if v.name in inference.initializers]
+    state = {n: inference.initializers[n].const for n in state_names}
+    _check_counters(state)
+    best = {n[len(BEST_PREFIX):]: v.const for n, v in inference.initializers.items()
+            if n.startswith(BEST_PREFIX)} or None
+    for name in list(inference.initializers):
+        value = inference.initializers[name]
+        if not value.uses and value not in inference.outputs:
+            inference.remove_initializer(name)  # slots, lr, step, best/: training only
+    buffers = [n for n in bound if n not in params and n != STEP and n in inference.initializers]
+    slots = [n for n in bound if n not in params and n not in buffers and n != STEP]
+    missing = [p for p in params if p not in state]
+    if missing:
+        raise ModelFileError(f"the training file's step does not read the parameters {missing}")
+    return TrainingFile(inference, train, state, params, buffers, slots, epochs_done, history,
+                        best)
 
 
-def _pop(graph: Graph, name: str) -> float:
-    if name not in graph.initializers:
-        raise ModelFileError(f"the training model lacks the initializer {name!r}")
-    value = float(graph.initializers[name].const)
-    graph.remove_initializer(name)
+def _algorithm_graph(model_proto: onnx.ModelProto) -> Graph:
+    """The algorithm as an IR graph whose state (the main graph's initializers) are inputs."""
+    alg = model_proto.training_info[0].algorithm
+    outer = {t.name: t for t in model_proto.graph.initializer}
+    used = {n for node in alg.node for n in node.input} | {o.name for o in alg.output}
+    graph = helper.make_graph(list(alg.node), alg.name or "train_step", list(alg.input),
+                              list(alg.output), list(alg.initializer) +
+                              [t for n, t in outer.items() if n in used])
+    proto = helper.make_model(graph, opset_imports=list(model_proto.opset_import))
+    proto.ir_version = model_proto.ir_version
+    train = from_onnx(proto)
+    written = {o.name for o in train.outputs}
+    for name in [n for n in outer if n in used and train.has_value(n)]:
+        if next_name(name) in written or name == LR:
+            train.promote_initializer_to_input(name)
+    return train
+
+
+def _check_counters(state: dict[str, np.ndarray]) -> None:
+    if LR not in state or STEP not in state:
+        raise ModelFileError(f"the training file lacks {LR!r} or {STEP!r}; it was not written "
+                             "by this irkit version (export it again with --training)")
+    lr, step = state[LR], state[STEP]
+    if lr.shape != () or not math.isfinite(float(lr)) or float(lr) <= 0:
+        raise ModelFileError(f"the training file's learning rate {LR} = {lr!r} must be a finite "
+                             "number > 0")
+    if step.shape != () or step.dtype != np.int64 or not 0 <= int(step) < 2**53:
+        raise ModelFileError(f"the training file's step count {STEP} = {step!r} must be an "
+                             "int64 scalar in [0, 2**53)")
+
+
+def _stored_int(text: str, key: str, limit: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ModelFileError(f"metadata {key} = {text[:40]!r} is not an integer") from None
+    if not 0 <= value <= limit:
+        raise ModelFileError(f"metadata {key} = {value} is out of range [0, {limit}]")
     return value
 
 
-__all__ = ["read_training_model", "to_training_model"]
+def _stored_json(text: str, key: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise ModelFileError(f"metadata {key} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ModelFileError(f"metadata {key} must be a JSON object")
+    return value
+
+
+__all__ = ["TrainingFile", "read_training_model", "to_training_model"]

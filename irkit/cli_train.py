@@ -1,0 +1,181 @@
+"""The command line's training job: source (recipe or ONNX) + data -> trained model files.
+
+Settings are resolved once (irkit.settings): defaults < recipe < the settings a model file
+records < command-line options. The job then runs the same `Model.fit` as Python does. A
+dataset path stored in a model file is never opened: an ONNX source needs `--data`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from irkit.data import Dataset, load_dataset
+from irkit.errors import DataError, IrkitError
+from irkit.safe_io import check_outputs
+from irkit.settings import Settings, from_json, resolve
+from irkit.signature import (
+    META_CLASSES,
+    META_FROZEN,
+    META_NORMALIZE,
+    META_SCALING,
+    META_SETTINGS,
+)
+from irkit.spec import Recipe, load_recipe
+from irkit.train.model import Model, load_model
+from irkit.train.sources import ModuleSource
+
+PAIR_KEY = "irkit.pair"  # the same id in a model and the training file written with it
+
+
+def is_onnx(path: str) -> bool:
+    return path.endswith(".onnx")
+
+
+def model_from_recipe(recipe: Recipe, data: Dataset, settings: Settings) -> Model:
+    """The recipe's model, sized for `data`, with the metadata irkit needs to resume."""
+    source = ModuleSource(recipe.build(), tuple(data.x.shape[1:]), seed=settings.seed)
+    if recipe.scaling != "none":
+        source.metadata.update({META_NORMALIZE: "normalize", META_SCALING: recipe.scaling,
+                                META_FROZEN: "normalize.shift,normalize.scale"})
+    if data.classes:
+        source.metadata[META_CLASSES] = ",".join(data.classes)
+    return Model(source, name=recipe.name)
+
+
+def _split_names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+def _dataset_for(source: str, settings: Settings, recipe: Recipe | None,
+                 stored: str | None) -> Dataset:
+    """The dataset named by --data, or by the recipe (paths relative to the recipe file).
+    A path recorded in a model file is only mentioned, never opened."""
+    name = settings.dataset
+    if name is None:
+        hint = f" (it was trained on {stored!r})" if stored else ""
+        raise DataError(f"no dataset: pass --data NAME|FILE{hint}; bundled: iris, digits")
+    return load_dataset(name, label_column=settings.label_column)
+
+
+def prepare(source: str, options: dict[str, Any]) -> tuple[Model, Settings, Dataset]:
+    """Model, resolved settings and dataset of a training run."""
+    cli = {k: v for k, v in options.items() if k not in ("trainable", "freeze", "data")}
+    cli["dataset"] = options.get("data")
+    if not is_onnx(source):
+        if options.get("trainable") or options.get("freeze"):
+            raise DataError("--trainable/--freeze apply to ONNX models; a recipe trains all")
+        recipe = load_recipe(source)
+        layers = [recipe.settings(), cli]
+        s = resolve(*layers, names=(recipe.source, "command line"))
+        data = _dataset_for(source, s, recipe, None)
+        model = model_from_recipe(recipe, data, s)
+        model.compile(settings=s)
+        return model, s, data
+    model = _load_onnx_model(source, options)
+    # a training file's settings (load_model resolved them, with its stored learning rate)
+    saved = model.settings.as_dict() if model._resume is not None else from_json(
+        model.source.metadata.get(META_SETTINGS))
+    stored = saved.pop("dataset", None)
+    s = resolve(saved, cli, names=(f"{source} settings", "command line"))
+    data = _dataset_for(source, s, None, stored)
+    model.compile(settings=s)
+    return model, s, data
+
+
+def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
+    from irkit.onnx_io import with_dynamic_batch
+    from irkit.train.sources import OnnxSource
+    model = load_model(source, prepare=with_dynamic_batch)
+    if model._resume is not None:
+        if options.get("trainable") or options.get("freeze"):
+            raise DataError("a training file resumes with the parameters it trained; "
+                            "--trainable/--freeze apply to plain ONNX models")
+        return model
+    graph = model.source.graph
+    model.source = OnnxSource(graph, _split_names(options.get("trainable")),
+                              _split_names(options.get("freeze")))
+    return model
+
+
+def run_training(source: str, output: str, progress: bool = True,
+                 save_training: str | None = None, callbacks=None,
+                 **options: Any) -> dict[str, Any]:
+    """Train and write the inference model (best weights) to `output` and, with
+    `save_training`, a training file (last state) to resume from; returns the history and
+    the final validation figures."""
+    inputs = [source] + ([options["data"]] if options.get("data") else [])
+    check_outputs({"-o": output, "--save-training": save_training}, inputs)
+    model, s, data = prepare(source, options)
+    first = model._resume.epochs_done if model._resume is not None else 0
+    history = model.fit(data.x, data.y, epochs=first + s.epochs,
+                        verbose=1 if progress else 0, callbacks=callbacks)
+    final = _final_figures(model, data, s)
+    _write_outputs(model, output, save_training)
+    return {"source": source, "output": output, "save_training": save_training,
+            "dataset": s.dataset, "device": model._runner.device,
+            "epochs_run": history.epochs - first, "epochs_total": history.epochs,
+            "best_epoch": history.best_epoch, "monitor": history.monitor,
+            "history": history.history, "final": final,
+            "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
+
+
+def _final_figures(model: Model, data: Dataset, s: Settings) -> dict[str, float]:
+    """The kept weights' figures on the validation part (or the training data without one)."""
+    x, y = model.last_validation or (data.x, data.y)
+    prefix = "val_" if model.last_validation else ""
+    return {f"{prefix}{k}": v for k, v in model.evaluate(x, y).items()}
+
+
+def _write_outputs(model: Model, output: str, save_training: str | None) -> None:
+    """The model and the training file, with one pair id; the training file is renamed into
+    place first, the model last (each write atomic)."""
+    from irkit.onnx_io import to_onnx
+    from irkit.safe_io import write_atomic
+    pair = os.urandom(8).hex()
+    graph = model.to_graph()
+    graph.metadata[PAIR_KEY] = pair
+    model_bytes = to_onnx(graph).SerializeToString()
+    if save_training:
+        proto = model.training_proto()
+        proto.metadata_props.add(key=PAIR_KEY, value=pair)
+        write_atomic(save_training, proto.SerializeToString())
+    write_atomic(output, model_bytes)
+
+
+def export_graph(source: str, training: bool, data: str | None, loss: str | None,
+                 optimizer: str | None):
+    """The inference graph, or the train-step graph, of a recipe or ONNX model."""
+    if is_onnx(source) and not training:
+        from irkit.onnx_io import load
+        return load(source)
+    model, s, dataset = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
+    model.source.ensure_input(dataset.x)
+    if not training:
+        return model.source.build(training=False)
+    graphs = model.prepare(dataset.x[:1])
+    graphs.train.metadata = dict(model.source.metadata)
+    return graphs.train
+
+
+def export_training_model(source: str, data: str | None, loss: str | None,
+                          optimizer: str | None, opset: int = 17):
+    """A ModelProto with training_info for a recipe or ONNX model (its stored state, or a
+    fresh one)."""
+    model, s, dataset = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
+    model.prepare(dataset.x[:1], runner=True)
+    return model.training_proto(opset)
+
+
+def read_history(path: str) -> dict:
+    """A history JSON document as `irkit train --json` writes it (for plots)."""
+    from irkit.safe_io import read_capped
+    try:
+        doc = json.loads(read_capped(path, "recipe", "history file"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise IrkitError(f"{path}: not a JSON history (write one with irkit train --json)") \
+            from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("history"), dict):
+        raise IrkitError(f"{path}: no `history` object (write one with irkit train --json)")
+    return doc

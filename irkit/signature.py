@@ -1,0 +1,41 @@
+"""The names of the train-step graph's signature and of irkit's model metadata: one place.
+
+A train step is one graph:
+
+    (params, optimizer state, buffers, INPUT, TARGET) -> (LOSS, CORRECT?, next/<each state>)
+
+where the optimizer state includes the learning rate (`LR`) and the number of steps done
+(`STEP`, int64) as well as the per-parameter slots (`<slot>/<param>`, e.g. `m/dense_0.W`).
+Every value the step updates is read under its own name and written as `next/<name>`; the
+runner feeds each `next/<name>` back as `<name>` for the following step. The evaluation graph
+is `(params, buffers, INPUT, TARGET) -> (LOSS, CORRECT?)`.
+"""
+
+from __future__ import annotations
+
+INPUT, OUTPUT = "input", "output"   # the forward graph of a layer model
+TARGET, LOSS, CORRECT = "target", "loss", "correct"
+LR, STEP = "opt/lr", "opt/step"     # optimizer state shared by all parameters
+NEXT = "next/"                      # prefix of an updated value's output name
+
+
+def next_name(name: str) -> str:
+    """The output name under which a step writes the new value of `name`."""
+    return NEXT + name
+
+
+def slot_name(slot: str, param: str) -> str:
+    """The name of optimizer slot `slot` (e.g. `m`) of parameter `param`."""
+    return f"{slot}/{param}"
+
+
+# metadata keys irkit writes into the models it exports
+META_SETTINGS = "irkit.train"           # the resolved training settings (JSON)
+META_CLASSES = "irkit.classes"          # class names, comma-separated, in label order
+META_NORMALIZE = "irkit.normalize"      # the name of the data-scaling layer
+META_SCALING = "irkit.scaling"          # its kind: standard or minmax
+META_FROZEN = "irkit.frozen"            # initializers training keeps fixed, comma-separated
+META_EPOCH = "irkit.epoch"              # epochs done (training files)
+META_PARAMS = "irkit.training_params"   # trained parameters (training files)
+META_BEST = "irkit.best"                # best epoch and its monitored value (JSON)
+META_HISTORY = "irkit.history"          # per-epoch figures so far (JSON, training files)

@@ -1,0 +1,178 @@
+"""What a Model trains: a source of forward graphs that owns the weights.
+
+`ModuleSource` wraps a layer (`Sequential`, a custom `Module`); `OnnxSource` wraps an imported
+graph (any ONNX file whose ops irkit knows). Both build a graph whose first output is the
+prediction and whose weights are initializers, and both adapt their data-scaling layer on the
+values that really reach it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from irkit import ops
+from irkit.errors import DataError
+from irkit.ir import Graph, Value
+from irkit.nn.layers import Normalize
+from irkit.nn.module import Module
+from irkit.signature import INPUT, META_FROZEN, META_NORMALIZE, META_SCALING, OUTPUT, next_name
+
+
+def values_reaching(graph: Graph, value: Value, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """What `value` of an inference graph holds when the graph's input is `x` (run on
+    onnxruntime in batches; `x` itself when `value` is the input)."""
+    if value.producer is None and value in graph.inputs:
+        return x
+    from irkit.runtimes.onnxruntime import OrtGraph
+    graph.outputs = [ops.own_output(value, [])]
+    run = OrtGraph(graph)
+    name = graph.inputs[0].name
+    parts = [run({name: x[i:i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+
+
+class ModuleSource:
+    """A Module with an input shape (set from data on first use)."""
+
+    def __init__(self, module: Module, input_shape: tuple[int, ...] | None = None,
+                 seed: int = 0) -> None:
+        self.module = module
+        self.input_shape = input_shape
+        self.seed = seed
+        self.metadata: dict[str, str] = {}
+        self._built = False
+
+    @property
+    def name(self) -> str:
+        return self.module.name or "model"
+
+    def ensure_input(self, x: np.ndarray) -> None:
+        shape = tuple(x.shape[1:])
+        if self.input_shape is None:
+            self.input_shape = shape
+        elif self.input_shape != shape:
+            raise DataError(f"the model takes samples of shape {self.input_shape}, the data has "
+                            f"{shape}")
+
+    def build(self, training: bool = False) -> Graph:
+        if self.input_shape is None:
+            raise DataError(f"{self.name}: the input shape is unknown; fit first or pass "
+                            "input_shape")
+        graph = Graph(self.name)
+        graph.metadata = dict(self.metadata)
+        x = graph.add_input(INPUT, np.float32, ("N", *self.input_shape))
+        self.module.set_build_state(training, np.random.default_rng(self.seed), "")
+        y = ops.own_output(self.module(x), [])
+        graph.rename_value(y, OUTPUT)
+        graph.outputs = [y]
+        for m in self.module.modules():  # running statistics: extra outputs `next/<buffer>`
+            for name, value in m.buffer_updates.items():
+                value = ops.own_output(value, graph.outputs)
+                graph.rename_value(value, next_name(name))
+                graph.outputs.append(value)
+        self._built = True
+        return graph
+
+    def weights(self) -> dict[str, np.ndarray]:
+        if not self._built:
+            self.build()  # creates every weight (and the names' prefixes)
+        return self.module.named_weights()
+
+    def trainable(self) -> list[str]:
+        self.weights()
+        return self.module.trainable_names()
+
+    def buffers(self) -> list[str]:
+        """Running statistics that training graphs update (e.g. BatchNorm's)."""
+        self.weights()
+        return [m._prefix + b for m in self.module.modules() for b in sorted(m.buffers)]
+
+    def set_weights(self, values: dict[str, np.ndarray]) -> None:
+        self.module.load_weights(values)
+
+    def adapt(self, x: np.ndarray) -> None:
+        """Adapt each Normalize layer not adapted yet on the values that reach it, in order."""
+        for layer in self.module.modules():
+            if isinstance(layer, Normalize) and not layer.adapted:
+                graph = self.build(training=False)
+                layer.adapt(values_reaching(graph, graph.value(layer.input_value.name), x))
+
+
+class OnnxSource:
+    """An imported graph: float initializers are weights; metadata `irkit.frozen` lists fixed
+    ones."""
+
+    def __init__(self, graph: Graph, trainable: list[str] | None = None,
+                 freeze: list[str] | None = None) -> None:
+        self.graph = graph
+        self.metadata = dict(graph.metadata)
+        floats = [n for n, v in graph.initializers.items() if v.const.dtype.kind == "f"]
+        frozen = set(filter(None, self.metadata.get(META_FROZEN, "").split(",")))
+        for name in list(trainable or []) + list(freeze or []):
+            if name not in graph.initializers:
+                raise DataError(f"no initializer named {name!r}; see `irkit inspect` for names")
+        chosen = trainable if trainable else [n for n in floats if n not in frozen]
+        self._trainable = [n for n in chosen if n not in set(freeze or [])]
+        if len(graph.inputs) != 1:
+            raise DataError(f"the model has {len(graph.inputs)} inputs; irkit trains models with "
+                            "one input")
+        shape = graph.inputs[0].shape
+        self.input_shape = tuple(shape[1:]) if shape is not None else None
+
+    @property
+    def name(self) -> str:
+        return self.graph.name or "model"
+
+    def ensure_input(self, x: np.ndarray) -> None:
+        want = self.graph.inputs[0].shape
+        if want is not None and len(want) == x.ndim:
+            for d, n in zip(want[1:], x.shape[1:]):
+                if isinstance(d, int) and d != n:
+                    raise DataError(f"the model's input {self.graph.inputs[0].name!r} has shape "
+                                    f"{want}, the data's samples have {x.shape[1:]}")
+        elif want is not None:
+            raise DataError(f"the model's input has rank {len(want)}, the data {x.ndim}")
+        out = self.graph.outputs[0].shape
+        if out and isinstance(out[0], int):
+            raise DataError(f"the model's output {self.graph.outputs[0].name!r} has a fixed "
+                            f"batch size of {out[0]} (a Reshape inside bakes it in); export it "
+                            "with a dynamic batch dim (torch: dynamic_axes or dynamic_shapes)")
+
+    def build(self, training: bool = False) -> Graph:
+        graph = self.graph.copy()
+        graph.metadata = dict(self.metadata)
+        return graph
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {n: v.const for n, v in self.graph.initializers.items()
+                if v.const.dtype.kind == "f"}
+
+    def trainable(self) -> list[str]:
+        return list(self._trainable)
+
+    def buffers(self) -> list[str]:
+        return []  # imported graphs are trained with their own ops as written
+
+    def set_weights(self, values: dict[str, np.ndarray]) -> None:
+        for name, arr in values.items():
+            v = self.graph.initializers[name]
+            v.const = np.asarray(arr, dtype=v.const.dtype)
+
+    def adapt(self, x: np.ndarray) -> None:
+        """Fit irkit's scaling layer (metadata `irkit.normalize`) unless it is fitted already."""
+        prefix = self.metadata.get(META_NORMALIZE)
+        if not prefix or f"{prefix}.shift" not in self.graph.initializers:
+            return
+        shift = self.graph.initializers[f"{prefix}.shift"]
+        scale = self.graph.initializers[f"{prefix}.scale"].const
+        if shift.const.any() or not (scale == 1).all():
+            return  # fitted already (e.g. a model trained before): keep its scaling
+        reaching = next((n.inputs[0] for n, _ in shift.uses if n.op_type == "Sub"), None)
+        if reaching is None:
+            return
+        from irkit.data import fit_scaler
+        graph = self.build()
+        seen = values_reaching(graph, graph.value(reaching.name), x)
+        new_shift, new_scale = fit_scaler(seen.reshape(len(seen), -1),
+                                          self.metadata.get(META_SCALING, "standard"))
+        self.set_weights({f"{prefix}.shift": new_shift, f"{prefix}.scale": new_scale})
