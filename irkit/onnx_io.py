@@ -13,7 +13,7 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, Value
 from irkit.onnx_compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_external import load_external_data
-from irkit.onnx_validate import validate_model
+from irkit.onnx_validate import MAX_OPSET, validate_model
 from irkit.safe_io import FileSafetyError, read_capped, write_atomic
 
 DEFAULT_OPSET = 17
@@ -51,6 +51,9 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     if opset < MIN_OPSET:
         raise UnsupportedOpError(f"opset {opset} is older than irkit supports; use "
                                  f"--opset {MIN_OPSET} or newer")
+    if opset > MAX_OPSET:
+        raise UnsupportedOpError(f"opset {opset} is newer than the installed onnx knows "
+                                 f"({MAX_OPSET}); use --opset {MAX_OPSET} or older")
     try:
         converted = onnx.version_converter.convert_version(model, opset)
     except Exception as e:  # the converter raises bare RuntimeErrors
