@@ -13,7 +13,7 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, Value
 from irkit.onnx_compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_external import load_external_data
-from irkit.onnx_validate import MAX_OPSET, validate_model
+from irkit.onnx_validate import MAX_OPSET, check_schemas, validate_model
 from irkit.safe_io import FileSafetyError, read_capped, write_atomic
 
 DEFAULT_OPSET = 17
@@ -42,7 +42,12 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True) -> onn
         model = convert_opset(model, opset)
     validate_model(model)  # irkit never writes a model it would refuse to read
     if check:
-        onnx.checker.check_model(model, full_check=True)
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as e:  # a graph from a damaged file that only shows here
+            text = " ".join(str(e).split())[:300]
+            raise ModelFileError(f"the model to write fails onnx's checker, so it is not "
+                                 f"written: {text}") from None
     return model
 
 
@@ -180,6 +185,7 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
     """Convert a ModelProto to an IR Graph (ops irkit knows; older opsets are converted).
     The model is validated first (irkit.onnx_validate): a damaged file is a ModelFileError."""
     validate_model(model)
+    check_schemas(model)
     model = _normalize_opset(model)
     g = model.graph
     _check_ops(g)
@@ -192,10 +198,7 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
         if vi.name not in init_names:
             graph.add_input(vi.name, *_type_of(vi))
     for proto in _sorted_nodes(g, {v.name for v in graph.values()}):
-        inputs = [graph.value(n) if n else None for n in proto.input]
-        attrs = _node_attributes(proto)
-        graph.add_node(proto.op_type, inputs, attrs, name=proto.name or proto.op_type,
-                       output_names=list(proto.output), domain=proto.domain)
+        _add_node(graph, proto)
     undefined = [vi.name for vi in g.output if not graph.has_value(vi.name)]
     if undefined:
         raise ModelFileError(f"graph outputs {undefined} are not defined by any node, input or "
@@ -208,6 +211,22 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
             v.shape = shape
     graph.verify()
     return graph
+
+
+def _add_node(graph: Graph, proto: onnx.NodeProto) -> None:
+    """The node in the IR; a node whose inputs or attributes do not fit its op (which the op's
+    inference trips over) is a one-line ModelFileError naming it, as a file's fault."""
+    inputs = [graph.value(n) if n else None for n in proto.input]
+    try:
+        graph.add_node(proto.op_type, inputs, _node_attributes(proto),
+                       name=proto.name or proto.op_type, output_names=list(proto.output),
+                       domain=proto.domain)
+    except IrkitError:
+        raise
+    except (ArithmeticError, LookupError, TypeError, ValueError) as e:
+        raise ModelFileError(f"node {proto.name or proto.op_type!r} ({proto.op_type}): its "
+                             f"inputs or attributes do not fit the op ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
 
 
 def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -13,6 +13,7 @@ before anything is allocated from the file:
    dims and element type need; no unresolved external data; no segments;
 5. attributes in range: strides, dilations, kernel_shape and group > 0; pads >= 0; UTF-8
    strings.
+`check_schemas` then runs onnx's checker (node schemas, shape inference) on what passed.
 """
 
 from __future__ import annotations
@@ -58,6 +59,27 @@ def validate_model(model: onnx.ModelProto) -> None:
     for i, info in enumerate(model.training_info):
         _check_graph(info.initialization, f"training_info[{i}].initialization")
         _check_graph(info.algorithm, f"training_info[{i}].algorithm")
+
+
+def check_schemas(model: onnx.ModelProto) -> None:
+    """onnx's own node checks (attribute names and types, input and output counts) and
+    strict shape inference (type constraints, shapes that cannot fit), after `validate_model`,
+    as a one-line ModelFileError. Nodes of ops onnx does not know are left to the importer
+    (it names unsupported ops); graph inputs and outputs may leave their shapes out."""
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version or onnx.IR_VERSION
+    ctx.opset_imports = {("" if o.domain == "ai.onnx" else o.domain): o.version
+                         for o in model.opset_import}
+    try:
+        for n in model.graph.node:
+            domain = "" if n.domain == "ai.onnx" else n.domain
+            if domain == "" and onnx.defs.has(n.op_type, domain):
+                onnx.checker.check_node(n, ctx)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:  # ValidationError, InferenceError: long multi-line texts
+        text = " ".join(str(e).split())
+        text = text.removeprefix("[ShapeInferenceError] Inference error(s): ")
+        raise ModelFileError(f"not a valid ONNX model: {text[:300]}") from None
 
 
 def _check_versions(model: onnx.ModelProto) -> None:

@@ -75,10 +75,13 @@ def read_capped(path: str | os.PathLike, kind: str, what: str = "file") -> bytes
     # O_NONBLOCK: a FIFO swapped in after the check must not hang the open
     fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise FileSafetyError(f"{path}: not a regular file; give the path of a {what}")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(cap + 1)
+            # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth),
+            # never the cap itself (2 GiB for a 1 kB model)
+            data = f.read(min(cap, st.st_size) + 1)
     finally:
         os.close(fd)
     if len(data) > cap:

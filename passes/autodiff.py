@@ -101,6 +101,9 @@ def unbroadcast(g: Value, x: Value) -> Value:
                          f"{g.name if g.shape is None else x.name!r} is unknown; give inputs "
                          "static ranks")
     lead = len(g.shape) - len(x.shape)
+    if lead < 0:
+        raise ShapeError(f"the gradient reaching {x.name!r} has rank {len(g.shape)}, lower than "
+                         f"its rank {len(x.shape)}; the graph's shapes do not fit together")
     inner = [lead + i for i, d in enumerate(x.shape) if d == 1 and g.shape[lead + i] != 1]
     if not inner:  # only leading axes: one ReduceSum that drops them
         return ops.ReduceSum(g, np.arange(lead, dtype=np.int64), keepdims=0) if lead else g

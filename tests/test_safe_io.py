@@ -175,3 +175,17 @@ def test_element_count_cap(monkeypatch):
     check_element_count(1000, "initializer 'w'")
     with pytest.raises(FileSafetyError, match="initializer 'w' would have 1001 elements"):
         check_element_count(1001, "initializer 'w'")
+
+
+def test_read_capped_allocates_the_file_size_not_the_cap(tmp_path):
+    """Under a 1 GiB address-space limit a small model reads fine (the 2 GiB cap was once
+    allocated up front)."""
+    path = tmp_path / "small.onnx"
+    path.write_bytes(b"x" * 1000)
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+            "from irkit.safe_io import read_capped\n"
+            "print(len(read_capped(sys.argv[1], 'model', 'ONNX model')))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.stdout.strip() == "1000", done.stderr
