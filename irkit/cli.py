@@ -114,7 +114,8 @@ def build(spec: str, output: str, data: str | None) -> None:
     settings = resolve(recipe.settings(), {"dataset": data})
     ds = load_dataset(_need(settings.dataset, "--data"), label_column=settings.label_column)
     model = model_from_recipe(recipe, ds, settings)
-    _save(model.source.build(training=False), output)
+    model.compile(settings=settings)  # the recipe's settings travel in the model's metadata
+    _save(model.to_graph(), output)
     click.echo(f"wrote {output}: {model.count_params()} parameters")
 
 

@@ -19,14 +19,13 @@ from irkit.signature import (
     META_CLASSES,
     META_FROZEN,
     META_NORMALIZE,
+    META_PAIR,
     META_SCALING,
     META_SETTINGS,
 )
 from irkit.spec import Recipe, load_recipe
 from irkit.train.model import Model, load_model
 from irkit.train.sources import ModuleSource
-
-PAIR_KEY = "irkit.pair"  # the same id in a model and the training file written with it
 
 
 def is_onnx(path: str) -> bool:
@@ -135,11 +134,11 @@ def _write_outputs(model: Model, output: str, save_training: str | None) -> None
     from irkit.safe_io import write_atomic
     pair = os.urandom(8).hex()
     graph = model.to_graph()
-    graph.metadata[PAIR_KEY] = pair
+    graph.metadata[META_PAIR] = pair
     model_bytes = to_onnx(graph).SerializeToString()
     if save_training:
         proto = model.training_proto()
-        proto.metadata_props.add(key=PAIR_KEY, value=pair)
+        proto.metadata_props.add(key=META_PAIR, value=pair)
         write_atomic(save_training, proto.SerializeToString())
     write_atomic(output, model_bytes)
 

@@ -3,6 +3,7 @@ that every step runner shares."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -10,6 +11,26 @@ import numpy as np
 
 from irkit.errors import RuntimeUnavailableError
 from irkit.ir import Graph
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def choose_device(device: str, cuda_unusable: Callable[[], str | None]) -> str:
+    """The one rule for devices, whatever the runtime: 'cpu'; 'cuda' when `cuda_unusable()`
+    gives no reason, else a one-line error with the reason; 'auto' falls back to 'cpu' with a
+    message on stderr."""
+    if device not in DEVICES:
+        raise RuntimeUnavailableError(f"unknown device {device!r}; use one of "
+                                      f"{', '.join(DEVICES)}")
+    if device == "cpu":
+        return "cpu"
+    reason = cuda_unusable()
+    if reason is None:
+        return "cuda"
+    if device == "auto":
+        print(f"irkit: {reason}; running on CPU", file=sys.stderr)
+        return "cpu"
+    raise RuntimeUnavailableError(f"device cuda: {reason}; use device cpu or auto")
 
 
 class CompiledGraph(Protocol):

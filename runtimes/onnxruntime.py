@@ -4,48 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
+from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
-from irkit.errors import RuntimeUnavailableError, ShapeError
+from irkit.errors import ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import to_onnx
-from irkit.runtimes.base import Totals, run_batches, state_pairs
 from irkit.signature import CORRECT, LOSS, next_name
 
-DEVICES = ("cpu", "cuda", "auto")
 _dlls_preloaded = False
 
 
 def resolve_device(device: str) -> str:
-    """'cpu' or 'cuda'. 'cuda' fails with a clear message if unavailable; 'auto' falls back."""
+    """'cpu' or 'cuda' for onnxruntime, by the rule every runtime follows (choose_device)."""
+    return choose_device(device, _cuda_unusable)
+
+
+def _cuda_unusable() -> str | None:
+    """Why onnxruntime cannot run on CUDA here, or None when it can."""
     global _dlls_preloaded
-    if device not in DEVICES:
-        raise RuntimeUnavailableError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return "cpu"
-    reason = None
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        reason = "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
-    else:
-        if not _dlls_preloaded and hasattr(ort, "preload_dlls"):
-            with _quiet():  # it prints each library it cannot find; the probe below decides
-                try:
-                    ort.preload_dlls()
-                except Exception:  # missing CUDA libraries surface when the session starts
-                    pass
-            _dlls_preloaded = True
-        if not _cuda_session_works():
-            reason = "CUDA is not usable here (no GPU, or CUDA 13/cuDNN 9 libraries missing)"
-    if reason is None:
-        return "cuda"
-    if device == "auto":
-        print(f"irkit: {reason}; running on CPU", file=sys.stderr)
-        return "cpu"
-    raise RuntimeUnavailableError(f"--device cuda: {reason}; use --device cpu or auto")
+        return "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if not _dlls_preloaded and hasattr(ort, "preload_dlls"):
+        with _quiet():  # it prints each library it cannot find; the probe below decides
+            try:
+                ort.preload_dlls()
+            except Exception:  # missing CUDA libraries surface when the session starts
+                pass
+        _dlls_preloaded = True
+    if not _cuda_session_works():
+        return "CUDA is not usable here (no GPU, or CUDA 13/cuDNN 9 libraries missing)"
+    return None
 
 
 _cuda_ok: bool | None = None
@@ -192,6 +184,8 @@ class OrtStepRunner:
         self._train_io = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
         self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
         self._current = 0
+        self._batch_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._bound: tuple[np.ndarray, np.ndarray] | None = None
 
     def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
         io = session.io_binding()
@@ -227,13 +221,28 @@ class OrtStepRunner:
         return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
     def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
-        """One train step on one batch (contiguous arrays): (mean loss, correct count)."""
+        """One train step on one batch: (mean loss, correct count). The batch is copied into
+        buffers bound once per batch size (a copy costs less than binding a new array)."""
+        buffers = self._batch_buffers.get(len(xb))
+        if buffers is None or buffers is not self._bound:
+            buffers = self._bind_batch(xb, yb)
+        np.copyto(buffers[0], xb)
+        np.copyto(buffers[1], yb)
         io = self._train_io[self._current]
-        io.bind_cpu_input(self.input_name, xb)
-        io.bind_cpu_input(self.target_name, yb)
         self.train_session.run_with_iobinding(io)
         self._current = 1 - self._current
         return float(self._host[LOSS]), float(self._host[CORRECT])
+
+    def _bind_batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        buffers = self._batch_buffers.get(len(xb))
+        if buffers is None:
+            buffers = self._batch_buffers[len(xb)] = (np.empty(xb.shape, np.float32),
+                                                      np.empty(yb.shape, yb.dtype))
+        for io in self._train_io:
+            io.bind_cpu_input(self.input_name, buffers[0])
+            io.bind_cpu_input(self.target_name, buffers[1])
+        self._bound = buffers
+        return buffers
 
     def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
         io = self._eval_io[self._current]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+from irkit.runtimes.base import Totals, run_batches, state_pairs
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
-from irkit.runtimes.base import Totals, run_batches, state_pairs
 from irkit.signature import CORRECT, LOSS, next_name
 
 

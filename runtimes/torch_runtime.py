@@ -30,6 +30,7 @@ except ImportError:  # torch is an optional dependency
         "the torch runtime needs PyTorch: pip install 'irkit[torch]' (a CPU build: "
         "pip install torch==2.13.0), or use the 'onnxruntime' or 'reference' runtime") from None
 
+from irkit.runtimes.base import choose_device  # noqa: E402
 from irkit.runtimes.torch_ops import TORCH_OPS, constant_array, to_tensor  # noqa: E402
 
 __all__ = ["TORCH_OPS", "TorchGraph", "TorchGraphModule", "TorchRuntime", "to_torch",
@@ -222,12 +223,9 @@ class TorchGraph:
 
 
 def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeUnavailableError(f"device {device!r}: this torch build sees no CUDA GPU; "
-                                      "use device 'cpu' or 'auto'")
-    return device
+    """'cpu' or 'cuda' by the rule every runtime follows (irkit.runtimes.base.choose_device)."""
+    return choose_device(device, lambda: None if torch.cuda.is_available() else
+                         "this torch build sees no CUDA GPU")
 
 
 class TorchRuntime:

@@ -198,10 +198,12 @@ def test_build_then_train_the_onnx_file(in_tmp, built_iris):
 
 
 def test_training_continues_from_trained_weights(in_tmp, built_iris):
-    assert cli("train", str(built_iris), "-o", "t.onnx", "--json").exit_code == 0
+    data = ("--data", "iris")
+    assert cli("train", str(built_iris), "-o", "t.onnx", "--json", *data).exit_code == 0
     fresh = json.loads(cli("train", str(built_iris), "-o", "f1.onnx", "--json",
-                           "--epochs", "1").stdout)
-    again = json.loads(cli("train", "t.onnx", "-o", "t2.onnx", "--json", "--epochs", "1").stdout)
+                           "--epochs", "1", *data).stdout)
+    again = json.loads(cli("train", "t.onnx", "-o", "t2.onnx", "--json", "--epochs", "1",
+                           *data).stdout)
     # one more epoch from trained weights starts far lower than one epoch from scratch
     assert again["history"]["loss"][0] < 0.5 * fresh["history"]["loss"][0]
     assert again["final"]["val_accuracy"] >= 0.9
@@ -230,8 +232,8 @@ def test_export_step_graph_runs(in_tmp):
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     params = ["dense_1.W", "dense_1.b", "dense_2.W", "dense_2.b"]
-    assert {"input", "target", "lr", "step", *params} <= set(inputs)
-    assert {"m/dense_1.W", "v/dense_1.W"} <= set(inputs)  # Adam state
+    assert {"input", "target", "opt/lr", "opt/step", *params} <= set(inputs)
+    assert {"m/*", "v/*"} <= set(inputs)  # Adam state: one flat vector for a small model
     assert outputs[:2] == ["loss", "correct"]
     assert {f"next/{p}" for p in params} <= set(outputs)
     assert "normalize.shift" not in inputs  # frozen: stays an initializer
@@ -240,9 +242,10 @@ def test_export_step_graph_runs(in_tmp):
     w = weights("m.onnx")
     ds = load_dataset("iris")
     feeds = {p: w[p] for p in params}
-    feeds.update({f"{s}/{p}": np.zeros_like(w[p]) for p in params for s in ("m", "v")})
-    feeds.update({"input": ds.x[:16], "target": ds.y[:16], "lr": np.array(0.0, np.float32),
-                  "step": np.array(1.0, np.float32)})
+    size = sum(w[p].size for p in params)
+    feeds.update({f"{s}/*": np.zeros(size, np.float32) for s in ("m", "v")})
+    feeds.update({"input": ds.x[:16], "target": ds.y[:16], "opt/lr": np.array(0.0, np.float32),
+                  "opt/step": np.array(0, np.int64)})
     session = ort.InferenceSession("step.onnx", providers=["CPUExecutionProvider"])
     got = dict(zip(outputs, session.run(None, feeds), strict=True))
     assert np.isfinite(got["loss"]) and got["loss"] > 0
@@ -257,8 +260,10 @@ def test_export_training_model(in_tmp):
     model = onnx.load("t.onnx")
     onnx.checker.check_model(model, full_check=True)
     assert "Dropout" not in {n.op_type for n in model.graph.node}
+    assert "GreaterOrEqual" not in {n.op_type for n in model.graph.node}
     (info,) = model.training_info
-    assert "Dropout" in {n.op_type for n in info.algorithm.node}  # dropout only in training
+    # dropout only in training: its mask, drawn from the step counter
+    assert "GreaterOrEqual" in {n.op_type for n in info.algorithm.node}
     bindings = {b.key: b.value for b in info.update_binding}
     assert bindings["dense_1.W"] == "next/dense_1.W"
     assert "normalize.shift" not in bindings
@@ -275,6 +280,9 @@ def test_export_from_onnx_file(in_tmp, built_iris):
     assert cli("export", str(built_iris), "-o", "same.onnx").exit_code == 0
     assert set(weights("same.onnx")) == set(weights(built_iris))
     result = cli("export", str(built_iris), "--step", "--optimizer", "sgd", "-o", "s.onnx")
+    assert result.exit_code == 1 and "pass --data" in result.output  # never the stored path
+    result = cli("export", str(built_iris), "--step", "--optimizer", "sgd", "-o", "s.onnx",
+                 "--data", "iris")
     assert result.exit_code == 0, result.output
     inputs = [i.name for i in onnx.load("s.onnx").graph.input]
     assert "dense_1.W" in inputs and "normalize.scale" not in inputs
@@ -488,11 +496,11 @@ def test_failed_run_keeps_existing_output(in_tmp, bad_files, args):
 
 
 def test_unexpected_errors_are_one_line(in_tmp, monkeypatch):
-    import irkit.train.session as session
+    import irkit.cli_train as job
 
     def broken(*args, **kwargs):
         raise RuntimeError("Error in execution: something deep\nwith a second line")
-    monkeypatch.setattr(session, "run_training", broken)
+    monkeypatch.setattr(job, "run_training", broken)
     line = assert_one_line_error(cli("train", "iris_mlp", "-o", "x.onnx"), "RuntimeError",
                                  "something deep")
     assert "second line" not in line

@@ -1,7 +1,7 @@
 """Every exported inference model: valid ONNX, and the same outputs on every executor.
 
 The bundled recipes are trained for a few epochs through the Python API and through
-`irkit.train.session.run_training` (what `irkit train` runs). Each exported file must pass the
+`irkit.cli_train.run_training` (what `irkit train` runs). Each exported file must pass the
 full ONNX checker and give the same outputs in onnxruntime, onnx.reference, irkit's numpy
 reference runtime and the model's own `predict`. The models take raw features: the fitted
 scaling is the first op of the graph.
@@ -19,10 +19,11 @@ from irkit.runtimes.reference import ReferenceRuntime
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+import irkit
+from irkit.cli_train import run_training
 from irkit.data import fit_scaler, load_dataset, train_val_split
 from irkit.onnx_io import load
 from irkit.spec import load_recipe
-from irkit.train.session import run_training
 
 RECIPES = ["iris_linear", "iris_mlp", "digits_mlp"]
 EPOCHS = 3
@@ -36,15 +37,10 @@ class Trained:
         self.name = name
         self.recipe = r = load_recipe(name)
         self.data = load_dataset(r.data["dataset"])
-        settings = r.train
-        self.module = r.build()
-        extra = {"momentum": settings["momentum"]} if settings["optimizer"] == "sgd" else {}
-        self.module.compile(loss=settings["loss"], optimizer=settings["optimizer"],
-                            lr=settings["lr"], seed=settings["seed"], **extra)
+        self.module = irkit.Model(r.build())
+        self.module.compile(**r.train)  # loss, optimizer, lr, momentum, batch_size, seed, ...
         self.history = self.module.fit(self.data.x, self.data.y, epochs=EPOCHS,
-                                       batch_size=settings["batch_size"],
-                                       validation_split=r.data["val_split"],
-                                       seed=settings["seed"])
+                                       validation_split=r.data["val_split"], verbose=0)
         self.api_path = directory / f"{name}_api.onnx"
         self.module.export(str(self.api_path))
         self.session_path = directory / f"{name}_session.onnx"

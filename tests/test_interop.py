@@ -25,6 +25,7 @@ from irkit.passes import gradients
 from irkit.runtimes import get_runtime
 from irkit.runtimes.onnxruntime import OrtGraph
 
+import irkit
 import irkit.nn as nn
 from irkit import ops
 from irkit.data import load_dataset
@@ -57,7 +58,8 @@ def _irkit_model(name: str, path: str) -> dict:
         model, data = nn.Sequential([
             nn.Normalize(), nn.Reshape((1, 8, 8)), nn.Conv2D(4, 3, activation="relu"),
             nn.BatchNorm(), nn.MaxPool2D(2), nn.Flatten(), nn.Dense(10)]), digits
-    model.fit(data.x, data.y, epochs=3, seed=0)
+    model = irkit.Model(model)
+    model.fit(data.x, data.y, epochs=3, seed=0, verbose=0)
     model.export(path)
     return {"path": path, "feeds": {"input": data.x[:64]}, "labels": data.y[:64],
             "expected": None}

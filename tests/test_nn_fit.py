@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from irkit.runtimes.reference import ReferenceRuntime
 
-from irkit import ops
+from irkit import Sequential, ops
 from irkit.data import fit_scaler, load_dataset, train_val_split
 from irkit.errors import DataError, IrkitError, ShapeError
-from irkit import Sequential
 from irkit.nn import Activation, Dense, Dropout, Module, Normalize, ReLU, Tanh
 from irkit.train import Callback, EarlyStopping, LambdaCallback, LearningRateScheduler
 

@@ -24,10 +24,10 @@ def _optimizer(kind: str):
     return SGD(momentum=0.9) if kind == "sgd" else Adam()
 
 
-def _build(kind: str, loss: str):
+def _build(kind: str, loss: str, flat: bool = False):
     model = ModuleSource(Sequential([Dense(8, "relu"), Dense(CLASSES)]), input_shape=(FEATURES,),
                          seed=0)
-    steps = build_step_graphs(model, get_loss(loss), _optimizer(kind))
+    steps = build_step_graphs(model, get_loss(loss), _optimizer(kind), flat=flat)
     return model, steps
 
 
@@ -52,6 +52,8 @@ def _next_state(steps, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 CASES = [(k, loss) for k in ("sgd", "adam") for loss in LOSSES]
+# the same steps with one flat update over all parameters (what small models get)
+FLAT_CASES = [(k, loss, flat) for k, loss in CASES for flat in (False, True)]
 
 
 @pytest.mark.parametrize("kind, loss", CASES)
@@ -78,9 +80,20 @@ def test_step_graph_is_standard_onnx(kind, loss):
     assert not set(steps.params) & set(train.initializers)  # weights are inputs of the step
 
 
-@pytest.mark.parametrize("kind, loss", CASES)
-def test_one_step_same_on_onnxruntime_and_reference(kind, loss):
-    model, steps = _build(kind, loss)
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_flat_update_has_one_set_of_slots(kind):
+    _, steps = _build(kind, "mse", flat=True)
+    slots = {"sgd": ["velocity"], "adam": ["m", "v"]}[kind]
+    assert steps.slots == [f"{s}/*" for s in slots]
+    size = sum(int(np.prod(steps.train.value(p).shape)) for p in steps.params)
+    assert all(steps.train.value(s).shape == (size,) for s in steps.slots)
+    ops_used = [n.op_type for n in steps.train.nodes]
+    assert ops_used.count("Split") == 1 and ops_used.count("Sqrt") == (2 if kind == "adam" else 0)
+
+
+@pytest.mark.parametrize("kind, loss, flat", FLAT_CASES)
+def test_one_step_same_on_onnxruntime_and_reference(kind, loss, flat):
+    model, steps = _build(kind, loss, flat)
     ort_step, ref_step = OrtGraph(steps.train), ReferenceRuntime().compile(steps.train)
     names = [v.name for v in steps.train.outputs]
     state = None
@@ -98,10 +111,10 @@ def test_one_step_same_on_onnxruntime_and_reference(kind, loss):
         state = _next_state(steps, want)
 
 
-@pytest.mark.parametrize("kind, loss", CASES)
-def test_steps_equal_torch_optim(kind, loss):
+@pytest.mark.parametrize("kind, loss, flat", FLAT_CASES)
+def test_steps_equal_torch_optim(kind, loss, flat):
     torch = pytest.importorskip("torch")
-    model, steps = _build(kind, loss)
+    model, steps = _build(kind, loss, flat)
     weights = model.weights()
     net = torch.nn.Sequential(torch.nn.Linear(FEATURES, 8), torch.nn.ReLU(),
                               torch.nn.Linear(8, CLASSES))

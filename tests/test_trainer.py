@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from irkit.runtimes import make_step_runner
 
 from irkit.nn import BatchNorm, Conv2D, Dense, MaxPool2D, Reshape, Sequential
-from irkit.runtimes import make_step_runner
 from irkit.train import SGD, Adam, ModuleSource, build_step_graphs, get_loss
 
 

@@ -88,10 +88,10 @@ class Dropout(Module):
     """Zero a `rate` fraction of activations while training (scaled by 1/(1-rate));
     absent from evaluation and inference graphs.
 
-    The mask is a pure function of (seed, step count, element index): an integer hash made of
-    standard ONNX ops (see `keep_mask`), not onnxruntime's stateful random generator. So a
-    resumed run draws the same masks as an uninterrupted one, and every executor (onnxruntime
-    on any device, the numpy reference) draws the same masks bit for bit.
+    The mask is a pure function of (seed, step count, element index): a hash made of float32
+    Mul/Add/Floor (see `keep_mask`), not onnxruntime's stateful random generator. So a resumed
+    run draws the same masks as an uninterrupted one, and the numpy reference draws the same
+    masks as onnxruntime, bit for bit (those ops round the same in every IEEE executor).
     """
 
     def __init__(self, rate: float = 0.5, seed: int = 0, name: str | None = None) -> None:
@@ -112,29 +112,32 @@ class Dropout(Module):
         return ops.Mul(x, scale)
 
 
-_PRIME = 2**31 - 1  # hash arithmetic stays below 2**62, exact in int64 on every executor
-
-
-def _mod_prime(a: Value) -> Value:
-    """a mod (2**31 - 1) for a >= 0 (integer Div truncates)."""
-    p = a.graph.constant(np.array(_PRIME, np.int64))
-    return ops.Sub(a, ops.Mul(ops.Div(a, p), p))
+def _fract(v: Value) -> Value:
+    return ops.Sub(v, ops.Floor(v))
 
 
 def keep_mask(x: Value, step: Value, seed: int, rate: float) -> Value:
     """Boolean mask shaped like x, True with probability 1 - rate, a function of
-    (seed, step, element index) only: a multiply-add then two squarings modulo a prime."""
+    (seed, step, element index) only. A 3-input float hash (after D. Hoskins' "hash without
+    sine"): the element index split exactly into (index mod 4096, index div 4096) and the step
+    (mod a prime, so every float stays exact), each scrambled by fract(v * 0.1031), mixed by a
+    dot product, folded by one more fract."""
     g = x.graph
 
-    def const(v: int) -> Value:
-        return g.constant(np.array(v, np.int64))
-    n = ops.Size(x)
-    index = ops.Reshape(ops.Range(const(0), n, const(1)), ops.Shape(x))
-    k = ops.Add(index, ops.Mul(step, n))
-    h = _mod_prime(ops.Add(ops.Mul(_mod_prime(k), const(48271)), const(seed * 7919 + 12345)))
-    h = _mod_prime(ops.Mul(h, h))
-    h = _mod_prime(ops.Add(ops.Mul(h, h), const(seed + 1)))
-    return ops.GreaterOrEqual(h, const(int(rate * _PRIME)))
+    def const(v: float) -> Value:
+        return g.constant(np.array(v, np.float32))
+    n = ops.Cast(ops.Size(x), to=1)  # to=1: float32; exact below 2**24 elements
+    index = ops.Reshape(ops.Range(const(0.0), n, const(1.0)), ops.Shape(x))
+    hi = ops.Floor(ops.Mul(index, 1.0 / 4096))
+    lo = ops.Sub(index, ops.Mul(hi, 4096.0))
+    prime = g.constant(np.array(65521, np.int64))
+    t = ops.Sub(step, ops.Mul(ops.Div(step, prime), prime))  # step mod 65521
+    t = ops.Add(ops.Cast(t, to=1), const(float((seed * 7919) % 65521) + 0.5))
+    a, b, c = (_fract(ops.Mul(v, 0.1031)) for v in (lo, hi, t))
+    d = ops.Add(ops.Add(ops.Mul(a, ops.Add(c, 31.32)), ops.Mul(b, ops.Add(b, 31.32))),
+                ops.Mul(c, ops.Add(a, 31.32)))
+    u = _fract(ops.Mul(ops.Add(ops.Add(a, d), ops.Add(b, d)), ops.Add(c, d)))
+    return ops.GreaterOrEqual(u, const(float(rate)))
 
 
 class Flatten(Module):

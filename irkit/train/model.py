@@ -23,7 +23,7 @@ from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes.base import make_step_runner
 from irkit.settings import DEFAULTS, Settings, resolve
-from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
+from irkit.signature import CORRECT, LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import Optimizer, optimizer_from
@@ -119,31 +119,22 @@ class Model:
         s = self.settings.replace(batch_size=batch_size, epochs=epochs, val_split=(
             0.0 if validation_data is not None else validation_split), seed=seed,
             keep_best=keep_best, **settings)
-        x, y = _features(x, "training data"), np.asarray(y)
-        if len(x) != len(y):
-            raise DataError(f"x has {len(x)} samples, y has {len(y)}; they must match")
-        if validation_data is None and s.val_split:
-            tr, va = train_val_split(len(x), s.val_split, s.seed, y)
-            x, y, validation_data = x[tr], y[tr], (x[va], y[va])
-        self.last_validation = validation_data if validation_data is not None and len(
-            validation_data[0]) else None
-        self.last_split = (len(x), len(self.last_validation[0]) if self.last_validation else 0)
-        self._prepare(x, s)
+        x, y, val = self._split(_features(x, "training data"), np.asarray(y), validation_data,
+                                s)
+        self._build(x, s, runner=True)
         if "lr" in settings and self._resume is None:
             self.learning_rate = s.lr
         staged = self._stage(x, y, "training data")
-        val = None
-        if validation_data is not None and len(validation_data[0]):
-            val = self._stage(_features(validation_data[0], "validation data"),
-                              validation_data[1], "validation data")
+        val = self._stage(_features(val[0], "validation data"), val[1], "validation data") \
+            if val is not None else None
         first = self._resume.epochs_done if self._resume and initial_epoch is None else (
             initial_epoch or 0)
         if s.epochs <= first:
             raise DataError(f"epochs ({s.epochs}) must be more than the epochs done ({first})")
         cbs = self._callbacks(callbacks, s, verbose, len(x), first)
-        trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(), self)
-        self._trainer = trainer
-        self.history = trainer.fit(
+        self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
+                                self)
+        self.history = self._trainer.fit(
             staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
             monitor=s.monitor, keep_best=s.keep_best)
@@ -152,40 +143,44 @@ class Model:
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
+    def _split(self, x: np.ndarray, y: np.ndarray, validation_data, s: Settings):
+        """(x, y, validation or None): `validation_data`, else a seeded stratified split."""
+        if len(x) != len(y):
+            raise DataError(f"x has {len(x)} samples, y has {len(y)}; they must match")
+        if validation_data is None and s.val_split:
+            tr, va = train_val_split(len(x), s.val_split, s.seed, y)
+            x, y, validation_data = x[tr], y[tr], (x[va], y[va])
+        if validation_data is not None and not len(validation_data[0]):
+            validation_data = None
+        self.last_validation = validation_data
+        self.last_split = (len(x), len(validation_data[0]) if validation_data else 0)
+        return x, y, validation_data
+
     def prepare(self, x, runner: bool = False) -> StepGraphs:
         """Build the step graphs for data like `x` (scaling adapted on it unless adapted
         already) and, with `runner`, the step runner; returns the graphs (e.g. to export)."""
         if not self._compiled:
             self.compile()
-        x = _features(x, "data")
-        self.source.ensure_input(x)
-        if self._graphs is None:
-            if isinstance(self.source, ModuleSource):
-                self.source.seed = self.settings.seed
-            if self._resume is None:
-                self.source.adapt(x)
-            self._graphs = self._step_graphs(self.settings)
-        if runner:
-            self._prepare(x, self.settings)
+        self._build(_features(x, "data"), self.settings, runner)
         return self._graphs
 
-    def _prepare(self, x: np.ndarray, s: Settings) -> None:
-        """Input shape, scaling adapted on the training part, step graphs and runner (once)."""
+    def _build(self, x: np.ndarray, s: Settings, runner: bool) -> None:
+        """Input shape; once: scaling adapted on `x` (the training part), the step graphs,
+        and with `runner` the step runner, its state initial or resumed."""
         self.source.ensure_input(x)
-        if self._runner is not None:
-            return
         if self._graphs is None:
             if isinstance(self.source, ModuleSource):
                 self.source.seed = s.seed
             if self._resume is None:
                 self.source.adapt(x)
             self._graphs = self._step_graphs(s)
+        if not runner or self._runner is not None:
+            return
         g = self._graphs
-        weights = self.source.weights()
         saved = self._resume.state if self._resume else None
-        state = g.initial_state(weights, s.lr, saved)
+        state = g.initial_state(self.source.weights(), s.lr, saved)
         if saved is not None and s.lr != self._resume.state[LR]:
-            state[LR] = np.array(s.lr, np.float32)
+            state[LR] = np.array(s.lr, np.float32)  # an explicit rate wins over the stored one
         self._runner = make_step_runner(self._runtime, g.train, g.eval, state, g.data_names,
                                         **self._runner_options(s))
         self._predictors = {}
@@ -203,7 +198,7 @@ class Model:
             excluded = set(r.state) | {TARGET}
             name = next(v.name for v in r.train.inputs if v.name not in excluded)
             return StepGraphs(r.train, evaluation, r.params, r.buffers, r.slots, name,
-                              any(v.name == "correct" for v in r.train.outputs))
+                              any(v.name == CORRECT for v in r.train.outputs))
         return build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
 
     def _stage(self, x: np.ndarray, y, name: str):
@@ -310,7 +305,7 @@ class Model:
         if self._runner is None:
             if not self._compiled:
                 raise ShapeError(f"{self.name}: call compile() (or fit) before evaluate()")
-            self._prepare(_features(x, "evaluation data"), self.settings)
+            self._build(_features(x, "evaluation data"), self.settings, runner=True)
         from irkit.train.trainer import logs_of
         staged = self._stage(_features(x, "evaluation data"), y, "evaluation data")
         return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)

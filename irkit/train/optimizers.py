@@ -24,6 +24,12 @@ class Optimizer:
     slots = ()
     name = ""
 
+    @property
+    def update_nodes(self) -> int:
+        """About how many elementwise nodes `update` emits per parameter tensor (the step
+        builder weighs this against the cost of a flat update)."""
+        return 2 + (2 if self.weight_decay else 0)
+
     def init_state(self, param: np.ndarray) -> dict[str, np.ndarray]:
         return {slot: np.zeros_like(param) for slot in self.slots}
 
@@ -48,6 +54,11 @@ class SGD(Optimizer):
     nesterov: bool = False
     name = "sgd"
 
+    @property
+    def update_nodes(self) -> int:
+        return 2 + (2 if self.weight_decay else 0) + (2 if self.momentum else 0) + (
+            2 if self.nesterov else 0)
+
     def __post_init__(self) -> None:
         self.slots = ("velocity",) if self.momentum else ()
         if self.nesterov and not self.momentum:
@@ -71,6 +82,10 @@ class Adam(Optimizer):
     eps: float = 1e-8
     slots = ("m", "v")
     name = "adam"
+
+    @property
+    def update_nodes(self) -> int:
+        return 13 + (2 if self.weight_decay else 0)
 
     def prepare(self, lr, step):
         one = lr.graph.constant(np.array(1.0, dtype=lr.dtype))

@@ -51,8 +51,8 @@ class StepGraphs:
         run's optimizer state) overrides."""
         state = {n: weights[n] for n in self.params + self.buffers}
         for name in self.slots:
-            param = name.split("/", 1)[1]
-            state[name] = np.zeros_like(weights[param])
+            slot = self.train.value(name)
+            state[name] = np.zeros(slot.shape, slot.dtype)
         state[LR] = np.array(lr, np.float32)
         state[STEP] = np.array(0, np.int64)
         for name, value in (saved or {}).items():
@@ -106,10 +106,22 @@ def _step_counter(graph: Graph) -> Value:
     return graph.add_input(STEP, np.int64, ())
 
 
+# parameter elements up to which the optimizer may update all parameters as one flat vector:
+# k nodes in all instead of k per parameter tensor, for about 3 nodes per tensor of reshapes,
+# concats and a split, and a copy of the parameters and gradients, which outweighs the saved
+# kernel launches on large models (measured: 2-layer MLPs on a 2-core CPU, Adam 10-24% faster
+# up to 1e4 parameters, 2% slower at 2e5; SGD with momentum no faster at 2 tensors)
+FLAT_UPDATE_LIMIT = 2 ** 17
+FLAT = "*"  # the parameter name of flat slots: `m/*`, `v/*`
+
+
 def build_train_graph(forward: Graph, params: list[str], loss: Loss, optimizer: Optimizer,
-                      buffers: list[str] = ()) -> tuple[Graph, list[str]]:
+                      buffers: list[str] = (), flat: bool | None = None
+                      ) -> tuple[Graph, list[str]]:
     """One optimizer step as a graph; returns it and the slot names. The forward graph's
-    outputs after the first are the buffers' next values (`next/<buffer>`), kept as outputs."""
+    outputs after the first are the buffers' next values (`next/<buffer>`), kept as outputs.
+    `flat` (default: parameters <= FLAT_UPDATE_LIMIT elements, more than one tensor) updates
+    all parameters as one vector with one set of slots."""
     graph = forward
     buffer_updates = graph.outputs[1:]
     graph.outputs = graph.outputs[:1]
@@ -119,21 +131,16 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss, optimizer: 
     grads = gradients(graph, value, param_values)
     step = _step_counter(graph)
     lr = graph.add_input(LR, np.float32, ())
-    slot_names, new_values = [], []
+    if flat is None:
+        n, k = len(params), optimizer.update_nodes
+        flat = (k - 3) * n > k + 3 and sum(_size(p) for p in param_values) <= FLAT_UPDATE_LIMIT
     with graph.name_scope("opt/"):
         t = ops.Add(step, graph.constant(np.array(1, np.int64)))  # this step's number, 1-based
-        new_values.append((STEP, t))
         shared = optimizer.prepare(lr, ops.Cast(t, to=1))  # to=1: float32
-        for p, g in zip(param_values, grads):
-            slots = {s: graph.add_input(slot_name(s, p.name), p.dtype, p.shape)
-                     for s in optimizer.slots}
-            new_p, new_slots = optimizer.update(p, g, slots, shared)
-            new_values.append((p.name, new_p))
-            for s in optimizer.slots:
-                slot_names.append(slot_name(s, p.name))
-                new_values.append((slot_name(s, p.name), new_slots[s]))
+        update = _flat_update if flat else _per_parameter_update
+        slot_names, new_values = update(graph, optimizer, param_values, grads, shared)
     outputs = [value] + ([correct] if correct is not None else []) + buffer_updates
-    for name, v in new_values:
+    for name, v in [(STEP, t)] + new_values:
         v = ops.own_output(v, outputs)
         graph.rename_value(v, next_name(name))
         outputs.append(v)
@@ -142,13 +149,55 @@ def build_train_graph(forward: Graph, params: list[str], loss: Loss, optimizer: 
     return graph, slot_names
 
 
-def build_step_graphs(source, loss: Loss, optimizer: Optimizer) -> StepGraphs:
+def _size(v: Value) -> int:
+    if v.shape is None or not all(isinstance(d, int) for d in v.shape):
+        return 2 ** 62  # unknown: never flatten
+    return int(np.prod(v.shape, dtype=np.int64))
+
+
+def _per_parameter_update(graph: Graph, optimizer: Optimizer, params: list[Value],
+                          grads: list[Value], shared: dict) -> tuple[list, list]:
+    slot_names, new_values = [], []
+    for p, g in zip(params, grads):
+        slots = {s: graph.add_input(slot_name(s, p.name), p.dtype, p.shape)
+                 for s in optimizer.slots}
+        new_p, new_slots = optimizer.update(p, g, slots, shared)
+        new_values.append((p.name, new_p))
+        for s in optimizer.slots:
+            slot_names.append(slot_name(s, p.name))
+            new_values.append((slot_name(s, p.name), new_slots[s]))
+    return slot_names, new_values
+
+
+def _flat_update(graph: Graph, optimizer: Optimizer, params: list[Value], grads: list[Value],
+                 shared: dict) -> tuple[list, list]:
+    """Concatenate parameters and gradients, update once, split back into the shapes."""
+    def flatten(vs: list[Value]) -> Value:
+        minus_one = graph.constant(np.array([-1], np.int64))
+        return ops.Concat(*[v if v.rank == 1 else ops.Reshape(v, minus_one) for v in vs],
+                          axis=0)
+    sizes = [_size(p) for p in params]
+    total = (sum(sizes),)
+    slots = {s: graph.add_input(slot_name(s, FLAT), params[0].dtype, total)
+             for s in optimizer.slots}
+    new_flat, new_slots = optimizer.update(flatten(params), flatten(grads), slots, shared)
+    pieces = ops.Split(new_flat, np.array(sizes, np.int64), axis=0, _num_outputs=len(params))
+    new_values = []
+    for p, piece in zip(params, pieces):
+        shape = graph.constant(np.array(p.shape, np.int64))
+        new_values.append((p.name, piece if p.rank == 1 else ops.Reshape(piece, shape)))
+    new_values += [(slot_name(s, FLAT), new_slots[s]) for s in optimizer.slots]
+    return [slot_name(s, FLAT) for s in optimizer.slots], new_values
+
+
+def build_step_graphs(source, loss: Loss, optimizer: Optimizer,
+                      flat: bool | None = None) -> StepGraphs:
     """Train and eval graphs of a model source (irkit.train.sources)."""
     params, buffers = source.trainable(), source.buffers()
     if not params:
         raise DataError("the model has no trainable weights; check --trainable/--freeze")
     train, slots = build_train_graph(source.build(training=True), params, loss, optimizer,
-                                     buffers)
+                                     buffers, flat)
     evaluation = build_eval_graph(source.build(training=False), params + buffers, loss)
     excluded = {*params, *buffers, *slots, LR, STEP, TARGET}
     input_name = next(v.name for v in train.inputs if v.name not in excluded)
