@@ -185,6 +185,9 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
     """Convert a ModelProto to an IR Graph (ops irkit knows; older opsets are converted).
     The model is validated first (irkit.onnx_validate): a damaged file is a ModelFileError."""
     validate_model(model)
+    g = model.graph
+    _sorted_nodes(g, {vi.name for vi in g.input} | {t.name for t in g.initializer})  # names
+    _check_ops(g, other_domains_only=True)  # ai.onnx ops are checked after opset conversion
     check_schemas(model)
     model = _normalize_opset(model)
     g = model.graph
@@ -240,10 +243,12 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     return fold_constant_inputs(model)
 
 
-def _check_ops(g: onnx.GraphProto) -> None:
+def _check_ops(g: onnx.GraphProto, other_domains_only: bool = False) -> None:
     from irkit.ops.registry import has_op
     missing: dict[str, list[str]] = {}
     for n in g.node:
+        if other_domains_only and n.domain in ("", "ai.onnx"):
+            continue
         if not has_op(n.op_type, n.domain):
             op = f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
             missing.setdefault(op, []).append(n.name or "<unnamed>")

@@ -55,7 +55,7 @@ def check_readable(path: str | os.PathLike, kind: str, what: str = "file") -> in
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise FileSafetyError(f"{path}: no such {what}") from None
+        raise FileSafetyError(f"{path}: no such file") from None
     except OSError as e:
         raise FileSafetyError(f"{path}: cannot read the {what} ({e.strerror})") from None
     if not stat.S_ISREG(st.st_mode):

@@ -232,7 +232,7 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nowhere" / "model.onnx"
     with pytest.raises(ModelFileError) as err:
         load(path)
-    assert _one_line(err) == f"{path}: no such ONNX model"
+    assert _one_line(err) == f"{path}: no such file"
 
 
 def test_cyclic_graph(tmp_path):

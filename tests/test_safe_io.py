@@ -156,7 +156,7 @@ def test_read_capped_refuses_non_regular_files_and_oversized_ones(tmp_path, monk
         read_capped(fifo, "model", "ONNX model")  # would hang if it were opened
     with pytest.raises(FileSafetyError, match="not a regular file"):
         read_capped("/dev/zero", "model", "ONNX model")
-    with pytest.raises(FileSafetyError, match="no such ONNX model"):
+    with pytest.raises(FileSafetyError, match="missing.onnx: no such file"):
         read_capped(tmp_path / "missing.onnx", "model", "ONNX model")
     big = tmp_path / "big.onnx"
     big.write_bytes(b"x" * 100)
