@@ -226,7 +226,7 @@ def _add_node(graph: Graph, proto: onnx.NodeProto) -> None:
                        domain=proto.domain)
     except IrkitError:
         raise
-    except (ArithmeticError, LookupError, TypeError, ValueError) as e:
+    except (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError) as e:
         raise ModelFileError(f"node {proto.name or proto.op_type!r} ({proto.op_type}): its "
                              f"inputs or attributes do not fit the op ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None

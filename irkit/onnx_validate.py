@@ -54,6 +54,7 @@ def type_name(elem: int) -> str:
 
 def validate_model(model: onnx.ModelProto) -> None:
     """ModelFileError (one line) for the first structural problem of `model` (module doc)."""
+    _check_text(model)
     _check_versions(model)
     _check_graph(model.graph, "the graph", needs_outputs=True)
     for i, info in enumerate(model.training_info):
@@ -80,6 +81,25 @@ def check_schemas(model: onnx.ModelProto) -> None:
         text = " ".join(str(e).split())
         text = text.removeprefix("[ShapeInferenceError] Inference error(s): ")
         raise ModelFileError(f"not a valid ONNX model: {text[:300]}") from None
+
+
+def _check_text(model: onnx.ModelProto) -> None:
+    """Names, op types, domains and metadata must be UTF-8 (protobuf hands back bytes for a
+    damaged string field)."""
+    g = model.graph
+    texts = [("a metadata entry", x) for p in model.metadata_props for x in (p.key, p.value)]
+    texts += [("an opset domain", o.domain) for o in model.opset_import]
+    texts += [("the graph name", g.name), ("the producer name", model.producer_name)]
+    texts += [("a value name", v.name) for v in [*g.input, *g.output, *g.value_info,
+                                                 *g.initializer]]
+    for n in g.node:
+        texts += [("a node's name, op type or domain", x) for x in (n.name, n.op_type, n.domain)]
+        texts += [("a node's input or output name", x) for x in [*n.input, *n.output]]
+        texts += [("an attribute name", a.name) for a in n.attribute]
+    for what, text in texts:
+        if not isinstance(text, str):
+            raise ModelFileError(f"{what} is not UTF-8 text ({text[:40]!r}); the file is "
+                                 "damaged")
 
 
 def _check_versions(model: onnx.ModelProto) -> None:

@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from irkit.cli import main
 
-SEED = 20261130
+SEED = int(os.environ.get("IRKIT_FUZZ_SEED", "20261130"))  # fixed in CI; vary to explore
 MUTANTS = 2000           # mutated models through inspect/export/grad, in process
 TRAINED = 12             # of which mutated iris models that load are also trained
 SUBPROCESSES = 20        # sample run through the real CLI
@@ -119,89 +119,111 @@ def _pick(rng, seq):
     return seq[int(rng.integers(len(seq)))]
 
 
-def _mutate_proto(m: onnx.ModelProto, rng) -> str:
-    g = m.graph
-    kind = _pick(rng, ["dims", "dtype", "raw_data", "attr_int", "attr_drop", "attr_add",
-                       "input_rename", "op_type", "opset", "ir_version", "vi_dims", "vi_type",
-                       "drop_node", "dup_node", "drop_output", "dup_output", "swap_nodes",
-                       "name", "bomb"])
-    inits, nodes = list(g.initializer), list(g.node)
-    if kind in ("dims", "dtype", "raw_data") and inits:
-        t = _pick(rng, inits)
-        if kind == "dims":
-            if t.dims and rng.random() < 0.7:
-                t.dims[int(rng.integers(len(t.dims)))] = _pick(rng, DIM_VALUES)
-            else:
-                t.dims.append(_pick(rng, DIM_VALUES))
-        elif kind == "dtype":
-            t.data_type = _pick(rng, ELEM_TYPES)
+def _tensor(m, rng):
+    t = _pick(rng, list(m.graph.initializer) or [None])
+    if t is None:
+        return
+    kind = _pick(rng, ["dims", "dtype", "raw_data"])
+    if kind == "dims" and t.dims and rng.random() < 0.7:
+        t.dims[int(rng.integers(len(t.dims)))] = _pick(rng, DIM_VALUES)
+    elif kind == "dims":
+        t.dims.append(_pick(rng, DIM_VALUES))
+    elif kind == "dtype":
+        t.data_type = _pick(rng, ELEM_TYPES)
+    else:
+        cut = int(rng.integers(0, len(t.raw_data) + 9))
+        t.raw_data = (t.raw_data + b"\x7f" * 8)[:cut]
+
+
+def _attribute(m, rng):
+    n = _pick(rng, list(m.graph.node) or [None])
+    if n is None:
+        return
+    attrs = list(n.attribute)
+    kind = _pick(rng, ["add", "drop", "change"]) if attrs else "add"
+    if kind == "add":
+        name = _pick(rng, ["axis", "strides", "pads", "kernel_shape", "group", "perm",
+                           "keepdims", "dilations", "axes", "to", "transB"])
+        values = [_pick(rng, INT_VALUES) for _ in range(int(rng.integers(0, 5)))]
+        n.attribute.append(helper.make_attribute(
+            name, values if values and name.endswith("s") else _pick(rng, INT_VALUES)))
+    elif kind == "drop":
+        del n.attribute[int(rng.integers(len(attrs)))]
+    else:
+        a = _pick(rng, attrs)
+        if a.ints:
+            a.ints[int(rng.integers(len(a.ints)))] = _pick(rng, INT_VALUES)
         else:
-            cut = int(rng.integers(0, len(t.raw_data) + 9))
-            t.raw_data = (t.raw_data + b"\x7f" * 8)[:cut]
-    elif kind in ("attr_int", "attr_drop", "attr_add") and nodes:
-        n = _pick(rng, nodes)
-        attrs = list(n.attribute)
-        if kind == "attr_add" or not attrs:
-            name = _pick(rng, ["axis", "strides", "pads", "kernel_shape", "group", "perm",
-                               "keepdims", "dilations", "axes", "to", "transB"])
-            values = [_pick(rng, INT_VALUES) for _ in range(int(rng.integers(0, 5)))]
-            n.attribute.append(helper.make_attribute(name, values if values and name[-1] == "s"
-                                                     else _pick(rng, INT_VALUES)))
-        elif kind == "attr_drop":
-            del n.attribute[int(rng.integers(len(attrs)))]
-        else:
-            a = _pick(rng, attrs)
-            if a.ints:
-                a.ints[int(rng.integers(len(a.ints)))] = _pick(rng, INT_VALUES)
-            else:
-                a.i = _pick(rng, INT_VALUES)
-    elif kind == "input_rename" and nodes:
-        n = _pick(rng, nodes)
-        if n.input:
-            names = [v.name for v in g.input] + [o for k in nodes for o in k.output] + ["", "zz"]
-            n.input[int(rng.integers(len(n.input)))] = _pick(rng, names)
-    elif kind == "op_type" and nodes:
-        _pick(rng, nodes).op_type = _pick(rng, OP_TYPES)
-    elif kind == "opset":
+            a.i = _pick(rng, INT_VALUES)
+
+
+def _wiring(m, rng):
+    """Rename a node input, change an op type, drop/duplicate/swap nodes or outputs."""
+    g, nodes = m.graph, list(m.graph.node)
+    kind = _pick(rng, ["input", "op_type", "drop", "dup", "swap", "drop_out", "dup_out"])
+    if kind in ("drop_out", "dup_out") or not nodes:
+        if g.output:
+            g.output.append(g.output[0]) if kind == "dup_out" else g.output.pop()
+        return
+    i, j = int(rng.integers(len(nodes))), int(rng.integers(len(nodes)))
+    if kind == "input" and nodes[i].input:
+        names = [v.name for v in g.input] + [o for k in nodes for o in k.output] + ["", "zz"]
+        nodes[i].input[int(rng.integers(len(nodes[i].input)))] = _pick(rng, names)
+    elif kind == "op_type":
+        nodes[i].op_type = _pick(rng, OP_TYPES)
+    elif kind == "drop":
+        del g.node[i]
+    elif kind == "dup":
+        g.node.append(nodes[i])
+    elif kind == "swap":
+        a, b = onnx.NodeProto(), onnx.NodeProto()
+        a.CopyFrom(nodes[i])
+        b.CopyFrom(nodes[j])
+        g.node[i].CopyFrom(b)
+        g.node[j].CopyFrom(a)
+
+
+def _header(m, rng):
+    """The opset, the IR version, or a declared input/output type or dim."""
+    kind = _pick(rng, ["opset", "ir_version", "vi_type", "vi_dims"])
+    if kind == "opset":
         m.opset_import[0].version = _pick(rng, OPSETS)
     elif kind == "ir_version":
         m.ir_version = _pick(rng, IR_VERSIONS)
-    elif kind in ("vi_dims", "vi_type"):
-        vi = _pick(rng, [*g.input, *g.output])
-        t = vi.type.tensor_type
+    else:
+        t = _pick(rng, [*m.graph.input, *m.graph.output]).type.tensor_type
         if kind == "vi_type":
             t.elem_type = _pick(rng, ELEM_TYPES)
         elif t.shape.dim:
             t.shape.dim[int(rng.integers(len(t.shape.dim)))].dim_value = _pick(rng, DIM_VALUES)
-    elif kind in ("drop_node", "dup_node", "swap_nodes") and nodes:
-        i = int(rng.integers(len(nodes)))
-        if kind == "drop_node":
-            del g.node[i]
-        elif kind == "dup_node":
-            g.node.append(nodes[i])
-        else:
-            j = int(rng.integers(len(nodes)))
-            a, b = onnx.NodeProto(), onnx.NodeProto()
-            a.CopyFrom(nodes[i])
-            b.CopyFrom(nodes[j])
-            g.node[i].CopyFrom(b)
-            g.node[j].CopyFrom(a)
-    elif kind == "drop_output" and g.output:
-        del g.output[int(rng.integers(len(g.output)))]
-    elif kind == "dup_output" and g.output:
-        g.output.append(g.output[0])
-    elif kind == "name":
-        target = _pick(rng, [*g.output, *g.input, *inits, *nodes])
-        target.name = _pick(rng, NASTY_NAMES)
-    elif kind == "bomb" and nodes:
-        # a computed shape input made of a huge ConstantOfShape
-        n = _pick(rng, nodes)
-        size = numpy_helper.from_array(np.array([_pick(rng, DIM_VALUES)], np.int64), "fz_n")
-        g.initializer.append(size)
-        g.node.insert(0, helper.make_node("ConstantOfShape", ["fz_n"], ["fz_z"],
-                                          value=numpy_helper.from_array(np.array([1], np.int64))))
-        g.node.insert(1, helper.make_node("ReduceSum", ["fz_z"], ["fz_s"], keepdims=1))
-        n.input.append("fz_s")
+
+
+def _name(m, rng):
+    g = m.graph
+    _pick(rng, [*g.output, *g.input, *g.initializer, *g.node]).name = _pick(rng, NASTY_NAMES)
+
+
+def _bomb(m, rng):
+    """A computed input made of a ConstantOfShape of a (maybe huge) size, given to a node."""
+    g = m.graph
+    if not g.node:
+        return
+    n = _pick(rng, list(g.node))
+    g.initializer.append(numpy_helper.from_array(np.array([_pick(rng, DIM_VALUES)], np.int64),
+                                                 "fz_n"))
+    g.node.insert(0, helper.make_node("ConstantOfShape", ["fz_n"], ["fz_z"],
+                                      value=numpy_helper.from_array(np.array([1], np.int64))))
+    g.node.insert(1, helper.make_node("ReduceSum", ["fz_z"], ["fz_s"], keepdims=1))
+    n.input.append("fz_s")
+
+
+MUTATORS = {"tensor": _tensor, "attribute": _attribute, "wiring": _wiring, "header": _header,
+            "name": _name, "bomb": _bomb}
+
+
+def _mutate_proto(m: onnx.ModelProto, rng) -> str:
+    kind = _pick(rng, sorted(MUTATORS))
+    MUTATORS[kind](m, rng)
     return kind
 
 
@@ -209,7 +231,7 @@ def mutants(bases: dict[str, bytes], count: int, rng):
     """(label, base name, bytes) for `count` mutants: bit flips and truncations of the bytes,
     or 1-3 structural mutations of the parsed proto."""
     names = sorted(bases)
-    for i in range(count):
+    for _ in range(count):
         base = _pick(rng, names)
         data = bases[base]
         if rng.random() < 0.2:
@@ -245,7 +267,8 @@ def _grad_names(data: bytes) -> tuple[str, str]:
 def _classify(line: str, folder: str) -> str:
     text = re.sub(r"^\S+\.onnx: ", "", line.removeprefix("irkit: error: ").replace(folder, ""))
     table = [("not a valid ONNX", "onnx node check / shape inference"),
-             ("fails onnx's checker", "export: onnx checker"),("not a readable ONNX", "unparseable file"), ("unsupported ops", "unsupported op"),
+             ("fails onnx's checker", "export: onnx checker"),
+             ("not a readable ONNX", "unparseable file"), ("unsupported ops", "unsupported op"),
              ("folding", "import folding over its cap"), ("elements", "element cap"),
              ("raw_data", "tensor bytes vs dims"), ("values, but dims", "tensor bytes vs dims"),
              ("element type", "element type"), ("opset", "opset"), ("IR version", "IR version"),
@@ -329,10 +352,12 @@ def test_fuzz_in_process(fuzz_cases, tmp_path):
             model, out = os.path.join(folder, "m.onnx"), os.path.join(folder, "out.onnx")
             with open(model, "wb") as f:
                 f.write(data)
+            seen = len(problems)
             loaded = run_case(["inspect", model], folder, outcomes, problems, label)
             run_case(["export", model, "-o", out], folder, outcomes, problems, label)
             check_written(out, problems, label)
             if not loaded:
+                _keep_failing(problems[seen:], data, i)
                 continue
             of, wrt = _grad_names(data)
             run_case(["grad", model, "--of", of, "--wrt", wrt, "-o", out], folder, outcomes,
@@ -343,11 +368,20 @@ def test_fuzz_in_process(fuzz_cases, tmp_path):
                 run_case(["train", model, "--data", "iris", "--epochs", "1", "-o", out],
                          folder, outcomes, problems, label)
                 check_written(out, problems, label)
+            _keep_failing(problems[seen:], data, i)
     finally:
         signal.signal(signal.SIGALRM, previous)
     _report("in process", len(fuzz_cases), outcomes, time.perf_counter() - start)
     assert trained > 0  # some mutated iris models still load, and train
     assert not problems, "\n".join(problems[:20])
+
+
+def _keep_failing(new_problems: list[str], data: bytes, index: int) -> None:
+    """With IRKIT_FUZZ_DUMP=DIR, the model of a case with problems is kept there."""
+    dump = os.environ.get("IRKIT_FUZZ_DUMP")
+    if dump and new_problems:
+        with open(os.path.join(dump, f"case{index}.onnx"), "wb") as f:
+            f.write(data)
 
 
 def _limits():

@@ -285,7 +285,25 @@ def _duplicate_initializer():
     return model
 
 
+def _not_utf8():
+    model = mlp()
+    model.metadata_props.add(key="k", value="v")
+    data = model.SerializeToString().replace(b"\x12\x01v", b"\x12\x01\xe4")
+    return onnx.ModelProto.FromString(data)
+
+
+def _unsqueeze_repeated_axes():
+    model = mlp()
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0, 0], np.int64), "ax"))
+    model.graph.node[1].output[0] = "r"
+    model.graph.node.append(helper.make_node("Unsqueeze", ["r", "ax"], ["u"], name="unsq"))
+    model.graph.node.append(helper.make_node("Flatten", ["u"], ["y"], name="flat"))
+    return model
+
+
 DAMAGED = {
+    "not UTF-8": (_not_utf8, "not UTF-8 text"),
+    "Unsqueeze repeated axes": (_unsqueeze_repeated_axes, "unsq"),
     "raw_data length": (_raw_data_mismatch, "raw_data has 7 bytes"),
     "unknown element type": (_unknown_element_type, "unknown element type number 99"),
     "strides=0": (lambda: conv(strides=[0, 1]), "must be > 0"),

@@ -167,6 +167,8 @@ class Unsqueeze(OpDef):
             return [(x.dtype, None)]
         rank = len(x.shape) + len(axes)
         axes = sorted(normalize_axis(a, rank, "Unsqueeze") for a in axes)
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"Unsqueeze node {node.name!r}: axes {axes} repeat an axis")
         dims = iter(x.shape)
         return [(x.dtype, tuple(1 if i in axes else next(dims) for i in range(rank)))]
 
