@@ -6,7 +6,6 @@ import functools
 import json
 import os
 import sys
-from collections import Counter
 
 import click
 import numpy as np
@@ -153,6 +152,9 @@ def _param_count(weights: dict) -> int:
               help="What the best epoch and early stopping watch (default val_loss).")
 @click.option("--keep-best/--keep-last", "keep_best", default=None,
               help="Write the best epoch's weights to -o (default) or the last epoch's.")
+@click.option("--recompute", metavar="sqrt|BYTES",
+              help="Gradient checkpointing: recompute activations in the backward pass instead "
+              "of keeping them (sqrt, or a byte budget per segment); less memory, more time.")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
@@ -236,39 +238,7 @@ def grad(model: str, of: str, wrt: str, output: str) -> None:
     click.echo(f"wrote {output}: outputs {escape(', '.join(v.name for v in graph.outputs))}")
 
 
-# ---- inspect / ops --------------------------------------------------------------------------
-@main.command()
-@click.argument("model")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
-def inspect(model: str, as_json: bool) -> None:
-    """Inputs, outputs, parameter count and op histogram of an ONNX MODEL."""
-    from irkit.onnx_io import load
-    graph = load(model)
-
-    def desc(v):
-        return {"name": v.name, "dtype": str(v.dtype),
-                "shape": None if v.shape is None else list(v.shape)}
-    info = {"inputs": [desc(v) for v in graph.inputs], "outputs": [desc(v) for v in graph.outputs],
-            "parameters": _param_count({k: v.const for k, v in graph.initializers.items()
-                                        if v.const.dtype.kind == "f"}),
-            "initializers": len(graph.initializers), "nodes": len(graph.nodes),
-            "ops": dict(sorted(Counter(n.op_type for n in graph.nodes).items())),
-            "metadata": graph.metadata}
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    for key in ("inputs", "outputs"):
-        click.echo(f"{key}:")
-        for v in info[key]:
-            shape = "?" if v["shape"] is None else "x".join(str(d) for d in v["shape"]) or "scalar"
-            click.echo(escape(f"  {v['name']}: {v['dtype']}[{shape}]"))
-    click.echo(f"parameters: {info['parameters']} in {info['initializers']} initializers")
-    click.echo(f"nodes: {info['nodes']}")
-    for op, count in info["ops"].items():
-        click.echo(escape(f"  {op:28s} {count}"))
-
-
+# ---- ops ----------------------------------------------------------------------------------
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def ops(as_json: bool) -> None:
@@ -291,6 +261,10 @@ def ops(as_json: bool) -> None:
         click.echo(f"{r['op']:28s} opset {r['since']}-{r['until']}  {grad_mark}")
     click.echo(f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with gradients")
 
+
+from irkit.cli_graph import register_graph_commands  # noqa: E402
+
+register_graph_commands(main)  # inspect and optimize (irkit/cli_graph.py)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -47,8 +47,7 @@ def _split_names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
 
-def _dataset_for(source: str, settings: Settings, recipe: Recipe | None,
-                 stored: str | None) -> Dataset:
+def _dataset_for(settings: Settings, stored: str | None = None) -> Dataset:
     """The dataset named by --data, or by the recipe (paths relative to the recipe file).
     A path recorded in a model file is only mentioned, never opened."""
     name = settings.dataset
@@ -68,17 +67,17 @@ def prepare(source: str, options: dict[str, Any]) -> tuple[Model, Settings, Data
         recipe = load_recipe(source)
         layers = [recipe.settings(), cli]
         s = resolve(*layers, names=(recipe.source, "command line"))
-        data = _dataset_for(source, s, recipe, None)
+        data = _dataset_for(s)
         model = model_from_recipe(recipe, data, s)
         model.compile(settings=s)
         return model, s, data
     model = _load_onnx_model(source, options)
     # a training file's settings (load_model resolved them, with its stored learning rate)
-    saved = model.settings.as_dict() if model._resume is not None else from_json(
+    saved = model.settings.as_dict() if model.epochs_done else from_json(
         model.source.metadata.get(META_SETTINGS))
     stored = saved.pop("dataset", None)
     s = resolve(saved, cli, names=(f"{source} settings", "command line"))
-    data = _dataset_for(source, s, None, stored)
+    data = _dataset_for(s, stored)
     model.compile(settings=s)
     return model, s, data
 
@@ -87,7 +86,7 @@ def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
     from irkit.onnx_io import with_dynamic_batch
     from irkit.train.sources import OnnxSource
     model = load_model(source, prepare=with_dynamic_batch)
-    if model._resume is not None:
+    if model.epochs_done:
         if options.get("trainable") or options.get("freeze"):
             raise DataError("a training file resumes with the parameters it trained; "
                             "--trainable/--freeze apply to plain ONNX models")
@@ -107,7 +106,7 @@ def run_training(source: str, output: str, progress: bool = True,
     inputs = [source] + ([options["data"]] if options.get("data") else [])
     check_outputs({"-o": output, "--save-training": save_training}, inputs)
     model, s, data = prepare(source, options)
-    first = model._resume.epochs_done if model._resume is not None else 0
+    first = model.epochs_done
     history = model.fit(data.x, data.y, epochs=first + s.epochs,
                         verbose=1 if progress else 0, callbacks=callbacks)
     final = _final_figures(model, data, s)

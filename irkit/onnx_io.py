@@ -288,8 +288,7 @@ def _sorted_nodes(g: onnx.GraphProto, defined: set[str]) -> list[onnx.NodeProto]
             node, pending = stack[-1]
             for dep in pending:
                 if state.get(id(dep)) == 1:
-                    raise ModelFileError(f"the graph has a cycle through node {dep.name!r} "
-                                         f"({dep.op_type}); ONNX graphs must be acyclic")
+                    raise ModelFileError(_cycle_message([n for n, _ in stack], dep))
                 if state.get(id(dep)) is None:
                     state[id(dep)] = 1
                     stack.append((dep, deps(dep)))
@@ -299,6 +298,21 @@ def _sorted_nodes(g: onnx.GraphProto, defined: set[str]) -> list[onnx.NodeProto]
                 state[id(node)] = 2
                 order.append(node)
     return order
+
+
+def _cycle_message(path: list[onnx.NodeProto], back: onnx.NodeProto) -> str:
+    """Name the nodes of the cycle closed by the edge from `back` into the path's last node:
+    each node on the path reads the next one's output, so the cycle runs back to front."""
+    start = next(i for i, n in enumerate(path) if n is back)
+    cycle = list(reversed(path[start:]))
+    names = " -> ".join(_printable(n.name or f"<unnamed {n.op_type}>") for n in
+                        [*cycle, cycle[0]])
+    return f"the graph has a cycle: {names}; ONNX graphs must be acyclic"
+
+
+def _printable(text: str) -> str:
+    """A name fit for a terminal: control characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _type_of(vi: onnx.ValueInfoProto) -> tuple[Any, Any]:

@@ -39,6 +39,7 @@ class Settings:
     monitor: str = "val_loss"       # what "best" and early stopping watch
     patience: int = 0               # early stopping after this many epochs without gain; 0: off
     min_delta: float = 0.0          # the smallest change that counts as a gain
+    recompute: str | int = "none"   # gradient checkpointing: none, sqrt or a byte budget
     # [data]
     dataset: str | None = None
     val_split: float = 0.2
@@ -79,6 +80,13 @@ def _is_str(v: Any) -> bool:
     return isinstance(v, str)
 
 
+def _is_recompute(v: Any) -> bool:
+    """none, sqrt, or a byte budget > 0 (an integer, or its digits from a command line)."""
+    if v in ("none", "sqrt"):
+        return True
+    return (_is_int(v) and v > 0) or (isinstance(v, str) and v.isdigit() and int(v) > 0)
+
+
 # what each setting must be: (description, test, conversion)
 RULES: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
     "loss": ("a string", _is_str, str),
@@ -96,6 +104,8 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
                 lambda v: v in ("val_loss", "val_accuracy", "loss", "accuracy"), str),
     "patience": ("an integer >= 0", lambda v: _is_int(v) and v >= 0, int),
     "min_delta": ("a number >= 0", lambda v: _is_number(v) and v >= 0, float),
+    "recompute": ('"none", "sqrt" or a byte budget (an integer > 0)', _is_recompute,
+                  lambda v: int(v) if str(v).isdigit() else v),
     "dataset": ("a dataset name or file path (a string)", _is_str, str),
     "val_split": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1, float),
     "label_column": ("a column name (a string)", _is_str, str),

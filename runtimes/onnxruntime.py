@@ -172,8 +172,9 @@ class OrtStepRunner:
         self.threads = threads or threads_for(weights, batch_size)
         self.train_session = make_session(to_onnx(train, check=False).SerializeToString(),
                                           self.device, self.threads)
-        self.eval_session = make_session(to_onnx(evaluate, check=False).SerializeToString(),
-                                         self.device, self.threads)
+        # the eval session is made on first use: the first step is ready sooner, and a run
+        # without validation never makes it
+        self._evaluate_graph, self._eval_io = evaluate, None
         # each set owns a copy: on CPU an OrtValue shares its numpy array's memory, and sets
         # that alias each other (or the caller's arrays) would be updated while still read
         self._sets = [{n: ortvalue(np.array(state[n], copy=True), self.device)
@@ -182,7 +183,6 @@ class OrtStepRunner:
         self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT)}
         self.has_correct = any(o.name == CORRECT for o in self.train_session.get_outputs())
         self._train_io = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
-        self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
         self._current = 0
         self._batch_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._bound: tuple[np.ndarray, np.ndarray] | None = None
@@ -245,6 +245,10 @@ class OrtStepRunner:
         return buffers
 
     def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        if self._eval_io is None:
+            self.eval_session = make_session(to_onnx(self._evaluate_graph, check=False)
+                                             .SerializeToString(), self.device, self.threads)
+            self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
         io = self._eval_io[self._current]
         io.bind_cpu_input(self.input_name, xb)
         io.bind_cpu_input(self.target_name, yb)

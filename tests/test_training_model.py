@@ -203,3 +203,13 @@ def test_training_model_with_batchnorm_binds_running_stats(tmp_path):
     onnx.checker.check_model(proto, full_check=True)
     bound = {e.key for e in proto.training_info[0].update_binding}
     assert {"batchnorm_3.running_mean", "batchnorm_3.running_var"} <= bound
+
+
+def test_resume_refuses_another_loss_or_optimizer(tmp_path):
+    saved = tmp_path / "t.onnx"
+    _train("iris_mlp", "-o", str(tmp_path / "m.onnx"), "--save-training", str(saved),
+           "--epochs", "1")
+    r = CliRunner().invoke(main, ["train", str(saved), "--data", "iris", "-o",
+                                  str(tmp_path / "out.onnx"), "--optimizer", "sgd"])
+    assert r.exit_code == 1 and "continues with the optimizer" in r.output
+    assert len(r.output.splitlines()) == 1

@@ -66,6 +66,11 @@ class Model:
         self._predictors: dict[str, Any] = {}
 
     @property
+    def epochs_done(self) -> int:
+        """Epochs a loaded training file has done (where `fit` continues); 0 otherwise."""
+        return self._resume.epochs_done if self._resume is not None else 0
+
+    @property
     def layers(self) -> list[Module]:
         """The layers of a layer model (Keras' `model.layers`)."""
         module = getattr(self.source, "module", None)
@@ -194,12 +199,17 @@ class Model:
         loss = get_loss(s.loss)
         if self._resume is not None:
             r = self._resume
+            _check_same_step(r.settings, s)
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
             excluded = set(r.state) | {TARGET}
             name = next(v.name for v in r.train.inputs if v.name not in excluded)
             return StepGraphs(r.train, evaluation, r.params, r.buffers, r.slots, name,
                               any(v.name == CORRECT for v in r.train.outputs))
-        return build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+        graphs = build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+        if s.recompute != "none":  # gradient checkpointing: recompute instead of keeping
+            from irkit.passes import apply_checkpointing
+            apply_checkpointing(graphs.train, s.recompute, s.batch_size)
+        return graphs
 
     def _stage(self, x: np.ndarray, y, name: str):
         check_finite(x, name)
@@ -410,6 +420,17 @@ class Sequential(Model):
         super().__init__(Layers(list(layers), name=name), input_shape, name)
 
 
+def _check_same_step(saved: Settings, s: Settings) -> None:
+    """A training file continues with the loss and optimizer its step graph was built with."""
+    changed = [k for k in ("loss", "optimizer", "momentum", "nesterov", "weight_decay")
+               if getattr(saved, k) != getattr(s, k)]
+    if changed:
+        k = changed[0]
+        raise SpecError(f"a training file continues with the {k} it was saved with "
+                        f"({getattr(saved, k)!r}, not {getattr(s, k)!r}); to change it, export "
+                        "the model (irkit export) and train that")
+
+
 def _features(x, name: str) -> np.ndarray:
     try:
         return np.asarray(x, dtype=np.float32)
@@ -455,6 +476,7 @@ def load_model(path: str, prepare=None) -> Model:
         saved["lr"] = float(found["file"].state[LR])
         model.compile(settings=resolve(saved, names=(f"{path} settings",)))
         model._resume = found["file"]
+        model._resume.settings = model.settings
         model.history = History.from_dict(found["file"].history) if found[
             "file"].history else None
     return model

@@ -42,6 +42,7 @@ class TrainingFile:
     epochs_done: int = 0
     history: dict = field(default_factory=dict)
     best_weights: dict[str, np.ndarray] | None = None
+    settings: object = None                # the Settings it was saved with (set on load)
 
 
 def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarray],

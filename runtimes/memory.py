@@ -1,0 +1,85 @@
+"""Measure the peak memory one onnxruntime run takes, in a fresh process.
+
+How (Linux): a child Python process loads the model and the feeds, makes a CPU session
+exactly as irkit's runtime does (`make_session`: ORT_ENABLE_ALL, the CPU memory arena and
+memory patterns on, `threads` intra-op threads), runs it once to warm up, then resets the
+kernel's peak-RSS mark (`echo 5 > /proc/self/clear_refs`, which resets VmHWM), reads the
+resident size, runs `runs` more times and reads VmHWM. The result is VmHWM minus the resident
+size before the timed runs: the memory the run itself touched beyond what the process already
+held. Each run allocates its intermediate values afresh (outputs are returned as new arrays
+and freed), so with a batch large enough that activations dominate, this is onnxruntime's
+working set for the graph's intermediate values and outputs.
+
+The first run is reported too (`first_run_bytes`: RSS growth over the session's first run,
+which includes one-time allocations); the figure to compare with an estimate is
+`steady_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from irkit.errors import RuntimeUnavailableError
+
+_CHILD = r"""
+import json, sys, time
+import numpy as np
+from irkit.runtimes.onnxruntime import make_session
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+def hwm():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+import os
+PAGE = os.sysconf("SC_PAGE_SIZE")
+model_path, feeds_path, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+feeds = dict(np.load(feeds_path))
+with open(model_path, "rb") as f:
+    session = make_session(f.read(), "cpu", threads or None)
+reset_peak(); before = rss()
+session.run(None, feeds)
+first = hwm() - before
+times = []
+reset_peak(); before = rss()
+for _ in range(runs):
+    t0 = time.perf_counter(); session.run(None, feeds); times.append(time.perf_counter() - t0)
+steady = hwm() - before
+print(json.dumps({"first_run_bytes": first, "steady_bytes": steady, "seconds": times}))
+"""
+
+
+def measure_peak(model_bytes: bytes, feeds: dict[str, np.ndarray], runs: int = 3,
+                 threads: int = 1) -> dict:
+    """Peak bytes of onnxruntime runs of the model, measured in a child process (see the
+    module docstring): `first_run_bytes` (the arena's growth in the first run),
+    `steady_bytes` (the peak of later runs) and `seconds` per later run."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        raise RuntimeUnavailableError("measuring peak memory needs Linux /proc (clear_refs)")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = os.path.join(tmp, "model.onnx")
+        feeds_path = os.path.join(tmp, "feeds.npz")
+        with open(model_path, "wb") as f:
+            f.write(model_bytes)
+        np.savez(feeds_path, **feeds)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, model_path, feeds_path, str(runs),
+                               str(threads)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeUnavailableError(f"the measuring process failed: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
