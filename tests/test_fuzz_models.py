@@ -268,7 +268,8 @@ def _classify(line: str, folder: str) -> str:
     text = re.sub(r"^\S+\.onnx: ", "", line.removeprefix("irkit: error: ").replace(folder, ""))
     table = [("not a valid ONNX", "onnx node check / shape inference"),
              ("fails onnx's checker", "export: onnx checker"),
-             ("not a readable ONNX", "unparseable file"), ("unsupported ops", "unsupported op"),
+             ("not a readable ONNX", "unparseable file"), ("not UTF-8", "text not UTF-8"),
+             ("graph outputs", "undefined graph output"), ("unsupported ops", "unsupported op"),
              ("folding", "import folding over its cap"), ("elements", "element cap"),
              ("raw_data", "tensor bytes vs dims"), ("values, but dims", "tensor bytes vs dims"),
              ("element type", "element type"), ("opset", "opset"), ("IR version", "IR version"),
