@@ -131,8 +131,11 @@ def _param_count(weights: dict) -> int:
 # ---- train ---------------------------------------------------------------------------------
 @main.command()
 @click.argument("source")
-@click.option("--data", help="Bundled dataset (iris, digits) or a .csv/.npz file.")
-@click.option("-o", "--output", required=True, help="Where to write the trained ONNX model.")
+@click.option("--data", help="Dataset: bundled iris, digits, mnist5k; mnist, mnist-test "
+              "(downloaded to $IRKIT_DATA); or a .csv/.csv.gz/.npz file.")
+@click.option("--label-column", help="The CSV column with the targets (default: label).")
+@click.option("-o", "--output", required=True,
+              help="Where to write the trained ONNX model (the best epoch's weights).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: recipe's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
@@ -158,20 +161,31 @@ def _param_count(weights: dict) -> int:
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
-              help="Also write a training model (last weights, optimizer state, step count) "
-              "that `irkit train` resumes from.")
+              help="Also write a training model (the last epoch's weights, optimizer state, "
+              "step count, history, best weights) that `irkit train` resumes from.")
+@click.option("--checkpoint", metavar="DIR",
+              help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
+              "(resumable) and history.json.")
+@click.option("--plot", metavar="PNG",
+              help="Write the training curves as a .png (.svg, .pdf) image (needs irkit[plot]).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @handle_errors
 def train(source: str, output: str, as_json: bool, save_training: str | None,
           **options) -> None:
     """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
-    inference model (data scaling included) to OUTPUT."""
+    inference model (data scaling included) to OUTPUT.
+
+    Which file holds which weights: -o holds the best epoch's weights (lowest validation
+    loss, or --monitor; --keep-last for the last epoch's); --save-training holds the last
+    epoch's state (and the best weights), to resume from. A report on overfitting ends every
+    run (on stderr, or "report" in --json)."""
     from irkit.cli_train import run_training
     result = run_training(source, output, progress=not as_json, save_training=save_training,
                           **options)
-    if as_json:
+    if as_json:  # the overfitting report is in the document ("report")
         click.echo(json.dumps(result, indent=2))
     else:
+        click.echo(result["report"]["text"], err=True)
         final = result["final"]
         figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
         click.echo(f"best epoch {result['best_epoch']}: {figures}")
@@ -262,9 +276,12 @@ def ops(as_json: bool) -> None:
     click.echo(f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with gradients")
 
 
+from irkit import cli_lab  # noqa: E402,F401  (registers evaluate, predict, plot)
 from irkit.cli_graph import register_graph_commands  # noqa: E402
 
 register_graph_commands(main)  # inspect and optimize (irkit/cli_graph.py)
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m irkit.cli`: cli_lab registered its commands on the module `irkit.cli`
+    from irkit.cli import main as registered
+    registered()

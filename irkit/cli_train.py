@@ -24,7 +24,10 @@ from irkit.signature import (
     META_SETTINGS,
 )
 from irkit.spec import Recipe, load_recipe
+from irkit.train.callbacks import TrainingCheckpoint
 from irkit.train.model import Model, load_model
+from irkit.train.plot import save_png
+from irkit.train.report import overfitting_report
 from irkit.train.sources import ModuleSource
 
 
@@ -53,7 +56,9 @@ def _dataset_for(settings: Settings, stored: str | None = None) -> Dataset:
     name = settings.dataset
     if name is None:
         hint = f" (it was trained on {stored!r})" if stored else ""
-        raise DataError(f"no dataset: pass --data NAME|FILE{hint}; bundled: iris, digits")
+        from irkit.data import dataset_names
+        raise DataError(f"no dataset: pass --data NAME|FILE{hint}; bundled: "
+                        f"{', '.join(dataset_names())}")
     return load_dataset(name, label_column=settings.label_column)
 
 
@@ -99,23 +104,38 @@ def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
 
 def run_training(source: str, output: str, progress: bool = True,
                  save_training: str | None = None, callbacks=None,
+                 checkpoint: str | None = None, plot: str | None = None,
                  **options: Any) -> dict[str, Any]:
     """Train and write the inference model (best weights) to `output` and, with
-    `save_training`, a training file (last state) to resume from; returns the history and
-    the final validation figures."""
+    `save_training`, a training file (last state) to resume from; with `checkpoint`, a
+    folder updated every epoch (TrainingCheckpoint); with `plot`, a PNG of the curves.
+    Returns the history, the final validation figures and the overfitting report."""
     inputs = [source] + ([options["data"]] if options.get("data") else [])
-    check_outputs({"-o": output, "--save-training": save_training}, inputs)
+    check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
+    callbacks = list(callbacks or [])
+    if checkpoint is not None:
+        saver = TrainingCheckpoint(checkpoint)
+        saver.prepare(inputs + [p for p in (output, save_training, plot) if p])
+        callbacks.append(saver)
+    if plot is not None:  # fail before training on a bad name or without matplotlib
+        from irkit.train.plot import _pyplot, plot_format
+        plot_format(plot)
+        _pyplot()
     model, s, data = prepare(source, options)
     first = model.epochs_done
     history = model.fit(data.x, data.y, epochs=first + s.epochs,
                         verbose=1 if progress else 0, callbacks=callbacks)
     final = _final_figures(model, data, s)
     _write_outputs(model, output, save_training)
+    report = overfitting_report(history, first + s.epochs, s.keep_best)
+    if plot is not None:
+        save_png(history, plot, title=f"{model.name} on {s.dataset}")
     return {"source": source, "output": output, "save_training": save_training,
+            "checkpoint": checkpoint, "plot": plot,
             "dataset": s.dataset, "device": model._runner.device,
             "epochs_run": history.epochs - first, "epochs_total": history.epochs,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
-            "history": history.history, "final": final,
+            "history": history.history, "final": final, "report": report.as_dict(),
             "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
 
 

@@ -6,6 +6,7 @@
     [data]
     dataset = "iris"               # bundled name or a file
     val_split = 0.2
+    label_column = "label"         # the CSV column with the targets
     [train]
     loss = "sparse_categorical_crossentropy"
     optimizer = "adam"             # sgd (momentum = 0.9) or adam

@@ -443,7 +443,7 @@ def test_nan_is_a_data_error(where):
 def test_nan_in_a_csv_is_a_data_error(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("a,b,label\n1,2,0\nnan,3,1\n")
-    with pytest.raises(DataError, match="row 1"):
+    with pytest.raises(DataError, match="line 3"):
         load_dataset(str(path))
     path.write_text("a,b,label\n1,2,0\n1,3,-1\n")
     with pytest.raises(DataError, match="negative class label"):

@@ -33,3 +33,28 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
         m = re.match(r"print\((.*)\)\s+#\s+(\S+ \S+)", line.strip())
         if m and re.fullmatch(r"-?\d+\.\d+ -?\d+\.\d+", m.group(2)):
             assert m.group(2) in out.getvalue(), (m.group(2), out.getvalue())
+
+
+LAB_MARK = "<!-- the README test runs this block in a temporary folder -->\n```bash\n"
+
+
+def _lab_blocks() -> list[str]:
+    with open(README, encoding="utf-8") as f:
+        return re.findall(re.escape(LAB_MARK) + r"(.*?)```", f.read(), re.S)
+
+
+def test_readme_lab_commands_run_as_written(tmp_path):
+    """The lab's shell blocks run in order (one folder), every command succeeds, and the
+    overfitting run and the early-stopped run say so."""
+    import subprocess
+    blocks = _lab_blocks()
+    assert len(blocks) >= 2
+    script = "set -e\n" + "\n".join(blocks)
+    result = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "the model overfits; kept epoch" in result.stderr
+    assert "stopped early at epoch" in result.stderr
+    assert "confusion (rows: true class, columns: predicted)" in result.stdout
+    for name in ("mlp.png", "over.png", "predictions.csv", "mlp_ck/best.onnx", "linear.onnx"):
+        assert (tmp_path / name).stat().st_size > 0, name

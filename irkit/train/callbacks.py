@@ -6,8 +6,13 @@ set weights (`get_weights`/`set_weights`), or write files (`export`).
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import sys
 from collections.abc import Callable
+
+from irkit.safe_io import FileSafetyError, check_outputs, write_atomic
 
 
 class Callback:
@@ -148,6 +153,61 @@ class ModelCheckpoint(Callback):
         self.model.export(self.filepath.format(epoch=epoch + 1, **logs))
 
 
+class TrainingCheckpoint(Callback):
+    """`irkit train --checkpoint DIR`: after every epoch, atomically, in this order:
+
+        DIR/best.onnx         the inference model of the best epoch so far (when it changes)
+        DIR/last.onnx         the inference model of the last epoch
+        DIR/last_train.onnx   a training file of the last epoch (`irkit train` resumes it;
+                              it carries the best weights too, so the best survives a resume)
+        DIR/history.json      the figures so far (`irkit plot DIR/history.json`)
+
+    A kill at any moment leaves every file in DIR whole (the previous version or the new)."""
+
+    FILES = ("best.onnx", "last.onnx", "last_train.onnx", "history.json")
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def paths(self) -> dict[str, str]:
+        """File name -> path in the directory."""
+        return {f: os.path.join(self.directory, f) for f in self.FILES}
+
+    def prepare(self, inputs: list[str] = ()) -> None:
+        """Create the directory and check every file in it can be written (before training)."""
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise FileSafetyError(f"--checkpoint {self.directory}: not a directory; give a "
+                                  "folder (it is created if missing)")
+        os.makedirs(self.directory, exist_ok=True)
+        for path in self.paths().values():
+            check_outputs({"--checkpoint": path}, inputs)
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files a killed run left behind (only write_atomic's names for our files,
+        only regular files): the named files are whole either way."""
+        names = "|".join(map(re.escape, self.FILES))
+        pattern = re.compile(rf"\.({names})\.[a-z0-9_]{{8}}\.tmp")
+        for entry in os.scandir(self.directory):
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
+
+    def on_train_begin(self, logs: dict) -> None:
+        self.prepare()
+
+    def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        paths, history = self.paths(), self.model.history
+        if history is not None and history.best_epoch == epoch + 1:
+            self.model.export(paths["best.onnx"])
+        self.model.export(paths["last.onnx"])
+        write_atomic(paths["last_train.onnx"], self.model.training_proto().SerializeToString())
+        doc = {**history.to_dict(), "epochs_total": history.epochs} if history else {}
+        write_atomic(paths["history.json"], json.dumps(doc, indent=1).encode())
+
+
 class LambdaCallback(Callback):
     """Callback from functions: LambdaCallback(on_epoch_end=lambda epoch, logs: ...)."""
 
@@ -189,4 +249,4 @@ class ProgressLogger(Callback):
 
 
 __all__ = ["Callback", "EarlyStopping", "LambdaCallback", "LearningRateScheduler",
-           "ModelCheckpoint", "ProgressLogger", "ReduceLROnPlateau"]
+           "ModelCheckpoint", "ProgressLogger", "ReduceLROnPlateau", "TrainingCheckpoint"]

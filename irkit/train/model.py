@@ -244,8 +244,10 @@ class Model:
         target = self._graphs.train.value(TARGET)
         if loss.sparse_labels:
             if y.dtype.kind not in "iufb":
-                raise DataError(f"{name}: {loss.name} needs integer class labels, got "
-                                f"{y.dtype} values")
+                example = str(y.flat[0]) if y.size else ""
+                raise DataError(f"{name}: {loss.name} needs integer class labels 0..C-1, got "
+                                f"{y.dtype} values (e.g. {example!r}); map names to numbers "
+                                "with classes, y = numpy.unique(y, return_inverse=True)")
             if y.dtype.kind == "f" and not np.all(y == np.round(y)):
                 raise DataError(f"{name}: {loss.name} needs integer class labels")
             width = self._num_classes()
@@ -374,10 +376,14 @@ class Model:
         g, names = self._graphs, self._weight_names()
         state = self._runner.read_state()
         current = {k: state[k] for k in names}
-        last = self._trainer.last_weights if self._trainer is not None else None
+        trainer = self._trainer
+        last = trainer.last_weights if trainer is not None else None
         best = None
-        if last is not None and any(not np.array_equal(last[k], current[k]) for k in names):
+        if last is not None and _differ(last, current, names):
             best, state = current, {**state, **last}
+        elif last is None and trainer is not None and trainer.best_weights is not None \
+                and _differ(trainer.best_weights, current, names):
+            best = trainer.best_weights  # during training (a checkpoint): the best so far
         metadata = self.to_graph().metadata
         self.source.set_weights({k: state[k] for k in names})
         inference = self.source.build(training=False)
@@ -418,6 +424,10 @@ class Sequential(Model):
                  input_shape: tuple[int, ...] | None = None) -> None:
         from irkit.nn.module import Sequential as Layers
         super().__init__(Layers(list(layers), name=name), input_shape, name)
+
+
+def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
+    return any(not np.array_equal(a[k], b[k]) for k in names)
 
 
 def _check_same_step(saved: Settings, s: Settings) -> None:

@@ -88,8 +88,9 @@ class Trainer:
         for _ in range(initial_epoch if shuffle else 0):
             rng.permutation(n)
         self.stop_training = False
-        if self.model is not None:
+        if self.model is not None:  # callbacks see the figures so far (Keras: model.history)
             self.model.stop_training = False
+            self.model.history = history
         for cb in callbacks:
             cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):

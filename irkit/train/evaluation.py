@@ -1,0 +1,343 @@
+"""Use a trained model: predictions and figures for ANY ONNX classifier or regressor.
+
+`OnnxPredictor` runs a model file on a plain onnxruntime session (first input, first output,
+in batches; a model with a fixed batch size runs in chunks of it). Whether the model
+classifies or regresses comes from irkit's metadata when the file has it (`irkit.train`'s
+loss, `irkit.classes`), else from the output: one score per class (N, C) with C >= 2
+classifies, anything else regresses. Softmax outputs and logits are both understood: a row
+of non-negative scores that sums to 1 is read as probabilities, anything else as logits; the
+predicted class is the argmax either way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from irkit.errors import DataError, ModelFileError
+from irkit.signature import META_CLASSES, META_SETTINGS
+
+BATCH = 1024
+CLASSIFICATION_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy",
+                         "binary_crossentropy", "cross_entropy", "bce")
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+               "tensor(float16)": np.float16}
+
+
+class OnnxPredictor:
+    """An ONNX file on onnxruntime: `predictor(x)` -> the first output for each row of x."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        from irkit.onnx_io import load_proto
+        from irkit.runtimes.onnxruntime import make_session, resolve_device
+        proto = load_proto(path)
+        self.path = path
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+        try:
+            self.session = make_session(proto.SerializeToString(), resolve_device(device))
+        except Exception as e:  # onnxruntime's own exception types
+            raise ModelFileError(f"{path}: onnxruntime cannot load the model "
+                                 f"({str(e).strip().splitlines()[0]})") from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelFileError(f"{path}: the model has {len(inputs)} inputs "
+                                 f"({', '.join(i.name for i in inputs)}); irkit feeds one")
+        self.input = inputs[0]
+        if self.input.type not in _ORT_DTYPES:
+            raise ModelFileError(f"{path}: the input {self.input.name!r} is {self.input.type}; "
+                                 "irkit feeds float features")
+        self.output = self.session.get_outputs()[0]
+        self.scores_are = _scores_are(proto, self.output.name, bool(self.settings))
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names recorded in the file (irkit.classes), or None."""
+        text = self.metadata.get(META_CLASSES)
+        if not text:
+            return None
+        if text.lstrip().startswith("["):  # a JSON list (names that hold commas)
+            try:
+                names = json.loads(text)
+            except json.JSONDecodeError:
+                return None
+            return [str(n) for n in names] if isinstance(names, list) else None
+        return text.split(",")
+
+    @property
+    def settings(self) -> dict:
+        """The training settings recorded in the file (irkit.train), or {}."""
+        from irkit.settings import from_json
+        return from_json(self.metadata.get(META_SETTINGS))
+
+    def _shaped(self, x: np.ndarray) -> np.ndarray:
+        """x in the input's dtype and per-sample shape (flat rows are reshaped when the sizes
+        agree, e.g. 64 columns for an 8x8 image input)."""
+        x = np.asarray(x, dtype=_ORT_DTYPES[self.input.type])
+        dims = self.input.shape[1:] if self.input.shape else []
+        if dims and all(isinstance(d, int) for d in dims) and tuple(x.shape[1:]) != tuple(dims):
+            if int(np.prod(dims)) != int(np.prod(x.shape[1:])):
+                raise DataError(f"{self.path}: the model takes samples of shape {tuple(dims)}, "
+                                f"the data has {x.shape[1]} features per row")
+            x = x.reshape(len(x), *dims)
+        return x
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = self._shaped(x)
+        first = self.input.shape[0] if self.input.shape else None
+        size = first if isinstance(first, int) and first > 0 else BATCH
+        parts = []
+        for i in range(0, len(x), size):
+            chunk = x[i:i + size]
+            pad = size - len(chunk) if size == first else 0
+            if pad:  # a fixed batch size: fill the last chunk and drop the filler after
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
+            try:
+                out = self.session.run([self.output.name], {self.input.name: chunk})[0]
+            except Exception as e:
+                raise DataError(f"{self.path}: onnxruntime could not run the model on the data "
+                                f"({str(e).strip().splitlines()[0]})") from None
+            parts.append(out[:len(out) - pad])
+        if not parts:
+            raise DataError("the data has no rows")
+        return np.concatenate(parts)
+
+
+def _scores_are(proto, output: str, from_irkit: bool) -> str | None:
+    """'probabilities' when the output comes out of a Softmax or Sigmoid, 'logits' when out
+    of anything else in a model irkit trained (its losses take logits); None: look at the
+    values."""
+    producer = next((n for n in proto.graph.node if output in n.output), None)
+    if producer is not None and producer.op_type in ("Softmax", "Sigmoid"):
+        return "probabilities"
+    return "logits" if from_irkit else None
+
+
+def task_of(predictor: OnnxPredictor, scores: np.ndarray, y: np.ndarray | None = None) -> str:
+    """'classify' or 'regress' (see the module docstring)."""
+    loss = predictor.settings.get("loss")
+    if loss is not None:
+        return "classify" if loss in CLASSIFICATION_LOSSES else "regress"
+    if predictor.classes:
+        return "classify"
+    if scores.ndim == 2 and scores.shape[1] >= 2:
+        if y is not None and y.dtype.kind == "f" and not np.all(y == np.round(y)):
+            return "regress"
+        return "classify"
+    return "regress"
+
+
+def log_probabilities(scores: np.ndarray, kind: str | None = None) -> tuple[np.ndarray, str]:
+    """Log class probabilities of scores (N, C) or (N, 1) for two classes, and what the
+    scores were: `kind` ('probabilities' or 'logits'), or judged from the values."""
+    s = np.asarray(scores, np.float64).reshape(len(scores), -1)
+    if s.shape[1] == 1:  # one score per row: P(class 1), or its logit
+        kind = kind or ("probabilities" if ((s >= 0) & (s <= 1)).all() else "logits")
+        z = np.log(np.clip(s, 1e-300, 1)) - np.log(np.clip(1 - s, 1e-300, 1)) \
+            if kind == "probabilities" else s
+        s = np.concatenate([np.zeros_like(z), z], axis=1)  # softmax([0, z]) = [1-p, p]
+        return s - _logsumexp(s), kind
+    if kind is None and (s >= 0).all() and np.allclose(s.sum(axis=1), 1.0, atol=1e-3):
+        kind = "probabilities"
+    if kind == "probabilities":
+        return np.log(np.clip(s, 1e-300, None)), "probabilities"
+    return s - _logsumexp(s), "logits"
+
+
+def _logsumexp(s: np.ndarray) -> np.ndarray:
+    m = s.max(axis=1, keepdims=True)
+    return m + np.log(np.exp(s - m).sum(axis=1, keepdims=True))
+
+
+@dataclass
+class Predictions:
+    """What `predict` returns: per-row classes (and probabilities) or output values."""
+
+    task: str
+    outputs: np.ndarray                    # the model's first output, as it gave it
+    labels: np.ndarray | None = None       # predicted class index (classify)
+    probabilities: np.ndarray | None = None
+    classes: list[str] | None = None
+    scores_are: str | None = None          # probabilities or logits
+
+    def rows(self) -> tuple[list[str], list[list]]:
+        """A header and rows for a CSV file."""
+        if self.task == "classify":
+            header = ["class", "label"] + [f"prob_{c}" for c in self.classes]
+            return header, [[self.classes[k], int(k), *map(float, p)]
+                            for k, p in zip(self.labels, self.probabilities)]
+        out = self.outputs.reshape(len(self.outputs), -1)
+        header = ["output"] if out.shape[1] == 1 else [f"output_{i}" for i in range(
+            out.shape[1])]
+        return header, [list(map(float, r)) for r in out]
+
+    def to_dict(self) -> dict:
+        if self.task == "classify":
+            return {"task": self.task, "classes": self.classes, "scores_are": self.scores_are,
+                    "predicted": [self.classes[k] for k in self.labels],
+                    "labels": [int(k) for k in self.labels],
+                    "probabilities": self.probabilities.round(6).tolist()}
+        return {"task": self.task, "outputs": self.outputs.reshape(
+            len(self.outputs), -1).tolist()}
+
+    def to_csv(self) -> str:
+        header, rows = self.rows()
+        lines = [",".join(header)]
+        lines += [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r)
+                  for r in rows]
+        return "\n".join(lines) + "\n"
+
+
+def _class_names(predictor: OnnxPredictor, width: int,
+                 data_classes: list[str] | None = None) -> list[str]:
+    for names in (predictor.classes, data_classes):
+        if names and len(names) == width:
+            return list(names)
+    return [str(i) for i in range(width)]
+
+
+def predict(predictor: OnnxPredictor, x: np.ndarray, task: str | None = None,
+            data_classes: list[str] | None = None) -> Predictions:
+    """Run the model on x; classes (argmax) and probabilities for a classifier."""
+    scores = predictor(x)
+    return predict_from_scores(predictor, scores, task or task_of(predictor, scores),
+                               data_classes)
+
+
+def predict_from_scores(predictor: OnnxPredictor, scores: np.ndarray, task: str,
+                        data_classes: list[str] | None = None) -> Predictions:
+    """Predictions from the model's outputs `scores` for `task` (classify or regress)."""
+    if task == "regress":
+        return Predictions(task, scores)
+    logp, kind = log_probabilities(scores, predictor.scores_are)
+    width = logp.shape[1]
+    return Predictions(task, scores, logp.argmax(axis=1), np.exp(logp),
+                       _class_names(predictor, width, data_classes), kind)
+
+
+def read_features(source: str, label_column: str = "label", labels: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
+    """Features, labels and class names of a bundled dataset or a .csv/.csv.gz/.npz file.
+    A CSV without the label column, or any CSV when `labels` is False, gives features only
+    (the label column, if present, is left out unread: it may hold names)."""
+    from irkit.data import BUNDLED, load_dataset
+    if source in BUNDLED or source.endswith(".npz") or not os.path.exists(source):
+        ds = load_dataset(source, label_column=label_column)
+        return ds.x, ds.y, ds.classes
+    text = _read_text(source)
+    header = [h.strip() for h in text.split("\n", 1)[0].split(",")]
+    if label_column in header and labels:
+        ds = load_dataset(source, label_column=label_column)
+        return ds.x, ds.y, ds.classes
+    columns = [i for i, h in enumerate(header) if h != label_column]
+    try:
+        x = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, skiprows=1,
+                       usecols=columns)
+    except ValueError as e:
+        raise DataError(f"{source}: {str(e).splitlines()[0]}; every feature cell must be a "
+                        "number") from None
+    if not np.isfinite(x).all():
+        raise DataError(f"{source}: NaN or inf in the features; clean the data first")
+    return x.astype(np.float32), None, None
+
+
+def _read_text(path: str) -> str:
+    from irkit.safe_io import FileSafetyError, limit, read_capped
+    raw = read_capped(path, "data", "dataset")
+    if path.endswith(".gz"):
+        cap = limit("data")
+        try:
+            raw = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(cap + 1)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e})") from None
+        if len(raw) > cap:
+            raise FileSafetyError(f"{path}: decompresses to over {cap} bytes; raise "
+                                  "IRKIT_MAX_DATA_BYTES if you trust it")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; give a CSV file") from None
+
+
+def write_predictions(predictions: Predictions, path: str) -> None:
+    """Write predictions as CSV or JSON (by the file's suffix), atomically."""
+    from irkit.safe_io import write_atomic
+    if path.endswith(".json"):
+        write_atomic(path, json.dumps(predictions.to_dict(), indent=1).encode())
+    else:
+        write_atomic(path, predictions.to_csv().encode())
+
+
+def _model_labels(y: np.ndarray, classes: list[str], data_classes: list[str] | None
+                  ) -> np.ndarray:
+    """Integer labels in the model's class order (data class names mapped by name when the
+    data's own order differs), checked against the number of classes."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == len(classes) and len(classes) > 1:
+        y = y.argmax(axis=1)  # one-hot targets
+    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+        raise DataError("the model classifies, the data's targets are not class labels; pass "
+                        "--task regress for a regressor")
+    y = y.astype(np.int64).reshape(-1)
+    if data_classes and data_classes != classes and set(data_classes) <= set(classes):
+        y = np.array([classes.index(data_classes[k]) for k in y], np.int64)
+    if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+        bad = int(y.max()) if y.max() >= len(classes) else int(y.min())
+        raise DataError(f"label {bad} is out of range for the model's {len(classes)} classes")
+    return y
+
+
+def classification_figures(pred: Predictions, y: np.ndarray,
+                           data_classes: list[str] | None = None) -> dict:
+    """Loss (cross-entropy), accuracy, per-class precision/recall/F1 and the confusion
+    matrix (rows: true class, columns: predicted)."""
+    classes = pred.classes
+    y = _model_labels(y, classes, data_classes)
+    k = len(classes)
+    confusion = np.zeros((k, k), np.int64)
+    np.add.at(confusion, (y, pred.labels), 1)
+    logp = np.log(np.clip(pred.probabilities[np.arange(len(y)), y], 1e-300, None))
+    per_class = []
+    for i, name in enumerate(classes):
+        tp, predicted, actual = confusion[i, i], confusion[:, i].sum(), confusion[i].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class.append({"class": name, "precision": float(precision), "recall": float(recall),
+                          "f1": float(f1), "support": int(actual)})
+    return {"task": "classify", "samples": int(len(y)), "loss": float(-logp.mean()),
+            "accuracy": float(np.trace(confusion) / max(len(y), 1)),
+            "macro_f1": float(np.mean([c["f1"] for c in per_class])),
+            "scores_are": pred.scores_are, "classes": classes, "per_class": per_class,
+            "confusion": confusion.tolist()}
+
+
+def regression_figures(pred: Predictions, y: np.ndarray) -> dict:
+    """Mean squared error (the loss), mean absolute error and R^2."""
+    out = pred.outputs.reshape(len(pred.outputs), -1).astype(np.float64)
+    y = np.asarray(y, np.float64).reshape(len(y), -1)
+    if y.shape != out.shape:
+        raise DataError(f"the model gives {out.shape[1]} values per row, the data's targets "
+                        f"have {y.shape[1]}")
+    err = out - y
+    total = ((y - y.mean(axis=0)) ** 2).sum()
+    return {"task": "regress", "samples": int(len(y)), "loss": float((err ** 2).mean()),
+            "mse": float((err ** 2).mean()), "mae": float(np.abs(err).mean()),
+            "r2": float(1 - (err ** 2).sum() / total) if total else None}
+
+
+def evaluate(predictor: OnnxPredictor, x: np.ndarray, y: np.ndarray, task: str | None = None,
+             data_classes: list[str] | None = None) -> dict:
+    """The figures of `predictor` on (x, y): classification or regression (see above)."""
+    if len(x) != len(y):
+        raise DataError(f"x has {len(x)} rows, y has {len(y)}; they must match")
+    scores = predictor(x)
+    task = task or task_of(predictor, scores, np.asarray(y))
+    pred = predict_from_scores(predictor, scores, task, data_classes)
+    if task == "regress":
+        return regression_figures(pred, y)
+    return classification_figures(pred, y, data_classes)

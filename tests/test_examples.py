@@ -1,0 +1,31 @@
+"""The scripts in examples/ run offline, in seconds, and print what they claim."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def run_example(name: str) -> str:
+    result = subprocess.run([sys.executable, os.path.join(EXAMPLES, name)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr  # no warnings either
+    return result.stdout
+
+
+def test_lesson_5_points_shows_overfitting():
+    out = run_example("lesson_5_points.py").splitlines()
+    assert out[0].split() == ["model", "parameters", "training", "MSE", "validation", "MSE"]
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out[1:3]}
+    (n_line, train_line, val_line), (n_poly, train_poly, val_poly) = rows["line"], \
+        rows["polynomial"]
+    assert (n_line, n_poly) == (2, 7)
+    assert train_poly < 1e-8            # 7 parameters through 5 points: ~0 training error
+    assert train_line > 1e-3            # a line cannot pass through noisy points
+    assert val_poly > 1e6 * train_poly  # ... but the polynomial's validation error is large
+    assert val_poly > 10 * val_line     # and far higher than the line's
+    assert "times worse than the line" in out[3]

@@ -1,0 +1,72 @@
+"""The overfitting report and the text chart on histories written by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from irkit.train import History
+from irkit.train.plot import text_chart
+from irkit.train.report import overfitting_report
+
+
+def doc(loss, val_loss=None, best=None, monitor="val_loss") -> dict:
+    history = {"loss": loss} | ({"val_loss": val_loss} if val_loss else {})
+    return {"history": history, "best_epoch": best, "monitor": monitor}
+
+
+def test_overfits_when_validation_rises_while_training_falls():
+    r = overfitting_report(doc([1.0, 0.5, 0.3, 0.2, 0.1], [1.0, 0.6, 0.5, 0.6, 0.75], 3), 5)
+    assert r.overfits and r.lowest_epoch == 3 and r.rise == pytest.approx(0.5)
+    assert r.text == ("validation loss bottomed at epoch 3 (0.5) and rose 50% by epoch 5: "
+                      "the model overfits; kept epoch 3")
+
+
+def test_keep_last_and_another_monitor_are_named():
+    h = doc([1.0, 0.5, 0.3, 0.2], [1.0, 0.5, 0.7, 0.8], 2)
+    assert overfitting_report(h, keep_best=False).text.endswith("kept the last epoch (4)")
+    h = doc([1.0, 0.5, 0.3, 0.2], [1.0, 0.5, 0.7, 0.8], 3, monitor="val_accuracy")
+    assert overfitting_report(h).text.endswith("kept epoch 3 (best val_accuracy)")
+
+
+def test_unstable_when_both_losses_rise():
+    r = overfitting_report(doc([1.0, 0.5, 0.9, 2.0], [1.0, 0.5, 0.9, 2.0], 2))
+    assert not r.overfits and "unstable training" in r.text
+
+
+def test_still_falling_small_rise_early_stop_and_no_validation():
+    assert "still falling at epoch 3" in overfitting_report(doc([3, 2, 1], [3, 2, 1], 3)).text
+    small = overfitting_report(doc([3, 2, 1, 0.5], [3, 2, 1.0, 1.01], 3))
+    assert not small.overfits and "no clear overfitting" in small.text
+    early = overfitting_report(doc([3, 2, 1, 0.5], [3, 2, 1.0, 1.5], 3), epochs_planned=10)
+    assert early.stopped_early == 4 and early.text.startswith("stopped early at epoch 4 of 10")
+    alone = overfitting_report(doc([3, 2, 2.5]))
+    assert alone.curve == "loss" and not alone.overfits
+    assert "training loss (no validation data)" in alone.text
+
+
+def test_report_reads_a_history_object():
+    h = History(monitor="val_loss")
+    for loss, val in [(1.0, 1.0), (0.5, 0.4), (0.2, 0.8)]:
+        h.append({"loss": loss, "val_loss": val})
+    h.best_epoch = 2
+    assert overfitting_report(h).overfits
+
+
+def test_text_chart_marks_curves_and_best_epoch():
+    chart = text_chart(doc([4.0, 2.0, 1.0, 0.5], [4.0, 2.5, 2.0, 3.0], 3), height=8)
+    lines = chart.splitlines()
+    assert lines[0].startswith("         4 +") and "0.5 +" in lines[7]
+    grid = [line[12:] for line in lines[:8]]
+    assert grid[0][0] in "*o" and grid[-1][3] == "*"  # first epoch at the top, last low
+    assert all(row[2] in "|*o" for row in grid)  # the best epoch's column
+    assert "| best epoch 3" in lines[-1]
+
+
+def test_a_later_epoch_with_better_accuracy_is_mentioned():
+    h = doc([1.0, 0.5, 0.3, 0.2], [1.0, 0.5, 0.55, 0.6], 2)
+    h["history"]["val_accuracy"] = [0.5, 0.937, 0.955, 0.94]
+    text = overfitting_report(h).text
+    assert text.endswith("; epoch 3 had higher validation accuracy (0.9550 vs 0.9370): "
+                         "--monitor val_accuracy keeps that one")
+    h["history"]["val_accuracy"] = [0.5, 0.937, 0.94, 0.94]  # within 0.01: no note
+    assert "higher validation accuracy" not in overfitting_report(h).text
