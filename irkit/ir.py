@@ -263,6 +263,25 @@ class Graph:
         self._node_names.discard(node.name)
         self.nodes.remove(node)
 
+    def remove_nodes(self, nodes: Iterable[Node]) -> None:
+        """Remove many nodes at once, in time linear in the graph (IRError, and nothing removed,
+        if a node outside the set or a graph output still reads one of their outputs)."""
+        doomed = {id(n): n for n in nodes}
+        outputs = {id(v) for v in self.outputs}
+        for node in doomed.values():
+            for out in node.outputs:
+                if id(out) in outputs or any(id(u) not in doomed for u, _ in out.uses):
+                    raise IRError(f"cannot remove node {node.name!r} ({node.op_type}): its "
+                                  f"output {out.name!r} is still used")
+        touched = {id(v): v for n in doomed.values() for v in n.inputs if v is not None}
+        for v in touched.values():
+            v.uses = [(u, i) for u, i in v.uses if id(u) not in doomed]
+        for node in doomed.values():
+            for out in node.outputs:
+                del self._values[out.name]
+            self._node_names.discard(node.name)
+        self.nodes = [n for n in self.nodes if id(n) not in doomed]
+
     def remove_initializer(self, name: str) -> None:
         """Remove an unused initializer."""
         v = self.initializers[name]

@@ -21,6 +21,8 @@ def verify_graph(graph: Graph) -> None:
     Whether each op is one irkit knows is the ops layer's check (`irkit.ops.verify`).
     """
     defined: set[int] = set()
+    # every recorded use, once: membership tests stay O(1) however many readers a value has
+    recorded = {(id(v), id(node), i) for v in graph.values() for node, i in v.uses}
     for v in graph.inputs:
         _check_registered(graph, v)
         if v.producer is not None or v.is_initializer:
@@ -42,7 +44,7 @@ def verify_graph(graph: Graph) -> None:
             if id(v) not in defined:
                 raise IRError(f"node {node.name!r} ({node.op_type}) reads {v.name!r} before it "
                               "is defined (dangling name or nodes out of topological order)")
-            if (node, i) not in v.uses:
+            if (id(v), id(node), i) not in recorded:
                 raise IRError(f"use of {v.name!r} by node {node.name!r} is not recorded")
         for out in node.outputs:
             _check_registered(graph, out)

@@ -20,7 +20,8 @@ LAYERS = [
               "irkit.signature"]),  # leaves: they import no other irkit module
     ("ir", ["irkit.ir", "irkit.ir_verify"]),
     ("ops", ["irkit.ops"]),
-    ("passes / onnx io", ["irkit.passes", "irkit.onnx_io", "irkit.onnx_compat"]),
+    ("passes / onnx io", ["irkit.passes", "irkit.onnx_io", "irkit.onnx_compat",
+                          "irkit.onnx_validate", "irkit.onnx_external"]),
     ("runtimes", ["irkit.runtimes"]),
     # run graphs: traced functions, the ONNX-file optimizer
     ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),

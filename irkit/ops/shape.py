@@ -42,8 +42,16 @@ class Reshape(OpDef):
                 return [(x.dtype, copied)]
             n = node.inputs[1].shape
             return [(x.dtype, None if n is None or n[0] is None else (None,) * int(n[0]))]
-        dims = [x.shape[i] if t == 0 and x.shape is not None and not attr(node, "allowzero")
-                else (None if t == 0 else t) for i, t in enumerate(target)]
+        if target.count(-1) > 1 or any(t < -1 for t in target):
+            raise ShapeError(f"Reshape node {node.name!r}: target shape {target} may hold "
+                             "one -1 and no other negative dims")
+        dims = [x.shape[i] if t == 0 and x.shape is not None and i < len(x.shape)
+                and not attr(node, "allowzero") else (None if t == 0 else t)
+                for i, t in enumerate(target)]
+        total, size = _static_size(x.shape), _static_size(tuple(dims))
+        if total is not None and size is not None and -1 not in dims and size != total:
+            raise ShapeError(f"Reshape node {node.name!r}: cannot reshape {total} elements "
+                             f"{tuple(x.shape)} to {tuple(dims)}")
         if -1 in dims:
             known = [d for d in dims if d != -1]
             total = _static_size(x.shape)
@@ -160,6 +168,8 @@ class Unsqueeze(OpDef):
             return [(x.dtype, None)]
         rank = len(x.shape) + len(axes)
         axes = sorted(normalize_axis(a, rank, "Unsqueeze") for a in axes)
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"Unsqueeze node {node.name!r}: axes {axes} repeat an axis")
         dims = iter(x.shape)
         return [(x.dtype, tuple(1 if i in axes else next(dims) for i in range(rank)))]
 
@@ -365,6 +375,9 @@ class Pad(OpDef):
         if pads is None:
             return [(x.dtype, (None,) * len(x.shape))]
         r = len(x.shape)
+        if len(pads) != 2 * r:
+            raise ShapeError(f"Pad node {node.name!r}: {len(pads)} pads for a rank-{r} input; "
+                             f"give 2 x rank = {2 * r}")
         return [(x.dtype, tuple(d + pads[i] + pads[r + i] if isinstance(d, int) else
                                 (d if pads[i] == pads[r + i] == 0 else None)
                                 for i, d in enumerate(x.shape)))]
@@ -473,11 +486,16 @@ def shape_of(x: Value) -> Value:
     return Shape(x)
 
 
+SMALL_CONSTANT = 1 << 16  # zeros up to this many elements are stored; more are computed
+
+
 def zeros_like(x: Value) -> Value:
-    """A zero tensor of x's shape and dtype (a constant when the shape is static)."""
-    if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+    """A zero tensor of x's shape and dtype: a constant when the shape is static and small,
+    else ConstantOfShape (a file's huge declared shape must not allocate at build time)."""
+    if x.shape is not None and all(isinstance(d, int) for d in x.shape) \
+            and int(np.prod(x.shape, dtype=object)) <= SMALL_CONSTANT:
         return x.graph.constant(np.zeros(x.shape, x.dtype))
-    return ConstantOfShape(Shape(x), value=np.zeros(1, x.dtype))
+    return ConstantOfShape(shape_of(x), value=np.zeros(1, x.dtype))
 
 
 def _along(index: np.ndarray, axis: int) -> tuple:
