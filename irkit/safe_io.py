@@ -150,7 +150,39 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str] = ()) -> Non
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that a failure or a kill leaves the old file or the new one,
     never half of one (see the module docstring)."""
-    path = check_output(path)
+    write_all_atomic([(path, data)])
+
+
+def write_all_atomic(files: list[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write several files that belong together (a model and its training file): every one is
+    written and fsynced to its temporary file first, then all are renamed into place back to
+    back, so the window in which a kill leaves some new and some old is the few microseconds
+    between two renames, not the time it takes to write a file."""
+    temps: list[tuple[str, str]] = []
+    current = ""
+    try:
+        for path, data in files:
+            current = check_output(path)
+            temps.append((_write_temp(current, data), current))
+        for _, current in temps:
+            check_output(current)  # the target may have changed kind while we wrote
+        for tmp, current in temps:
+            os.replace(tmp, current)
+    except BaseException as e:
+        for tmp, _ in temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
+            raise _write_error(current, e) from None
+        raise
+    for directory in {os.path.dirname(os.path.abspath(p)) for _, p in temps}:
+        _fsync_dir(directory)
+
+
+def _write_temp(path: str, data: bytes) -> str:
+    """`data` in a new temporary file beside `path`, fsynced; its name."""
     directory = os.path.dirname(os.path.abspath(path))
     try:  # O_EXCL|O_CREAT with a random name: never an existing file (a user's OUT.tmp) or link
         fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
@@ -163,8 +195,6 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        check_output(path)  # the target may have changed kind while we wrote
-        os.replace(tmp, path)
     except BaseException as e:
         try:
             os.unlink(tmp)
@@ -173,7 +203,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
             raise _write_error(path, e) from None
         raise
-    _fsync_dir(directory)
+    return tmp
 
 
 def _write_error(path: str, e: OSError) -> FileSafetyError:
