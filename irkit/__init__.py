@@ -3,10 +3,8 @@ standard ONNX and trained on onnxruntime."""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from irkit import ops  # noqa: E402
-from irkit.errors import (  # noqa: E402
+from irkit import ops
+from irkit.errors import (
     DataError,
     IRError,
     IrkitError,
@@ -15,8 +13,9 @@ from irkit.errors import (  # noqa: E402
     SpecError,
     UnsupportedOpError,
 )
-from irkit.function import Function, Input, function, grad, value_and_grad, vjp  # noqa: E402
-from irkit.ir import Graph, Node, Value  # noqa: E402
+from irkit.function import Function, Input, function, grad, value_and_grad, vjp
+from irkit.ir import Graph, Node, Value
+from irkit.version import __version__
 
 # the training front end imports onnxruntime; load it on first use so `import irkit` stays light
 _LAZY = {"Model": "irkit.train.model", "Sequential": "irkit.train.model",

@@ -11,16 +11,56 @@ import click
 import numpy as np
 
 from irkit import distributed
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, escape
 
 DEVICE = click.Choice(["cpu", "cuda", "auto"])
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: a bare `irkit`
 
 
 def _fail(message: str, code: int = 1, error: BaseException | None = None) -> None:
-    if distributed.world_size() > 1:  # one worker of an MPI job: end the whole job
-        distributed.fail_job(error, message, code)
-    click.echo(f"irkit: error: {message}", err=True)
+    """One line on stderr, escaped (names from files cannot drive the terminal), then exit;
+    in a worker of an MPI job the line names the rank, and the whole job ends."""
+    text = escape(" ".join(str(message).split("\n")))
+    if distributed.world_size() > 1:
+        distributed.fail_job(error, text, code)
+    click.echo(f"irkit: error: {text}", err=True)
     sys.exit(code)
+
+
+class IrkitGroup(click.Group):
+    """click's group, with click's own usage errors (bad option values, missing options,
+    unknown commands) printed as one line `irkit: error: ...` (exit code 2), like irkit's."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        if not standalone_mode:  # a caller that handles click's exceptions itself
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _NO_ARGS as e:  # bare `irkit`: the help, as click does
+            click.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            command = e.ctx.command_path if e.ctx is not None else "irkit"
+            _fail(f"{e.format_message()} (see `{command} --help`)", e.exit_code)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            _fail("interrupted", 130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context):
+        """Run the command with no Python warnings (numpy's overflow and invalid-value ones
+        among them) and no onnxruntime log lines: irkit reports problems itself, in one line."""
+        import warnings
+        try:
+            import onnxruntime
+            onnxruntime.set_default_logger_severity(4)  # fatal only; errors come as exceptions
+        except Exception:  # an onnxruntime without it (or none): nothing to quiet
+            pass
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return super().invoke(ctx)
 
 
 def handle_errors(fn):
@@ -43,7 +83,7 @@ def handle_errors(fn):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=IrkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="irkit")
 def main() -> None:
     """irkit: neural networks as a graph IR, autodiff to standard ONNX, training on
@@ -229,17 +269,19 @@ def grad(model: str, of: str, wrt: str, output: str) -> None:
     OF_grad (the cotangent) unless OF is a scalar; inputs and outputs are kept."""
     from irkit.onnx_io import load
     from irkit.passes import AutodiffPass
+    from irkit.safe_io import check_outputs
+    check_outputs({"-o": output}, [model])
     graph = load(model)
     names = [n.strip() for n in wrt.split(",") if n.strip()]
     if not graph.has_value(of) or of not in [v.name for v in graph.outputs]:
         raise IrkitError(f"{model}: no graph output named {of!r}; outputs: "
-                         f"{', '.join(v.name for v in graph.outputs)}")
+                         f"{', '.join(repr(v.name) for v in graph.outputs)}")
     for name in names:
         if not graph.has_value(name):
             raise IrkitError(f"{model}: no input or initializer named {name!r}")
     AutodiffPass(of, names)(graph)
     _save(graph, output)
-    click.echo(f"wrote {output}: outputs {', '.join(v.name for v in graph.outputs)}")
+    click.echo(f"wrote {output}: outputs {escape(', '.join(v.name for v in graph.outputs))}")
 
 
 # ---- ops ----------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def register_graph_commands(group: click.Group) -> None:
 
 def printable(text: str) -> str:
     """A name fit for a terminal: control and other unprintable characters escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    from irkit.errors import escape
+    return escape(text)
 
 
 def _shape(shape) -> list | None:

@@ -161,19 +161,19 @@ def _final_figures(model: Model, data: Dataset, s: Settings) -> dict[str, float]
 
 
 def _write_outputs(model: Model, output: str, save_training: str | None) -> None:
-    """The model and the training file, with one pair id; the training file is renamed into
-    place first, the model last (each write atomic)."""
+    """The model and the training file, with one pair id, written together: both temporary
+    files complete before either is renamed into place (safe_io.write_all_atomic)."""
     from irkit.onnx_io import to_onnx
-    from irkit.safe_io import write_atomic
+    from irkit.safe_io import write_all_atomic
     pair = os.urandom(8).hex()
     graph = model.to_graph()
     graph.metadata[META_PAIR] = pair
-    model_bytes = to_onnx(graph).SerializeToString()
+    files = [(output, to_onnx(graph).SerializeToString())]
     if save_training:
         proto = model.training_proto()
         proto.metadata_props.add(key=META_PAIR, value=pair)
-        write_atomic(save_training, proto.SerializeToString())
-    write_atomic(output, model_bytes)
+        files.insert(0, (save_training, proto.SerializeToString()))
+    write_all_atomic(files)
 
 
 def export_graph(source: str, training: bool, data: str | None, loss: str | None,

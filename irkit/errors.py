@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 
+def escape(text: object) -> str:
+    """`text` with every non-printable character (ESC, CR, BEL, OSC and CSI introducers, bidi
+    controls, ...) written as a Python escape, so printing it cannot drive a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+def printable(name: object) -> str:
+    """A name from a file, quoted and escaped for a message: 'conv\\x1b[2J'."""
+    return repr(str(name))
+
+
 class IrkitError(Exception):
     """Base class of every error irkit raises on purpose (the CLI prints these in one line)."""
 

@@ -4,21 +4,45 @@ Edit a graph only through its methods (`add_node`, `replace_all_uses_with`, `rem
 ...); they keep `Value.producer` and `Value.uses` correct, and `Graph.verify` checks every
 invariant. Shapes are tuples whose entries are ints (static), strings (symbolic, e.g. "N") or
 None (unknown); a shape of None means the rank is unknown.
+
+The IR knows no particular op: a node stores its op's name, attributes as given and its
+outputs' types, which whoever adds it supplies (`irkit.ops` infers them where an op is applied).
+Attribute defaults, inference and checks of known ops live in `irkit.ops`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from irkit.errors import IRError
+from irkit.ir_verify import verify_graph
 
 Dim = int | str | None
 Shape = tuple[Dim, ...] | None
+OutputType = tuple[Any, Shape]  # (dtype, shape) of a node output
+
+# Full verification around every pass and export is a debugging aid (the test suite turns it
+# on): IRKIT_VERIFY=1 in the environment, or set_verification(True).
+_verification = os.environ.get("IRKIT_VERIFY", "") not in ("", "0")
+
+
+def set_verification(enabled: bool) -> bool:
+    """Switch debug verification (`irkit.ops.debug_verify`: around passes and exports) on or
+    off; returns the old setting."""
+    global _verification
+    old, _verification = _verification, bool(enabled)
+    return old
+
+
+def verification_enabled() -> bool:
+    """Whether debug verification is on (IRKIT_VERIFY=1, or `set_verification(True)`)."""
+    return _verification
 
 
 class Value:
@@ -64,24 +88,6 @@ class Node:
         self.inputs: list[Value | None] = []
         self.outputs: list[Value] = []
         self.attributes = dict(attributes)
-
-    @property
-    def opdef(self):  # -> irkit.ops.base.OpDef; typed loosely because ops sit above the IR
-        from irkit.ops.registry import get_op
-
-        return get_op(self.op_type, self.domain, node_name=self.name)
-
-    def attr(self, name: str) -> Any:
-        """The attribute's value, or the op's default when the node does not set it.
-
-        Floats come back rounded to float32: ONNX stores float attributes as float32, so this
-        is the value an exported model computes with.
-        """
-        if name in self.attributes:
-            value = self.attributes[name]
-        else:
-            value = self.opdef.attribute_default(name, self)
-        return float(np.float32(value)) if isinstance(value, float) else value
 
     def __repr__(self) -> str:
         ins = ", ".join(v.name if v is not None else "" for v in self.inputs)
@@ -177,40 +183,38 @@ class Graph:
         return v
 
     def add_node(self, op_type: str, inputs: Sequence[Value | None],
-                 attributes: dict[str, Any] | None = None, *, num_outputs: int | None = None,
+                 attributes: dict[str, Any] | None, output_types: Sequence[OutputType], *,
                  name: str | None = None, output_names: Sequence[str] | None = None,
-                 domain: str = "", infer: bool = True) -> Node:
-        """Append a node; its outputs get dtypes and shapes from the op's inference."""
-        from irkit.ops.registry import get_op
+                 domain: str = "") -> Node:
+        """Append a node with one output per entry of `output_types` ((dtype, shape) each).
 
+        The IR takes the types as given; `irkit.ops.apply` (what calling an op does) infers
+        them. Attributes that are None are dropped, as are absent (None) trailing inputs.
+        """
         attributes = {k: v for k, v in (attributes or {}).items() if v is not None}
         node_name = self.unique_name(name or op_type)
-        node = Node(self, node_name, op_type, domain, attributes)
         for v in inputs:
             if v is not None and v.graph is not self:
                 raise IRError(f"node {node_name!r} ({op_type}) reads value {v.name!r} "
                               f"of another graph; build every op of a function in one graph")
+        if output_names is not None and len(output_names) != len(output_types):
+            raise IRError(f"node {node_name!r} ({op_type}): {len(output_names)} output names "
+                          f"for {len(output_types)} outputs")
+        node = Node(self, node_name, op_type, domain, attributes)
         node.inputs = list(inputs)
         while node.inputs and node.inputs[-1] is None:
             node.inputs.pop()
-        opdef = get_op(op_type, domain, node_name=node_name)
-        if num_outputs is None:
-            num_outputs = len(output_names) if output_names else opdef.default_num_outputs(node)
+        names = list(output_names) if output_names is not None else [
+            self._output_name(node_name, i) for i in range(len(output_types))]
+        taken = [n for n in names if n in self._values]
+        if taken or len(set(names)) != len(names):
+            raise IRError(f"value name {(taken or names)[0]!r} is used twice in graph "
+                          f"{self.name!r}; names must be unique")
         self._node_names.add(node_name)
-        for i in range(num_outputs):  # made before inference, so it can count the outputs
-            out_name = output_names[i] if output_names else self._output_name(node_name, i)
-            out = self._new_value(out_name, np.float32, None)
+        for out_name, (dtype, shape) in zip(names, output_types, strict=True):
+            out = self._new_value(out_name, dtype, shape)
             out.producer = node
             node.outputs.append(out)
-        try:
-            results = opdef.infer(node) if infer else []
-        except Exception:  # leave the graph as it was
-            for out in node.outputs:
-                del self._values[out.name]
-            self._node_names.discard(node_name)
-            raise
-        for out, (dtype, shape) in zip(node.outputs, results, strict=False):
-            out.dtype, out.shape = np.dtype(dtype), None if shape is None else tuple(shape)
         for i, v in enumerate(node.inputs):
             if v is not None:
                 v.uses.append((node, i))
@@ -224,10 +228,6 @@ class Graph:
             name = self.unique_name(name)
             self._scope = saved
         return name
-
-    def op(self, op_type: str, *inputs: Value | None, **attributes: Any) -> Value:
-        """Append a single-output node and return its output."""
-        return self.add_node(op_type, inputs, attributes).outputs[0]
 
     # ---- editing ----------------------------------------------------------------------------
     def replace_all_uses_with(self, old: Value, new: Value) -> None:
@@ -262,6 +262,25 @@ class Graph:
             del self._values[out.name]
         self._node_names.discard(node.name)
         self.nodes.remove(node)
+
+    def remove_nodes(self, nodes: Iterable[Node]) -> None:
+        """Remove many nodes at once, in time linear in the graph (IRError, and nothing removed,
+        if a node outside the set or a graph output still reads one of their outputs)."""
+        doomed = {id(n): n for n in nodes}
+        outputs = {id(v) for v in self.outputs}
+        for node in doomed.values():
+            for out in node.outputs:
+                if id(out) in outputs or any(id(u) not in doomed for u, _ in out.uses):
+                    raise IRError(f"cannot remove node {node.name!r} ({node.op_type}): its "
+                                  f"output {out.name!r} is still used")
+        touched = {id(v): v for n in doomed.values() for v in n.inputs if v is not None}
+        for v in touched.values():
+            v.uses = [(u, i) for u, i in v.uses if id(u) not in doomed]
+        for node in doomed.values():
+            for out in node.outputs:
+                del self._values[out.name]
+            self._node_names.discard(node.name)
+        self.nodes = [n for n in self.nodes if id(n) not in doomed]
 
     def remove_initializer(self, name: str) -> None:
         """Remove an unused initializer."""
@@ -329,9 +348,8 @@ class Graph:
         self.nodes = order
 
     def verify(self) -> None:
-        """Check every IR invariant; raise IRError naming the first broken one."""
-        from irkit.ir_verify import verify_graph
-
+        """Check every IR invariant; raise IRError naming the first broken one. (That every
+        op is one irkit knows is checked by `irkit.ops.verify`.)"""
         verify_graph(self)
 
     def copy(self) -> Graph:
@@ -345,10 +363,9 @@ class Graph:
             vmap[id(v)] = g.add_initializer(name, v.const)
         for n in self.nodes:
             new = g.add_node(n.op_type, [vmap[id(v)] if v is not None else None for v in n.inputs],
-                             n.attributes, name=n.name, domain=n.domain,
-                             output_names=[o.name for o in n.outputs], infer=False)
+                             n.attributes, [(o.dtype, o.shape) for o in n.outputs], name=n.name,
+                             output_names=[o.name for o in n.outputs], domain=n.domain)
             for o, no in zip(n.outputs, new.outputs):
-                no.dtype, no.shape = o.dtype, o.shape
                 vmap[id(o)] = no
         g.outputs = [vmap[id(v)] for v in self.outputs]
         return g

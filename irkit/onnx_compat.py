@@ -8,15 +8,19 @@ Constant node's value.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from irkit.errors import UnsupportedOpError
+from irkit.errors import UnsupportedOpError, printable
+from irkit.safe_io import limit
 
 OPSET_17 = 17
+MAX_IMPORT_FOLD_ELEMENTS = 1 << 20
+MAX_FOLD_ROUNDS = 4  # import folds shape-sized values; more is a bomb, skipped
 
 _AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
                         "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
@@ -49,6 +53,78 @@ def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+# inputs that irkit's ops need as constants to know shapes (and so to differentiate)
+PARAMETER_INPUTS = {
+    "Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,), "Pad": (1, 2),
+    "Slice": (1, 2, 3, 4), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "ReduceSum": (1,),
+    "TopK": (1,), "OneHot": (1,), "Range": (0, 1, 2), "Resize": (1, 2, 3),
+}
+
+
+def fold_constant_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold the computed shape parameters of an opset <= 17 model into constants.
+
+    Exporters that skip constant folding (torch.onnx.export(..., do_constant_folding=False))
+    compute Pad pads, Slice starts and Reshape shapes from Constant, Shape, Gather, Unsqueeze
+    and Concat nodes. Each input listed in PARAMETER_INPUTS that is computable at import
+    (constants and static shapes, within the folding cap) becomes an initializer, so shapes
+    stay static and gradients work; the nodes that only computed it are dropped. A model with
+    nothing to fold is returned as it is.
+    """
+    model_in = model
+    for _ in range(MAX_FOLD_ROUNDS):  # folded shapes can make later Shape nodes static
+        found = _parameters_to_fold(model)
+        if not found:
+            break
+        if model is model_in:
+            model = onnx.ModelProto.FromString(model.SerializeToString())
+        rewrite = _OpsetRewriter(model)
+        replaced = []
+        for n, i in _parameters_to_fold(model):
+            value = rewrite.fold(n.input[i])
+            if value is not None:
+                replaced.append(n.input[i])
+                rewrite.add_input(n, i, value)
+        if not replaced:
+            break
+        _drop_unread(model.graph, replaced)
+    return model
+
+
+def _parameters_to_fold(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, int]]:
+    """(node, input index) of the PARAMETER_INPUTS not given as constants."""
+    g = model.graph
+    known = {t.name for t in g.initializer} | {n.output[0] for n in g.node
+                                               if n.op_type == "Constant" and n.output}
+    return [(n, i) for n in g.node if n.domain in ("", "ai.onnx")
+            for i in PARAMETER_INPUTS.get(n.op_type, ())
+            if i < len(n.input) and n.input[i] and n.input[i] not in known]
+
+
+def _drop_unread(g: onnx.GraphProto, names: list[str]) -> None:
+    """Remove the producers of `names`, and theirs in turn, that nothing reads any more."""
+    readers: dict[str, int] = {}
+    for n in g.node:
+        for name in n.input:
+            readers[name] = readers.get(name, 0) + 1
+    for vi in g.output:
+        readers[vi.name] = readers.get(vi.name, 0) + 1
+    producers = {o: n for n in g.node for o in n.output}
+    dead: set[int] = set()
+    work = list(names)
+    while work:
+        node = producers.get(work.pop())
+        if node is None or id(node) in dead or any(readers.get(o, 0) for o in node.output):
+            continue
+        dead.add(id(node))
+        for name in node.input:
+            readers[name] -= 1
+            work.append(name)
+    keep = [n for n in g.node if id(n) not in dead]
+    del g.node[:]
+    g.node.extend(keep)
+
+
 class _OpsetRewriter:
     """The per-node rewrites of `downgrade_to_opset_17`, with the model's constants."""
 
@@ -60,6 +136,8 @@ class _OpsetRewriter:
             if value is not None:
                 self.consts[n.output[0]] = value
         self.producers = {o: n for n in model.graph.node for o in n.output}
+        self.unfoldable: set[str] = set()
+        self.skipped: list[str] = []  # why folds were not attempted (too large, unknown size)
         # Split and Pad rewrites need shapes: inferred before any node changes
         self.shapes: dict[str, tuple | None] = {}
         if any(n.op_type in ("Split", "Pad") for n in model.graph.node):
@@ -93,34 +171,56 @@ class _OpsetRewriter:
     def const(self, n: onnx.NodeProto, index: int, what: str) -> np.ndarray:
         value = self.fold(n.input[index])
         if value is None:
+            why = f" (not folded at import: {self.skipped[-1]})" if self.skipped else ""
             raise UnsupportedOpError(f"node {n.name or n.output[0]!r} ({n.op_type}): {what} "
-                                     "must be constant (an initializer or Constant) for irkit")
+                                     f"must be constant (an initializer or Constant) for irkit"
+                                     f"{why}")
         return value
 
     def fold(self, name: str, depth: int = 0) -> np.ndarray | None:
         """A value computable at import time: a constant, the Shape of a statically shaped
-        value, or a node of such inputs (evaluated with onnx.reference); else None."""
+        value, or a node of such inputs (evaluated with onnx.reference, only when its output
+        sizes, found first by shape inference, are within the folding cap); else None."""
         if name in self.consts:
             return self.consts[name]
         producer = self.producers.get(name)
-        if producer is None or depth > 64 or producer.domain not in ("", "ai.onnx"):
+        if producer is None or depth > 64 or producer.domain not in ("", "ai.onnx") \
+                or name in self.unfoldable:
             return None
         if producer.op_type == "Shape":
             if not self.shapes:
                 self.shapes = _inferred_shapes(self.model)
             shape = self.shapes.get(producer.input[0])
-            if shape is None or None in shape:
-                return None
-            span = slice(_attr(producer, "start", 0), _attr(producer, "end", None))
-            value = np.array(shape[span], dtype=np.int64)
+            value = None
+            if shape is not None and None not in shape:
+                span = slice(_attr(producer, "start", 0), _attr(producer, "end", None))
+                value = np.array(shape[span], dtype=np.int64)
         else:
             inputs = [self.fold(i, depth + 1) if i else None for i in producer.input]
-            if any(v is None for v, i in zip(inputs, producer.input) if i):
-                return None
-            value = _evaluate(self.model, producer, inputs).get(name)
-        if value is not None:
+            value = None
+            if all(v is not None for v, i in zip(inputs, producer.input) if i) \
+                    and self.small_enough(producer, inputs):
+                value = _evaluate(self.model, producer, inputs).get(name)
+        if value is None:
+            self.unfoldable.add(name)  # a DAG of unfoldable values is visited once, not per path
+        else:
             self.consts[name] = value
         return value
+
+    def small_enough(self, node: onnx.NodeProto, inputs: list) -> bool:
+        """Whether `node`'s outputs (sized by shape inference, before anything is evaluated)
+        stay within the import-folding cap; the reason is kept for the error message."""
+        cap = min(MAX_IMPORT_FOLD_ELEMENTS, limit("elements"))
+        sizes = _output_sizes(self.model, node, inputs)
+        label = f"node {printable(node.name or node.output[0])} ({node.op_type})"
+        if sizes is None:
+            self.skipped.append(f"{label} has outputs of unknown size")
+            return False
+        if sum(sizes) > cap:
+            self.skipped.append(f"{label} would make {sum(sizes)} elements, over the import "
+                                f"folding limit of {cap}")
+            return False
+        return True
 
     def reduce_axes(self, n: onnx.NodeProto) -> None:
         given = len(n.input) > 1 and n.input[1]
@@ -300,18 +400,46 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple | None]:
     return shapes
 
 
-def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list) -> dict[str, Any]:
-    """Run one node on constant inputs with onnx.reference (empty dict if it cannot)."""
-    from onnx.reference import ReferenceEvaluator
+def _one_node_model(model: onnx.ModelProto, node: onnx.NodeProto,
+                    inputs: list) -> onnx.ModelProto:
+    """`node` alone, reading `inputs` as initializers, under the model's opsets."""
     names = [f"in{i}" if name else "" for i, name in enumerate(node.input)]
     copy = helper.make_node(node.op_type, names, list(node.output), domain=node.domain)
     copy.attribute.extend(node.attribute)
     inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in zip(names, inputs) if n]
     graph = helper.make_graph([copy], "fold", [], [helper.make_value_info(o, onnx.TypeProto())
                                                    for o in node.output], inits)
+    return helper.make_model(graph, opset_imports=list(model.opset_import))
+
+
+def _output_sizes(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list) -> list | None:
+    """Element counts of `node`'s outputs by shape inference on its constant inputs (nothing
+    is evaluated or allocated); None when inference cannot tell."""
+    total = sum(np.asarray(v).size for v in inputs if v is not None)
+    if total > MAX_IMPORT_FOLD_ELEMENTS:
+        return None
     try:
-        m = helper.make_model(graph, opset_imports=list(model.opset_import))
-        results = ReferenceEvaluator(m).run(None, {})
+        inferred = onnx.shape_inference.infer_shapes(_one_node_model(model, node, inputs),
+                                                     strict_mode=True, data_prop=True)
+    except Exception:
+        return None
+    sizes = []
+    for vi in inferred.graph.output:
+        t = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not t.HasField("shape") \
+                or any(not d.HasField("dim_value") for d in t.shape.dim):
+            return None
+        sizes.append(math.prod(d.dim_value for d in t.shape.dim))
+    return sizes
+
+
+def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list) -> dict[str, Any]:
+    """Run one node on constant inputs with onnx.reference (empty dict if it cannot)."""
+    from onnx.reference import ReferenceEvaluator
+    try:
+        m = _one_node_model(model, node, inputs)
+        with np.errstate(all="ignore"):
+            results = ReferenceEvaluator(m).run(None, {})
     except Exception:  # not computable here: the caller reports the missing constant
         return {}
     return {o: np.asarray(r) for o, r in zip(node.output, results)}

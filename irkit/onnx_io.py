@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -10,9 +11,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
-from irkit.ir import Graph, Value
-from irkit.onnx_compat import constant_value, downgrade_to_opset_17
-from irkit.safe_io import write_atomic
+from irkit.ir import Graph, Value, verification_enabled
+from irkit.onnx_compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
+from irkit.onnx_external import load_external_data
+from irkit.onnx_validate import MAX_OPSET, check_schemas, validate_model
+from irkit.ops.base import apply
+from irkit.ops.registry import debug_verify, get_op, has_op
+from irkit.safe_io import FileSafetyError, read_capped, write_atomic
+from irkit.version import __version__
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -20,9 +26,18 @@ IRKIT_OPSET = 17  # the IR's op semantics are those of ai.onnx opset 17
 
 
 # ---- export ----------------------------------------------------------------------------------
-def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True) -> onnx.ModelProto:
-    """The graph as a standard ONNX model, readable by the installed onnxruntime."""
-    graph.verify()
+def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
+            check: bool | None = None) -> onnx.ModelProto:
+    """The graph as a standard ONNX model, readable by the installed onnxruntime.
+
+    `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
+    under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
+    first: irkit's export is tested to be valid, and the checker's schema registry costs
+    tens of milliseconds to start.
+    """
+    debug_verify(graph)
+    if check is None:
+        check = verification_enabled()
     nodes = [_node_proto(n) for n in graph.nodes]
     model_graph = helper.make_graph(
         nodes, graph.name,
@@ -38,8 +53,14 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET, check: bool = True) -> onn
         model.metadata_props.add(key=key, value=value)
     if opset != IRKIT_OPSET:
         model = convert_opset(model, opset)
+    validate_model(model)  # irkit never writes a model it would refuse to read
     if check:
-        onnx.checker.check_model(model, full_check=True)
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as e:  # a graph from a damaged file that only shows here
+            text = " ".join(str(e).split())[:300]
+            raise ModelFileError(f"the model to write fails onnx's checker, so it is not "
+                                 f"written: {text}") from None
     return model
 
 
@@ -48,6 +69,9 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     if opset < MIN_OPSET:
         raise UnsupportedOpError(f"opset {opset} is older than irkit supports; use "
                                  f"--opset {MIN_OPSET} or newer")
+    if opset > MAX_OPSET:
+        raise UnsupportedOpError(f"opset {opset} is newer than the installed onnx knows "
+                                 f"({MAX_OPSET}); use --opset {MAX_OPSET} or older")
     try:
         converted = onnx.version_converter.convert_version(model, opset)
     except Exception as e:  # the converter raises bare RuntimeErrors
@@ -87,7 +111,6 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
 
 
 def _version() -> str:
-    from irkit import __version__
     return __version__
 
 
@@ -98,43 +121,66 @@ def _value_info(v: Value) -> onnx.ValueInfoProto:
 
 
 def _node_proto(node) -> onnx.NodeProto:
-    attrs = {k: _attr_value(node.op_type, k, a) for k, a in node.attributes.items()}
+    attrs = {k: _attr_value(node, k, a) for k, a in node.attributes.items()}
     return helper.make_node(node.op_type, [v.name if v is not None else "" for v in node.inputs],
                             [o.name for o in node.outputs], name=node.name,
                             domain=node.domain or None, **attrs)
 
 
-def _attr_value(op_type: str, name: str, value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return numpy_helper.from_array(value)
-    try:
-        kind = onnx.defs.get_schema(op_type, IRKIT_OPSET).attributes[name].type
-    except Exception:
-        return value
-    A = onnx.AttributeProto
-    if kind == A.FLOAT:
+def _attr_value(node, name: str, value: Any) -> Any:
+    """The attribute as the Python value that makes the ONNX attribute type the op's schema
+    wants (an int given for a float attribute must still be written as a float)."""
+    kind = _attribute_kind(node.op_type, node.domain, name)
+    if kind == "float":
         return float(value)
-    if kind == A.INT:
+    if kind == "int":
         return int(value)
-    if kind == A.FLOATS:
+    if kind == "floats":
         return [float(x) for x in value]
-    if kind == A.INTS:
+    if kind == "ints":
         return [int(x) for x in value]
-    if kind == A.TENSOR and not isinstance(value, onnx.TensorProto):
+    if isinstance(value, np.ndarray) or (kind == "tensor"
+                                         and not isinstance(value, onnx.TensorProto)):
         return numpy_helper.from_array(np.asarray(value))
     return value
 
 
+_SCHEMA_KINDS = {"FLOAT": "float", "INT": "int", "FLOATS": "floats", "INTS": "ints",
+                 "TENSOR": "tensor", "STRING": "string", "STRINGS": "strings"}
+
+
+@functools.cache
+def _attribute_kind(op_type: str, domain: str, name: str) -> str | None:
+    """The attribute's type from irkit's op (no onnx schema registry: it takes tens of
+    milliseconds to start); from onnx's schema for attributes irkit's op does not declare."""
+    kind = get_op(op_type, domain).attribute_kind(name) if has_op(op_type, domain) else None
+    if kind is not None:
+        return kind
+    try:
+        code = onnx.defs.get_schema(op_type, IRKIT_OPSET, domain).attributes[name].type
+    except Exception:
+        return None
+    return _SCHEMA_KINDS.get(onnx.AttributeProto.AttributeType.Name(code))
+
+
 # ---- import ----------------------------------------------------------------------------------
 def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read an ONNX file (one-line ModelFileError for missing or unreadable files)."""
-    if not os.path.exists(path):
-        raise ModelFileError(f"{path}: no such file")
+    """Read an ONNX file: a regular file within the model size cap, parsed, its external data
+    read from inside its folder only (one-line errors that name the file)."""
     try:
-        return onnx.load(os.fspath(path))
-    except Exception as e:
+        data = read_capped(path, "model", "ONNX model")
+    except FileSafetyError as e:
+        raise ModelFileError(str(e)) from None
+    try:
+        model = onnx.ModelProto.FromString(data)
+    except Exception as e:  # protobuf's DecodeError, or a message it cannot hold
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
+    try:
+        load_external_data(model, os.path.dirname(os.path.abspath(path)))
+    except IrkitError as e:
+        raise type(e)(f"{path}: {e}") from None
+    return model
 
 
 def load(path: str | os.PathLike, convert=None) -> Graph:
@@ -163,7 +209,13 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
 
 
 def from_onnx(model: onnx.ModelProto) -> Graph:
-    """Convert a ModelProto to an IR Graph (ops irkit knows, ai.onnx opset >= 13)."""
+    """Convert a ModelProto to an IR Graph (ops irkit knows; older opsets are converted).
+    The model is validated first (irkit.onnx_validate): a damaged file is a ModelFileError."""
+    validate_model(model)
+    g = model.graph
+    _sorted_nodes(g, {vi.name for vi in g.input} | {t.name for t in g.initializer})  # names
+    _check_ops(g, other_domains_only=True)  # ai.onnx ops are checked after opset conversion
+    check_schemas(model)
     model = _normalize_opset(model)
     g = model.graph
     _check_ops(g)
@@ -176,10 +228,7 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
         if vi.name not in init_names:
             graph.add_input(vi.name, *_type_of(vi))
     for proto in _sorted_nodes(g, {v.name for v in graph.values()}):
-        inputs = [graph.value(n) if n else None for n in proto.input]
-        attrs = _node_attributes(proto)
-        graph.add_node(proto.op_type, inputs, attrs, name=proto.name or proto.op_type,
-                       output_names=list(proto.output), domain=proto.domain)
+        _add_node(graph, proto)
     undefined = [vi.name for vi in g.output if not graph.has_value(vi.name)]
     if undefined:
         raise ModelFileError(f"graph outputs {undefined} are not defined by any node, input or "
@@ -194,21 +243,39 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
     return graph
 
 
+def _add_node(graph: Graph, proto: onnx.NodeProto) -> None:
+    """The node in the IR; a node whose inputs or attributes do not fit its op (which the op's
+    inference trips over) is a one-line ModelFileError naming it, as a file's fault."""
+    inputs = [graph.value(n) if n else None for n in proto.input]
+    try:
+        apply(graph, proto.op_type, inputs, _node_attributes(proto),
+              name=proto.name or proto.op_type, output_names=list(proto.output),
+              domain=proto.domain)
+    except IrkitError:
+        raise
+    except (ArithmeticError, LookupError, RuntimeError, TypeError, ValueError) as e:
+        raise ModelFileError(f"node {proto.name or proto.op_type!r} ({proto.op_type}): its "
+                             f"inputs or attributes do not fit the op ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+
+
 def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None:
         raise ModelFileError("the model imports no ai.onnx opset")
     if version < MIN_OPSET:
-        return convert_opset(model, IRKIT_OPSET)
-    if version > IRKIT_OPSET:
-        return downgrade_to_opset_17(model)
-    return model
+        model = convert_opset(model, IRKIT_OPSET)
+    elif version > IRKIT_OPSET:
+        model = downgrade_to_opset_17(model)
+    return fold_constant_inputs(model)
 
 
-def _check_ops(g: onnx.GraphProto) -> None:
+def _check_ops(g: onnx.GraphProto, other_domains_only: bool = False) -> None:
     from irkit.ops.registry import has_op
     missing: dict[str, list[str]] = {}
     for n in g.node:
+        if other_domains_only and n.domain in ("", "ai.onnx"):
+            continue
         if not has_op(n.op_type, n.domain):
             op = f"{n.domain}.{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
             missing.setdefault(op, []).append(n.name or "<unnamed>")

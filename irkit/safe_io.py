@@ -55,7 +55,7 @@ def check_readable(path: str | os.PathLike, kind: str, what: str = "file") -> in
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise FileSafetyError(f"{path}: no such {what}") from None
+        raise FileSafetyError(f"{path}: no such file") from None
     except OSError as e:
         raise FileSafetyError(f"{path}: cannot read the {what} ({e.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
@@ -75,10 +75,13 @@ def read_capped(path: str | os.PathLike, kind: str, what: str = "file") -> bytes
     # O_NONBLOCK: a FIFO swapped in after the check must not hang the open
     fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise FileSafetyError(f"{path}: not a regular file; give the path of a {what}")
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(cap + 1)
+            # read(n) allocates n bytes up front: ask for the file's size (+1 to see growth),
+            # never the cap itself (2 GiB for a 1 kB model)
+            data = f.read(min(cap, st.st_size) + 1)
     finally:
         os.close(fd)
     if len(data) > cap:
@@ -147,27 +150,75 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str] = ()) -> Non
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that a failure or a kill leaves the old file or the new one,
     never half of one (see the module docstring)."""
-    path = check_output(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=directory)  # O_EXCL|O_CREAT: never an existing file or link
+    write_all_atomic([(path, data)])
+
+
+def write_all_atomic(files: list[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write several files that belong together (a model and its training file): every one is
+    written and fsynced to its temporary file first, then all are renamed into place back to
+    back, so the window in which a kill leaves some new and some old is the few microseconds
+    between two renames, not the time it takes to write a file."""
+    temps: list[tuple[str, str]] = []
+    current = ""
     try:
+        for path, data in files:
+            current = check_output(path)
+            temps.append((_write_temp(current, data), current))
+        for _, current in temps:
+            check_output(current)  # the target may have changed kind while we wrote
+        for tmp, current in temps:
+            os.replace(tmp, current)
+    except BaseException as e:
+        for tmp, _ in temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+        if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
+            raise _write_error(current, e) from None
+        raise
+    for directory in {os.path.dirname(os.path.abspath(p)) for _, p in temps}:
+        _fsync_dir(directory)
+
+
+def _write_temp(path: str, data: bytes) -> str:
+    """`data` in a new temporary file beside `path`, fsynced; its name."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:  # O_EXCL|O_CREAT with a random name: never an existing file (a user's OUT.tmp) or link
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                                   dir=directory)
+    except OSError as e:
+        raise _write_error(path, e) from None
+    try:
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        check_output(path)  # the target may have changed kind while we wrote
-        os.replace(tmp, path)
     except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
-            raise FileSafetyError(f"{path}: could not write ({e.strerror or e}); nothing was "
-                                  "changed") from None
+            raise _write_error(path, e) from None
         raise
-    _fsync_dir(directory)
+    return tmp
+
+
+def _write_error(path: str, e: OSError) -> FileSafetyError:
+    return FileSafetyError(f"{path}: could not write ({e.strerror or e}); nothing was changed")
+
+
+def _mode_for(path: str) -> int:
+    """The permissions of the file being replaced, else those of a new file (0666 less umask);
+    mkstemp's own 0600 would hide a model from the user's group."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_dir(directory: str) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from irkit.ir import Graph, Node, Value
+from irkit.ops.registry import attr, opdef_of
 
 FREE_OPS = {"Reshape", "Transpose", "Gather", "Shape", "Size", "Concat", "Slice", "Squeeze",
             "Unsqueeze", "Identity", "Flatten", "Cast", "Expand", "Constant", "Split", "Tile",
@@ -98,7 +99,7 @@ def node_flops(node: Node, sizes: Sizes) -> int:
         k = sizes.dim(x.shape[-1]) if x is not None and x.shape else 1
         return 2 * out * k
     if op == "Gemm":
-        k = sizes.dim(x.shape[0 if node.attr("transA") else 1]) if x.shape else 1
+        k = sizes.dim(x.shape[0 if attr(node, "transA") else 1]) if x.shape else 1
         return 2 * out * k + (out if len(node.inputs) > 2 and node.inputs[2] else 0)
     if op in ("Conv", "ConvTranspose"):
         return _conv_flops(node, sizes, out)
@@ -163,7 +164,7 @@ def with_batch(graph: Graph, batch: int) -> Graph:
     propagated = []
     for node in g.nodes:
         try:
-            results = node.opdef.infer(node)
+            results = opdef_of(node).infer(node)
         except Exception:  # inference that needs more than shapes: keep what the IR had
             continue
         for out, (dtype, shape) in zip(node.outputs, results):
@@ -188,11 +189,11 @@ def _propagate_shape_values(node: Node) -> list[Value]:
         return []
     if shape_op:
         shape = node.inputs[0].shape
-        results = [np.array(shape[node.attr("start"):node.attr("end")], dtype=np.int64)
+        results = [np.array(shape[attr(node, "start"):attr(node, "end")], dtype=np.int64)
                    if node.op_type == "Shape" else np.array(math.prod(shape), dtype=np.int64)]
     else:
         try:
-            results = node.opdef.compute(node, [v.const if v is not None else None
+            results = opdef_of(node).compute(node, [v.const if v is not None else None
                                                 for v in node.inputs])
         except Exception:  # an op the reference cannot evaluate here: no value
             return []

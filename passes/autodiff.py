@@ -17,6 +17,7 @@ from irkit.passes.manager import GraphPass, PassResult
 from irkit import ops
 from irkit.errors import IRError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value
+from irkit.ops.registry import opdef_of
 from irkit.ops.shape import shape_of, zeros_like
 
 
@@ -41,12 +42,14 @@ def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None 
 
 def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[int, Value]:
     nodes = _nodes_between(graph, of, wrt)
-    grads: dict[int, Value] = {id(of): seed}
+    # the gradient contributions of each value, summed once when it is read (one Sum node,
+    # not a chain of Adds): linear in the number of uses
+    pending: dict[int, list[Value]] = {id(of): [seed]}
     for node in reversed(nodes):
-        outs = [grads.get(id(o)) for o in node.outputs]
+        outs = [_total(pending, o) for o in node.outputs]
         if all(g is None for g in outs):
             continue
-        opdef = node.opdef
+        opdef = opdef_of(node)
         if not opdef.has_gradient:
             raise UnsupportedOpError(f"op {node.op_type} (node {node.name!r}) has no gradient "
                                      "rule; irkit cannot differentiate through it yet")
@@ -59,10 +62,18 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
         for x, gx in zip(node.inputs, in_grads):
             if x is None or gx is None or x.dtype.kind != "f":
                 continue
-            gx = unbroadcast(gx, x)
-            prev = grads.get(id(x))
-            grads[id(x)] = gx if prev is None else ops.Add(prev, gx)
-    return grads
+            pending.setdefault(id(x), []).append(unbroadcast(gx, x))
+    return {id(w): g for w in wrt if (g := _total(pending, w)) is not None}
+
+
+def _total(pending: dict[int, list[Value]], x: Value) -> Value | None:
+    """The summed gradient of `x` (None if nothing reached it); replaces its parts by it."""
+    parts = pending.get(id(x))
+    if not parts:
+        return None
+    if len(parts) > 1:
+        parts[:] = [ops.Sum(*parts) if len(parts) > 2 else ops.Add(*parts)]
+    return parts[0]
 
 
 def _nodes_between(graph: Graph, of: Value, wrt: list[Value]) -> list[Node]:
@@ -91,6 +102,9 @@ def unbroadcast(g: Value, x: Value) -> Value:
                          f"{g.name if g.shape is None else x.name!r} is unknown; give inputs "
                          "static ranks")
     lead = len(g.shape) - len(x.shape)
+    if lead < 0:
+        raise ShapeError(f"the gradient reaching {x.name!r} has rank {len(g.shape)}, lower than "
+                         f"its rank {len(x.shape)}; the graph's shapes do not fit together")
     inner = [lead + i for i, d in enumerate(x.shape) if d == 1 and g.shape[lead + i] != 1]
     if not inner:  # only leading axes: one ReduceSum that drops them
         return ops.ReduceSum(g, np.arange(lead, dtype=np.int64), keepdims=0) if lead else g

@@ -28,6 +28,7 @@ from irkit.passes.analysis import Sizes, part_of
 from irkit.passes.fold_constants import FoldConstantsPass
 from irkit.passes.manager import GraphPass, PassResult
 
+from irkit import ops
 from irkit.errors import IRError
 from irkit.ir import Graph, Node, Value
 
@@ -153,7 +154,8 @@ def _recompute_segment(graph: Graph, segment: list[Node], entry: Value | None,
             if id(v) not in gated:
                 gated[id(v)] = _gate(graph, v, first)
             ins[root] = gated[id(v)]
-        clone = graph.add_node(node.op_type, ins, node.attributes, domain=node.domain,
+        clone = graph.add_node(node.op_type, ins, node.attributes,
+                               [(o.dtype, o.shape) for o in node.outputs], domain=node.domain,
                                name=RECOMPUTE + node.name,
                                output_names=[graph.unique_name(RECOMPUTE + o.name)
                                              for o in node.outputs])
@@ -198,11 +200,11 @@ def _gate(graph: Graph, checkpoint: Value, first_reader: Node) -> Value:
     if source is None:
         return checkpoint
     with graph.name_scope(RECOMPUTE):
-        low = graph.add_node("ReduceMin", [source], {"keepdims": 0}).outputs[0]
-        zero = graph.op("Mul", low, graph.constant(np.zeros((), low.dtype)))
+        low = ops.ReduceMin(source, keepdims=0)
+        zero = ops.Mul(low, graph.constant(np.zeros((), low.dtype)))
         if zero.dtype != checkpoint.dtype:
-            zero = graph.op("Cast", zero, to=int(_onnx_type(checkpoint.dtype)))
-        return graph.op("Add", checkpoint, zero)
+            zero = ops.Cast(zero, to=int(_onnx_type(checkpoint.dtype)))
+        return ops.Add(checkpoint, zero)
 
 
 def _onnx_type(dtype: np.dtype) -> int:

@@ -9,6 +9,7 @@ from irkit.passes.fold_batch_norm import constant
 from irkit.passes.manager import GraphPass, PassResult
 
 from irkit.ir import Graph, Node
+from irkit.ops.registry import attr
 
 
 class FoldAffinePass(GraphPass):
@@ -38,7 +39,7 @@ class FoldAffinePass(GraphPass):
         a = gemm.inputs[0]
         pre = a.producer
         if (pre is None or pre.op_type not in ("Mul", "Add", "Sub") or pre.domain != ""
-                or gemm.attr("transA") or len(a.uses) != 1 or a in graph.outputs):
+                or attr(gemm, "transA") or len(a.uses) != 1 or a in graph.outputs):
             return False
         x, factor = pre.inputs
         if pre.op_type != "Sub" and constant(x, self.variables) is not None:
@@ -50,17 +51,17 @@ class FoldAffinePass(GraphPass):
         if (k is None or w is None or (c_in is not None and c is None) or x.rank != 2
                 or k.ndim > 2 or (k.ndim == 2 and k.shape[0] != 1)):
             return False
-        op_w = (w.T if gemm.attr("transB") else w).astype(np.float64)
+        op_w = (w.T if attr(gemm, "transB") else w).astype(np.float64)
         features, units = op_w.shape
         k = np.broadcast_to(k.astype(np.float64).reshape(-1), (features,))
-        alpha, beta = gemm.attr("alpha"), gemm.attr("beta")
+        alpha, beta = attr(gemm, "alpha"), attr(gemm, "beta")
         bias = np.zeros(units) if c is None else beta * np.broadcast_to(
             c.astype(np.float64), np.broadcast_shapes(c.shape, (units,)))
         if pre.op_type == "Mul":
             op_w = op_w * k[:, None]
         else:
             bias = bias + alpha * ((k if pre.op_type == "Add" else -k) @ op_w)
-        new_w = (op_w.T if gemm.attr("transB") else op_w).astype(w.dtype)
+        new_w = (op_w.T if attr(gemm, "transB") else op_w).astype(w.dtype)
         w_value = graph.add_initializer(graph.unique_name(f"{gemm.inputs[1].name}_folded"), new_w)
         c_value = graph.add_initializer(graph.unique_name(f"{gemm.name}_bias_folded"),
                                         bias.astype(w.dtype))

@@ -8,6 +8,8 @@ import numpy as np
 from irkit.passes.manager import GraphPass, PassResult
 
 from irkit.ir import Graph, Node, Value
+from irkit.ops.base import apply
+from irkit.ops.registry import attr
 
 
 def constant(v: Value | None, variables: set[str]) -> np.ndarray | None:
@@ -42,7 +44,7 @@ class FoldBatchNormPass(GraphPass):
     def _fold(self, graph: Graph, bn: Node) -> bool:
         x = bn.inputs[0]
         producer = x.producer
-        if (bn.attr("training_mode") or len(bn.outputs) != 1 or producer is None
+        if (attr(bn, "training_mode") or len(bn.outputs) != 1 or producer is None
                 or producer.op_type not in ("Conv", "Gemm") or producer.domain != ""
                 or len(x.uses) != 1 or x in graph.outputs):
             return False
@@ -54,7 +56,7 @@ class FoldBatchNormPass(GraphPass):
                                                                and bias is None):
             return False
         scale, shift, mean, var = (s.astype(np.float64) for s in stats)
-        s = scale / np.sqrt(var + bn.attr("epsilon"))
+        s = scale / np.sqrt(var + attr(bn, "epsilon"))
         channels = s.shape[0]
         if producer.op_type == "Conv":
             new_w = weight * s.reshape((channels,) + (1,) * (weight.ndim - 1))
@@ -63,8 +65,8 @@ class FoldBatchNormPass(GraphPass):
         else:
             if x.rank != 2:
                 return False
-            new_w = weight * (s[:, None] if producer.attr("transB") else s[None, :])
-            beta = producer.attr("beta")
+            new_w = weight * (s[:, None] if attr(producer, "transB") else s[None, :])
+            beta = attr(producer, "beta")
             b = np.zeros(channels) if bias is None else beta * np.broadcast_to(
                 bias.astype(np.float64), (channels,))
             attrs = dict(producer.attributes, beta=1.0)
@@ -78,8 +80,8 @@ class FoldBatchNormPass(GraphPass):
         w_value = graph.add_initializer(graph.unique_name(f"{producer.inputs[1].name}_bn"), w)
         b_value = graph.add_initializer(graph.unique_name(f"{producer.name}_bias_bn"), b)
         out = bn.outputs[0]
-        fused = graph.add_node(producer.op_type, [producer.inputs[0], w_value, b_value], attrs,
-                               name=producer.name)
+        fused = apply(graph, producer.op_type, [producer.inputs[0], w_value, b_value], attrs,
+                      name=producer.name)
         graph.replace_all_uses_with(out, fused.outputs[0])
         graph.remove_node(bn)
         graph.remove_node(producer)

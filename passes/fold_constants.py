@@ -8,6 +8,7 @@ import numpy as np
 from irkit.passes.manager import GraphPass, PassResult
 
 from irkit.ir import Graph
+from irkit.ops.registry import opdef_of
 
 MAX_FOLDED_ELEMENTS = 1 << 16  # keep folded results small: a file should not balloon
 
@@ -39,7 +40,7 @@ class FoldConstantsPass(GraphPass):
             if not all(v.is_initializer and v.name not in self.variables for v in ins):
                 continue
             try:
-                results = node.opdef.compute(node, [v.const if v is not None else None
+                results = opdef_of(node).compute(node, [v.const if v is not None else None
                                                     for v in node.inputs])
             except Exception:  # an op the reference cannot evaluate here: leave it
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 from irkit.passes.manager import GraphPass, PassResult
 
 from irkit.ir import Graph, Node
+from irkit.ops.base import apply
 
 
 class FuseMatMulAddPass(GraphPass):
@@ -43,7 +44,7 @@ class FuseMatMulAddPass(GraphPass):
                 continue
             if tuple(bias.shape[-2:]) not in _broadcastable(out.shape):
                 continue
-            gemm = graph.add_node("Gemm", [a, b, bias], {}, name=mm.name)
+            gemm = apply(graph, "Gemm", [a, b, bias], {}, name=mm.name)
             name = out.name
             graph.replace_all_uses_with(out, gemm.outputs[0])
             graph.remove_node(add)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from irkit.errors import IRError
 from irkit.ir import Graph
+from irkit.ops.registry import debug_verify
 
 
 @dataclass
@@ -19,15 +20,16 @@ class GraphPass:
     """A graph transformation. Subclasses implement `call`; `requires`/`ensures` check it."""
 
     def requires(self, graph: Graph) -> None:
-        """Preconditions; the default verifies the IR."""
-        graph.verify()
+        """Preconditions; the default verifies the graph when debug verification is on
+        (IRKIT_VERIFY=1; the test suite), and is free otherwise."""
+        debug_verify(graph)
 
     def call(self, graph: Graph) -> PassResult:
         raise NotImplementedError
 
     def ensures(self, graph: Graph) -> None:
-        """Postconditions; the default verifies the IR."""
-        graph.verify()
+        """Postconditions; the default verifies the graph when debug verification is on."""
+        debug_verify(graph)
 
     def __call__(self, graph: Graph) -> PassResult:
         self.requires(graph)

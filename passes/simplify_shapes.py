@@ -7,6 +7,7 @@ from irkit.passes.manager import GraphPass, PassResult
 
 from irkit.ir import Graph, Node, Value
 from irkit.ops.base import const_array
+from irkit.ops.registry import attr
 
 
 class SimplifyShapesPass(GraphPass):
@@ -70,7 +71,7 @@ class SimplifyShapesPass(GraphPass):
         if source is None or source.op_type != "Shape" or indices is None:
             return False
         dims = _dims(source)
-        if dims is None or node.attr("axis") != 0:
+        if dims is None or attr(node, "axis") != 0:
             return False
         picked = np.asarray(dims, dtype=object)[np.asarray(indices)]
         if not all(isinstance(d, int) for d in np.ravel(picked)):
@@ -83,7 +84,7 @@ class SimplifyShapesPass(GraphPass):
     def _copy_dims(self, graph: Graph, node: Node) -> bool:
         data, shape = node.inputs[0], node.inputs[1]
         concat = shape.producer
-        if concat is None or concat.op_type != "Concat" or node.attr("allowzero"):
+        if concat is None or concat.op_type != "Concat" or attr(node, "allowzero"):
             return False
         pieces: list[int] = []
         for piece in concat.inputs:
@@ -115,8 +116,8 @@ def _dims(shape_node: Node) -> list | None:
     if x.shape is None:
         return None
     rank = len(x.shape)
-    start = shape_node.attr("start")
-    end = shape_node.attr("end")
+    start = attr(shape_node, "start")
+    end = attr(shape_node, "end")
     start = max(0, start + rank if start < 0 else start)
     end = rank if end is None else min(rank, end + rank if end < 0 else end)
     return list(x.shape[start:end])
@@ -131,7 +132,7 @@ def _is_copied_dim(piece: Value, data: Value, position: int) -> bool:
         if axes is None or list(np.ravel(axes)) != [0]:
             return False
         p = p.inputs[0].producer
-    if p is None or p.op_type != "Gather" or p.attr("axis") != 0:
+    if p is None or p.op_type != "Gather" or attr(p, "axis") != 0:
         return False
     index = const_array(p.inputs[1], "indices")
     source = p.inputs[0].producer
@@ -140,5 +141,5 @@ def _is_copied_dim(piece: Value, data: Value, position: int) -> bool:
     rank = data.rank
     j = int(np.ravel(index)[0])
     j = j + rank if (j < 0 and rank is not None) else j
-    start = source.attr("start") or 0
+    start = attr(source, "start") or 0
     return source.inputs[0] is data and start == 0 and j == position

@@ -10,6 +10,7 @@ from irkit.runtimes.base import Totals, run_batches, state_pairs
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
+from irkit.ops.registry import opdef_of, verify
 from irkit.signature import CORRECT, LOSS, next_name
 
 
@@ -17,7 +18,7 @@ class ReferenceGraph:
     """A graph run node by node with each op's numpy reference."""
 
     def __init__(self, graph: Graph) -> None:
-        graph.verify()
+        verify(graph)
         self.graph = graph
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
@@ -32,7 +33,7 @@ class ReferenceGraph:
             env[id(v)] = v.const
         for node in self.graph.nodes:
             args = [env[id(v)] if v is not None else None for v in node.inputs]
-            results = node.opdef.compute(node, args)
+            results = opdef_of(node).compute(node, args)
             for out, r in zip(node.outputs, results):
                 env[id(out)] = np.asarray(r, dtype=out.dtype)
         return [env[id(v)] for v in self.graph.outputs]

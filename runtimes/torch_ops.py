@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node
+from irkit.ops.registry import attr, opdef_of
 
 OpFn = Callable[..., Any]
 TORCH_OPS: dict[str, OpFn] = {}
@@ -83,14 +84,14 @@ for _name, _fn in {
     "Sinh": lambda x, n: torch.sinh(x), "Cosh": lambda x, n: torch.cosh(x),
     "Asinh": lambda x, n: torch.asinh(x), "Acosh": lambda x, n: torch.acosh(x),
     "Atanh": lambda x, n: torch.atanh(x), "Not": lambda x, n: torch.logical_not(x),
-    "LeakyRelu": lambda x, n: F.leaky_relu(x, n.attr("alpha")),
-    "Elu": lambda x, n: F.elu(x, n.attr("alpha")),
-    "Celu": lambda x, n: F.celu(x, n.attr("alpha")),
-    "Selu": lambda x, n: n.attr("gamma") * torch.where(x > 0, x, n.attr("alpha") *
+    "LeakyRelu": lambda x, n: F.leaky_relu(x, attr(n, "alpha")),
+    "Elu": lambda x, n: F.elu(x, attr(n, "alpha")),
+    "Celu": lambda x, n: F.celu(x, attr(n, "alpha")),
+    "Selu": lambda x, n: attr(n, "gamma") * torch.where(x > 0, x, attr(n, "alpha") *
                                                        torch.expm1(x)),
-    "HardSigmoid": lambda x, n: torch.clamp(n.attr("alpha") * x + n.attr("beta"), 0, 1),
+    "HardSigmoid": lambda x, n: torch.clamp(attr(n, "alpha") * x + attr(n, "beta"), 0, 1),
     "HardSwish": lambda x, n: F.hardswish(x),  # x max(0, min(1, x / 6 + 1/2))
-    "ThresholdedRelu": lambda x, n: torch.where(x > n.attr("alpha"), x, torch.zeros_like(x)),
+    "ThresholdedRelu": lambda x, n: torch.where(x > attr(n, "alpha"), x, torch.zeros_like(x)),
     "Identity": lambda x, n: x,
 }.items():
     _unary(_name, _fn)
@@ -122,7 +123,7 @@ def _where(node, c, x, y):
 
 @op("Cast")
 def _cast(node, x):
-    return x.to(torch_dtype(node.attr("to"), node))  # float -> int truncates, as ONNX
+    return x.to(torch_dtype(attr(node, "to"), node))  # float -> int truncates, as ONNX
 
 
 @op("Sum")
@@ -167,7 +168,7 @@ def _reduction(fn: Callable[[torch.Tensor, tuple[int, ...], bool], torch.Tensor]
         if dims == []:
             return x
         dims = tuple(range(x.dim())) if dims is None else tuple(dims)
-        keep = bool(node.attr("keepdims"))
+        keep = bool(attr(node, "keepdims"))
         if not dims:  # a 0-d input: nothing to reduce over
             return fn(x.reshape(1), (0,), False)
         return fn(x, dims, keep)
@@ -198,13 +199,13 @@ for _name, _fn in {
 @op("CumSum")
 def _cumsum(node, x, axis):
     dim = _axis(_ints(axis)[0], x.dim())
-    if node.attr("reverse"):
+    if attr(node, "reverse"):
         x = torch.flip(x, (dim,))
     out = torch.cumsum(x, dim)
-    if node.attr("exclusive"):  # shift by one along dim, a zero first
+    if attr(node, "exclusive"):  # shift by one along dim, a zero first
         out = torch.cat([torch.zeros_like(out.narrow(dim, 0, 1)), out.narrow(
             dim, 0, out.shape[dim] - 1)], dim) if out.shape[dim] else out
-    return torch.flip(out, (dim,)) if node.attr("reverse") else out
+    return torch.flip(out, (dim,)) if attr(node, "reverse") else out
 
 
 # ---- matrix products and normalization --------------------------------------------------------
@@ -215,10 +216,10 @@ def _matmul(node, a, b):
 
 @op("Gemm")
 def _gemm(node, a, b, c=None):
-    a = a.transpose(0, 1) if node.attr("transA") else a
-    b = b.transpose(0, 1) if node.attr("transB") else b
+    a = a.transpose(0, 1) if attr(node, "transA") else a
+    b = b.transpose(0, 1) if attr(node, "transB") else b
     y = a @ b
-    alpha, beta = node.attr("alpha"), node.attr("beta")
+    alpha, beta = attr(node, "alpha"), attr(node, "beta")
     y = y if alpha == 1.0 else alpha * y
     if c is not None:
         y = y + (c if beta == 1.0 else beta * c)
@@ -227,12 +228,12 @@ def _gemm(node, a, b, c=None):
 
 @op("Softmax")
 def _softmax(node, x):
-    return torch.softmax(x, node.attr("axis"))
+    return torch.softmax(x, attr(node, "axis"))
 
 
 @op("LogSoftmax")
 def _log_softmax(node, x):
-    return torch.log_softmax(x, node.attr("axis"))
+    return torch.log_softmax(x, attr(node, "axis"))
 
 
 @op("Dropout")
@@ -255,12 +256,12 @@ def _stats_dtype(x: torch.Tensor, stash: torch.dtype) -> torch.dtype:
 
 @op("LayerNormalization")
 def _layer_norm(node, x, scale, bias=None):
-    stash = torch_dtype(node.attr("stash_type"), node)
-    dims = tuple(range(_axis(node.attr("axis"), x.dim()), x.dim()))
+    stash = torch_dtype(attr(node, "stash_type"), node)
+    dims = tuple(range(_axis(attr(node, "axis"), x.dim()), x.dim()))
     xs = x.to(_stats_dtype(x, stash))
     mean = xs.mean(dims, keepdim=True)
     centered = xs - mean
-    inv_std = torch.rsqrt((centered * centered).mean(dims, keepdim=True) + node.attr("epsilon"))
+    inv_std = torch.rsqrt((centered * centered).mean(dims, keepdim=True) + attr(node, "epsilon"))
     y = (centered * inv_std).to(x.dtype) * scale
     y = y if bias is None else y + bias
     return [y, mean.to(stash), inv_std.to(stash)]
@@ -269,8 +270,8 @@ def _layer_norm(node, x, scale, bias=None):
 @op("BatchNormalization")
 def _batch_norm(node, x, scale, bias, mean, var):
     per_channel = (-1,) + (1,) * (x.dim() - 2)
-    eps, m = node.attr("epsilon"), node.attr("momentum")
-    if not node.attr("training_mode"):
+    eps, m = attr(node, "epsilon"), attr(node, "momentum")
+    if not attr(node, "training_mode"):
         inv_std = torch.rsqrt(var + eps)
         return (x - mean.reshape(per_channel)) * (inv_std * scale).reshape(per_channel) + \
             bias.reshape(per_channel)
@@ -284,9 +285,9 @@ def _batch_norm(node, x, scale, bias, mean, var):
 
 @op("ArgMax", "ArgMin")
 def _arg_extremum(node, x):
-    dim, keep = _axis(node.attr("axis"), x.dim()), bool(node.attr("keepdims"))
+    dim, keep = _axis(attr(node, "axis"), x.dim()), bool(attr(node, "keepdims"))
     fn = torch.argmax if node.op_type == "ArgMax" else torch.argmin
-    if node.attr("select_last_index"):  # the last of tied values: search the flipped axis
+    if attr(node, "select_last_index"):  # the last of tied values: search the flipped axis
         return x.shape[dim] - 1 - fn(torch.flip(x, (dim,)), dim, keepdim=keep)
     return fn(x, dim, keepdim=keep)  # the first of tied values
 
@@ -295,14 +296,14 @@ def _arg_extremum(node, x):
 def _nll(node: Node, logp: torch.Tensor, labels: torch.Tensor,
          weight: torch.Tensor | None) -> torch.Tensor:
     """loss_n = -w[label_n] logp[n, label_n] (0 where label_n is ignore_index), reduced."""
-    ignore = node.attr("ignore_index")
+    ignore = attr(node, "ignore_index")
     valid = torch.ones_like(labels, dtype=torch.bool) if ignore is None else labels != ignore
     safe = torch.where(valid, labels, torch.zeros_like(labels))
     picked = logp.gather(1, safe.unsqueeze(1)).squeeze(1)
     coeff = torch.ones_like(picked) if weight is None else weight[safe]
     coeff = torch.where(valid, coeff, torch.zeros_like(coeff))
     loss = -picked * coeff
-    reduction = node.attr("reduction")
+    reduction = attr(node, "reduction")
     if reduction == "mean":
         return loss.sum() / coeff.sum()
     if reduction == "sum":
@@ -328,14 +329,14 @@ def _softmax_cross_entropy(node, scores, labels, weight=None):
 @op("Reshape")
 def _reshape(node, x, shape):
     dims = _ints(shape)
-    if not node.attr("allowzero"):  # 0 copies the input's dim
+    if not attr(node, "allowzero"):  # 0 copies the input's dim
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
     return x.reshape(dims)
 
 
 @op("Flatten")
 def _flatten(node, x):
-    axis = _axis(node.attr("axis"), x.dim())
+    axis = _axis(attr(node, "axis"), x.dim())
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
@@ -347,7 +348,7 @@ def _transpose(node, x):
 
 @op("Shape")
 def _shape(node, x):
-    dims = list(x.shape)[slice(node.attr("start"), node.attr("end"))]
+    dims = list(x.shape)[slice(attr(node, "start"), attr(node, "end"))]
     return torch.tensor(dims, dtype=torch.int64, device=x.device)
 
 
@@ -380,12 +381,12 @@ def _expand(node, x, shape):
 
 @op("Concat")
 def _concat(node, *xs):
-    return torch.cat(xs, node.attr("axis"))
+    return torch.cat(xs, attr(node, "axis"))
 
 
 @op("Split")
 def _split(node, x, split=None):
-    dim, n = _axis(node.attr("axis"), x.dim()), len(node.outputs)
+    dim, n = _axis(attr(node, "axis"), x.dim()), len(node.outputs)
     sizes = _ints(split) if split is not None else [x.shape[dim] // n] * n
     return list(torch.split(x, sizes, dim))
 
@@ -432,7 +433,7 @@ def _pad_index(size: int, begin: int, end: int, mode: str, device) -> torch.Tens
 
 @op("Pad")
 def _pad(node, x, pads, value=None, axes=None):
-    pads, mode, r = _ints(pads), node.attr("mode"), x.dim()
+    pads, mode, r = _ints(pads), attr(node, "mode"), x.dim()
     dims = [_axis(a, r) for a in _ints(axes)] if axes is not None else list(range(r))
     begin, end = dict(zip(dims, pads[:len(dims)])), dict(zip(dims, pads[len(dims):]))
     if mode == "constant":
@@ -464,7 +465,7 @@ def _positive(index: torch.Tensor, size: int) -> torch.Tensor:
 
 @op("Gather")
 def _gather(node, x, indices):
-    dim = _axis(node.attr("axis"), x.dim())
+    dim = _axis(attr(node, "axis"), x.dim())
     flat = _positive(indices, x.shape[dim]).reshape(-1)
     out = x.index_select(dim, flat)
     return out.reshape(x.shape[:dim] + indices.shape + x.shape[dim + 1:])
@@ -472,7 +473,7 @@ def _gather(node, x, indices):
 
 @op("GatherElements")
 def _gather_elements(node, x, indices):
-    dim = _axis(node.attr("axis"), x.dim())
+    dim = _axis(attr(node, "axis"), x.dim())
     return torch.gather(x, dim, _positive(indices, x.shape[dim]))
 
 
@@ -481,8 +482,8 @@ _SCATTER_REDUCE = {"mul": "prod", "max": "amax", "min": "amin"}
 
 @op("ScatterElements")
 def _scatter_elements(node, data, indices, updates):
-    dim = _axis(node.attr("axis"), data.dim())
-    index, reduction = _positive(indices, data.shape[dim]), node.attr("reduction")
+    dim = _axis(attr(node, "axis"), data.dim())
+    index, reduction = _positive(indices, data.shape[dim]), attr(node, "reduction")
     if reduction == "none":
         return torch.scatter(data, dim, index, updates)
     if reduction == "add":
@@ -528,7 +529,7 @@ def _one_hot(node, indices, depth, values):
     index = _positive(indices, depth)  # out-of-range indices give an all-`off` row
     hot = index.unsqueeze(-1) == torch.arange(depth, device=index.device)
     out = torch.where(hot, values[1], values[0])
-    return out.movedim(-1, _axis(node.attr("axis"), index.dim() + 1))
+    return out.movedim(-1, _axis(attr(node, "axis"), index.dim() + 1))
 
 
 # ---- convolution and pooling ------------------------------------------------------------------
@@ -599,7 +600,7 @@ def _kernel(node: Node, w: torch.Tensor) -> list[int]:
 def _conv(node, x, w, bias=None):
     win = _Window(node, x, _kernel(node, w))
     x = F.pad(x, win.torch_pads(win.end))
-    y = _CONV[x.dim() - 2](x, w, None, win.strides, 0, win.dilations, node.attr("group"))
+    y = _CONV[x.dim() - 2](x, w, None, win.strides, 0, win.dilations, attr(node, "group"))
     return _channel_bias(y, bias)
 
 
@@ -613,7 +614,7 @@ def _conv_transpose(node, x, w, bias=None):
     n = x.dim() - 2
     extra = list(node.attributes.get("output_padding") or [0] * n)
     # the full result, then crop the pads and add output_padding zeros at the end
-    y = _CONV_T[n](x, w, None, win.strides, 0, 0, node.attr("group"), win.dilations)
+    y = _CONV_T[n](x, w, None, win.strides, 0, 0, attr(node, "group"), win.dilations)
     crop = [p for i in reversed(range(n)) for p in (-win.begin[i], extra[i] - win.end[i])]
     return _channel_bias(F.pad(y, crop), bias)
 
@@ -621,16 +622,16 @@ def _conv_transpose(node, x, w, bias=None):
 def _pool_window(node: Node, x: torch.Tensor) -> _Window:
     if node.attributes.get("storage_order", 0) not in (0, 1):
         raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: storage_order must be 0/1")
-    return _Window(node, x, node.attr("kernel_shape"))
+    return _Window(node, x, attr(node, "kernel_shape"))
 
 
 @op("MaxPool")
 def _max_pool(node, x):
     win = _pool_window(node, x)
-    xp = F.pad(x, win.exact_pads(bool(node.attr("ceil_mode"))), value=-math.inf)
+    xp = F.pad(x, win.exact_pads(bool(attr(node, "ceil_mode"))), value=-math.inf)
     y, where = _MAX_POOL[x.dim() - 2](xp, win.kernel, win.strides, 0, win.dilations,
                                       return_indices=True)
-    return [y, _input_index(where, xp.shape[2:], win, x.shape, node.attr("storage_order"))]
+    return [y, _input_index(where, xp.shape[2:], win, x.shape, attr(node, "storage_order"))]
 
 
 def _input_index(where: torch.Tensor, padded: Sequence[int], win: _Window, shape,
@@ -665,7 +666,7 @@ def _average_pool(node, x):
     # what each window averages over: the input, and the pads with count_include_pad, never
     # the part of a ceil_mode window beyond the pads
     ones = torch.ones([1, 1] + win.spatial, dtype=x.dtype, device=x.device)
-    counted = F.pad(ones, win.torch_pads(win.end), value=float(node.attr("count_include_pad")))
+    counted = F.pad(ones, win.torch_pads(win.end), value=float(attr(node, "count_include_pad")))
     beyond = [p - q for p, q in zip(pads, win.torch_pads(win.end), strict=True)]
     share = pool(F.pad(counted, [0 if i % 2 == 0 else p for i, p in enumerate(beyond)]),
                  win.kernel, win.strides, 0)
@@ -686,14 +687,14 @@ def _global_max_pool(node, x):
 @op("Einsum")
 def _einsum(node, *xs):
     from irkit.ops.nn import einsum_spec
-    spec = einsum_spec(node.attr("equation"), [tuple(x.shape) for x in xs],
+    spec = einsum_spec(attr(node, "equation"), [tuple(x.shape) for x in xs],
                        f"Einsum node {node.name!r}")
     return torch.einsum(spec.equation, *xs)
 
 
 @op("InstanceNormalization")
 def _instance_normalization(node, x, scale, bias):
-    return F.instance_norm(x, weight=scale, bias=bias, eps=node.attr("epsilon"))
+    return F.instance_norm(x, weight=scale, bias=bias, eps=attr(node, "epsilon"))
 
 
 def _nd_index(data, indices, batch_dims: int) -> tuple:
@@ -711,12 +712,12 @@ def _nd_index(data, indices, batch_dims: int) -> tuple:
 
 @op("GatherND")
 def _gather_nd(node, data, indices):
-    return data[_nd_index(data, indices, node.attr("batch_dims"))]
+    return data[_nd_index(data, indices, attr(node, "batch_dims"))]
 
 
 @op("ScatterND")
 def _scatter_nd(node, data, indices, updates):
-    where, reduction = _nd_index(data, indices, 0), node.attr("reduction")
+    where, reduction = _nd_index(data, indices, 0), attr(node, "reduction")
     if reduction in ("none", "add"):
         return data.index_put(where, updates, accumulate=reduction == "add")
     raise UnsupportedOpError(f"ScatterND node {node.name!r}: the torch runtime runs reduction "
@@ -725,9 +726,9 @@ def _scatter_nd(node, data, indices, updates):
 
 @op("TopK")
 def _top_k(node, x, k):
-    dim = _axis(node.attr("axis"), x.dim())
+    dim = _axis(attr(node, "axis"), x.dim())
     # a stable sort keeps equal values in index order, as ONNX asks
-    values, index = torch.sort(x, dim=dim, descending=bool(node.attr("largest")), stable=True)
+    values, index = torch.sort(x, dim=dim, descending=bool(attr(node, "largest")), stable=True)
     n = _ints(k)[0]
     return [values.narrow(dim, 0, n), index.narrow(dim, 0, n)]
 
@@ -735,7 +736,7 @@ def _top_k(node, x, k):
 @op("Trilu")
 def _trilu(node, x, k=None):
     k = 0 if k is None else _ints(k)[0]
-    return torch.triu(x, k) if node.attr("upper") else torch.tril(x, k)
+    return torch.triu(x, k) if attr(node, "upper") else torch.tril(x, k)
 
 
 @op("Range")
@@ -749,12 +750,12 @@ def _resize(node, x, roi=None, scales=None, sizes=None):
     # irkit's per-axis weights (onnx's rules), applied with torch ops
     from irkit.ops.resize import inside_mask
     given = [None if t is None else t.detach().cpu().numpy() for t in (roi, scales, sizes)]
-    plan = node.opdef.plan(node, tuple(x.shape), *given)
+    plan = opdef_of(node).plan(node, tuple(x.shape), *given)
     y = x
     for p in plan:
         w = torch.as_tensor(p.weights, dtype=x.dtype, device=x.device)
         y = torch.tensordot(w, y, dims=([1], [p.axis])).movedim(0, p.axis)
     if any(p.extrapolated is not None for p in plan):
         keep = torch.as_tensor(inside_mask(plan, x.dim()), device=x.device)
-        y = torch.where(keep, y, node.attr("extrapolation_value"))
+        y = torch.where(keep, y, attr(node, "extrapolation_value"))
     return y

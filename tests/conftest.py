@@ -19,7 +19,11 @@ import pytest
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
 
-from irkit.ir import Graph  # noqa: E402  (after the sys.path fix above)
+# Debug verification (the IR verifier around every pass and export, the ONNX checker on every
+# export) is on for the whole suite, the `irkit` processes it starts included.
+os.environ["IRKIT_VERIFY"] = "1"
+
+from irkit.ir import Graph, set_verification  # noqa: E402  (after the sys.path fix above)
 
 # onnxruntime against the numpy reference, per dtype: (rtol, atol)
 ORT_TOLERANCE = {np.dtype(np.float64): (1e-9, 1e-11), np.dtype(np.float32): (2e-4, 2e-5)}
@@ -55,6 +59,14 @@ def ort_matches_reference(graph: Graph, feeds: dict[str, np.ndarray],
                                    atol=atol if atol is not None else a,
                                    err_msg=f"output {value.name!r}: onnxruntime vs reference")
     return got
+
+
+@pytest.fixture(autouse=True, scope="session")
+def debug_verification():
+    """Every test runs with debug verification on (see IRKIT_VERIFY above)."""
+    old = set_verification(True)
+    yield
+    set_verification(old)
 
 
 @pytest.fixture

@@ -57,11 +57,13 @@ def assert_one_line_error(result, *words: str) -> str:
 
 
 def assert_usage_error(result) -> None:
-    """A click usage error: exit code 2, its usage message, no traceback."""
+    """A click usage error: exit code 2 and, like irkit's own errors, one line
+    `irkit: error: ...` on stderr (issue 9), no traceback."""
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output
-    assert "Error:" in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("irkit: error: "), lines
 
 
 def weights(path) -> dict[str, np.ndarray]:

@@ -271,7 +271,7 @@ def test_torch_runtime_runs_the_gradient_table(c: Case) -> None:
 
 # ---- op by op: ops and paths the gradient table does not reach ----------------------------------
 def _const(graph: Graph, value, dtype) -> Value:
-    return graph.add_node("Constant", [], {"value": np.asarray(value, dtype)}).outputs[0]
+    return ops.apply(graph, "Constant", [], {"value": np.asarray(value, dtype)}).outputs[0]
 
 
 F32, I64 = np.float32, np.int64
@@ -417,7 +417,7 @@ def test_unsupported_op_names_the_op_and_the_node(monkeypatch) -> None:
     monkeypatch.delitem(torch_runtime.TORCH_OPS, "Relu")
     graph = Graph("g")
     x = graph.add_input("x", F32, (2,))
-    graph.outputs = [graph.add_node("Relu", [x], name="act").outputs[0]]
+    graph.outputs = [ops.apply(graph, "Relu", [x], name="act").outputs[0]]
     with pytest.raises(UnsupportedOpError, match=r"Relu \(node 'act'\)"):
         torch_runtime.to_torch(graph)
 

@@ -7,7 +7,7 @@ import pytest
 from irkit.runtimes.reference import ReferenceRuntime
 
 from irkit import ops
-from irkit.errors import IRError
+from irkit.errors import IRError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Value
 
 
@@ -105,7 +105,43 @@ def test_node_reading_another_graphs_value_is_refused():
     x1 = g1.add_input("x", np.float32, (2,))
     x2 = g2.add_input("x", np.float32, (2,))
     with pytest.raises(IRError, match="another graph"):
-        g2.add_node("Add", [x2, x1])
+        g2.add_node("Add", [x2, x1], {}, [(np.float32, (2,))])
+    with pytest.raises(IRError, match="another graph"):
+        ops.Add(x2, x1)
+    assert not g2.nodes
+
+
+def test_the_ir_stores_any_op_with_the_types_it_is_given():
+    """The IR knows no op: add_node takes the outputs' types; irkit.ops knows the ops."""
+    g = Graph()
+    x = g.add_input("x", np.float32, ("N", 3))
+    node = g.add_node("NoSuchOp", [x, None], {"alpha": 0.5, "unset": None},
+                      [(np.int64, ("N",)), (np.float16, None)], domain="example.com")
+    assert [(o.dtype, o.shape) for o in node.outputs] == [(np.int64, ("N",)), (np.float16, None)]
+    assert node.inputs == [x] and node.attributes == {"alpha": 0.5}
+    g.outputs = list(node.outputs)
+    g.verify()
+    with pytest.raises(IRError, match="'NoSuchOp'.*'NoSuchOp'"):
+        ops.verify(g)
+    with pytest.raises(IRError, match="2 output names for 1 outputs"):
+        g.add_node("Relu", [x], None, [(np.float32, ("N", 3))], output_names=["a", "b"])
+    with pytest.raises(IRError, match="'x' is used twice"):
+        g.add_node("Relu", [x], None, [(np.float32, ("N", 3))], output_names=["x"])
+    assert len(g.nodes) == 1 and not g.has_value("a")
+
+
+def test_ops_apply_infers_types_and_attr_gives_defaults():
+    g = Graph()
+    x = g.add_input("x", np.float32, ("N", 4, 6))
+    node = ops.apply(g, "ReduceMax", [x], {"axes": [2]}, name="biggest")
+    assert node.name == "biggest" and node.outputs[0].shape == ("N", 4, 1)
+    assert ops.attr(node, "keepdims") == 1 and ops.attr(node, "axes") == [2]
+    assert ops.opdef_of(node) is ops.ReduceMax
+    with pytest.raises(ShapeError):  # a failed inference leaves the graph as it was
+        ops.apply(g, "Add", [x, g.add_input("y", np.float32, (5,))], name="bad")
+    assert [n.name for n in g.nodes] == ["biggest"] and not g.has_value("bad")
+    with pytest.raises(UnsupportedOpError, match="NoSuchOp"):
+        ops.apply(g, "NoSuchOp", [x])
 
 
 def test_constants_are_shared_by_value():
@@ -370,8 +406,9 @@ def test_verifier_catches_output_of_a_removed_node():
 def test_verifier_catches_unknown_op():
     g = _mlp_graph()
     _node(g, "Relu").op_type = "NoSuchOp"
+    g.verify()  # the IR's invariants hold; the op is the ops layer's business
     with pytest.raises(IRError, match="'NoSuchOp'.*'Relu'"):
-        g.verify()
+        ops.verify(g)
 
 
 def test_verifier_catches_inconsistent_initializer():

@@ -8,13 +8,16 @@ from irkit.passes import (
     EliminateCommonSubexpressionsPass,
     EliminateDeadNodesPass,
     FoldConstantsPass,
+    GraphPass,
     PassManager,
+    PassResult,
     simplify,
 )
 from irkit.runtimes.onnxruntime import OrtGraph
 
 from irkit import ops
-from irkit.ir import Graph
+from irkit.errors import IRError
+from irkit.ir import Graph, set_verification, verification_enabled
 
 
 def _graph() -> tuple[Graph, dict]:
@@ -95,3 +98,28 @@ def test_train_step_graph_has_no_duplicates_or_dead_nodes():
     ops_used = [n.op_type for n in g.nodes]
     assert "Transpose" not in ops_used  # Gemm gradients use transA/transB
     assert ops_used.count("Gemm") == 2 + 3  # 2 forward, dW2, dX2, dW1 (no dX for the input)
+
+
+class _BreakUses(GraphPass):
+    """A faulty pass: forgets a use, which only the verifier notices."""
+
+    def call(self, graph: Graph) -> PassResult:
+        node = graph.nodes[-1]
+        node.inputs[0].uses.clear()
+        return PassResult(graph, True)
+
+
+def test_passes_verify_only_under_debug_verification():
+    """The default requires/ensures verify the graph when IRKIT_VERIFY is on (as in the test
+    suite), and cost nothing otherwise."""
+    assert verification_enabled()  # tests/conftest.py turns it on
+    with pytest.raises(IRError, match="is not recorded"):
+        _BreakUses()(_graph()[0])
+    old = set_verification(False)
+    try:
+        g = _graph()[0]
+        assert _BreakUses()(g).modified  # not noticed: nothing verified
+    finally:
+        set_verification(old)
+    with pytest.raises(IRError, match="is not recorded"):
+        g.verify()

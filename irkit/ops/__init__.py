@@ -2,7 +2,10 @@
 `ops.Gemm(a, b, transB=1)`. Numbers and numpy arrays become constants of the Values' dtype.
 
 Every op is one `OpDef` in a family module (elementwise, reduce, shape, index, nn, loss, conv,
-resize); the registry (`get_op`, `all_ops`) is how the rest of irkit finds them.
+resize); the registry (`get_op`, `all_ops`) is how the rest of irkit finds them. The IR knows
+no op: `apply` appends a node by op name with its outputs' types inferred, `attr(node, name)`
+reads an attribute with the op's default, `opdef_of(node)` finds a node's op, and `verify`
+checks a graph fully (the IR's invariants, and every op known).
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from irkit.ops import elementwise as _ew
 from irkit.ops import nn as _nn
 from irkit.ops import reduce as _red
 from irkit.ops import shape as _shape
-from irkit.ops.base import OpDef
+from irkit.ops.base import OpDef, apply
 from irkit.ops.conv import *  # noqa: F403
 from irkit.ops.elementwise import *  # noqa: F403
 from irkit.ops.index import *  # noqa: F403
 from irkit.ops.loss import *  # noqa: F403
 from irkit.ops.nn import *  # noqa: F403
 from irkit.ops.reduce import *  # noqa: F403
-from irkit.ops.registry import all_ops, get_op, has_op
+from irkit.ops.registry import all_ops, attr, debug_verify, get_op, has_op, opdef_of, verify
 from irkit.ops.resize import *  # noqa: F403
 from irkit.ops.shape import *  # noqa: F403
 
@@ -78,5 +81,6 @@ def _install_value_operators() -> None:
 
 _install_value_operators()
 
-__all__ = ["OpDef", "all_ops", "get_op", "has_op", "own_output"] + [
+__all__ = ["OpDef", "all_ops", "apply", "attr", "debug_verify", "get_op", "has_op", "opdef_of",
+           "own_output", "verify"] + [
     name for name, v in list(globals().items()) if isinstance(v, OpDef)]

@@ -14,7 +14,7 @@ import numpy as np
 
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Dim, Graph, Node, Shape, Value
-from irkit.ops.registry import register
+from irkit.ops.registry import get_op, register
 
 
 class Required:
@@ -22,6 +22,30 @@ class Required:
 
     def __init__(self, kind: type) -> None:
         self.kind = kind
+
+
+# ONNX attribute types of the attributes whose default (None) does not show theirs; the same
+# name has the same type in every ai.onnx op (tests/test_ops_attributes.py checks against onnx's
+# schemas)
+KIND_BY_NAME = {"kernel_shape": "ints", "pads": "ints", "strides": "ints", "dilations": "ints",
+                "output_padding": "ints", "output_shape": "ints", "axes": "ints", "perm": "ints",
+                "seed": "int", "ignore_index": "int", "end": "int", "value": "tensor"}
+
+
+def _kind_of(example: Any) -> str | None:
+    """The ONNX attribute type of a default value, or of a Required marker's Python type."""
+    kind = example.kind if isinstance(example, Required) else type(example)
+    if kind in (bool, int) or (isinstance(kind, type) and issubclass(kind, np.integer)):
+        return "int"
+    if kind is float:
+        return "float"
+    if kind is str:
+        return "string"
+    if kind is np.ndarray:
+        return "tensor"
+    if kind in (list, tuple) and not isinstance(example, Required) and example:
+        return "ints" if all(isinstance(v, int) for v in example) else "floats"
+    return None
 
 
 class OpDef:
@@ -36,6 +60,14 @@ class OpDef:
     differentiable: bool = True          # False: outputs are piecewise constant (no gradient)
 
     # ---- schema -----------------------------------------------------------------------------
+    def attribute_kind(self, name: str) -> str | None:
+        """The attribute's ONNX type ("int", "float", "string", "ints", "floats", "tensor"),
+        from its default or its name; None for an attribute this op does not declare."""
+        if name not in self.attributes:
+            return None
+        default = self.attributes[name]
+        return KIND_BY_NAME.get(name) if default is None else _kind_of(default)
+
     def attribute_default(self, name: str, node: Node | None = None) -> Any:
         where = f" of node {node.name!r}" if node is not None else ""
         if name not in self.attributes:
@@ -75,9 +107,43 @@ class OpDef:
         num_outputs = attributes.pop("_num_outputs", None)
         graph, ref = _graph_of(inputs, self.op_type)
         values = [_as_value(graph, x, self.input_dtypes.get(i), ref) for i, x in enumerate(inputs)]
-        node = graph.add_node(self.op_type, values, attributes, num_outputs=num_outputs,
-                              domain=self.domain)
+        node = self.add_to(graph, values, attributes, num_outputs=num_outputs)
         return node.outputs[0] if len(node.outputs) == 1 else tuple(node.outputs)
+
+    def add_to(self, graph: Graph, inputs: Sequence[Value | None],
+               attributes: dict[str, Any] | None = None, *, num_outputs: int | None = None,
+               name: str | None = None, output_names: Sequence[str] | None = None) -> Node:
+        """Append a node of this op to `graph`, its outputs typed by this op's inference.
+
+        Inference runs on a stand-in node outside the graph (same inputs and attributes, as many
+        outputs), so a ShapeError leaves the graph as it was. Outputs that inference does not
+        type stay float32 of unknown shape.
+        """
+        attributes = {k: v for k, v in (attributes or {}).items() if v is not None}
+        probe = Node(graph, graph.unique_name(name or self.op_type), self.op_type, self.domain,
+                     attributes)
+        probe.inputs = list(inputs)
+        while probe.inputs and probe.inputs[-1] is None:
+            probe.inputs.pop()
+        if num_outputs is None:
+            num_outputs = len(output_names) if output_names else self.default_num_outputs(probe)
+        probe.outputs = [Value(graph, f"{probe.name}.{i}", np.float32, None)
+                         for i in range(num_outputs)]  # inference may count them
+        types = list(self.infer(probe))[:num_outputs]
+        types += [(np.float32, None)] * (num_outputs - len(types))
+        return graph.add_node(self.op_type, probe.inputs, attributes, types, name=name,
+                              output_names=output_names, domain=self.domain)
+
+
+def apply(graph: Graph, op_type: str, inputs: Sequence[Value | None],
+          attributes: dict[str, Any] | None = None, *, domain: str = "",
+          num_outputs: int | None = None, name: str | None = None,
+          output_names: Sequence[str] | None = None) -> Node:
+    """Append a node of op `op_type` (by name) to `graph`, its outputs' types inferred:
+    `OpDef.add_to` of the registered op; UnsupportedOpError if irkit has no such op."""
+    return get_op(op_type, domain, node_name=name).add_to(
+        graph, inputs, attributes, num_outputs=num_outputs, name=name,
+        output_names=output_names)
 
 
 def node_num_outputs(node: Node, opdef: OpDef) -> int:

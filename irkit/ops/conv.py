@@ -3,8 +3,10 @@ GlobalMaxPool (opset 11-17 semantics, inputs (N, C, d1, ..., dn)).
 
 Gradients need static spatial sizes (the batch may be symbolic). Conv and ConvTranspose are
 each other's input gradient, and both take their weight gradient from one Conv over
-regrouped tensors (`_weight_grad`), so the rules differentiate again. MaxPool's gradient adds
-g at its argmax indices (ScatterElements); AveragePool's spreads g with a ConvTranspose of
+regrouped tensors (`_weight_grad`), so the rules differentiate again. MaxPool's gradient goes
+to the first maximum of each window: for windows that tile the input (strides = kernel, no
+pads), found with masks (`_tiled_max_grad`); otherwise added at the argmax indices of the
+indices-producing MaxPool (ScatterElements). AveragePool's spreads g with a ConvTranspose of
 ones.
 """
 
@@ -18,10 +20,13 @@ import numpy as np
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, define
-from irkit.ops.elementwise import Cast, Div, Equal, Mul
+from irkit.ops.elementwise import Cast, Div, Equal, Mul, Where
 from irkit.ops.reduce import ReduceSum, element_ratio
+from irkit.ops.registry import attr
+from irkit.ops.resize import Resize
 from irkit.ops.shape import (
     Expand,
+    Pad,
     Reshape,
     ScatterElements,
     Shape,
@@ -45,12 +50,12 @@ class Geometry:
                                      "supported; give pads and output_padding")
         n = len(kernel)
         self.kernel = list(kernel)
-        self.strides = list(node.attr("strides") or [1] * n)
+        self.strides = list(attr(node, "strides") or [1] * n)
         # read directly: AveragePool (opset 11) has neither dilations nor, in irkit, ceil_mode
         self.dilations = list(node.attributes.get("dilations") or [1] * n)
         self.ceil = bool(node.attributes.get("ceil_mode", 0))
-        auto_pad = node.attr("auto_pad")
-        pads = list(node.attr("pads") or [0] * (2 * n))
+        auto_pad = attr(node, "auto_pad")
+        pads = list(attr(node, "pads") or [0] * (2 * n))
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
             if not all(isinstance(d, int) for d in spatial):
                 raise ShapeError(f"{node.op_type} node {node.name!r}: auto_pad {auto_pad} needs "
@@ -125,7 +130,7 @@ class _WindowOp(OpDef):
     attributes = {"auto_pad": "NOTSET", "kernel_shape": None, "pads": None, "strides": None}
 
     def kernel(self, node: Node) -> list[int]:
-        return list(node.attr("kernel_shape"))
+        return list(attr(node, "kernel_shape"))
 
     def geometry(self, node: Node) -> Geometry:
         x = node.inputs[0]
@@ -174,7 +179,7 @@ class Conv(_ConvBase):
 
     def vjp(self, node: Node, grads):
         x, w = node.inputs[:2]
-        g, geo, group = grads[0], self.geometry(node), node.attr("group")
+        g, geo, group = grads[0], self.geometry(node), attr(node, "group")
         spatial = _static_spatial(x, node)
         # ConvTranspose maps back to the input size once output_padding restores the rows and
         # columns the last window never reached
@@ -187,7 +192,7 @@ class Conv(_ConvBase):
 
     def compute(self, node: Node, inputs):
         x, w = inputs[:2]
-        y = _conv_np(x, w, self.geometry(node), node.attr("group"))
+        y = _conv_np(x, w, self.geometry(node), attr(node, "group"))
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + inputs[2].reshape((-1,) + (1,) * (x.ndim - 2))
         return [y.astype(x.dtype)]
@@ -202,14 +207,14 @@ class ConvTranspose(_ConvBase):
     attributes = dict(_ConvBase.attributes, output_padding=None)
 
     def geometry(self, node: Node) -> Geometry:
-        if node.attr("auto_pad") not in ("NOTSET", ""):
+        if attr(node, "auto_pad") not in ("NOTSET", ""):
             raise UnsupportedOpError(f"ConvTranspose node {node.name!r}: auto_pad is not "
                                      "supported; give explicit pads")
         return Geometry(node, self.kernel(node), ())
 
     def out_channels(self, node: Node):
         w = node.inputs[1]
-        return w.shape[1] * node.attr("group") if w.shape is not None and isinstance(
+        return w.shape[1] * attr(node, "group") if w.shape is not None and isinstance(
             w.shape[1], int) else None
 
     def infer(self, node: Node):
@@ -222,11 +227,11 @@ class ConvTranspose(_ConvBase):
         return [(x.dtype, (x.shape[0], self.out_channels(node)) + out)]
 
     def _output_padding(self, node: Node) -> list[int]:
-        return list(node.attr("output_padding") or [0] * len(self.kernel(node)))
+        return list(attr(node, "output_padding") or [0] * len(self.kernel(node)))
 
     def vjp(self, node: Node, grads):
         x, w = node.inputs[:2]
-        g, geo, group = grads[0], self.geometry(node), node.attr("group")
+        g, geo, group = grads[0], self.geometry(node), attr(node, "group")
         _static_spatial(x, node)
         dx = Conv(g, w, strides=geo.strides, dilations=geo.dilations, pads=geo.pads(),
                   group=group, kernel_shape=geo.kernel)
@@ -236,7 +241,7 @@ class ConvTranspose(_ConvBase):
 
     def compute(self, node: Node, inputs):
         x, w = inputs[:2]
-        geo, group, extra = self.geometry(node), node.attr("group"), self._output_padding(node)
+        geo, group, extra = self.geometry(node), attr(node, "group"), self._output_padding(node)
         n, c = x.shape[:2]
         mg = w.shape[1]
         full = [geo.strides[i] * (d - 1) + geo.extent(i) + extra[i]
@@ -303,6 +308,8 @@ class MaxPool(_WindowOp):
 
     def vjp(self, node: Node, grads):
         x, g = node.inputs[0], grads[0]
+        if len(node.outputs) == 1 and self.tiles(node):
+            return [_tiled_max_grad(node, x, g, self.kernel(node))]
         indices = node.outputs[1] if len(node.outputs) > 1 else MaxPool(
             x, _num_outputs=2, **node.attributes)[1]
         flat = node.graph.constant(np.array([-1], np.int64))
@@ -310,9 +317,20 @@ class MaxPool(_WindowOp):
                              Reshape(g, flat), axis=0, reduction="add")
         return [Reshape(dx, shape_of(x))]
 
+    def tiles(self, node: Node) -> bool:
+        """Whether the windows tile the input: strides = kernel, no dilation, no pads, no
+        partial windows (ceil_mode on sizes that are no multiple of the kernel)."""
+        x = node.inputs[0]
+        if x.shape is None or not all(isinstance(d, int) for d in x.shape[2:]):
+            return False
+        spatial, geo = x.shape[2:], self.geometry(node)
+        return (geo.strides == geo.kernel and set(geo.dilations) == {1}
+                and not any(geo.pads()) and not (geo.ceil and any(
+                    size % k for size, k in zip(spatial, geo.kernel, strict=True))))
+
     def compute(self, node: Node, inputs):
         x = inputs[0]
-        if node.attr("storage_order"):
+        if attr(node, "storage_order"):
             raise UnsupportedOpError(f"MaxPool node {node.name!r}: storage_order 1")
         geo = self.geometry(node)
         out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
@@ -328,6 +346,59 @@ class MaxPool(_WindowOp):
         return [best, where]
 
 
+def _tiled_max_grad(node: Node, x: Value, g: Value, kernel: list[int]) -> Value:
+    """dx of a MaxPool whose windows tile x: g goes to the first maximum of each window in
+    scan order (the one MaxPool's Indices and torch pick), found with masks, which runs faster
+    in a train step than the indices-producing MaxPool and a scatter
+    (benchmarks/bench_cnn_step.py):
+
+    1. hit = (x == y upsampled): every maximum of its window;
+    2. rank = where(hit, w, 0), w counting down K..1 over each window in scan order, so the
+       first maximum holds the largest rank of its window;
+    3. first = (rank == MaxPool(rank) upsampled): one position per window;
+    4. dx = where(first, g upsampled, 0).
+    Rows and columns after the last window (floor mode) are cropped first and get 0.
+    """
+    graph, spatial = node.graph, _static_spatial(x, node)
+    rest = [size % k for size, k in zip(spatial, kernel, strict=True)]
+    covered = [size - r for size, r in zip(spatial, rest, strict=True)]
+    edge = np.array([0] * (len(spatial) + 4) + rest, np.int64)  # end pads: the rest
+    if any(rest):
+        x = Pad(x, -edge)
+    pooled = [c // k for c, k in zip(covered, kernel, strict=True)]
+
+    def up(v: Value) -> Value:
+        return _upsample(v, kernel, pooled)
+
+    position = np.zeros(covered, np.int64)  # of each element in its window, in scan order
+    for axis, k in enumerate(kernel):
+        index = (np.arange(covered[axis]) % k).reshape([-1] + [1] * (len(kernel) - axis - 1))
+        position = position * k + index
+    zero = graph.constant(np.zeros((), x.dtype))
+    rank = Where(Equal(x, up(node.outputs[0])),
+                 graph.constant((math.prod(kernel) - position).astype(x.dtype)), zero)
+    first = Equal(rank, up(MaxPool(rank, kernel_shape=kernel, strides=kernel)))
+    dx = Where(first, up(g), zero)
+    return Pad(dx, edge) if any(rest) else dx
+
+
+def _upsample(v: Value, kernel: list[int], spatial: list[int]) -> Value:
+    """Each element of v (N, C, *spatial) repeated kernel[i] times along spatial axis i.
+
+    A nearest Resize where onnxruntime has one (float32, float16); for other dtypes (float64)
+    a broadcast over interleaved axes: (N, C, d1, 1, d2, 1) expanded to (N, C, d1, k1, d2, k2)
+    and merged, which runs everywhere but slower.
+    """
+    if v.dtype in (np.float32, np.float16):
+        return Resize(v, None, np.array([1, 1] + kernel, np.float32), mode="nearest",
+                      nearest_mode="floor", coordinate_transformation_mode="asymmetric")
+    split = [0, 0] + [d for size in spatial for d in (size, 1)]
+    wide = [1, 1] + [d for size, k in zip(spatial, kernel, strict=True) for d in (size, k)]
+    merged = [0, 0] + [size * k for size, k in zip(spatial, kernel, strict=True)]
+    spread = Expand(Reshape(v, np.array(split, np.int64)), np.array(wide, np.int64))
+    return Reshape(spread, np.array(merged, np.int64))
+
+
 @define
 class AveragePool(_WindowOp):
     """Mean over windows; pads count in the mean only with count_include_pad."""
@@ -336,7 +407,7 @@ class AveragePool(_WindowOp):
     attributes = dict(_WindowOp.attributes, ceil_mode=0, count_include_pad=0)
 
     def geometry(self, node: Node) -> Geometry:
-        if node.attr("ceil_mode"):
+        if attr(node, "ceil_mode"):
             raise UnsupportedOpError(f"AveragePool node {node.name!r}: ceil_mode is not "
                                      "supported")
         return super().geometry(node)
@@ -347,7 +418,7 @@ class AveragePool(_WindowOp):
     def divisor(self, node: Node, spatial: tuple[int, ...]) -> np.ndarray:
         """How many elements each output averages (*out_spatial)."""
         geo = self.geometry(node)
-        if node.attr("count_include_pad"):
+        if attr(node, "count_include_pad"):
             out = [geo.out_size(i, d) for i, d in enumerate(spatial)]
             return np.full(out, float(math.prod(geo.kernel)))
         ones = np.ones((1, 1) + spatial)

@@ -6,12 +6,12 @@ import math
 from typing import Any
 
 import numpy as np
-import onnx
 
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, broadcast_shapes, define
-from irkit.ops.registry import register
+from irkit.ops.dtypes import numpy_dtype, onnx_dtype
+from irkit.ops.registry import attr, register
 
 
 class UnaryOp(OpDef):
@@ -55,8 +55,8 @@ Round = unary("Round", lambda x, n: np.round(x), differentiable=False, since=11)
 # Relu' = 1 where y > 0: Sign(y) is that mask in one node
 Relu = unary("Relu", lambda x, n: np.maximum(x, 0), lambda x, y, g, n: Mul(g, Sign(y)))
 LeakyRelu = unary(
-    "LeakyRelu", lambda x, n: np.where(x > 0, x, x * n.attr("alpha")),
-    lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, n.attr("alpha"))),
+    "LeakyRelu", lambda x, n: np.where(x > 0, x, x * attr(n, "alpha")),
+    lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, attr(n, "alpha"))),
     attributes={"alpha": 0.01}, since=6)
 Sigmoid = unary("Sigmoid", lambda x, n: 1 / (1 + np.exp(-x)),
                 lambda x, y, g, n: Mul(g, Mul(y, Sub(1.0, y))))
@@ -69,8 +69,8 @@ Sin = unary("Sin", lambda x, n: np.sin(x), lambda x, y, g, n: Mul(g, Cos(x)), si
 Cos = unary("Cos", lambda x, n: np.cos(x), lambda x, y, g, n: Neg(Mul(g, Sin(x))), since=7)
 Erf = unary("Erf", lambda x, n: _erf(x),
             lambda x, y, g, n: Mul(g, Mul(Exp(Neg(Mul(x, x))), 2 / math.sqrt(math.pi))))
-Elu = unary("Elu", lambda x, n: np.where(x > 0, x, n.attr("alpha") * np.expm1(x)),
-            lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, Add(y, n.attr("alpha")))),
+Elu = unary("Elu", lambda x, n: np.where(x > 0, x, attr(n, "alpha") * np.expm1(x)),
+            lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, Add(y, attr(n, "alpha")))),
             attributes={"alpha": 1.0}, since=6)
 
 # trigonometric and hyperbolic functions and their inverses
@@ -94,19 +94,19 @@ Atanh = unary("Atanh", lambda x, n: np.arctanh(x),
 # activations with attributes; attributes read through node.attr are float32-exact, like ONNX's
 _SELU_ALPHA, _SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
 Selu = unary(
-    "Selu", lambda x, n: n.attr("gamma") * np.where(x > 0, x, n.attr("alpha") * np.expm1(x)),
+    "Selu", lambda x, n: attr(n, "gamma") * np.where(x > 0, x, attr(n, "alpha") * np.expm1(x)),
     # x > 0: gamma; else gamma * alpha * exp(x) = y + gamma * alpha
-    lambda x, y, g, n: Where(Greater(x, 0.0), Mul(g, n.attr("gamma")),
-                             Mul(g, Add(y, n.attr("gamma") * n.attr("alpha")))),
+    lambda x, y, g, n: Where(Greater(x, 0.0), Mul(g, attr(n, "gamma")),
+                             Mul(g, Add(y, attr(n, "gamma") * attr(n, "alpha")))),
     attributes={"alpha": _SELU_ALPHA, "gamma": _SELU_GAMMA}, since=6)
 Celu = unary(
-    "Celu", lambda x, n: np.where(x > 0, x, n.attr("alpha") * np.expm1(x / n.attr("alpha"))),
-    lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, Exp(Div(x, n.attr("alpha"))))),
+    "Celu", lambda x, n: np.where(x > 0, x, attr(n, "alpha") * np.expm1(x / attr(n, "alpha"))),
+    lambda x, y, g, n: Where(Greater(x, 0.0), g, Mul(g, Exp(Div(x, attr(n, "alpha"))))),
     attributes={"alpha": 1.0}, since=12)
 # y = clip(alpha x + beta, 0, 1): slope alpha strictly inside (0, 1), 0 on the flat parts
 HardSigmoid = unary(
-    "HardSigmoid", lambda x, n: np.clip(n.attr("alpha") * x + n.attr("beta"), 0, 1),
-    lambda x, y, g, n: Where(And(Greater(y, 0.0), Less(y, 1.0)), Mul(g, n.attr("alpha")), 0.0),
+    "HardSigmoid", lambda x, n: np.clip(attr(n, "alpha") * x + attr(n, "beta"), 0, 1),
+    lambda x, y, g, n: Where(And(Greater(y, 0.0), Less(y, 1.0)), Mul(g, attr(n, "alpha")), 0.0),
     attributes={"alpha": 0.2, "beta": 0.5}, since=6)
 # y = x clip(x / 6 + 1/2, 0, 1): y' = 0 below -3, 1 above 3, x / 3 + 1/2 between
 HardSwish = unary(
@@ -115,8 +115,8 @@ HardSwish = unary(
                                     Where(Greater(x, 3.0), 1.0, Add(Div(x, 3.0), 0.5)))),
     since=14)
 ThresholdedRelu = unary(
-    "ThresholdedRelu", lambda x, n: np.where(x > n.attr("alpha"), x, 0).astype(x.dtype),
-    lambda x, y, g, n: Where(Greater(x, n.attr("alpha")), g, 0.0),
+    "ThresholdedRelu", lambda x, n: np.where(x > attr(n, "alpha"), x, 0).astype(x.dtype),
+    lambda x, y, g, n: Where(Greater(x, attr(n, "alpha")), g, 0.0),
     attributes={"alpha": 1.0}, since=10)
 
 
@@ -224,17 +224,17 @@ class Cast(OpDef):
     attributes = {"to": Required(int)}
 
     def infer(self, node: Node):
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(node.attr("to"))
+        dtype = numpy_dtype(attr(node, "to"))
         return [(dtype, node.inputs[0].shape)]
 
     def vjp(self, node: Node, grads):
         x = node.inputs[0]
         if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
             return [None]
-        return [Cast(grads[0], to=onnx.helper.np_dtype_to_tensor_dtype(x.dtype))]
+        return [Cast(grads[0], to=onnx_dtype(x.dtype))]
 
     def compute(self, node: Node, inputs):
-        return [inputs[0].astype(onnx.helper.tensor_dtype_to_np_dtype(node.attr("to")))]
+        return [inputs[0].astype(numpy_dtype(attr(node, "to")))]
 
 
 @define
@@ -280,7 +280,7 @@ class _Extremum(VariadicOp):
 
     def vjp(self, node: Node, grads):
         out, g = node.outputs[0], grads[0]
-        to = onnx.helper.np_dtype_to_tensor_dtype(g.dtype)
+        to = onnx_dtype(g.dtype)
         masks = [Cast(Equal(x, out), to=to) for x in node.inputs]
         share = Div(g, Sum(*masks)) if len(masks) > 1 else g
         return [Mul(share, m) for m in masks]

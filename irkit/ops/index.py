@@ -14,6 +14,7 @@ import numpy as np
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, const_array, define, fmt_shape, normalize_axis
+from irkit.ops.registry import attr
 from irkit.ops.shape import Concat, Expand, ScatterElements, Shape, zeros_like
 
 __all__ = ["GatherND", "Range", "ScatterND", "TopK", "Trilu"]
@@ -52,7 +53,7 @@ class GatherND(OpDef):
 
     def infer(self, node: Node):
         data, indices = node.inputs
-        b = node.attr("batch_dims")
+        b = attr(node, "batch_dims")
         if data.shape is None or indices.shape is None:
             return [(data.dtype, None)]
         k = indices.shape[-1] if indices.shape else None
@@ -66,12 +67,12 @@ class GatherND(OpDef):
     def vjp(self, node: Node, grads):
         # every gathered slice adds its gradient back where it came from
         data, indices = node.inputs
-        full = _with_batch_coordinates(node, indices, node.attr("batch_dims"))
+        full = _with_batch_coordinates(node, indices, attr(node, "batch_dims"))
         return [ScatterND(zeros_like(data), full, grads[0], reduction="add"), None]
 
     def compute(self, node: Node, inputs):
         data, indices = inputs
-        return [_gather_nd(data, indices.astype(np.int64), node.attr("batch_dims"))]
+        return [_gather_nd(data, indices.astype(np.int64), attr(node, "batch_dims"))]
 
 
 def _with_batch_coordinates(node: Node, indices: Value, batch_dims: int) -> Value:
@@ -106,7 +107,7 @@ class ScatterND(OpDef):
     reductions = ("none", "add", "mul")
 
     def infer(self, node: Node):
-        reduction = node.attr("reduction")
+        reduction = attr(node, "reduction")
         if reduction not in self.reductions:
             raise UnsupportedOpError(f"ScatterND node {node.name!r}: reduction {reduction!r} is "
                                      f"not in opset 17 (max/min came in 18); use one of "
@@ -116,7 +117,7 @@ class ScatterND(OpDef):
 
     def vjp(self, node: Node, grads):
         data, indices, updates = node.inputs
-        g, reduction = grads[0], node.attr("reduction")
+        g, reduction = grads[0], attr(node, "reduction")
         if reduction not in ("none", "add"):
             raise UnsupportedOpError(f"ScatterND node {node.name!r}: no gradient for reduction "
                                      f"{reduction!r}; use 'none' or 'add'")
@@ -131,7 +132,7 @@ class ScatterND(OpDef):
         indices = indices.astype(np.int64)
         where = tuple(indices[..., j] for j in range(indices.shape[-1]))
         out = data.copy()
-        reduction = node.attr("reduction")
+        reduction = attr(node, "reduction")
         if reduction == "add":
             np.add.at(out, where, updates)
         elif reduction == "mul":
@@ -157,7 +158,7 @@ class TopK(OpDef):
         k = _scalar_int(node, 1, "K")
         if x.shape is None:
             return [(x.dtype, None), (np.int64, None)]
-        axis = normalize_axis(node.attr("axis"), len(x.shape), "TopK")
+        axis = normalize_axis(attr(node, "axis"), len(x.shape), "TopK")
         dim = x.shape[axis]
         if k is not None and isinstance(dim, int) and not 0 <= k <= dim:
             raise ShapeError(f"TopK node {node.name!r}: K={k} is out of range for axis {axis} "
@@ -169,14 +170,14 @@ class TopK(OpDef):
         x = node.inputs[0]
         if len(node.outputs) < 2:
             raise ShapeError(f"TopK node {node.name!r}: its gradient needs the indices output")
-        axis = normalize_axis(node.attr("axis"), x.rank, "TopK")
+        axis = normalize_axis(attr(node, "axis"), x.rank, "TopK")
         return [ScatterElements(zeros_like(x), node.outputs[1], grads[0], axis=axis,
                                 reduction="add"), None]
 
     def compute(self, node: Node, inputs):
         x, k = inputs[0], int(np.ravel(inputs[1])[0])
-        axis = node.attr("axis") % x.ndim
-        if node.attr("largest"):  # descending with ties in index order: sort the flipped
+        axis = attr(node, "axis") % x.ndim
+        if attr(node, "largest"):  # descending with ties in index order: sort the flipped
             n = x.shape[axis]      # axis stably, reverse, and map positions back
             order = n - 1 - np.flip(np.argsort(np.flip(x, axis), axis=axis, kind="stable"), axis)
         else:  # a stable sort keeps ties in index order
@@ -204,12 +205,12 @@ class Trilu(OpDef):
 
     def vjp(self, node: Node, grads):
         k = node.inputs[1] if len(node.inputs) > 1 else None
-        return [Trilu(grads[0], k, upper=node.attr("upper")), None]
+        return [Trilu(grads[0], k, upper=attr(node, "upper")), None]
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
         k = 0 if len(inputs) < 2 or inputs[1] is None else int(np.ravel(inputs[1])[0])
-        return [np.triu(x, k) if node.attr("upper") else np.tril(x, k)]
+        return [np.triu(x, k) if attr(node, "upper") else np.tril(x, k)]
 
 
 # ---- Range ------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from irkit.ops.base import OpDef, define
 from irkit.ops.elementwise import Add, Cast, Div, Equal, Exp, Mul, Neg, Not, Sub, Where
 from irkit.ops.nn import LogSoftmax
 from irkit.ops.reduce import ReduceSum
+from irkit.ops.registry import attr
 from irkit.ops.shape import Gather, OneHot, Shape, Size, Unsqueeze, onnx_dtype
 
 
@@ -27,14 +28,14 @@ class _ClassLoss(OpDef):
 
     def infer(self, node: Node):
         scores, labels = node.inputs[:2]
-        loss_shape = labels.shape if node.attr("reduction") == "none" else ()
+        loss_shape = labels.shape if attr(node, "reduction") == "none" else ()
         return [(scores.dtype, loss_shape), (scores.dtype, scores.shape)]
 
     def nll_vjp(self, node: Node, logp: Value, g: Value) -> tuple[Value, Value | None]:
         """Gradients of the loss (cotangent g) for log-probabilities logp and the weights."""
         labels = node.inputs[1]
         weight = node.inputs[2] if len(node.inputs) > 2 else None
-        to, ignore = onnx_dtype(logp.dtype), node.attr("ignore_index")
+        to, ignore = onnx_dtype(logp.dtype), attr(node, "ignore_index")
         graph = node.graph
         valid = None if ignore is None else Not(Equal(labels, graph.constant(ignore, np.int64)))
         safe = labels if valid is None else Where(valid, labels, graph.constant(0, np.int64))
@@ -44,7 +45,7 @@ class _ClassLoss(OpDef):
         coeff = None if weight is None else Gather(weight, safe)  # per-sample weight
         if valid is not None:
             coeff = Cast(valid, to=to) if coeff is None else Where(valid, coeff, 0.0)
-        reduction = node.attr("reduction")
+        reduction = attr(node, "reduction")
         scale = g  # d loss / d loss_n; per sample for 'none', else a scalar
         if reduction == "mean":
             total = Cast(Size(labels), to=to) if coeff is None else ReduceSum(coeff, keepdims=0)
@@ -65,13 +66,13 @@ class _ClassLoss(OpDef):
         logp, labels = inputs[:2]
         weights = inputs[2] if len(inputs) > 2 else None
         lab = labels.astype(np.int64)
-        ignore = node.attr("ignore_index")
+        ignore = attr(node, "ignore_index")
         valid = np.ones(lab.shape, bool) if ignore is None else lab != ignore
         safe = np.where(valid, lab, 0)
         picked = np.take_along_axis(logp, np.expand_dims(safe, 1), axis=1).squeeze(1)
         w = np.where(valid, 1.0 if weights is None else weights[safe], 0.0).astype(logp.dtype)
         loss = -picked * w
-        reduction = node.attr("reduction")
+        reduction = attr(node, "reduction")
         if reduction == "mean":
             loss = loss.sum() / w.sum()
         elif reduction == "sum":
@@ -98,7 +99,7 @@ def _plain_softmax_ce_grad(node: Node, logp: Value, g: Value) -> Value:
     else:
         onehot = Cast(OneHot(labels, _depth(logp), node.graph.constant([0, 1], np.int64),
                              axis=1), to=to)
-    scale = Div(g, Cast(Size(labels), to=to)) if node.attr("reduction") == "mean" else g
+    scale = Div(g, Cast(Size(labels), to=to)) if attr(node, "reduction") == "mean" else g
     return Mul(Sub(Exp(logp), onehot), _per_class(scale))
 
 
@@ -137,7 +138,7 @@ class SoftmaxCrossEntropyLoss(_ClassLoss):
         scores = node.inputs[0]
         logp = node.outputs[1] if len(node.outputs) > 1 else LogSoftmax(scores, axis=1)
         log_prob_used = len(grads) > 1 and grads[1] is not None and not _is_zero(grads[1])
-        if not log_prob_used and len(node.inputs) < 3 and node.attr("ignore_index") is None:
+        if not log_prob_used and len(node.inputs) < 3 and attr(node, "ignore_index") is None:
             return [_plain_softmax_ce_grad(node, logp, grads[0]), None]
         d_logp, d_weight = self.nll_vjp(node, logp, grads[0])
         if log_prob_used:

@@ -13,8 +13,10 @@ import numpy as np
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, broadcast_shapes, define, fmt_shape, normalize_axis
+from irkit.ops.dtypes import numpy_dtype
 from irkit.ops.elementwise import Exp, Mul, Sub
 from irkit.ops.reduce import ReduceSum
+from irkit.ops.registry import attr
 from irkit.ops.shape import Squeeze, Transpose, Unsqueeze
 
 if TYPE_CHECKING:
@@ -75,8 +77,8 @@ class Gemm(OpDef):
         a, b = node.inputs[:2]
         if a.shape is None or b.shape is None:
             return [(a.dtype, (None, None))]
-        m, k = a.shape[::-1] if node.attr("transA") else a.shape
-        k2, n = b.shape[::-1] if node.attr("transB") else b.shape
+        m, k = a.shape[::-1] if attr(node, "transA") else a.shape
+        k2, n = b.shape[::-1] if attr(node, "transB") else b.shape
         if isinstance(k, int) and isinstance(k2, int) and k != k2:
             raise ShapeError(f"Gemm node {node.name!r}: A {fmt_shape(a.shape)} and B "
                              f"{fmt_shape(b.shape)} do not multiply ({k} != {k2}); check "
@@ -86,25 +88,25 @@ class Gemm(OpDef):
     def vjp(self, node: Node, grads):
         # Y = alpha A' B' + beta C with A' = A or A^T, B' = B or B^T (see the flag table)
         a, b = node.inputs[:2]
-        g, alpha = grads[0], node.attr("alpha")
-        ta, tb = node.attr("transA"), node.attr("transB")
+        g, alpha = grads[0], attr(node, "alpha")
+        ta, tb = attr(node, "transA"), attr(node, "transB")
         da = Gemm(b, g, alpha=alpha, transA=tb, transB=1) if ta else \
             Gemm(g, b, alpha=alpha, transB=1 - tb)
         db = Gemm(g, a, alpha=alpha, transA=1, transB=ta) if tb else \
             Gemm(a, g, alpha=alpha, transA=1 - ta)
         out = [da, db]
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            beta = node.attr("beta")
+            beta = attr(node, "beta")
             out.append(g if beta == 1.0 else Mul(g, beta))
         return out
 
     def compute(self, node: Node, inputs):
         a, b = inputs[:2]
-        a = a.T if node.attr("transA") else a
-        b = b.T if node.attr("transB") else b
-        y = node.attr("alpha") * (a @ b)
+        a = a.T if attr(node, "transA") else a
+        b = b.T if attr(node, "transB") else b
+        y = attr(node, "alpha") * (a @ b)
         if len(inputs) > 2 and inputs[2] is not None:
-            y = y + node.attr("beta") * inputs[2]
+            y = y + attr(node, "beta") * inputs[2]
         return [y]
 
 
@@ -213,7 +215,7 @@ class Einsum(OpDef):
     attributes = {"equation": Required(str)}
 
     def spec(self, node: Node) -> EinsumSpec:
-        return einsum_spec(node.attr("equation"), [v.shape for v in node.inputs],
+        return einsum_spec(attr(node, "equation"), [v.shape for v in node.inputs],
                            f"Einsum node {node.name!r}")
 
     def infer(self, node: Node):
@@ -258,7 +260,7 @@ class Einsum(OpDef):
         return Einsum(*operands, equation=",".join(subs) + "->" + target)
 
     def compute(self, node: Node, inputs):
-        spec = einsum_spec(node.attr("equation"), [a.shape for a in inputs],
+        spec = einsum_spec(attr(node, "equation"), [a.shape for a in inputs],
                            f"Einsum node {node.name!r}")
         dtype = inputs[0].dtype
         if dtype.kind == "f" and dtype.itemsize < 4 or dtype.kind == "V":  # numpy lacks them
@@ -281,7 +283,7 @@ class _SoftmaxBase(OpDef):
     attributes = {"axis": -1}
 
     def _axis(self, node: Node) -> int:
-        return normalize_axis(node.attr("axis"), node.inputs[0].rank, self.op_type)
+        return normalize_axis(attr(node, "axis"), node.inputs[0].rank, self.op_type)
 
     def _axes_const(self, node: Node) -> Value:
         return node.graph.constant(np.array([self._axis(node)], dtype=np.int64))
@@ -299,8 +301,8 @@ class Softmax(_SoftmaxBase):
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
-        e = np.exp(x - x.max(axis=node.attr("axis"), keepdims=True))
-        return [e / e.sum(axis=node.attr("axis"), keepdims=True)]
+        e = np.exp(x - x.max(axis=attr(node, "axis"), keepdims=True))
+        return [e / e.sum(axis=attr(node, "axis"), keepdims=True)]
 
 
 @define
@@ -315,7 +317,7 @@ class LogSoftmax(_SoftmaxBase):
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
-        axis = node.attr("axis")
+        axis = attr(node, "axis")
         m = x.max(axis=axis, keepdims=True)
         return [x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))]
 
@@ -380,15 +382,15 @@ class _ArgExtremum(OpDef):
         x = node.inputs[0]
         if x.shape is None:
             return [(np.int64, None)]
-        axis = normalize_axis(node.attr("axis"), len(x.shape), self.op_type)
-        keep = node.attr("keepdims")
+        axis = normalize_axis(attr(node, "axis"), len(x.shape), self.op_type)
+        keep = attr(node, "keepdims")
         return [(np.int64, tuple(1 if i == axis else d for i, d in enumerate(x.shape)
                                  if keep or i != axis))]
 
     def compute(self, node: Node, inputs):
-        x, axis = inputs[0], node.attr("axis") % inputs[0].ndim
-        keep = bool(node.attr("keepdims"))
-        if node.attr("select_last_index"):  # the last of tied values: search the flipped axis
+        x, axis = inputs[0], attr(node, "axis") % inputs[0].ndim
+        keep = bool(attr(node, "keepdims"))
+        if attr(node, "select_last_index"):  # the last of tied values: search the flipped axis
             found = self.np_fn(np.flip(x, axis), axis=axis, keepdims=keep)
             return [(x.shape[axis] - 1 - found).astype(np.int64)]
         return [self.np_fn(x, axis=axis, keepdims=keep).astype(np.int64)]
@@ -458,12 +460,11 @@ class LayerNormalization(OpDef):
         rank = node.inputs[0].rank
         if rank is None:
             raise ShapeError(f"LayerNormalization node {node.name!r} needs its input's rank")
-        return list(range(normalize_axis(node.attr("axis"), rank, self.op_type), rank))
+        return list(range(normalize_axis(attr(node, "axis"), rank, self.op_type), rank))
 
     def infer(self, node: Node):
-        import onnx
         x = node.inputs[0]
-        stash = onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type"))
+        stash = numpy_dtype(attr(node, "stash_type"))
         if x.shape is None:
             return [(x.dtype, None), (stash, None), (stash, None)]
         axes = self._axes(node)
@@ -477,7 +478,7 @@ class LayerNormalization(OpDef):
         x, scale = node.inputs[:2]
         g, g_mean, g_inv = (list(grads) + [None, None])[:3]
         axes = self._axes(node)
-        centered, inv_std, x_hat = _normalized(x, axes, node.attr("epsilon"))
+        centered, inv_std, x_hat = _normalized(x, axes, attr(node, "epsilon"))
         dx = _normalization_vjp(Mul(g, scale), x_hat, inv_std, axes)
         to = onnx_dtype(x.dtype)
         if _used(g_mean):  # mean = sum(x) / n
@@ -491,16 +492,15 @@ class LayerNormalization(OpDef):
         return result
 
     def compute(self, node: Node, inputs):
-        import onnx
         x = inputs[0]
-        axes = tuple(range(node.attr("axis") % x.ndim, x.ndim))
+        axes = tuple(range(attr(node, "axis") % x.ndim, x.ndim))
         mean = x.mean(axis=axes, keepdims=True)
         inv_std = 1 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) +
-                              node.attr("epsilon"))
+                              attr(node, "epsilon"))
         y = (x - mean) * inv_std * inputs[1]
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + inputs[2]
-        stash = onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type"))
+        stash = numpy_dtype(attr(node, "stash_type"))
         return [y.astype(x.dtype), mean.astype(stash), inv_std.astype(stash)]
 
 
@@ -514,7 +514,7 @@ class BatchNormalization(OpDef):
     attributes = {"epsilon": 1e-5, "momentum": 0.9, "training_mode": 0}
 
     def default_num_outputs(self, node: Node) -> int:
-        return 3 if node.attr("training_mode") else 1
+        return 3 if attr(node, "training_mode") else 1
 
     def infer(self, node: Node):
         x, mean = node.inputs[0], node.inputs[3]
@@ -532,14 +532,14 @@ class BatchNormalization(OpDef):
         return Unsqueeze(v, np.arange(1, rank - 1, dtype=np.int64)) if rank > 2 else v
 
     def vjp(self, node: Node, grads):
-        if node.attr("training_mode"):
+        if attr(node, "training_mode"):
             return self._training_vjp(node, grads)
         # y = (x - mean) * inv_std * scale + B with inv_std = 1 / sqrt(var + epsilon)
         from irkit.ops.elementwise import Add, Neg, Reciprocal, Sqrt
         x, scale, _, mean, var = node.inputs
         g, others, c = grads[0], self._other_axes(x), lambda v: self._per_channel(v, x.rank)
         axes = np.array(others, np.int64)
-        inv_std = Reciprocal(Sqrt(Add(var, node.attr("epsilon"))))
+        inv_std = Reciprocal(Sqrt(Add(var, attr(node, "epsilon"))))
         scaled = Mul(scale, inv_std)
         g_sum = ReduceSum(g, axes, keepdims=0)
         g_centered = ReduceSum(Mul(g, Sub(x, c(mean))), axes, keepdims=0)
@@ -553,10 +553,10 @@ class BatchNormalization(OpDef):
         g, g_rmean, g_rvar = (list(grads) + [None, None])[:3]
         others = self._other_axes(x)
         axes = np.array(others, np.int64)
-        centered, inv_std, x_hat = _normalized(x, others, node.attr("epsilon"))
+        centered, inv_std, x_hat = _normalized(x, others, attr(node, "epsilon"))
         c = lambda v: self._per_channel(v, x.rank)  # noqa: E731
         dx = _normalization_vjp(Mul(g, c(scale)), x_hat, inv_std, others)
-        momentum = node.attr("momentum")
+        momentum = attr(node, "momentum")
         d_mean = d_var = None
         if _used(g_rmean):  # running_mean = input_mean * m + batch_mean * (1 - m)
             d_mean = Mul(g_rmean, momentum)
@@ -571,8 +571,8 @@ class BatchNormalization(OpDef):
     def compute(self, node: Node, inputs):
         x, scale, bias, mean, var = inputs
         shape = (-1,) + (1,) * (x.ndim - 2)
-        eps, m = node.attr("epsilon"), node.attr("momentum")
-        if not node.attr("training_mode"):
+        eps, m = attr(node, "epsilon"), attr(node, "momentum")
+        if not attr(node, "training_mode"):
             y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
             return [(y * scale.reshape(shape) + bias.reshape(shape)).astype(x.dtype)]
         axes = (0,) + tuple(range(2, x.ndim))
@@ -605,7 +605,7 @@ class InstanceNormalization(OpDef):
                              "input's rank")
         g, spatial = grads[0], list(range(2, x.rank))
         c = lambda v: BatchNormalization._per_channel(v, x.rank)  # noqa: E731
-        _, inv_std, x_hat = _normalized(x, spatial, node.attr("epsilon"))
+        _, inv_std, x_hat = _normalized(x, spatial, attr(node, "epsilon"))
         others = np.array([0] + spatial, np.int64)
         return [_normalization_vjp(Mul(g, c(scale)), x_hat, inv_std, spatial),
                 ReduceSum(Mul(g, x_hat), others, keepdims=0), ReduceSum(g, others, keepdims=0)]
@@ -616,5 +616,5 @@ class InstanceNormalization(OpDef):
         per_channel = (-1,) + (1,) * (x.ndim - 2)
         mean = x.mean(axis=axes, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-        y = (x - mean) / np.sqrt(var + node.attr("epsilon"))
+        y = (x - mean) / np.sqrt(var + attr(node, "epsilon"))
         return [(y * scale.reshape(per_channel) + bias.reshape(per_channel)).astype(x.dtype)]

@@ -8,6 +8,8 @@ import numpy as np
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, const_array, define, normalize_axis
+from irkit.ops.dtypes import onnx_dtype
+from irkit.ops.registry import attr
 
 
 class ReduceOp(OpDef):
@@ -39,9 +41,9 @@ class ReduceOp(OpDef):
         axes = self.axes(node)
         if x.shape is None:
             return [(x.dtype, None)]
-        keep = node.attr("keepdims")
+        keep = attr(node, "keepdims")
         if axes is None:
-            if self.axes_from_input and node.attr("noop_with_empty_axes"):
+            if self.axes_from_input and attr(node, "noop_with_empty_axes"):
                 return [(x.dtype, x.shape)]
             axes = list(range(len(x.shape)))
         shape = [1 if i in axes else d for i, d in enumerate(x.shape) if keep or i not in axes]
@@ -49,17 +51,17 @@ class ReduceOp(OpDef):
 
     def compute(self, node: Node, inputs):
         axes = self.axes(node)
-        if axes is None and self.axes_from_input and node.attr("noop_with_empty_axes"):
+        if axes is None and self.axes_from_input and attr(node, "noop_with_empty_axes"):
             return [inputs[0]]
         axis = None if axes is None else tuple(axes)
-        return [self.np_fn(inputs[0], axis=axis, keepdims=bool(node.attr("keepdims")))]
+        return [self.np_fn(inputs[0], axis=axis, keepdims=bool(attr(node, "keepdims")))]
 
     def expand_grad(self, node: Node, g: Value) -> Value:
         """g brought back to the input's shape: re-insert reduced axes, then Expand."""
         from irkit.ops.shape import Expand, Shape, Unsqueeze
 
         axes = self.axes(node)
-        if not node.attr("keepdims") and axes is not None:
+        if not attr(node, "keepdims") and axes is not None:
             g = Unsqueeze(g, np.array(axes, dtype=np.int64))
         return Expand(g, Shape(node.inputs[0]))
 
@@ -68,7 +70,7 @@ class ReduceOp(OpDef):
         from irkit.ops.shape import Unsqueeze
 
         axes = self.axes(node)
-        if not node.attr("keepdims") and axes is not None:
+        if not attr(node, "keepdims") and axes is not None:
             return Unsqueeze(v, np.array(axes, dtype=np.int64))
         return v  # kept dims, or a scalar from reducing every axis: both broadcast as they are
 
@@ -106,7 +108,7 @@ class _ReduceExtremum(ReduceOp):
         from irkit.ops.elementwise import Cast, Div, Equal, Mul
 
         x = node.inputs[0]
-        hit = Cast(Equal(x, self.keep_dims(node, node.outputs[0])), to=_onnx_type(x.dtype))
+        hit = Cast(Equal(x, self.keep_dims(node, node.outputs[0])), to=onnx_dtype(x.dtype))
         axes = self.axes(node)
         count = ReduceSum(hit, None if axes is None else np.array(axes, np.int64), keepdims=1)
         return [Mul(self.keep_dims(node, grads[0]), Div(hit, count))]
@@ -241,17 +243,17 @@ class CumSum(OpDef):
 
     def vjp(self, node: Node, grads):
         # each x_j feeds the outputs after it (before it, reversed): sum g the other way round
-        return [CumSum(grads[0], node.inputs[1], exclusive=node.attr("exclusive"),
-                       reverse=1 - node.attr("reverse")), None]
+        return [CumSum(grads[0], node.inputs[1], exclusive=attr(node, "exclusive"),
+                       reverse=1 - attr(node, "reverse")), None]
 
     def compute(self, node: Node, inputs):
         x, axis = inputs[0], int(np.ravel(inputs[1])[0])
-        if node.attr("reverse"):
+        if attr(node, "reverse"):
             x = np.flip(x, axis)
         out = np.cumsum(x, axis=axis)
-        if node.attr("exclusive"):
+        if attr(node, "exclusive"):
             out = out - x
-        if node.attr("reverse"):
+        if attr(node, "reverse"):
             out = np.flip(out, axis)
         return [out.astype(inputs[0].dtype)]
 
@@ -266,10 +268,6 @@ def element_ratio(node: Node) -> Value:
     if all(isinstance(d, int) for d in (x.shape or (None,)) + (y.shape or (None,))):
         ratio = int(np.prod(x.shape)) // max(int(np.prod(y.shape)), 1)
         return node.graph.constant(ratio, dtype=dtype)
-    to = _onnx_type(dtype)
+    to = onnx_dtype(dtype)
     return Div(Cast(Size(x), to=to), Cast(Size(y), to=to))
 
-
-def _onnx_type(dtype) -> int:
-    import onnx
-    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))

@@ -1,12 +1,17 @@
-"""The op registry: one `OpDef` per (domain, op_type), filled by the op-family modules."""
+"""The op registry: one `OpDef` per (domain, op_type), filled by the op-family modules; and
+what the rest of irkit asks about a node's op through it (the IR itself knows no op):
+`opdef_of(node)`, `attr(node, name)` with the op's defaults, `verify(graph)`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from irkit.errors import UnsupportedOpError
+import numpy as np
+
+from irkit.errors import IRError, UnsupportedOpError
 
 if TYPE_CHECKING:
+    from irkit.ir import Graph, Node
     from irkit.ops.base import OpDef
 
 _REGISTRY: dict[tuple[str, str], OpDef] = {}
@@ -54,3 +59,41 @@ def all_ops() -> list[OpDef]:
     """Every registered op, sorted by name."""
     _ensure_loaded()
     return sorted(_REGISTRY.values(), key=lambda o: (o.domain, o.op_type))
+
+
+def opdef_of(node: Node) -> OpDef:
+    """The OpDef of the node's op; UnsupportedOpError naming the op and node if irkit has none."""
+    return get_op(node.op_type, node.domain, node_name=node.name)
+
+
+def attr(node: Node, name: str) -> Any:
+    """The node's attribute, or its op's default when the node does not set it.
+
+    Floats come back rounded to float32: ONNX stores float attributes as float32, so this is
+    the value an exported model computes with.
+    """
+    attributes = node.attributes
+    if name in attributes:
+        value = attributes[name]
+    else:
+        value = opdef_of(node).attribute_default(name, node)
+    return float(np.float32(value)) if isinstance(value, float) else value
+
+
+def verify(graph: Graph) -> None:
+    """Full verification: the IR's invariants (`Graph.verify`) and every op one irkit knows;
+    IRError naming the first problem."""
+    graph.verify()
+    for node in graph.nodes:
+        try:
+            opdef_of(node)
+        except UnsupportedOpError as e:
+            raise IRError(str(e)) from None
+
+
+def debug_verify(graph: Graph) -> None:
+    """`verify(graph)` when debug verification is on (IRKIT_VERIFY=1; the test suite)."""
+    from irkit.ir import verification_enabled
+
+    if verification_enabled():
+        verify(graph)

@@ -22,6 +22,7 @@ from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, const_array, define, fmt_shape
 from irkit.ops.elementwise import Mul
 from irkit.ops.nn import Einsum, MatMul
+from irkit.ops.registry import attr
 from irkit.ops.shape import (
     Concat,
     ConstantOfShape,
@@ -71,9 +72,9 @@ class Resize(OpDef):
                                      "ratio policy")
         for name, allowed in (("mode", MODES), ("coordinate_transformation_mode", TRANSFORMS),
                               ("nearest_mode", NEAREST_MODES)):
-            if node.attr(name) not in allowed:
+            if attr(node, name) not in allowed:
                 raise UnsupportedOpError(f"Resize node {node.name!r}: {name} "
-                                         f"{node.attr(name)!r} is not supported; use one of "
+                                         f"{attr(node, name)!r} is not supported; use one of "
                                          f"{', '.join(allowed)}")
 
     def infer(self, node: Node):
@@ -109,7 +110,7 @@ class Resize(OpDef):
             out = [_scaled(d, f) for d, f in zip(shape, factors)]
         else:
             raise ShapeError(f"Resize node {node.name!r} needs scales or sizes")
-        transform = node.attr("coordinate_transformation_mode")
+        transform = attr(node, "coordinate_transformation_mode")
         plan = []
         for axis in range(rank):
             window = None if roi is None else (float(roi[axis]), float(roi[axis + rank]))
@@ -136,7 +137,7 @@ class Resize(OpDef):
         plan = self.plan(node, x.shape, *given)
         if any(p.extrapolated is not None and p.extrapolated.any() for p in plan):
             g = Mul(g, node.graph.constant(inside_mask(plan, len(x.shape)).astype(x.dtype)))
-        nearest = node.attr("mode") == "nearest"
+        nearest = attr(node, "mode") == "nearest"
         for p in reversed(plan):  # the axes' maps commute; undo them last to first
             g = _scatter_back(g, p) if nearest else _along(g, p.weights.T.astype(x.dtype),
                                                            p.axis)
@@ -150,7 +151,7 @@ class Resize(OpDef):
         for p in plan:
             y = np.moveaxis(np.tensordot(p.weights, y, axes=([1], [p.axis])), 0, p.axis)
         if any(p.extrapolated is not None for p in plan):
-            y = np.where(inside_mask(plan, x.ndim), y, node.attr("extrapolation_value"))
+            y = np.where(inside_mask(plan, x.ndim), y, attr(node, "extrapolation_value"))
         if x.dtype.kind in "iu":
             y = np.clip(np.rint(y), np.iinfo(x.dtype).min, np.iinfo(x.dtype).max)
         return [y.astype(x.dtype)]
@@ -203,7 +204,7 @@ def axis_weights(node: Node, n_in: int, n_out: int, scale: float,
     else:
         offset = np.where(frac <= 0.5, -((n - 1) // 2), -((n - 1) // 2) + 1)
     index = (p + offset).astype(np.int64)[:, None] + np.arange(n)[None, :] - pad
-    if node.attr("exclude_outside"):
+    if attr(node, "exclude_outside"):
         coeffs = np.where((index < 0) | (index >= n_in), 0.0, coeffs)
         total = coeffs.sum(axis=1, keepdims=True)
         coeffs = coeffs / np.where(total == 0, 1.0, total)
@@ -221,7 +222,7 @@ def _source_coordinates(node: Node, n_in: int, n_out: int, scale: float,
     outside X for tf_crop_and_resize."""
     y = np.arange(n_out, dtype=np.float64)
     length = scale * n_in  # the output length before flooring
-    mode = node.attr("coordinate_transformation_mode")
+    mode = attr(node, "coordinate_transformation_mode")
     if mode == "align_corners":
         return (np.zeros(n_out) if length == 1 else y * (n_in - 1) / (length - 1)), None
     if mode == "asymmetric":
@@ -241,17 +242,17 @@ def _source_coordinates(node: Node, n_in: int, n_out: int, scale: float,
 
 def _coefficients(node: Node, ratio: np.ndarray) -> np.ndarray:
     """(out, taps) interpolation weights of the neighbours at each ratio in (0, 1]."""
-    mode = node.attr("mode")
+    mode = attr(node, "mode")
     if mode == "linear":
         return np.stack([1 - ratio, ratio], axis=1)
     if mode == "cubic":
-        a, r = node.attr("cubic_coeff_a"), ratio
+        a, r = attr(node, "cubic_coeff_a"), ratio
         s = 1 - r
         return np.stack([((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
                          ((a + 2) * r - (a + 3)) * r * r + 1,
                          ((a + 2) * s - (a + 3)) * s * s + 1,
                          ((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a], axis=1)
-    rounding = node.attr("nearest_mode")
+    rounding = attr(node, "nearest_mode")
     right = {"round_prefer_floor": ratio > 0.5, "round_prefer_ceil": ratio >= 0.5,
              "floor": np.zeros(ratio.shape, bool), "ceil": np.ones(ratio.shape, bool)}[rounding]
     right = right | (ratio == 1.0)  # on a pixel: that pixel (the right neighbour)

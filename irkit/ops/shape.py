@@ -4,11 +4,12 @@ Tile, Gather, GatherElements, ScatterElements, Shape, Size, Constant, ConstantOf
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, const_array, define, normalize_axis
+from irkit.ops.dtypes import onnx_dtype  # noqa: F401  (also offered here)
+from irkit.ops.registry import attr
 
 
 def _const_ints(node: Node, index: int, what: str) -> list[int] | None:
@@ -23,7 +24,7 @@ def _shape_of_shape_op(v) -> tuple | None:
     if p is None or p.op_type != "Shape" or p.inputs[0].shape is None:
         return None
     dims = p.inputs[0].shape
-    return tuple(dims[slice(p.attr("start"), p.attr("end"))])
+    return tuple(dims[slice(attr(p, "start"), attr(p, "end"))])
 
 
 @define
@@ -41,8 +42,16 @@ class Reshape(OpDef):
                 return [(x.dtype, copied)]
             n = node.inputs[1].shape
             return [(x.dtype, None if n is None or n[0] is None else (None,) * int(n[0]))]
-        dims = [x.shape[i] if t == 0 and x.shape is not None and not node.attr("allowzero")
-                else (None if t == 0 else t) for i, t in enumerate(target)]
+        if target.count(-1) > 1 or any(t < -1 for t in target):
+            raise ShapeError(f"Reshape node {node.name!r}: target shape {target} may hold "
+                             "one -1 and no other negative dims")
+        dims = [x.shape[i] if t == 0 and x.shape is not None and i < len(x.shape)
+                and not attr(node, "allowzero") else (None if t == 0 else t)
+                for i, t in enumerate(target)]
+        total, size = _static_size(x.shape), _static_size(tuple(dims))
+        if total is not None and size is not None and -1 not in dims and size != total:
+            raise ShapeError(f"Reshape node {node.name!r}: cannot reshape {total} elements "
+                             f"{tuple(x.shape)} to {tuple(dims)}")
         if -1 in dims:
             known = [d for d in dims if d != -1]
             total = _static_size(x.shape)
@@ -55,7 +64,7 @@ class Reshape(OpDef):
 
     def compute(self, node: Node, inputs):
         x, shape = inputs
-        shape = [x.shape[i] if s == 0 and not node.attr("allowzero") else s
+        shape = [x.shape[i] if s == 0 and not attr(node, "allowzero") else s
                  for i, s in enumerate(shape.tolist())]
         return [x.reshape(shape)]
 
@@ -81,7 +90,7 @@ class Flatten(OpDef):
     @staticmethod
     def axis(node: Node, rank: int) -> int:
         """The axis in [0, rank]; ONNX accepts [-rank, rank], negative counting from the back."""
-        axis = node.attr("axis")
+        axis = attr(node, "axis")
         if not -rank <= axis <= rank:
             raise ShapeError(f"Flatten node {node.name!r}: axis {axis} is out of range for "
                              f"rank {rank}; use -{rank}..{rank}")
@@ -129,7 +138,7 @@ class Shape(OpDef):
         return [(np.int64, (None if rank is None else len(self._span(node, rank)),))]
 
     def _span(self, node: Node, rank: int) -> range:
-        start, end = node.attr("start"), node.attr("end")
+        start, end = attr(node, "start"), attr(node, "end")
         return range(rank)[slice(start, end)]
 
     def compute(self, node: Node, inputs):
@@ -159,6 +168,8 @@ class Unsqueeze(OpDef):
             return [(x.dtype, None)]
         rank = len(x.shape) + len(axes)
         axes = sorted(normalize_axis(a, rank, "Unsqueeze") for a in axes)
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"Unsqueeze node {node.name!r}: axes {axes} repeat an axis")
         dims = iter(x.shape)
         return [(x.dtype, tuple(1 if i in axes else next(dims) for i in range(rank)))]
 
@@ -230,7 +241,7 @@ class Concat(OpDef):
         xs = node.inputs
         if any(x.shape is None for x in xs):
             return [(xs[0].dtype, None)]
-        axis = normalize_axis(node.attr("axis"), len(xs[0].shape), "Concat")
+        axis = normalize_axis(attr(node, "axis"), len(xs[0].shape), "Concat")
         dims = [x.shape[axis] for x in xs]
         total = sum(dims) if all(isinstance(d, int) for d in dims) else None
         shape = list(xs[0].shape)
@@ -240,7 +251,7 @@ class Concat(OpDef):
     def vjp(self, node: Node, grads):
         # the gradient is cut back into the inputs' pieces: Split, whose VJP is Concat again
         xs = node.inputs
-        axis = normalize_axis(node.attr("axis"), xs[0].rank, "Concat")
+        axis = normalize_axis(attr(node, "axis"), xs[0].rank, "Concat")
         dims = [x.shape[axis] if x.shape is not None else None for x in xs]
         sizes = node.graph.constant(np.array(dims, np.int64)) if all(
             isinstance(d, int) for d in dims) else Concat(
@@ -249,7 +260,7 @@ class Concat(OpDef):
         return list(parts) if len(xs) > 1 else [parts]
 
     def compute(self, node: Node, inputs):
-        return [np.concatenate(inputs, axis=node.attr("axis"))]
+        return [np.concatenate(inputs, axis=attr(node, "axis"))]
 
 
 @define
@@ -271,7 +282,7 @@ class Split(OpDef):
         x, n = node.inputs[0], len(node.outputs) or self.default_num_outputs(node)
         if x.shape is None:
             return [(x.dtype, None)] * n
-        axis = normalize_axis(node.attr("axis"), len(x.shape), "Split")
+        axis = normalize_axis(attr(node, "axis"), len(x.shape), "Split")
         dim, sizes = x.shape[axis], _const_ints(node, 1, "split")
         if sizes is None:  # equal parts without a split input; unknown with a computed one
             equal = len(node.inputs) < 2 or node.inputs[1] is None
@@ -279,10 +290,10 @@ class Split(OpDef):
         return [(x.dtype, x.shape[:axis] + (d,) + x.shape[axis + 1:]) for d in sizes]
 
     def vjp(self, node: Node, grads):
-        return [Concat(*grads, axis=node.attr("axis")), None]
+        return [Concat(*grads, axis=attr(node, "axis")), None]
 
     def compute(self, node: Node, inputs):
-        x, axis = inputs[0], node.attr("axis")
+        x, axis = inputs[0], attr(node, "axis")
         n = len(node.outputs)
         sizes = inputs[1] if len(inputs) > 1 and inputs[1] is not None else \
             [x.shape[axis] // n] * n
@@ -364,6 +375,9 @@ class Pad(OpDef):
         if pads is None:
             return [(x.dtype, (None,) * len(x.shape))]
         r = len(x.shape)
+        if len(pads) != 2 * r:
+            raise ShapeError(f"Pad node {node.name!r}: {len(pads)} pads for a rank-{r} input; "
+                             f"give 2 x rank = {2 * r}")
         return [(x.dtype, tuple(d + pads[i] + pads[r + i] if isinstance(d, int) else
                                 (d if pads[i] == pads[r + i] == 0 else None)
                                 for i, d in enumerate(x.shape)))]
@@ -373,9 +387,9 @@ class Pad(OpDef):
         # padding value receives the sum of g over the padded positions
         from irkit.ops.elementwise import Neg, Sub
         from irkit.ops.reduce import ReduceSum
-        if node.attr("mode") != "constant":
+        if attr(node, "mode") != "constant":
             raise UnsupportedOpError(f"Pad node {node.name!r}: the gradient of mode "
-                                     f"{node.attr('mode')!r} is not supported; use 'constant'")
+                                     f"{attr(node, 'mode')!r} is not supported; use 'constant'")
         g, pads = grads[0], _const_ints(node, 1, "pads")
         dx = Pad(g, np.negative(pads) if pads is not None else Neg(node.inputs[1]))
         result = [dx, None]
@@ -386,7 +400,7 @@ class Pad(OpDef):
     def compute(self, node: Node, inputs):
         x, pads = inputs[0], [int(p) for p in inputs[1]]
         value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else 0
-        r, mode = x.ndim, node.attr("mode")
+        r, mode = x.ndim, attr(node, "mode")
         grow = [(max(pads[i], 0), max(pads[r + i], 0)) for i in range(r)]
         kw = {"constant_values": np.asarray(value).item()} if mode == "constant" else {}
         out = np.pad(x, grow, mode=mode, **kw)
@@ -441,7 +455,7 @@ class Gather(OpDef):
         x, idx = node.inputs
         if x.shape is None or idx.shape is None:
             return [(x.dtype, None)]
-        axis = normalize_axis(node.attr("axis"), len(x.shape), "Gather")
+        axis = normalize_axis(attr(node, "axis"), len(x.shape), "Gather")
         return [(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])]
 
     def vjp(self, node: Node, grads):
@@ -449,7 +463,7 @@ class Gather(OpDef):
         x, idx = node.inputs
         if x.rank is None:
             raise ShapeError(f"Gather node {node.name!r}: its gradient needs the data's rank")
-        axis = normalize_axis(node.attr("axis"), x.rank, "Gather")
+        axis = normalize_axis(attr(node, "axis"), x.rank, "Gather")
         minus_one = node.graph.constant(np.array([-1], np.int64))
         parts = ([Shape(x, end=axis)] if axis else []) + [minus_one] + (
             [Shape(x, start=axis + 1)] if axis + 1 < x.rank else [])
@@ -462,7 +476,7 @@ class Gather(OpDef):
         return [ScatterElements(zeros_like(x), index, g, axis=axis, reduction="add"), None]
 
     def compute(self, node: Node, inputs):
-        return [np.take(inputs[0], inputs[1].astype(np.int64), axis=node.attr("axis"))]
+        return [np.take(inputs[0], inputs[1].astype(np.int64), axis=attr(node, "axis"))]
 
 
 def shape_of(x: Value) -> Value:
@@ -472,11 +486,16 @@ def shape_of(x: Value) -> Value:
     return Shape(x)
 
 
+SMALL_CONSTANT = 1 << 16  # zeros up to this many elements are stored; more are computed
+
+
 def zeros_like(x: Value) -> Value:
-    """A zero tensor of x's shape and dtype (a constant when the shape is static)."""
-    if x.shape is not None and all(isinstance(d, int) for d in x.shape):
+    """A zero tensor of x's shape and dtype: a constant when the shape is static and small,
+    else ConstantOfShape (a file's huge declared shape must not allocate at build time)."""
+    if x.shape is not None and all(isinstance(d, int) for d in x.shape) \
+            and int(np.prod(x.shape, dtype=object)) <= SMALL_CONSTANT:
         return x.graph.constant(np.zeros(x.shape, x.dtype))
-    return ConstantOfShape(Shape(x), value=np.zeros(1, x.dtype))
+    return ConstantOfShape(shape_of(x), value=np.zeros(1, x.dtype))
 
 
 def _along(index: np.ndarray, axis: int) -> tuple:
@@ -499,13 +518,13 @@ class GatherElements(OpDef):
 
     def vjp(self, node: Node, grads):
         x, index = node.inputs
-        axis = normalize_axis(node.attr("axis"), x.rank, "GatherElements")
+        axis = normalize_axis(attr(node, "axis"), x.rank, "GatherElements")
         return [ScatterElements(zeros_like(x), index, grads[0], axis=axis, reduction="add"),
                 None]
 
     def compute(self, node: Node, inputs):
         x, index = inputs
-        axis = node.attr("axis") % x.ndim
+        axis = attr(node, "axis") % x.ndim
         return [x[_along(index.astype(np.int64) % x.shape[axis], axis)]]
 
 
@@ -519,26 +538,26 @@ class ScatterElements(OpDef):
 
     def vjp(self, node: Node, grads):
         data, index, updates = node.inputs
-        g, axis = grads[0], normalize_axis(node.attr("axis"), data.rank, "ScatterElements")
+        g, axis = grads[0], normalize_axis(attr(node, "axis"), data.rank, "ScatterElements")
         picked = GatherElements(g, index, axis=axis)
-        if node.attr("reduction") == "add":
+        if attr(node, "reduction") == "add":
             return [g, None, picked]
-        if node.attr("reduction") == "none":  # overwritten data gets no gradient
+        if attr(node, "reduction") == "none":  # overwritten data gets no gradient
             return [ScatterElements(g, index, zeros_like(updates), axis=axis), None, picked]
         raise UnsupportedOpError(f"ScatterElements node {node.name!r}: no gradient for reduction "
-                                 f"{node.attr('reduction')!r}")
+                                 f"{attr(node, 'reduction')!r}")
 
     def compute(self, node: Node, inputs):
         data, index, updates = inputs
-        axis = node.attr("axis") % data.ndim
+        axis = attr(node, "axis") % data.ndim
         where = _along(index.astype(np.int64) % data.shape[axis], axis)
         out = data.copy()
-        if node.attr("reduction") == "add":
+        if attr(node, "reduction") == "add":
             np.add.at(out, where, updates)
-        elif node.attr("reduction") == "none":
+        elif attr(node, "reduction") == "none":
             out[where] = updates
         else:
-            raise UnsupportedOpError(f"ScatterElements reduction {node.attr('reduction')!r}")
+            raise UnsupportedOpError(f"ScatterElements reduction {attr(node, 'reduction')!r}")
         return [out]
 
 
@@ -548,11 +567,11 @@ class Constant(OpDef):
     attributes = {"value": Required(np.ndarray)}
 
     def infer(self, node: Node):
-        value = np.asarray(node.attr("value"))
+        value = np.asarray(attr(node, "value"))
         return [(value.dtype, value.shape)]
 
     def compute(self, node: Node, inputs):
-        return [np.asarray(node.attr("value"))]
+        return [np.asarray(attr(node, "value"))]
 
 
 @define
@@ -586,7 +605,7 @@ class OneHot(OpDef):
         if idx.shape is None:
             return [(values.dtype, None)]
         rank = len(idx.shape) + 1
-        axis = normalize_axis(node.attr("axis"), rank, "OneHot")
+        axis = normalize_axis(attr(node, "axis"), rank, "OneHot")
         shape = list(idx.shape)
         shape.insert(axis, depth_v[0] if depth_v else None)
         return [(values.dtype, tuple(shape))]
@@ -598,13 +617,6 @@ class OneHot(OpDef):
         idx = np.where(idx < 0, idx + depth, idx)
         hot = idx[..., None] == np.arange(depth)
         out = np.where(hot, values[1], values[0]).astype(values.dtype)
-        axis = node.attr("axis") % (idx.ndim + 1)
+        axis = attr(node, "axis") % (idx.ndim + 1)
         return [np.moveaxis(out, -1, axis)]
 
-
-def onnx_dtype(dtype) -> int:
-    """The TensorProto enum of a numpy dtype."""
-    try:
-        return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    except KeyError:
-        raise ShapeError(f"dtype {dtype} has no ONNX equivalent") from None

@@ -93,7 +93,7 @@ def logits_of(out: Value, loss: Loss) -> Value:
         return out
     if node.op_type != "Sigmoid":
         rank = len(out.shape) if out.shape is not None else None
-        axis = node.attr("axis")
+        axis = ops.attr(node, "axis")
         if rank is None or axis % rank != 1:
             return out  # not over the class axis: the loss reads what the model gives
     return node.inputs[0]

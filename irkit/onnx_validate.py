@@ -1,0 +1,226 @@
+"""Structural checks of an ONNX model, run before irkit imports one and before it writes one.
+
+Every check raises a one-line `ModelFileError` (`UnsupportedOpError` for element types newer
+than opset 17) that names the tensor, node or value at fault,
+before anything is allocated from the file:
+
+1. an ai.onnx opset in the range irkit reads, once; an IR version the installed onnx knows;
+2. a graph with at least one output; no name defined twice (inputs, initializers, node
+   outputs, graph outputs);
+3. known element types; dims >= 0 on tensors and declared shapes;
+4. tensors (initializers, Constant values, tensor attributes): element count within the
+   elements cap, and the stored bytes (raw_data or the typed field) exactly as many as the
+   dims and element type need; no unresolved external data; no segments;
+5. attributes in range: strides, dilations, kernel_shape and group > 0; pads >= 0; UTF-8
+   strings.
+`check_schemas` then runs onnx's checker (node schemas, shape inference) on what passed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from irkit.errors import ModelFileError, UnsupportedOpError, printable
+from irkit.safe_io import check_element_count
+
+MIN_READ_OPSET = 7  # older models are converted by onnx.version_converter, which starts here
+MAX_OPSET = onnx.defs.onnx_opset_version()
+LAST_SUPPORTED_TYPE = TensorProto.BFLOAT16  # element types after it came with opset 19+
+
+# where each element type keeps its data when not in raw_data, and values per element
+_TYPED_FIELD = {
+    TensorProto.FLOAT: ("float_data", 1), TensorProto.COMPLEX64: ("float_data", 2),
+    TensorProto.DOUBLE: ("double_data", 1), TensorProto.COMPLEX128: ("double_data", 2),
+    TensorProto.INT64: ("int64_data", 1), TensorProto.UINT32: ("uint64_data", 1),
+    TensorProto.UINT64: ("uint64_data", 1), TensorProto.STRING: ("string_data", 1),
+    **{t: ("int32_data", 1) for t in (TensorProto.INT32, TensorProto.INT16, TensorProto.INT8,
+                                      TensorProto.UINT16, TensorProto.UINT8, TensorProto.BOOL,
+                                      TensorProto.FLOAT16, TensorProto.BFLOAT16)},
+}
+_POSITIVE_INTS = {"strides", "dilations", "kernel_shape"}
+
+
+def type_name(elem: int) -> str:
+    """The name of an element type, or its number when onnx knows no such type."""
+    try:
+        return TensorProto.DataType.Name(elem)
+    except ValueError:
+        return f"number {elem}"
+
+
+def validate_model(model: onnx.ModelProto) -> None:
+    """ModelFileError (one line) for the first structural problem of `model` (module doc)."""
+    _check_text(model)
+    _check_versions(model)
+    _check_graph(model.graph, "the graph", needs_outputs=True)
+    for i, info in enumerate(model.training_info):
+        _check_graph(info.initialization, f"training_info[{i}].initialization")
+        _check_graph(info.algorithm, f"training_info[{i}].algorithm")
+
+
+def check_schemas(model: onnx.ModelProto) -> None:
+    """onnx's own node checks (attribute names and types, input and output counts) and
+    strict shape inference (type constraints, shapes that cannot fit), after `validate_model`,
+    as a one-line ModelFileError. Nodes of ops onnx does not know are left to the importer
+    (it names unsupported ops); graph inputs and outputs may leave their shapes out."""
+    ctx = onnx.checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version or onnx.IR_VERSION
+    ctx.opset_imports = {("" if o.domain == "ai.onnx" else o.domain): o.version
+                         for o in model.opset_import}
+    try:
+        for n in model.graph.node:
+            domain = "" if n.domain == "ai.onnx" else n.domain
+            if domain == "" and onnx.defs.has(n.op_type, domain):
+                onnx.checker.check_node(n, ctx)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as e:  # ValidationError, InferenceError: long multi-line texts
+        text = " ".join(str(e).split())
+        text = text.removeprefix("[ShapeInferenceError] Inference error(s): ")
+        raise ModelFileError(f"not a valid ONNX model: {text[:300]}") from None
+
+
+def _check_text(model: onnx.ModelProto) -> None:
+    """Names, op types, domains and metadata must be UTF-8 (protobuf hands back bytes for a
+    damaged string field)."""
+    g = model.graph
+    texts = [("a metadata entry", x) for p in model.metadata_props for x in (p.key, p.value)]
+    texts += [("an opset domain", o.domain) for o in model.opset_import]
+    texts += [("the graph name", g.name), ("the producer name", model.producer_name)]
+    texts += [("a value name", v.name) for v in [*g.input, *g.output, *g.value_info,
+                                                 *g.initializer]]
+    for n in g.node:
+        texts += [("a node's name, op type or domain", x) for x in (n.name, n.op_type, n.domain)]
+        texts += [("a node's input or output name", x) for x in [*n.input, *n.output]]
+        texts += [("an attribute name", a.name) for a in n.attribute]
+    for what, text in texts:
+        if not isinstance(text, str):
+            raise ModelFileError(f"{what} is not UTF-8 text ({text[:40]!r}); the file is "
+                                 "damaged")
+
+
+def _check_versions(model: onnx.ModelProto) -> None:
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelFileError(f"IR version {model.ir_version} is newer than the installed onnx "
+                             f"reads ({onnx.IR_VERSION}); upgrade onnx or re-export the model")
+    seen: set[str] = set()
+    for o in model.opset_import:
+        domain = "" if o.domain == "ai.onnx" else o.domain
+        if domain in seen:
+            raise ModelFileError(f"opset of domain {o.domain or 'ai.onnx'!r} is imported twice")
+        seen.add(domain)
+        if domain == "" and not MIN_READ_OPSET <= o.version <= MAX_OPSET:
+            raise ModelFileError(f"ai.onnx opset {o.version} is outside the range irkit reads "
+                                 f"({MIN_READ_OPSET} to {MAX_OPSET}); re-export the model with "
+                                 "a supported opset")
+    if "" not in seen:
+        raise ModelFileError("the model imports no ai.onnx opset")
+
+
+def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False) -> None:
+    if needs_outputs and not g.output:
+        raise ModelFileError(f"{where} has no outputs; a model must compute something")
+    _unique([vi.name for vi in g.input], "graph input")
+    _unique([t.name for t in g.initializer], "initializer")
+    _unique([vi.name for vi in g.output], "graph output")
+    defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+    for n in g.node:
+        for name in n.output:
+            if name and name in defined:
+                raise ModelFileError(f"value {printable(name)} is defined twice (node "
+                                     f"{printable(n.name or n.op_type)})")
+            defined.add(name)
+    for vi in [*g.input, *g.output, *g.value_info]:
+        _check_value_info(vi)
+    for t in g.initializer:
+        check_tensor(t, f"initializer {printable(t.name)}")
+    for n in g.node:
+        _check_node(n)
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ModelFileError(f"{what} {printable(name)} is declared twice")
+        seen.add(name)
+
+
+def _check_value_info(vi: onnx.ValueInfoProto) -> None:
+    if vi.type.WhichOneof("value") != "tensor_type":
+        return  # the importer names non-tensor types itself
+    t = vi.type.tensor_type
+    if t.elem_type:  # 0: not given
+        _check_elem_type(t.elem_type, f"value {printable(vi.name)}")
+    for d in t.shape.dim:
+        if d.HasField("dim_value") and d.dim_value < 0:
+            raise ModelFileError(f"value {printable(vi.name)} declares a negative dimension "
+                                 f"{d.dim_value}")
+
+
+def _check_elem_type(elem: int, what: str) -> None:
+    if elem not in TensorProto.DataType.values() or elem == TensorProto.UNDEFINED:
+        raise ModelFileError(f"{what} has an unknown element type {type_name(elem)}")
+    if elem > LAST_SUPPORTED_TYPE:
+        raise UnsupportedOpError(f"{what} has element type {type_name(elem)}, which is newer "
+                                 "than opset 17; irkit does not support it")
+
+
+def check_tensor(t: onnx.TensorProto, what: str, external_ok: bool = False) -> int:
+    """The byte size `t` must hold (ModelFileError if its type, dims or stored data do not fit
+    together); checked before any array is built from it."""
+    _check_elem_type(t.data_type, what)
+    if any(d < 0 for d in t.dims):
+        raise ModelFileError(f"{what} has a negative dimension in {list(t.dims)}")
+    count = math.prod(t.dims)
+    check_element_count(count, what)
+    if t.HasField("segment"):
+        raise ModelFileError(f"{what} is stored in segments, which irkit does not read")
+    itemsize = 0 if t.data_type == TensorProto.STRING else \
+        np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    if t.data_location == TensorProto.EXTERNAL:
+        if not external_ok:
+            raise ModelFileError(f"{what} keeps its data in an external file that was not read;"
+                                 " load the model with irkit.onnx_io.load(path)")
+        return count * itemsize
+    if t.raw_data:
+        if t.data_type == TensorProto.STRING or len(t.raw_data) != count * itemsize:
+            raise ModelFileError(f"{what}: raw_data has {len(t.raw_data)} bytes, but dims "
+                                 f"{list(t.dims)} of {type_name(t.data_type)} need "
+                                 f"{count * itemsize}; the file is damaged")
+        return count * itemsize
+    field, per = _TYPED_FIELD[t.data_type]
+    stored = len(getattr(t, field))
+    if stored != count * per:
+        raise ModelFileError(f"{what}: {field} has {stored} values, but dims {list(t.dims)} "
+                             f"need {count * per}; the file is damaged")
+    return count * itemsize
+
+
+def _check_node(n: onnx.NodeProto) -> None:
+    where = f"node {printable(n.name or n.op_type)} ({printable(n.op_type)})"
+    for a in n.attribute:
+        what = f"{where}: attribute {printable(a.name)}"
+        if a.type == onnx.AttributeProto.TENSOR or a.HasField("t"):
+            check_tensor(a.t, what)
+        for t in a.tensors:
+            check_tensor(t, what)
+        if a.HasField("sparse_tensor") or a.sparse_tensors:
+            raise ModelFileError(f"{what} is a sparse tensor, which irkit does not read")
+        for s in [a.s, *a.strings]:
+            try:
+                s.decode()
+            except UnicodeDecodeError:
+                raise ModelFileError(f"{what} is not UTF-8 text") from None
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        if a.name in _POSITIVE_INTS and any(v <= 0 for v in a.ints):
+            raise ModelFileError(f"{what} must be > 0, got {list(a.ints)}")
+        if a.name == "pads" and any(v < 0 for v in a.ints):
+            raise ModelFileError(f"{what} must be >= 0, got {list(a.ints)}")
+        if a.name == "group" and a.i <= 0:
+            raise ModelFileError(f"{what} must be > 0, got {a.i}")
+

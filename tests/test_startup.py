@@ -1,0 +1,33 @@
+"""Start-up costs a training run must not pay: modules that load only when their work comes.
+
+Each check runs a fresh Python outside the checkout and lists what got imported.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+
+
+def test_import_irkit_leaves_onnx_unimported() -> None:
+    """Building graphs needs numpy only; onnx (a quarter of a second) loads on export."""
+    code = ("import sys, irkit; from irkit import ops; from irkit.ir import Graph; import numpy\n"
+            "g = Graph(); x = g.add_input('x', numpy.float32, (2,)); ops.Cast(x, to=7)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('onnx', 'onnxruntime')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tempfile.gettempdir()).stdout
+    assert out.strip() == "[]", out
+
+
+def test_the_stratified_split_leaves_numpy_ma_unimported() -> None:
+    """np.unique imports numpy.ma on first use (15 ms); the split of a training run avoids it."""
+    code = ("import sys, numpy as np; from irkit.data import train_val_split\n"
+            "y = np.array([2, 0, 1, 2, 2, 0, 1, 1, 0, 2])\n"
+            "tr, va = train_val_split(len(y), 0.3, 0, y)\n"
+            "assert sorted(np.concatenate([tr, va]).tolist()) == list(range(10))\n"
+            "assert sorted(y[va].tolist()) == [0, 1, 2]\n"
+            "print('numpy.ma' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tempfile.gettempdir()).stdout
+    assert out.strip() == "False", out
