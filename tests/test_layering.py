@@ -17,7 +17,7 @@ SOURCES = {"irkit": ROOT / "irkit", "irkit.passes": ROOT / "passes",
 # low to high: a module may import modules of its own layer and of the layers below
 LAYERS = [
     ("base", ["irkit.errors", "irkit.safe_io", "irkit.data", "irkit.version",
-              "irkit.signature"]),  # leaves: they import no other irkit module
+              "irkit.signature", "irkit.distributed"]),  # leaves: they import no other irkit module
     ("ir", ["irkit.ir", "irkit.ir_verify"]),
     ("ops", ["irkit.ops"]),
     ("passes / onnx io", ["irkit.passes", "irkit.onnx_io", "irkit.onnx_compat",
@@ -27,7 +27,8 @@ LAYERS = [
     ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),
     ("nn", ["irkit.nn"]),
     ("train", ["irkit.train", "irkit.spec", "irkit.settings"]),
-    ("cli", ["irkit.cli", "irkit.cli_train", "irkit.cli_graph", "irkit.cli_lab"]),
+    ("cli", ["irkit.cli", "irkit.cli_train", "irkit.cli_graph", "irkit.cli_lab",
+             "irkit.launch"]),
 ]
 # modules that are one package split over files (the command line: its commands' modules
 # and the click group import each other)
