@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from irkit.safe_io import FileSafetyError, check_outputs, write_atomic
+from irkit.safe_io import FileSafetyError, check_outputs, write_all_atomic
 
 
 class Callback:
@@ -202,13 +202,16 @@ class TrainingCheckpoint(Callback):
         self.prepare()
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
+        from irkit.onnx_io import to_onnx
         paths, history = self.paths(), self.model.history
-        if history is not None and history.best_epoch == epoch + 1:
-            self.model.export(paths["best.onnx"])
-        self.model.export(paths["last.onnx"])
-        write_atomic(paths["last_train.onnx"], self.model.training_proto().SerializeToString())
+        last = to_onnx(self.model.to_graph()).SerializeToString()  # this epoch's weights
         doc = {**history.to_dict(), "epochs_total": history.epochs} if history else {}
-        write_atomic(paths["history.json"], json.dumps(doc, indent=1).encode())
+        files = [(paths["last.onnx"], last),
+                 (paths["last_train.onnx"], self.model.training_proto().SerializeToString()),
+                 (paths["history.json"], json.dumps(doc, indent=1).encode())]
+        if history is not None and history.best_epoch == epoch + 1:
+            files.insert(0, (paths["best.onnx"], last))
+        write_all_atomic(files)
 
 
 class LambdaCallback(Callback):
