@@ -232,12 +232,16 @@ def test_each_rank_draws_its_own_dropout_masks():
 
 @needs_mpi
 def test_two_workers_with_dropout_repeat_themselves(tmp_path):
-    """Dropout on 2 workers is seeded per rank: the same job twice gives the same files."""
+    """Dropout on 2 workers is seeded per rank: the same job twice gives the same files; the
+    checkpoint folder is written (by rank 0) as in one process."""
     (tmp_path / "drop.toml").write_text(DROPOUT_RECIPE)
     for name in ("a", "b"):
         irkit("train", "drop.toml", "--epochs", "2", "--batch-size", "16", "-o",
               f"{name}.onnx", "--save-training", f"{name}.t.onnx", "--workers", "2",
-              cwd=tmp_path)
+              "--checkpoint", f"{name}_ck", cwd=tmp_path)
+    # rank 0 alone keeps the checkpoint folder, as one process does
+    assert sorted(p.name for p in (tmp_path / "a_ck").iterdir()) == [
+        "best.onnx", "history.json", "last.onnx", "last_train.onnx"]
     wa, wb = initializers(tmp_path / "a.t.onnx"), initializers(tmp_path / "b.t.onnx")
     assert sorted(wa) == sorted(wb)
     assert all(np.array_equal(wa[k], wb[k]) for k in wa)
