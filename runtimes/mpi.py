@@ -36,13 +36,13 @@ import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+from irkit.runtimes.base import Totals, run_batches, state_pairs
+from irkit.runtimes.onnxruntime import make_session
 
 from irkit.distributed import WorkerLostError
 from irkit.errors import RuntimeUnavailableError, ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import to_onnx
-from irkit.runtimes.base import Totals, run_batches, state_pairs
-from irkit.runtimes.onnxruntime import make_session
 from irkit.signature import CORRECT, GRADS, LOSS, STEP, next_name
 
 

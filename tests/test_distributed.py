@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from irkit.runtimes.base import make_step_runner
+from irkit.runtimes.reference import ReferenceGraph
 from onnx import numpy_helper
 
 from irkit import nn
 from irkit.launch import _Relay, find_mpiexec
 from irkit.onnx_io import to_onnx
-from irkit.runtimes.base import make_step_runner
-from irkit.runtimes.reference import ReferenceGraph
 from irkit.signature import GRADS, STEP, TARGET
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import get_optimizer
