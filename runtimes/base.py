@@ -100,7 +100,8 @@ class StepRunner(Protocol):
 def run_batches(step: Callable[[np.ndarray, np.ndarray], tuple[float, float]],
                 x: np.ndarray, y: np.ndarray, batch_size: int,
                 on_batch: Callable[[int, float], None] | None = None) -> Totals:
-    """The batch loop every runner shares: `step(xb, yb) -> (mean loss, correct)` per slice."""
+    """The batch loop every runner shares: `step(xb, yb) -> (mean loss, correct)` per slice
+    (x and y may be anything sliceable of one length, e.g. row indices)."""
     total_loss, total_correct = 0.0, 0.0
     n = len(x)
     for index, start in enumerate(range(0, n, batch_size)):

@@ -89,3 +89,29 @@ def test_20_steps_same_weights_on_onnxruntime_and_reference(build, features, opt
     for name, want in runs["reference"].items():
         np.testing.assert_allclose(runs["onnxruntime"][name], want, rtol=2e-4, atol=2e-5,
                                    err_msg=name)
+
+
+def test_large_batches_gathered_in_place_train_like_batch_by_batch_steps():
+    """Batches over GATHER_PER_STEP bytes are gathered straight into the bound buffers: the
+    weights equal those of explicit steps on the ordered slices, bit for bit."""
+    from irkit.runtimes.onnxruntime import GATHER_PER_STEP
+    rng = np.random.default_rng(5)
+    features, batch = 300, 256
+    assert batch * features * 4 > GATHER_PER_STEP
+    x = rng.normal(size=(700, features)).astype(np.float32)  # 2 full batches and a partial
+    y = rng.integers(0, 3, 700)
+    order = rng.permutation(700)
+    results = []
+    for by_rows in (True, False):
+        source = ModuleSource(Sequential([Dense(8, "relu"), Dense(3)]), (features,), seed=1)
+        steps, runner = _runner("onnxruntime", source, Adam(), 0.01)
+        if by_rows:
+            totals = runner.train(runner.stage(x, y), order, batch)
+        else:
+            xo, yo = x[order], y[order]
+            losses = [runner.step(xo[i:i + batch], yo[i:i + batch])[0] * len(xo[i:i + batch])
+                      for i in range(0, 700, batch)]
+        results.append(runner.read_state())
+    np.testing.assert_allclose(totals.loss, sum(losses), rtol=1e-6)
+    for name, value in results[0].items():
+        np.testing.assert_array_equal(value, results[1][name], err_msg=name)
