@@ -77,8 +77,11 @@ def measure_peak(model_bytes: bytes, feeds: dict[str, np.ndarray], runs: int = 3
         with open(model_path, "wb") as f:
             f.write(model_bytes)
         np.savez(feeds_path, **feeds)
+        # cwd: `-c` puts the working directory first on sys.path, and a source checkout's
+        # irkit/ there would shadow the installed package (whose irkit.runtimes it lacks)
         proc = subprocess.run([sys.executable, "-c", _CHILD, model_path, feeds_path, str(runs),
-                               str(threads)], capture_output=True, text=True, check=False)
+                               str(threads)], capture_output=True, text=True, check=False,
+                              cwd=tmp)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeUnavailableError(f"the measuring process failed: {last}")

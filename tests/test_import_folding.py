@@ -116,7 +116,7 @@ def test_fold_bomb_is_refused_without_allocating(tmp_path):
             "try:\n    load(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=path.parent)  # the installed irkit
     error, grown_kb = done.stdout.splitlines()
     assert error.startswith("UnsupportedOpError") and "folding limit" in error, error
     assert int(grown_kb) < 50_000, f"import grew the process by {grown_kb} kB"

@@ -126,7 +126,7 @@ def test_file_size_limit_leaves_no_partial_temp_file(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     out = tmp_path / "big.onnx"
     done = subprocess.run([sys.executable, "-c", code, str(out)], preexec_fn=limit,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode != 0
     assert "FileSafetyError" in done.stderr and str(out) in done.stderr
     assert "File too large" in done.stderr
@@ -187,5 +187,5 @@ def test_read_capped_allocates_the_file_size_not_the_cap(tmp_path):
             "from irkit.safe_io import read_capped\n"
             "print(len(read_capped(sys.argv[1], 'model', 'ONNX model')))\n")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, cwd=path.parent)
     assert done.stdout.strip() == "1000", done.stderr
