@@ -169,14 +169,8 @@ def write_all_atomic(files: list[tuple[str | os.PathLike, bytes]]) -> None:
         for tmp, current in temps:
             os.replace(tmp, current)
     except BaseException as e:
-        for tmp, _ in temps:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-        if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
-            raise _write_error(current, e) from None
-        raise
+        _remove([tmp for tmp, _ in temps])
+        _reraise_for(current, e)
     for directory in {os.path.dirname(os.path.abspath(p)) for _, p in temps}:
         _fsync_dir(directory)
 
@@ -196,14 +190,24 @@ def _write_temp(path: str, data: bytes) -> str:
             f.flush()
             os.fsync(f.fileno())
     except BaseException as e:
+        _remove([tmp])
+        _reraise_for(path, e)
+    return tmp
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
         try:
-            os.unlink(tmp)
+            os.unlink(path)
         except OSError:
             pass
-        if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
-            raise _write_error(path, e) from None
-        raise
-    return tmp
+
+
+def _reraise_for(path: str, e: BaseException) -> None:
+    """Re-raise `e`; an OSError as a one-line FileSafetyError naming `path`."""
+    if isinstance(e, OSError) and not isinstance(e, FileSafetyError):
+        raise _write_error(path, e) from None
+    raise e
 
 
 def _write_error(path: str, e: OSError) -> FileSafetyError:
