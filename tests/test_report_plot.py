@@ -70,3 +70,12 @@ def test_a_later_epoch_with_better_accuracy_is_mentioned():
                          "--monitor val_accuracy keeps that one")
     h["history"]["val_accuracy"] = [0.5, 0.937, 0.94, 0.94]  # within 0.01: no note
     assert "higher validation accuracy" not in overfitting_report(h).text
+
+
+def test_a_last_epoch_wiggle_of_a_tiny_loss_is_not_overfitting():
+    """Iris: validation loss 1.13 -> 0.0032 at epoch 99, 0.0039 at epoch 100 (+24%, but
+    0.06% of what training gained): noise, not overfitting."""
+    val = [1.13] + [1.13 * 0.95 ** k for k in range(1, 98)] + [0.0032, 0.0039]
+    train = [1.6 * 0.97 ** k for k in range(100)]
+    r = overfitting_report(doc(train, val, 99), 100)
+    assert not r.overfits and "no clear overfitting" in r.text

@@ -12,9 +12,7 @@ dimensions, each dimension as a big-endian uint32, then the values, big-endian, 
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.request
 from collections.abc import Callable
 
 import numpy as np
@@ -100,6 +98,7 @@ def _download(stem: str, folder: str, opener: Callable) -> str:
         except (OSError, ValueError) as e:
             reasons.append(f"{url}: {getattr(e, 'reason', None) or e}")
             continue
+        import hashlib  # here: hashlib and urllib cost 20 ms at start-up when imported early
         if hashlib.sha256(body).hexdigest() != sha:
             reasons.append(f"{url}: wrong SHA-256")
             continue
@@ -110,7 +109,12 @@ def _download(stem: str, folder: str, opener: Callable) -> str:
     raise OSError("; ".join(reasons))
 
 
-def mnist_files(part: str = "mnist", opener: Callable = urllib.request.urlopen) -> list[str]:
+def _urlopen(url: str, timeout: float):
+    import urllib.request
+    return urllib.request.urlopen(url, timeout=timeout)
+
+
+def mnist_files(part: str = "mnist", opener: Callable = _urlopen) -> list[str]:
     """Paths of the image and label files of `part` (mnist, mnist-test), downloaded if
     missing; DataError saying what to place where if they cannot be had."""
     folder = os.path.join(data_home(), "mnist")
@@ -135,7 +139,7 @@ def mnist_files(part: str = "mnist", opener: Callable = urllib.request.urlopen) 
     return [paths[s] for s in PARTS[part]]
 
 
-def load_mnist(part: str = "mnist", opener: Callable = urllib.request.urlopen) -> Dataset:
+def load_mnist(part: str = "mnist", opener: Callable = _urlopen) -> Dataset:
     """MNIST's training (`mnist`) or test (`mnist-test`) images as rows of 784 pixels
     (0-255) with labels 0-9."""
     image_path, label_path = mnist_files(part, opener)

@@ -15,8 +15,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-# validation loss this fraction above its minimum at the last epoch counts as overfitting
+# validation loss this fraction above its minimum at the last epoch counts as overfitting,
+# when the rise is sustained (this many epochs after the minimum) or large against what the
+# run gained before the minimum (a wiggle of a tiny loss in the last epoch is noise)
 RISE_THRESHOLD = 0.05
+SUSTAINED_EPOCHS = 3
 # another epoch's validation accuracy this much above the kept epoch's is worth a note
 ACCURACY_NOTE = 0.01
 
@@ -88,8 +91,11 @@ def overfitting_report(history: Any, epochs_planned: int | None = None,
     # training loss went lower after the validation minimum: the model kept fitting the
     # training data while getting worse on new data (if it rose too, training is unstable)
     train_fell = len(train) == last and low + 1 < last and min(train[low + 1:]) < train[low]
-    overfits = name == "val_loss" and rise > RISE_THRESHOLD and train_fell
-    unstable = name == "val_loss" and rise > RISE_THRESHOLD and not train_fell
+    gained = max(values[:low + 1]) - lowest
+    real = rise > RISE_THRESHOLD and (last - low_epoch >= SUSTAINED_EPOCHS or
+                                      values[-1] - lowest > RISE_THRESHOLD * gained)
+    overfits = name == "val_loss" and real and train_fell
+    unstable = name == "val_loss" and real and not train_fell
     what = "validation loss" if name == "val_loss" else "training loss (no validation data)"
     head = f"{what} bottomed at epoch {low_epoch} ({lowest:.4g})"
     if overfits:
