@@ -7,6 +7,7 @@ checked before reading (`read_capped`). Caps have defaults and an environment ov
     IRKIT_MAX_DATA_BYTES     datasets (also their decompressed size)  default 1 GiB
     IRKIT_MAX_RECIPE_BYTES   recipes (TOML)                      default 1 MiB
     IRKIT_MAX_ELEMENTS       elements of one tensor built from a file  default 2**28
+    IRKIT_MAX_GZIP_RATIO     how many times its size a .gz may grow beyond 64 MiB  default 100
 
 Writing (`write_atomic`): a temporary file created exclusively beside the target (never
 through a symlink), fsynced, then renamed over the target; a target that exists but is not a
@@ -27,6 +28,7 @@ LIMITS = {
     "data": ("IRKIT_MAX_DATA_BYTES", 1 << 30),
     "recipe": ("IRKIT_MAX_RECIPE_BYTES", 1 << 20),
     "elements": ("IRKIT_MAX_ELEMENTS", 1 << 28),
+    "gzip_ratio": ("IRKIT_MAX_GZIP_RATIO", 100),  # decompressed / compressed, above 64 MiB
 }
 
 

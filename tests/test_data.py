@@ -384,3 +384,23 @@ def test_recipe_label_column_setting_is_checked():
     doc["data"]["label_column"] = 3
     with pytest.raises(SpecError, match="label_column must be a column name"):
         parse_recipe(doc)
+
+
+def test_gzip_bomb_refused_by_its_ratio(tmp_path, monkeypatch):
+    """Like the probe's 407 KB .csv.gz of 200 MB: refused at once for its ratio, though under
+    the 1 GiB data cap; IRKIT_MAX_GZIP_RATIO lifts the ratio cap (the data cap still holds)."""
+    import gzip
+    import resource
+    path = tmp_path / "bomb.csv.gz"
+    rows = (80 << 20) // 10
+    path.write_bytes(gzip.compress(b"a,b,c,d,label\n" + b"1,2,3,4,0\n" * rows))
+    assert path.stat().st_size < 1 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FileSafetyError, match="times its size"):
+        load_dataset(str(path))
+    grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kb < 200 << 10  # read no further than the ratio cap (64 MiB here)
+    monkeypatch.setenv("IRKIT_MAX_GZIP_RATIO", "100000")
+    monkeypatch.setenv("IRKIT_MAX_DATA_BYTES", str(70 << 20))
+    with pytest.raises(FileSafetyError, match="IRKIT_MAX_DATA_BYTES"):
+        load_dataset(str(path))

@@ -18,15 +18,25 @@ from irkit.data.dataset import Dataset, class_names, make_dataset
 from irkit.errors import DataError
 from irkit.safe_io import FileSafetyError, check_element_count, limit, read_capped
 
+# a .gz may always grow to this size; beyond it, to IRKIT_MAX_GZIP_RATIO times its own size
+# (real CSVs compress 3-20x; a 407 KB bomb of 200 MB took gigabytes to parse)
+GZIP_FLOOR = 64 << 20
+
 
 def gunzip_capped(raw: bytes, name: str) -> bytes:
-    """The decompressed bytes of a gzip stream, refused once they pass the data cap."""
-    cap = limit("data")
+    """The decompressed bytes of a gzip stream, refused once they pass the data cap, or the
+    ratio cap (a gzip bomb) when that is lower."""
+    by_ratio = max(limit("gzip_ratio") * len(raw), GZIP_FLOOR)
+    cap = min(limit("data"), by_ratio)
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
             out = f.read(cap + 1)  # decompresses at most cap + 1 bytes, whatever the ratio
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{name}: not a readable gzip file ({e})") from None
+    if len(out) > cap and cap == by_ratio:
+        raise FileSafetyError(f"{name}: decompresses to more than {cap} bytes, over "
+                              f"{limit('gzip_ratio')} times its size (a gzip bomb?); raise "
+                              "IRKIT_MAX_GZIP_RATIO if you trust it")
     if len(out) > cap:
         raise FileSafetyError(f"{name}: decompresses to more than {cap} bytes, over the limit "
                               "for a dataset; raise IRKIT_MAX_DATA_BYTES if you trust it")
