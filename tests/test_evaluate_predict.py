@@ -180,3 +180,16 @@ def test_predict_ignores_a_label_column_of_names(iris_csv):
     a = _json("predict", "net.onnx", "--data", "named.csv")
     b = _json("predict", "net.onnx", "--data", str(iris_csv))
     assert a["labels"] == b["labels"] and a["rows"] == 150
+
+
+def test_predict_reads_data_through_the_same_caps(tmp_path):
+    """`irkit predict`'s feature reader (a CSV without labels) refuses a gzip bomb as
+    load_dataset does: the same reader, the same ratio cap."""
+    import gzip
+
+    from irkit.safe_io import FileSafetyError
+    from irkit.train.evaluation import read_features
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(b"a,b,c,d\n" + b"1,2,3,4\n" * ((80 << 20) // 8)))
+    with pytest.raises(FileSafetyError, match="times its size"):
+        read_features(str(path), labels=False)

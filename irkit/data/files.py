@@ -49,6 +49,11 @@ def read_data_file(path: str, what: str = "dataset") -> bytes:
     return gunzip_capped(raw, path) if path.endswith(".gz") else raw
 
 
+def read_text(path: str) -> str:
+    """A text dataset file (decompressed if .gz), within the caps, decoded as UTF-8."""
+    return _text(read_data_file(path), path)
+
+
 def _text(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")

@@ -11,7 +11,6 @@ predicted class is the argmax either way.
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import os
@@ -228,7 +227,8 @@ def read_features(source: str, label_column: str = "label", labels: bool = True
     if source in BUNDLED or source.endswith(".npz") or not os.path.exists(source):
         ds = load_dataset(source, label_column=label_column)
         return ds.x, ds.y, ds.classes
-    text = _read_text(source)
+    from irkit.data.files import read_text
+    text = read_text(source)
     header = [h.strip() for h in text.split("\n", 1)[0].split(",")]
     if label_column in header and labels:
         ds = load_dataset(source, label_column=label_column)
@@ -243,24 +243,6 @@ def read_features(source: str, label_column: str = "label", labels: bool = True
     if not np.isfinite(x).all():
         raise DataError(f"{source}: NaN or inf in the features; clean the data first")
     return x.astype(np.float32), None, None
-
-
-def _read_text(path: str) -> str:
-    from irkit.safe_io import FileSafetyError, limit, read_capped
-    raw = read_capped(path, "data", "dataset")
-    if path.endswith(".gz"):
-        cap = limit("data")
-        try:
-            raw = gzip.GzipFile(fileobj=io.BytesIO(raw)).read(cap + 1)
-        except (OSError, EOFError) as e:
-            raise DataError(f"{path}: not a readable gzip file ({e})") from None
-        if len(raw) > cap:
-            raise FileSafetyError(f"{path}: decompresses to over {cap} bytes; raise "
-                                  "IRKIT_MAX_DATA_BYTES if you trust it")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text; give a CSV file") from None
 
 
 def write_predictions(predictions: Predictions, path: str) -> None:
