@@ -47,3 +47,18 @@ def test_python_and_the_cli_share_one_default_learning_rate(tmp_path):
     import onnx
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(meta[META_SETTINGS])["lr"] == DEFAULTS.lr
+
+
+def test_predict_after_another_fit_uses_the_new_weights():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 90)
+    model = irkit.Sequential([Dense(3)])
+    model.compile(lr=0.05)
+    model.fit(x, y, epochs=1, verbose=0)
+    first = model.predict(x[:5])  # caches a session
+    model.fit(x, y, epochs=3, verbose=0)
+    w = model.get_weights()
+    np.testing.assert_allclose(model.predict(x[:5]), x[:5] @ w["dense_0.W"] + w["dense_0.b"],
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(model.predict(x[:5]), first)

@@ -137,7 +137,7 @@ class Model:
             initial_epoch or 0)
         if s.epochs <= first:
             raise DataError(f"epochs ({s.epochs}) must be more than the epochs done ({first})")
-        cbs = self._callbacks(callbacks, s, verbose, len(x), first)
+        cbs = self._callbacks(callbacks, s, verbose, len(x))
         self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
                                 self)
         self.history = self._trainer.fit(
@@ -146,6 +146,7 @@ class Model:
             monitor=s.monitor, keep_best=s.keep_best)
         self.fit_settings = s
         self.source.set_weights(self.get_weights())
+        self._predictors = {}  # their sessions hold the weights from before this fit
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
@@ -222,7 +223,7 @@ class Model:
         return self._runner.stage(np.ascontiguousarray(x, np.float32),
                                   self._targets(np.asarray(y), name))
 
-    def _callbacks(self, callbacks, s: Settings, verbose, n: int, first: int) -> list:
+    def _callbacks(self, callbacks, s: Settings, verbose, n: int) -> list:
         cbs = list(callbacks or [])
         if s.patience:
             cbs.append(EarlyStopping(s.monitor, s.patience, s.min_delta))
