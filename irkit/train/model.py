@@ -351,6 +351,10 @@ class Model:
         """The inference graph with the current weights (scaling in, dropout out)."""
         if self._runner is not None:
             self.source.set_weights(self.get_weights())
+        return self._inference_graph()
+
+    def _inference_graph(self) -> Graph:
+        """The source's inference graph with the settings and best epoch in its metadata."""
         graph = self.source.build(training=False)
         graph.metadata[META_SETTINGS] = (self.fit_settings or self.settings).to_json()
         if self.history is not None and self.history.best_epoch is not None:
@@ -392,10 +396,8 @@ class Model:
         elif last is None and trainer is not None and trainer.best_weights is not None \
                 and _differ(trainer.best_weights, current, names):
             best = trainer.best_weights  # during training (a checkpoint): the best so far
-        metadata = self.to_graph().metadata
-        self.source.set_weights({k: state[k] for k in names})
-        inference = self.source.build(training=False)
-        inference.metadata = metadata
+        self.source.set_weights({k: state[k] for k in names})  # the file holds the last state
+        inference = self._inference_graph()
         self.source.set_weights(current)
         history = self.history.to_dict() if self.history else {}
         epochs = self.history.epochs if self.history else 0
