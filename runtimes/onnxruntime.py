@@ -162,7 +162,8 @@ class OrtStepRunner:
     sets that ping-pong: a step reads set A and writes set B, the next reads B and writes A,
     through two IOBindings made once. State a step reads but does not write (the learning
     rate) has one OrtValue bound in both. The loss and correct count are bound to host numpy
-    scalars by address, so a step costs one `run_with_iobinding` and two batch bindings.
+    scalars by address, and each batch is copied into buffers bound once per batch size, so
+    a step costs one `run_with_iobinding` and one copy of the batch.
     """
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
@@ -187,7 +188,6 @@ class OrtStepRunner:
                        for n in self.updated} for _ in range(2)]
         self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
         self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT)}
-        self.has_correct = any(o.name == CORRECT for o in self.train_session.get_outputs())
         self._train_io = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
         self._current = 0
         self._batch_buffers: dict[int, tuple[np.ndarray, np.ndarray]] = {}

@@ -60,7 +60,6 @@ class ReferenceStepRunner:
         self.updated, fixed = state_pairs(train, data)
         self.state = {n: np.array(state[n], copy=True) for n in self.updated + fixed}
         self._train, self._eval = ReferenceGraph(train), ReferenceGraph(evaluate)
-        self.has_correct = CORRECT in self._train.output_names
 
     def load_state(self, values: Mapping[str, np.ndarray]) -> None:
         for name, array in values.items():
