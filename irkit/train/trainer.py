@@ -70,7 +70,6 @@ class Trainer:
         self.runner, self.has_correct = runner, has_correct
         self.weight_names = weight_names   # params and buffers: what "the weights" are
         self.model = model
-        self.stop_training = False
         self.best_weights: dict[str, np.ndarray] | None = None
         self.last_weights: dict[str, np.ndarray] | None = None  # before best were restored
 
@@ -84,10 +83,10 @@ class Trainer:
         if validation is None and monitor.startswith("val_"):
             history.monitor = monitor = monitor[4:]
         rng = np.random.default_rng(seed)
-        n = self._length(train)
+        n = len(train[0])
         for _ in range(initial_epoch if shuffle else 0):
             rng.permutation(n)
-        self.stop_training = False
+        on_batch = _batch_hook(callbacks)
         if self.model is not None:  # callbacks see the figures so far (Keras: model.history)
             self.model.stop_training = False
             self.model.history = history
@@ -97,7 +96,7 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
             order = rng.permutation(n) if shuffle else np.arange(n)
-            logs = logs_of(self.runner.train(train, order, batch_size, _batch_hook(callbacks)),
+            logs = logs_of(self.runner.train(train, order, batch_size, on_batch),
                            self.has_correct)
             if validation is not None:
                 logs.update(logs_of(self.runner.evaluate(validation, max(batch_size, 256)),
@@ -107,7 +106,7 @@ class Trainer:
             self._track_best(epoch, logs, history, keep_best)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if self.stop_training or getattr(self.model, "stop_training", False):
+            if getattr(self.model, "stop_training", False):  # set by a callback
                 break
         self._restore_best(keep_best)
         for cb in callbacks:
@@ -118,10 +117,6 @@ class Trainer:
         self.last_weights = self.runner.read_state(self.weight_names)
         if keep_best and self.best_weights is not None:
             self.runner.load_state(self.best_weights)
-
-    @staticmethod
-    def _length(staged) -> int:
-        return len(staged[0])
 
     def _track_best(self, epoch: int, logs: dict, history: History, keep_best: bool) -> None:
         value = logs.get(history.monitor)
