@@ -157,7 +157,8 @@ class ModelCheckpoint(Callback):
 
 
 class TrainingCheckpoint(Callback):
-    """`irkit train --checkpoint DIR`: after every epoch, atomically, in this order:
+    """`irkit train --checkpoint DIR`: after every epoch, these files, written together (all
+    temporary files complete before any is renamed into place, safe_io.write_all_atomic):
 
         DIR/best.onnx         the inference model of the best epoch so far (when it changes)
         DIR/last.onnx         the inference model of the last epoch
