@@ -90,10 +90,6 @@ def main() -> None:
     onnxruntime. Run `irkit COMMAND --help` for each command."""
 
 
-def _is_onnx(path: str) -> bool:
-    return path.endswith(".onnx")
-
-
 def _save(graph, path: str, opset: int = 17) -> None:
     from irkit.onnx_io import save
     save(graph, path, opset)
@@ -126,10 +122,6 @@ def _need(value, option: str):
     if value is None:
         raise IrkitError(f"the recipe names no dataset; pass {option} NAME|FILE")
     return value
-
-
-def _param_count(weights: dict) -> int:
-    return int(sum(np.asarray(w).size for w in weights.values()))
 
 
 # ---- train ---------------------------------------------------------------------------------
