@@ -95,7 +95,7 @@ class ModuleSource:
         for layer in self.module.modules():
             if isinstance(layer, Normalize) and not layer.adapted:
                 graph = self.build(training=False)
-                layer.adapt(values_reaching(graph, graph.value(layer.input_value.name), x))
+                layer.adapt(values_reaching(graph, layer.input_value, x))
 
 
 class OnnxSource:
