@@ -24,7 +24,7 @@ from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes.base import make_step_runner
 from irkit.settings import DEFAULTS, Settings, resolve
-from irkit.signature import CORRECT, LR, META_BEST, META_SETTINGS, TARGET
+from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import Optimizer, optimizer_from
@@ -208,10 +208,7 @@ class Model:
             r = self._resume
             _check_same_step(r.settings, s)
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
-            excluded = set(r.state) | {TARGET}
-            name = next(v.name for v in r.train.inputs if v.name not in excluded)
-            return StepGraphs(r.train, evaluation, r.params, r.buffers, r.slots, name,
-                              any(v.name == CORRECT for v in r.train.outputs))
+            return StepGraphs.of(r.train, evaluation, r.params, r.buffers, r.slots)
         graphs = build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
         if s.recompute != "none":  # gradient checkpointing: recompute instead of keeping
             from irkit.passes import apply_checkpointing

@@ -45,6 +45,16 @@ class StepGraphs:
     input_name: str
     has_correct: bool
 
+    @classmethod
+    def of(cls, train: Graph, evaluation: Graph, params: list[str], buffers: list[str],
+           slots: list[str]) -> StepGraphs:
+        """The graphs with what they derive: the batch input's name and whether the step
+        counts correct predictions."""
+        state = {*params, *buffers, *slots, LR, STEP, TARGET}
+        input_name = next(v.name for v in train.inputs if v.name not in state)
+        return cls(train, evaluation, params, buffers, slots, input_name,
+                   any(v.name == CORRECT for v in train.outputs))
+
     @property
     def data_names(self) -> tuple[str, str]:
         return self.input_name, TARGET
@@ -266,10 +276,7 @@ def build_step_graphs(source, loss: Loss, optimizer: Optimizer,
     train, slots = build_train_graph(source.build(training=True), params, loss, optimizer,
                                      buffers, flat)
     evaluation = build_eval_graph(source.build(training=False), params + buffers, loss)
-    excluded = {*params, *buffers, *slots, LR, STEP, TARGET}
-    input_name = next(v.name for v in train.inputs if v.name not in excluded)
-    return StepGraphs(train, evaluation, params, buffers, slots, input_name,
-                      any(v.name == CORRECT for v in train.outputs))
+    return StepGraphs.of(train, evaluation, params, buffers, slots)
 
 
 @dataclass
