@@ -101,7 +101,7 @@ def profile(runner, batches, steps: int) -> None:
     for op, d in by_op.most_common(12):
         print(f"  {op:22} {d / steps:7.1f} us {100 * d / total:5.1f}%  {count[op] // steps} nodes")
     print("slowest nodes:")
-    for name, d in by_node.most_common(8):
+    for name, d in by_node.most_common(int(os.environ.get("TOPN", 8))):
         print(f"  {name:40} {d / steps:7.1f} us")
 
 

@@ -37,12 +37,11 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 from irkit.runtimes.base import Totals, run_batches, state_pairs
-from irkit.runtimes.onnxruntime import make_session
+from irkit.runtimes.onnxruntime import make_session, session_bytes
 
 from irkit.distributed import WorkerLostError
 from irkit.errors import RuntimeUnavailableError, ShapeError
 from irkit.ir import Graph
-from irkit.onnx_io import to_onnx
 from irkit.signature import CORRECT, GRADS, LOSS, STEP, next_name
 
 
@@ -84,7 +83,7 @@ class MpiStepRunner:
         missing = [n for n in names if n not in state]
         if missing:
             raise ShapeError(f"no initial value for the step's state {missing}")
-        sessions = [make_session(to_onnx(g, check=False).SerializeToString(), "cpu", threads)
+        sessions = [make_session(session_bytes(g), "cpu", threads)
                     for g in (split.gradient, split.update, evaluate)]
         self._grad, self._update, self._eval = sessions
         self._layout(split, {n: np.array(state[n], copy=True, order="C") for n in names})

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
+from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
 from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
 from irkit.errors import ShapeError
@@ -86,13 +87,22 @@ def make_session(model_bytes: bytes, device: str = "cpu",
     return ort.InferenceSession(model_bytes, so, providers=providers)
 
 
+def session_bytes(graph: Graph) -> bytes:
+    """The graph as onnxruntime runs it: standard ONNX, with the ops that onnxruntime's CPU
+    provider would run as their general ONNX functions lowered first (on a copy; the graph
+    is left as it is); LowerSoftmaxCrossEntropyPass tells what and why."""
+    if any(n.op_type == "SoftmaxCrossEntropyLoss" for n in graph.nodes):
+        graph = graph.copy()
+        LowerSoftmaxCrossEntropyPass()(graph)
+    return to_onnx(graph, check=False).SerializeToString()
+
+
 class OrtGraph:
     """A compiled graph on onnxruntime: call it with numpy feeds."""
 
     def __init__(self, graph: Graph, device: str = "cpu", threads: int | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = to_onnx(graph, check=False)
-        self.session = make_session(self.model.SerializeToString(), self.device, threads)
+        self.session = make_session(session_bytes(graph), self.device, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._dtypes = {v.name: v.dtype for v in graph.inputs}
@@ -177,8 +187,7 @@ class OrtStepRunner:
             raise ShapeError(f"no initial value for the step's state {missing}")
         weights = {n: state[n] for n in state_pairs(evaluate, data)[1]}
         self.threads = threads or threads_for(weights, batch_size)
-        self.train_session = make_session(to_onnx(train, check=False).SerializeToString(),
-                                          self.device, self.threads)
+        self.train_session = make_session(session_bytes(train), self.device, self.threads)
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None
@@ -264,8 +273,8 @@ class OrtStepRunner:
 
     def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
         if self._eval_io is None:
-            self.eval_session = make_session(to_onnx(self._evaluate_graph, check=False)
-                                             .SerializeToString(), self.device, self.threads)
+            self.eval_session = make_session(session_bytes(self._evaluate_graph), self.device,
+                                             self.threads)
             self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
         io = self._eval_io[self._current]
         io.bind_cpu_input(self.input_name, xb)
