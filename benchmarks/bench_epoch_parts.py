@@ -44,7 +44,8 @@ def main() -> None:
     train = runner.stage(data.x[:120].astype(np.float32), data.y[:120])
     val = runner.stage(data.x[120:].astype(np.float32), data.y[120:])
     order = np.random.default_rng(0).permutation(120)
-    io, session = runner._train_io[0], runner.train_session
+    session = runner.train_session
+    io = runner._batch(16, train[0][:16], train[1][:16])[1][0]
 
     def raw8():
         for _ in range(8):

@@ -105,7 +105,10 @@ def run_batches(step: Callable[[np.ndarray, np.ndarray], tuple[float, float]],
     total_loss, total_correct = 0.0, 0.0
     n = len(x)
     for index, start in enumerate(range(0, n, batch_size)):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        if n <= batch_size:  # one batch: the arrays themselves (a runner may keep them bound)
+            xb, yb = x, y
+        else:
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
         loss, correct = step(xb, yb)
         total_loss += loss * len(xb)
         total_correct += correct
