@@ -120,20 +120,11 @@ class BatchNorm(Module):
         var = self.add_buffer("running_var", (c,), "ones")
         if not self.training:
             return ops.BatchNormalization(x, gamma, beta, mean, var, epsilon=self.epsilon)
-        axes = [0] + list(range(2, x.rank))
-        bshape = np.array([1, c] + [1] * (x.rank - 2), dtype=np.int64)
-        batch_mean = ops.ReduceMean(x, axes=axes, keepdims=1)
-        centered = ops.Sub(x, batch_mean)
-        batch_var = ops.ReduceMean(ops.Mul(centered, centered), axes=axes, keepdims=1)
-        inv_std = ops.Reciprocal(ops.Sqrt(ops.Add(batch_var, self.epsilon)))
-        y = ops.Add(ops.Mul(ops.Mul(centered, inv_std), ops.Reshape(gamma, bshape)),
-                    ops.Reshape(beta, bshape))
-        flat = np.array([c], dtype=np.int64)
-        m = self.momentum
-        self.update_buffer("running_mean", ops.Add(ops.Mul(mean, m),
-                                                   ops.Mul(ops.Reshape(batch_mean, flat), 1 - m)))
-        self.update_buffer("running_var", ops.Add(ops.Mul(var, m),
-                                                  ops.Mul(ops.Reshape(batch_var, flat), 1 - m)))
+        y, new_mean, new_var = ops.BatchNormalization(
+            x, gamma, beta, mean, var, epsilon=self.epsilon, momentum=self.momentum,
+            training_mode=1, _num_outputs=3)
+        self.update_buffer("running_mean", new_mean)
+        self.update_buffer("running_var", new_var)
         return y
 
 

@@ -548,6 +548,11 @@ class BatchNormalization(OpDef):
                 d_var]
 
     def _training_vjp(self, node: Node, grads):
+        """With x_hat the batch-normalized x and M the elements per channel:
+        d scale = sum(g x_hat), d B = sum(g) and
+        dx = scale inv_std (g - d B / M - x_hat d scale / M),
+        the two means taken from the sums the scale and B gradients need anyway (8 passes over
+        x's size in all, with the batch statistics recomputed)."""
         from irkit.ops.elementwise import Add, Div
         x, scale = node.inputs[:2]
         g, g_rmean, g_rvar = (list(grads) + [None, None])[:3]
@@ -555,18 +560,20 @@ class BatchNormalization(OpDef):
         axes = np.array(others, np.int64)
         centered, inv_std, x_hat = _normalized(x, others, attr(node, "epsilon"))
         c = lambda v: self._per_channel(v, x.rank)  # noqa: E731
-        dx = _normalization_vjp(Mul(g, c(scale)), x_hat, inv_std, others)
+        count = _count(x, others, inv_std)
+        d_scale = ReduceSum(Mul(g, x_hat), axes, keepdims=0)
+        d_bias = ReduceSum(g, axes, keepdims=0)
+        shifted = Sub(g, Add(c(Div(d_bias, count)), Mul(x_hat, c(Div(d_scale, count)))))
+        dx = Mul(shifted, Mul(c(scale), inv_std))
         momentum = attr(node, "momentum")
         d_mean = d_var = None
         if _used(g_rmean):  # running_mean = input_mean * m + batch_mean * (1 - m)
             d_mean = Mul(g_rmean, momentum)
-            dx = Add(dx, Div(c(Mul(g_rmean, 1 - momentum)), _count(x, others, inv_std)))
+            dx = Add(dx, Div(c(Mul(g_rmean, 1 - momentum)), count))
         if _used(g_rvar):  # running_var = input_var * m + batch_var * (1 - m)
             d_var = Mul(g_rvar, momentum)
-            dx = Add(dx, Div(Mul(c(Mul(g_rvar, 2 * (1 - momentum))), centered),
-                             _count(x, others, inv_std)))
-        return [dx, ReduceSum(Mul(g, x_hat), axes, keepdims=0), ReduceSum(g, axes, keepdims=0),
-                d_mean, d_var]
+            dx = Add(dx, Div(Mul(c(Mul(g_rvar, 2 * (1 - momentum))), centered), count))
+        return [dx, d_scale, d_bias, d_mean, d_var]
 
     def compute(self, node: Node, inputs):
         x, scale, bias, mean, var = inputs
