@@ -17,7 +17,7 @@ from irkit.ops.dtypes import numpy_dtype
 from irkit.ops.elementwise import Exp, Mul, Sub
 from irkit.ops.reduce import ReduceSum
 from irkit.ops.registry import attr
-from irkit.ops.shape import Squeeze, Transpose, Unsqueeze
+from irkit.ops.shape import Reshape, Squeeze, Transpose, Unsqueeze
 
 if TYPE_CHECKING:
     from irkit.ir import Shape
@@ -551,19 +551,22 @@ class BatchNormalization(OpDef):
         """With x_hat the batch-normalized x and M the elements per channel:
         d scale = sum(g x_hat), d B = sum(g) and
         dx = scale inv_std (g - d B / M - x_hat d scale / M),
-        the two means taken from the sums the scale and B gradients need anyway (8 passes over
+        the two means taken from the sums the scale and B gradients need anyway (7 passes over
         x's size in all, with the batch statistics recomputed)."""
         from irkit.ops.elementwise import Add, Div
         x, scale = node.inputs[:2]
         g, g_rmean, g_rvar = (list(grads) + [None, None])[:3]
         others = self._other_axes(x)
         axes = np.array(others, np.int64)
-        centered, inv_std, x_hat = _normalized(x, others, attr(node, "epsilon"))
+        centered, inv_std, _ = _normalized(x, others, attr(node, "epsilon"))
         c = lambda v: self._per_channel(v, x.rank)  # noqa: E731
         count = _count(x, others, inv_std)
-        d_scale = ReduceSum(Mul(g, x_hat), axes, keepdims=0)
+        # x_hat = centered inv_std is never made: inv_std goes into the per-channel factors
+        d_scale = Mul(ReduceSum(Mul(g, centered), axes, keepdims=0),
+                      Reshape(inv_std, np.array([-1], np.int64)))
         d_bias = ReduceSum(g, axes, keepdims=0)
-        shifted = Sub(g, Add(c(Div(d_bias, count)), Mul(x_hat, c(Div(d_scale, count)))))
+        shifted = Sub(g, Add(c(Div(d_bias, count)),
+                             Mul(centered, Mul(inv_std, c(Div(d_scale, count))))))
         dx = Mul(shifted, Mul(c(scale), inv_std))
         momentum = attr(node, "momentum")
         d_mean = d_var = None
