@@ -50,7 +50,9 @@ class Settings:
         return resolve(self.as_dict(), changes, names=("current", "arguments"))
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # every setting is a number, a string or None: a shallow dict (dataclasses.asdict
+        # deep-copies each value, 85 us, twice a fit)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def to_json(self) -> str:
         """What a model's metadata records (everything but the device)."""
