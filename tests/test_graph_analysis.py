@@ -12,7 +12,14 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from irkit.passes.analysis import Sizes, figures, node_flops, peak_memory, saved_for_backward
+from irkit.passes.analysis import (
+    Sizes,
+    execution_order,
+    figures,
+    node_flops,
+    peak_memory,
+    saved_for_backward,
+)
 from irkit.passes.graph_view import critical_path, depth, to_dot, to_networkx
 from onnx import helper
 
@@ -53,6 +60,29 @@ def test_peak_memory_is_liveness_over_the_order():
     assert m.peak_bytes == 2 * 640 and m.peak_node == g.nodes[1].name
     assert m.inputs_bytes == 10 * 8 * 4 and m.initializer_bytes == (8 * 16 + 16 * 4) * 4
     assert m.timeline[-1] == 160  # only the output stays
+
+
+def test_execution_order_is_onnxruntimes_reverse_walk():
+    g = Graph("walk")
+    x = g.add_input("x", np.float32, (4,))
+    a = ops.Neg(x)
+    b = ops.Exp(a)
+    c = ops.Sqrt(x)            # reads only x: the walk back from Add reaches it first
+    g.outputs = [ops.Add(b, c)]
+    names = [n.name for n in g.nodes]
+    assert [n.name for n in execution_order(g)] == [names[2], names[0], names[1], names[3]]
+
+
+def test_training_batch_norm_counts_its_scratch():
+    g = Graph("bn")
+    x = g.add_input("x", np.float32, (8, 2, 4, 4))
+    ones, zeros = np.ones(2, np.float32), np.zeros(2, np.float32)
+    y, _, _ = ops.BatchNormalization(x, ones, zeros, zeros, ones, training_mode=1,
+                                     _num_outputs=3)
+    g.outputs = [y]
+    m = peak_memory(g)
+    # y (1024 B) and the two running statistics (8 B each), plus one input-sized scratch
+    assert m.peak_bytes == 1024 + 8 + 8 + 1024
 
 
 def test_planned_layout_counts_fragmentation():
