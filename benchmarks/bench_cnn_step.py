@@ -1,7 +1,7 @@
 """Time one train step of the digits_cnn recipe, and where its kernels spend the time.
 
     python benchmarks/bench_cnn_step.py [--repeats 7] [--steps 200] [--threads N] [--profile]
-                                        [--maxpool-rule both]
+                                        [--top 8] [--maxpool-rule both]
 
 The step is the one `irkit train digits_cnn` runs (Adam, batch 32): the recipe's model on the
 bundled digits data, its step graphs (`Model.prepare`), run by onnxruntime's step runner
@@ -65,11 +65,11 @@ def time_steps(runner, batches, steps: int, repeats: int) -> list[float]:
     return runs
 
 
-def profile(runner, batches, steps: int) -> None:
-    """Per-op-type kernel time of the step graph under onnxruntime's profiler."""
+def profile(runner, batches, steps: int, top: int = 8) -> None:
+    """Per-op-type kernel time of the step graph, as the runner runs it, under onnxruntime's
+    profiler, and the `top` slowest nodes."""
     import onnxruntime as ort
-
-    from irkit.onnx_io import to_onnx
+    from irkit.runtimes.onnxruntime import session_bytes
 
     g = runner.graphs
     so = ort.SessionOptions()
@@ -78,7 +78,7 @@ def profile(runner, batches, steps: int) -> None:
     so.enable_profiling = True
     if runner.threads:
         so.intra_op_num_threads = runner.threads
-    sess = ort.InferenceSession(to_onnx(g.train).SerializeToString(), so,
+    sess = ort.InferenceSession(session_bytes(g.train), so,
                                 providers=["CPUExecutionProvider"])
     feeds = runner.read_state()
     inputs = {i.name for i in sess.get_inputs()}
@@ -101,7 +101,7 @@ def profile(runner, batches, steps: int) -> None:
     for op, d in by_op.most_common(12):
         print(f"  {op:22} {d / steps:7.1f} us {100 * d / total:5.1f}%  {count[op] // steps} nodes")
     print("slowest nodes:")
-    for name, d in by_node.most_common(int(os.environ.get("TOPN", 8))):
+    for name, d in by_node.most_common(top):
         print(f"  {name:40} {d / steps:7.1f} us")
 
 
@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: "
                     "the step runner's choice)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--top", type=int, default=8, help="slowest nodes the profile lists")
     ap.add_argument("--maxpool-rule", choices=("mask", "scatter", "both"), default="mask",
                     help="MaxPool's gradient for tiling windows (default: irkit's, the mask)")
     args = ap.parse_args()
@@ -146,7 +147,7 @@ def main() -> None:
     if args.profile:
         for rule in rules:
             print(f"-- profile, MaxPool gradient: {rule}")
-            profile(*runners[rule], args.steps)
+            profile(*runners[rule], args.steps, args.top)
 
 
 if __name__ == "__main__":
