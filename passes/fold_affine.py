@@ -6,13 +6,13 @@ from collections.abc import Iterable
 
 import numpy as np
 from irkit.passes.fold_batch_norm import constant
-from irkit.passes.manager import GraphPass, PassResult
+from irkit.passes.manager import NodeRewritePass
 
 from irkit.ir import Graph, Node
 from irkit.ops.registry import attr
 
 
-class FoldAffinePass(GraphPass):
+class FoldAffinePass(NodeRewritePass):
     """Fold `x * s` and `x + c` / `x - c` into the Gemm that reads them. Cases handled:
 
     1. Gemm(Mul(x, s), W, C), s a constant of shape (), (K,) or (1, K) (one factor per
@@ -23,19 +23,12 @@ class FoldAffinePass(GraphPass):
        by this Gemm alone; the arithmetic is done in float64 and stored in W's dtype.
     """
 
+    op_type = "Gemm"
+
     def __init__(self, variables: Iterable[str] = ()) -> None:
         self.variables = set(variables)
 
-    def call(self, graph: Graph) -> PassResult:
-        changed = False
-        for node in list(graph.nodes):
-            if node.op_type == "Gemm" and node.domain == "" and node in graph.nodes:
-                changed = self._fold(graph, node) or changed
-        if changed:
-            graph.toposort()
-        return PassResult(graph, changed)
-
-    def _fold(self, graph: Graph, gemm: Node) -> bool:
+    def rewrite(self, graph: Graph, gemm: Node) -> bool:
         a = gemm.inputs[0]
         pre = a.producer
         if (pre is None or pre.op_type not in ("Mul", "Add", "Sub") or pre.domain != ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
-from irkit.passes.manager import GraphPass, PassResult
+from irkit.passes.manager import NodeRewritePass
 
 from irkit.ir import Graph, Node, Value
 from irkit.ops.base import apply
@@ -19,7 +19,7 @@ def constant(v: Value | None, variables: set[str]) -> np.ndarray | None:
     return np.asarray(v.const)
 
 
-class FoldBatchNormPass(GraphPass):
+class FoldBatchNormPass(NodeRewritePass):
     """Fold `y = (x - mean) / sqrt(var + eps) * scale + B` into the op that made x. Cases:
 
     1. x = Conv(data, W[, b]) with W (and b) constants: W' = W * s per output channel and
@@ -31,17 +31,12 @@ class FoldBatchNormPass(GraphPass):
        done in float64 and stored in the weights' dtype.
     """
 
+    op_type, sorts = "BatchNormalization", False  # folds into the producer, in place
+
     def __init__(self, variables: Iterable[str] = ()) -> None:
         self.variables = set(variables)
 
-    def call(self, graph: Graph) -> PassResult:
-        changed = False
-        for node in list(graph.nodes):
-            if node.op_type == "BatchNormalization" and node.domain == "":
-                changed = self._fold(graph, node) or changed
-        return PassResult(graph, changed)
-
-    def _fold(self, graph: Graph, bn: Node) -> bool:
+    def rewrite(self, graph: Graph, bn: Node) -> bool:
         x = bn.inputs[0]
         producer = x.producer
         if (attr(bn, "training_mode") or len(bn.outputs) != 1 or producer is None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from irkit.passes.manager import GraphPass, PassResult
+from irkit.passes.manager import NodeRewritePass
 
 from irkit.ir import Graph, Node
 from irkit.ops.base import apply
 
 
-class FuseMatMulAddPass(GraphPass):
+class FuseMatMulAddPass(NodeRewritePass):
     """Rewrite `Add(MatMul(A, B), C)` as `Gemm(A, B, C)`. Cases handled:
 
     1. A and B of rank 2 (Gemm's domain), C of shape (N,), (1, N) or (M, N) / scalar, i.e.
@@ -18,17 +18,9 @@ class FuseMatMulAddPass(GraphPass):
     3. floating-point only (onnxruntime's CPU Gemm has no integer kernels).
     """
 
-    def call(self, graph: Graph) -> PassResult:
-        changed = False
-        for node in list(graph.nodes):
-            if node.op_type == "Add" and node.domain == "" and node in graph.nodes:
-                changed = self._fuse(graph, node) or changed
-        if changed:
-            graph.toposort()
-        return PassResult(graph, changed)
+    op_type = "Add"
 
-    @staticmethod
-    def _fuse(graph: Graph, add: Node) -> bool:
+    def rewrite(self, graph: Graph, add: Node) -> bool:
         for side in (0, 1):
             product, bias = add.inputs[side], add.inputs[1 - side]
             mm = product.producer

@@ -4,7 +4,7 @@ executor that has no kernel of its own for it (onnxruntime's CPU provider)."""
 from __future__ import annotations
 
 import numpy as np
-from irkit.passes.manager import GraphPass, PassResult
+from irkit.passes.manager import NodeRewritePass
 
 from irkit import ops
 from irkit.ir import Graph, Node
@@ -13,7 +13,7 @@ from irkit.ir import Graph, Node
 _REDUCE = {"mean": ops.ReduceMean, "sum": ops.ReduceSum}
 
 
-class LowerSoftmaxCrossEntropyPass(GraphPass):
+class LowerSoftmaxCrossEntropyPass(NodeRewritePass):
     """Rewrite `SoftmaxCrossEntropyLoss(scores, labels)` with scores of rank 2 (N, C), no class
     weights and no ignore_index as
 
@@ -29,14 +29,13 @@ class LowerSoftmaxCrossEntropyPass(GraphPass):
     bit. Other cases (class weights, ignore_index, (N, C, d...) scores) are left as they are.
     """
 
-    def call(self, graph: Graph) -> PassResult:
-        nodes = [n for n in graph.nodes if n.op_type == "SoftmaxCrossEntropyLoss"
-                 and n.domain == "" and _plain(n)]
-        for node in nodes:
-            _lower(graph, node)
-        if nodes:
-            graph.toposort()
-        return PassResult(graph, bool(nodes))
+    op_type = "SoftmaxCrossEntropyLoss"
+
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        if not _plain(node):
+            return False
+        _lower(graph, node)
+        return True
 
 
 def _plain(node: Node) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from irkit.errors import IRError
-from irkit.ir import Graph
+from irkit.ir import Graph, Node
 from irkit.ops.registry import debug_verify
 
 
@@ -36,6 +36,27 @@ class GraphPass:
         result = self.call(graph)
         self.ensures(result.graph)
         return result
+
+
+class NodeRewritePass(GraphPass):
+    """A pass that offers each ai.onnx node of type `op_type` still in the graph, in graph
+    order, to `rewrite`, which changes the graph around it or returns False; after any change
+    the graph is sorted again when `sorts` (a rewrite that adds nodes after their readers)."""
+
+    op_type = ""
+    sorts = True
+
+    def rewrite(self, graph: Graph, node: Node) -> bool:
+        raise NotImplementedError
+
+    def call(self, graph: Graph) -> PassResult:
+        changed = False
+        for node in list(graph.nodes):
+            if node.op_type == self.op_type and node.domain == "" and node in graph.nodes:
+                changed = self.rewrite(graph, node) or changed
+        if changed and self.sorts:
+            graph.toposort()
+        return PassResult(graph, changed)
 
 
 class PassManager:

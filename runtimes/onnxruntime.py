@@ -91,7 +91,7 @@ def session_bytes(graph: Graph) -> bytes:
     """The graph as onnxruntime runs it: standard ONNX, with the ops that onnxruntime's CPU
     provider would run as their general ONNX functions lowered first (on a copy; the graph
     is left as it is); LowerSoftmaxCrossEntropyPass tells what and why."""
-    if any(n.op_type == "SoftmaxCrossEntropyLoss" for n in graph.nodes):
+    if any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes):
         graph = graph.copy()
         LowerSoftmaxCrossEntropyPass()(graph)
     return to_onnx(graph, check=False).SerializeToString()
