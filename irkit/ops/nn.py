@@ -407,14 +407,20 @@ class ArgMin(_ArgExtremum):
     np_fn = staticmethod(np.argmin)
 
 
-def _normalized(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value, Value]:
-    """(x - mean, 1 / sqrt(var + epsilon), x_hat) over `axes`, kept dims (biased variance)."""
+def _statistics(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value]:
+    """(x - mean, 1 / sqrt(var + epsilon)) over `axes`, kept dims (biased variance)."""
     from irkit.ops.elementwise import Add, Reciprocal, Sqrt
     from irkit.ops.reduce import ReduceMean
 
     centered = Sub(x, ReduceMean(x, axes=axes, keepdims=1))
     inv_std = Reciprocal(Sqrt(Add(ReduceMean(Mul(centered, centered), axes=axes, keepdims=1),
                                   epsilon)))
+    return centered, inv_std
+
+
+def _normalized(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value, Value]:
+    """(x - mean, 1 / sqrt(var + epsilon), x_hat) over `axes`, kept dims (biased variance)."""
+    centered, inv_std = _statistics(x, axes, epsilon)
     return centered, inv_std, Mul(centered, inv_std)
 
 
@@ -558,10 +564,10 @@ class BatchNormalization(OpDef):
         g, g_rmean, g_rvar = (list(grads) + [None, None])[:3]
         others = self._other_axes(x)
         axes = np.array(others, np.int64)
-        centered, inv_std, _ = _normalized(x, others, attr(node, "epsilon"))
+        # x_hat = centered inv_std is never made: inv_std goes into the per-channel factors
+        centered, inv_std = _statistics(x, others, attr(node, "epsilon"))
         c = lambda v: self._per_channel(v, x.rank)  # noqa: E731
         count = _count(x, others, inv_std)
-        # x_hat = centered inv_std is never made: inv_std goes into the per-channel factors
         d_scale = Mul(ReduceSum(Mul(g, centered), axes, keepdims=0),
                       Reshape(inv_std, np.array([-1], np.int64)))
         d_bias = ReduceSum(g, axes, keepdims=0)
