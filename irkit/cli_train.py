@@ -163,12 +163,12 @@ def _final_figures(model: Model, data: Dataset, s: Settings) -> dict[str, float]
 def _write_outputs(model: Model, output: str, save_training: str | None) -> None:
     """The model and the training file, with one pair id, written together: both temporary
     files complete before either is renamed into place (safe_io.write_all_atomic)."""
-    from irkit.onnx_io import to_onnx
+    from irkit.onnx_wire import model_bytes
     from irkit.safe_io import write_all_atomic
     pair = os.urandom(8).hex()
     graph = model.to_graph()
     graph.metadata[META_PAIR] = pair
-    files = [(output, to_onnx(graph).SerializeToString())]
+    files = [(output, model_bytes(graph))]
     if save_training:
         proto = model.training_proto()
         proto.metadata_props.add(key=META_PAIR, value=pair)

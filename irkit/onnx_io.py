@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -11,46 +10,33 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
-from irkit.ir import Graph, Value, verification_enabled
+from irkit.ir import Graph, verification_enabled
 from irkit.onnx_compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_external import load_external_data
 from irkit.onnx_validate import MAX_OPSET, check_schemas, validate_model
+from irkit.onnx_wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
-from irkit.ops.registry import debug_verify, get_op, has_op
+from irkit.ops.registry import has_op
 from irkit.safe_io import FileSafetyError, read_capped, write_atomic
-from irkit.version import __version__
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = IRKIT_OPSET
 MIN_OPSET = 13
-IRKIT_OPSET = 17  # the IR's op semantics are those of ai.onnx opset 17
 
 
 # ---- export ----------------------------------------------------------------------------------
 def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
             check: bool | None = None) -> onnx.ModelProto:
-    """The graph as a standard ONNX model, readable by the installed onnxruntime.
+    """The graph as a standard ONNX model, readable by the installed onnxruntime: the bytes
+    `irkit.onnx_wire.model_bytes` writes, parsed; converted to `opset` and validated.
 
     `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
     under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
     first: irkit's export is tested to be valid, and the checker's schema registry costs
     tens of milliseconds to start.
     """
-    debug_verify(graph)
     if check is None:
         check = verification_enabled()
-    nodes = [_node_proto(n) for n in graph.nodes]
-    model_graph = helper.make_graph(
-        nodes, graph.name,
-        [_value_info(v) for v in graph.inputs],
-        [_value_info(v) for v in graph.outputs],
-        [numpy_helper.from_array(np.asarray(v.const), name) for name, v in
-         graph.initializers.items()],
-    )
-    model = helper.make_model(model_graph, opset_imports=[helper.make_opsetid("", IRKIT_OPSET)],
-                              producer_name="irkit", producer_version=_version())
-    model.ir_version = helper.find_min_ir_version_for(list(model.opset_import))
-    for key, value in sorted(graph.metadata.items()):
-        model.metadata_props.add(key=key, value=value)
+    model = onnx.ModelProto.FromString(model_bytes(graph))
     if opset != IRKIT_OPSET:
         model = convert_opset(model, opset)
     validate_model(model)  # irkit never writes a model it would refuse to read
@@ -108,59 +94,6 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
     model = to_onnx(graph, opset)
     write_atomic(path, model.SerializeToString())
     return model
-
-
-def _version() -> str:
-    return __version__
-
-
-def _value_info(v: Value) -> onnx.ValueInfoProto:
-    elem = helper.np_dtype_to_tensor_dtype(v.dtype)
-    shape = None if v.shape is None else [d if d is not None else None for d in v.shape]
-    return helper.make_tensor_value_info(v.name, elem, shape)
-
-
-def _node_proto(node) -> onnx.NodeProto:
-    attrs = {k: _attr_value(node, k, a) for k, a in node.attributes.items()}
-    return helper.make_node(node.op_type, [v.name if v is not None else "" for v in node.inputs],
-                            [o.name for o in node.outputs], name=node.name,
-                            domain=node.domain or None, **attrs)
-
-
-def _attr_value(node, name: str, value: Any) -> Any:
-    """The attribute as the Python value that makes the ONNX attribute type the op's schema
-    wants (an int given for a float attribute must still be written as a float)."""
-    kind = _attribute_kind(node.op_type, node.domain, name)
-    if kind == "float":
-        return float(value)
-    if kind == "int":
-        return int(value)
-    if kind == "floats":
-        return [float(x) for x in value]
-    if kind == "ints":
-        return [int(x) for x in value]
-    if isinstance(value, np.ndarray) or (kind == "tensor"
-                                         and not isinstance(value, onnx.TensorProto)):
-        return numpy_helper.from_array(np.asarray(value))
-    return value
-
-
-_SCHEMA_KINDS = {"FLOAT": "float", "INT": "int", "FLOATS": "floats", "INTS": "ints",
-                 "TENSOR": "tensor", "STRING": "string", "STRINGS": "strings"}
-
-
-@functools.cache
-def _attribute_kind(op_type: str, domain: str, name: str) -> str | None:
-    """The attribute's type from irkit's op (no onnx schema registry: it takes tens of
-    milliseconds to start); from onnx's schema for attributes irkit's op does not declare."""
-    kind = get_op(op_type, domain).attribute_kind(name) if has_op(op_type, domain) else None
-    if kind is not None:
-        return kind
-    try:
-        code = onnx.defs.get_schema(op_type, IRKIT_OPSET, domain).attributes[name].type
-    except Exception:
-        return None
-    return _SCHEMA_KINDS.get(onnx.AttributeProto.AttributeType.Name(code))
 
 
 # ---- import ----------------------------------------------------------------------------------
@@ -271,7 +204,6 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _check_ops(g: onnx.GraphProto, other_domains_only: bool = False) -> None:
-    from irkit.ops.registry import has_op
     missing: dict[str, list[str]] = {}
     for n in g.node:
         if other_domains_only and n.domain in ("", "ai.onnx"):

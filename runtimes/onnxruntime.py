@@ -13,7 +13,7 @@ from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
-from irkit.onnx_io import to_onnx
+from irkit.onnx_wire import model_bytes
 from irkit.signature import CORRECT, LOSS, next_name
 
 _dlls_preloaded = False
@@ -94,7 +94,7 @@ def session_bytes(graph: Graph) -> bytes:
     if any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes):
         graph = graph.copy()
         LowerSoftmaxCrossEntropyPass()(graph)
-    return to_onnx(graph, check=False).SerializeToString()
+    return model_bytes(graph)
 
 
 class OrtGraph:
@@ -159,10 +159,13 @@ def threads_for(weights: Mapping[str, np.ndarray], batch_size: int | None) -> in
     return 1 if batch_size * sum(np.size(w) for w in weights.values()) <= TINY_STEP else None
 
 
-# batch bytes above which a step gathers its rows straight into the bound buffers (measured on
-# a 2-core CPU: an epoch-level gather then a copy costs 2x a direct gather at 3 MB a batch,
-# while at Iris size the direct gather's numpy overhead costs more than the extra copy)
-GATHER_PER_STEP = 1 << 18
+# A train pass gathers the rows of several batches at once, in order, into buffers bound
+# once, a slot per batch: an Iris epoch is one gather and 8 runs with nothing to copy or bind
+# (a copy a step cost 1.2 us of its 18). At most SLOTS batches (two bindings a slot, each
+# binding all the state: ~20 us to make) and SLOT_BYTES of buffer (a batch above it has a
+# slot of its own).
+SLOTS = 64
+SLOT_BYTES = 1 << 22
 
 
 class OrtStepRunner:
@@ -172,8 +175,8 @@ class OrtStepRunner:
     sets that ping-pong: a step reads set A and writes set B, the next reads B and writes A,
     through two IOBindings made once. State a step reads but does not write (the learning
     rate) has one OrtValue bound in both. The loss and correct count are bound to host numpy
-    scalars by address, and each batch is copied into buffers bound once per batch size, so
-    a step costs one `run_with_iobinding` and one copy of the batch.
+    scalars by address. A train pass gathers the rows of many batches at once into buffers
+    bound once (see SLOTS), so a step costs one `run_with_iobinding`.
     """
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
@@ -198,8 +201,8 @@ class OrtStepRunner:
         self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
         self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT)}
         self._current = 0
-        # per batch size: the batch buffers and the two train bindings that read them
-        self._batches: dict[int, tuple[tuple[np.ndarray, np.ndarray], list]] = {}
+        # per (rows, batch size): batch buffers and the train bindings that read them
+        self._layouts: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, list]] = {}
         self._eval_bound: tuple[np.ndarray, np.ndarray] | None = None
 
     def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
@@ -238,39 +241,34 @@ class OrtStepRunner:
     def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
         """One train step on one batch: (mean loss, correct count). The batch is copied into
         buffers bound once per batch size (a copy costs less than binding a new array)."""
-        buffers, bindings = self._batch(len(xb), xb, yb)
-        buffers[0][...] = xb  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
-        buffers[1][...] = yb
-        return self._run_step(bindings)
-
-    def _step_rows(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-        """One train step on rows `rows` of (x, y), gathered straight into the bound buffers."""
-        buffers, bindings = self._batch(len(rows), x[:1], y[:1])
-        # mode="clip": the rows are valid, and with "raise" numpy gathers through a buffer of
-        # its own first (3x slower: 190 against 64 us for 1024 rows of 784 floats)
-        np.take(x, rows, axis=0, out=buffers[0], mode="clip")
-        np.take(y, rows, axis=0, out=buffers[1], mode="clip")
-        return self._run_step(bindings)
+        bx, by, slots = self._slots(len(xb), len(xb), xb, yb)
+        bx[...] = xb  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
+        by[...] = yb
+        return self._run_step(slots[0][1])
 
     def _run_step(self, bindings: list) -> tuple[float, float]:
         self.train_session.run_with_iobinding(bindings[self._current])
         self._current = 1 - self._current
         return float(self._host[LOSS]), float(self._host[CORRECT])
 
-    def _batch(self, rows: int, xb: np.ndarray, yb: np.ndarray):
-        """The batch buffers for `rows` rows shaped like xb's and yb's rows, and the two train
-        bindings (state set A -> B, B -> A) that read them: made once per batch size, so an
-        epoch whose last batch is smaller binds nothing anew (a bind costs ~1.2 us, 10 an
-        Iris epoch when the sizes shared two bindings)."""
-        made = self._batches.get(rows)
+    def _slots(self, rows: int, batch_size: int, x: np.ndarray, y: np.ndarray):
+        """Buffers for `rows` rows shaped like x's and y's rows, cut into slots of batch_size
+        rows, each slot with the two train bindings (state set A -> B, B -> A) that read it:
+        (x buffer, y buffer, [(slot rows, bindings)]). Made once per (rows, batch_size), so
+        steps bind nothing anew (a bind costs ~1.2 us; a binding binds all the state)."""
+        made = self._layouts.get((rows, batch_size))
         if made is None:
-            buffers = (np.empty((rows, *xb.shape[1:]), np.float32),
-                       np.empty((rows, *yb.shape[1:]), yb.dtype))
-            bindings = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
-            for io in bindings:
-                io.bind_cpu_input(self.input_name, buffers[0])
-                io.bind_cpu_input(self.target_name, buffers[1])
-            made = self._batches[rows] = (buffers, bindings)
+            bx = np.empty((rows, *x.shape[1:]), np.float32)
+            by = np.empty((rows, *y.shape[1:]), y.dtype)
+            slots = []
+            for start in range(0, rows, batch_size):
+                xb, yb = bx[start:start + batch_size], by[start:start + batch_size]
+                bindings = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
+                for io in bindings:  # bound by address: the buffers live as long as the layout
+                    io.bind_cpu_input(self.input_name, xb)
+                    io.bind_cpu_input(self.target_name, yb)
+                slots.append((len(xb), bindings))
+            made = self._layouts[(rows, batch_size)] = (bx, by, slots)
         return made
 
     def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
@@ -288,14 +286,27 @@ class OrtStepRunner:
         return float(self._host[LOSS]), float(self._host[CORRECT])
 
     def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
-        """Small batches: the epoch's rows put in order once, then each batch copied into the
-        bound buffers; large ones gathered straight into them (one copy a step, not two)."""
+        """The rows of up to SLOTS batches (SLOT_BYTES) at a time gathered in order into
+        buffers bound once, a slot per batch; then a step per slot: one run each."""
         x, y = staged
-        if x[:1].nbytes * batch_size <= GATHER_PER_STEP:
-            return run_batches(self.step, x.take(order, axis=0), y.take(order, axis=0),
-                               batch_size, on_batch)
-        return run_batches(lambda rows, _: self._step_rows(x, y, rows), order, order,
-                           batch_size, on_batch)
+        span = batch_size * max(1, min(SLOTS, SLOT_BYTES // max(x[:1].nbytes * batch_size, 1)))
+        total_loss, total_correct, index = 0.0, 0.0, 0
+        for lo in range(0, len(order), span):
+            rows = order[lo:lo + span]
+            bx, by, slots = self._slots(len(rows), batch_size, x, y)
+            # mode="clip": the rows are valid, and with "raise" numpy gathers through a buffer
+            # of its own first (3x slower: 190 against 64 us for 1024 rows of 784 floats);
+            # the method, not np.take (whose wrapper costs 0.6 us)
+            x.take(rows, axis=0, out=bx, mode="clip")
+            y.take(rows, axis=0, out=by, mode="clip")
+            for size, bindings in slots:
+                loss, correct = self._run_step(bindings)
+                total_loss += loss * size
+                total_correct += correct
+                if on_batch is not None:
+                    on_batch(index, loss)
+                index += 1
+        return Totals(total_loss, total_correct, len(order))
 
     def evaluate(self, staged, batch_size: int) -> Totals:
         return run_batches(self._eval_step, *staged, batch_size)

@@ -21,7 +21,7 @@ LAYERS = [
     ("ir", ["irkit.ir", "irkit.ir_verify"]),
     ("ops", ["irkit.ops"]),
     ("passes / onnx io", ["irkit.passes", "irkit.onnx_io", "irkit.onnx_compat",
-                          "irkit.onnx_validate", "irkit.onnx_external"]),
+                          "irkit.onnx_validate", "irkit.onnx_external", "irkit.onnx_wire"]),
     ("runtimes", ["irkit.runtimes"]),
     # run graphs: traced functions, the ONNX-file optimizer
     ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),

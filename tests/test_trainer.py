@@ -91,27 +91,38 @@ def test_20_steps_same_weights_on_onnxruntime_and_reference(build, features, opt
                                    err_msg=name)
 
 
-def test_large_batches_gathered_in_place_train_like_batch_by_batch_steps():
-    """Batches over GATHER_PER_STEP bytes are gathered straight into the bound buffers: the
-    weights equal those of explicit steps on the ordered slices, bit for bit."""
-    from irkit.runtimes.onnxruntime import GATHER_PER_STEP
+@pytest.mark.parametrize("features, batch, n", [
+    (4, 2, 2 * 2 * 64 + 3),  # over SLOTS batches: two full gathers, then 1 batch and 1 row
+    (300, 256, 700),         # 3 slots of 300 KB in one gather, the last partial
+    (300, 4096, 9000)],      # batches over SLOT_BYTES: a gather each
+    ids=["many-small", "medium", "large"])
+def test_train_passes_equal_batch_by_batch_steps(features, batch, n):
+    """runner.train gathers the rows of many batches at once into bound slots: the losses,
+    the batch hook's calls and the weights equal those of explicit steps on the ordered
+    slices, bit for bit."""
+    from irkit.runtimes.onnxruntime import SLOT_BYTES, SLOTS
+    if batch == 2:
+        assert n // batch > 2 * SLOTS
+    assert (batch * features * 4 > SLOT_BYTES) == (batch == 4096)
     rng = np.random.default_rng(5)
-    features, batch = 300, 256
-    assert batch * features * 4 > GATHER_PER_STEP
-    x = rng.normal(size=(700, features)).astype(np.float32)  # 2 full batches and a partial
-    y = rng.integers(0, 3, 700)
-    order = rng.permutation(700)
-    results = []
-    for by_rows in (True, False):
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    order = rng.permutation(n)
+    results, hooked = [], []
+    for by_pass in (True, False):
         source = ModuleSource(Sequential([Dense(8, "relu"), Dense(3)]), (features,), seed=1)
         steps, runner = _runner("onnxruntime", source, Adam(), 0.01)
-        if by_rows:
-            totals = runner.train(runner.stage(x, y), order, batch)
+        if by_pass:
+            totals = runner.train(runner.stage(x, y), order, batch,
+                                  lambda i, loss: hooked.append((i, loss)))
         else:
             xo, yo = x[order], y[order]
-            losses = [runner.step(xo[i:i + batch], yo[i:i + batch])[0] * len(xo[i:i + batch])
-                      for i in range(0, 700, batch)]
+            losses = [runner.step(xo[i:i + batch], yo[i:i + batch])[0]
+                      for i in range(0, n, batch)]
         results.append(runner.read_state())
-    np.testing.assert_allclose(totals.loss, sum(losses), rtol=1e-6)
+    assert hooked == list(enumerate(losses))
+    sizes = [len(order[i:i + batch]) for i in range(0, n, batch)]
+    assert totals.count == n
+    assert totals.loss == sum(loss * size for loss, size in zip(losses, sizes))
     for name, value in results[0].items():
         np.testing.assert_array_equal(value, results[1][name], err_msg=name)

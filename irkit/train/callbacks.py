@@ -203,9 +203,9 @@ class TrainingCheckpoint(Callback):
         self.prepare()
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        from irkit.onnx_io import to_onnx
+        from irkit.onnx_wire import model_bytes
         paths, history = self.paths(), self.model.history
-        last = to_onnx(self.model.to_graph()).SerializeToString()  # this epoch's weights
+        last = model_bytes(self.model.to_graph())  # this epoch's weights
         doc = {**history.to_dict(), "epochs_total": history.epochs} if history else {}
         files = [(paths["last.onnx"], last),
                  (paths["last_train.onnx"], self.model.training_proto().SerializeToString()),
