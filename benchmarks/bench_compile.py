@@ -10,7 +10,8 @@ Per repeat, everything fresh (a new Model each time), the way `irkit train` star
             Model, resolve the settings, compile; then the seeded train/validation split
   graphs    `build_step_graphs` inside `Model.prepare`: the forward graphs, autodiff, the
             optimizer, the passes (train and eval graphs)
-  to_onnx   the two graphs turned into ModelProtos for the runner
+  to_onnx   the two graphs written as the ONNX bytes the sessions load (`session_bytes`:
+            losses lowered, then irkit's own writer, irkit.onnx_wire)
   sessions  the two onnxruntime sessions (`make_session`)
   other     the rest of `Model.prepare(x, runner=True)`: scaling adapted on the data, the
             initial state, OrtValues and IOBindings
@@ -20,7 +21,7 @@ Per repeat, everything fresh (a new Model each time), the way `irkit train` star
             makes it on first use)
 
 The stages inside `prepare` are timed by wrapping irkit's own functions in this process
-(build_step_graphs, to_onnx, make_session), so they are the real path's parts. A first
+(build_step_graphs, session_bytes, make_session), so they are the real path's parts. A first
 repeat runs untimed (module imports and one-time registries; its total is reported as
 "cold"), then --repeats timed ones; the table shows medians, [min-max] for the total.
 """
@@ -64,7 +65,7 @@ def instrument() -> list[str]:
     import irkit.train.model as model_module
     missing = []
     for module, attr, stage in ((model_module, "build_step_graphs", "graphs"),
-                                (ort_runtime, "to_onnx", "to_onnx"),
+                                (ort_runtime, "session_bytes", "to_onnx"),
                                 (ort_runtime, "make_session", "sessions")):
         if hasattr(module, attr):
             setattr(module, attr, _timing(stage, getattr(module, attr)))
