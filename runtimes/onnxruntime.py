@@ -236,12 +236,13 @@ class OrtStepRunner:
 
     # ---- running ---------------------------------------------------------------------------
     def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+        """C-ordered arrays, x in float32 (the batch buffers' type)."""
+        return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
 
     def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
         """One train step on one batch: (mean loss, correct count). The batch is copied into
         buffers bound once per batch size (a copy costs less than binding a new array)."""
-        bx, by, slots = self._slots(len(xb), len(xb), xb, yb)
+        bx, by, slots = self._slots(len(xb), max(len(xb), 1), xb, yb)
         bx[...] = xb  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
         by[...] = yb
         return self._run_step(slots[0][1])
@@ -261,7 +262,7 @@ class OrtStepRunner:
             bx = np.empty((rows, *x.shape[1:]), np.float32)
             by = np.empty((rows, *y.shape[1:]), y.dtype)
             slots = []
-            for start in range(0, rows, batch_size):
+            for start in range(0, max(rows, 1), batch_size):  # (an empty batch: one slot)
                 xb, yb = bx[start:start + batch_size], by[start:start + batch_size]
                 bindings = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
                 for io in bindings:  # bound by address: the buffers live as long as the layout
@@ -287,7 +288,8 @@ class OrtStepRunner:
 
     def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
         """The rows of up to SLOTS batches (SLOT_BYTES) at a time gathered in order into
-        buffers bound once, a slot per batch; then a step per slot: one run each."""
+        buffers bound once, a slot per batch; then a step per slot: one run each. `order`
+        holds row numbers of the staged data (the trainer's permutation; not range-checked)."""
         x, y = staged
         span = batch_size * max(1, min(SLOTS, SLOT_BYTES // max(x[:1].nbytes * batch_size, 1)))
         total_loss, total_correct, index = 0.0, 0.0, 0
