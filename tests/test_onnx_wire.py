@@ -146,8 +146,10 @@ def test_irkit_train_writes_its_model_without_importing_onnx(tmp_path):
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "assert 'onnx' not in sys.modules, 'onnx was imported'\n")
     env = {k: v for k, v in os.environ.items() if k != "IRKIT_VERIFY"}
+    # run outside the checkout: `-c` puts the working folder first on sys.path, and there
+    # irkit/ is the source, without the runtimes/ an install maps into it
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
