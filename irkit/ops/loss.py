@@ -99,8 +99,13 @@ def _plain_softmax_ce_grad(node: Node, logp: Value, g: Value) -> Value:
     else:
         onehot = Cast(OneHot(labels, _depth(logp), node.graph.constant([0, 1], np.int64),
                              axis=1), to=to)
-    scale = Div(g, Cast(Size(labels), to=to)) if attr(node, "reduction") == "mean" else g
-    return Mul(Sub(Exp(logp), onehot), _per_class(scale))
+    diff = Sub(Exp(logp), onehot)
+    if attr(node, "reduction") != "mean":
+        return Mul(diff, _per_class(g))
+    count = Cast(Size(labels), to=to)
+    if g.const is not None and g.const.size == 1 and g.const.item() == 1:  # the train step's
+        return Div(diff, count)                                             # seed: one node less
+    return Mul(diff, Div(g, count))
 
 
 def _per_class(v: Value) -> Value:
