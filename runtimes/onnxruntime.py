@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
+from irkit.passes.data_prefix import split_data_prefix
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
 from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
@@ -190,6 +191,13 @@ class OrtStepRunner:
             raise ShapeError(f"no initial value for the step's state {missing}")
         weights = {n: state[n] for n in state_pairs(evaluate, data)[1]}
         self.threads = threads or threads_for(weights, batch_size)
+        # row-wise work on the batch that reads only constants (a Normalize layer) runs once,
+        # on the staged data: Iris step 18.8 -> 17.6 us (passes/data_prefix.py)
+        prefix = split_data_prefix([train, evaluate], self.input_name)
+        self._prefix = None if prefix is None else OrtGraph(prefix.graph, self.device,
+                                                            self.threads)
+        if prefix is not None:
+            train, evaluate = prefix.graphs
         self.train_session = make_session(session_bytes(train), self.device, self.threads)
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
@@ -236,12 +244,17 @@ class OrtStepRunner:
 
     # ---- running ---------------------------------------------------------------------------
     def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """C-ordered arrays, x in float32 (the batch buffers' type)."""
-        return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y)
+        """C-ordered arrays, x prepared (the batch buffers' float32, the data prefix applied)."""
+        return self._prepared(x), np.ascontiguousarray(y)
+
+    def _prepared(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, np.float32)
+        return x if self._prefix is None else self._prefix({self.input_name: x})[0]
 
     def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
         """One train step on one batch: (mean loss, correct count). The batch is copied into
         buffers bound once per batch size (a copy costs less than binding a new array)."""
+        xb = self._prepared(xb) if self._prefix is not None else xb
         bx, by, slots = self._slots(len(xb), max(len(xb), 1), xb, yb)
         bx[...] = xb  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
         by[...] = yb
