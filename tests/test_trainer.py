@@ -126,3 +126,41 @@ def test_train_passes_equal_batch_by_batch_steps(features, batch, n):
     assert totals.loss == sum(loss * size for loss, size in zip(losses, sizes))
     for name, value in results[0].items():
         np.testing.assert_array_equal(value, results[1][name], err_msg=name)
+
+
+class _ScriptedRunner:
+    """A StepRunner whose epochs report the given training losses (no validation)."""
+
+    def __init__(self, losses):
+        self.losses, self.state = iter(losses), {"w": np.zeros(2, np.float32)}
+
+    def train(self, staged, order, batch_size, on_batch=None):
+        from irkit.runtimes.base import Totals
+        self.state["w"] = self.state["w"] + 1
+        return Totals(next(self.losses) * len(order), 0.0, len(order))
+
+    def read_state(self, names=None):
+        return {n: v.copy() for n, v in self.state.items()}
+
+    def load_state(self, values):
+        self.state.update(values)
+
+
+@pytest.mark.parametrize("losses, diverged", [
+    ([2e-8, 1e-3, 0.1], False),    # a fit that continues a trained model starts near 0
+    ([1.5, 0.2, 3e3], False),
+    ([1.5, 0.2, 2e4], True),       # 10^4 times the first epoch's loss
+    ([0.01, 0.2, 2e4], True),      # 10^4 times 1, when the first was below 1
+    ([1.5, float("nan"), 1.0], True)])
+def test_divergence_is_growth_over_the_first_loss_or_a_non_finite_loss(losses, diverged):
+    from irkit.errors import DataError
+    from irkit.train.trainer import Trainer
+    trainer = Trainer(_ScriptedRunner(losses), False, ["w"])
+    x = (np.zeros((4, 1), np.float32), np.zeros(4, np.int64))
+    if not diverged:
+        assert trainer.fit(x, None, len(losses), 2).history["loss"] == pytest.approx(losses)
+        return
+    with pytest.raises(DataError, match="training diverged") as err:
+        trainer.fit(x, None, len(losses), 2)
+    assert "keeps the best weights" in str(err.value)
+    assert trainer.runner.state["w"][0] < len(losses)  # the best epoch's weights, restored

@@ -16,7 +16,9 @@ import numpy as np
 from irkit.errors import DataError
 from irkit.runtimes.base import StepRunner, Totals
 
-# a training loss this many times the first epoch's means the run has diverged
+# a training loss this many times the first epoch's (or 1, when that was below 1) means the
+# run has diverged: a fit that continues a well-trained model starts near 0, and its noise is
+# no divergence (a first loss of 2e-8 and a later 0.1 would pass any factor)
 DIVERGENCE_FACTOR = 1e4
 
 
@@ -131,10 +133,10 @@ class Trainer:
     def _check_divergence(self, epoch: int, logs: dict, history: History,
                           keep_best: bool) -> None:
         """DataError (after restoring the best weights) when the loss is not finite or has
-        grown DIVERGENCE_FACTOR times over the first epoch's."""
+        grown DIVERGENCE_FACTOR times over the first epoch's (over 1 when that was less)."""
         first = history.history.get("loss", [logs["loss"]])[0]
         bad = [k for k, v in logs.items() if not math.isfinite(v)]
-        grown = math.isfinite(first) and first > 0 and logs["loss"] > DIVERGENCE_FACTOR * first
+        grown = math.isfinite(first) and logs["loss"] > DIVERGENCE_FACTOR * max(first, 1.0)
         if not bad and not grown:
             return
         self._restore_best(keep_best)
