@@ -5,7 +5,8 @@
 
 The step is the one `irkit train digits_cnn` runs (Adam, batch 32): the recipe's model on the
 bundled digits data, its step graphs (`Model.prepare`), run by onnxruntime's step runner
-(`OrtStepRunner.step`: weights on the device, ping-pong IOBindings). After warm-up,
+(`runner.train` of one staged batch at a time: weights on the device, ping-pong IOBindings,
+the Normalize layer applied to the data when it was staged). After warm-up,
 `--repeats` timed runs of `--steps` steps cycle through 8 fixed batches; the median time per
 step is printed with the range.
 `--maxpool-rule both` builds the step twice, with MaxPool's mask gradient (the default for
@@ -52,15 +53,19 @@ def _runner(threads: int | None):
 
 
 def time_steps(runner, batches, steps: int, repeats: int) -> list[float]:
-    """Seconds per step, one figure per timed run (after steps / 5 warm-up steps)."""
+    """Seconds per step, one figure per timed run (after steps / 5 warm-up steps): a
+    `runner.train` pass of one batch of staged data each, as `Model.fit` runs its steps (the
+    scaling already applied at staging; `runner.step` would apply it to every raw batch)."""
+    staged = [runner.stage(x, y) for x, y in batches]
+    order = np.arange(BATCH)
     for i in range(steps // 5):
-        runner.step(*batches[i % POOL])
+        runner.train(staged[i % POOL], order, BATCH)
     runs = []
     for _ in range(repeats):
         gc.collect()
         t = time.perf_counter()
         for i in range(steps):
-            runner.step(*batches[i % POOL])
+            runner.train(staged[i % POOL], order, BATCH)
         runs.append((time.perf_counter() - t) / steps)
     return runs
 
