@@ -45,7 +45,8 @@ def main() -> None:
     val = runner.stage(data.x[120:].astype(np.float32), data.y[120:])
     order = np.random.default_rng(0).permutation(120)
     session = runner.train_session
-    io = runner._slots(16, 16, *train)[2][0][1][0]
+    runner._batch_buffers(16, *train)
+    io = runner._slot(0, 16)[0]
 
     def raw8():
         for _ in range(8):

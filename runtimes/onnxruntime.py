@@ -164,7 +164,7 @@ def threads_for(weights: Mapping[str, np.ndarray], batch_size: int | None) -> in
 # once, a slot per batch: an Iris epoch is one gather and 8 runs with nothing to copy or bind
 # (a copy a step cost 1.2 us of its 18). At most SLOTS batches (two bindings a slot, each
 # binding all the state: ~20 us to make) and SLOT_BYTES of buffer (a batch above it has a
-# slot of its own).
+# slot of its own). One pair of buffers serves every pass and batch size.
 SLOTS = 64
 SLOT_BYTES = 1 << 22
 
@@ -209,8 +209,11 @@ class OrtStepRunner:
         self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
         self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT)}
         self._current = 0
-        # per (rows, batch size): batch buffers and the train bindings that read them
-        self._layouts: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, list]] = {}
+        # the batch buffers (rows of x and y; grown on demand) and, per (first row, rows),
+        # the two train bindings that read those rows of them
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
+        self._slots: dict[tuple[int, int], list] = {}
+        self._plans: dict[tuple[int, int], list] = {}  # see _plan
         self._eval_bound: tuple[np.ndarray, np.ndarray] | None = None
 
     def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
@@ -253,37 +256,50 @@ class OrtStepRunner:
 
     def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
         """One train step on one batch: (mean loss, correct count). The batch is copied into
-        buffers bound once per batch size (a copy costs less than binding a new array)."""
+        the bound buffers (a copy costs less than binding a new array)."""
         xb = self._prepared(xb) if self._prefix is not None else xb
-        bx, by, slots = self._slots(len(xb), max(len(xb), 1), xb, yb)
-        bx[...] = xb  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
-        by[...] = yb
-        return self._run_step(slots[0][1])
+        bx, by = self._batch_buffers(len(xb), xb, yb)
+        bx[:len(xb)] = xb  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
+        by[:len(xb)] = yb
+        return self._run_step(self._slot(0, len(xb)))
 
     def _run_step(self, bindings: list) -> tuple[float, float]:
         self.train_session.run_with_iobinding(bindings[self._current])
         self._current = 1 - self._current
         return float(self._host[LOSS]), float(self._host[CORRECT])
 
-    def _slots(self, rows: int, batch_size: int, x: np.ndarray, y: np.ndarray):
-        """Buffers for `rows` rows shaped like x's and y's rows, cut into slots of batch_size
-        rows, each slot with the two train bindings (state set A -> B, B -> A) that read it:
-        (x buffer, y buffer, [(slot rows, bindings)]). Made once per (rows, batch_size), so
-        steps bind nothing anew (a bind costs ~1.2 us; a binding binds all the state)."""
-        made = self._layouts.get((rows, batch_size))
-        if made is None:
-            bx = np.empty((rows, *x.shape[1:]), np.float32)
-            by = np.empty((rows, *y.shape[1:]), y.dtype)
-            slots = []
-            for start in range(0, max(rows, 1), batch_size):  # (an empty batch: one slot)
-                xb, yb = bx[start:start + batch_size], by[start:start + batch_size]
-                bindings = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
-                for io in bindings:  # bound by address: the buffers live as long as the layout
-                    io.bind_cpu_input(self.input_name, xb)
-                    io.bind_cpu_input(self.target_name, yb)
-                slots.append((len(xb), bindings))
-            made = self._layouts[(rows, batch_size)] = (bx, by, slots)
-        return made
+    def _batch_buffers(self, rows: int, x: np.ndarray, y: np.ndarray):
+        """Buffers with room for `rows` rows shaped like x's and y's rows; a larger request
+        replaces them, and the bindings that read the old ones by address."""
+        if self._buffers is None or len(self._buffers[0]) < rows:
+            self._buffers = (np.empty((rows, *x.shape[1:]), np.float32),
+                             np.empty((rows, *y.shape[1:]), y.dtype))
+            self._slots, self._plans = {}, {}
+        return self._buffers
+
+    def _plan(self, rows: int, batch_size: int) -> list:
+        """[(rows, bindings)] of the slots that cut the first `rows` rows of the buffers into
+        batches of batch_size (made once per pair: a lookup a step costs 0.5 us)."""
+        plan = self._plans.get((rows, batch_size))
+        if plan is None:
+            plan = self._plans[(rows, batch_size)] = [
+                (min(batch_size, rows - start), self._slot(start, min(batch_size, rows - start)))
+                for start in range(0, rows, batch_size)]
+        return plan
+
+    def _slot(self, start: int, rows: int) -> list:
+        """The two train bindings (state set A -> B, B -> A) that read rows start..start+rows
+        of the batch buffers: made once per slot, so steps bind nothing anew (a bind costs
+        ~1.2 us; a binding binds all the state)."""
+        bindings = self._slots.get((start, rows))
+        if bindings is None:
+            xb, yb = (b[start:start + rows] for b in self._buffers)
+            bindings = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
+            for io in bindings:
+                io.bind_cpu_input(self.input_name, xb)
+                io.bind_cpu_input(self.target_name, yb)
+            self._slots[(start, rows)] = bindings
+        return bindings
 
     def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
         if self._eval_io is None:
@@ -305,16 +321,17 @@ class OrtStepRunner:
         holds row numbers of the staged data (the trainer's permutation; not range-checked)."""
         x, y = staged
         span = batch_size * max(1, min(SLOTS, SLOT_BYTES // max(x[:1].nbytes * batch_size, 1)))
+        bx, by = self._batch_buffers(min(span, len(order)), x, y)
         total_loss, total_correct, index = 0.0, 0.0, 0
         for lo in range(0, len(order), span):
             rows = order[lo:lo + span]
-            bx, by, slots = self._slots(len(rows), batch_size, x, y)
+            n = len(rows)
             # mode="clip": the rows are valid, and with "raise" numpy gathers through a buffer
             # of its own first (3x slower: 190 against 64 us for 1024 rows of 784 floats);
             # the method, not np.take (whose wrapper costs 0.6 us)
-            x.take(rows, axis=0, out=bx, mode="clip")
-            y.take(rows, axis=0, out=by, mode="clip")
-            for size, bindings in slots:
+            x.take(rows, axis=0, out=bx[:n], mode="clip")
+            y.take(rows, axis=0, out=by[:n], mode="clip")
+            for size, bindings in self._plan(n, batch_size):
                 loss, correct = self._run_step(bindings)
                 total_loss += loss * size
                 total_correct += correct

@@ -164,3 +164,27 @@ def test_divergence_is_growth_over_the_first_loss_or_a_non_finite_loss(losses, d
         trainer.fit(x, None, len(losses), 2)
     assert "keeps the best weights" in str(err.value)
     assert trainer.runner.state["w"][0] < len(losses)  # the best epoch's weights, restored
+
+
+def test_passes_of_other_sizes_share_the_buffers_and_still_equal_explicit_steps():
+    """Passes with other batch sizes and row counts, one growing the batch buffers (which
+    drops the bindings that read the old ones): the same weights as explicit steps."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    passes = [(rng.permutation(50), 4), (rng.permutation(300), 64), (rng.permutation(37), 4),
+              (rng.permutation(300)[:120], 16)]
+    results = []
+    for by_pass in (True, False):
+        source = ModuleSource(Sequential([Dense(8, "relu"), Dense(3)]), (6,), seed=1)
+        steps, runner = _runner("onnxruntime", source, Adam(), 0.01)
+        staged = runner.stage(x, y)
+        for order, batch in passes:
+            if by_pass:
+                runner.train(staged, order, batch)
+            else:
+                for i in range(0, len(order), batch):
+                    runner.step(x[order[i:i + batch]], y[order[i:i + batch]])
+        results.append(runner.read_state())
+    for name, value in results[0].items():
+        np.testing.assert_array_equal(value, results[1][name], err_msg=name)
