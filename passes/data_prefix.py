@@ -38,6 +38,8 @@ class DataPrefix:
 
 
 def split_data_prefix(graphs: list[Graph], input_name: str) -> DataPrefix | None:
+    """The longest prefix (module docstring) that all `graphs` share on their input
+    `input_name`, split off copies of them; None when they share none."""
     chains = [_chain(g, input_name) for g in graphs]
     keys = [[_key(node, side) for node, side in chain] for chain in chains]
     common = 0
