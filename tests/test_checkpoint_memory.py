@@ -12,6 +12,7 @@ large, so activations dominate what the run allocates. The estimate compared is
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -23,40 +24,18 @@ from irkit.runtimes.onnxruntime import make_session
 from irkit.nn import Sequential
 from irkit.nn.layers import Dense
 from irkit.onnx_io import to_onnx
-from irkit.train import build_step_graphs
-from irkit.train.losses import get_loss
-from irkit.train.optimizers import SGD
 from irkit.train.sources import ModuleSource
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+from bench_checkpoint import step_feeds, step_graph  # noqa: E402
 
 linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
                                 reason="measuring memory needs Linux /proc")
 
 
-def mlp_step(layers: int, width: int):
-    model = ModuleSource(Sequential([Dense(width, "relu") for _ in range(layers)] + [Dense(10)]),
-                        (width,), seed=0)
-    return build_step_graphs(model, get_loss("sparse_categorical_crossentropy"),
-                             SGD()).train
-
-
-def step_feeds(graph, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for v in graph.inputs:
-        shape = [d if isinstance(d, int) else batch for d in v.shape]
-        if v.name == "target":
-            feeds[v.name] = rng.integers(0, 10, shape).astype(np.int64)
-        elif v.name.rsplit("/", 1)[-1] in ("lr", "step"):  # optimizer state: opt/lr
-            feeds[v.name] = np.array(0.01 if v.dtype.kind == "f" else 1, v.dtype)
-        elif v.name.startswith("v/") or v.name.endswith("running_var"):
-            feeds[v.name] = np.ones(shape, np.float32)
-        else:
-            feeds[v.name] = (rng.standard_normal(shape) * 0.1).astype(v.dtype)
-    return feeds
-
-
 def test_checkpointing_keeps_gradients_identical():
-    plain, checkpointed = mlp_step(12, 32), mlp_step(12, 32)
+    plain, checkpointed = step_graph(12, 32), step_graph(12, 32)
     names = apply_checkpointing(checkpointed, "sqrt")
     checkpointed.verify()
     assert len(names) >= 3
@@ -75,7 +54,7 @@ def test_onnxruntime_keeps_every_recomputed_node(tmp_path):
     # merged the copies back into the forward nodes (the measured peak did not drop)
     import onnx
     import onnxruntime as ort
-    graph = mlp_step(12, 32)
+    graph = step_graph(12, 32)
     apply_checkpointing(graph, "sqrt")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -88,7 +67,7 @@ def test_onnxruntime_keeps_every_recomputed_node(tmp_path):
 
 
 def test_budget_strategy_and_no_backward():
-    tight, loose = mlp_step(8, 16), mlp_step(8, 16)
+    tight, loose = step_graph(8, 16), step_graph(8, 16)
     # at batch 16 a layer keeps 16 * 16 * 4 bytes: a budget of two layers' worth
     names = apply_checkpointing(tight, 2 * 16 * 16 * 4, batch=16)
     assert len(names) >= 2 and apply_checkpointing(loose, 10**12, batch=16) == []
@@ -100,7 +79,7 @@ def test_budget_strategy_and_no_backward():
 @linux_only
 def test_checkpointing_lowers_the_estimate_and_the_measured_peak():
     batch = 1024
-    plain, checkpointed = mlp_step(16, 256), mlp_step(16, 256)
+    plain, checkpointed = step_graph(16, 256), step_graph(16, 256)
     apply_checkpointing(checkpointed, "sqrt", batch)
     feeds = step_feeds(plain, batch)
     est = [figures(g, default=batch).peak.planned_bytes for g in (plain, checkpointed)]
@@ -115,7 +94,7 @@ def test_checkpointing_lowers_the_estimate_and_the_measured_peak():
 @pytest.mark.parametrize("case", ["mlp20", "digits_cnn"])
 def test_peak_estimate_within_20_percent_of_onnxruntime(case):
     if case == "mlp20":
-        graph, batch = mlp_step(20, 256), 2048
+        graph, batch = step_graph(20, 256), 2048
     else:
         from irkit.cli_train import export_graph
         graph, batch = export_graph("digits_cnn", True, None, None, None), 2048
