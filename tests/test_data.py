@@ -346,28 +346,18 @@ def test_cli_mnist_offline_is_one_line(data_home, tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_cli_label_column_and_class_names_reach_the_model(tmp_path):
+@pytest.mark.parametrize("column", ["label", "species"])
+def test_cli_class_names_reach_the_model_metadata(tmp_path, column):
+    """Class names from a CSV's label column (the default "label", or --label-column)."""
     import onnx
     path = tmp_path / "pets.csv"
     rng = np.random.default_rng(0)
     rows = [f"{w:.3f},{'dog' if w > 0 else 'cat'}" for w in rng.normal(size=60)]
-    path.write_text("weight,species\n" + "\n".join(rows) + "\n")
+    path.write_text(f"weight,{column}\n" + "\n".join(rows) + "\n")
     out = tmp_path / "m.onnx"
-    result = _cli("train", "iris_linear", "--data", str(path), "--label-column", "species",
-                  "-o", str(out), "--epochs", "2")
-    assert result.exit_code == 0, result.output
-    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert meta["irkit.classes"] == "cat,dog"
-
-
-def test_cli_class_names_reach_the_model_metadata(tmp_path):
-    import onnx
-    path = tmp_path / "pets.csv"
-    rng = np.random.default_rng(0)
-    rows = [f"{w:.3f},{'dog' if w > 0 else 'cat'}" for w in rng.normal(size=60)]
-    path.write_text("weight,label\n" + "\n".join(rows) + "\n")
-    out = tmp_path / "m.onnx"
-    result = _cli("train", "iris_linear", "--data", str(path), "-o", str(out), "--epochs", "2")
+    extra = ["--label-column", column] if column != "label" else []
+    result = _cli("train", "iris_linear", "--data", str(path), *extra, "-o", str(out),
+                  "--epochs", "2")
     assert result.exit_code == 0, result.output
     model = onnx.load(str(out))
     onnx.checker.check_model(model, full_check=True)
