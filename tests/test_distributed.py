@@ -411,19 +411,6 @@ def test_launcher_variables_without_mpi4py_give_one_line(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_one_process_never_imports_mpi4py(tmp_path):
-    """Without a launcher, training loads no MPI (the one-process path is unchanged)."""
-    script = ("import sys; from irkit.cli import main\n"
-              "try:\n    main(['train', 'iris_mlp', '-o', 'm.onnx', '--epochs', '1'])\n"
-              "except SystemExit as e:\n    assert not e.code, e.code\n"
-              "print('mpi4py' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=TIMEOUT, env=_clean_env())
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False"
-    assert (tmp_path / "m.onnx").exists()
-
-
 def test_workers_command_line_round_trips():
     """`--workers N` hands the workers the same options, parsed alike, without --workers."""
     from irkit.cli import _argv_without_workers, main

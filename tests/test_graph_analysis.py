@@ -144,16 +144,6 @@ def test_import_does_not_load_networkx(command):
     assert out.stdout.strip() == "False"
 
 
-def test_train_does_not_load_networkx(tmp_path):
-    code = ("import sys\nfrom irkit.cli import main\n"
-            "try:\n    main(['train', 'iris_mlp', '--epochs', '1', '-o', 'm.onnx'])\n"
-            "except SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('networkx' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
-    assert out.stdout.strip().splitlines()[-1] == "False"
-
-
 @pytest.fixture(scope="module")
 def iris_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("inspect") / "iris.onnx"
