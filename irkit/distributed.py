@@ -35,6 +35,10 @@ ABORT_GRACE_S = 1.0
 # a rank that finds another gone waits this long: the launcher (which knows which rank died
 # and how) normally ends it first, and the job's one line names the dead rank, not this one
 LOST_GRACE_S = 5.0
+# the rank that aborts waits this long after its line: the launcher forwards each rank's
+# stderr through a proxy, and an abort at once tore the job down before the proxy had passed
+# the line on (an empty stderr in 1 of 6 runs of the raising-worker test)
+ABORT_FLUSH_S = 0.3
 
 
 class MpiMissingError(RuntimeUnavailableError):
@@ -128,6 +132,7 @@ def abort(message: str, code: int = 1, wait: float | None = None) -> NoReturn:
     sys.stderr.flush()
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        time.sleep(ABORT_FLUSH_S)
         # MPI_Abort prints a notice of its own; the line above is the job's one line
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
