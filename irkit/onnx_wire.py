@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from irkit.errors import ModelFileError, UnsupportedOpError
+from irkit.errors import ModelFileError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value, verification_enabled
+from irkit.ops.dtypes import onnx_dtype
 from irkit.safe_io import check_element_count
 from irkit.version import __version__
 
@@ -33,12 +34,7 @@ IRKIT_OPSET = 17  # the IR's op semantics are those of ai.onnx opset 17
 IR_VERSION = 8    # the IR version that opset 17 came with (onnx.helper.VERSION_TABLE)
 PRODUCER = "irkit"
 
-# numpy element types -> TensorProto.DataType
-ELEMENT_TYPES = {np.dtype(t): code for t, code in (
-    (np.float32, 1), (np.uint8, 2), (np.int8, 3), (np.uint16, 4), (np.int16, 5),
-    (np.int32, 6), (np.int64, 7), (np.bool_, 9), (np.float16, 10), (np.float64, 11),
-    (np.uint32, 12), (np.uint64, 13), (np.complex64, 14), (np.complex128, 15))}
-STRING = 8
+STRING = 8  # TensorProto.DataType of str and bytes
 # AttributeProto.AttributeType, and the field each kind's value goes in
 _ATTRIBUTE = {"float": (1, 2), "int": (2, 3), "string": (3, 4), "tensor": (4, 5),
               "floats": (6, 7), "ints": (7, 8), "strings": (8, 9), "tensors": (9, 10)}
@@ -100,20 +96,18 @@ def _tensor_parts(array: Any, name: str = "") -> list:
     array = np.asarray(array)
     what = f"tensor {name!r}" if name else "a tensor"
     check_element_count(array.size, what)
-    out = [_int(1, d) for d in array.shape]
-    if array.dtype.kind in "OSU":
-        out.append(_int(2, STRING))
+    code = element_type(array.dtype, what)
+    out = [_int(1, d) for d in array.shape] + [_int(2, code)]
+    if code == STRING:  # string_data (field 6), before the name
         for e in array.flat:
             if not isinstance(e, (str, bytes)):
                 raise UnsupportedOpError(f"{what} holds a {type(e).__name__}; ONNX string "
                                          "tensors hold str or bytes")
             out.append(_text(6, e, what))
-        if name:
-            out.append(_text(8, name, "a tensor name"))
-        return out
-    out.append(_int(2, element_type(array.dtype, what)))
     if name:
         out.append(_text(8, name, "a tensor name"))
+    if code == STRING:
+        return out
     raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).reshape(-1)
     return out + _sized(9, [memoryview(raw.view(np.uint8))])
 
@@ -123,11 +117,11 @@ def element_type(dtype: Any, what: str) -> int:
     dtype = np.dtype(dtype)
     if dtype.kind in "OSU":
         return STRING
-    code = ELEMENT_TYPES.get(dtype.newbyteorder("="))
-    if code is None:
+    try:
+        return onnx_dtype(dtype.newbyteorder("="))
+    except ShapeError:
         raise UnsupportedOpError(f"{what} has element type {dtype}, which ONNX has no type "
-                                 "for; cast it first")
-    return code
+                                 "for; cast it first") from None
 
 
 def _value_info(v: Value) -> bytes:
