@@ -1,8 +1,8 @@
 """irkit's ops, named as in ONNX. Call one on Values to append a node: `ops.Exp(x)`,
 `ops.Gemm(a, b, transB=1)`. Numbers and numpy arrays become constants of the Values' dtype.
 
-Every op is one `OpDef` in a family module (elementwise, reduce, shape, index, nn, loss, conv,
-resize); the registry (`get_op`, `all_ops`) is how the rest of irkit finds them. The IR knows
+Every op is one `OpDef` in a family module (elementwise, reduce, shape, index, nn, norm, loss,
+conv, resize); the registry (`get_op`, `all_ops`) is how the rest of irkit finds them. The IR knows
 no op: `apply` appends a node by op name with its outputs' types inferred, `attr(node, name)`
 reads an attribute with the op's default, `opdef_of(node)` finds a node's op, and `verify`
 checks a graph fully (the IR's invariants, and every op known).
@@ -25,6 +25,7 @@ from irkit.ops.elementwise import *  # noqa: F403
 from irkit.ops.index import *  # noqa: F403
 from irkit.ops.loss import *  # noqa: F403
 from irkit.ops.nn import *  # noqa: F403
+from irkit.ops.norm import *  # noqa: F403
 from irkit.ops.reduce import *  # noqa: F403
 from irkit.ops.registry import all_ops, attr, debug_verify, get_op, has_op, opdef_of, verify
 from irkit.ops.resize import *  # noqa: F403
