@@ -29,9 +29,9 @@ import time
 
 import numpy as np
 
-from irkit.cli_train import prepare
+from irkit.cli.jobs import prepare
 from irkit.data import train_val_split
-from irkit.runtimes.base import make_step_runner
+from irkit.runtimes import make_step_runner
 
 BATCH, POOL = 32, 8
 
@@ -43,8 +43,7 @@ def _runner(threads: int | None):
     x, y = data.x[train_idx].astype(np.float32), data.y[train_idx].astype(np.int64)
     graphs = model.prepare(x)
     state = graphs.initial_state(model.source.weights(), settings.lr)
-    runner = make_step_runner("onnxruntime", graphs.train, graphs.eval, state,
-                              graphs.data_names, device="cpu", threads=threads,
+    runner = make_step_runner("onnxruntime", graphs, state, device="cpu", threads=threads,
                               batch_size=BATCH)
     batches = [(np.ascontiguousarray(x[i * BATCH:(i + 1) * BATCH]),
                 np.ascontiguousarray(y[i * BATCH:(i + 1) * BATCH])) for i in range(POOL)]

@@ -6,12 +6,12 @@
 
 Per repeat, everything fresh (a new Model each time), the way `irkit train` starts:
 
-  data      `irkit.cli_train.prepare(recipe)`: read the recipe, load the dataset, make the
+  data      `irkit.cli.jobs.prepare(recipe)`: read the recipe, load the dataset, make the
             Model, resolve the settings, compile; then the seeded train/validation split
   graphs    `build_step_graphs` inside `Model.prepare`: the forward graphs, autodiff, the
             optimizer, the passes (train and eval graphs)
   to_onnx   the two graphs written as the ONNX bytes the sessions load (`session_bytes`:
-            losses lowered, then irkit's own writer, irkit.onnx_wire)
+            losses lowered, then irkit's own writer, irkit.onnx_io._wire)
   sessions  the two onnxruntime sessions (`make_session`)
   other     the rest of `Model.prepare(x, runner=True)`: scaling adapted on the data, the
             initial state, OrtValues and IOBindings
@@ -90,7 +90,7 @@ def first_calls(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def compile_once(recipe: str) -> dict[str, float]:
     """One fresh start of `recipe`; seconds per stage."""
-    from irkit.cli_train import prepare
+    from irkit.cli.jobs import prepare
     from irkit.data import train_val_split
     _spent.clear()
     t0 = time.perf_counter()

@@ -41,7 +41,7 @@ def _one(recipe_name: str) -> dict:
     import irkit.ir  # noqa: I001  (irkit.runtimes: see the top)
     import irkit.ir_verify as ir_verify
     import irkit.runtimes.onnxruntime as ort_runtime
-    from irkit.cli_train import prepare
+    from irkit.cli.jobs import prepare
     from irkit.data import train_val_split
 
     counts = {"verify": 0, "to_onnx": 0.0, "sessions": 0.0}

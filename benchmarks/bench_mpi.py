@@ -32,8 +32,8 @@ import time
 import numpy as np
 
 from irkit import distributed, nn
-from irkit.launch import find_mpiexec
-from irkit.runtimes.base import make_step_runner
+from irkit.cli.launch import find_mpiexec
+from irkit.runtimes import get_runtime, make_step_runner
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import get_optimizer
 from irkit.train.sources import ModuleSource
@@ -61,7 +61,7 @@ def model(name: str):
         layers = [nn.Dense(1024, activation="relu"), nn.Dense(1024, activation="relu"),
                   nn.Dense(10)]
         source = ModuleSource(nn.Sequential(layers), (784,), seed=0)
-    source.adapt(x)
+    source.adapt(x, get_runtime("onnxruntime").compile)
     optimizer = get_optimizer("adam")
     g = build_step_graphs(source, get_loss("sparse_categorical_crossentropy"), optimizer)
     return g, g.initial_state(source.weights(), 0.001), x, y, optimizer
@@ -87,8 +87,7 @@ def timed_runs(runner, x, y, batch: int, steps: int, repeats: int, sync=None) ->
 
 def one_process(name: str, threads: int, steps: int, repeats: int) -> dict:
     g, state, x, y, _ = model(name)
-    runner = make_step_runner("onnxruntime", g.train, g.eval, state, g.data_names,
-                              threads=threads)
+    runner = make_step_runner("onnxruntime", g, state, threads=threads)
     step = statistics.median(timed_runs(runner, x, y, BATCH[name], steps, repeats))
     return {"step_ms": step * 1e3, "samples_per_s": BATCH[name] / step}
 
@@ -99,8 +98,7 @@ def worker(name: str, steps: int, repeats: int) -> dict | None:
     comm = distributed.comm()
     g, state, x, y, optimizer = model(name)
     split = build_split_graphs(g.train, g.params, g.buffers, g.slots, optimizer)
-    runner = make_step_runner("mpi", g.train, g.eval, state, g.data_names, split=split,
-                              comm=comm, threads=distributed.threads_per_worker())
+    runner = make_step_runner("mpi", g, state, split=split, comm=comm)
     times = timed_runs(runner, x, y, BATCH[name], steps, repeats, comm.Barrier)
     step = comm.allreduce(statistics.median(times), op=MPI.MAX)
     in_step = comm.allreduce(runner.allreduce_s / max(runner.steps, 1), op=MPI.MAX)

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from irkit.cli_train import prepare
+from irkit.cli.jobs import prepare
 from irkit.data import train_val_split
 from irkit.onnx_io import to_onnx
 

@@ -74,7 +74,7 @@ def reference_commands(names) -> dict[str, list[str]]:
     """What the processes spend before training: Python's start-up, and the imports."""
     cmds = {"(python start-up)": [sys.executable, "-c", "pass"],
             "(import irkit.cli, train)": [sys.executable, "-c",
-                                          "import irkit.cli, irkit.cli_train"]}
+                                          "import irkit.cli, irkit.cli.jobs"]}
     for name in ("torch", "jax"):
         if name in names:
             cmds[f"(import {name})"] = [sys.executable, "-c", f"import {name}"]
@@ -107,7 +107,7 @@ def bench_processes(args: argparse.Namespace, skipped: dict[str, str]) -> dict:
 # ---- iris per epoch ----------------------------------------------------------------------------
 def irkit_recipe_model(recipe: str):
     """The recipe's Model and dataset, prepared as `irkit train` prepares them."""
-    from irkit.cli_train import prepare
+    from irkit.cli.jobs import prepare
     model, settings, data = prepare(recipe, {})
     return model, settings, data
 

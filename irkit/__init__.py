@@ -3,7 +3,7 @@ standard ONNX and trained on onnxruntime."""
 
 from __future__ import annotations
 
-from irkit import ops
+from irkit import checkout, ops
 from irkit.errors import (
     DataError,
     IRError,
@@ -16,6 +16,8 @@ from irkit.errors import (
 from irkit.function import Function, Input, function, grad, value_and_grad, vjp
 from irkit.ir import Graph, Node, Value
 from irkit.version import __version__
+
+checkout.install()  # a source checkout serves its own passes/, runtimes/ and models/
 
 # the training front end imports onnxruntime; load it on first use so `import irkit` stays light
 _LAZY = {"Model": "irkit.train.model", "Sequential": "irkit.train.model",

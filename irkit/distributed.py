@@ -13,7 +13,7 @@ imports mpi4py: one-process training stays exactly as it is. Only `comm()` impor
 Ending: a worker that fails prints one line, `irkit: error: rank R: ...`, and aborts the whole
 job (`abort`); the launcher then ends every other worker. A failure before MPI has started
 cannot stop the other ranks (Hydra ends a job only for ranks inside MPI), so `irkit train`
-starts MPI first. `irkit.launch` runs mpiexec for `--workers N`.
+starts MPI first. `irkit.cli.launch` runs mpiexec for `--workers N`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@
     label_column = "label"         # the CSV column with the targets
     [train]
     loss = "sparse_categorical_crossentropy"
-    optimizer = "adam"             # sgd (momentum = 0.9) or adam
+    optimizer = "adam"             # irkit list optimizers; hyperparameters as keys (momentum = 0.9)
     lr = 0.01
     epochs = 100
     batch_size = 16
@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from dataclasses import dataclass, field
@@ -41,28 +42,34 @@ from irkit.nn import (
 )
 from irkit.nn.layers import Activation
 from irkit.safe_io import read_capped
-from irkit.settings import DATA_KEYS, TRAIN_KEYS
-from irkit.settings import check as check_setting
+from irkit.train.settings import DATA_KEYS, train_keys
+from irkit.train.settings import check as check_setting
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-LAYERS = {
-    "dense": (Dense, {"units", "activation", "use_bias", "kernel_init", "name"}),
-    "dropout": (Dropout, {"rate", "seed", "name"}),
-    "activation": (Activation, {"kind", "name"}),
-    "flatten": (Flatten, {"name"}),
-    "reshape": (Reshape, {"shape", "name"}),
-    "conv2d": (Conv2D, {"filters", "kernel_size", "strides", "padding", "activation",
-                        "use_bias", "name"}),
-    "maxpool2d": (MaxPool2D, {"pool_size", "strides", "padding", "name"}),
-    "avgpool2d": (AvgPool2D, {"pool_size", "strides", "padding", "name"}),
-    "globalavgpool2d": (GlobalAvgPool2D, {"name"}),
-    "batchnorm": (BatchNorm, {"momentum", "epsilon", "name"}),
-    "layernorm": (LayerNorm, {"epsilon", "name"}),
+# The one list of layers a recipe can name: type -> class (a layer's keys are its constructor's
+# arguments). Adding a layer to recipes is one line here (or `register_layer`).
+LAYERS: dict[str, type] = {
+    "dense": Dense, "dropout": Dropout, "activation": Activation, "flatten": Flatten,
+    "reshape": Reshape, "conv2d": Conv2D, "maxpool2d": MaxPool2D, "avgpool2d": AvgPool2D,
+    "globalavgpool2d": GlobalAvgPool2D, "batchnorm": BatchNorm, "layernorm": LayerNorm,
 }
+
+
+def register_layer(kind: str, cls: type) -> None:
+    """Let recipes name layer class `cls` as `type = "<kind>"`."""
+    LAYERS[kind] = cls
+
+
+def layer_arguments(kind: str) -> set[str]:
+    """The keys a recipe may give a layer of type `kind`: its constructor's arguments."""
+    return {n for n, p in inspect.signature(LAYERS[kind]).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 MODEL_KEYS = {"name", "scaling", "layers", "description"}
 DATA_FILES = (".csv", ".csv.gz", ".npz", ".gz")
 
@@ -94,7 +101,7 @@ class Recipe:
     source: str = ""
 
     def settings(self) -> dict[str, Any]:
-        """The recipe's settings layer (irkit.settings.resolve); a dataset file path is
+        """The recipe's settings layer (irkit.train.settings.resolve); a dataset file path is
         relative to the recipe's folder."""
         layer = {**self.train, **self.data}
         name = layer.get("dataset")
@@ -145,7 +152,7 @@ def parse_recipe(doc: dict[str, Any], source: str = "<recipe>") -> Recipe:
     if not isinstance(layers, list) or not layers:
         raise SpecError(f"{source}: [model] layers must be a non-empty list of tables")
     data = _table(doc, "data", DATA_KEYS, source)
-    train = _table(doc, "train", TRAIN_KEYS, source)
+    train = _table(doc, "train", train_keys(), source)
     scaling = model.get("scaling", "none")
     if scaling not in ("none", "minmax", "standard"):
         raise SpecError(f"{source}: [model] scaling {scaling!r} must be none, minmax or standard")
@@ -188,9 +195,9 @@ def _layer(spec: Any, index: int, source: str):
     if kind not in LAYERS:
         raise SpecError(f"{source}: layer {index} has unknown type {kind!r}; use one of "
                         f"{', '.join(LAYERS)}")
-    cls, allowed = LAYERS[kind]
+    cls = LAYERS[kind]
     args = {k: v for k, v in spec.items() if k != "type"}
-    _only(args, allowed, source, f"layer {index} ({kind})")
+    _only(args, layer_arguments(kind), source, f"layer {index} ({kind})")
     _check_values(args, LAYER_ARG_RULES, source, f"layer {index} ({kind})")
     try:
         return cls(**args)

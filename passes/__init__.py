@@ -10,13 +10,14 @@ from irkit.passes.fold_affine import FoldAffinePass
 from irkit.passes.fold_batch_norm import FoldBatchNormPass
 from irkit.passes.fold_constants import FoldConstantsPass
 from irkit.passes.fuse_matmul_add import FuseMatMulAddPass
-from irkit.passes.manager import GraphPass, NodeRewritePass, PassManager, PassResult
+from irkit.passes.manager import GraphPass, NodeRewritePass, PassError, PassManager, PassResult
 from irkit.passes.remove_no_ops import RemoveNoOpsPass
 from irkit.passes.simplify_shapes import SimplifyShapesPass
 
 __all__ = ["AutodiffPass", "CheckpointActivationsPass", "EliminateCommonSubexpressionsPass",
            "EliminateDeadNodesPass", "FoldAffinePass", "FoldBatchNormPass", "FoldConstantsPass",
-           "FuseMatMulAddPass", "GraphPass", "NodeRewritePass", "PassManager", "PassResult",
+           "FuseMatMulAddPass", "GraphPass", "NodeRewritePass", "PassError", "PassManager",
+           "PassResult",
            "RemoveNoOpsPass", "SimplifyShapesPass", "apply_checkpointing", "gradients",
            "inference_passes", "optimize_for_inference", "simplify"]
 

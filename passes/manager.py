@@ -1,13 +1,31 @@
-"""`GraphPass` (requires -> call -> ensures) and the `PassManager` that runs them to a fixpoint."""
+"""`GraphPass` (requires -> call -> ensures) and the `PassManager` that runs them to a fixpoint.
+
+Two contracts are checked on every run, as onnx-ir's pass infrastructure and torch.fx's pass
+manager do:
+
+1. A pass says whether it works in place (`in_place = True`: it edits the graph it is given
+   and returns that graph) or functionally (`in_place = False`: it returns a new graph and
+   leaves its input as it was). Returning the wrong one is a `PassError`; under debug
+   verification (IRKIT_VERIFY=1) a functional pass that edits its input is one too.
+2. `call` returns a `PassResult` whose `modified` is a bool.
+
+A pass that fails inside a `PassManager` raises its error again with the failing pass and
+the passes that ran before it named (same exception class, so callers' handlers still match).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from irkit.errors import IRError
-from irkit.ir import Graph, Node
+from irkit.errors import IRError, IrkitError
+from irkit.ir import Graph, Node, verification_enabled
 from irkit.ops.registry import debug_verify
+
+
+class PassError(IRError):
+    """A pass broke its contract (in place vs functional, or what `call` returns), or failed
+    with an error that is not irkit's own."""
 
 
 @dataclass
@@ -16,8 +34,22 @@ class PassResult:
     modified: bool
 
 
+def _fingerprint(graph: Graph) -> tuple:
+    """What a functional pass must leave unchanged in its input: the nodes (identity and
+    order), the inputs, outputs and initializers."""
+    return (tuple(map(id, graph.nodes)), tuple(v.name for v in graph.inputs),
+            tuple(v.name for v in graph.outputs), tuple(graph.initializers))
+
+
 class GraphPass:
-    """A graph transformation. Subclasses implement `call`; `requires`/`ensures` check it."""
+    """A graph transformation. Subclasses implement `call`; `requires`/`ensures` check it.
+    `in_place`: whether `call` edits and returns its input (True) or returns a new graph."""
+
+    in_place = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
 
     def requires(self, graph: Graph) -> None:
         """Preconditions; the default verifies the graph when debug verification is on
@@ -33,9 +65,25 @@ class GraphPass:
 
     def __call__(self, graph: Graph) -> PassResult:
         self.requires(graph)
+        before = _fingerprint(graph) if not self.in_place and verification_enabled() else None
         result = self.call(graph)
+        self._check_result(graph, result, before)
         self.ensures(result.graph)
         return result
+
+    def _check_result(self, graph: Graph, result, before: tuple | None) -> None:
+        if not isinstance(result, PassResult) or not isinstance(result.modified, bool):
+            raise PassError(f"pass {self.name}: call() must return PassResult(graph, modified: "
+                            f"bool), not {result!r:.80}")
+        if self.in_place and result.graph is not graph:
+            raise PassError(f"pass {self.name} is in place (in_place = True) but returned a new "
+                            "graph; return the graph it was given, or set in_place = False")
+        if not self.in_place and result.graph is graph:
+            raise PassError(f"pass {self.name} is functional (in_place = False) but returned "
+                            "its input; return a new graph, or set in_place = True")
+        if before is not None and _fingerprint(graph) != before:
+            raise PassError(f"pass {self.name} is functional (in_place = False) but changed "
+                            "its input graph; work on a copy (graph.copy())")
 
 
 class NodeRewritePass(GraphPass):
@@ -53,7 +101,7 @@ class NodeRewritePass(GraphPass):
         changed = False
         for node in list(graph.nodes):
             if node.op_type == self.op_type and node.domain == "" and node in graph.nodes:
-                changed = self.rewrite(graph, node) or changed
+                changed = bool(self.rewrite(graph, node)) or changed
         if changed and self.sorts:
             graph.toposort()
         return PassResult(graph, changed)
@@ -68,13 +116,32 @@ class PassManager:
 
     def __call__(self, graph: Graph) -> PassResult:
         any_change = False
-        for _ in range(self.max_iterations):
+        ran: list[str] = []
+        for round_ in range(1, self.max_iterations + 1):
             changed = False
             for p in self.passes:
-                result = p(graph)
+                result = self._run(p, graph, ran, round_)
                 graph, changed = result.graph, changed or result.modified
+                ran.append(p.name)
             any_change = any_change or changed
             if not changed:
                 return PassResult(graph, any_change)
-        raise IRError(f"passes {[type(p).__name__ for p in self.passes]} did not reach a fixpoint "
+        raise IRError(f"passes {[p.name for p in self.passes]} did not reach a fixpoint "
                       f"in {self.max_iterations} rounds")
+
+    @staticmethod
+    def _run(p: GraphPass, graph: Graph, ran: list[str], round_: int) -> PassResult:
+        try:
+            return p(graph)
+        except PassError:
+            raise
+        except Exception as e:
+            before = ", ".join(dict.fromkeys(ran)) or "none"
+            where = f"pass {p.name} failed (round {round_}; passes run before it: {before})"
+            if isinstance(e, IrkitError):
+                try:
+                    again = type(e)(f"{where}: {e}")
+                except TypeError:  # an error class with arguments of its own
+                    again = PassError(f"{where}: {e}")
+                raise again from e
+            raise PassError(f"{where}: {type(e).__name__}: {e}") from e

@@ -1,16 +1,16 @@
 """Runtimes (installed as irkit.runtimes): compile a graph for a device, then call it; step
-runners that train a step graph on a device."""
+runners that train a step graph on a device. The runtimes by name: registry.py."""
 
 from __future__ import annotations
 
-from irkit.runtimes.base import (
-    CompiledGraph,
-    Runtime,
-    StepRunner,
-    Totals,
+from irkit.runtimes.base import CompiledGraph, Runtime, StepRunner, Totals
+from irkit.runtimes.registry import (
+    RUNTIMES,
     get_runtime,
     make_step_runner,
+    register_runtime,
+    runtime_names,
 )
 
-__all__ = ["CompiledGraph", "Runtime", "StepRunner", "Totals", "get_runtime",
-           "make_step_runner"]
+__all__ = ["RUNTIMES", "CompiledGraph", "Runtime", "StepRunner", "Totals", "get_runtime",
+           "make_step_runner", "register_runtime", "runtime_names"]

@@ -1,5 +1,5 @@
-"""The `Runtime` and `StepRunner` protocols, the lookup of runtimes by name, and the batch loop
-that every step runner shares."""
+"""The `Runtime` and `StepRunner` protocols, the device rule, and the batch loop that every step
+runner shares (the runtimes by name: irkit/runtimes/registry.py)."""
 
 from __future__ import annotations
 
@@ -48,22 +48,6 @@ class Runtime(Protocol):
     name: str
 
     def compile(self, graph: Graph) -> CompiledGraph: ...
-
-
-def get_runtime(name: str = "onnxruntime", device: str = "cpu") -> Runtime:
-    """`onnxruntime` (device cpu, cuda or auto), `reference` (numpy, cpu only) or `torch`
-    (optional PyTorch; device cpu, cuda or auto)."""
-    if name == "reference":
-        from irkit.runtimes.reference import ReferenceRuntime
-        return ReferenceRuntime()
-    if name == "onnxruntime":
-        from irkit.runtimes.onnxruntime import OrtRuntime
-        return OrtRuntime(device=device)
-    if name == "torch":
-        from irkit.runtimes.torch_runtime import TorchRuntime
-        return TorchRuntime(device=device)
-    raise RuntimeUnavailableError(f"unknown runtime {name!r}; use 'onnxruntime', 'reference' "
-                                  "or 'torch'")
 
 
 class Totals(NamedTuple):
@@ -126,21 +110,3 @@ def state_pairs(graph: Graph, data: Iterable[str]) -> tuple[list[str], list[str]
     state = [v.name for v in graph.inputs if v.name not in data]
     return ([n for n in state if next_name(n) in outputs],
             [n for n in state if next_name(n) not in outputs])
-
-
-def make_step_runner(name: str, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
-                     data: tuple[str, str], **options: Any) -> StepRunner:
-    """A StepRunner by runtime name: `onnxruntime` (options: device, threads, batch_size),
-    `reference` (numpy, CPU) or `mpi` (data-parallel over MPI ranks; options: split (the
-    step's SplitGraphs), comm, threads)."""
-    if name == "onnxruntime":
-        from irkit.runtimes.onnxruntime import OrtStepRunner
-        return OrtStepRunner(train, evaluate, state, data, **options)
-    if name == "reference":
-        from irkit.runtimes.reference import ReferenceStepRunner
-        return ReferenceStepRunner(train, evaluate, state, data, **options)
-    if name == "mpi":
-        from irkit.runtimes.mpi import MpiStepRunner
-        return MpiStepRunner(train, evaluate, state, data, **options)
-    raise RuntimeUnavailableError(f"no step runner for runtime {name!r}; use 'onnxruntime', "
-                                  "'reference' or 'mpi'")

@@ -245,3 +245,27 @@ class MpiStepRunner:
         sums = np.array([local.loss, local.correct, local.count], np.float64)
         self._allreduce(sums)
         return Totals(float(sums[0]), float(sums[1]), int(sums[2]))
+
+
+class MpiRuntime:
+    """Data-parallel training over the ranks of an MPI job (CPU): steps through MpiStepRunner;
+    graphs compile as on onnxruntime's CPU provider."""
+
+    name = "mpi"
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+
+    def compile(self, graph: Graph):
+        from irkit.runtimes.onnxruntime import OrtGraph
+        return OrtGraph(graph, "cpu")
+
+    def step_runner(self, program, state: Mapping[str, np.ndarray], settings=None,
+                    **options) -> MpiStepRunner:
+        """The step cut in two around the all-reduce (`program.split(settings)`, unless
+        `split` is given), one onnxruntime thread pool per worker by default."""
+        from irkit import distributed
+        split = options.pop("split", None) or program.split(settings)
+        options.setdefault("threads", distributed.threads_per_worker())
+        return MpiStepRunner(program.train, program.eval, state, program.data_names,
+                             split=split, device=self.device, **options)

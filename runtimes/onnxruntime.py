@@ -14,7 +14,7 @@ from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
-from irkit.onnx_wire import model_bytes
+from irkit.onnx_io import model_bytes
 from irkit.signature import CORRECT, LOSS, next_name
 
 _dlls_preloaded = False
@@ -130,6 +130,13 @@ class OrtRuntime:
 
     def compile(self, graph: Graph) -> OrtGraph:
         return OrtGraph(graph, self.device)
+
+    def step_runner(self, program, state: Mapping[str, np.ndarray], settings=None,
+                    **options) -> OrtStepRunner:
+        """An OrtStepRunner for `program`'s graphs; its threads follow the batch size."""
+        options.setdefault("batch_size", getattr(settings, "batch_size", None))
+        return OrtStepRunner(program.train, program.eval, state, program.data_names,
+                             device=self.device, **options)
 
 
 def ortvalue(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from irkit.runtimes.base import Totals, run_batches, state_pairs
+from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
@@ -44,8 +44,15 @@ class ReferenceRuntime:
 
     name = "reference"
 
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = choose_device(device, lambda: "the reference runtime runs on the CPU only")
+
     def compile(self, graph: Graph) -> ReferenceGraph:
         return ReferenceGraph(graph)
+
+    def step_runner(self, program, state: Mapping[str, np.ndarray], settings=None,
+                    **_options) -> ReferenceStepRunner:
+        return ReferenceStepRunner(program.train, program.eval, state, program.data_names)
 
 
 class ReferenceStepRunner:
@@ -55,7 +62,7 @@ class ReferenceStepRunner:
     device = "cpu"
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
-                 data: tuple[str, str], **_options) -> None:
+                 data: tuple[str, str]) -> None:
         self.input_name, self.target_name = data
         self.updated, fixed = state_pairs(train, data)
         self.state = {n: np.array(state[n], copy=True) for n in self.updated + fixed}

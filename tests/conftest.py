@@ -13,15 +13,23 @@ import zlib
 import numpy as np
 import pytest
 
-# The repository root holds irkit/ but not irkit.passes and irkit.runtimes (they live in
-# passes/ and runtimes/ and are mapped at install time). `python -m pytest` puts the root on
-# sys.path, which would shadow the installed package; test what is installed instead.
+# The suite tests the working tree: the repository root comes first on sys.path, so `irkit` is
+# this checkout's and irkit/checkout.py serves its passes/, runtimes/ and models/.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
+sys.path[:] = [_ROOT] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _ROOT]
 
 # Debug verification (the IR verifier around every pass and export, the ONNX checker on every
 # export) is on for the whole suite, the `irkit` processes it starts included.
 os.environ["IRKIT_VERIFY"] = "1"
+
+import irkit.passes  # noqa: E402
+import irkit.runtimes  # noqa: E402
+
+for _module, _folder in ((irkit, "irkit"), (irkit.passes, "passes"), (irkit.runtimes, "runtimes")):
+    if os.path.dirname(os.path.abspath(_module.__file__)) != os.path.join(_ROOT, _folder):
+        pytest.exit(f"irkit: error: the tests would run {_module.__name__} from "
+                    f"{os.path.dirname(_module.__file__)}, not this checkout's {_folder}/; run "
+                    "`pip install -e .` in the checkout", returncode=4)
 
 from irkit.ir import Graph, set_verification  # noqa: E402  (after the sys.path fix above)
 

@@ -96,7 +96,7 @@ def test_peak_estimate_within_20_percent_of_onnxruntime(case):
     if case == "mlp20":
         graph, batch = step_graph(20, 256), 2048
     else:
-        from irkit.cli_train import export_graph
+        from irkit.cli.jobs import export_graph
         graph, batch = export_graph("digits_cnn", True, None, None, None), 2048
     peak = figures(graph, default=batch).peak
     # the live bytes are a lower bound; the best-fit layout adds fragmentation, as ORT's does
@@ -109,7 +109,7 @@ def test_peak_estimate_within_20_percent_of_onnxruntime(case):
 
 def test_recompute_setting_is_checked():
     from irkit.errors import SpecError
-    from irkit.settings import DEFAULTS, resolve
+    from irkit.train.settings import DEFAULTS, resolve
     assert DEFAULTS.recompute == "none"
     assert resolve({"recompute": "sqrt"}).recompute == "sqrt"
     assert resolve({"recompute": 1 << 20}).recompute == 1 << 20

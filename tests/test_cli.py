@@ -421,7 +421,7 @@ def test_validation_split_leaving_no_training_data(in_tmp):
     ["train", "iris_mlp", "-o", "x.onnx", "--epochs", "ten"],
     ["train", "iris_mlp", "-o", "x.onnx", "--seed", "-1"],
     ["train", "iris_mlp", "-o", "x.onnx", "--lr", "0"],
-    ["train", "iris_mlp", "-o", "x.onnx", "--optimizer", "rmsprop"],
+    ["train", "iris_mlp", "-o", "x.onnx", "--optimizer", "adagrad"],
     ["train", "iris_mlp", "-o", "x.onnx", "--device", "tpu"],
     ["export", "iris_mlp", "-o", "x.onnx", "--opset", "99"],
     ["inspect"],
@@ -496,7 +496,7 @@ def test_failed_run_keeps_existing_output(in_tmp, bad_files, args):
 
 
 def test_unexpected_errors_are_one_line(in_tmp, monkeypatch):
-    import irkit.cli_train as job
+    import irkit.cli.jobs as job
 
     def broken(*args, **kwargs):
         raise RuntimeError("Error in execution: something deep\nwith a second line")

@@ -10,7 +10,7 @@ from irkit.passes.data_prefix import split_data_prefix
 from irkit.runtimes.onnxruntime import OrtGraph
 
 from irkit import ops
-from irkit.cli_train import prepare
+from irkit.cli.jobs import prepare
 from irkit.ir import Graph
 
 N = "N"

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from irkit.runtimes.base import make_step_runner
+from irkit.runtimes import make_step_runner
 from irkit.runtimes.reference import ReferenceGraph
 from onnx import numpy_helper
 
 from irkit import nn
-from irkit.launch import _Relay, find_mpiexec
+from irkit.cli.launch import _Relay, find_mpiexec
 from irkit.onnx_io import to_onnx
 from irkit.signature import GRADS, STEP, TARGET
 from irkit.train.losses import get_loss
@@ -177,9 +177,8 @@ def test_one_rank_runner_trains_like_onnxruntime():
     case = SPLIT_CASES["adam-dropout-batchnorm"]
     source, g, split = _graphs(case[0](), get_optimizer("adam"))
     state = g.initial_state(source.weights(), 0.01)
-    ort_runner = make_step_runner("onnxruntime", g.train, g.eval, state, g.data_names)
-    mpi_runner = make_step_runner("mpi", g.train, g.eval, state, g.data_names, split=split,
-                                  comm=MPI.COMM_SELF, threads=1)
+    ort_runner = make_step_runner("onnxruntime", g, state)
+    mpi_runner = make_step_runner("mpi", g, state, split=split, comm=MPI.COMM_SELF, threads=1)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 4)).astype(np.float32)
     y = rng.integers(0, 3, 50).astype(np.int64)
@@ -336,8 +335,8 @@ def test_killed_worker_ends_the_job_with_one_line(tmp_path):
 RAISING_JOB = """
 import sys
 from irkit import distributed
-from irkit.cli import handle_errors
-from irkit.cli_train import run_training
+from irkit.cli.app import handle_errors
+from irkit.cli.jobs import run_training
 from irkit.errors import DataError
 from irkit.train.callbacks import LambdaCallback
 
@@ -413,7 +412,8 @@ def test_launcher_variables_without_mpi4py_give_one_line(tmp_path):
 
 def test_workers_command_line_round_trips():
     """`--workers N` hands the workers the same options, parsed alike, without --workers."""
-    from irkit.cli import _argv_without_workers, main
+    from irkit.cli import main
+    from irkit.cli.train import _argv_without_workers
     train = main.commands["train"]
     args = ["iris_mlp", "-o", "m.onnx", "--keep-last", "--json", "--lr", "0.05", "--epochs",
             "3", "--workers", "3", "--save-training", "t.onnx"]

@@ -187,8 +187,8 @@ def test_predict_reads_data_through_the_same_caps(tmp_path):
     load_dataset does: the same reader, the same ratio cap."""
     import gzip
 
+    from irkit.cli.predictor import read_features
     from irkit.safe_io import FileSafetyError
-    from irkit.train.evaluation import read_features
     path = tmp_path / "bomb.csv.gz"
     path.write_bytes(gzip.compress(b"a,b,c,d\n" + b"1,2,3,4\n" * ((80 << 20) // 8)))
     with pytest.raises(FileSafetyError, match="times its size"):

@@ -1,7 +1,7 @@
 """Every exported inference model: valid ONNX, and the same outputs on every executor.
 
 The bundled recipes are trained for a few epochs through the Python API and through
-`irkit.cli_train.run_training` (what `irkit train` runs). Each exported file must pass the
+`irkit.cli.jobs.run_training` (what `irkit train` runs). Each exported file must pass the
 full ONNX checker and give the same outputs in onnxruntime, onnx.reference, irkit's numpy
 reference runtime and the model's own `predict`. The models take raw features: the fitted
 scaling is the first op of the graph.
@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import irkit
-from irkit.cli_train import run_training
+from irkit.cli.jobs import run_training
 from irkit.data import fit_scaler, load_dataset, train_val_split
 from irkit.onnx_io import load
 from irkit.spec import load_recipe

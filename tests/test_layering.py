@@ -16,24 +16,18 @@ SOURCES = {"irkit": ROOT / "irkit", "irkit.passes": ROOT / "passes",
            "irkit.runtimes": ROOT / "runtimes"}
 # low to high: a module may import modules of its own layer and of the layers below
 LAYERS = [
-    ("base", ["irkit.errors", "irkit.safe_io", "irkit.data", "irkit.version",
+    ("base", ["irkit.checkout", "irkit.errors", "irkit.safe_io", "irkit.data", "irkit.version",
               "irkit.signature", "irkit.distributed"]),  # leaves: they import no other irkit module
     ("ir", ["irkit.ir", "irkit.ir_verify"]),
     ("ops", ["irkit.ops"]),
-    ("passes / onnx io", ["irkit.passes", "irkit.onnx_io", "irkit.onnx_compat",
-                          "irkit.onnx_validate", "irkit.onnx_external", "irkit.onnx_wire"]),
+    ("passes / onnx io", ["irkit.passes", "irkit.onnx_io"]),
     ("runtimes", ["irkit.runtimes"]),
     # run graphs: traced functions, the ONNX-file optimizer
     ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),
     ("nn", ["irkit.nn"]),
-    ("train", ["irkit.train", "irkit.spec", "irkit.settings"]),
-    ("cli", ["irkit.cli", "irkit.cli_train", "irkit.cli_graph", "irkit.cli_lab",
-             "irkit.launch"]),
+    ("train", ["irkit.train", "irkit.spec"]),
+    ("cli", ["irkit.cli"]),
 ]
-# modules that are one package split over files (the command line: its commands' modules
-# and the click group import each other)
-SAME_PACKAGE = {"irkit.cli_train": "irkit.cli", "irkit.cli_graph": "irkit.cli",
-                "irkit.cli_lab": "irkit.cli"}
 
 
 def _modules() -> dict[str, Path]:
@@ -55,8 +49,7 @@ def _unit(module: str) -> str:
     units = [name for _, names in LAYERS for name in names
              if module == name or (name != "irkit" and module.startswith(name + "."))]
     assert units, f"{module} is in no layer: add it to LAYERS in {Path(__file__).name}"
-    unit = max(units, key=len)
-    return SAME_PACKAGE.get(unit, unit)
+    return max(units, key=len)
 
 
 def _layer(module: str) -> int:
@@ -117,28 +110,73 @@ def test_imports_run_one_way() -> None:
 def test_nn_imports_nothing_from_train() -> None:
     """Layers build IR and know no trainer (as Keras' Layer knows no Trainer)."""
     assert not [(m, i) for m, targets in IMPORTS.items() for i in targets
-                if _unit(m) == "irkit.nn" and _unit(i) in ("irkit.train", "irkit.settings")]
+                if _unit(m) == "irkit.nn" and _unit(i) == "irkit.train"]
+
+
+def test_model_knows_no_runtime() -> None:
+    """Layers, training and traced functions reach runtimes only through the registry: none of
+    their modules imports onnxruntime or irkit's onnxruntime runtime."""
+    found = [(m, i) for m, targets in IMPORTS.items() for i in targets
+             if _unit(m) in ("irkit.nn", "irkit.train", "irkit.function")
+             and i.startswith("irkit.runtimes.") and i != "irkit.runtimes.base"]
+    assert not found
+    assert "irkit.runtimes" in IMPORTS["irkit.train.model"]  # the registry, through the package
+    assert not any("onnxruntime" in ast.unparse(node) for node in
+                   ast.walk(ast.parse(MODULES["irkit.train.model"].read_text()))
+                   if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (a path that returns to its start) among `edges`, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [node, nxt] if nxt in path else [node, nxt]
+            if nxt not in state:
+                found = visit(nxt, path + [node])
+                if found:
+                    return found
+        state[node] = 2
+        return None
+
+    for node in sorted(edges):
+        if node not in state:
+            found = visit(node, [])
+            if found:
+                return found
+    return None
+
+
+def _unit_edges() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for m, targets in IMPORTS.items():
+        edges.setdefault(_unit(m), set()).update(_unit(i) for i in targets if _unit(i) != _unit(m))
+    return edges
 
 
 def test_no_import_cycle_among_packages() -> None:
-    edges: dict[str, set[str]] = {}
-    for m, targets in IMPORTS.items():
-        for i in targets:
-            if _unit(i) != _unit(m):
-                edges.setdefault(_unit(m), set()).add(_unit(i))
-    state: dict[str, int] = {}
+    cycle = find_cycle(_unit_edges())
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
-    def visit(unit: str, path: list[str]) -> None:
-        state[unit] = 1
-        for nxt in sorted(edges.get(unit, ())):
-            assert state.get(nxt) != 1, f"import cycle: {' -> '.join(path + [unit, nxt])}"
-            if nxt not in state:
-                visit(nxt, path + [unit])
-        state[unit] = 2
 
-    for unit in sorted(edges):
-        if unit not in state:
-            visit(unit, [])
+def test_no_import_cycle_among_modules() -> None:
+    """Not even inside a package: no two modules import each other, directly or around a
+    circle (function-level imports count; a package's __init__ is a module of its own)."""
+    edges = {m: {i for i in targets if i != m} for m, targets in IMPORTS.items()}
+    cycle = find_cycle(edges)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    edges = {m: set(t) for m, t in IMPORTS.items()}
+    edges["irkit.ir"] = edges["irkit.ir"] | {"irkit.cli.app"}  # planted: ir -> cli -> ... -> ir
+    cycle = find_cycle(edges)
+    assert cycle is not None and cycle[0] == cycle[-1]
+    assert find_cycle({"a": {"b"}, "b": {"c"}}) is None
+    assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
 
 
 def test_the_checks_see_an_upward_import() -> None:

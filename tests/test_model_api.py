@@ -12,8 +12,8 @@ import irkit
 from irkit.cli import main
 from irkit.data import fit_scaler, train_val_split
 from irkit.nn import Dense, Normalize
-from irkit.settings import DEFAULTS
 from irkit.signature import META_SETTINGS
+from irkit.train.settings import DEFAULTS
 
 
 def test_normalize_adapts_on_the_dense_output_that_reaches_it():

@@ -247,8 +247,8 @@ def test_adam_matches_the_update_rule():
 def test_unknown_loss_and_optimizer():
     with pytest.raises(IrkitError, match="unknown loss"):
         Sequential([Dense(1)]).compile(loss="hinge")
-    with pytest.raises(IrkitError, match="optimizer must be sgd or adam"):
-        Sequential([Dense(1)]).compile(optimizer="rmsprop")
+    with pytest.raises(IrkitError, match="optimizer must be one of sgd, adam, rmsprop"):
+        Sequential([Dense(1)]).compile(optimizer="adagrad")
 
 
 # ---- determinism and keep-best --------------------------------------------------------------

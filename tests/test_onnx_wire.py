@@ -1,4 +1,4 @@
-"""irkit's own ONNX writer (irkit.onnx_wire) against onnx's: the same model, byte for byte.
+"""irkit's own ONNX writer (irkit.onnx_io._wire) against onnx's: the same model, byte for byte.
 
 The reference below builds each model with onnx.helper the way irkit exported before it had a
 writer of its own; protobuf serializes fields in field-number order, so equal messages give
@@ -16,7 +16,7 @@ from irkit import ops
 from irkit.errors import ModelFileError, UnsupportedOpError
 from irkit.ir import Graph
 from irkit.onnx_io import to_onnx
-from irkit.onnx_wire import IR_VERSION, IRKIT_OPSET, attribute_kind, model_bytes, tensor_bytes
+from irkit.onnx_io._wire import IR_VERSION, IRKIT_OPSET, attribute_kind, model_bytes, tensor_bytes
 from irkit.version import __version__
 
 
@@ -71,7 +71,7 @@ def test_ir_version_is_the_one_of_irkits_opset():
 def test_recipe_graphs_are_written_as_onnx_helper_writes_them(recipe):
     """The train step (Adam, BatchNorm, Dropout, pooling), its eval graph and the inference
     model with its metadata."""
-    from irkit.cli_train import prepare
+    from irkit.cli.jobs import prepare
     model, _, data = prepare(recipe, {})
     steps = model.prepare(data.x[:4])
     for graph in (steps.train, steps.eval, model.to_graph()):

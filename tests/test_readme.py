@@ -27,7 +27,8 @@ def test_readme_example_runs(index, tmp_path, monkeypatch):
     block = _blocks()[index]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(block, f"README.md block {index}", "exec"), {})
+        # dont_inherit: run as a user would, without this module's `from __future__` flags
+        exec(compile(block, f"README.md block {index}", "exec", dont_inherit=True), {})
     # every "# <expected>" comment after a print() names what it prints
     for line in block.splitlines():
         m = re.match(r"print\((.*)\)\s+#\s+(\S+ \S+)", line.strip())

@@ -29,8 +29,7 @@ def _numpy_step(w: dict, x: np.ndarray, y: np.ndarray, lr: float) -> dict:
 def _runner(name: str, source, optimizer, lr: float, **options):
     steps = build_step_graphs(source, get_loss("cross_entropy"), optimizer)
     state = steps.initial_state(source.weights(), lr)
-    return steps, make_step_runner(name, steps.train, steps.eval, state, steps.data_names,
-                                   **options)
+    return steps, make_step_runner(name, steps, state, **options)
 
 
 def test_ort_step_matches_numpy_and_leaves_model_arrays_alone():

@@ -1,5 +1,5 @@
 """Reductions: ReduceSum (axes as an input, opset 13), the other Reduce* ops (axes attribute,
-opsets 13-17) and CumSum."""
+opsets 13-17; the simple ones in one line each with `reduction`) and CumSum."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, const_array, define, normalize_axis
 from irkit.ops.dtypes import onnx_dtype
-from irkit.ops.registry import attr
+from irkit.ops.elementwise import Cast, Div, Equal, Exp, Mul, Neg, Sign, Sub
+from irkit.ops.registry import attr, register
+from irkit.ops.shape import Expand, Shape, Size, Unsqueeze
 
 
 class ReduceOp(OpDef):
@@ -58,8 +60,6 @@ class ReduceOp(OpDef):
 
     def expand_grad(self, node: Node, g: Value) -> Value:
         """g brought back to the input's shape: re-insert reduced axes, then Expand."""
-        from irkit.ops.shape import Expand, Shape, Unsqueeze
-
         axes = self.axes(node)
         if not attr(node, "keepdims") and axes is not None:
             g = Unsqueeze(g, np.array(axes, dtype=np.int64))
@@ -67,8 +67,6 @@ class ReduceOp(OpDef):
 
     def keep_dims(self, node: Node, v: Value) -> Value:
         """An output-shaped value with the reduced axes put back as 1s (broadcasts against x)."""
-        from irkit.ops.shape import Unsqueeze
-
         axes = self.axes(node)
         if not attr(node, "keepdims") and axes is not None:
             return Unsqueeze(v, np.array(axes, dtype=np.int64))
@@ -94,7 +92,6 @@ class ReduceMean(ReduceOp):
     np_fn = staticmethod(np.mean)
 
     def vjp(self, node: Node, grads):
-        from irkit.ops.elementwise import Div
         return [Div(self.expand_grad(node, grads[0]), element_ratio(node))]
 
 
@@ -105,8 +102,6 @@ class _ReduceExtremum(ReduceOp):
     attributes = {"axes": None, "keepdims": 1}
 
     def vjp(self, node: Node, grads):
-        from irkit.ops.elementwise import Cast, Div, Equal, Mul
-
         x = node.inputs[0]
         hit = Cast(Equal(x, self.keep_dims(node, node.outputs[0])), to=onnx_dtype(x.dtype))
         axes = self.axes(node)
@@ -126,110 +121,50 @@ class ReduceMin(_ReduceExtremum):
     np_fn = staticmethod(np.min)
 
 
-class _AttrReduce(ReduceOp):
-    """A reduction with the axes attribute whose VJP is g (brought back to x's shape) times
-    `local(x, y)`, y the output with its reduced axes kept."""
+class AttrReduce(ReduceOp):
+    """A reduction with the axes attribute, made in one line by `reduction`: numpy
+    `fn(x, axis, keepdims)`; its VJP is g (brought back to x's shape) times `local(x, y)`, y the
+    output with its reduced axes kept."""
 
     attributes = {"axes": None, "keepdims": 1}
 
-    def local(self, x: Value, y: Value) -> Value:
-        raise NotImplementedError
+    def __init__(self, op_type: str, fn, local) -> None:
+        self.op_type, self.np_fn, self.local = op_type, fn, local
 
     def vjp(self, node: Node, grads):
-        from irkit.ops.elementwise import Mul
-
         y = self.keep_dims(node, node.outputs[0])
         return [Mul(self.keep_dims(node, grads[0]), self.local(node.inputs[0], y))]
 
 
-@define
-class ReduceProd(_AttrReduce):
-    """Product; its gradient y / x needs inputs without zeros (a zero gives NaN)."""
-
-    op_type = "ReduceProd"
-    np_fn = staticmethod(np.prod)
-
-    def local(self, x, y):
-        from irkit.ops.elementwise import Div
-        return Div(y, x)
+def reduction(op_type: str, fn, local) -> AttrReduce:
+    """Register a reduction in one line: numpy `fn(x, axis, keepdims)`, local derivative
+    `local(x, y)` (y with the reduced axes kept, so both broadcast against x)."""
+    return register(AttrReduce(op_type, fn, local))
 
 
-@define
-class ReduceSumSquare(_AttrReduce):
-    """Sum of squares."""
-
-    op_type = "ReduceSumSquare"
-
-    @staticmethod
-    def np_fn(x, axis, keepdims):
-        return np.sum(x * x, axis=axis, keepdims=keepdims)
-
-    def local(self, x, y):
-        from irkit.ops.elementwise import Mul
-        return Mul(x, 2.0)  # d x^2 = 2x
+def _sum_of(f):
+    """numpy's sum of f(x): the reference of the sum-of-something reductions."""
+    return lambda x, axis, keepdims: np.sum(f(x), axis=axis, keepdims=keepdims)
 
 
-@define
-class ReduceL1(_AttrReduce):
-    """Sum of absolute values."""
-
-    op_type = "ReduceL1"
-
-    @staticmethod
-    def np_fn(x, axis, keepdims):
-        return np.sum(np.abs(x), axis=axis, keepdims=keepdims)
-
-    def local(self, x, y):
-        from irkit.ops.elementwise import Sign
-        return Sign(x)
+def _log_sum_exp(x, axis, keepdims):
+    m = np.max(x, axis=axis, keepdims=True)  # computed stably
+    out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    return out if keepdims else np.squeeze(out, axis=axis)
 
 
-@define
-class ReduceL2(_AttrReduce):
-    """Euclidean norm; d ||x|| = x / ||x|| (NaN at a zero norm)."""
-
-    op_type = "ReduceL2"
-
-    @staticmethod
-    def np_fn(x, axis, keepdims):
-        return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
-
-    def local(self, x, y):
-        from irkit.ops.elementwise import Div
-        return Div(x, y)
-
-
-@define
-class ReduceLogSum(_AttrReduce):
-    """log of the sum."""
-
-    op_type = "ReduceLogSum"
-
-    @staticmethod
-    def np_fn(x, axis, keepdims):
-        return np.log(np.sum(x, axis=axis, keepdims=keepdims))
-
-    def local(self, x, y):
-        from irkit.ops.elementwise import Exp, Neg
-        from irkit.ops.shape import Expand, Shape
-        return Expand(Exp(Neg(y)), Shape(x))  # d log(sum x) = 1 / sum x = exp(-y), x-shaped
-
-
-@define
-class ReduceLogSumExp(_AttrReduce):
-    """log of the sum of exponentials, computed stably."""
-
-    op_type = "ReduceLogSumExp"
-
-    @staticmethod
-    def np_fn(x, axis, keepdims):
-        m = np.max(x, axis=axis, keepdims=True)
-        out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
-        return out if keepdims else np.squeeze(out, axis=axis)
-
-    def local(self, x, y):
-        from irkit.ops.elementwise import Exp, Sub
-        return Exp(Sub(x, y))  # softmax of x over the axes
+# d/dx of each reduction, elementwise (the VJP multiplies by g brought back to x's shape)
+ReduceProd = reduction("ReduceProd", np.prod, lambda x, y: Div(y, x))  # NaN at a zero in x
+ReduceSumSquare = reduction("ReduceSumSquare", _sum_of(lambda x: x * x),
+                            lambda x, y: Mul(x, 2.0))  # d x^2 = 2x
+ReduceL1 = reduction("ReduceL1", _sum_of(np.abs), lambda x, y: Sign(x))
+ReduceL2 = reduction("ReduceL2", lambda x, axis, keepdims: np.sqrt(
+    np.sum(x * x, axis=axis, keepdims=keepdims)), lambda x, y: Div(x, y))  # NaN at a zero norm
+# d log(sum x) = 1 / sum x = exp(-y), made x-shaped
+ReduceLogSum = reduction("ReduceLogSum", lambda x, axis, keepdims: np.log(
+    np.sum(x, axis=axis, keepdims=keepdims)), lambda x, y: Expand(Exp(Neg(y)), Shape(x)))
+# d logsumexp = softmax of x over the axes
+ReduceLogSumExp = reduction("ReduceLogSumExp", _log_sum_exp, lambda x, y: Exp(Sub(x, y)))
 
 
 @define
@@ -260,9 +195,6 @@ class CumSum(OpDef):
 
 def element_ratio(node: Node) -> Value:
     """Number of input elements per output element (a constant when shapes are static)."""
-    from irkit.ops.elementwise import Cast, Div
-    from irkit.ops.shape import Size
-
     x, y = node.inputs[0], node.outputs[0]
     dtype = x.dtype
     if all(isinstance(d, int) for d in (x.shape or (None,)) + (y.shape or (None,))):

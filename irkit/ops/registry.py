@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from irkit.ops.base import OpDef
 
 _REGISTRY: dict[tuple[str, str], OpDef] = {}
-_loaded = False
 
 
 def _canonical_domain(domain: str) -> str:
@@ -31,16 +30,8 @@ def register(opdef: OpDef) -> OpDef:
     return opdef
 
 
-def _ensure_loaded() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        import irkit.ops  # noqa: F401  (importing the package registers every family)
-
-
 def get_op(op_type: str, domain: str = "", node_name: str | None = None) -> OpDef:
     """The OpDef of `op_type`, or UnsupportedOpError naming the op (and node)."""
-    _ensure_loaded()
     opdef = _REGISTRY.get((_canonical_domain(domain), op_type))
     if opdef is None:
         where = f" (node {node_name!r})" if node_name else ""
@@ -51,13 +42,11 @@ def get_op(op_type: str, domain: str = "", node_name: str | None = None) -> OpDe
 
 
 def has_op(op_type: str, domain: str = "") -> bool:
-    _ensure_loaded()
     return (_canonical_domain(domain), op_type) in _REGISTRY
 
 
 def all_ops() -> list[OpDef]:
     """Every registered op, sorted by name."""
-    _ensure_loaded()
     return sorted(_REGISTRY.values(), key=lambda o: (o.domain, o.op_type))
 
 

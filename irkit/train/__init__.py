@@ -1,28 +1,35 @@
 """Training: irkit.Model (compile/fit/evaluate/predict/save), losses, optimizers (as IR), the
-step graphs, the training loop and Keras-named callbacks."""
+step graphs, the training loop and Keras-named callbacks.
+
+Names load from their modules on first use, so importing one module of this package (the
+settings read the optimizer registry) does not load the others.
+"""
 
 from __future__ import annotations
 
-from irkit.train.callbacks import (
-    Callback,
-    EarlyStopping,
-    LambdaCallback,
-    LearningRateScheduler,
-    ModelCheckpoint,
-    ProgressLogger,
-    ReduceLROnPlateau,
-    TrainingCheckpoint,
-)
-from irkit.train.losses import LOSSES, Loss, get_loss
-from irkit.train.model import Model, Sequential, load_model
-from irkit.train.optimizers import SGD, Adam, Optimizer, get_optimizer, optimizer_from
-from irkit.train.report import OverfittingReport, overfitting_report
-from irkit.train.sources import ModuleSource, OnnxSource
-from irkit.train.step import StepGraphs, build_step_graphs
-from irkit.train.trainer import History, Trainer
+import importlib
+from typing import Any
 
-__all__ = ["LOSSES", "SGD", "Adam", "Callback", "EarlyStopping", "History", "LambdaCallback",
-           "LearningRateScheduler", "Loss", "Model", "ModelCheckpoint", "ModuleSource",
-           "OnnxSource", "Optimizer", "OverfittingReport", "ProgressLogger", "ReduceLROnPlateau",
-           "Sequential", "StepGraphs", "Trainer", "TrainingCheckpoint", "build_step_graphs",
-           "get_loss", "get_optimizer", "load_model", "optimizer_from", "overfitting_report"]
+_MODULES = {
+    "irkit.train.callbacks": ["Callback", "EarlyStopping", "LambdaCallback",
+                              "LearningRateScheduler", "ModelCheckpoint", "ProgressLogger",
+                              "ReduceLROnPlateau", "TrainingCheckpoint"],
+    "irkit.train.losses": ["LOSSES", "Loss", "get_loss", "register_loss"],
+    "irkit.train.model": ["Model", "Sequential", "load_model"],
+    "irkit.train.optimizers": ["OPTIMIZERS", "SGD", "Adam", "Optimizer", "RMSprop",
+                               "get_optimizer", "optimizer_from", "register_optimizer"],
+    "irkit.train.report": ["OverfittingReport", "overfitting_report"],
+    "irkit.train.sources": ["ModuleSource", "OnnxSource"],
+    "irkit.train.step": ["StepGraphs", "build_step_graphs"],
+    "irkit.train.trainer": ["History", "Trainer"],
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'irkit.train' has no attribute {name!r}")
+
+
+__all__ = sorted(_WHERE)

@@ -203,7 +203,7 @@ class TrainingCheckpoint(Callback):
         self.prepare()
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        from irkit.onnx_wire import model_bytes
+        from irkit.onnx_io import model_bytes
         paths, history = self.paths(), self.model.history
         last = model_bytes(self.model.to_graph())  # this epoch's weights
         doc = {**history.to_dict(), "epochs_total": history.epochs} if history else {}

@@ -1,88 +1,206 @@
-"""Losses and the accuracy metric, built as IR on a model output and a target input."""
+"""Losses and the accuracy metric, built as IR on a model output and a target input.
+
+One class per loss, as in Keras (`keras/src/losses/loss.py`): a loss owns its targets (the
+dtype and shape of the target input, and `targets`, which checks and shapes the data before
+it is staged), the activations it applies itself (`fuses`), the graph of its value and of the
+correct count. `LOSSES` below is the one list: the command line's help, the settings, the
+predictor's task rule and `Model` read it. Adding a loss is one class and one line there (or
+`register_loss(Cls())` at run time).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from irkit import ops
-from irkit.errors import SpecError
+from irkit.data import check_finite, check_labels
+from irkit.errors import DataError, SpecError
 from irkit.ir import Value
-from irkit.ops.shape import onnx_dtype
+from irkit.ops.dtypes import onnx_dtype
 
 
-@dataclass(frozen=True)
 class Loss:
-    """A named loss: the target's dtype and how to build loss and correct-count Values."""
+    """Base: float targets shaped like the model's output (regression-style)."""
 
-    name: str
-    sparse_labels: bool  # integer class labels of shape (N,)
-    classification: bool
+    name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    classification: ClassVar[bool] = False
+    sparse_labels: ClassVar[bool] = False  # integer class labels of shape (N,)
+    # activations in front of the loss that it applies itself (it reads their input, logits)
+    fuses: ClassVar[tuple[str, ...]] = ()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
     def target_dtype(self):
-        return np.int64 if self.sparse_labels else np.float32
+        return np.float32
+
+    def target_shape(self, out: Value) -> tuple | None:
+        """The shape of the step's target input for model output `out`."""
+        return out.shape
 
     def build(self, out: Value, target: Value) -> Value:
         """The mean loss over the batch (a scalar)."""
-        return _BUILDERS[self.name](out, target)
+        raise NotImplementedError
 
     def correct(self, out: Value, target: Value) -> Value | None:
         """Number of correct predictions in the batch (float), or None for regression."""
-        if not self.classification:
-            return None
-        if self.name == "binary_crossentropy":
-            hit = ops.Equal(ops.Greater(out, 0.0), ops.Greater(target, 0.5))
-        else:
-            labels = target if self.sparse_labels else ops.ArgMax(target, axis=1, keepdims=0)
-            hit = ops.Equal(ops.ArgMax(out, axis=1, keepdims=0), labels)
-        return ops.ReduceSum(ops.Cast(hit, to=onnx_dtype(out.dtype)), keepdims=0)
+        return None
+
+    def targets(self, y: np.ndarray, shape: tuple | None, num_classes: int | None,
+                what: str) -> np.ndarray:
+        """`y` checked and converted for the target input of `shape`; DataError naming
+        `what` (e.g. "training data") and the fix otherwise."""
+        check_finite(y, what)
+        y = y.astype(np.float32)
+        if shape is not None and len(shape) == 2 and y.ndim == 1:
+            y = y.reshape(-1, 1)
+        _check_target_shape(y, shape, self, what)
+        return y
 
 
-def _sparse_ce(out: Value, target: Value) -> Value:
-    loss, _log_prob = ops.SoftmaxCrossEntropyLoss(out, target, reduction="mean", _num_outputs=2)
+def _count(hit: Value, like: Value) -> Value:
+    return ops.ReduceSum(ops.Cast(hit, to=onnx_dtype(like.dtype)), keepdims=0)
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Cross-entropy of logits against integer class labels (N,)."""
+
+    name = "sparse_categorical_crossentropy"
+    aliases = ("cross_entropy", "sparse_cross_entropy")
+    classification = True
+    sparse_labels = True
+    fuses = ("Softmax", "LogSoftmax")
+
+    def target_dtype(self):
+        return np.int64
+
+    def target_shape(self, out: Value) -> tuple:
+        return (out.shape[0] if out.shape else "N",)
+
+    def build(self, out, target):
+        loss, _log_prob = ops.SoftmaxCrossEntropyLoss(out, target, reduction="mean",
+                                                      _num_outputs=2)
+        return loss
+
+    def correct(self, out, target):
+        return _count(ops.Equal(ops.ArgMax(out, axis=1, keepdims=0), target), out)
+
+    def targets(self, y, shape, num_classes, what):
+        if y.dtype.kind not in "iufb":
+            example = str(y.flat[0]) if y.size else ""
+            raise DataError(f"{what}: {self.name} needs integer class labels 0..C-1, got "
+                            f"{y.dtype} values (e.g. {example!r}); map names to numbers "
+                            "with classes, y = numpy.unique(y, return_inverse=True)")
+        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+            raise DataError(f"{what}: {self.name} needs integer class labels")
+        if y.dtype.kind == "f" and len(y) and np.abs(y).max() >= 2**62:
+            raise DataError(f"{what}: label {y.flat[np.abs(y).argmax()]:g} is out of range"
+                            + (f" for {num_classes} classes" if num_classes else ""))
+        y = y.astype(np.int64).reshape(-1)
+        if num_classes is not None:
+            check_labels(y, num_classes, what)
+        return y
+
+
+class CategoricalCrossentropy(Loss):
+    """Cross-entropy of logits against one-hot (or soft) targets (N, C)."""
+
+    name = "categorical_crossentropy"
+    classification = True
+    fuses = ("Softmax", "LogSoftmax")
+
+    def build(self, out, target):
+        # -mean_n sum_c t log softmax(z)
+        per_sample = ops.ReduceSum(ops.Mul(target, ops.LogSoftmax(out, axis=1)),
+                                   np.array([1], np.int64), keepdims=0)
+        return ops.Neg(ops.ReduceMean(per_sample, keepdims=0))
+
+    def correct(self, out, target):
+        labels = ops.ArgMax(target, axis=1, keepdims=0)
+        return _count(ops.Equal(ops.ArgMax(out, axis=1, keepdims=0), labels), out)
+
+
+class MeanSquaredError(Loss):
+    """mean((out - target)^2)."""
+
+    name = "mse"
+    aliases = ("mean_squared_error",)
+
+    def build(self, out, target):
+        diff = ops.Sub(out, target)
+        return ops.ReduceMean(ops.Mul(diff, diff), keepdims=0)
+
+
+class BinaryCrossentropy(Loss):
+    """Binary cross-entropy of logits against 0/1 targets."""
+
+    name = "binary_crossentropy"
+    aliases = ("bce", "bce_with_logits")
+    classification = True
+    fuses = ("Sigmoid",)
+
+    def build(self, out, target):
+        # max(z, 0) - z t + log(1 + exp(-|z|)): stable for any z
+        terms = ops.Add(ops.Sub(ops.Relu(out), ops.Mul(out, target)),
+                        ops.Softplus(ops.Neg(ops.Abs(out))))
+        return ops.ReduceMean(terms, keepdims=0)
+
+    def correct(self, out, target):
+        return _count(ops.Equal(ops.Greater(out, 0.0), ops.Greater(target, 0.5)), out)
+
+
+# The one list of losses: name -> instance (aliases are each class's own).
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
+    SparseCategoricalCrossentropy(), CategoricalCrossentropy(), MeanSquaredError(),
+    BinaryCrossentropy())}
+
+
+def register_loss(loss: Loss) -> Loss:
+    """Add a loss instance under its `name` (and its aliases)."""
+    if not loss.name:
+        raise SpecError(f"loss {type(loss).__name__} needs a `name`")
+    LOSSES[loss.name] = loss
     return loss
 
 
-def _ce(out: Value, target: Value) -> Value:
-    # -mean_n sum_c t log softmax(z)
-    per_sample = ops.ReduceSum(ops.Mul(target, ops.LogSoftmax(out, axis=1)),
-                               np.array([1], np.int64), keepdims=0)
-    return ops.Neg(ops.ReduceMean(per_sample, keepdims=0))
+def aliases() -> dict[str, str]:
+    """Every alias -> the loss it names."""
+    return {alias: loss.name for loss in LOSSES.values() for alias in loss.aliases}
 
 
-def _mse(out: Value, target: Value) -> Value:
-    diff = ops.Sub(out, target)
-    return ops.ReduceMean(ops.Mul(diff, diff), keepdims=0)
-
-
-def _bce_logits(out: Value, target: Value) -> Value:
-    # max(z, 0) - z t + log(1 + exp(-|z|)): stable for any z
-    terms = ops.Add(ops.Sub(ops.Relu(out), ops.Mul(out, target)),
-                    ops.Softplus(ops.Neg(ops.Abs(out))))
-    return ops.ReduceMean(terms, keepdims=0)
-
-
-_BUILDERS = {"sparse_categorical_crossentropy": _sparse_ce, "categorical_crossentropy": _ce,
-             "mse": _mse, "binary_crossentropy": _bce_logits}
-LOSSES = {
-    "sparse_categorical_crossentropy": Loss("sparse_categorical_crossentropy", True, True),
-    "categorical_crossentropy": Loss("categorical_crossentropy", False, True),
-    "mse": Loss("mse", False, False),
-    "binary_crossentropy": Loss("binary_crossentropy", False, True),
-}
-ALIASES = {"cross_entropy": "sparse_categorical_crossentropy",
-           "sparse_cross_entropy": "sparse_categorical_crossentropy",
-           "mean_squared_error": "mse", "bce": "binary_crossentropy",
-           "bce_with_logits": "binary_crossentropy"}
+def loss_names(classification: bool | None = None) -> list[str]:
+    """Names and aliases (of classification losses only, or regression ones only)."""
+    named = [(n, loss) for n, loss in LOSSES.items()]
+    named += [(a, LOSSES[n]) for a, n in aliases().items()]
+    return [n for n, loss in named if classification is None or
+            loss.classification == classification]
 
 
 def get_loss(name: str | Loss) -> Loss:
-    """A loss by name (or alias); SpecError listing the choices otherwise."""
+    """A loss by name or alias (any case); SpecError listing the choices otherwise."""
     if isinstance(name, Loss):
         return name
-    key = ALIASES.get(name, name)
+    key = str(name).lower()
+    key = aliases().get(key, key)
     if key not in LOSSES:
         raise SpecError(f"unknown loss {name!r}; use one of {', '.join(sorted(LOSSES))} "
-                        f"(aliases: {', '.join(sorted(ALIASES))})")
+                        f"(aliases: {', '.join(sorted(aliases()))})")
     return LOSSES[key]
+
+
+def _check_target_shape(y: np.ndarray, want, loss: Loss, what: str) -> None:
+    """DataError unless each target has the shape of one model output (else ORT fails later)."""
+    if want is None:
+        return
+    fixed = [d if isinstance(d, int) else None for d in want[1:]]
+    if y.ndim == len(want) and all(d in (None, n) for d, n in zip(fixed, y.shape[1:],
+                                                                  strict=True)):
+        return
+    hint = (" (class labels need sparse_categorical_crossentropy, or one-hot targets)"
+            if loss.name != "mse" else "")
+    raise DataError(f"{what}: each target has shape {tuple(y.shape[1:])}, the model's output "
+                    f"per sample is {tuple(want[1:])}; {loss.name} needs targets shaped like "
+                    f"the output{hint}")

@@ -18,18 +18,18 @@ from typing import Any
 import numpy as np
 
 from irkit import distributed
-from irkit.data import check_finite, check_labels, train_val_split
+from irkit.data import check_finite, train_val_split
 from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
-from irkit.runtimes.base import make_step_runner
-from irkit.settings import DEFAULTS, Settings, resolve
+from irkit.runtimes import get_runtime, make_step_runner, runtime_names
 from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
 from irkit.train.losses import get_loss
-from irkit.train.optimizers import Optimizer, optimizer_from
+from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
+from irkit.train.settings import DEFAULTS, Settings, resolve
 from irkit.train.sources import ModuleSource, OnnxSource
-from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs, split_step
+from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
 
 METRICS = ("accuracy", "acc")
@@ -60,7 +60,6 @@ class Model:
         self.history: History | None = None
         self.last_validation = None     # the validation part of the last fit
         self.last_split = (0, 0)        # its training and validation sample counts
-        self._optimizer: Optimizer | None = None
         self._graphs: StepGraphs | None = None
         self._runner = None
         self._resume = None          # a TrainingFile when loaded from one
@@ -83,26 +82,28 @@ class Model:
                 lr: float | None = None, learning_rate: float | None = None,
                 settings: Settings | None = None, runtime: str = "onnxruntime",
                 **options: Any) -> Model:
-        """Choose optimizer (name or instance; default adam), loss (default
-        sparse_categorical_crossentropy) and settings (lr, momentum, nesterov, weight_decay,
-        device, seed, ...; `settings` is the layer under them; defaults: irkit.settings).
-        `metrics`: ["accuracy"] or None (accuracy is reported for every classification
-        loss)."""
+        """Choose optimizer (a name in any case, or an instance such as `Adam(0.01)`; default
+        adam), loss (default sparse_categorical_crossentropy), runtime (irkit.runtimes's
+        registry; "reference" runs numpy end to end) and settings (lr or learning_rate, the
+        optimizer's hyperparameters such as momentum, device, seed, ...; `settings` is the
+        layer under them; defaults: irkit.train.settings). `metrics`: ["accuracy"] or None
+        (accuracy is reported for every classification loss)."""
         for m in metrics or []:
             if m not in METRICS:
                 raise SpecError(f"unknown metric {m!r}; irkit reports accuracy for "
                                 "classification losses (metrics=['accuracy'])")
-        name = optimizer.name if isinstance(optimizer, Optimizer) else optimizer
-        args = {"optimizer": name, "loss": loss, "lr": learning_rate if lr is None else lr,
-                **options}
+        if runtime not in runtime_names():
+            raise SpecError(f"unknown runtime {runtime!r}; use one of "
+                            f"{', '.join(runtime_names())}")
+        args = {"optimizer": optimizer, "loss": loss,
+                "lr": learning_rate if lr is None else lr, **options}
         if isinstance(optimizer, Optimizer):
-            args.update({k: getattr(optimizer, k) for k in ("momentum", "nesterov",
-                                                            "weight_decay")
-                         if hasattr(optimizer, k)})
+            _check_registered(optimizer)
+            args.update({"optimizer": optimizer.name, **optimizer.hyperparameters(), **options})
+            args["lr"] = optimizer.learning_rate if args["lr"] is None else args["lr"]
         self.settings = resolve(settings.as_dict() if settings else None, args,
                                 names=("settings", "compile()"))
         get_loss(self.settings.loss)  # fail now on an unknown loss
-        self._optimizer = optimizer if isinstance(optimizer, Optimizer) else None
         self._runtime = runtime
         self._compiled = True
         self._graphs = self._runner = self._trainer = None
@@ -179,7 +180,7 @@ class Model:
             if isinstance(self.source, ModuleSource):
                 self.source.seed = s.seed
             if self._resume is None:
-                self.source.adapt(x)
+                self.source.adapt(x, self._compile_graph)
             self._graphs = self._step_graphs(s)
         if not runner or self._runner is not None:
             return
@@ -189,18 +190,8 @@ class Model:
         if saved is not None and s.lr != self._resume.state[LR]:
             state[LR] = np.array(s.lr, np.float32)  # an explicit rate wins over the stored one
         runtime = distributed.step_runtime(self._runtime)  # "mpi" under an MPI launcher
-        self._runner = make_step_runner(runtime, g.train, g.eval, state, g.data_names,
-                                        **self._runner_options(runtime, s))
+        self._runner = make_step_runner(runtime, g, state, s)
         self._predictors = {}
-
-    def _runner_options(self, runtime: str, s: Settings) -> dict[str, Any]:
-        if runtime == "mpi":  # data-parallel: the step cut in two around the all-reduce
-            split = split_step(self._graphs, self._optimizer or optimizer_from(s), s)
-            return {"split": split, "device": s.device,
-                    "threads": distributed.threads_per_worker()}
-        if runtime == "onnxruntime":
-            return {"device": s.device, "batch_size": s.batch_size}
-        return {}
 
     def _step_graphs(self, s: Settings) -> StepGraphs:
         loss = get_loss(s.loss)
@@ -208,8 +199,9 @@ class Model:
             r = self._resume
             _check_same_step(r.settings, s)
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
-            return StepGraphs.of(r.train, evaluation, r.params, r.buffers, r.slots)
-        graphs = build_step_graphs(self.source, loss, self._optimizer or optimizer_from(s))
+            return StepGraphs.of(r.train, evaluation, r.params, r.buffers, r.slots,
+                                 optimizer_from(s))
+        graphs = build_step_graphs(self.source, loss, optimizer_from(s))
         if s.recompute != "none":  # gradient checkpointing: recompute instead of keeping
             from irkit.passes import apply_checkpointing
             apply_checkpointing(graphs.train, s.recompute, s.batch_size)
@@ -244,31 +236,9 @@ class Model:
 
     # ---- targets ---------------------------------------------------------------------------
     def _targets(self, y: np.ndarray, name: str) -> np.ndarray:
-        """Targets in the dtype and shape the loss wants; DataError for bad labels."""
-        loss = get_loss(self.settings.loss)
-        target = self._graphs.train.value(TARGET)
-        if loss.sparse_labels:
-            if y.dtype.kind not in "iufb":
-                example = str(y.flat[0]) if y.size else ""
-                raise DataError(f"{name}: {loss.name} needs integer class labels 0..C-1, got "
-                                f"{y.dtype} values (e.g. {example!r}); map names to numbers "
-                                "with classes, y = numpy.unique(y, return_inverse=True)")
-            if y.dtype.kind == "f" and not np.all(y == np.round(y)):
-                raise DataError(f"{name}: {loss.name} needs integer class labels")
-            width = self._num_classes()
-            if y.dtype.kind == "f" and len(y) and np.abs(y).max() >= 2**62:
-                raise DataError(f"{name}: label {y.flat[np.abs(y).argmax()]:g} is out of range"
-                                + (f" for {width} classes" if width else ""))
-            y = y.astype(np.int64).reshape(-1)
-            if width is not None:
-                check_labels(y, width, name)
-            return y
-        check_finite(y, name)
-        y = y.astype(np.float32)
-        if target.shape is not None and len(target.shape) == 2 and y.ndim == 1:
-            y = y.reshape(-1, 1)
-        _check_target_shape(y, target.shape, loss.name, name)
-        return y
+        """Targets in the dtype and shape the loss wants (the loss checks them)."""
+        shape = self._graphs.train.value(TARGET).shape
+        return get_loss(self.settings.loss).targets(y, shape, self._num_classes(), name)
 
     def _num_classes(self) -> int | None:
         for v in self._graphs.eval.values():
@@ -329,19 +299,24 @@ class Model:
 
     def predict(self, x, batch_size: int | None = None, device: str | None = None,
                 verbose: int = 0) -> np.ndarray:
-        """Model outputs for raw inputs x (onnxruntime; one cached session per device)."""
-        from irkit.runtimes.onnxruntime import OrtGraph
+        """Model outputs for raw inputs x (on compile's runtime; one compiled graph cached per
+        device)."""
         x = _features(x, "prediction data")
         self.source.ensure_input(x)
         device = device or self.settings.device
         run = self._predictors.get(device)
         if run is None:
-            run = self._predictors[device] = OrtGraph(self.to_graph(), device)
+            run = self._predictors[device] = self._compile_graph(self.to_graph(), device)
         name = run.input_names[0]
         if not batch_size:
             return run({name: x})[0]
         return np.concatenate([run({name: x[i:i + batch_size]})[0]
                                for i in range(0, len(x), batch_size)])
+
+    def _compile_graph(self, graph: Graph, device: str = "cpu"):
+        """`graph` compiled by the runtime `compile` chose (the only way Model runs a graph
+        outside its step runner: predictions, the scaling layers' adapt)."""
+        return get_runtime(self._runtime, device).compile(graph)
 
     # ---- graphs and files ----------------------------------------------------------------------
     def to_graph(self) -> Graph:
@@ -437,14 +412,26 @@ def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]
     return any(not np.array_equal(a[k], b[k]) for k in names)
 
 
+def _check_registered(optimizer: Optimizer) -> None:
+    """An optimizer instance is rebuilt by name (resume, data-parallel workers): its class must
+    be the one registered under its name."""
+    cls = type(optimizer)
+    if OPTIMIZERS.get(optimizer.name) is not cls:
+        raise SpecError(f"optimizer class {cls.__name__} is not registered; register it with "
+                        f"irkit.train.register_optimizer({cls.__name__}) (it needs a `name`)")
+
+
 def _check_same_step(saved: Settings, s: Settings) -> None:
     """A training file continues with the loss and optimizer its step graph was built with."""
-    changed = [k for k in ("loss", "optimizer", "momentum", "nesterov", "weight_decay")
-               if getattr(saved, k) != getattr(s, k)]
+    def step_of(settings: Settings) -> dict[str, Any]:
+        return {"loss": get_loss(settings.loss).name, "optimizer": settings.optimizer,
+                **optimizer_from(settings).hyperparameters()}
+    before, now = step_of(saved), step_of(s)
+    changed = [k for k in now if before.get(k) != now[k]]
     if changed:
         k = changed[0]
         raise SpecError(f"a training file continues with the {k} it was saved with "
-                        f"({getattr(saved, k)!r}, not {getattr(s, k)!r}); to change it, export "
+                        f"({before.get(k)!r}, not {now[k]!r}); to change it, export "
                         "the model (irkit export) and train that")
 
 
@@ -455,27 +442,12 @@ def _features(x, name: str) -> np.ndarray:
         raise DataError(f"{name}: features must be numbers") from None
 
 
-def _check_target_shape(y: np.ndarray, want, loss: str, name: str) -> None:
-    """DataError unless each target has the shape of one model output (else ORT fails later)."""
-    if want is None:
-        return
-    fixed = [d if isinstance(d, int) else None for d in want[1:]]
-    if y.ndim == len(want) and all(d in (None, n) for d, n in zip(fixed, y.shape[1:],
-                                                                  strict=True)):
-        return
-    hint = (" (class labels need sparse_categorical_crossentropy, or one-hot targets)"
-            if loss != "mse" else "")
-    raise DataError(f"{name}: each target has shape {tuple(y.shape[1:])}, the model's output "
-                    f"per sample is {tuple(want[1:])}; {loss} needs targets shaped like the "
-                    f"output{hint}")
-
-
 def load_model(path: str, prepare=None) -> Model:
     """A Model from an ONNX file: a training file (written by `Model.save` or `irkit train
     --save-training`) resumes where it stopped; any other model can predict, evaluate and be
     fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first."""
     from irkit.onnx_io import load
-    from irkit.settings import from_json
+    from irkit.train.settings import from_json
     from irkit.train.training_model import read_training_model
     found = {}
 

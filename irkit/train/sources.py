@@ -18,14 +18,14 @@ from irkit.nn.module import Module
 from irkit.signature import INPUT, META_FROZEN, META_NORMALIZE, META_SCALING, OUTPUT, next_name
 
 
-def values_reaching(graph: Graph, value: Value, x: np.ndarray, batch: int = 4096) -> np.ndarray:
-    """What `value` of an inference graph holds when the graph's input is `x` (run on
-    onnxruntime in batches; `x` itself when `value` is the input)."""
+def values_reaching(graph: Graph, value: Value, x: np.ndarray, compile_graph,
+                    batch: int = 4096) -> np.ndarray:
+    """What `value` of an inference graph holds when the graph's input is `x` (run in batches
+    by `compile_graph(graph)`, a runtime's compile; `x` itself when `value` is the input)."""
     if value.producer is None and value in graph.inputs:
         return x
-    from irkit.runtimes.onnxruntime import OrtGraph
     graph.outputs = [ops.own_output(value, [])]
-    run = OrtGraph(graph)
+    run = compile_graph(graph)
     name = graph.inputs[0].name
     parts = [run({name: x[i:i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
@@ -90,12 +90,13 @@ class ModuleSource:
     def set_weights(self, values: dict[str, np.ndarray]) -> None:
         self.module.load_weights(values)
 
-    def adapt(self, x: np.ndarray) -> None:
-        """Adapt each Normalize layer not adapted yet on the values that reach it, in order."""
+    def adapt(self, x: np.ndarray, compile_graph) -> None:
+        """Adapt each Normalize layer not adapted yet on the values that reach it, in order
+        (`compile_graph`: a runtime's compile, to run the layers before it)."""
         for layer in self.module.modules():
             if isinstance(layer, Normalize) and not layer.adapted:
                 graph = self.build(training=False)
-                layer.adapt(values_reaching(graph, layer.input_value, x))
+                layer.adapt(values_reaching(graph, layer.input_value, x, compile_graph))
 
 
 class OnnxSource:
@@ -158,8 +159,9 @@ class OnnxSource:
             v = self.graph.initializers[name]
             v.const = np.asarray(arr, dtype=v.const.dtype)
 
-    def adapt(self, x: np.ndarray) -> None:
-        """Fit irkit's scaling layer (metadata `irkit.normalize`) unless it is fitted already."""
+    def adapt(self, x: np.ndarray, compile_graph) -> None:
+        """Fit irkit's scaling layer (metadata `irkit.normalize`) unless it is fitted already
+        (`compile_graph`: a runtime's compile, to run the graph up to it)."""
         prefix = self.metadata.get(META_NORMALIZE)
         if not prefix or f"{prefix}.shift" not in self.graph.initializers:
             return
@@ -172,7 +174,7 @@ class OnnxSource:
             return
         from irkit.data import fit_scaler
         graph = self.build()
-        seen = values_reaching(graph, graph.value(reaching.name), x)
+        seen = values_reaching(graph, graph.value(reaching.name), x, compile_graph)
         new_shift, new_scale = fit_scaler(seen.reshape(len(seen), -1),
                                           self.metadata.get(META_SCALING, "standard"))
         self.set_weights({f"{prefix}.shift": new_shift, f"{prefix}.scale": new_scale})

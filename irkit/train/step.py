@@ -44,16 +44,21 @@ class StepGraphs:
     slots: list[str]           # optimizer slots, "<slot>/<param>"
     input_name: str
     has_correct: bool
+    optimizer: Optimizer | None = None  # what built the update (a data-parallel split needs it)
 
     @classmethod
     def of(cls, train: Graph, evaluation: Graph, params: list[str], buffers: list[str],
-           slots: list[str]) -> StepGraphs:
+           slots: list[str], optimizer: Optimizer | None = None) -> StepGraphs:
         """The graphs with what they derive: the batch input's name and whether the step
         counts correct predictions."""
         state = {*params, *buffers, *slots, LR, STEP, TARGET}
         input_name = next(v.name for v in train.inputs if v.name not in state)
         return cls(train, evaluation, params, buffers, slots, input_name,
-                   any(v.name == CORRECT for v in train.outputs))
+                   any(v.name == CORRECT for v in train.outputs), optimizer)
+
+    def split(self, settings) -> SplitGraphs:
+        """The step cut around its gradients, for data-parallel runners (split_step)."""
+        return split_step(self, self.optimizer, settings)
 
     @property
     def data_names(self) -> tuple[str, str]:
@@ -81,25 +86,13 @@ class StepGraphs:
         return state
 
 
-def _target_shape(out: Value, loss: Loss) -> tuple:
-    if loss.sparse_labels:
-        return (out.shape[0] if out.shape else "N",)
-    return out.shape
-
-
-# activations a logits loss applies itself: loss -> the op in front of it that is fused away
-_FUSED = {"sparse_categorical_crossentropy": ("Softmax", "LogSoftmax"),
-          "categorical_crossentropy": ("Softmax", "LogSoftmax"),
-          "binary_crossentropy": ("Sigmoid",)}
-
-
 def logits_of(out: Value, loss: Loss) -> Value:
     """What the loss should read: `out`, or, when `out` is a Softmax/LogSoftmax over the class
     axis (cross-entropy) or a Sigmoid (binary cross-entropy), the activation's input. These
     losses take logits and apply the activation themselves; applying it twice would squash
     the gradients (Iris: validation loss 0.55 instead of 0.003). Inference keeps it."""
     node = out.producer
-    if node is None or node.op_type not in _FUSED.get(loss.name, ()):
+    if node is None or node.op_type not in loss.fuses:
         return out
     if node.op_type != "Sigmoid":
         rank = len(out.shape) if out.shape is not None else None
@@ -114,7 +107,7 @@ def _add_loss(graph: Graph, loss: Loss) -> tuple[Value, Value | None]:
     if out.dtype.kind != "f":
         raise DataError(f"model output {out.name!r} is {out.dtype}, not floating; a loss needs "
                         "float predictions")
-    target = graph.add_input(TARGET, loss.target_dtype(), _target_shape(out, loss))
+    target = graph.add_input(TARGET, loss.target_dtype(), loss.target_shape(out))
     out = logits_of(out, loss)
     value = loss.build(out, target)
     graph.rename_value(value, LOSS)
@@ -276,7 +269,7 @@ def build_step_graphs(source, loss: Loss, optimizer: Optimizer,
     train, slots = build_train_graph(source.build(training=True), params, loss, optimizer,
                                      buffers, flat)
     evaluation = build_eval_graph(source.build(training=False), params + buffers, loss)
-    return StepGraphs.of(train, evaluation, params, buffers, slots)
+    return StepGraphs.of(train, evaluation, params, buffers, slots, optimizer)
 
 
 @dataclass

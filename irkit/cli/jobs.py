@@ -1,6 +1,6 @@
 """The command line's training job: source (recipe or ONNX) + data -> trained model files.
 
-Settings are resolved once (irkit.settings): defaults < recipe < the settings a model file
+Settings are resolved once (irkit.train.settings): defaults < recipe < the settings a model file
 records < command-line options. The job then runs the same `Model.fit` as Python does. A
 dataset path stored in a model file is never opened: an ONNX source needs `--data`.
 """
@@ -15,7 +15,6 @@ from irkit import distributed
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
 from irkit.safe_io import check_outputs
-from irkit.settings import Settings, from_json, resolve
 from irkit.signature import (
     META_CLASSES,
     META_FROZEN,
@@ -29,6 +28,7 @@ from irkit.train.callbacks import TrainingCheckpoint
 from irkit.train.model import Model, load_model
 from irkit.train.plot import save_png
 from irkit.train.report import overfitting_report
+from irkit.train.settings import Settings, from_json, resolve
 from irkit.train.sources import ModuleSource
 
 
@@ -163,7 +163,7 @@ def _final_figures(model: Model, data: Dataset, s: Settings) -> dict[str, float]
 def _write_outputs(model: Model, output: str, save_training: str | None) -> None:
     """The model and the training file, with one pair id, written together: both temporary
     files complete before either is renamed into place (safe_io.write_all_atomic)."""
-    from irkit.onnx_wire import model_bytes
+    from irkit.onnx_io import model_bytes
     from irkit.safe_io import write_all_atomic
     pair = os.urandom(8).hex()
     graph = model.to_graph()

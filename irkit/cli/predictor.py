@@ -22,8 +22,6 @@ from irkit.errors import DataError, ModelFileError
 from irkit.signature import META_CLASSES, META_SETTINGS
 
 BATCH = 1024
-CLASSIFICATION_LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy",
-                         "binary_crossentropy", "cross_entropy", "bce")
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
                "tensor(float16)": np.float16}
 
@@ -70,7 +68,7 @@ class OnnxPredictor:
     @property
     def settings(self) -> dict:
         """The training settings recorded in the file (irkit.train), or {}."""
-        from irkit.settings import from_json
+        from irkit.train.settings import from_json
         return from_json(self.metadata.get(META_SETTINGS))
 
     def _shaped(self, x: np.ndarray) -> np.ndarray:
@@ -120,7 +118,8 @@ def task_of(predictor: OnnxPredictor, scores: np.ndarray, y: np.ndarray | None =
     """'classify' or 'regress' (see the module docstring)."""
     loss = predictor.settings.get("loss")
     if loss is not None:
-        return "classify" if loss in CLASSIFICATION_LOSSES else "regress"
+        from irkit.train.losses import loss_names
+        return "classify" if loss in loss_names(classification=True) else "regress"
     if predictor.classes:
         return "classify"
     if scores.ndim == 2 and scores.shape[1] >= 2:

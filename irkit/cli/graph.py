@@ -1,8 +1,7 @@
-"""The graph commands of the `irkit` command line: `inspect` and `optimize`.
+"""The graph commands of the `irkit` command line: `grad`, `inspect`, `optimize`, and the
+listings `ops` and `list` (what each registry holds).
 
-irkit/cli.py adds them to its group with `register_graph_commands(main)`. This module does
-not import irkit.cli at import time (cli.py imports it, also when run as `python -m
-irkit.cli`); the commands take cli's error handling when they run. The figures come from
+The figures come from
 `irkit.passes.analysis` and the exports from `irkit.passes.graph_view` (networkx, imported
 only when a command asks for it).
 """
@@ -15,23 +14,10 @@ from typing import Any
 
 import click
 
+from irkit.cli.app import JSON_OPTION, done, handle_errors, main, save_graph
+from irkit.errors import IrkitError, escape
 
-def _guarded(fn, *args, **kwargs):
-    """Run `fn` under the CLI's error handling (one-line errors, exit code 1)."""
-    from irkit.cli import handle_errors
-    return handle_errors(fn)(*args, **kwargs)
-
-
-def register_graph_commands(group: click.Group) -> None:
-    """Add `inspect` and `optimize` to the `irkit` command group."""
-    group.add_command(inspect)
-    group.add_command(optimize)
-
-
-def printable(text: str) -> str:
-    """A name fit for a terminal: control and other unprintable characters escaped."""
-    from irkit.errors import escape
-    return escape(text)
+printable = escape  # a name fit for a terminal: control and unprintable characters escaped
 
 
 def _shape(shape) -> list | None:
@@ -131,7 +117,7 @@ def _print_report(info: dict[str, Any]) -> None:
 
 
 def _train_graph(recipe: str, data: str | None):
-    from irkit.cli_train import export_graph
+    from irkit.cli.jobs import export_graph
     return export_graph(recipe, True, data, None, None)
 
 
@@ -146,14 +132,14 @@ def _strategy(text: str) -> str | int:
 
 def _recipe_batch(source: str) -> int:
     """The batch size a train step of `source` runs at: the recipe's, else the default."""
-    from irkit.settings import DEFAULTS
+    from irkit.train.settings import DEFAULTS
     if source.endswith(".onnx"):
         return DEFAULTS.batch_size
     from irkit.spec import load_recipe
     return int(load_recipe(source).train.get("batch_size", DEFAULTS.batch_size))
 
 
-@click.command()
+@main.command()
 @click.argument("model", required=False)
 @click.option("--train", "recipe", metavar="RECIPE", help="Inspect the train-step graph of a "
               "recipe (or ONNX model): forward, backward (grad/) and optimizer (opt/) parts.")
@@ -178,7 +164,7 @@ def inspect(model: str | None, recipe: str | None, **options) -> None:
         if recipe is None:
             raise click.UsageError("--recompute applies to a train-step graph: use --train")
         options["recompute"] = _strategy(options["recompute"])
-    _guarded(_inspect, model, recipe, **options)
+    handle_errors(_inspect)(model, recipe, **options)
 
 
 def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int | None,
@@ -227,7 +213,7 @@ def _latency(model_bytes: bytes, feeds: dict, repeats: int) -> float:
     return statistics.median(times)
 
 
-@click.command()
+@main.command()
 @click.argument("model")
 @click.option("-o", "--output", required=True, help="Where to write the optimized model.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
@@ -239,7 +225,7 @@ def optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) -
     """Optimize an ONNX inference MODEL: fold BatchNorm into Conv/Gemm, MatMul+Add to Gemm,
     drop Dropout/Identity, fold constants and shapes, remove dead code; report node counts
     and onnxruntime latency before and after."""
-    _guarded(_optimize, model, output, batch, repeats, as_json)
+    handle_errors(_optimize)(model, output, batch, repeats, as_json)
 
 
 def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) -> None:
@@ -263,3 +249,114 @@ def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) 
         click.echo(f"onnxruntime latency (batch {batch}, median of {repeats}): "
                    f"{lat['before']:.3f} ms -> {lat['after']:.3f} ms")
     click.echo(f"wrote {printable(output)}")
+
+
+# ---- grad ----------------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.option("--of", "of", required=True, help="The output to differentiate.")
+@click.option("--wrt", required=True, help="Comma-separated graph inputs or initializers.")
+@click.option("-o", "--output", required=True, help="Where to write the gradient model.")
+@JSON_OPTION
+@handle_errors
+def grad(model: str, of: str, wrt: str, output: str, as_json: bool) -> None:
+    """Add gradients to an ONNX MODEL: outputs NAME_grad for each --wrt name, and an input
+    OF_grad (the cotangent) unless OF is a scalar; inputs and outputs are kept."""
+    from irkit.onnx_io import load
+    from irkit.passes import AutodiffPass
+    from irkit.safe_io import check_outputs
+    check_outputs({"-o": output}, [model])
+    graph = load(model)
+    names = [n.strip() for n in wrt.split(",") if n.strip()]
+    if not graph.has_value(of) or of not in [v.name for v in graph.outputs]:
+        raise IrkitError(f"{model}: no graph output named {of!r}; outputs: "
+                         f"{', '.join(repr(v.name) for v in graph.outputs)}")
+    for name in names:
+        if not graph.has_value(name):
+            raise IrkitError(f"{model}: no input or initializer named {name!r}")
+    AutodiffPass(of, names)(graph)
+    save_graph(graph, output)
+    outputs = [v.name for v in graph.outputs]
+    done(as_json, f"wrote {output}: outputs {escape(', '.join(outputs))}", output=output,
+         outputs=outputs, gradients={n: f"{n}_grad" for n in names})
+
+
+# ---- ops ----------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def ops(as_json: bool) -> None:
+    """Every supported op, its opset and whether it has a gradient."""
+    from irkit.onnx_io import IRKIT_OPSET, MIN_OPSET
+    from irkit.ops import all_ops
+    # since..until: the ai.onnx opsets irkit reads and writes the op in (import converts older
+    # files; export converts to newer ones); semantics_since: when ONNX last changed the op
+    rows = [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": max(o.since, MIN_OPSET),
+             "until": IRKIT_OPSET, "semantics_since": o.since,
+             "gradient": o.has_gradient and o.differentiable,
+             "differentiable": o.differentiable} for o in all_ops()]
+    if as_json:
+        click.echo(json.dumps({"count": len(rows),
+                               "with_gradient": sum(r["gradient"] for r in rows),
+                               "ops": rows}, indent=2))
+        return
+    for r in rows:
+        grad_mark = "gradient" if r["gradient"] else ("-" if r["differentiable"] else "no grad")
+        click.echo(f"{r['op']:28s} opset {r['since']}-{r['until']}  {grad_mark}")
+    click.echo(f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with gradients")
+
+
+# ---- list ----------------------------------------------------------------------------------
+KINDS = ("optimizers", "losses", "layers", "runtimes", "recipes", "datasets")
+
+
+def registries() -> dict[str, list[dict[str, Any]]]:
+    """Every extension point's names, read from its one registry."""
+    from irkit.data import dataset_names
+    from irkit.runtimes import runtime_names
+    from irkit.spec import LAYERS, bundled_recipes, layer_arguments
+    from irkit.train.losses import LOSSES
+    from irkit.train.optimizers import OPTIMIZERS
+    return {
+        "optimizers": [{"name": n, "hyperparameters": {f.name: f.default for f in c.fields()}}
+                       for n, c in OPTIMIZERS.items()],
+        "losses": [{"name": n, "aliases": list(loss.aliases),
+                    "task": "classify" if loss.classification else "regress"}
+                   for n, loss in LOSSES.items()],
+        "layers": [{"name": n, "arguments": sorted(layer_arguments(n))} for n in LAYERS],
+        "runtimes": [{"name": n} for n in runtime_names()],
+        "recipes": [{"name": n} for n in bundled_recipes()],
+        "datasets": [{"name": n} for n in dataset_names()],
+    }
+
+
+def _row(entry: dict[str, Any]) -> str:
+    """One entry as a line: its name, then each detail (dicts as key=value, lists joined)."""
+    parts = []
+    for key, value in entry.items():
+        if key == "name" or value in ([], {}):
+            continue
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        parts.append(f"{key}: {value}")
+    return f"  {entry['name']:34s} {'; '.join(parts)}".rstrip()
+
+
+@main.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def list_registries(kind: str | None, as_json: bool) -> None:
+    """What irkit knows, by KIND: optimizers (with their hyperparameters), losses, layers a
+    recipe can name, runtimes, bundled recipes and datasets (all of them without KIND)."""
+    found = registries()
+    found = {kind: found[kind]} if kind else found
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+        return
+    for name, entries in found.items():
+        click.echo(f"{name}:")
+        for entry in entries:
+            click.echo(_row(entry))

@@ -7,6 +7,12 @@
 everything downstream reads that object. The learning rate here is where a run *starts*: while
 training, the rate is optimizer state inside the step graph (so schedules survive save and
 resume); a resumed file's stored rate is its `saved` layer.
+
+An optimizer's hyperparameters (momentum, beta_1, ...) are its own fields
+(irkit.train.optimizers). A layer gives them as plain keys (`momentum = 0.9` in a recipe's
+[train], `compile(optimizer="sgd", momentum=0.9)`); `resolve` gathers them into
+`optimizer_config` and checks them against the optimizer chosen. Hyperparameters from a lower
+layer are dropped when a higher layer picks another optimizer.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from irkit.errors import SpecError
+from irkit.train.optimizers import OPTIMIZERS, hyperparameter_names, optimizer_class
 
 
 @dataclass(frozen=True)
@@ -28,9 +35,7 @@ class Settings:
     loss: str = "sparse_categorical_crossentropy"
     optimizer: str = "adam"
     lr: float = 0.001
-    momentum: float = 0.0
-    nesterov: bool = False
-    weight_decay: float = 0.0
+    optimizer_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     epochs: int = 20
     batch_size: int = 32
     seed: int = 0
@@ -50,9 +55,11 @@ class Settings:
         return resolve(self.as_dict(), changes, names=("current", "arguments"))
 
     def as_dict(self) -> dict[str, Any]:
+        """The settings as one layer: the optimizer's hyperparameters as plain keys."""
         # every setting is a number, a string or None: a shallow dict (dataclasses.asdict
         # deep-copies each value, 85 us, twice a fit)
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**flat.pop("optimizer_config"), **flat}
 
     def to_json(self) -> str:
         """What a model's metadata records (everything but the device)."""
@@ -65,9 +72,15 @@ class Settings:
 
 
 DEFAULTS = Settings()
-FIELDS = {f.name for f in dataclasses.fields(Settings)}
+FIELDS = {f.name for f in dataclasses.fields(Settings)} - {"optimizer_config"}
 DATA_KEYS = ("dataset", "val_split", "label_column")
-TRAIN_KEYS = tuple(k for k in FIELDS if k not in DATA_KEYS and k != "device")
+
+
+def train_keys() -> tuple[str, ...]:
+    """The keys of a recipe's [train]: the settings, and every registered optimizer's
+    hyperparameters."""
+    settings = {k for k in FIELDS if k not in DATA_KEYS and k != "device"}
+    return tuple(sorted(settings | hyperparameter_names()))
 
 
 def _is_int(v: Any) -> bool:
@@ -90,13 +103,12 @@ def _is_recompute(v: Any) -> bool:
 
 
 # what each setting must be: (description, test, conversion)
-RULES: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
+RULES: dict[str, tuple[str | Callable[[], str], Callable[[Any], bool],
+                      Callable[[Any], Any]]] = {
     "loss": ("a string", _is_str, str),
-    "optimizer": ("sgd or adam", lambda v: v in ("sgd", "adam"), str),
+    "optimizer": (lambda: f"one of {', '.join(OPTIMIZERS)}",
+                  lambda v: _is_str(v) and v.lower() in OPTIMIZERS, lambda v: v.lower()),
     "lr": ("a finite number > 0", lambda v: _is_number(v) and 0 < v < float("inf"), float),
-    "momentum": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1, float),
-    "nesterov": ("true or false", lambda v: isinstance(v, bool), bool),
-    "weight_decay": ("a number >= 0", lambda v: _is_number(v) and 0 <= v < float("inf"), float),
     "epochs": ("an integer from 1 to 1000000", lambda v: _is_int(v) and 1 <= v <= 10**6, int),
     "batch_size": ("an integer >= 1", lambda v: _is_int(v) and v >= 1, int),
     "seed": ("an integer >= 0", lambda v: _is_int(v) and 0 <= v < 2**63, int),
@@ -115,10 +127,17 @@ RULES: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
 
 
 def check(key: str, value: Any, where: str) -> Any:
-    """`value` converted for setting `key`, or SpecError naming `where` and the rule."""
+    """`value` converted for setting `key`, or SpecError naming `where` and the rule (an
+    optimizer hyperparameter is checked by its optimizer, in `resolve`)."""
+    if key in hyperparameter_names() and key not in RULES:
+        if not (_is_number(value) or isinstance(value, bool)):
+            raise SpecError(f"{where}: {key} must be a number or true/false, got {value!r}")
+        return value
     if key not in RULES:
-        raise SpecError(f"{where}: unknown setting {key!r}; known: {', '.join(sorted(RULES))}")
+        known = sorted(set(RULES) | hyperparameter_names())
+        raise SpecError(f"{where}: unknown setting {key!r}; known: {', '.join(known)}")
     what, ok, convert = RULES[key]
+    what = what() if callable(what) else what  # a registry's names, read now
     if not ok(value):
         raise SpecError(f"{where}: {key} must be {what}, got {value!r}")
     return convert(value)
@@ -127,15 +146,33 @@ def check(key: str, value: Any, where: str) -> Any:
 def resolve(*layers: Mapping[str, Any] | None, names: tuple[str, ...] = ()) -> Settings:
     """Settings from `layers`, later ones winning (defaults < recipe < saved < arguments);
     None values and None layers are skipped. `names` label the layers in error messages."""
-    merged = DEFAULTS.as_dict()
+    merged = {k: v for k, v in DEFAULTS.as_dict().items() if k in FIELDS}
+    config: dict[str, tuple[int, Any, str]] = {}  # hyperparameter -> (layer, value, where)
+    chosen = -1  # the layer that named the optimizer
     for i, layer in enumerate(layers):
         where = names[i] if i < len(names) else f"settings layer {i}"
         for key, value in (layer or {}).items():
-            if value is not None:
-                merged[key] = check(key, value, where)
-    if merged["nesterov"] and not merged["momentum"]:
-        raise SpecError("nesterov needs momentum > 0")
-    return Settings(**merged)
+            if value is None:
+                continue
+            value = check(key, value, where)
+            if key in FIELDS:
+                merged[key] = value
+                chosen = i if key == "optimizer" else chosen
+            else:
+                config[key] = (i, value, where)
+    cls = optimizer_class(merged["optimizer"])
+    known = set(cls.hyperparameter_names())
+    for key, (i, _, where) in config.items():
+        if key not in known and i >= chosen:
+            raise SpecError(f"{where}: optimizer {cls.name} has no hyperparameter {key!r}; its "
+                            f"hyperparameters: {', '.join(cls.hyperparameter_names())}")
+    options = {k: v for k, (_, v, _) in config.items() if k in known}
+    try:
+        cls(**options)  # the optimizer checks its own hyperparameters
+    except SpecError as e:
+        where = next((w for k, (_, _, w) in config.items() if f" {k} " in str(e)), "settings")
+        raise SpecError(f"{where}: {e}") from None
+    return Settings(**merged, optimizer_config=options)
 
 
 def from_json(text: str | None) -> dict[str, Any]:
@@ -144,4 +181,6 @@ def from_json(text: str | None) -> dict[str, Any]:
         raw = json.loads(text) if text else {}
     except json.JSONDecodeError:
         return {}
-    return {k: v for k, v in raw.items() if k in FIELDS} if isinstance(raw, dict) else {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in raw.items() if k in FIELDS or k in hyperparameter_names()}

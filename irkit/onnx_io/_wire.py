@@ -252,7 +252,7 @@ def model_bytes(graph: Graph) -> bytes:
     if verification_enabled():
         import onnx
 
-        from irkit.onnx_validate import validate_model
+        from irkit.onnx_io._validate import validate_model
         validate_model(onnx.ModelProto.FromString(data))
     return data
 

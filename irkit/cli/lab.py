@@ -1,7 +1,7 @@
 """The lab's commands: use a trained model (evaluate, predict) and look at a run (plot).
 
 `evaluate` and `predict` run ANY ONNX classifier or regressor on a plain onnxruntime session
-(irkit.train.evaluation), not only irkit's models.
+(irkit.cli.predictor), not only irkit's models.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 
 import click
 
-from irkit.cli import DEVICE, handle_errors, main
+from irkit.cli.app import DEVICE, JSON_OPTION, handle_errors, main
 from irkit.errors import IrkitError
 
 TASK = click.Choice(["classify", "regress"])
@@ -53,8 +53,8 @@ def evaluate(model: str, data: str, label_column: str, split: str, val_split: fl
              seed: int | None, task: str | None, device: str, as_json: bool) -> None:
     """Score an ONNX MODEL (irkit's or any classifier/regressor) on labelled data: loss,
     accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true class)."""
-    from irkit.train.evaluation import OnnxPredictor, read_features
-    from irkit.train.evaluation import evaluate as score
+    from irkit.cli.predictor import OnnxPredictor, read_features
+    from irkit.cli.predictor import evaluate as score
     predictor = OnnxPredictor(model, device)
     x, y, classes = read_features(data, label_column)
     if y is None:
@@ -106,9 +106,9 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
             device: str, as_json: bool) -> None:
     """Predict with an ONNX MODEL (irkit's or any classifier/regressor): the class (names
     from the model when it records them) and class probabilities, or the output values."""
+    from irkit.cli.predictor import OnnxPredictor, read_features, write_predictions
+    from irkit.cli.predictor import predict as run
     from irkit.safe_io import check_outputs
-    from irkit.train.evaluation import OnnxPredictor, read_features, write_predictions
-    from irkit.train.evaluation import predict as run
     if output is not None:
         if not output.endswith((".csv", ".json")):
             raise IrkitError(f"-o {output}: name a .csv or .json file")
@@ -133,11 +133,12 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
               help="Write a .png (.svg, .pdf) image (needs irkit[plot]); without it, a text "
               "chart.")
 @click.option("--title", help="The PNG's title.")
+@JSON_OPTION
 @handle_errors
-def plot(history: str, output: str | None, title: str | None) -> None:
+def plot(history: str, output: str | None, title: str | None, as_json: bool) -> None:
     """Training curves of a HISTORY file (what `irkit train --json` prints, or a checkpoint
     folder's history.json): loss and accuracy, training and validation, best epoch marked."""
-    from irkit.cli_train import read_history
+    from irkit.cli.jobs import read_history
     from irkit.train.plot import plot_format, save_png, text_chart
     from irkit.train.report import overfitting_report
     doc = read_history(history)
@@ -146,12 +147,17 @@ def plot(history: str, output: str | None, title: str | None) -> None:
         plot_format(output)
         check_outputs({"-o": output}, [history])
         save_png(doc, output, title)
+    report = overfitting_report(doc)
+    if as_json:  # the figures, and the file when one was written (no text chart)
+        click.echo(json.dumps({"output": output, "report": report.as_dict()}, indent=2))
+        return
+    if output is not None:
         click.echo(f"wrote {output}")
     else:
         for key in ("loss", "accuracy"):
             if doc["history"].get(key):
                 click.echo(text_chart(doc, key) + "\n")
-    click.echo(overfitting_report(doc).text)
+    click.echo(report.text)
 
 
 __all__ = ["evaluate", "plot", "predict"]

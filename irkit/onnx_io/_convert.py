@@ -11,10 +11,10 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
-from irkit.onnx_compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
-from irkit.onnx_external import load_external_data
-from irkit.onnx_validate import MAX_OPSET, check_schemas, validate_model
-from irkit.onnx_wire import IRKIT_OPSET, model_bytes
+from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
+from irkit.onnx_io._external import load_external_data
+from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
+from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
 from irkit.ops.registry import has_op
 from irkit.safe_io import FileSafetyError, read_capped, write_atomic
@@ -27,7 +27,7 @@ MIN_OPSET = 13
 def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
             check: bool | None = None) -> onnx.ModelProto:
     """The graph as a standard ONNX model, readable by the installed onnxruntime: the bytes
-    `irkit.onnx_wire.model_bytes` writes, parsed; converted to `opset` and validated.
+    `irkit.onnx_io._wire.model_bytes` writes, parsed; converted to `opset` and validated.
 
     `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
     under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
@@ -143,7 +143,7 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
 
 def from_onnx(model: onnx.ModelProto) -> Graph:
     """Convert a ModelProto to an IR Graph (ops irkit knows; older opsets are converted).
-    The model is validated first (irkit.onnx_validate): a damaged file is a ModelFileError."""
+    The model is validated first (irkit.onnx_io._validate): a damaged file is a ModelFileError."""
     validate_model(model)
     g = model.graph
     _sorted_nodes(g, {vi.name for vi in g.input} | {t.name for t in g.initializer})  # names

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto
 
 from irkit.errors import ModelFileError, printable
-from irkit.onnx_validate import check_tensor
+from irkit.onnx_io._validate import check_tensor
 from irkit.safe_io import LIMITS, limit
 
 

@@ -1,0 +1,184 @@
+"""The training commands: `build`, `train` and `export` (recipes or ONNX files in, models out).
+
+The jobs themselves (sources, datasets, settings, files) are in irkit/cli/jobs.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from irkit import distributed
+from irkit.cli.app import (
+    DEVICE,
+    JSON_OPTION,
+    LOSS,
+    OPTIMIZER,
+    done,
+    handle_errors,
+    main,
+    save_graph,
+)
+from irkit.errors import IrkitError
+
+
+# ---- build ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("spec")
+@click.option("-o", "--output", required=True, help="Where to write the ONNX model.")
+@click.option("--data", help="Dataset that fixes the input width (default: the recipe's).")
+@JSON_OPTION
+@handle_errors
+def build(spec: str, output: str, data: str | None, as_json: bool) -> None:
+    """Build an initialised (untrained) model from a recipe SPEC (.toml or bundled name)."""
+    from irkit.cli.jobs import model_from_recipe
+    from irkit.data import load_dataset
+    from irkit.safe_io import check_outputs
+    from irkit.train.settings import resolve
+    from irkit.spec import load_recipe
+    check_outputs({"-o": output}, [spec] + ([data] if data else []))
+    recipe = load_recipe(spec)
+    settings = resolve(recipe.settings(), {"dataset": data})
+    ds = load_dataset(_need(settings.dataset, "--data"), label_column=settings.label_column)
+    model = model_from_recipe(recipe, ds, settings)
+    model.compile(settings=settings)  # the recipe's settings travel in the model's metadata
+    save_graph(model.to_graph(), output)
+    done(as_json, f"wrote {output}: {model.count_params()} parameters", output=output,
+         parameters=model.count_params())
+
+
+def _need(value, option: str):
+    if value is None:
+        raise IrkitError(f"the recipe names no dataset; pass {option} NAME|FILE")
+    return value
+
+
+# ---- train ---------------------------------------------------------------------------------
+@main.command()
+@click.argument("source")
+@click.option("--data", help="Dataset: bundled iris, digits, mnist5k; mnist, mnist-test "
+              "(downloaded to $IRKIT_DATA); or a .csv/.csv.gz/.npz file.")
+@click.option("--label-column", help="The CSV column with the targets (default: label).")
+@click.option("-o", "--output", required=True,
+              help="Where to write the trained ONNX model (the best epoch's weights).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs (default: recipe's).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--optimizer", type=OPTIMIZER, help="Optimizer (`irkit list optimizers`).")
+@click.option("--loss", type=LOSS, metavar="NAME", help="Loss (`irkit list losses`).")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True),
+              help="Held-out validation fraction.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Seed for split, shuffling, init and dropout.")
+@click.option("--device", type=DEVICE, help="cpu (default), cuda or auto.")
+@click.option("--patience", type=click.IntRange(min=0),
+              help="Stop early after this many epochs without improvement (0: never).")
+@click.option("--min-delta", type=click.FloatRange(min=0),
+              help="The smallest change of the monitored figure that counts as improvement.")
+@click.option("--monitor", type=click.Choice(["val_loss", "val_accuracy", "loss", "accuracy"]),
+              help="What the best epoch and early stopping watch (default val_loss).")
+@click.option("--keep-best/--keep-last", "keep_best", default=None,
+              help="Write the best epoch's weights to -o (default) or the last epoch's.")
+@click.option("--recompute", metavar="sqrt|BYTES",
+              help="Gradient checkpointing: recompute activations in the backward pass instead "
+              "of keeping them (sqrt, or a byte budget per segment); less memory, more time.")
+@click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
+@click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
+@click.option("--save-training", type=click.Path(dir_okay=False),
+              help="Also write a training model (the last epoch's weights, optimizer state, "
+              "step count, history, best weights) that `irkit train` resumes from.")
+@click.option("--checkpoint", metavar="DIR",
+              help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
+              "(resumable) and history.json.")
+@click.option("--plot", metavar="PNG",
+              help="Write the training curves as a .png (.svg, .pdf) image (needs irkit[plot]).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@click.option("--workers", type=click.IntRange(min=1), help="Train data-parallel in this many "
+              "processes on this machine (starts mpiexec; needs irkit[distributed]).")
+@handle_errors
+def train(source: str, output: str, as_json: bool, save_training: str | None,
+          workers: int | None, **options) -> None:
+    """Train a recipe (.toml / bundled name) or an ONNX model on a dataset; write the trained
+    inference model (data scaling included) to OUTPUT.
+
+    Which file holds which weights: -o holds the best epoch's weights (lowest validation
+    loss, or --monitor; --keep-last for the last epoch's); --save-training holds the last
+    epoch's state (and the best weights), to resume from. A report on overfitting ends every
+    run (on stderr, or "report" in --json). Under `mpiexec -n N` (or with --workers N), N
+    processes train data-parallel, each on 1/N of every batch; rank 0 writes the files."""
+    from irkit.cli.jobs import run_training
+    if distributed.world_size() > 1:
+        distributed.comm()  # MPI first: from here on a failure ends the whole job at once
+    if workers and workers > 1:
+        from irkit.cli.launch import launch
+        sys.exit(launch(_argv_without_workers(click.get_current_context()), workers))
+    result = run_training(source, output, progress=not as_json, save_training=save_training,
+                          **options)
+    if not distributed.is_root():
+        return
+    if as_json:  # the overfitting report is in the document ("report")
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(result["report"]["text"], err=True)
+        final = result["final"]
+        figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
+        click.echo(f"best epoch {result['best_epoch']}: {figures}")
+        click.echo(f"wrote {output}")
+
+
+def _argv_without_workers(ctx: click.Context) -> list[str]:
+    """The command's arguments as parsed, for the workers (all but --workers)."""
+    args = [ctx.command.name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name == "workers" or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            args.append(str(value))
+        elif param.is_flag and param.secondary_opts and value is False:
+            args.append(param.secondary_opts[0])
+        elif param.is_flag:
+            args += [param.opts[0]] if value else []
+        else:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+# ---- export ----------------------------------------------------------------------------------
+@main.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="Where to write the ONNX file.")
+@click.option("--training", is_flag=True, help="A standard ONNX training model: the inference "
+              "graph plus training_info (the train step and its update_binding).")
+@click.option("--step", is_flag=True, help="The bare train-step graph (params, state, input, "
+              "target, lr, step -> loss, correct, params', state'), runnable on onnxruntime.")
+@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True)
+@click.option("--data", help="Dataset for a recipe's input width (default: the recipe's).")
+@click.option("--loss", type=LOSS, metavar="NAME",
+              help="Loss for --training/--step (default: recipe's / model's).")
+@click.option("--optimizer", type=OPTIMIZER, help="Optimizer for --training/--step.")
+@JSON_OPTION
+@handle_errors
+def export(model: str, output: str, training: bool, step: bool, opset: int, data: str | None,
+           loss: str | None, optimizer: str | None, as_json: bool) -> None:
+    """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
+    file round-trips ONNX -> IR -> ONNX; --opset converts)."""
+    from irkit.cli.jobs import export_graph, export_training_model
+    from irkit.safe_io import check_outputs, write_atomic
+    if training and step:
+        raise IrkitError("choose one of --training and --step")
+    check_outputs({"-o": output}, [model] + ([data] if data else []))
+    if training:
+        proto = export_training_model(model, data, loss, optimizer, opset)
+        write_atomic(output, proto.SerializeToString())
+        nodes, step_nodes = len(proto.graph.node), len(proto.training_info[0].algorithm.node)
+        done(as_json, f"wrote {output} (training model: {nodes} inference nodes, {step_nodes} "
+             "train-step nodes)", output=output, kind="training", opset=opset, nodes=nodes,
+             train_step_nodes=step_nodes)
+        return
+    graph = export_graph(model, step, data, loss, optimizer)
+    save_graph(graph, output, opset)
+    done(as_json, f"wrote {output} ({len(graph.nodes)} nodes, opset {opset})", output=output,
+         kind="step" if step else "inference", opset=opset, nodes=len(graph.nodes))

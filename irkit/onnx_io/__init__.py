@@ -1,0 +1,35 @@
+"""ONNX in and out of irkit's IR: the public facade.
+
+    to_onnx(graph, opset) -> ModelProto      save(graph, path, opset)
+    from_onnx(proto) -> Graph                 load(path) -> Graph      load_proto(path)
+    model_bytes(graph) -> bytes               (irkit's own writer; no onnx import)
+
+Behind it, private modules: `_wire` (the protobuf writer, byte-equal to onnx.helper's),
+`_validate` (what a file from a stranger must satisfy before import and export), `_compat`
+(newer opsets rewritten to 17, import-time constant folding), `_external` (external data read
+inside the model's folder) and `_convert` (IR <-> ModelProto). Names load on first use, so
+writing bytes for onnxruntime never imports the onnx package.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from irkit.onnx_io._wire import IR_VERSION, IRKIT_OPSET, model_bytes
+
+# public name -> the private module that defines it (loaded when first asked for)
+_LAZY = {name: "irkit.onnx_io._convert" for name in (
+    "DEFAULT_OPSET", "MIN_OPSET", "convert_opset", "from_onnx", "load", "load_proto", "save",
+    "to_onnx", "with_dynamic_batch")}
+_LAZY.update({"MAX_OPSET": "irkit.onnx_io._validate",
+              "validate_model": "irkit.onnx_io._validate"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'irkit.onnx_io' has no attribute {name!r}")
+
+
+__all__ = ["IRKIT_OPSET", "IR_VERSION", "model_bytes", *sorted(_LAZY)]
