@@ -202,6 +202,40 @@ Or = binary("Or", np.logical_or, differentiable=False, since=7)
 Not = unary("Not", lambda x, n: np.logical_not(x), differentiable=False, since=1)
 
 
+
+class _Test(OpDef):
+    """A floating-point class test (IsNaN, IsInf): a bool tensor of the input's shape, no
+    gradient (piecewise constant). transformers' masked attention reaches IsNaN through
+    torch's lowering of scaled_dot_product_attention (Softmax -> IsNaN -> Where)."""
+
+    differentiable = False
+
+    def infer(self, node: Node):
+        return [(np.dtype(np.bool_), node.inputs[0].shape)]
+
+
+@define
+class IsNaN(_Test):
+    op_type, since = "IsNaN", 13
+
+    def compute(self, node: Node, inputs):
+        return [np.isnan(inputs[0])]
+
+
+@define
+class IsInf(_Test):
+    op_type, since = "IsInf", 10
+    attributes = {"detect_negative": 1, "detect_positive": 1}
+
+    def compute(self, node: Node, inputs):
+        x = inputs[0]
+        found = np.zeros(x.shape, dtype=bool)
+        if attr(node, "detect_positive"):
+            found |= np.isposinf(x)
+        if attr(node, "detect_negative"):
+            found |= np.isneginf(x)
+        return [found]
+
 @define
 class Where(OpDef):
     op_type, since = "Where", 16

@@ -1,0 +1,216 @@
+"""The table of models people fine-tune, built in torch with tiny sizes and random weights, and
+their exports by both torch exporters (dynamo, the default, and the TorchScript one).
+
+Imported by the tests that need torch (and, for the transformers, `transformers`); each model
+comes with a loss wrapper so the exported graph's output is the scalar loss, and with inputs
+of the model's own shapes and dtypes. Weights are perturbed before export: the exporters
+merge initializers of equal value (the zero biases and unit norms of a fresh model).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+F = torch.nn.functional
+VOCAB, SEQ, CLASSES = 50, 8, 3
+
+
+def perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Add small random noise to every parameter and buffer (running statistics stay
+    positive), so no two initializers are equal."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in list(module.named_parameters()) + list(module.named_buffers()):
+            if not p.dtype.is_floating_point:
+                continue
+            noise = 0.05 * torch.randn(p.shape, generator=gen)
+            p.add_(noise.abs() if "running_var" in name else noise)
+    return module
+
+
+# ---- CNNs --------------------------------------------------------------------------------------
+class BasicBlock(torch.nn.Module):
+    """ResNet's basic block: conv-BN-ReLU-conv-BN plus the (projected) shortcut, ReLU."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(cout)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            torch.nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet(torch.nn.Module):
+    """ResNet-18's layout (stem, four stages of two basic blocks, pool, fc) at width `w`."""
+
+    def __init__(self, w: int = 4, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, w, 7, 2, 3, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(w)
+        self.pool = torch.nn.MaxPool2d(3, 2, 1)
+        widths, blocks, cin = [w, 2 * w, 4 * w, 8 * w], [], w
+        for i, cout in enumerate(widths):
+            blocks += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = torch.nn.Sequential(*blocks)
+        self.fc = torch.nn.Linear(cin, classes)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = F.adaptive_avg_pool2d(self.layers(x), 1)
+        return self.fc(torch.flatten(x, 1))
+
+
+class InvertedResidual(torch.nn.Module):
+    """MobileNetV2's block: expand 1x1, depthwise 3x3, project 1x1, ReLU6, residual if kept."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.residual = stride == 1 and cin == cout
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(cin, hidden, 1, bias=False), torch.nn.BatchNorm2d(hidden),
+            torch.nn.ReLU6(),
+            torch.nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            torch.nn.BatchNorm2d(hidden), torch.nn.ReLU6(),
+            torch.nn.Conv2d(hidden, cout, 1, bias=False), torch.nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+class MobileNetV2(torch.nn.Module):
+    """MobileNetV2's layout at a tiny width: stem, inverted residuals, 1x1 head, dropout, fc."""
+
+    def __init__(self, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1, bias=False),
+                                        torch.nn.BatchNorm2d(8), torch.nn.ReLU6())
+        self.blocks = torch.nn.Sequential(InvertedResidual(8, 8, 1, 1),
+                                          InvertedResidual(8, 12, 2, 4),
+                                          InvertedResidual(12, 12, 1, 4))
+        self.head = torch.nn.Sequential(torch.nn.Conv2d(12, 16, 1, bias=False),
+                                        torch.nn.BatchNorm2d(16), torch.nn.ReLU6())
+        self.classifier = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(16, classes))
+
+    def forward(self, x):
+        x = self.head(self.blocks(self.stem(x)))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+# ---- transformers ------------------------------------------------------------------------------
+def bert(classes: int = CLASSES) -> torch.nn.Module:
+    """A 2-layer BERT sequence classifier (hidden 16), random weights, eager attention off."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
+                        num_labels=classes, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config).eval()
+
+
+def gpt2() -> torch.nn.Module:
+    """A 2-layer GPT-2 LM (hidden 16), random weights."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(config).eval()
+
+
+class ClassifierLoss(torch.nn.Module):
+    """Cross-entropy of a CNN classifier on labels: a scalar."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, labels):
+        return F.cross_entropy(self.net(x), labels)
+
+
+class TextClassifierLoss(torch.nn.Module):
+    """Cross-entropy of a transformers sequence classifier with its attention mask."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids, attention_mask, labels):
+        logits = self.net(input_ids=input_ids, attention_mask=attention_mask).logits
+        return F.cross_entropy(logits, labels)
+
+
+class LMLoss(torch.nn.Module):
+    """Next-token cross-entropy of a causal LM, labels = input_ids shifted inside."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input_ids):
+        logits = self.net(input_ids=input_ids).logits
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                               input_ids[:, 1:].reshape(-1))
+
+
+def make(kind: str, loss: bool = True, seed: int = 0) -> tuple[torch.nn.Module, dict, list[str]]:
+    """(module, {input name: example array} at batch 2, dynamic input names) for a table row."""
+    rng = np.random.default_rng(seed)
+    if kind in ("resnet", "mobilenet"):
+        torch.manual_seed(seed)
+        net = perturb(ResNet() if kind == "resnet" else MobileNetV2(), seed).eval()
+        x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+        inputs = {"x": x}
+        if loss:
+            net, inputs["labels"] = ClassifierLoss(net), np.array([0, 2], np.int64)
+        return net, inputs, list(inputs)
+    net = perturb(bert() if kind == "bert" else gpt2(), seed)
+    ids = rng.integers(0, VOCAB, (2, SEQ)).astype(np.int64)
+    inputs = {"input_ids": ids}
+    if kind == "bert":
+        mask = np.ones((2, SEQ), np.int64)
+        mask[1, SEQ - 3:] = 0
+        inputs["attention_mask"] = mask
+        if loss:
+            net, inputs["labels"] = TextClassifierLoss(net), np.array([1, 2], np.int64)
+    elif loss:
+        net = LMLoss(net)
+    return net, inputs, list(inputs)
+
+
+def export(module: torch.nn.Module, inputs: dict, path: str, dynamo: bool,
+           training: bool = False, output: str = "loss") -> None:
+    """Write `module` as ONNX with a dynamic batch (dim 0 of every input)."""
+    args = tuple(torch.from_numpy(v) for v in inputs.values())
+    names = list(inputs)
+    mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
+    module.train(training)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            shapes = tuple({0: batch} for _ in names)
+            torch.onnx.export(module, args, path, dynamo=True, input_names=names,
+                              output_names=[output], dynamic_shapes=shapes, training=mode,
+                              optimize=True, verbose=False)
+        else:
+            axes = {n: {0: "batch"} for n in names}
+            torch.onnx.export(module, args, path, dynamo=False, opset_version=17,
+                              input_names=names, output_names=[output], dynamic_axes=axes,
+                              training=mode, do_constant_folding=not training)
+    module.eval()
