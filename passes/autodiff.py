@@ -94,8 +94,14 @@ def _nodes_between(graph: Graph, of: Value, wrt: list[Value]) -> list[Node]:
 
 
 def unbroadcast(g: Value, x: Value) -> Value:
-    """Sum `g` (shaped like a broadcast result) back to the shape of `x`."""
-    if g.shape is not None and x.shape is not None and g.shape == x.shape:
+    """Sum `g` (shaped like a broadcast result) back to the shape of `x`.
+
+    Broadcasting is decided on what the shapes can be: an axis of `x` of dim 1 is summed at
+    once; an axis whose dim is unknown at build time (None, or a symbol other than g's) may be 1
+    at run time, so it is summed in-graph where `Shape(x)` holds 1 there (`_sum_where_one`).
+    A graph differentiated at one batch size thus runs at every batch size.
+    """
+    if g.shape == x.shape and (g.shape is None or None not in g.shape):
         return g
     if g.shape is None or x.shape is None:
         raise ShapeError(f"cannot un-broadcast the gradient of {x.name!r}: the rank of "
@@ -106,12 +112,38 @@ def unbroadcast(g: Value, x: Value) -> Value:
         raise ShapeError(f"the gradient reaching {x.name!r} has rank {len(g.shape)}, lower than "
                          f"its rank {len(x.shape)}; the graph's shapes do not fit together")
     inner = [lead + i for i, d in enumerate(x.shape) if d == 1 and g.shape[lead + i] != 1]
-    if not inner:  # only leading axes: one ReduceSum that drops them
+    unknown = [lead + i for i, d in enumerate(x.shape) if _may_be_one(d, g.shape[lead + i])]
+    if not inner and not unknown:  # only leading axes: one ReduceSum that drops them
         return ops.ReduceSum(g, np.arange(lead, dtype=np.int64), keepdims=0) if lead else g
-    g = ops.ReduceSum(g, np.array(list(range(lead)) + inner, dtype=np.int64), keepdims=1)
-    if lead:
-        g = ops.Reshape(g, shape_of(x))
-    return g
+    if lead or inner:
+        g = ops.ReduceSum(g, np.array(list(range(lead)) + inner, dtype=np.int64), keepdims=1)
+    if unknown:
+        g = _sum_where_one(g, x, unknown, lead)
+    return ops.Reshape(g, shape_of(x)) if lead or unknown else g
+
+
+def _may_be_one(d, g_dim) -> bool:
+    """Whether an axis of x of dim `d` can be 1 at run time while g's (`g_dim`) is not."""
+    if isinstance(d, int) or g_dim == 1:
+        return False
+    return not (isinstance(d, str) and d == g_dim)  # symbols that meet are equal
+
+
+def _sum_where_one(g: Value, x: Value, axes: list[int], lead: int) -> Value:
+    """Sum `g` (keepdims) over those of `axes` where x's run-time dim is 1.
+
+    ReduceSum takes its axes as a computed input: k unit axes are put in front of g, and the
+    j-th candidate reduces either its own axis (x's dim is 1) or the j-th unit axis (a no-op),
+    so the k axes are always distinct and never empty.
+    """
+    k, graph = len(axes), g.graph
+    front = graph.constant(np.arange(k, dtype=np.int64))
+    wide = ops.Unsqueeze(g, front)
+    x_dims = ops.Gather(ops.Shape(x), graph.constant(np.array([a - lead for a in axes],
+                                                              np.int64)), axis=0)
+    is_one = ops.Equal(x_dims, graph.constant(np.ones(k, np.int64)))
+    chosen = ops.Where(is_one, graph.constant(np.array(axes, np.int64) + k), front)
+    return ops.ReduceSum(wide, chosen, keepdims=1)
 
 
 class AutodiffPass(GraphPass):

@@ -212,6 +212,9 @@ EXCEPTIONS: dict[str, str] = {
             'test_scatternd_min_with_element_indices',
             ),
 }
+# a CastLike case fails for the reason of its expanded form (the same element types)
+EXCEPTIONS.update({name.removesuffix("_expanded"): why for name, why in list(EXCEPTIONS.items())
+                   if name.startswith("test_castlike_") and name.endswith("_expanded")})
 
 
 # ---- the cases --------------------------------------------------------------------------------

@@ -197,6 +197,7 @@ CASES: list[Case] = [
          torch=lambda x: F.elu(x, 0.5), ort_dtype=F32),
     case("Identity", X((3, 4)), torch=lambda x: x),
     case("Cast", X((3, 4)), to=DOUBLE, torch=lambda x: x),
+    case("CastLike", X((3, 4)), K(np.zeros((), np.float64)), torch=lambda x: x),
     case("Dropout", X((3, 4)), K(0.3), name="inference", torch=lambda x: x),
     case("Tan", X((3, 4), unit_interval), torch=lambda x: torch.tan(x), ort_dtype=F32),
     case("Asin", X((3, 4), unit_interval), torch=lambda x: torch.asin(x), ort_dtype=F32),

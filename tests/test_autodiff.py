@@ -184,6 +184,27 @@ def test_bias_gradient_with_symbolic_batch():
         np.testing.assert_allclose(dx, np.where(mask, 2 * xs + bs, 0.0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("p_shape", [(None, "T", 3), ("M", "T", 3), (None, None, None)])
+def test_unbroadcast_of_dims_unknown_at_build_time(p_shape):
+    """A dim unknown when the graph is differentiated may be 1 at run time (a slice of a
+    position table, (1, T, C), against a batch (N, T, C)): its gradient is summed in-graph
+    there, and the graph differentiated once runs at every batch size."""
+    g = Graph("positions")
+    x = g.add_input("x", np.float64, ("N", "T", 3))
+    p = g.add_input("p", np.float64, p_shape)
+    loss = (ops.Tanh(x + p) * x).sum()
+    gp, gx = gradients(g, loss, [p, x])
+    assert gp.shape == p_shape and gx.shape == ("N", "T", 3)
+    g.outputs = [gp, gx]
+    rng = np.random.default_rng(5)
+    for n, rows in ((1, 1), (4, 1), (7, 1), (4, 4)):
+        xs, ps = rng.standard_normal((n, 5, 3)), rng.standard_normal((rows, 5, 3))
+        dp, dx = _run_both(g, {"x": xs, "p": ps})
+        d = xs * (1 - np.tanh(xs + ps) ** 2)
+        np.testing.assert_allclose(dp, _sum_to(d, ps.shape), rtol=1e-12)
+        np.testing.assert_allclose(dx, d + np.tanh(xs + ps), rtol=1e-12)
+
+
 # ---- pruning -------------------------------------------------------------------------------
 def test_only_nodes_between_output_and_wrt_are_differentiated(no_gradient_op):
     g = Graph("prune")

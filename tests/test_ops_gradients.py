@@ -345,13 +345,32 @@ def test_pad_reflect_gradient_is_a_clear_error() -> None:
         gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
 
 
-def test_slice_with_computed_bounds_gradient_is_a_clear_error() -> None:
+@pytest.mark.parametrize("start", [1, -3])
+def test_slice_with_computed_bounds_has_a_gradient(start) -> None:
+    """A unit-step Slice whose end is known only at run time pads its gradient back in-graph
+    (a symbolic sequence length: logits[:, :-1] of a legacy GPT-2 export)."""
+    graph = Graph("slice")
+    x = graph.add_input("x", np.float64, (3, "T"))
+    end = graph.add_input("end", np.int64, (1,))
+    y = ops.Slice(x, np.array([start]), end, np.array([1]))
+    (dx,) = gradients(graph, ops.ReduceSum(ops.Mul(y, y), keepdims=0), [x])
+    graph.outputs = [dx]
+    xs = np.random.default_rng(0).standard_normal((3, 5))
+    for stop in (3, 4, 99):
+        (got,) = ort_matches_reference(graph, {"x": xs, "end": np.array([stop])})
+        want = np.zeros_like(xs)
+        begin = start % 5  # a negative start counts from the end
+        want[:, begin:stop] = 2 * xs[:, begin:stop]
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_slice_with_computed_steps_gradient_is_a_clear_error() -> None:
     from irkit.errors import ShapeError
     graph = Graph("slice")
     x = graph.add_input("x", np.float64, (3, 4))
-    end = graph.add_input("end", np.int64, (1,))
-    y = ops.Slice(x, np.array([0]), end)
-    with pytest.raises(ShapeError, match="Slice node .*constant starts, ends"):
+    step = graph.add_input("step", np.int64, (1,))
+    y = ops.Slice(x, np.array([0]), np.array([4]), np.array([1]), step)
+    with pytest.raises(ShapeError, match="Slice node .*constant axes and unit steps"):
         gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
 
 

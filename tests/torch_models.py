@@ -93,7 +93,7 @@ class InvertedResidual(torch.nn.Module):
 class MobileNetV2(torch.nn.Module):
     """MobileNetV2's layout at a tiny width: stem, inverted residuals, 1x1 head, dropout, fc."""
 
-    def __init__(self, classes: int = CLASSES) -> None:
+    def __init__(self, classes: int = CLASSES, dropout: float = 0.2) -> None:
         super().__init__()
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1, bias=False),
                                         torch.nn.BatchNorm2d(8), torch.nn.ReLU6())
@@ -102,7 +102,8 @@ class MobileNetV2(torch.nn.Module):
                                           InvertedResidual(12, 12, 1, 4))
         self.head = torch.nn.Sequential(torch.nn.Conv2d(12, 16, 1, bias=False),
                                         torch.nn.BatchNorm2d(16), torch.nn.ReLU6())
-        self.classifier = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(16, classes))
+        self.classifier = torch.nn.Sequential(torch.nn.Dropout(dropout),
+                                              torch.nn.Linear(16, classes))
 
     def forward(self, x):
         x = self.head(self.blocks(self.stem(x)))
@@ -168,29 +169,31 @@ class LMLoss(torch.nn.Module):
                                input_ids[:, 1:].reshape(-1))
 
 
-def make(kind: str, loss: bool = True, seed: int = 0) -> tuple[torch.nn.Module, dict, list[str]]:
-    """(module, {input name: example array} at batch 2, dynamic input names) for a table row."""
+def make(kind: str, loss: bool = True, seed: int = 0, batch: int = 2,
+         dropout: float = 0.2) -> tuple[torch.nn.Module, dict]:
+    """(module, {input name: example array of `batch` rows}) for a row of the table."""
     rng = np.random.default_rng(seed)
     if kind in ("resnet", "mobilenet"):
         torch.manual_seed(seed)
-        net = perturb(ResNet() if kind == "resnet" else MobileNetV2(), seed).eval()
-        x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+        net = ResNet() if kind == "resnet" else MobileNetV2(dropout=dropout)
+        net = perturb(net, seed).eval()
+        x = rng.standard_normal((batch, 3, 64, 64)).astype(np.float32)
         inputs = {"x": x}
         if loss:
-            net, inputs["labels"] = ClassifierLoss(net), np.array([0, 2], np.int64)
-        return net, inputs, list(inputs)
+            net, inputs["labels"] = ClassifierLoss(net), rng.integers(0, CLASSES, batch)
+        return net, inputs
     net = perturb(bert() if kind == "bert" else gpt2(), seed)
-    ids = rng.integers(0, VOCAB, (2, SEQ)).astype(np.int64)
+    ids = rng.integers(0, VOCAB, (batch, SEQ)).astype(np.int64)
     inputs = {"input_ids": ids}
     if kind == "bert":
-        mask = np.ones((2, SEQ), np.int64)
-        mask[1, SEQ - 3:] = 0
+        mask = np.ones((batch, SEQ), np.int64)
+        mask[1::2, SEQ - 3:] = 0  # every other row padded
         inputs["attention_mask"] = mask
         if loss:
-            net, inputs["labels"] = TextClassifierLoss(net), np.array([1, 2], np.int64)
+            net, inputs["labels"] = TextClassifierLoss(net), rng.integers(0, CLASSES, batch)
     elif loss:
         net = LMLoss(net)
-    return net, inputs, list(inputs)
+    return net, inputs
 
 
 def export(module: torch.nn.Module, inputs: dict, path: str, dynamo: bool,
@@ -214,3 +217,35 @@ def export(module: torch.nn.Module, inputs: dict, path: str, dynamo: bool,
                               input_names=names, output_names=[output], dynamic_axes=axes,
                               training=mode, do_constant_folding=not training)
     module.eval()
+
+
+def parameters_in(module: torch.nn.Module, initializers: dict[str, np.ndarray]) -> dict:
+    """torch parameter name -> [(initializer name, transposed)] holding the same array: the
+    legacy exporter folds MatMul weights into transposed copies under new names, and constant
+    folding unties a tied embedding into two initializers (the gradient is their sum)."""
+    found = {}
+    for pname, param in module.named_parameters():
+        data = param.detach().numpy()
+        for name, arr in initializers.items():
+            if arr.shape == data.shape and np.array_equal(arr, data):
+                found.setdefault(pname, []).append((name, False))
+            elif data.ndim == 2 and arr.shape == data.T.shape and np.array_equal(arr, data.T):
+                found.setdefault(pname, []).append((name, True))
+    return found
+
+
+def gradient_of(pieces: list, got: dict[str, np.ndarray]) -> np.ndarray:
+    """The gradient of a torch parameter from irkit's `<init>_grad` outputs of its pieces."""
+    return sum(got[f"{n}_grad"].T if transposed else got[f"{n}_grad"]
+               for n, transposed in pieces)
+
+
+def torch_gradients(module: torch.nn.Module, inputs: dict, training: bool = False) -> tuple:
+    """(loss, {parameter name: gradient}) of torch autograd on `inputs`."""
+    module.train(training)
+    module.zero_grad()
+    loss = module(*(torch.from_numpy(v) for v in inputs.values()))
+    loss.backward()
+    module.eval()
+    grads = {n: p.grad.numpy().copy() for n, p in module.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads

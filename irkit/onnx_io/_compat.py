@@ -37,7 +37,8 @@ def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
        noop_with_empty_axes leave the elementwise part (Identity, Abs, Mul(x, x) or Log).
     2. Split `num_outputs` (18) -> equal parts, or explicit sizes when the last is smaller.
     3. Pad `axes` input (18) -> pads for every axis.
-    4. Cast `saturate` (19) / `round_mode` (23) only act on float8 targets: dropped otherwise.
+    4. Cast `saturate` (19) / `round_mode` (23) only act on float8 targets: dropped otherwise
+       (always for CastLike, whose float8 targets are refused anyway).
     5. AveragePool `dilations` (19) of all 1s: dropped.
     Element types newer than opset 17 (float8, int4, ...) are an UnsupportedOpError.
     """
@@ -161,6 +162,8 @@ class _OpsetRewriter:
             _drop_attrs(n, *[k for k, used_by in (("saturate", _FLOAT8),
                                                   ("round_mode", {"FLOAT8E8M0"}))
                              if to not in used_by])
+        elif n.op_type == "CastLike":  # float8 targets are refused on import: both unused
+            _drop_attrs(n, "saturate", "round_mode")
         elif n.op_type == "AveragePool" and "dilations" in (a.name for a in n.attribute):
             if any(d != 1 for d in _attr(n, "dilations", [])):
                 raise UnsupportedOpError(f"AveragePool node {n.name or n.output[0]!r}: "

@@ -273,6 +273,25 @@ class Cast(OpDef):
 
 
 @define
+class CastLike(OpDef):
+    """Cast to the dtype of the second input (the dynamo exporter's unoptimized graphs)."""
+
+    op_type, since = "CastLike", 15
+
+    def infer(self, node: Node):
+        return [(node.inputs[1].dtype, node.inputs[0].shape)]
+
+    def vjp(self, node: Node, grads):
+        x = node.inputs[0]
+        if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
+            return [None, None]
+        return [CastLike(grads[0], x), None]
+
+    def compute(self, node: Node, inputs):
+        return [inputs[0].astype(inputs[1].dtype)]
+
+
+@define
 class Identity(OpDef):
     op_type, since = "Identity", 16
 

@@ -27,7 +27,8 @@ class ReduceOp(OpDef):
             given = node.inputs[1] if len(node.inputs) > 1 else None
             data = const_array(given, "axes")
             if given is not None and data is None:
-                raise ShapeError(f"{self.op_type} node {node.name!r}: axes must be a constant")
+                raise ShapeError(f"{self.op_type} node {node.name!r}: axes must be a constant "
+                                 "(computed axes are read only with keepdims=1)")
             axes = None if data is None else [int(a) for a in np.ravel(data)]
         else:
             axes = node.attributes.get("axes")
@@ -38,8 +39,19 @@ class ReduceOp(OpDef):
 
     axes_from_input = False
 
+    def computed_axes(self, node: Node) -> bool:
+        """Whether the axes are a computed input (ReduceSum only, with keepdims=1: the rank is
+        kept and any dim may become 1; autodiff's `unbroadcast` reduces this way to a shape
+        known only at run time)."""
+        given = node.inputs[1] if self.axes_from_input and len(node.inputs) > 1 else None
+        return given is not None and const_array(given, "axes") is None \
+            and attr(node, "keepdims") == 1
+
     def infer(self, node: Node):
         x = node.inputs[0]
+        if self.computed_axes(node):
+            return [(x.dtype, None if x.shape is None else
+                     tuple(1 if d == 1 else None for d in x.shape))]
         axes = self.axes(node)
         if x.shape is None:
             return [(x.dtype, None)]
@@ -52,6 +64,11 @@ class ReduceOp(OpDef):
         return [(x.dtype, tuple(shape))]
 
     def compute(self, node: Node, inputs):
+        if self.computed_axes(node):
+            axes = sorted(normalize_axis(int(a), inputs[0].ndim) for a in inputs[1].ravel())
+            if not axes and attr(node, "noop_with_empty_axes"):
+                return [inputs[0]]
+            return [self.np_fn(inputs[0], axis=tuple(axes) or None, keepdims=True)]
         axes = self.axes(node)
         if axes is None and self.axes_from_input and attr(node, "noop_with_empty_axes"):
             return [inputs[0]]
@@ -60,8 +77,7 @@ class ReduceOp(OpDef):
 
     def expand_grad(self, node: Node, g: Value) -> Value:
         """g brought back to the input's shape: re-insert reduced axes, then Expand."""
-        axes = self.axes(node)
-        if not attr(node, "keepdims") and axes is not None:
+        if not attr(node, "keepdims") and (axes := self.axes(node)) is not None:
             g = Unsqueeze(g, np.array(axes, dtype=np.int64))
         return Expand(g, Shape(node.inputs[0]))
 

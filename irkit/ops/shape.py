@@ -335,8 +335,7 @@ class Slice(OpDef):
         # from g with one zero appended, whose index is the slice's inverse (n: the zero)
         x, g, spec = node.inputs[0], grads[0], self.spec(node)
         if spec is None or any(not isinstance(dim, int) for _, dim, _ in spec):
-            raise ShapeError(f"Slice node {node.name!r}: its gradient needs constant starts, ends, "
-                             "axes and steps, and static sizes of the sliced axes")
+            return [_pad_back(node, g)] + [None] * (len(node.inputs) - 1)
         pads = np.zeros(2 * x.rank, np.int64)
         for axis, dim, sl in spec:
             index = list(range(dim)[sl])
@@ -358,6 +357,36 @@ class Slice(OpDef):
         for a, s, e, st in zip(axes, starts, ends, steps, strict=False):
             index[int(a)] = slice(int(s), int(e), int(st))
         return [x[tuple(index)]]
+
+
+def _pad_back(node: Node, g: Value) -> Value:
+    """The VJP of a unit-step Slice whose bounds or sliced sizes are known only at run time:
+    g padded with zeros before (the clamped start) and after (what the slice left) each axis,
+    the pads computed in-graph from Shape(x) and Shape(g)."""
+    x = node.inputs[0]
+    starts = node.inputs[1]
+    axes, steps = _const_ints(node, 3, "axes"), _const_ints(node, 4, "steps")
+    given = [node.inputs[i] if len(node.inputs) > i else None for i in (3, 4)]
+    count = starts.shape[0] if starts.shape and isinstance(starts.shape[0], int) else None
+    if x.rank is None or count is None or (given[0] is not None and axes is None) or \
+            (given[1] is not None and (steps is None or any(st != 1 for st in steps))):
+        raise ShapeError(f"Slice node {node.name!r}: its gradient needs constant axes and unit "
+                         "steps (or constant bounds and steps on axes of static size)")
+    axes = [normalize_axis(a, x.rank, "Slice") for a in (axes or range(count))]
+    op = {name: get_op(name) for name in ("Add", "Sub", "Less", "Where", "Max", "Min")}
+    graph, index = x.graph, x.graph.constant(np.array(axes, np.int64))
+    dims = Gather(Shape(x), index, axis=0)
+    zero = graph.constant(np.zeros(count, np.int64))
+    begin = op["Where"](op["Less"](starts, zero), op["Add"](starts, dims), starts)
+    begin = op["Min"](op["Max"](begin, zero), dims)  # as Slice clamps a start
+    end = op["Sub"](op["Sub"](dims, begin), Gather(Shape(g), index, axis=0))
+    pieces = []
+    for part in (begin, end):
+        for a in range(x.rank):
+            pieces.append(Slice(part, np.array([axes.index(a)], np.int64),
+                                np.array([axes.index(a) + 1], np.int64)) if a in axes
+                          else graph.constant(np.zeros(1, np.int64)))
+    return Pad(g, Concat(*pieces, axis=0))
 
 
 @define
