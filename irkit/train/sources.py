@@ -8,6 +8,8 @@ values that really reach it.
 
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 
 from irkit import ops
@@ -99,21 +101,75 @@ class ModuleSource:
                 layer.adapt(values_reaching(graph, layer.input_value, x, compile_graph))
 
 
+# What trains in an imported graph, by default: a float initializer trains when it reaches a
+# weight slot of an op, through ops that only move or retype it (TRAINABLE_THROUGH). Weight
+# slots: the operands of MatMul, Gemm (and its C bias), Einsum; the kernel and bias of Conv and
+# ConvTranspose; the scale and bias of the normalizations; an embedding table (Gather's data);
+# PRelu's slope; and a bias or scale of more than one element that Add, Sub or Mul combine with
+# a computed value. Never: the running statistics (BatchNormalization inputs 3 and 4),
+# scalars of elementwise ops (exponents, attention scales, GELU's constants), Where fills, Clip
+# bounds (ReLU6's 6), shapes, pads, Dropout ratios, anything of Pow, Div, Where, Clip, Range...
+WEIGHT_SLOTS = {"MatMul": (0, 1), "Gemm": (0, 1, 2), "Einsum": None, "Conv": (1, 2),
+                "ConvTranspose": (1, 2), "BatchNormalization": (1, 2),
+                "LayerNormalization": (1, 2), "InstanceNormalization": (1, 2), "Gather": (0,),
+                "PRelu": (1,)}
+BIAS_OPS = ("Add", "Sub", "Mul")
+TRAINABLE_THROUGH = ("Identity", "Cast", "CastLike", "Transpose", "Reshape", "Unsqueeze",
+                     "Squeeze", "Flatten", "Slice", "Expand", "Concat")
+
+
+def weights_that_train(graph: Graph) -> list[str]:
+    """The float initializers of an imported graph that training changes by default (the rule
+    above), less those its metadata `irkit.frozen` lists: torch's `nn.Parameter`s, not the
+    exporter's constants or BatchNorm's running statistics."""
+    frozen = set(filter(None, graph.metadata.get(META_FROZEN, "").split(",")))
+    return [n for n, v in graph.initializers.items()
+            if v.const.dtype.kind == "f" and n not in frozen and _reaches_weight_slot(v)]
+
+
+def _reaches_weight_slot(value: Value, depth: int = 0) -> bool:
+    for node, index in value.uses:
+        slots = WEIGHT_SLOTS.get(node.op_type, ())
+        if slots is None or index in slots:
+            return True
+        if node.op_type in BIAS_OPS and value.const is not None and value.const.size > 1:
+            other = node.inputs[1 - index] if len(node.inputs) == 2 else None
+            if other is not None and other.const is None and (
+                    other.producer is None or other.producer.op_type != "Constant"):
+                return True
+        if node.op_type in TRAINABLE_THROUGH and depth < 8 and index == 0 or (
+                node.op_type == "Concat" and depth < 8):
+            if any(_reaches_weight_slot(out, depth + 1) for out in node.outputs):
+                return True
+    return False
+
+
+def choose_trainable(graph: Graph, trainable: list[str] | None = None,
+                     freeze: list[str] | None = None) -> list[str]:
+    """The initializers to train: those matching a `trainable` pattern (fnmatch, e.g.
+    `encoder.*`), else `weights_that_train`; less those matching a `freeze` pattern.
+    DataError for a pattern that matches no initializer."""
+    names = list(graph.initializers)
+    for pattern in list(trainable or []) + list(freeze or []):
+        if not fnmatch.filter(names, pattern):
+            raise DataError(f"no initializer matches {pattern!r}; see `irkit inspect` for the "
+                            "names (patterns as in fnmatch: * ? [seq])")
+    if trainable:
+        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in trainable)]
+    else:
+        chosen = weights_that_train(graph)
+    return [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in freeze or [])]
+
+
 class OnnxSource:
-    """An imported graph: float initializers are weights; metadata `irkit.frozen` lists fixed
-    ones."""
+    """An imported graph whose weights are the initializers `choose_trainable` picks
+    (`trainable`/`freeze`: fnmatch patterns of initializer names)."""
 
     def __init__(self, graph: Graph, trainable: list[str] | None = None,
                  freeze: list[str] | None = None) -> None:
         self.graph = graph
         self.metadata = dict(graph.metadata)
-        floats = [n for n, v in graph.initializers.items() if v.const.dtype.kind == "f"]
-        frozen = set(filter(None, self.metadata.get(META_FROZEN, "").split(",")))
-        for name in list(trainable or []) + list(freeze or []):
-            if name not in graph.initializers:
-                raise DataError(f"no initializer named {name!r}; see `irkit inspect` for names")
-        chosen = trainable if trainable else [n for n in floats if n not in frozen]
-        self._trainable = [n for n in chosen if n not in set(freeze or [])]
+        self._trainable = choose_trainable(graph, trainable, freeze)
         if len(graph.inputs) != 1:
             raise DataError(f"the model has {len(graph.inputs)} inputs; irkit trains models with "
                             "one input")
