@@ -18,18 +18,19 @@ from typing import Any
 import numpy as np
 
 from irkit import distributed
-from irkit.data import check_finite, train_val_split
+from irkit.data import train_val_split
 from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes import get_runtime, make_step_runner, runtime_names
 from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
+from irkit.train.inputs import Inputs, as_inputs, sample_count, take
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
 from irkit.train.settings import DEFAULTS, Settings, resolve
 from irkit.train.sources import ModuleSource, OnnxSource
-from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
+from irkit.train.step import StepGraphs, UpdateRule, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
 
 METRICS = ("accuracy", "acc")
@@ -126,19 +127,20 @@ class Model:
         s = self.settings.replace(batch_size=batch_size, epochs=epochs, val_split=(
             0.0 if validation_data is not None else validation_split), seed=seed,
             keep_best=keep_best, **settings)
-        x, y, val = self._split(_features(x, "training data"), np.asarray(y), validation_data,
-                                s)
+        if validation_data is not None:
+            validation_data = (self._inputs(validation_data[0], "validation data"),
+                               validation_data[1])
+        x, y, val = self._split(self._inputs(x, "training data"), y, validation_data, s)
         self._build(x, s, runner=True)
         if "lr" in settings and self._resume is None:
             self.learning_rate = s.lr
         staged = self._stage(x, y, "training data")
-        val = self._stage(_features(val[0], "validation data"), val[1], "validation data") \
-            if val is not None else None
+        val = self._stage(val[0], val[1], "validation data") if val is not None else None
         first = self._resume.epochs_done if self._resume and initial_epoch is None else (
             initial_epoch or 0)
         if s.epochs <= first:
             raise DataError(f"epochs ({s.epochs}) must be more than the epochs done ({first})")
-        cbs = self._callbacks(callbacks, s, verbose, len(x))
+        cbs = self._callbacks(callbacks, s, verbose, sample_count(x))
         self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
                                 self)
         self.history = self._trainer.fit(
@@ -151,17 +153,23 @@ class Model:
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
-    def _split(self, x: np.ndarray, y: np.ndarray, validation_data, s: Settings):
-        """(x, y, validation or None): `validation_data`, else a seeded stratified split."""
-        if len(x) != len(y):
-            raise DataError(f"x has {len(x)} samples, y has {len(y)}; they must match")
+    def _split(self, x: Inputs, y, validation_data, s: Settings):
+        """(x, y, validation or None): `validation_data`, else a seeded split (stratified by
+        one class label per sample); y may be None (a loss that reads no targets)."""
+        y = None if y is None else np.asarray(y)
+        n = sample_count(x)
+        if y is not None and n != len(y):
+            raise DataError(f"x has {n} samples, y has {len(y)}; they must match")
         if validation_data is None and s.val_split:
-            tr, va = train_val_split(len(x), s.val_split, s.seed, y)
-            x, y, validation_data = x[tr], y[tr], (x[va], y[va])
-        if validation_data is not None and not len(validation_data[0]):
+            labels = y if y is not None and y.ndim == 1 else None
+            tr, va = train_val_split(n, s.val_split, s.seed, labels)
+            validation_data = (take(x, va), None if y is None else y[va])
+            x, y = take(x, tr), None if y is None else y[tr]
+        if validation_data is not None and not sample_count(validation_data[0]):
             validation_data = None
         self.last_validation = validation_data
-        self.last_split = (len(x), len(validation_data[0]) if validation_data else 0)
+        self.last_split = (sample_count(x),
+                           sample_count(validation_data[0]) if validation_data else 0)
         return x, y, validation_data
 
     def prepare(self, x, runner: bool = False) -> StepGraphs:
@@ -169,10 +177,10 @@ class Model:
         already) and, with `runner`, the step runner; returns the graphs (e.g. to export)."""
         if not self._compiled:
             self.compile()
-        self._build(_features(x, "data"), self.settings, runner)
+        self._build(self._inputs(x, "data"), self.settings, runner)
         return self._graphs
 
-    def _build(self, x: np.ndarray, s: Settings, runner: bool) -> None:
+    def _build(self, x: Inputs, s: Settings, runner: bool) -> None:
         """Input shape; once: scaling adapted on `x` (the training part), the step graphs,
         and with `runner` the step runner, its state initial or resumed."""
         self.source.ensure_input(x)
@@ -201,16 +209,21 @@ class Model:
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
             return StepGraphs.of(r.train, evaluation, r.params, r.buffers, r.slots,
                                  optimizer_from(s))
-        graphs = build_step_graphs(self.source, loss, optimizer_from(s))
+        graphs = build_step_graphs(self.source, loss, optimizer_from(s),
+                                   rule=UpdateRule.of(s))
         if s.recompute != "none":  # gradient checkpointing: recompute instead of keeping
             from irkit.passes import apply_checkpointing
             apply_checkpointing(graphs.train, s.recompute, s.batch_size)
         return graphs
 
-    def _stage(self, x: np.ndarray, y, name: str):
-        check_finite(x, name)
-        return self._runner.stage(np.ascontiguousarray(x, np.float32),
-                                  self._targets(np.asarray(y), name))
+    def _inputs(self, x, what: str) -> Inputs:
+        """Raw data as the model's inputs (irkit.train.inputs: shapes kept, dtypes the
+        inputs')."""
+        return as_inputs(x, self.source.input_specs(), what)
+
+    def _stage(self, x: Inputs, y, name: str):
+        """Inputs (checked by as_inputs) and targets placed in the runner."""
+        return self._runner.stage(x[0] if len(x) == 1 else x, self._targets(y, name))
 
     def _callbacks(self, callbacks, s: Settings, verbose, n: int) -> list:
         cbs = list(callbacks or [])
@@ -235,10 +248,18 @@ class Model:
         return history
 
     # ---- targets ---------------------------------------------------------------------------
-    def _targets(self, y: np.ndarray, name: str) -> np.ndarray:
-        """Targets in the dtype and shape the loss wants (the loss checks them)."""
+    def _targets(self, y, name: str) -> np.ndarray | None:
+        """Targets in the dtype and shape the loss wants (the loss checks them); None for a
+        loss that reads none (`output:NAME`)."""
+        loss = get_loss(self.settings.loss)
+        if not self._graphs.train.has_value(TARGET):
+            if y is not None:
+                raise DataError(f"{name}: the loss {loss.name} reads no targets; give y=None")
+            return None
+        if y is None:
+            raise DataError(f"{name}: the loss {loss.name} needs targets y")
         shape = self._graphs.train.value(TARGET).shape
-        return get_loss(self.settings.loss).targets(y, shape, self._num_classes(), name)
+        return loss.targets(np.asarray(y), shape, self._num_classes(), name)
 
     def _num_classes(self) -> int | None:
         for v in self._graphs.eval.values():
@@ -292,26 +313,26 @@ class Model:
         if self._runner is None:
             if not self._compiled:
                 raise ShapeError(f"{self.name}: call compile() (or fit) before evaluate()")
-            self._build(_features(x, "evaluation data"), self.settings, runner=True)
+            self._build(self._inputs(x, "evaluation data"), self.settings, runner=True)
         from irkit.train.trainer import logs_of
-        staged = self._stage(_features(x, "evaluation data"), y, "evaluation data")
+        staged = self._stage(self._inputs(x, "evaluation data"), y, "evaluation data")
         return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
 
     def predict(self, x, batch_size: int | None = None, device: str | None = None,
                 verbose: int = 0) -> np.ndarray:
         """Model outputs for raw inputs x (on compile's runtime; one compiled graph cached per
         device)."""
-        x = _features(x, "prediction data")
+        x = self._inputs(x, "prediction data")
         self.source.ensure_input(x)
         device = device or self.settings.device
         run = self._predictors.get(device)
         if run is None:
             run = self._predictors[device] = self._compile_graph(self.to_graph(), device)
-        name = run.input_names[0]
+        names = [n for n, _ in self.source.input_specs()]
         if not batch_size:
-            return run({name: x})[0]
-        return np.concatenate([run({name: x[i:i + batch_size]})[0]
-                               for i in range(0, len(x), batch_size)])
+            return run(dict(zip(names, x)))[0]
+        return np.concatenate([run(dict(zip(names, take(x, slice(i, i + batch_size)))))[0]
+                               for i in range(0, sample_count(x), batch_size)])
 
     def _compile_graph(self, graph: Graph, device: str = "cpu"):
         """`graph` compiled by the runtime `compile` chose (the only way Model runs a graph
@@ -425,6 +446,7 @@ def _check_same_step(saved: Settings, s: Settings) -> None:
     """A training file continues with the loss and optimizer its step graph was built with."""
     def step_of(settings: Settings) -> dict[str, Any]:
         return {"loss": get_loss(settings.loss).name, "optimizer": settings.optimizer,
+                "clip_norm": settings.clip_norm, "accumulate": settings.accumulate,
                 **optimizer_from(settings).hyperparameters()}
     before, now = step_of(saved), step_of(s)
     changed = [k for k in now if before.get(k) != now[k]]
@@ -433,13 +455,6 @@ def _check_same_step(saved: Settings, s: Settings) -> None:
         raise SpecError(f"a training file continues with the {k} it was saved with "
                         f"({before.get(k)!r}, not {now[k]!r}); to change it, export "
                         "the model (irkit export) and train that")
-
-
-def _features(x, name: str) -> np.ndarray:
-    try:
-        return np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise DataError(f"{name}: features must be numbers") from None
 
 
 def load_model(path: str, prepare=None) -> Model:

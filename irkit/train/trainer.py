@@ -59,8 +59,9 @@ class History:
 def logs_of(totals: Totals, has_correct: bool, prefix: str = "") -> dict[str, float]:
     n = max(totals.count, 1)
     logs = {f"{prefix}loss": totals.loss / n}
-    if has_correct:
-        logs[f"{prefix}accuracy"] = totals.correct / n
+    if has_correct:  # per prediction counted (tokens that count), else per sample
+        counted = n if totals.counted is None else max(totals.counted, 1.0)
+        logs[f"{prefix}accuracy"] = totals.correct / counted
     return logs
 
 
