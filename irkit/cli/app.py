@@ -19,16 +19,20 @@ class RegistryChoice(click.Choice):
     """A choice (any case) whose names come from a registry when the command runs, so a name
     registered at run time is a choice too, and the registry stays the only list."""
 
-    def __init__(self, what: str, names) -> None:
-        self.what, self._names = what, names
+    def __init__(self, what: str, names, prefix: str | None = None) -> None:
+        self.what, self._names, self.prefix = what, names, prefix  # prefix: `output:NAME`
         super().__init__([], case_sensitive=False)
 
     def convert(self, value, param, ctx):
+        if self.prefix and isinstance(value, str) and value.startswith(self.prefix) \
+                and len(value) > len(self.prefix):
+            return value
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            self.fail(f"unknown {self.what} {value!r}; use one of {', '.join(self.choices)}",
-                      param, ctx)
+            extra = f", or {self.prefix}NAME" if self.prefix else ""
+            self.fail(f"unknown {self.what} {value!r}; use one of {', '.join(self.choices)}"
+                      f"{extra}", param, ctx)
 
     @property
     def choices(self) -> tuple[str, ...]:
@@ -50,7 +54,7 @@ def _loss_names() -> list[str]:
 
 
 OPTIMIZER = RegistryChoice("optimizer", _optimizer_names)
-LOSS = RegistryChoice("loss", _loss_names)
+LOSS = RegistryChoice("loss", _loss_names, prefix="output:")  # a scalar output of the model
 DEVICE = click.Choice(["cpu", "cuda", "auto"])
 _NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: a bare `irkit`
 

@@ -25,6 +25,7 @@ from irkit.signature import (
 )
 from irkit.spec import Recipe, load_recipe
 from irkit.train.callbacks import TrainingCheckpoint
+from irkit.train.inputs import as_inputs, first_rows
 from irkit.train.model import Model, load_model
 from irkit.train.plot import save_png
 from irkit.train.report import overfitting_report
@@ -38,6 +39,9 @@ def is_onnx(path: str) -> bool:
 
 def model_from_recipe(recipe: Recipe, data: Dataset, settings: Settings) -> Model:
     """The recipe's model, sized for `data`, with the metadata irkit needs to resume."""
+    if isinstance(data.x, dict):
+        raise DataError(f"{data.name}: a recipe's model has one input; give its features as "
+                        f"one array x, not {', '.join(data.x)}")
     source = ModuleSource(recipe.build(), tuple(data.x.shape[1:]), seed=settings.seed)
     if recipe.scaling != "none":
         source.metadata.update({META_NORMALIZE: "normalize", META_SCALING: recipe.scaling,
@@ -85,7 +89,16 @@ def prepare(source: str, options: dict[str, Any]) -> tuple[Model, Settings, Data
     s = resolve(saved, cli, names=(f"{source} settings", "command line"))
     data = _dataset_for(s, stored)
     model.compile(settings=s)
+    _check_targets(data, s)
     return model, s, data
+
+
+def _check_targets(data: Dataset, s: Settings) -> None:
+    """A dataset without targets suits only a loss the model computes (--loss output:NAME)."""
+    from irkit.train.losses import get_loss
+    if data.y is None and get_loss(s.loss).reads_target:
+        raise DataError(f"{data.name}: no array 'y' (the targets); add one, or train on a loss "
+                        "the model computes (--loss output:NAME)")
 
 
 def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
@@ -183,10 +196,10 @@ def export_graph(source: str, training: bool, data: str | None, loss: str | None
         from irkit.onnx_io import load
         return load(source)
     model, s, dataset = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
-    model.source.ensure_input(dataset.x)
+    model.source.ensure_input(as_inputs(dataset.x, model.source.input_specs(), dataset.name))
     if not training:
         return model.source.build(training=False)
-    graphs = model.prepare(dataset.x[:1])
+    graphs = model.prepare(first_rows(dataset.x, 1))
     graphs.train.metadata = dict(model.source.metadata)
     return graphs.train
 
@@ -196,7 +209,7 @@ def export_training_model(source: str, data: str | None, loss: str | None,
     """A ModelProto with training_info for a recipe or ONNX model (its stored state, or a
     fresh one)."""
     model, s, dataset = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
-    model.prepare(dataset.x[:1], runner=True)
+    model.prepare(first_rows(dataset.x, 1), runner=True)
     return model.training_proto(opset)
 
 

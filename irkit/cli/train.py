@@ -67,7 +67,8 @@ def _need(value, option: str):
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
 @click.option("--optimizer", type=OPTIMIZER, help="Optimizer (`irkit list optimizers`).")
-@click.option("--loss", type=LOSS, metavar="NAME", help="Loss (`irkit list losses`).")
+@click.option("--loss", type=LOSS, metavar="NAME", help="Loss (`irkit list losses`), or "
+              "output:NAME for a scalar output the model computes.")
 @click.option("--val-split", type=click.FloatRange(0, 1, max_open=True),
               help="Held-out validation fraction.")
 @click.option("--seed", type=click.IntRange(min=0),
@@ -84,6 +85,10 @@ def _need(value, option: str):
 @click.option("--recompute", metavar="sqrt|BYTES",
               help="Gradient checkpointing: recompute activations in the backward pass instead "
               "of keeping them (sqrt, or a byte budget per segment); less memory, more time.")
+@click.option("--clip-norm", type=click.FloatRange(min=0),
+              help="Clip the gradients to this global L2 norm before each update (0: off).")
+@click.option("--accumulate", type=click.IntRange(1, 65536), metavar="N",
+              help="Sum the gradients of N batches into one update (default 1).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),

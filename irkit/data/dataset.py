@@ -24,8 +24,8 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 class Dataset:
     """Features, targets and what they mean."""
 
-    x: np.ndarray
-    y: np.ndarray
+    x: np.ndarray | dict[str, np.ndarray]  # a dict: one array per model input, by name
+    y: np.ndarray | None                    # None: no targets (a loss the model computes)
     name: str
     feature_names: list[str] = field(default_factory=list)
     classes: list[str] | None = None
@@ -107,20 +107,25 @@ def class_names(labels: Sequence[str], name: str, rows: Sequence[int] | None = N
     return np.array([index[s] for s in labels], dtype=np.int64), classes
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, name: str, features: list[str],
-                 rows: Sequence[int] | None = None, texts: Sequence[str] | None = None,
-                 classes: list[str] | None = None) -> Dataset:
-    """Check features and targets and build the Dataset (float32 features).
+def make_dataset(x: np.ndarray | dict[str, np.ndarray], y: np.ndarray, name: str,
+                 features: list[str], rows: Sequence[int] | None = None,
+                 texts: Sequence[str] | None = None, classes: list[str] | None = None,
+                 cast: bool = True) -> Dataset:
+    """Check features and targets and build the Dataset (float32 features; with `cast`
+    False, features keep their type, e.g. token ids, and may be a dict of arrays by input
+    name). Integer targets of more than one axis (labels per token) stay int64.
 
     `rows`: the file's line number of each row; `texts`: the labels as written in the file
     (for messages); `classes`: names for labels already numbered (string labels)."""
-    if len(x) != len(y):
-        raise DataError(f"{name}: {len(x)} feature rows but {len(y)} targets; give one target "
+    arrays = x.values() if isinstance(x, dict) else [x]
+    n = len(next(iter(arrays)))
+    if n != len(y):
+        raise DataError(f"{name}: {n} feature rows but {len(y)} targets; give one target "
                         "per row")
-    x32 = np.asarray(x, dtype=np.float32) if np.asarray(x).dtype.kind in "iub" else None
-    if x32 is None:
-        check_finite(x, name, rows, features if rows is not None else None)
-        x32 = np.asarray(x, dtype=np.float32)
+    for a in arrays:
+        if np.asarray(a).dtype.kind not in "iub":
+            check_finite(a, name, rows, features if rows is not None else None)
+    x32 = x if not cast else np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
     if classes is not None:
         return Dataset(x32, y.astype(np.int64), name, features, classes)
@@ -128,6 +133,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, name: str, features: list[str],
         y = y.astype(np.int64)
     if y.dtype.kind not in "iuf":
         raise DataError(f"{name}: targets of type {y.dtype} are neither numbers nor class names")
+    if y.dtype.kind in "iu" and y.ndim > 1:
+        return Dataset(x32, y.astype(np.int64), name, features, None)
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         i = int(np.argmax(~np.isfinite(y.reshape(len(y), -1)).any(axis=1)))
         raise DataError(f"{_where(name, i, rows, 'y index')}: the target is NaN or inf")

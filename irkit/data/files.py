@@ -133,29 +133,56 @@ def _name_bad_cell(lines: list[str], rows: list[int], header: list[str], cols: l
                                 "a number; every feature must be a number") from None
 
 
+MAX_NPZ_ARRAYS = 64  # arrays in one .npz dataset (one per model input, and y)
+
+
 def load_npz(path: str) -> Dataset:
-    """An .npz with arrays `x` (one row per sample) and `y`; no pickles, sizes checked first."""
+    """An .npz dataset: array `x` (one sample per row, any shape: (N, F), (N, C, H, W),
+    (N, T)) or, for a model of several inputs, one array per input named after it
+    (`input_ids`, `attention_mask`; an input may be named x), and targets `y` (absent for a loss the model computes).
+    Shapes and integer types are kept; no pickles; sizes checked before reading."""
     raw = read_capped(path, "data", "dataset")
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
-            x, y = _npz_array(z, "x", path), _npz_array(z, "y", path)
+            keys = [m[:-4] for m in z.namelist() if m.endswith(".npy")]
+            if len(keys) > MAX_NPZ_ARRAYS:
+                raise DataError(f"{path}: {len(keys)} arrays, over {MAX_NPZ_ARRAYS}; give x "
+                                "(or one array per model input) and y")
+            arrays = {k: _npz_array(z, k, path) for k in keys}
     except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
-    if x.ndim == 0 or y.ndim == 0:
-        raise DataError(f"{path}: x and y must have one row per sample, not be scalars")
-    if len(x) != len(y):
-        raise DataError(f"{path}: x has {len(x)} rows but y has {len(y)}; give one target per "
-                        "row")
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"{path}: x has type {x.dtype}; features must be numbers")
-    if y.ndim == 2 and y.shape[1] == 1:
+    y = arrays.pop("y", None)
+    if not arrays:
+        raise DataError(f"{path}: an .npz dataset needs arrays named 'x' and 'y' (or one "
+                        "array per model input, named after it)")
+    _check_npz_rows(arrays, y, path)
+    single = list(arrays) == ["x"]  # else every array is a model input of its name
+    x = arrays["x"] if single else arrays
+    features = [f"x{i}" for i in range(x.shape[1])] if single and x.ndim == 2 else []
+    if y is not None and y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    x = x.reshape(len(x), -1)
-    features = [f"x{i}" for i in range(x.shape[1])]
+    if y is None:
+        return Dataset(x, None, path, features)
     if y.dtype.kind in "US":
         labels, classes = class_names([str(v) for v in y], path)
-        return make_dataset(x, labels, path, features, classes=classes)
-    return make_dataset(x, y, path, features)
+        return make_dataset(x, labels, path, features, classes=classes, cast=False)
+    return make_dataset(x, y, path, features, cast=False)
+
+
+def _check_npz_rows(arrays: dict[str, np.ndarray], y: np.ndarray | None, path: str) -> None:
+    """DataError unless every array is numeric with one row per sample, as many as y's."""
+    for key, a in arrays.items():
+        if a.ndim == 0:
+            raise DataError(f"{path}: {key} must have one row per sample, not be a scalar")
+        if a.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {key} has type {a.dtype}; features must be numbers")
+    if y is not None and y.ndim == 0:
+        raise DataError(f"{path}: y must have one row per sample, not be a scalar")
+    counts = {k: len(a) for k, a in arrays.items()} | ({"y": len(y)} if y is not None else {})
+    if len(set(counts.values())) > 1:
+        shown = ", ".join(f"{k} {n}" for k, n in counts.items())
+        raise DataError(f"{path}: the arrays have different numbers of rows ({shown}); give "
+                        "one row per sample in each")
 
 
 def _npz_array(z: zipfile.ZipFile, key: str, path: str) -> np.ndarray:
