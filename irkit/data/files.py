@@ -139,8 +139,9 @@ MAX_NPZ_ARRAYS = 64  # arrays in one .npz dataset (one per model input, and y)
 def load_npz(path: str) -> Dataset:
     """An .npz dataset: array `x` (one sample per row, any shape: (N, F), (N, C, H, W),
     (N, T)) or, for a model of several inputs, one array per input named after it
-    (`input_ids`, `attention_mask`; an input may be named x), and targets `y` (absent for a loss the model computes).
-    Shapes and integer types are kept; no pickles; sizes checked before reading."""
+    (`input_ids`, `attention_mask`; an input may be named x), and targets `y` (absent for a
+    loss the model computes). Shapes and integer types are kept; no pickles; sizes checked
+    before reading."""
     raw = read_capped(path, "data", "dataset")
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
