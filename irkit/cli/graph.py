@@ -282,23 +282,55 @@ def grad(model: str, of: str, wrt: str, output: str, as_json: bool) -> None:
 
 
 # ---- ops ----------------------------------------------------------------------------------
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
-def ops(as_json: bool) -> None:
-    """Every supported op, its opset and whether it has a gradient."""
+def op_rows() -> list[dict[str, Any]]:
+    """One row per registered op: name, domain, opsets, gradient, family (its ops/ module)."""
     from irkit.onnx_io import IRKIT_OPSET, MIN_OPSET
     from irkit.ops import all_ops
     # since..until: the ai.onnx opsets irkit reads and writes the op in (import converts older
     # files; export converts to newer ones); semantics_since: when ONNX last changed the op
-    rows = [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": max(o.since, MIN_OPSET),
+    return [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": max(o.since, MIN_OPSET),
              "until": IRKIT_OPSET, "semantics_since": o.since,
              "gradient": o.has_gradient and o.differentiable,
-             "differentiable": o.differentiable} for o in all_ops()]
+             "differentiable": o.differentiable,
+             "family": type(o).__module__.rsplit(".", 1)[-1]} for o in all_ops()]
+
+
+def ops_markdown(rows: list[dict[str, Any]]) -> str:
+    """The supported-ops table of README.md: one row per op family, the ops with a gradient
+    and those without, an op read from a later opset than the rest marked with it."""
+    low, high = min(r["since"] for r in rows), rows[0]["until"]
+
+    def name(r: dict[str, Any]) -> str:
+        mark = f" ({r['since']}+)" if r["since"] > low else ""
+        domain = "" if r["domain"] == "ai.onnx" else f"{r['domain']}."
+        return f"{domain}{r['op']}{mark}"
+    lines = [f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with a gradient, read and "
+             f"written at ai.onnx opsets {low}-{high}",
+             "(an op marked (N+): from opset N; files of older opsets are converted on import).",
+             "",
+             "| family | with a gradient | not differentiable |", "|---|---|---|"]
+    for family in sorted({r["family"] for r in rows}):
+        mine = [r for r in rows if r["family"] == family]
+        cells = [", ".join(name(r) for r in mine if r["gradient"] == flag) or "-"
+                 for flag in (True, False)]
+        lines.append(f"| {family} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--markdown", is_flag=True, help="Print the README's supported-ops table.")
+@handle_errors
+def ops(as_json: bool, markdown: bool) -> None:
+    """Every supported op, its opset and whether it has a gradient."""
+    rows = op_rows()
     if as_json:
         click.echo(json.dumps({"count": len(rows),
                                "with_gradient": sum(r["gradient"] for r in rows),
                                "ops": rows}, indent=2))
+        return
+    if markdown:
+        click.echo(ops_markdown(rows))
         return
     for r in rows:
         grad_mark = "gradient" if r["gradient"] else ("-" if r["differentiable"] else "no grad")
