@@ -304,10 +304,11 @@ def ops_markdown(rows: list[dict[str, Any]]) -> str:
         mark = f" ({r['since']}+)" if r["since"] > low else ""
         domain = "" if r["domain"] == "ai.onnx" else f"{r['domain']}."
         return f"{domain}{r['op']}{mark}"
-    lines = [f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with a gradient, read and "
-             f"written at ai.onnx opsets {low}-{high}",
-             "(an op marked (N+): from opset N; files of older opsets are converted on import).",
-             "",
+    lines = [f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with a gradient. The IR "
+             f"holds ai.onnx opset {high}'s semantics: import converts",
+             f"other opsets to it, export writes opset {high} (or `--opset N`). An op marked "
+             f"(N+) has its present",
+             f"semantics since opset N (the others since {low} or before).", "",
              "| family | with a gradient | not differentiable |", "|---|---|---|"]
     for family in sorted({r["family"] for r in rows}):
         mine = [r for r in rows if r["family"] == family]
