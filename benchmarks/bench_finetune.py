@@ -18,8 +18,9 @@ stays and runs on batch statistics as torch trains it: the dynamo exporter folds
 (`torch.set_num_threads`). Every (model, framework, threads) runs in a fresh process: two
 warm-up steps (irkit's runner alternates two state buffers), then `--steps` timed steps, `--repeats`
 times, the processes taking turns (irkit, torch, torch, irkit, ...); the time is the median
-per step. Peak memory (Linux): the process's peak RSS (VmHWM) over the timed steps, reset after
-the warm-up, minus the RSS before them ("step"), and the whole process's peak ("process").
+per step. Peak memory (Linux): the peak RSS (VmHWM, reset once the model is built) over all the
+steps minus the RSS before the first ("train": activations, gradients, optimizer state), and
+the whole process's peak ("process", imports and building included).
 """
 
 from __future__ import annotations
@@ -227,19 +228,20 @@ def irkit_step(name: str, folder: str, threads: int):
 
 
 def child(name: str, framework: str, folder: str, threads: int, steps: int) -> dict:
-    """Two warm-up steps, then `steps` timed steps: seconds per step, first loss, peak memory."""
+    """Two warm-up steps, then `steps` timed steps: seconds per step, first loss, the peak
+    RSS the steps add to the built model, the process's peak RSS."""
     make = irkit_step if framework == "irkit" else torch_step
     step = make(name, folder, threads)
+    _reset_peak()  # the model is built: the peak from here is what training adds
+    before = _status("VmRSS:")
     first = step()
     step()  # both of irkit's ping-pong state buffers exist from here on
-    _reset_peak()
-    before = _status("VmRSS:")
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - t0) / steps
     return {"seconds": seconds, "first_loss": first,
-            "step_peak": _status("VmHWM:") - before, "process_peak": _status("VmHWM:")}
+            "train_peak": _status("VmHWM:") - before, "process_peak": _status("VmHWM:")}
 
 
 # ---- the parent: runs in turns, tables ------------------------------------------------------
@@ -274,7 +276,7 @@ def _summary(runs: list[dict]) -> dict | None:
     if not good:
         return None
     return {"ms": statistics.median(r["seconds"] for r in good) * 1e3,
-            "step_mib": statistics.median(r["step_peak"] for r in good) / 2 ** 20,
+            "step_mib": statistics.median(r["train_peak"] for r in good) / 2 ** 20,
             "process_mib": statistics.median(r["process_peak"] for r in good) / 2 ** 20,
             "first_loss": good[0]["first_loss"]}
 
@@ -286,14 +288,14 @@ def _line(row: dict) -> str:
         if s[f] is None:
             cells += [f"{f}: {row['runs'][f][0]['error']}"]
         else:
-            cells += [f"{f} {s[f]['ms']:.1f} ms, step {s[f]['step_mib']:.0f} MiB, "
+            cells += [f"{f} {s[f]['ms']:.1f} ms, train {s[f]['step_mib']:.0f} MiB, "
                       f"process {s[f]['process_mib']:.0f} MiB, loss {s[f]['first_loss']:.4f}"]
     return f"{row['model']} x{row['threads']}: " + "; ".join(cells)
 
 
 def report(rows: list[dict], markdown: bool) -> str:
-    head = ["model", "threads", "irkit ms", "torch ms", "irkit/torch", "irkit peak MiB (step, "
-            "process)", "torch peak MiB (step, process)", "first loss irkit / torch"]
+    head = ["model", "threads", "irkit ms", "torch ms", "irkit/torch", "irkit peak MiB (train, "
+            "process)", "torch peak MiB (train, process)", "first loss irkit / torch"]
     out = []
     for row in rows:
         s = {f: _summary(row["runs"][f]) for f in FRAMEWORKS}
