@@ -229,9 +229,12 @@ class Model:
             return None
         history = History.from_dict(self._resume.history)
         if self._resume.best_weights and s.keep_best:
-            self._trainer.best_weights = dict(self._resume.best_weights)
+            self._trainer.keep_as_best(self._resume.best_weights)
         elif history.best_epoch is not None and s.keep_best:
-            self._trainer.best_weights = self.get_weights()
+            # the file's last epoch was its best: the best so far is the runner's state (the
+            # step's weights only; the source's fixed constants such as a Normalize layer's
+            # shift are no step state and cannot be restored into the runner)
+            self._trainer.keep_as_best(self._runner.read_state(self._weight_names()))
         return history
 
     # ---- targets ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from irkit.errors import DataError
+from irkit.errors import DataError, ShapeError
 from irkit.runtimes.base import StepRunner, Totals
 
 # a training loss this many times the first epoch's (or 1, when that was below 1) means the
@@ -114,6 +114,16 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end(history.to_dict())
         return history
+
+    def keep_as_best(self, weights: dict[str, np.ndarray]) -> None:
+        """Start with `weights` as the best so far (a resumed run); they must be exactly the
+        step's weights, checked now so that a bad set fails before training, not after it."""
+        names = set(self.weight_names)
+        odd = sorted(set(weights) ^ names)
+        if odd:
+            raise ShapeError(f"the best weights to resume from do not match the step's weights "
+                             f"(differing names: {odd[:3]}); retrain without keep_best")
+        self.best_weights = {k: weights[k] for k in self.weight_names}
 
     def _restore_best(self, keep_best: bool) -> None:
         self.last_weights = self.runner.read_state(self.weight_names)

@@ -112,8 +112,23 @@ def read_training_model(model_proto: onnx.ModelProto) -> TrainingFile:
     missing = [p for p in params if p not in state]
     if missing:
         raise ModelFileError(f"the training file's step does not read the parameters {missing}")
+    _check_best(best, state, params + buffers)
     return TrainingFile(inference, train, state, params, buffers, slots, epochs_done, history,
                         best)
+
+
+def _check_best(best: dict[str, np.ndarray] | None, state: dict[str, np.ndarray],
+                weights: list[str]) -> None:
+    """Stored best weights are the step's weights, each shaped as its state (ModelFileError
+    otherwise: a resume would otherwise train to the end and then fail to restore them)."""
+    if best is None:
+        return
+    odd = sorted(set(best) - set(weights)) + sorted(set(weights) - set(best))
+    bad = odd or [n for n in best if np.shape(best[n]) != np.shape(state[n])]
+    if bad:
+        raise ModelFileError(f"the training file's best weights ({BEST_PREFIX}*) do not match "
+                             f"its step's weights ({bad[0]!r}); re-save it with irkit train "
+                             "--save-training")
 
 
 def _algorithm_graph(model_proto: onnx.ModelProto) -> Graph:
