@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +136,121 @@ def test_resume_under_workers_keeps_the_best_epoch(best_last, tmp_path):
     a, c = weights(best_last / "a.onnx"), weights(tmp_path / "c.onnx")
     for name in a:
         np.testing.assert_array_equal(a[name], c[name], err_msg=name)
+
+
+# ---- 2. shared checkpoint folders ------------------------------------------------------------
+def _holder(folder: Path) -> subprocess.Popen:
+    """Another process holding `folder`'s checkpoint lock until its stdin closes."""
+    code = ("import sys; from irkit.safe_io import lock_folder; "
+            f"lock = lock_folder({str(folder)!r}, '--checkpoint'); print('held', flush=True); "
+            "sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_on_a_checkpoint_folder_is_refused_and_touches_nothing(tmp_path):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    theirs = folder / f".last.onnx.{os.getpid()}-abcd1234.tmp"  # in flight, its writer alive
+    theirs.write_bytes(b"half a model")
+    holder = _holder(folder)
+    try:
+        r = cli("train", "iris_mlp", "--epochs", 1, "--checkpoint", folder,
+                "-o", tmp_path / "m.onnx")
+        one_line_error(r, "in use by another irkit run", f"pid {holder.pid}")
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert theirs.read_bytes() == b"half a model"
+    assert not (tmp_path / "m.onnx").exists() and not (folder / "best.onnx").exists()
+    r = cli("train", "iris_mlp", "--epochs", 1, "--checkpoint", folder, "-o", tmp_path / "m.onnx")
+    assert r.exit_code == 0, r.output  # the lock went with the process that held it
+    assert (folder / "best.onnx").exists()
+
+
+# ---- 3. temporary files and signals ---------------------------------------------------------
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_later_write_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
+    from irkit.safe_io import write_atomic
+    dead, alive = _dead_pid(), os.getpid()
+    stale = tmp_path / f".m.onnx.{dead}-abcd1234.tmp"
+    kept = [tmp_path / f".m.onnx.{alive}-abcd1234.tmp",   # a writer still at work
+            tmp_path / f".other.onnx.{dead}-abcd1234.tmp",  # another target's
+            tmp_path / "m.onnx.tmp", tmp_path / f".m.onnx.{dead}-abcd1234.tmp.keep"]
+    for path in [stale, *kept]:
+        path.write_bytes(b"x")
+    link = tmp_path / f".m.onnx.{dead}-zzzz1234.tmp"
+    link.symlink_to(tmp_path / "m.onnx.tmp")
+    write_atomic(tmp_path / "m.onnx", b"model")
+    assert not stale.exists()
+    assert all(p.exists() for p in kept) and link.is_symlink()
+    assert (tmp_path / "m.onnx").read_bytes() == b"model"
+
+
+PAIR_WRITER = """
+import os, sys
+from irkit.cli.signals import catching_signals
+from irkit.safe_io import write_all_atomic
+folder = sys.argv[1]
+with catching_signals():
+    print("ready", flush=True)
+    for i in range(10 ** 6):
+        tag = str(i).encode() * 8
+        write_all_atomic([(os.path.join(folder, "t.onnx"), tag * 200000),
+                          (os.path.join(folder, "m.onnx"), tag)])
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signals_leave_matching_pairs_and_no_temporary_file(tmp_path, signum):
+    """A writer of (big training file, model) pairs, signalled at random moments: both files
+    of the pair are always from the same write, and no temporary file is left."""
+    rng = np.random.default_rng(int(signum))
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", PAIR_WRITER, str(tmp_path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.4))
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode != 0 and "Interrupted" in err, err
+        assert sorted(os.listdir(tmp_path)) in (["m.onnx", "t.onnx"], [])
+        if (tmp_path / "m.onnx").exists():
+            tag = (tmp_path / "m.onnx").read_bytes()
+            assert (tmp_path / "t.onnx").read_bytes() == tag * 200000
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_training_ends_in_one_line_and_keeps_its_checkpoint(tmp_path, signum):
+    folder = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, "-m", "irkit.cli", "train", "digits_mlp",
+                             "--epochs", "500", "--checkpoint", str(folder), "-o",
+                             str(tmp_path / "m.onnx"), "--json"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (folder / "last_train.onnx").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("irkit: error: interrupted by "
+                                                   f"{signal.Signals(signum).name}"), lines
+    assert out == ""
+    left = sorted(p.name for p in folder.iterdir() if p.name != ".irkit.lock")
+    assert left == ["best.onnx", "history.json", "last.onnx",
+                    "last_train.onnx"]
+    assert not (tmp_path / "m.onnx").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]
+    onnx.checker.check_model(onnx.load(str(folder / "last_train.onnx")), full_check=True)
+    r = cli("train", folder / "last_train.onnx", "--data", "digits", "--epochs", 1,
+            "-o", tmp_path / "resumed.onnx")
+    assert r.exit_code == 0, r.output

@@ -12,6 +12,7 @@ import click
 import numpy as np
 
 from irkit import distributed
+from irkit.cli import signals
 from irkit.errors import IrkitError, escape
 
 
@@ -77,8 +78,17 @@ class IrkitGroup(click.Group):
         note = installed_elsewhere_note()
         if note:
             click.echo(note, err=True)
+        with signals.catching_signals():
+            code = self._run(args, prog_name, complete_var, **extra)
+            if signals.received() is not None and code in (0, None):  # a swallowed signal
+                _fail(signals.message(signals.received()),
+                      signals.exit_code(signals.received()))
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def _run(self, args, prog_name, complete_var, **extra):
+        """click's main, its own errors as one line; returns the exit code."""
         try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
+            return super().main(args, prog_name, complete_var, False, **extra)
         except _NO_ARGS as e:  # bare `irkit`: the help, as click does
             click.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
             sys.exit(e.exit_code)
@@ -87,9 +97,8 @@ class IrkitGroup(click.Group):
             _fail(f"{e.format_message()} (see `{command} --help`)", e.exit_code)
         except click.ClickException as e:
             _fail(e.format_message(), e.exit_code)
-        except click.Abort:
-            _fail("interrupted", 130)
-        sys.exit(code if isinstance(code, int) else 0)
+        except (click.Abort, KeyboardInterrupt):
+            _fail(signals.message(signals.received()), signals.exit_code(signals.received()))
 
     def invoke(self, ctx: click.Context):
         """Run the command with no Python warnings (numpy's overflow and invalid-value ones
@@ -115,8 +124,9 @@ def handle_errors(fn):
             _fail(str(e), error=e)
         except OSError as e:
             _fail(f"{e.filename or ''}: {e.strerror or e}")
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", None)
+            _fail(signals.message(signum), signals.exit_code(signum), error=e)
         except Exception as e:  # a bug or a library's error: still one line, no traceback
             if os.environ.get("IRKIT_TRACEBACK"):
                 raise
