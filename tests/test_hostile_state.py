@@ -120,10 +120,12 @@ def _mpi_missing() -> str | None:
     return None
 
 
-def _irkit(*args, cwd: Path, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+def _irkit(*args, cwd: Path, timeout: float = 120, env_extra: dict | None = None,
+           **kwargs) -> subprocess.CompletedProcess:
     """`irkit ARGS` in a subprocess (no MPI launcher's variables inherited)."""
     launcher = ("PMI_", "OMPI_", "MPI_LOCAL", "PMIX_", "HYDRA_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(launcher)}
+    env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "irkit.cli", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
 
@@ -254,3 +256,55 @@ def test_a_signalled_training_ends_in_one_line_and_keeps_its_checkpoint(tmp_path
     r = cli("train", folder / "last_train.onnx", "--data", "digits", "--epochs", 1,
             "-o", tmp_path / "resumed.onnx")
     assert r.exit_code == 0, r.output
+
+
+def test_more_workers_than_cores_are_refused_with_the_core_count(tmp_path):
+    from irkit.cli.launch import usable_cores
+    r = cli("train", "iris_mlp", "-o", tmp_path / "m.onnx", "--workers", 1000)
+    one_line_error(r, "--workers 1000", f"{usable_cores()} usable core")
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Processes whose command line holds `text` (this test's own folder)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_launcher_ends_every_worker_at_once(tmp_path, signum):
+    folder = tmp_path / "ck"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "irkit.cli", "train", "iris_mlp", "--epochs", "100000",
+         "--workers", "2", "--checkpoint", str(folder), "-o", str(tmp_path / "m.onnx"),
+         "--json"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (folder / "last_train.onnx").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    launcher.send_signal(signum)
+    _, err = launcher.communicate(timeout=20)  # it used to hang for minutes
+    assert launcher.returncode == 128 + signum, err
+    assert err.splitlines() == [line for line in err.splitlines()
+                                if line.startswith("irkit: error: interrupted by")], err
+    assert len(err.splitlines()) == 1
+    time.sleep(0.5)
+    assert _processes_naming(str(tmp_path)) == []  # no worker trains on, orphaned
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
+def test_a_launch_past_its_time_limit_is_stopped_in_one_line(tmp_path):
+    done = _irkit("train", "iris_mlp", "-o", tmp_path / "m.onnx", "--workers", 2, cwd=tmp_path,
+                  env_extra={"IRKIT_LAUNCH_TIMEOUT": "0.05"})
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "0 of 2 workers started within 0.05 s" in lines[0], lines
+    assert _processes_naming(str(tmp_path)) == [] and not (tmp_path / "m.onnx").exists()
