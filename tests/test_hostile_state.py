@@ -308,3 +308,12 @@ def test_a_launch_past_its_time_limit_is_stopped_in_one_line(tmp_path):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "0 of 2 workers started within 0.05 s" in lines[0], lines
     assert _processes_naming(str(tmp_path)) == [] and not (tmp_path / "m.onnx").exists()
+
+
+# ---- 4. silent nonsense ---------------------------------------------------------------------
+def test_a_learning_rate_that_explodes_the_first_epoch_stops_in_one_line(tmp_path):
+    r = cli("train", "iris_mlp", "--optimizer", "adam", "--lr", "1e6", "-o", tmp_path / "m.onnx",
+            "--checkpoint", tmp_path / "ck")
+    one_line_error(r, "epoch 1: training diverged", "--lr", "now 1e+06")
+    assert not (tmp_path / "m.onnx").exists()
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == []

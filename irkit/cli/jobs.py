@@ -116,12 +116,16 @@ def run_training(source: str, output: str, progress: bool = True,
     if distributed.world_size() > 1:
         distributed.comm()  # start MPI first: a failure from here on ends the job at once
     root = distributed.is_root()
-    callbacks = list(callbacks or []) + (_file_hooks(inputs, output, save_training,
-                                                     checkpoint, plot) if root else [])
-    model, s, data = prepare(source, options)
-    first = model.epochs_done
-    history = model.fit(data.x, data.y, epochs=first + s.epochs,
-                        verbose=1 if progress else 0, callbacks=callbacks)
+    hooks = _file_hooks(inputs, output, save_training, checkpoint, plot) if root else []
+    try:
+        model, s, data = prepare(source, options)
+        first = model.epochs_done
+        history = model.fit(data.x, data.y, epochs=first + s.epochs,
+                            verbose=1 if progress else 0,
+                            callbacks=list(callbacks or []) + hooks)
+    finally:  # a failed or interrupted run lets go of its checkpoint folder too
+        for hook in hooks:
+            hook.release()
     final = _final_figures(model, data, s)
     report = overfitting_report(history, first + s.epochs, s.keep_best)
     if root:
