@@ -317,3 +317,21 @@ def test_a_learning_rate_that_explodes_the_first_epoch_stops_in_one_line(tmp_pat
     one_line_error(r, "epoch 1: training diverged", "--lr", "now 1e+06")
     assert not (tmp_path / "m.onnx").exists()
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def iris_model(best_last) -> Path:
+    return best_last / "a.onnx"
+
+
+def test_predict_refuses_features_beyond_float32(iris_model, tmp_path):
+    data = tmp_path / "big.csv"
+    data.write_text("a,b,c,d\n1e39,1,1,1\n")
+    one_line_error(cli("predict", iris_model, "--data", data, "--json"), "beyond float32")
+
+
+def test_json_holds_null_never_bare_nan():
+    from irkit.errors import json_text
+    text = json_text({"a": float("nan"), "b": [float("inf"), np.float32(1.5)], "c": "x"})
+    assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": "x"}
+    assert "NaN" not in text and "Infinity" not in text

@@ -13,7 +13,7 @@ import numpy as np
 
 from irkit import distributed
 from irkit.cli import signals
-from irkit.errors import IrkitError, escape
+from irkit.errors import IrkitError, escape, json_text
 
 
 class RegistryChoice(click.Choice):
@@ -148,8 +148,7 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True,
 
 def done(as_json: bool, text: str, **document) -> None:
     """A command's result: the line `text` for people, or with --json the `document`."""
-    import json
-    click.echo(json.dumps(document, indent=2) if as_json else text)
+    click.echo(json_text(document, indent=2) if as_json else text)
 
 
 def save_graph(graph, path: str, opset: int = 17) -> None:

@@ -8,14 +8,13 @@ only when a command asks for it).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 
 from irkit.cli.app import JSON_OPTION, done, handle_errors, main, save_graph
-from irkit.errors import IrkitError, escape
+from irkit.errors import IrkitError, escape, json_text
 
 printable = escape  # a name fit for a terminal: control and unprintable characters escaped
 
@@ -190,7 +189,7 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
     if graphml_path:
         write_atomic(graphml_path, to_graphml(graph))
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_text(info, indent=2))
         return
     _print_report(info)
     for path in (dot_path, graphml_path):
@@ -235,7 +234,7 @@ def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) 
     proto, report = optimize_file(model, batch, repeats, _latency)
     write_atomic(output, proto.SerializeToString())
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json_text(report, indent=2))
         return
     click.echo(f"nodes: {report['nodes_before']} -> {report['nodes_after']}")
     if report["dropped_training_info"]:
@@ -296,7 +295,7 @@ def ops(as_json: bool) -> None:
              "gradient": o.has_gradient and o.differentiable,
              "differentiable": o.differentiable} for o in all_ops()]
     if as_json:
-        click.echo(json.dumps({"count": len(rows),
+        click.echo(json_text({"count": len(rows),
                                "with_gradient": sum(r["gradient"] for r in rows),
                                "ops": rows}, indent=2))
         return
@@ -354,7 +353,7 @@ def list_registries(kind: str | None, as_json: bool) -> None:
     found = registries()
     found = {kind: found[kind]} if kind else found
     if as_json:
-        click.echo(json.dumps(found, indent=2, default=str))
+        click.echo(json_text(found, indent=2))
         return
     for name, entries in found.items():
         click.echo(f"{name}:")

@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from irkit.cli.app import DEVICE, JSON_OPTION, handle_errors, main
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, json_text
 
 TASK = click.Choice(["classify", "regress"])
 
@@ -64,7 +62,7 @@ def evaluate(model: str, data: str, label_column: str, split: str, val_split: fl
     figures = {"model": model, "data": data, **(subset or {}),
                **score(predictor, x, y, task, classes)}
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        click.echo(json_text(figures, indent=2))
         return
     click.echo(_describe(figures))
 
@@ -119,7 +117,7 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
     if output is not None:
         write_predictions(predictions, output)
     if as_json:
-        click.echo(json.dumps({"model": model, "data": data, "output": output,
+        click.echo(json_text({"model": model, "data": data, "output": output,
                                "rows": int(len(x)), **predictions.to_dict()}))
     elif output is not None:
         click.echo(f"wrote {output}: {len(x)} predictions")
@@ -149,7 +147,7 @@ def plot(history: str, output: str | None, title: str | None, as_json: bool) -> 
         save_png(doc, output, title)
     report = overfitting_report(doc)
     if as_json:  # the figures, and the file when one was written (no text chart)
-        click.echo(json.dumps({"output": output, "report": report.as_dict()}, indent=2))
+        click.echo(json_text({"output": output, "report": report.as_dict()}, indent=2))
         return
     if output is not None:
         click.echo(f"wrote {output}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irkit.errors import DataError, ModelFileError
+from irkit.errors import DataError, ModelFileError, json_text
 from irkit.signature import META_CLASSES, META_SETTINGS
 
 BATCH = 1024
@@ -241,14 +241,19 @@ def read_features(source: str, label_column: str = "label", labels: bool = True
                         "number") from None
     if not np.isfinite(x).all():
         raise DataError(f"{source}: NaN or inf in the features; clean the data first")
-    return x.astype(np.float32), None, None
+    x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        row, column = (int(i[0]) for i in np.nonzero(~np.isfinite(x32)))
+        raise DataError(f"{source}: row {row + 1}, feature {column + 1}: {x[row, column]:g} is "
+                        "beyond float32's range (about 3.4e38); scale the data first")
+    return x32, None, None
 
 
 def write_predictions(predictions: Predictions, path: str) -> None:
     """Write predictions as CSV or JSON (by the file's suffix), atomically."""
     from irkit.safe_io import write_atomic
     if path.endswith(".json"):
-        write_atomic(path, json.dumps(predictions.to_dict(), indent=1).encode())
+        write_atomic(path, json_text(predictions.to_dict(), indent=1).encode())
     else:
         write_atomic(path, predictions.to_csv().encode())
 

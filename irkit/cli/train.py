@@ -5,7 +5,6 @@ The jobs themselves (sources, datasets, settings, files) are in irkit/cli/jobs.p
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -21,7 +20,7 @@ from irkit.cli.app import (
     main,
     save_graph,
 )
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, json_text
 
 
 # ---- build ---------------------------------------------------------------------------------
@@ -119,7 +118,7 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     if not distributed.is_root():
         return
     if as_json:  # the overfitting report is in the document ("report")
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json_text(result, indent=2))
     else:
         click.echo(result["report"]["text"], err=True)
         final = result["final"]

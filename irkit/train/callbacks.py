@@ -6,11 +6,11 @@ set weights (`get_weights`/`set_weights`), or write files (`export`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 
+from irkit.errors import json_text
 from irkit.safe_io import (
     FileSafetyError,
     check_outputs,
@@ -221,7 +221,7 @@ class TrainingCheckpoint(Callback):
         doc = {**history.to_dict(), "epochs_total": history.epochs} if history else {}
         files = [(paths["last.onnx"], last),
                  (paths["last_train.onnx"], self.model.training_proto().SerializeToString()),
-                 (paths["history.json"], json.dumps(doc, indent=1).encode())]
+                 (paths["history.json"], json_text(doc, indent=1).encode())]
         if history is not None and history.best_epoch == epoch + 1:
             files.insert(0, (paths["best.onnx"], last))
         write_all_atomic(files)
