@@ -335,3 +335,18 @@ def test_json_holds_null_never_bare_nan():
     text = json_text({"a": float("nan"), "b": [float("inf"), np.float32(1.5)], "c": "x"})
     assert json.loads(text) == {"a": None, "b": [None, 1.5], "c": "x"}
     assert "NaN" not in text and "Infinity" not in text
+
+
+# ---- 5. untrusted names in outputs ------------------------------------------------------------
+def test_prediction_csv_neutralizes_formulas_and_quotes_separators():
+    import csv
+    import io
+
+    from irkit.cli.predictor import Predictions
+    names = ["=HYPERLINK(\"x\")", "+cmd|' /C calc'!A0", "a,b\nc"]
+    p = Predictions("classify", np.zeros((2, 3)), np.array([0, 2]),
+                    np.full((2, 3), 1 / 3), names, "logits")
+    rows = list(csv.reader(io.StringIO(p.to_csv())))
+    assert len(rows) == 3 and all(len(r) == 5 for r in rows)
+    assert rows[1][0] == "'=HYPERLINK(\"x\")" and rows[2][0] == "a,b\nc"
+    assert not any(cell[:1] in "=+-@" for row in rows for cell in row[:1])

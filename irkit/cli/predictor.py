@@ -183,11 +183,22 @@ class Predictions:
             len(self.outputs), -1).tolist()}
 
     def to_csv(self) -> str:
+        """The rows as CSV (the csv module quotes commas, quotes and newlines); a text cell
+        that a spreadsheet would run as a formula (= + - @ tab CR first) gets a leading '
+        (OWASP's rule against CSV injection): class names come from files."""
+        import csv
         header, rows = self.rows()
-        lines = [",".join(header)]
-        lines += [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r)
-                  for r in rows]
-        return "\n".join(lines) + "\n"
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([_cell(h) for h in header])
+        writer.writerows([f"{v:.6g}" if isinstance(v, float) else _cell(v) for v in r]
+                         for r in rows)
+        return out.getvalue()
+
+
+def _cell(value) -> str:
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _class_names(predictor: OnnxPredictor, width: int,
