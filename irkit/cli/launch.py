@@ -149,7 +149,7 @@ class _Relay:
 
     def run(self, pipes: dict, watch=None) -> None:
         """Relay until every pipe (fd -> text stream to copy to) is closed; `watch()`, if
-        given, is called at least every second until it returns False (it may raise)."""
+        given, is called every 0.05 s or sooner until it returns False (it may raise)."""
         import selectors
         pending = dict.fromkeys(pipes, b"")
         with selectors.DefaultSelector() as sel:
@@ -158,7 +158,7 @@ class _Relay:
             while pending:
                 if watch is not None and not watch():
                     watch = None
-                for key, _ in sel.select(1.0 if watch is not None else None):
+                for key, _ in sel.select(0.05 if watch is not None else None):
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
                         sel.unregister(key.fd)
