@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from irkit.cli.app import DEVICE, JSON_OPTION, handle_errors, main
-from irkit.errors import IrkitError, json_text
+from irkit.errors import IrkitError, escape, json_text
 
 TASK = click.Choice(["classify", "regress"])
 
@@ -64,7 +64,17 @@ def evaluate(model: str, data: str, label_column: str, split: str, val_split: fl
     if as_json:
         click.echo(json_text(figures, indent=2))
         return
-    click.echo(_describe(figures))
+    click.echo(_describe(_printable_names(figures)))
+
+
+def _printable_names(f: dict) -> dict:
+    """The figures with the names that come from files (classes, paths) escaped for a
+    terminal: no ESC, CR, LF or other control character reaches it raw (irkit.errors.escape)."""
+    f = {**f, "model": escape(f["model"]), "data": escape(f["data"])}
+    if "classes" in f:
+        f["classes"] = [escape(c) for c in f["classes"]]
+        f["per_class"] = [{**c, "class": escape(c["class"])} for c in f["per_class"]]
+    return f
 
 
 def _describe(f: dict) -> str:
@@ -122,7 +132,7 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
     elif output is not None:
         click.echo(f"wrote {output}: {len(x)} predictions")
     else:
-        click.echo(predictions.to_csv(), nl=False)
+        click.echo(predictions.to_csv(terminal=True), nl=False)
 
 
 @main.command()

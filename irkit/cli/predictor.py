@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irkit.errors import DataError, ModelFileError, json_text
+from irkit.errors import DataError, IrkitError, ModelFileError, escape, json_text
 from irkit.signature import META_CLASSES, META_SETTINGS
 
 BATCH = 1024
@@ -30,9 +30,8 @@ class OnnxPredictor:
     """An ONNX file on onnxruntime: `predictor(x)` -> the first output for each row of x."""
 
     def __init__(self, path: str, device: str = "cpu") -> None:
-        from irkit.onnx_io import load_proto
         from irkit.runtimes.onnxruntime import make_session, resolve_device
-        proto = load_proto(path)
+        proto = _checked_proto(path)
         self.path = path
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         try:
@@ -102,6 +101,20 @@ class OnnxPredictor:
         if not parts:
             raise DataError("the data has no rows")
         return np.concatenate(parts)
+
+
+def _checked_proto(path: str):
+    """The model file, read within the caps and checked as irkit checks every file it imports
+    (structure, tensors, attributes, onnx's node schemas and shape inference) before
+    onnxruntime sees it; a ModelFileError that names the file."""
+    from irkit.onnx_io import check_schemas, load_proto, validate_model
+    proto = load_proto(path)
+    try:
+        validate_model(proto)
+        check_schemas(proto)
+    except IrkitError as e:
+        raise type(e)(f"{path}: {e}") from None
+    return proto
 
 
 def _scores_are(proto, output: str, from_irkit: bool) -> str | None:
@@ -182,22 +195,27 @@ class Predictions:
         return {"task": self.task, "outputs": self.outputs.reshape(
             len(self.outputs), -1).tolist()}
 
-    def to_csv(self) -> str:
+    def to_csv(self, terminal: bool = False) -> str:
         """The rows as CSV (the csv module quotes commas, quotes and newlines); a text cell
         that a spreadsheet would run as a formula (= + - @ tab CR first) gets a leading '
-        (OWASP's rule against CSV injection): class names come from files."""
+        (OWASP's rule against CSV injection): class names come from files. For a terminal
+        (`terminal`: printed on stdout) every non-printable character of a text cell (ESC,
+        CR, LF, BEL, ...) is written as an escape, so a name cannot drive the terminal."""
         import csv
         header, rows = self.rows()
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([_cell(h) for h in header])
-        writer.writerows([f"{v:.6g}" if isinstance(v, float) else _cell(v) for v in r]
-                         for r in rows)
+        plain = csv.writer(out, lineterminator="\n")
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        for row in [header, *rows]:
+            cells = [f"{v:.6g}" if isinstance(v, float) else _cell(v, terminal) for v in row]
+            # the csv module quotes a cell holding LF (the line terminator) but not one
+            # holding a lone CR, which readers take as a line break: such a row is all quoted
+            (quoted if any("\r" in c for c in cells) else plain).writerow(cells)
         return out.getvalue()
 
 
-def _cell(value) -> str:
-    text = str(value)
+def _cell(value, terminal: bool = False) -> str:
+    text = escape(value) if terminal else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
