@@ -59,7 +59,7 @@ class OnnxPredictor:
         if text.lstrip().startswith("["):  # a JSON list (names that hold commas)
             try:
                 names = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # damaged, or nested too deeply
                 return None
             return [str(n) for n in names] if isinstance(names, list) else None
         return text.split(",")

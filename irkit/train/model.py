@@ -23,7 +23,7 @@ from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes import get_runtime, make_step_runner, runtime_names
-from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
+from irkit.signature import LR, META_BEST, META_HISTORY, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
@@ -469,6 +469,6 @@ def load_model(path: str, prepare=None) -> Model:
         model.compile(settings=resolve(saved, names=(f"{path} settings",)))
         model._resume = found["file"]
         model._resume.settings = model.settings
-        model.history = History.from_dict(found["file"].history) if found[
-            "file"].history else None
+        model.history = History.from_dict(found["file"].history, f"{path}: {META_HISTORY}") \
+            if found["file"].history else None
     return model

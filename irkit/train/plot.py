@@ -17,13 +17,16 @@ PANELS = (("loss", "loss"), ("accuracy", "accuracy"))
 
 
 def _curves(history: Any) -> tuple[dict[str, list[float]], int | None]:
+    """The checked curves (non-finite figures as NaN: gaps) and the best epoch."""
+    from irkit.train.trainer import checked_history
     if hasattr(history, "to_dict"):
         history = history.to_dict()
-    curves = history.get("history", history)
-    best = history.get("best_epoch") if "history" in history else None
-    if not curves.get("loss"):
-        raise IrkitError("the history has no epochs to plot")
-    return curves, best
+    if isinstance(history, dict) and "history" not in history:
+        history = {"history": history}  # the curves alone
+    doc = checked_history(history)
+    if not any(math.isfinite(v) for v in doc["history"].get("loss", [])):
+        raise IrkitError("the history has no epochs to plot (no finite training loss)")
+    return doc["history"], doc["best_epoch"]
 
 
 def _pyplot():
@@ -54,9 +57,19 @@ def plot_png(history: Any, title: str | None = None, fmt: str = "png") -> bytes:
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=100)
+    except (ValueError, OverflowError) as e:  # figures near float's limits (1e308) break
+        # matplotlib's axis transforms (numpy's LinAlgError "Singular matrix" among them)
+        raise IrkitError(f"matplotlib cannot draw these curves ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); the largest figure is "
+                         f"{_largest(curves):.3g}, and figures near 1e308 are out of its "
+                         "range") from None
     finally:
         plt.close(fig)
     return buffer.getvalue()
+
+
+def _largest(curves: dict[str, list[float]]) -> float:
+    return max((abs(v) for vs in curves.values() for v in vs if math.isfinite(v)), default=0.0)
 
 
 def _panel(ax, curves: dict, key: str, label: str, best: int | None) -> None:
@@ -90,14 +103,17 @@ def save_png(history: Any, path: str, title: str | None = None) -> None:
 
 
 def text_chart(history: Any, key: str = "loss", width: int = 60, height: int = 12) -> str:
-    """A terminal chart of `key` (`*` training, `o` validation, `|` the best epoch)."""
+    """A terminal chart of `key` (`*` training, `o` validation, `|` the best epoch; NaN and
+    infinite figures are left out: gaps)."""
     curves, best = _curves(history)
     series = [(c, curves[n]) for c, n in (("*", key), ("o", f"val_{key}")) if curves.get(n)]
     if not series:
         raise IrkitError(f"the history has no {key!r} figures")
     finite = [v for _, vs in series for v in vs if math.isfinite(v)]
+    if not finite:
+        raise IrkitError(f"the history's {key!r} figures are all NaN or infinite")
     lo, hi = min(finite), max(finite)
-    span = (hi - lo) or 1.0
+    span = (hi / 2 - lo / 2) or 1.0  # halves: hi - lo may overflow to inf (1e308 - -1e308)
     epochs = max(len(vs) for _, vs in series)
     cols = min(width, epochs)
     grid = [[" "] * cols for _ in range(height)]
@@ -110,7 +126,7 @@ def text_chart(history: Any, key: str = "loss", width: int = 60, height: int = 1
     for mark, values in series:
         for i, v in enumerate(values):
             if math.isfinite(v):
-                grid[round((hi - v) / span * (height - 1))][col(i + 1)] = mark
+                grid[round((hi / 2 - v / 2) / span * (height - 1))][col(i + 1)] = mark
     lines = [f"{hi:>10.4g} +" + "".join(grid[0])]
     lines += ["           |" + "".join(row) for row in grid[1:-1]]
     lines += [f"{lo:>10.4g} +" + "".join(grid[-1])]

@@ -179,7 +179,7 @@ def from_json(text: str | None) -> dict[str, Any]:
     """The settings a model's metadata records (unknown keys dropped, values checked later)."""
     try:
         raw = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # damaged, or nested too deeply
         return {}
     if not isinstance(raw, dict):
         return {}

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from irkit.errors import DataError, ShapeError
+from irkit.errors import DataError, ShapeError, escape, printable
 from irkit.runtimes.base import StepRunner, Totals
 
 # the rule for divergence: an epoch whose figures are not finite, or whose training loss is
@@ -52,12 +53,49 @@ class History:
                 "best_value": self.best_value, "monitor": self.monitor}
 
     @classmethod
-    def from_dict(cls, d: dict) -> History:
-        hist = {str(k): [float(x) for x in v] for k, v in dict(d.get("history", {})).items()}
+    def from_dict(cls, d: dict, where: str = "the history") -> History:
+        """The History of a document `to_dict()` wrote, checked (`checked_history`)."""
+        d = checked_history(d, where)
         best = d.get("best_epoch")
-        return cls(hist, int(best) if best is not None else None,
-                   None if d.get("best_value") is None else float(d["best_value"]),
-                   str(d.get("monitor", "val_loss")))
+        return cls(d["history"], best, d.get("best_value"), d.get("monitor", "val_loss"))
+
+
+def _figure(value: Any, where: str) -> float:
+    """A number of a history (null, NaN and infinities: NaN, a gap in the curves)."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{where} is {escape(repr(value)[:40])}, not a number; a history "
+                        "holds numbers (or null) only")
+    value = float(value)
+    return value if math.isfinite(value) else math.nan
+
+
+def checked_history(doc: Any, where: str = "the history") -> dict:
+    """A history document (`History.to_dict()`, `irkit train --json`, a history.json) with its
+    figures checked, as a new dict: `history` maps names to lists of numbers (null, NaN and
+    infinities become NaN: gaps), `best_epoch` is an epoch of the run or null, `best_value` a
+    number or null, `monitor` a name. A DataError names `where`, the key and the epoch."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("history", {}), dict):
+        raise DataError(f"{where}: no `history` object of figures (irkit train --json writes one)")
+    curves = {}
+    for key, values in doc.get("history", {}).items():
+        name = f"{where}: {printable(key)}"
+        if not isinstance(values, list):
+            raise DataError(f"{name} is not a list of per-epoch numbers")
+        curves[str(key)] = [_figure(v, f"{name}, epoch {i + 1},") for i, v in enumerate(values)]
+    epochs = max(map(len, curves.values()), default=0)
+    best, value = doc.get("best_epoch"), doc.get("best_value")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, int)
+                             or not 1 <= best <= epochs):
+        raise DataError(f"{where}: best_epoch {escape(repr(best)[:40])} is no epoch of the run "
+                        f"(1 to {epochs}) nor null")
+    monitor = doc.get("monitor", "val_loss")
+    if not isinstance(monitor, str):
+        raise DataError(f"{where}: monitor {escape(repr(monitor)[:40])} is not a figure's name")
+    value = None if value is None else _figure(value, f"{where}: best_value")
+    return {**doc, "history": curves, "best_epoch": best, "best_value": value,
+            "monitor": monitor}
 
 
 def logs_of(totals: Totals, has_correct: bool, prefix: str = "") -> dict[str, float]:

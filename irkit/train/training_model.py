@@ -175,8 +175,9 @@ def _stored_int(text: str, key: str, limit: int) -> int:
 def _stored_json(text: str, key: str) -> dict:
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ModelFileError(f"metadata {key} is not valid JSON") from None
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
+        raise ModelFileError(f"metadata {key} is not valid JSON (or nested too deeply)") \
+            from None
     if not isinstance(value, dict):
         raise ModelFileError(f"metadata {key} must be a JSON object")
     return value
