@@ -196,6 +196,23 @@ def test_a_later_write_removes_what_a_killed_writer_left_and_nothing_else(tmp_pa
     assert (tmp_path / "m.onnx").read_bytes() == b"model"
 
 
+def test_a_later_training_removes_what_a_killed_training_left(tmp_path):
+    """The temporary files a SIGKILLed `irkit train` leaves (its pid, now dead, in their
+    names) beside -o, --save-training and in the checkpoint folder: the next run's writes
+    remove them."""
+    dead, folder = _dead_pid(), tmp_path / "ck"
+    folder.mkdir()
+    left = [tmp_path / f".m.onnx.{dead}-a1b2c3d4.tmp", tmp_path / f".s.onnx.{dead}-a1b2c3d4.tmp"]
+    left += [folder / f".{name}.{dead}-a1b2c3d4.tmp"
+             for name in ("best.onnx", "last.onnx", "last_train.onnx", "history.json")]
+    for path in left:
+        path.write_bytes(b"\0" * 4096)  # a full-size model, cut off
+    r = cli("train", "iris_mlp", "--epochs", 1, "-o", tmp_path / "m.onnx", "--save-training",
+            tmp_path / "s.onnx", "--checkpoint", folder)
+    assert r.exit_code == 0, r.output
+    assert [p for p in [*tmp_path.iterdir(), *folder.iterdir()] if p.suffix == ".tmp"] == []
+
+
 PAIR_WRITER = """
 import os, sys
 from irkit.cli.signals import catching_signals

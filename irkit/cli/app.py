@@ -102,15 +102,11 @@ class IrkitGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         """Run the command with no Python warnings (numpy's overflow and invalid-value ones
-        among them) and no onnxruntime log lines: irkit reports problems itself, in one line."""
+        among them) and no onnxruntime log lines (irkit.runtimes.onnxruntime.log_severity):
+        irkit reports problems itself, in one line. `irkit --verbose` shows both."""
         import warnings
-        try:
-            import onnxruntime
-            onnxruntime.set_default_logger_severity(4)  # fatal only; errors come as exceptions
-        except Exception:  # an onnxruntime without it (or none): nothing to quiet
-            pass
         with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # main() below shows them again for --verbose
             return super().invoke(ctx)
 
 
@@ -136,10 +132,18 @@ def handle_errors(fn):
 
 
 @click.group(cls=IrkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", is_flag=True, help="Show onnxruntime's own log lines and Python's "
+              "warnings beside irkit's messages (irkit --verbose COMMAND ...).")
 @click.version_option(package_name="irkit")
-def main() -> None:
+def main(verbose: bool) -> None:
     """irkit: neural networks as a graph IR, autodiff to standard ONNX, training on
     onnxruntime. Run `irkit COMMAND --help` for each command."""
+    if verbose:
+        import warnings
+
+        from irkit.runtimes.onnxruntime import VERBOSE_ENV
+        os.environ[VERBOSE_ENV] = "1"  # read by the runtime's sessions, inherited by --workers
+        warnings.simplefilter("default")
 
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True,
