@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from irkit.errors import ModelFileError
+from irkit.errors import ModelFileError, json_text
 from irkit.ir import Graph
 from irkit.onnx_io import from_onnx, to_onnx
 from irkit.signature import LR, META_BEST, META_EPOCH, META_HISTORY, META_PARAMS, STEP, next_name
@@ -63,7 +63,7 @@ def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarra
         main.add_initializer(BEST_PREFIX + name, np.asarray(value))
     main.metadata[META_EPOCH] = str(int(epochs_done))
     main.metadata[META_PARAMS] = ",".join(params)
-    main.metadata[META_HISTORY] = json.dumps(history or {})
+    main.metadata[META_HISTORY] = json_text(history or {})  # valid JSON: NaN as null
     model_proto = to_onnx(main, opset, check=False)
     outer = {t.name for t in model_proto.graph.initializer}
     alg_proto = to_onnx(train, opset, check=False).graph
