@@ -194,7 +194,7 @@ def test_plot_text_chart_and_report(overfit):
 def test_plot_without_matplotlib_is_one_line(overfit, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
     assert_one_line_error(cli("train", str(overfit), "-o", "m.onnx", "--plot", "c.png"),
-                          'pip install "irkit[plot]"')
+                          'pip install matplotlib')
     assert not (overfit.parent / "m.onnx").exists()  # refused before training
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from irkit import distributed
 from irkit.errors import IrkitError, escape
+from irkit.version import DISTRIBUTION, __version__
 
 
 class RegistryChoice(click.Choice):
@@ -126,7 +127,8 @@ def handle_errors(fn):
 
 
 @click.group(cls=IrkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="irkit")
+@click.version_option(__version__, package_name=DISTRIBUTION, prog_name="irkit",
+                      message="%(prog)s %(version)s (pip: %(package)s)")
 def main() -> None:
     """irkit: neural networks as a graph IR, autodiff to standard ONNX, training on
     onnxruntime. Run `irkit COMMAND --help` for each command."""

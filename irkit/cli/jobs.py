@@ -143,9 +143,9 @@ def _file_hooks(inputs: list[str], output: str, save_training: str | None,
     """Check every output before work starts; the checkpoint callback (if asked for)."""
     check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
     if plot is not None:  # fail before training on a bad name or without matplotlib
-        from irkit.train.plot import _pyplot, plot_format
+        from irkit.train.plot import plot_format, require_matplotlib
         plot_format(plot)
-        _pyplot()
+        require_matplotlib()
     if checkpoint is None:
         return []
     saver = TrainingCheckpoint(checkpoint)

@@ -36,8 +36,8 @@ def build(spec: str, output: str, data: str | None, as_json: bool) -> None:
     from irkit.cli.jobs import model_from_recipe
     from irkit.data import load_dataset
     from irkit.safe_io import check_outputs
-    from irkit.train.settings import resolve
     from irkit.spec import load_recipe
+    from irkit.train.settings import resolve
     check_outputs({"-o": output}, [spec] + ([data] if data else []))
     recipe = load_recipe(spec)
     settings = resolve(recipe.settings(), {"dataset": data})
@@ -93,10 +93,10 @@ def _need(value, option: str):
               help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
               "(resumable) and history.json.")
 @click.option("--plot", metavar="PNG",
-              help="Write the training curves as a .png (.svg, .pdf) image (needs irkit[plot]).")
+              help="Write the training curves as a .png (.svg, .pdf) image (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--workers", type=click.IntRange(min=1), help="Train data-parallel in this many "
-              "processes on this machine (starts mpiexec; needs irkit[distributed]).")
+              "processes on this machine (starts mpiexec; needs irkit-nn[distributed]).")
 @handle_errors
 def train(source: str, output: str, as_json: bool, save_training: str | None,
           workers: int | None, **options) -> None:

@@ -1,4 +1,4 @@
-"""Training curves: a PNG (matplotlib, the optional extra `irkit[plot]`) or a text chart.
+"""Training curves: a PNG (matplotlib, a dependency of irkit) or a text chart.
 
 Both read a history: a `History`, its `to_dict()`, the JSON `irkit train --json` prints, or a
 checkpoint folder's history.json. The PNG has a loss panel and, for classifiers, an accuracy
@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from irkit.errors import IrkitError
+from irkit.version import install_hint
 
 PANELS = (("loss", "loss"), ("accuracy", "accuracy"))
 
@@ -26,14 +27,25 @@ def _curves(history: Any) -> tuple[dict[str, list[float]], int | None]:
     return curves, best
 
 
-def _pyplot():
+def require_matplotlib() -> None:
+    """IrkitError (one line, the fix) when matplotlib cannot be imported."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise IrkitError('plots need matplotlib: pip install "irkit[plot]"') from None
-    matplotlib.use("Agg")  # files only: never a window, works without a display
-    import matplotlib.pyplot as plt
-    return plt
+        raise IrkitError(f"plots need matplotlib: pip install matplotlib (a dependency of "
+                         f"irkit: {install_hint()} brings it)") from None
+
+
+def _figure(size: tuple[float, float]):
+    """A matplotlib Figure drawn by the Agg canvas itself: irkit never calls
+    `matplotlib.use` nor pyplot, so a notebook's backend (inline plots) stays as it was."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 FORMATS = ("png", "svg", "pdf")
@@ -43,19 +55,16 @@ def plot_png(history: Any, title: str | None = None, fmt: str = "png") -> bytes:
     """The curves as PNG (or `fmt`: svg, pdf) bytes: a loss panel, and an accuracy panel
     when there is accuracy."""
     curves, best = _curves(history)
-    plt = _pyplot()
     panels = [(key, label) for key, label in PANELS if curves.get(key)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    try:
-        for ax, (key, label) in zip(axes[0], panels):
-            _panel(ax, curves, key, label, best)
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=100)
-    finally:
-        plt.close(fig)
+    fig = _figure((5.5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        _panel(ax, curves, key, label, best)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=100)
     return buffer.getvalue()
 
 
