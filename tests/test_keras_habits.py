@@ -114,7 +114,8 @@ def test_summary_and_count_params(iris):
     expected = 4 * 16 + 16 + 16 * 3 + 3 + 2 * 4  # two Dense layers and the scaling (fixed)
     assert model.count_params() == expected == sum(w.size for w in weights.values())
     printed = []
-    text = model.summary(print_fn=printed.append)
+    assert model.summary(print_fn=printed.append) is None  # printed once, as in Keras
+    text = model.summary(print_fn=None)
     assert printed == [text]
     for name in weights:
         assert name in text

@@ -24,9 +24,10 @@ from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes import get_runtime, make_step_runner, runtime_names
 from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
-from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
+from irkit.train.callbacks import Callback, EarlyStopping
 from irkit.train.losses import get_loss
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
+from irkit.train.progress import progress_callback
 from irkit.train.settings import DEFAULTS, Settings, resolve
 from irkit.train.sources import ModuleSource, OnnxSource
 from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
@@ -219,7 +220,7 @@ class Model:
         level = 1 if verbose == "auto" else int(verbose)
         level = level if distributed.is_root() else 0  # one progress report per job
         if level:
-            cbs.append(ProgressLogger(s.epochs, -(-n // s.batch_size), level))
+            cbs.append(progress_callback(s.epochs, -(-n // s.batch_size), level))
         for cb in cbs:
             cb.set_model(self)
         return cbs
@@ -380,23 +381,25 @@ class Model:
         """Number of weights (trainable and not, running statistics included)."""
         return int(sum(np.size(w) for w in self.source.weights().values()))
 
-    def summary(self, print_fn=print) -> str:
-        """A table of the weights (name, shape, count, trainable) and the totals."""
-        weights = self.source.weights()
-        trainable = set(self.source.trainable())
-        rows = [(n, "x".join(map(str, w.shape)) or "scalar", int(np.size(w)), n in trainable)
-                for n, w in weights.items()]
-        width = max([len(r[0]) for r in rows] + [6])
-        lines = [f'Model "{self.name}"', f"{'weight':{width}}  {'shape':>14}  {'count':>9}  "
-                 "trainable"]
-        lines += [f"{n:{width}}  {s:>14}  {c:>9}  {'yes' if t else 'no'}" for n, s, c, t in rows]
-        total = sum(r[2] for r in rows)
-        n_train = sum(r[2] for r in rows if r[3])
-        lines += [f"total {total} weights: {n_train} trainable, {total - n_train} fixed"]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+    def summary(self, print_fn=print) -> str | None:
+        """Print a table of the weights (name, shape, count, trainable) and the totals, and
+        return None (as Keras does, so a notebook shows it once); `print_fn=None` returns the
+        text instead of printing it."""
+        from irkit.train.display import summary_text
+        text = summary_text(self)
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
+
+    def __repr__(self) -> str:
+        from irkit.train.display import model_repr
+        return model_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the summary as a table."""
+        from irkit.train.display import model_html
+        return model_html(self)
 
 
 class Sequential(Model):

@@ -43,6 +43,20 @@ class History:
     def epochs(self) -> int:
         return len(self.history.get("loss", []))
 
+    @property
+    def epoch(self) -> list[int]:
+        """The epochs trained, 0-based (Keras' `history.epoch`)."""
+        return list(range(self.epochs))
+
+    def __repr__(self) -> str:
+        from irkit.train.display import history_repr
+        return history_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the curves as a picture and the last epochs as a table."""
+        from irkit.train.display import history_html
+        return history_html(self)
+
     def to_dict(self) -> dict:
         return {"history": self.history, "best_epoch": self.best_epoch,
                 "best_value": self.best_value, "monitor": self.monitor}
