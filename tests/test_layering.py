@@ -18,7 +18,7 @@ SOURCES = {"irkit": ROOT / "irkit", "irkit.passes": ROOT / "passes",
 LAYERS = [
     ("base", ["irkit.checkout", "irkit.errors", "irkit.safe_io", "irkit.data", "irkit.version",
               "irkit.signature", "irkit.distributed"]),  # leaves: they import no other irkit module
-    ("ir", ["irkit.ir", "irkit.ir_verify"]),
+    ("ir", ["irkit.ir", "irkit.ir_verify", "irkit.ir_display"]),
     ("ops", ["irkit.ops"]),
     ("passes / onnx io", ["irkit.passes", "irkit.onnx_io"]),
     ("runtimes", ["irkit.runtimes"]),
