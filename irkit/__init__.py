@@ -3,7 +3,7 @@ standard ONNX and trained on onnxruntime."""
 
 from __future__ import annotations
 
-from irkit import checkout, ops
+from irkit import checkout, notebook, ops
 from irkit.errors import (
     DataError,
     IRError,
@@ -18,6 +18,7 @@ from irkit.ir import Graph, Node, Value
 from irkit.version import __version__
 
 checkout.install()  # a source checkout serves its own passes/, runtimes/ and models/
+notebook.install_error_display()  # in IPython: irkit's errors end in one line, no internals
 
 # the training front end imports onnxruntime; load it on first use so `import irkit` stays light
 _LAZY = {"Model": "irkit.train.model", "Sequential": "irkit.train.model",

@@ -17,7 +17,7 @@ SOURCES = {"irkit": ROOT / "irkit", "irkit.passes": ROOT / "passes",
 # low to high: a module may import modules of its own layer and of the layers below
 LAYERS = [
     ("base", ["irkit.checkout", "irkit.errors", "irkit.safe_io", "irkit.data", "irkit.version",
-              "irkit.signature", "irkit.distributed"]),  # leaves: they import no other irkit module
+              "irkit.signature", "irkit.distributed", "irkit.notebook"]),  # leaves
     ("ir", ["irkit.ir", "irkit.ir_verify", "irkit.ir_display"]),
     ("ops", ["irkit.ops"]),
     ("passes / onnx io", ["irkit.passes", "irkit.onnx_io"]),
