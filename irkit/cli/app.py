@@ -144,6 +144,16 @@ def done(as_json: bool, text: str, **document) -> None:
     click.echo(json.dumps(document, indent=2) if as_json else text)
 
 
+def check_onnx_outputs(outputs: dict[str, str | None]) -> None:
+    """IrkitError unless every named model output (option -> path) ends in .onnx: a model
+    written as x.txt is a mistake (a predictions file, a typo) no tool would read as ONNX."""
+    for option, path in outputs.items():
+        if path is not None and not os.fspath(path).lower().endswith(".onnx"):
+            stem = os.path.splitext(os.fspath(path))[0]
+            raise IrkitError(f"{option} {path}: irkit writes an ONNX model there; name it "
+                             f"{stem}.onnx")
+
+
 def save_graph(graph, path: str, opset: int = 17) -> None:
     """Write an IR graph as an ONNX file (atomically; see irkit.onnx_io.save)."""
     from irkit.onnx_io import save

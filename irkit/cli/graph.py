@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from irkit.cli.app import JSON_OPTION, done, handle_errors, main, save_graph
+from irkit.cli.app import JSON_OPTION, check_onnx_outputs, done, handle_errors, main, save_graph
 from irkit.errors import IrkitError, escape
 
 printable = escape  # a name fit for a terminal: control and unprintable characters escaped
@@ -232,6 +232,7 @@ def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) 
     from irkit.graph_optimize import optimize_file
     from irkit.safe_io import check_outputs, write_atomic
     check_outputs({"-o": output}, [model])
+    check_onnx_outputs({"-o": output})
     proto, report = optimize_file(model, batch, repeats, _latency)
     write_atomic(output, proto.SerializeToString())
     if as_json:
@@ -266,6 +267,7 @@ def grad(model: str, of: str, wrt: str, output: str, as_json: bool) -> None:
     from irkit.passes import AutodiffPass
     from irkit.safe_io import check_outputs
     check_outputs({"-o": output}, [model])
+    check_onnx_outputs({"-o": output})
     graph = load(model)
     names = [n.strip() for n in wrt.split(",") if n.strip()]
     if not graph.has_value(of) or of not in [v.name for v in graph.outputs]:

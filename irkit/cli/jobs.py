@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from irkit import distributed
+from irkit.cli.app import check_onnx_outputs
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
 from irkit.safe_io import check_outputs
@@ -142,6 +143,7 @@ def _file_hooks(inputs: list[str], output: str, save_training: str | None,
                 checkpoint: str | None, plot: str | None) -> list:
     """Check every output before work starts; the checkpoint callback (if asked for)."""
     check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
+    check_onnx_outputs({"-o": output, "--save-training": save_training})
     if plot is not None:  # fail before training on a bad name or without matplotlib
         from irkit.train.plot import plot_format, require_matplotlib
         plot_format(plot)

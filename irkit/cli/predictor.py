@@ -233,15 +233,34 @@ def read_features(source: str, label_column: str = "label", labels: bool = True
         ds = load_dataset(source, label_column=label_column)
         return ds.x, ds.y, ds.classes
     columns = [i for i, h in enumerate(header) if h != label_column]
+    guess = _label_guess(text, header, columns)
+    if labels and guess is not None:
+        raise DataError(f"{source}: no column {label_column!r} in the header; if {guess!r} "
+                        f"holds the labels, pass --label-column {guess}")
     try:
         x = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, skiprows=1,
                        usecols=columns)
     except ValueError as e:
+        hint = f" (if {guess!r} holds the labels, pass --label-column {guess})" if guess else ""
         raise DataError(f"{source}: {str(e).splitlines()[0]}; every feature cell must be a "
-                        "number") from None
+                        f"number{hint}") from None
     if not np.isfinite(x).all():
         raise DataError(f"{source}: NaN or inf in the features; clean the data first")
     return x.astype(np.float32), None, None
+
+
+def _label_guess(text: str, header: list[str], columns: list[int]) -> str | None:
+    """The column that looks like labels in a CSV without the label column: the first whose
+    cell in the first data row is not a number (class names), else None."""
+    lines = text.split("\n", 2)
+    cells = lines[1].split(",") if len(lines) > 1 else []
+    for i in columns:
+        if i < len(cells) and i < len(header):
+            try:
+                float(cells[i].strip().strip('"'))
+            except ValueError:
+                return header[i]
+    return None
 
 
 def write_predictions(predictions: Predictions, path: str) -> None:

@@ -16,6 +16,7 @@ from irkit.cli.app import (
     JSON_OPTION,
     LOSS,
     OPTIMIZER,
+    check_onnx_outputs,
     done,
     handle_errors,
     main,
@@ -39,6 +40,7 @@ def build(spec: str, output: str, data: str | None, as_json: bool) -> None:
     from irkit.spec import load_recipe
     from irkit.train.settings import resolve
     check_outputs({"-o": output}, [spec] + ([data] if data else []))
+    check_onnx_outputs({"-o": output})
     recipe = load_recipe(spec)
     settings = resolve(recipe.settings(), {"dataset": data})
     ds = load_dataset(_need(settings.dataset, "--data"), label_column=settings.label_column)
@@ -170,6 +172,7 @@ def export(model: str, output: str, training: bool, step: bool, opset: int, data
     if training and step:
         raise IrkitError("choose one of --training and --step")
     check_outputs({"-o": output}, [model] + ([data] if data else []))
+    check_onnx_outputs({"-o": output})
     if training:
         proto = export_training_model(model, data, loss, optimizer, opset)
         write_atomic(output, proto.SerializeToString())

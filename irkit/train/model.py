@@ -29,7 +29,7 @@ from irkit.train.losses import get_loss
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
 from irkit.train.progress import progress_callback
 from irkit.train.settings import DEFAULTS, Settings, resolve
-from irkit.train.sources import ModuleSource, OnnxSource
+from irkit.train.sources import ModuleSource, OnnxSource, split_input
 from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
 
@@ -127,8 +127,8 @@ class Model:
         s = self.settings.replace(batch_size=batch_size, epochs=epochs, val_split=(
             0.0 if validation_data is not None else validation_split), seed=seed,
             keep_best=keep_best, **settings)
-        x, y, val = self._split(_features(x, "training data"), np.asarray(y), validation_data,
-                                s)
+        y = get_loss(s.loss).labels(np.asarray(y), "training data")
+        x, y, val = self._split(_features(x, "training data"), y, validation_data, s)
         self._build(x, s, runner=True)
         if "lr" in settings and self._resume is None:
             self.learning_rate = s.lr
@@ -210,6 +210,10 @@ class Model:
 
     def _stage(self, x: np.ndarray, y, name: str):
         check_finite(x, name)
+        try:  # validation and evaluation data as well: the step's input shape is fixed
+            self.source.ensure_input(x)
+        except DataError as e:
+            raise DataError(f"{name}: {e}") from None
         return self._runner.stage(np.ascontiguousarray(x, np.float32),
                                   self._targets(np.asarray(y), name))
 
@@ -407,8 +411,11 @@ class Sequential(Model):
 
     def __init__(self, layers: list[Module], name: str | None = None,
                  input_shape: tuple[int, ...] | None = None) -> None:
+        """`layers` may start with `irkit.Input(shape)` (Keras' `keras.Input`): `shape` is
+        one sample's, as `input_shape` is; a leading None or named batch dim is dropped."""
         from irkit.nn.module import Sequential as Layers
-        super().__init__(Layers(list(layers), name=name), input_shape, name)
+        layers, input_shape = split_input(list(layers), input_shape)
+        super().__init__(Layers(layers, name=name), input_shape, name)
 
 
 def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
