@@ -20,6 +20,7 @@ import numpy as np
 from irkit import ops
 from irkit.errors import ShapeError
 from irkit.ir import Graph, Shape, Value
+from irkit.tensors import Tensor, is_traced, to_value, tracing, unwrap_output
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def _spec(x: Any) -> Input:
     if isinstance(x, Input):
         return x
     a = np.asarray(x)
-    numpy_typed = isinstance(x, (np.ndarray, np.generic))  # plain Python floats become float32
+    numpy_typed = isinstance(x, (np.ndarray, np.generic, Tensor))  # Python floats: float32
     dtype = np.float32 if a.dtype == np.float64 and not numpy_typed else a.dtype
     return Input(a.shape, dtype)
 
@@ -51,14 +52,12 @@ class Function:
         self._compiled: dict[tuple, Any] = {}
 
     def build(self, graph: Graph, inputs: list[Value]) -> list[Value]:
-        """Append this function's computation to `graph`; return its outputs."""
-        out = self.fn(*inputs)
+        """Append this function's computation to `graph`; return its outputs. `fn` gets its
+        arguments as traced Tensors (they also work with `irkit.ops`, as Values do)."""
+        with tracing(graph):
+            out = self.fn(*[Tensor._traced(v) for v in inputs])
         outs = list(out) if isinstance(out, (tuple, list)) else [out]
-        for o in outs:
-            if not isinstance(o, Value):
-                raise ShapeError(f"{self.name} returned {type(o).__name__}, not a graph Value; "
-                                 "return expressions of its inputs")
-        return outs
+        return [unwrap_output(graph, o, self.name) for o in outs]
 
     def trace(self, *args: Any) -> Graph:
         """The graph of this function for inputs like `args` (arrays or `Input`s)."""
@@ -74,11 +73,11 @@ class Function:
         return graph
 
     def __call__(self, *args: Any) -> Any:
-        if any(isinstance(a, Value) for a in args):  # called inside another trace: inline it
-            graph = next(a.graph for a in args if isinstance(a, Value))
-            outs = self.build(graph, [a if isinstance(a, Value) else graph.constant(a)
-                                      for a in args])
-            return outs[0] if len(outs) == 1 else tuple(outs)
+        if any(is_traced(a) for a in args):  # called inside another trace: inline it
+            graph = next(a.graph for a in args if is_traced(a))
+            outs = [Tensor._traced(v) for v in self.build(graph, [to_value(graph, a)
+                                                                 for a in args])]
+            return self._shaped(outs)
         arrays = [np.asarray(a, dtype=_spec(a).dtype) for a in args]
         key = tuple((a.shape, a.dtype.str) for a in arrays)
         compiled = self._compiled.get(key)
@@ -88,6 +87,10 @@ class Function:
             compiled = get_runtime(self.runtime, self.device).compile(graph)
             self._compiled[key] = compiled
         results = compiled(dict(zip(compiled.input_names, arrays)))
+        return self._shaped(list(results))
+
+    def _shaped(self, results: list[Any]) -> Any:
+        """The results as the caller sees them: one, or a tuple of several."""
         return results[0] if len(results) == 1 else tuple(results)
 
 
@@ -112,11 +115,19 @@ def function(fn: Callable[..., Any] | None = None, *, runtime: str = "onnxruntim
 class _Transformed(Function):
     """A Function whose graph is another Function's graph plus gradient nodes."""
 
-    def __init__(self, base: Function, wrt: Sequence[int], of: int, with_value: bool,
+    def __init__(self, base: Function, wrt: int | Sequence[int], of: int, with_value: bool,
                  cotangent: bool) -> None:
         super().__init__(base.fn, base.runtime, base.device, name=f"grad_{base.name}")
-        self.base, self.wrt, self.of = base, list(wrt), of
+        self.base, self.wrt, self.of = base, _wrt(wrt), of
+        self.single = isinstance(wrt, int)  # one gradient, not a tuple of them (JAX argnums)
         self.with_value, self.cotangent = with_value, cotangent
+
+    def _shaped(self, results: list[Any]) -> Any:
+        """`grad`: the gradient (wrt an int) or a tuple of them (wrt a sequence);
+        `value_and_grad`: (value, that), as JAX returns them."""
+        value, grads = (results[0], results[1:]) if self.with_value else (None, results)
+        grads = grads[0] if self.single else tuple(grads)
+        return (value, grads) if self.with_value else grads
 
     def build(self, graph: Graph, inputs: list[Value]) -> list[Value]:
         from irkit.passes import gradients
@@ -149,15 +160,18 @@ def _wrt(wrt: int | Sequence[int]) -> list[int]:
 
 
 def grad(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0) -> Function:
-    """d fn(...)[of] / d args[wrt]; fn's output must be a scalar (use `vjp` otherwise)."""
-    return _Transformed(function(fn), _wrt(wrt), of, with_value=False, cotangent=False)
+    """d fn(...)[of] / d args[wrt]; fn's output must be a scalar (use `vjp` otherwise). One
+    gradient for `wrt` an int, a tuple of them for a sequence (as JAX's argnums)."""
+    return _Transformed(function(fn), wrt, of, with_value=False, cotangent=False)
 
 
 def value_and_grad(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0) -> Function:
-    """(fn(...)[of], its gradients) in one graph."""
-    return _Transformed(function(fn), _wrt(wrt), of, with_value=True, cotangent=False)
+    """`(value, grads)` in one graph, as `jax.value_and_grad` returns them: value is
+    fn(...)[of]; grads is the gradient wrt one argument (`wrt` an int) or a tuple of them, one
+    per entry of `wrt` (a sequence)."""
+    return _Transformed(function(fn), wrt, of, with_value=True, cotangent=False)
 
 
 def vjp(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0) -> Function:
     """Vector-Jacobian product: call it with the inputs and then the cotangent of the output."""
-    return _Transformed(function(fn), _wrt(wrt), of, with_value=False, cotangent=True)
+    return _Transformed(function(fn), wrt, of, with_value=False, cotangent=True)

@@ -105,6 +105,8 @@ class OpDef:
     def __call__(self, *inputs: Any, **attributes: Any) -> Any:
         """Append this op to the graph of its first Value input; return its output(s)."""
         num_outputs = attributes.pop("_num_outputs", None)
+        # an irkit.Tensor inside a trace stands for its Value (concrete ones become constants)
+        inputs = tuple(x.value if getattr(x, "is_traced", False) else x for x in inputs)
         graph, ref = _graph_of(inputs, self.op_type)
         values = [_as_value(graph, x, self.input_dtypes.get(i), ref) for i, x in enumerate(inputs)]
         node = self.add_to(graph, values, attributes, num_outputs=num_outputs)
