@@ -222,8 +222,9 @@ class IndexUpdate:
         return self._scatter(v, "add")
 
     def multiply(self, v: Any) -> Tensor:
-        """x with x[index] multiplied by v."""
-        return self._scatter(v, "mul")
+        """x with x[index] multiplied by v (a position named twice is multiplied once)."""
+        ones = Tensor(np.ones(self._x.shape, self._x.dtype))
+        return apply("Mul", [self._x, IndexUpdate(ones, self._index).set(v)])
 
     def _scatter(self, v: Any, reduction: str) -> Tensor:
         x = self._x
