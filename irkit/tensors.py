@@ -296,23 +296,56 @@ def apply(op: str | OpDef, inputs: Sequence[Any], attributes: dict[str, Any] | N
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 
+_NODES: dict[tuple, Any] = {}  # signature -> the typed scratch node of an eager op
+_NODES_KEPT = 4096
+
+
+def _signature(opdef: OpDef, inputs: Sequence[Any], attributes: dict[str, Any] | None,
+               num_outputs: int | None) -> tuple | None:
+    """What an eager op's inference depends on: the op, its attributes, the dtype and shape
+    of each data input and the bytes of each constant one; None if an attribute is not
+    hashable (then nothing is cached)."""
+    parts: list[Any] = [id(opdef), num_outputs]
+    for k, v in sorted((attributes or {}).items()):
+        v = tuple(v) if isinstance(v, list) else v.tobytes() if isinstance(v, np.ndarray) else v
+        parts.append((k, v))
+    for x in inputs:
+        if isinstance(x, Tensor):
+            parts.append((x._data.dtype.str, x._data.shape))
+        elif x is None:
+            parts.append(None)
+        else:
+            a = np.asarray(x)
+            if a.size > 64:  # a large constant (gather indices): not worth a key
+                return None
+            parts.append((a.dtype.str, a.shape, a.tobytes()))
+    try:
+        key = tuple(parts)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 def _eager(opdef: OpDef, inputs: Sequence[Any], attributes: dict[str, Any] | None,
            num_outputs: int | None) -> list[Tensor]:
-    """The op on one-node scratch graph: its inference checks the inputs (and names the
-    problem), then its numpy reference computes, each result in its inferred dtype."""
-    scratch = Graph("eager")
-    values, arrays = [], []
-    for i, x in enumerate(inputs):
-        if x is None:
-            values.append(None)
-            arrays.append(None)
-            continue
-        is_data = isinstance(x, Tensor)
-        data = x._data if is_data else np.asarray(x)
-        values.append(scratch.add_input(f"x{i}", data.dtype, data.shape) if is_data
-                      else scratch.constant(data))
-        arrays.append(data)
-    node = opdef.add_to(scratch, values, attributes, num_outputs=num_outputs)
+    """The op on a one-node scratch graph: its inference checks the inputs (and names the
+    problem), then its numpy reference computes, each result in its inferred dtype. The typed
+    node is kept per signature, so repeated eager calls skip inference."""
+    arrays = [None if x is None else x._data if isinstance(x, Tensor) else np.asarray(x)
+              for x in inputs]
+    key = _signature(opdef, inputs, attributes, num_outputs)
+    node = _NODES.get(key) if key is not None else None
+    if node is None:
+        scratch = Graph("eager")
+        values = [None if a is None else scratch.add_input(f"x{i}", a.dtype, a.shape)
+                  if isinstance(x, Tensor) else scratch.constant(a)
+                  for i, (x, a) in enumerate(zip(inputs, arrays))]
+        node = opdef.add_to(scratch, values, attributes, num_outputs=num_outputs)
+        if key is not None:
+            if len(_NODES) >= _NODES_KEPT:
+                _NODES.pop(next(iter(_NODES)))
+            _NODES[key] = node
     results = opdef.compute(node, arrays)
     return [Tensor._eager(np.asarray(r, dtype=out.dtype))
             for r, out in zip(results, node.outputs)]
