@@ -159,9 +159,23 @@ class Tensor:
             return getattr(value, name)
         raise AttributeError(f"'Tensor' object has no attribute {name!r}")
 
-    def __irkit_value__(self, graph: Graph) -> Value:
-        """This Tensor as a Value of `graph` (data becomes a constant); what ops call."""
-        return to_value(graph, self)
+    @classmethod
+    def __irkit_apply__(cls, opdef: OpDef, inputs: Sequence[Any], attributes: dict[str, Any],
+                        num_outputs: int | None) -> Any:
+        """`irkit.ops.X(...)` called with Tensors: numbers and arrays among the inputs take
+        the op's fixed input dtype or the first float Tensor's dtype, as ops' constants do."""
+        tensors = [x for x in inputs if isinstance(x, Tensor)]
+        ref = next((t for t in tensors if t.dtype.kind == "f"), tensors[0]).dtype
+        converted = []
+        for i, x in enumerate(inputs):
+            if isinstance(x, Value):
+                x = Tensor._traced(x)
+            elif x is not None and not isinstance(x, Tensor):
+                a = np.asarray(x)
+                x = np.asarray(a, dtype=opdef.input_dtypes.get(
+                    i, a.dtype if a.dtype == np.bool_ else ref))
+            converted.append(x)
+        return apply(opdef, converted, attributes, num_outputs=num_outputs)
 
     def __repr__(self) -> str:
         if self._value is not None:
