@@ -248,8 +248,9 @@ def _to_numpy(args: Any) -> Any:
 def _numpy_fallback(name: str, fn: Any, args: tuple, kwargs: dict) -> Any:
     """numpy's own `fn` on the data of eager Tensors; one line inside a trace."""
     if _any_traced(args) or _any_traced(kwargs):
-        raise TraceError(f"numpy.{name} cannot run on a traced value: irkit.numpy has no "
-                         f"{name}; use the irkit.numpy functions (inp.{name} does not exist)")
+        raise TraceError(f"numpy.{name} cannot run on a traced value and irkit.numpy has no "
+                         f"{name}; write it with irkit.numpy functions, or compute it outside "
+                         "the traced function")
     return fn(*_to_numpy(args), **_to_numpy(kwargs))
 
 
