@@ -98,6 +98,14 @@ def test_a_recipe_sets_a_new_optimizers_hyperparameter(sign_sgd) -> None:
         resolve({"optimizer": "signsgd", "scale": -1.0}, names=("recipe",))
 
 
+def test_a_file_from_before_the_registry_still_resumes() -> None:
+    """Older files record momentum/nesterov/weight_decay for every optimizer."""
+    from irkit.train.settings import from_json
+    old = '{"optimizer": "adam", "momentum": 0.0, "nesterov": false, "weight_decay": 0.01}'
+    s = resolve(from_json(old), names=("file",))
+    assert s.optimizer == "adam" and s.optimizer_config == {"weight_decay": 0.01}
+
+
 def test_hyperparameters_of_another_optimizer_below_are_dropped() -> None:
     """A recipe's momentum for sgd does not break `--optimizer adam` on top of it."""
     s = resolve({"optimizer": "sgd", "momentum": 0.9}, {"optimizer": "adam"},
