@@ -13,7 +13,7 @@ from irkit.errors import (
     SpecError,
     UnsupportedOpError,
 )
-from irkit.function import Function, Input, function, grad, value_and_grad, vjp
+from irkit.function import Function, Input, function, grad, hessian, jacobian, value_and_grad, vjp
 from irkit.ir import Graph, Node, Value
 from irkit.tensors import Tensor
 from irkit.version import __version__
@@ -36,5 +36,5 @@ def __getattr__(name: str):
 
 __all__ = ["DataError", "Function", "Graph", "IRError", "Input", "IrkitError", "Model",
            "ModelFileError", "Node", "Sequential", "ShapeError", "SpecError", "Tensor",
-           "UnsupportedOpError", "Value", "__version__", "function", "grad", "load_model",
-           "numpy", "ops", "value_and_grad", "vjp"]
+           "UnsupportedOpError", "Value", "__version__", "function", "grad", "hessian", "jacobian",
+           "load_model", "numpy", "ops", "value_and_grad", "vjp"]

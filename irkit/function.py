@@ -228,3 +228,55 @@ def value_and_grad(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int
 def vjp(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0) -> Function:
     """Vector-Jacobian product: call it with the inputs and then the cotangent of the output."""
     return _Transformed(function(fn), wrt, of, with_value=False, cotangent=True)
+
+
+MAX_JACOBIAN_ROWS = 4096  # output elements, one reverse pass each
+
+
+class _Jacobian(_Transformed):
+    """The full Jacobian of a small function: one reverse pass per output element, in one
+    graph. Each result has shape output.shape + argument.shape (JAX's `jacrev` layout)."""
+
+    def build(self, graph: Graph, inputs: list[Value],
+              trees: Sequence[tuple] | None = None) -> list[Value]:
+        from irkit.passes import gradients
+        from irkit.tensor_shape import reshape, stack
+        trees = list(trees or [LEAF] * len(inputs))
+        outs = self.base.build(graph, inputs, trees)
+        if not 0 <= self.of < len(outs):
+            raise ShapeError(f"{self.base.name} has {len(outs)} outputs; `of={self.of}` is none")
+        y = outs[self.of]
+        if not _static(y.shape):
+            raise ShapeError(f"jacobian of {self.base.name}: its output's shape {y.shape} is not "
+                             "known when traced; pass arrays of fixed shape")
+        rows = int(np.prod(y.shape, dtype=np.int64))
+        if rows > MAX_JACOBIAN_ROWS:
+            raise ShapeError(f"jacobian of {self.base.name}: the output has {rows} elements (one "
+                             f"pass each, at most {MAX_JACOBIAN_ROWS}); use vjp for products")
+        starts = np.cumsum([0] + [count(t) for t in trees])
+        wrt = [inputs[j] for i in self.wrt for j in range(starts[i], starts[i + 1])]
+        per_row = [gradients(graph, y, wrt, graph.constant(np.eye(rows, dtype=y.dtype)[k]
+                                                           .reshape(y.shape)))
+                   for k in range(rows)]
+        with tracing(graph):
+            return [to_value(graph, reshape(stack([Tensor._traced(g[i]) for g in per_row]),
+                                            tuple(y.shape) + tuple(w.shape)))
+                    for i, w in enumerate(wrt)]
+
+
+def jacobian(fn: Callable[..., Any], wrt: int | Sequence[int] = 0, of: int = 0, *,
+             argnums: int | Sequence[int] | None = None) -> Function:
+    """d fn(...)[of] / d args[wrt] as a full matrix, shaped output.shape + argument.shape (one
+    for `wrt` an int, a tuple for a sequence), for functions with up to MAX_JACOBIAN_ROWS
+    output elements; JAX's `jacrev`."""
+    wrt = wrt if argnums is None else argnums
+    return _Jacobian(function(fn), wrt, of, with_value=False, cotangent=False)
+
+
+def hessian(fn: Callable[..., Any], wrt: int = 0) -> Function:
+    """The matrix of second derivatives of a scalar fn wrt one argument, shaped
+    argument.shape * 2: the Jacobian of its gradient."""
+    if not isinstance(wrt, int):
+        raise ShapeError("hessian takes one argument index (wrt=0); for several, call it per "
+                         "argument")
+    return jacobian(grad(fn, wrt), wrt)

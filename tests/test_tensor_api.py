@@ -139,6 +139,65 @@ def test_hessian_vector_product_by_grad_of_grad():
     np.testing.assert_allclose(df(x), a @ x + 1 - t ** 2, rtol=1e-12)
 
 
+def _central_jacobian(f, x, eps=1e-6):
+    """d f / d x by central differences, shaped f(x).shape + x.shape (float64)."""
+    cols = []
+    for i in range(x.size):
+        step = np.zeros(x.size)
+        step[i] = eps
+        step = step.reshape(x.shape)
+        cols.append((np.asarray(f(x + step)) - np.asarray(f(x - step))) / (2 * eps))
+    out = np.asarray(f(x)).shape
+    return np.stack(cols, axis=-1).reshape(out + x.shape)
+
+
+def test_jacobian_and_hessian_against_central_differences_and_torch():
+    w = np.array([[1.0, -2.0, 0.5], [0.3, 0.0, 2.0]])
+
+    def f(x):  # R^(3,) -> R^(2,)
+        return inp.tanh(w @ x) * x[0]
+
+    def g(x):  # scalar: its Hessian is the Jacobian of its gradient
+        return inp.sum(inp.sin(x) * x ** 2) + x[0] * x[2]
+
+    x = np.array([0.4, -0.7, 1.1])
+    numeric = lambda x: np.tanh(w @ x) * x[0]  # noqa: E731
+    jac = irkit.jacobian(f)(x)
+    assert jac.shape == (2, 3)
+    np.testing.assert_allclose(jac, _central_jacobian(numeric, x), rtol=1e-6, atol=1e-9)
+    hess = irkit.hessian(g)(x)
+    grad_g = irkit.grad(g)
+    np.testing.assert_allclose(hess, _central_jacobian(grad_g, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(hess, hess.T, rtol=1e-12)
+    torch = pytest.importorskip("torch")
+    tw = torch.tensor(w)
+    tj = torch.autograd.functional.jacobian(lambda t: torch.tanh(tw @ t) * t[0],
+                                            torch.tensor(x))
+    th = torch.autograd.functional.hessian(
+        lambda t: (torch.sin(t) * t ** 2).sum() + t[0] * t[2], torch.tensor(x))
+    np.testing.assert_allclose(jac, tj.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(hess, th.numpy(), rtol=1e-12)
+
+
+def test_jacobian_of_several_arguments_is_shaped_output_then_argument():
+    a, b = np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(3, 2) / 5
+    ja, jb = irkit.jacobian(lambda a, b: a @ b, wrt=(0, 1))(a, b)
+    assert ja.shape == (2, 2, 2, 3) and jb.shape == (2, 2, 3, 2)
+    # d(ab)_ij / d a_kl = [i == k] b_lj;  d(ab)_ij / d b_kl = a_ik [j == l]
+    eye = np.eye(2)
+    np.testing.assert_allclose(ja, np.einsum("ik,lj->ijkl", eye, b))
+    np.testing.assert_allclose(jb, np.einsum("ik,jl->ijkl", a, eye))
+
+
+def test_jacobian_refuses_what_it_cannot_do_in_one_line():
+    with pytest.raises(ShapeError, match="at most 4096.*use vjp"):
+        irkit.jacobian(lambda x: x * 2.0)(np.zeros(5000))
+    with pytest.raises(ShapeError, match="one argument index"):
+        irkit.hessian(lambda x, y: inp.sum(x * y), wrt=(0, 1))
+    with pytest.raises(ShapeError, match="has 1 outputs; `of=2`"):
+        irkit.jacobian(lambda x: x * 2.0, of=2)(np.zeros(3))
+
+
 # ---- value_and_grad and grad: JAX's shapes --------------------------------------------------
 def test_value_and_grad_returns_value_then_grads():
     def f(x, y):
