@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import irkit_command
 from test_cli import assert_one_line_error, cli, irkit_process, predict, weights
 
 from irkit.data import load_dataset
@@ -86,8 +87,7 @@ def test_checkpoint_folder_holds_best_last_resumable_and_history(overfit):
 def test_checkpoint_files_stay_loadable_when_killed(tmp_path):
     (tmp_path / "overfit.toml").write_text(OVERFIT.replace("epochs = 40", "epochs = 100000"))
     ck = tmp_path / "ck"
-    exe = [shutil.which("irkit")] if shutil.which("irkit") else [sys.executable, "-m",
-                                                                  "irkit.cli"]
+    exe = irkit_command()
     for attempt in range(2):
         proc = subprocess.Popen([*exe, "train", "overfit.toml", "-o", "m.onnx",
                                  "--checkpoint", "ck", "--epochs", "100000"], cwd=tmp_path,

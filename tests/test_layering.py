@@ -23,7 +23,9 @@ LAYERS = [
     ("passes / onnx io", ["irkit.passes", "irkit.onnx_io"]),
     ("runtimes", ["irkit.runtimes"]),
     # run graphs: traced functions, the ONNX-file optimizer
-    ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),
+    ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize", "irkit.tensors",
+                           "irkit.tensor_shape", "irkit.tensor_math", "irkit.numpy",
+                           "irkit.trees"]),
     ("nn", ["irkit.nn"]),
     ("train", ["irkit.train", "irkit.spec"]),
     ("cli", ["irkit.cli"]),

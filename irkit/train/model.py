@@ -147,8 +147,7 @@ class Model:
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
             monitor=s.monitor, keep_best=s.keep_best)
         self.fit_settings = s
-        self.source.set_weights(self.get_weights())
-        self._predictors = {}  # their sessions hold the weights from before this fit
+        self._pull_weights()
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
@@ -264,6 +263,14 @@ class Model:
             weights.update(self._runner.read_state(self._weight_names()))
         return weights
 
+    def _pull_weights(self) -> None:
+        """The one point where weights come back from the runner (which owns them while it
+        exists) into the source; compiled predictors made before hold older weights."""
+        if self._runner is None:
+            return
+        self.source.set_weights(self._runner.read_state(self._weight_names()))
+        self._predictors = {}
+
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Set weights by graph name (as get_weights returns them)."""
         unknown = [k for k in weights if k not in self.source.weights()]
@@ -326,8 +333,7 @@ class Model:
     # ---- graphs and files ----------------------------------------------------------------------
     def to_graph(self) -> Graph:
         """The inference graph with the current weights (scaling in, dropout out)."""
-        if self._runner is not None:
-            self.source.set_weights(self.get_weights())
+        self._pull_weights()
         return self._inference_graph()
 
     def _inference_graph(self) -> Graph:
