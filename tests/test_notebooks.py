@@ -37,14 +37,28 @@ FIGURES = {
 }
 
 
-def run(nb, cwd: Path = ROOT):
+class CountingClient(nbclient.NotebookClient):
+    """NotebookClient that counts, per cell, the display updates the kernel sent (nbclient
+    applies them to the display they name: the saved notebook keeps one output)."""
+
+    def __init__(self, nb, **kwargs) -> None:
+        super().__init__(nb, **kwargs)
+        self.updates: dict[int, int] = {}
+
+    def process_message(self, msg, cell, cell_index):
+        if msg["msg_type"] == "update_display_data":
+            self.updates[cell_index] = self.updates.get(cell_index, 0) + 1
+        return super().process_message(msg, cell, cell_index)
+
+
+def run(nb, cwd: Path = ROOT) -> CountingClient:
     """Execute `nb` in a fresh kernel whose working folder is `cwd` (PYTHONPATH left out:
-    the kernel imports what a learner's would)."""
+    the kernel imports what a learner's would); the client keeps the update counts."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     allow_errors=True, resources={"metadata": {"path": cwd}})
+    client = CountingClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": cwd}})
     client.execute(env=env)
-    return nb
+    return client
 
 
 def outputs(nb, kind: str | None = None) -> list:
@@ -77,12 +91,15 @@ def check_floors(name: str, figures: dict) -> None:
         assert figures["polynomial"] > 10 * figures["line"], figures
 
 
-def check_fit_cells(nb) -> None:
-    """Each cell that calls fit shows one progress display (not one output per epoch), on
-    stdout, ending with the closing line; nothing on stderr."""
-    fits = [c for c in nb.cells if c.cell_type == "code" and ".fit(" in c.source]
+def check_fit_cells(nb, updates: dict[int, int]) -> None:
+    """Each cell that calls fit shows one progress display (not one output per epoch),
+    updated in place at least once per epoch, on stdout, ending with the closing line;
+    nothing on stderr."""
+    fits = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code" and
+            ".fit(" in c.source]
     assert fits
-    for cell in fits:
+    for index, cell in fits:
+        assert updates.get(index, 0) >= 2, (index, updates)  # the display was redrawn
         shown = [o for o in cell.outputs if o.output_type == "display_data"
                  and "epoch" in o.data.get("text/plain", "")]
         assert len(shown) == 1, cell.outputs
@@ -97,12 +114,12 @@ def test_lab_notebook_runs_and_shows_the_lesson(name):
     nb = nbformat.read(LAB / name, as_version=4)
     code = f"import json; print({RESULT!r} + json.dumps({FIGURES[name]}))"
     nb.cells.append(nbformat.v4.new_code_cell(code))
-    run(nb)
+    client = run(nb)
     errors = outputs(nb, "error")
     assert not errors, [(e.ename, e.evalue) for e in errors]
     assert any("image/png" in o.get("data", {}) for o in outputs(nb)), "no picture"
     if any(".fit(" in c.source for c in nb.cells):
-        check_fit_cells(nb)
+        check_fit_cells(nb, client.updates)
     last_plot = [c for c in nb.cells if "plt." in c.source][-1]
     assert any("image/png" in o.get("data", {}) for o in last_plot.outputs)  # inline still
     check_floors(name, result(nb))
@@ -121,22 +138,42 @@ CELLS = [
     "history = model.fit(data.x, data.y, epochs=20, batch_size=16)",
     "model", "history", "model.to_graph()", "model.summary()",
     "model.fit(data.x, np.eye(3)[data.y], epochs=1)",
+    "digits = load_dataset('mnist5k')\n"
+    "mnist = irkit.Sequential([irkit.Input((784,)), nn.Normalize('minmax'), nn.Dense(10)])\n"
+    "mnist.compile(optimizer='adam', lr=0.003)\n"
+    "mnist_history = mnist.fit(digits.x, digits.y, epochs=3, batch_size=64, seed=0)",
+    "mnist_history",
+    "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()",
 ]
+FIT_CELLS = (1, 7)
 
 
 def test_a_notebook_in_the_clone_root_runs_the_clone():
     """A notebook saved in the clone's root imports the clone's irkit, irkit.passes and
-    irkit.runtimes; Model, History and Graph display richly; summary() shows once; an irkit
-    error ends in its one sentence without irkit's frames."""
-    nb = run(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS]))
+    irkit.runtimes; it trains Iris and MNIST, each fit one progress display updated in
+    place; Model, History and Graph display richly, irkit's curves and then a plain
+    `plt.plot` inline; summary() shows once; an irkit error ends in its one sentence
+    without irkit's frames."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
+    client = run(nb)
+    assert not [c.outputs for c in nb.cells[:6] + nb.cells[7:]
+                if any(o.output_type == "error" for o in c.outputs)]
     files = eval(nb.cells[0].outputs[0].text)  # noqa: S307 - a list of paths we printed
     assert [Path(f).parent for f in files] == [ROOT / "irkit", ROOT / "passes",
                                                ROOT / "runtimes"]
-    for index in (2, 3, 4):
+    for index in FIT_CELLS:
+        (shown,) = nb.cells[index].outputs  # one display, not one output per epoch
+        assert shown.output_type == "display_data" and "validation loss" in shown.data[
+            "text/plain"], shown
+        assert client.updates.get(index, 0) >= 3, (index, client.updates)  # redrawn
+    for index in (2, 3, 4, 8):
         (shown,) = nb.cells[index].outputs
         assert "text/html" in shown.data and len(shown.data["text/plain"]) < 300, shown.data
     assert "<svg" in nb.cells[4].outputs[0].data["text/html"]
-    assert "<img" in nb.cells[3].outputs[0].data["text/html"]  # the curves
+    for index in (3, 8):  # irkit's curves, as a picture in the History's display
+        assert "<img src='data:image/png" in nb.cells[index].outputs[0].data["text/html"]
+    (plain,) = nb.cells[9].outputs  # and a plain pyplot figure after them, inline
+    assert "image/png" in plain.data, plain
     assert [o.output_type for o in nb.cells[5].outputs] == ["stream"]  # printed once
     (error,) = nb.cells[6].outputs
     assert error.ename == "DataError" and "categorical_crossentropy" in error.evalue
