@@ -16,10 +16,14 @@ import numpy as np
 from irkit.errors import DataError
 from irkit.runtimes.base import StepRunner, Totals
 
-# a training loss this many times the first epoch's (or 1, when that was below 1) means the
-# run has diverged: a fit that continues a well-trained model starts near 0, and its noise is
-# no divergence (a first loss of 2e-8 and a later 0.1 would pass any factor)
+# the rule for divergence: an epoch whose figures are not finite, or whose training loss is
+# more than DIVERGENCE_FACTOR times the loss of the weights the fit started from (measured on
+# up to REFERENCE_ROWS training rows before the first epoch; or 1, when that was below 1: a
+# fit that continues a well-trained model starts near 0, and its noise is no divergence).
+# The start, not the first epoch: with a rate far too high (Adam at 1e6) the first epoch's
+# loss is already 1e12 and every later one looks tame beside it.
 DIVERGENCE_FACTOR = 1e4
+REFERENCE_ROWS = 1024
 
 
 @dataclass
@@ -88,6 +92,7 @@ class Trainer:
         self.model = model
         self.best_weights: dict[str, np.ndarray] | None = None
         self.last_weights: dict[str, np.ndarray] | None = None  # before best were restored
+        self.reference_loss = float("nan")  # the starting weights' loss (divergence rule)
 
     def fit(self, train, validation, epochs: int, batch_size: int, *, shuffle: bool = True,
             seed: int = 0, initial_epoch: int = 0, callbacks=(), history: History | None = None,
@@ -108,6 +113,9 @@ class Trainer:
             self.model.history = history
         for cb in callbacks:
             cb.on_train_begin({})
+        self.reference_loss = logs_of(self.runner.evaluate(
+            tuple(part[:REFERENCE_ROWS] for part in train), max(batch_size, 256)),
+            self.has_correct)["loss"]
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
@@ -146,21 +154,25 @@ class Trainer:
 
     def _check_divergence(self, epoch: int, logs: dict, history: History,
                           keep_best: bool) -> None:
-        """DataError (after restoring the best weights) when the loss is not finite or has
-        grown DIVERGENCE_FACTOR times over the first epoch's (over 1 when that was less)."""
-        first = history.history.get("loss", [logs["loss"]])[0]
+        """DataError (after restoring the best weights) when a figure is not finite or the
+        loss has grown DIVERGENCE_FACTOR times over the starting weights' (see the rule)."""
+        start = self.reference_loss
         bad = [k for k, v in logs.items() if not math.isfinite(v)]
-        grown = math.isfinite(first) and logs["loss"] > DIVERGENCE_FACTOR * max(first, 1.0)
+        grown = math.isfinite(start) and logs["loss"] > DIVERGENCE_FACTOR * max(start, 1.0)
         if not bad and not grown:
             return
         self._restore_best(keep_best)
-        last = history.epochs
         kept = (f"; the model keeps the best weights (epoch {history.best_epoch})"
                 if keep_best and self.best_weights is not None else "")
         what = (f"{bad[0]} is {logs[bad[0]]}" if bad else
-                f"the loss grew from {first:.4g} to {logs['loss']:.4g}")
-        raise DataError(f"epoch {epoch + 1}: training diverged ({what}); the last finite epoch "
-                        f"was {last}{kept}; lower the learning rate or scale the data")
+                f"the loss grew from {start:.4g} at the start to {logs['loss']:.4g}")
+        rate = getattr(self.model, "learning_rate", None)
+        lower = (f"lower the learning rate (--lr; now {rate:g}, try {rate / 100:g})"
+                 if isinstance(rate, float) and rate > 0 else "lower the learning rate")
+        last = (f"the last finite epoch was {history.epochs}" if history.epochs else
+                "nothing was kept")
+        raise DataError(f"epoch {epoch + 1}: training diverged ({what}); {last}{kept}; {lower} "
+                        "or scale the data")
 
 
 def _batch_hook(callbacks):
