@@ -83,3 +83,17 @@ def test_cli_mistakes(tmp_path, monkeypatch):
     (tmp_path / "f.csv").write_text("\n".join(rows) + "\n")
     assert_one_line_error(cli("evaluate", "m.onnx", "--data", "f.csv"),
                           "--label-column species")
+
+
+def test_saturated_scores_evaluate_to_a_loss_of_zero_not_minus_zero():
+    """A diverged model's huge logits give probabilities of exactly 1: `irkit evaluate`
+    printed `loss -0.0000`."""
+    from irkit.cli.lab import _describe
+    from irkit.cli.predictor import Predictions, classification_figures
+    probabilities = np.eye(3)[[0, 1, 2, 1]]
+    pred = Predictions("classify", probabilities, probabilities.argmax(1), probabilities,
+                       ["a", "b", "c"], "probabilities")
+    figures = classification_figures(pred, np.array([0, 1, 2, 1]))
+    assert figures["loss"] == 0.0 and str(figures["loss"]) == "0.0"
+    text = _describe({"model": "m.onnx", "data": "d.csv", **figures})
+    assert "loss 0.0000" in text and "-0.0000" not in text

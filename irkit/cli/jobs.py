@@ -135,6 +135,7 @@ def run_training(source: str, output: str, progress: bool = True,
             "workers": distributed.world_size(),
             "epochs_run": history.epochs - first, "epochs_total": history.epochs,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
+            "start_loss": history.start_loss,
             "history": history.history, "final": final, "report": report.as_dict(),
             "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
 

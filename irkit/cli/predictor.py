@@ -300,7 +300,8 @@ def classification_figures(pred: Predictions, y: np.ndarray,
     k = len(classes)
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (y, pred.labels), 1)
-    logp = np.log(np.clip(pred.probabilities[np.arange(len(y)), y], 1e-300, None))
+    # probabilities of 1 (saturated scores) give a loss of 0.0, never -0.0 or below
+    logp = np.log(np.clip(pred.probabilities[np.arange(len(y)), y], 1e-300, 1.0))
     per_class = []
     for i, name in enumerate(classes):
         tp, predicted, actual = confusion[i, i], confusion[:, i].sum(), confusion[i].sum()
@@ -309,7 +310,7 @@ def classification_figures(pred: Predictions, y: np.ndarray,
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class.append({"class": name, "precision": float(precision), "recall": float(recall),
                           "f1": float(f1), "support": int(actual)})
-    return {"task": "classify", "samples": int(len(y)), "loss": float(-logp.mean()),
+    return {"task": "classify", "samples": int(len(y)), "loss": max(0.0, float(-logp.mean())),
             "accuracy": float(np.trace(confusion) / max(len(y), 1)),
             "macro_f1": float(np.mean([c["f1"] for c in per_class])),
             "scores_are": pred.scores_are, "classes": classes, "per_class": per_class,

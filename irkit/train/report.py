@@ -4,14 +4,16 @@
     overfits; kept epoch 12
 
 The report reads a history (a `History`, its `to_dict()`, or the JSON that `irkit train
---json` prints) and says one of: the model overfits (validation loss rose more than
-`RISE_THRESHOLD` above its minimum by the last epoch while training loss went lower still),
-training is unstable (both rose), it stopped early, it is still improving, or it did not
-overfit; and which epoch's weights the model holds.
+--json` prints) and says one of: training diverges (the training loss grew instead of falling,
+see `diverging`), the model overfits (validation loss rose more than `RISE_THRESHOLD` above
+its minimum by the last epoch while training loss went lower still), training is unstable
+(both rose), it stopped early, it is still improving, or it did not overfit; and which
+epoch's weights the model holds.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,6 +22,11 @@ from typing import Any
 # run gained before the minimum (a wiggle of a tiny loss in the last epoch is noise)
 RISE_THRESHOLD = 0.05
 SUSTAINED_EPOCHS = 3
+# divergence (no NaN needed): the training loss reached DIVERGE_RATIO times the loss the run
+# started from, or ended above that start after having been under half its last value. The
+# start is the starting weights' loss (History.start_loss; the first epoch's in older
+# histories), taken as at least 1 as the trainer does: noise near 0 is no divergence.
+DIVERGE_RATIO = 10.0
 # another epoch's validation accuracy this much above the kept epoch's is worth a note
 ACCURACY_NOTE = 0.01
 
@@ -37,17 +44,38 @@ class OverfittingReport:
     stopped_early: int | None   # the epoch training stopped at, if before the planned end
     kept_epoch: int | None      # whose weights the model holds
     text: str
+    diverges: bool = False      # the training loss grew instead of falling (see `diverging`)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _figures(history: Any) -> tuple[dict[str, list[float]], int | None, str]:
+def _figures(history: Any) -> tuple[dict[str, list[float]], int | None, str, float | None]:
     if hasattr(history, "to_dict"):
         history = history.to_dict()
     curves = history.get("history", history)
-    best = history.get("best_epoch") if "history" in history else None
-    return curves, best, str(history.get("monitor", "val_loss"))
+    nested = "history" in history
+    best = history.get("best_epoch") if nested else None
+    start = history.get("start_loss") if nested else None
+    return curves, best, str(history.get("monitor", "val_loss")), start
+
+
+def diverging(train: list[float], start: float | None = None) -> str:
+    """Why the training losses `train` (one per epoch) show a diverging run, or "": the loss
+    reached DIVERGE_RATIO times the start (`start`, the starting weights' loss, else the
+    first epoch's; at least 1), or ended above the start after falling under half the end."""
+    if not train:
+        return ""
+    base = max(float(start) if start is not None and math.isfinite(start) else train[0], 1.0)
+    peak = max(range(len(train)), key=train.__getitem__)
+    low = min(range(len(train)), key=train.__getitem__)
+    if train[peak] > DIVERGE_RATIO * base:
+        return (f"training loss reached {train[peak]:.4g} at epoch {peak + 1}, "
+                f"{train[peak] / base:.0f} times the {base:.4g} it started from")
+    if train[-1] > base and 2 * train[low] < train[-1]:
+        return (f"training loss rose from {train[low]:.4g} at epoch {low + 1} to "
+                f"{train[-1]:.4g} at epoch {len(train)}, above the {base:.4g} it started from")
+    return ""
 
 
 def _kept(best: int | None, last: int, keep_best: bool, monitor: str) -> tuple[int, str]:
@@ -75,7 +103,7 @@ def overfitting_report(history: Any, epochs_planned: int | None = None,
     """Judge `history` (History, its dict, or `irkit train --json` output). `epochs_planned`:
     the epoch the run was to end at (to tell an early stop); `keep_best`: whether the model
     holds the best epoch's weights (History.best_epoch) or the last epoch's."""
-    curves, best, monitor = _figures(history)
+    curves, best, monitor, start = _figures(history)
     name = "val_loss" if curves.get("val_loss") else "loss"
     values = [float(v) for v in curves.get(name, [])]
     last = len(values)
@@ -83,11 +111,30 @@ def overfitting_report(history: Any, epochs_planned: int | None = None,
         return OverfittingReport(False, name, None, None, 0, None, None, None,
                                  "no epochs were trained")
     low = min(range(last), key=values.__getitem__)
-    lowest, low_epoch = values[low], low + 1
+    lowest = values[low]
     rise = (values[-1] - lowest) / abs(lowest) if lowest else 0.0
     stopped = last if epochs_planned is not None and last < epochs_planned else None
     kept, kept_text = _kept(best, last, keep_best, monitor)
-    train = curves.get("loss", [])
+    train = [float(v) for v in curves.get("loss", [])]
+    diverges = diverging(train, start)
+    if diverges:
+        text = (f"{diverges}: training diverges, the figures are not to be trusted (lower the "
+                f"learning rate or scale the data); {kept_text}")
+        overfits = False
+    else:
+        overfits, text = _verdict(values, train, low, rise, name, kept_text)
+    if stopped is not None:
+        text = f"stopped early at epoch {stopped} of {epochs_planned}; {text}"
+    text += _better_accuracy(curves, kept, monitor) if not diverges else ""
+    return OverfittingReport(overfits, name, low + 1, lowest, last, rise, stopped, kept, text,
+                             bool(diverges))
+
+
+def _verdict(values: list[float], train: list[float], low: int, rise: float, name: str,
+             kept_text: str) -> tuple[bool, str]:
+    """(overfits, text) for a run that did not diverge: `values` is the judged curve, `low`
+    the index of its minimum and `rise` the last epoch's rise over it."""
+    last, lowest, low_epoch = len(values), values[low], low + 1
     # training loss went lower after the validation minimum: the model kept fitting the
     # training data while getting worse on new data (if it rose too, training is unstable)
     train_fell = len(train) == last and low + 1 < last and min(train[low + 1:]) < train[low]
@@ -95,21 +142,16 @@ def overfitting_report(history: Any, epochs_planned: int | None = None,
     real = rise > RISE_THRESHOLD and (last - low_epoch >= SUSTAINED_EPOCHS or
                                       values[-1] - lowest > RISE_THRESHOLD * gained)
     overfits = name == "val_loss" and real and train_fell
-    unstable = name == "val_loss" and real and not train_fell
     what = "validation loss" if name == "val_loss" else "training loss (no validation data)"
     head = f"{what} bottomed at epoch {low_epoch} ({lowest:.4g})"
     if overfits:
-        text = (f"{head} and rose {100 * rise:.0f}% by epoch {last}: the model overfits; "
-                f"{kept_text}")
-    elif unstable:
-        text = (f"{head} and rose {100 * rise:.0f}% by epoch {last}, training loss too: "
-                f"unstable training (try a lower learning rate); {kept_text}")
-    elif low_epoch == last:
-        text = f"{what} was still falling at epoch {last}: no overfitting; more epochs may help"
-    else:
-        text = (f"{head} and was {100 * rise:.0f}% above it at epoch {last}: no clear "
-                f"overfitting; {kept_text}")
-    if stopped is not None:
-        text = f"stopped early at epoch {stopped} of {epochs_planned}; {text}"
-    text += _better_accuracy(curves, kept, monitor)
-    return OverfittingReport(overfits, name, low_epoch, lowest, last, rise, stopped, kept, text)
+        return True, (f"{head} and rose {100 * rise:.0f}% by epoch {last}: the model overfits; "
+                      f"{kept_text}")
+    if name == "val_loss" and real:
+        return False, (f"{head} and rose {100 * rise:.0f}% by epoch {last}, training loss too: "
+                       f"unstable training (try a lower learning rate); {kept_text}")
+    if low_epoch == last:
+        return False, (f"{what} was still falling at epoch {last}: no overfitting; more epochs "
+                       "may help")
+    return False, (f"{head} and was {100 * rise:.0f}% above it at epoch {last}: no clear "
+                   f"overfitting; {kept_text}")

@@ -35,6 +35,7 @@ class History:
     best_epoch: int | None = None
     best_value: float | None = None
     monitor: str = "val_loss"
+    start_loss: float | None = None  # the starting weights' training loss (the report's base)
 
     def append(self, logs: dict[str, float]) -> None:
         for k, v in logs.items():
@@ -63,15 +64,17 @@ class History:
 
     def to_dict(self) -> dict:
         return {"history": self.history, "best_epoch": self.best_epoch,
-                "best_value": self.best_value, "monitor": self.monitor}
+                "best_value": self.best_value, "monitor": self.monitor,
+                "start_loss": self.start_loss}
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
         hist = {str(k): [float(x) for x in v] for k, v in dict(d.get("history", {})).items()}
-        best = d.get("best_epoch")
+        best, start = d.get("best_epoch"), d.get("start_loss")
         return cls(hist, int(best) if best is not None else None,
                    None if d.get("best_value") is None else float(d["best_value"]),
-                   str(d.get("monitor", "val_loss")))
+                   str(d.get("monitor", "val_loss")),
+                   None if start is None else float(start))
 
 
 def logs_of(totals: Totals, has_correct: bool, prefix: str = "") -> dict[str, float]:
@@ -116,6 +119,8 @@ class Trainer:
         self.reference_loss = logs_of(self.runner.evaluate(
             tuple(part[:REFERENCE_ROWS] for part in train), max(batch_size, 256)),
             self.has_correct)["loss"]
+        if history.start_loss is None and math.isfinite(self.reference_loss):
+            history.start_loss = self.reference_loss  # a continued run keeps its first start
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
