@@ -135,7 +135,10 @@ def test_report_says_the_model_overfits_and_which_epoch_is_kept(overfit):
     assert f"bottomed at epoch {best}" in report["text"]
     assert f"the model overfits; kept epoch {best}" in report["text"]
     plain = cli("train", str(overfit), "-o", "m.onnx")  # without --json: on stderr
-    assert plain.stderr.splitlines()[-1] == report["text"]
+    closing = plain.stderr.splitlines()[-1]  # the report, then whose weights -o holds
+    assert closing == (f"{report['text']}. Restored epoch {best}'s weights (best val_loss), "
+                       f"not epoch {len(val)}'s: pass keep_best=False (irkit train "
+                       "--keep-last) for the last epoch's")
 
 
 def test_report_on_a_run_that_does_not_overfit(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import irkit
 from irkit import nn
 from irkit.data import load_dataset
-from irkit.errors import DataError, ShapeError
+from irkit.errors import DataError, ShapeError, SpecError
 from irkit.train import Adam
 from tests.test_cli import assert_one_line_error, cli
 
@@ -97,3 +97,25 @@ def test_saturated_scores_evaluate_to_a_loss_of_zero_not_minus_zero():
     assert figures["loss"] == 0.0 and str(figures["loss"]) == "0.0"
     text = _describe({"model": "m.onnx", "data": "d.csv", **figures})
     assert "loss 0.0000" in text and "-0.0000" not in text
+
+
+@pytest.mark.parametrize("last", [nn.Dense(3), nn.Dense(3, activation="softmax")],
+                         ids=["logits", "softmax"])
+def test_python_predict_and_irkit_predict_agree(tmp_path, last):
+    """Model.predict(x) gives the model's outputs (as Keras) and irkit predict's JSON has them
+    as "outputs"; predict(x, probabilities=True) is irkit predict's probabilities."""
+    import json
+    model = _model(nn.Normalize("standard"), last)
+    model.fit(IRIS.x, IRIS.y, epochs=5, verbose=0, seed=1)
+    model.export(str(tmp_path / "m.onnx"))
+    r = cli("predict", str(tmp_path / "m.onnx"), "--data", "iris", "-o", str(tmp_path / "p.json"))
+    assert r.exit_code == 0, r.output
+    cli_out = json.loads((tmp_path / "p.json").read_text())
+    np.testing.assert_allclose(cli_out["outputs"], model.predict(IRIS.x), rtol=1e-5, atol=1e-6)
+    probabilities = model.predict(IRIS.x, probabilities=True)
+    np.testing.assert_allclose(cli_out["probabilities"], probabilities, atol=2e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert cli_out["labels"] == probabilities.argmax(axis=1).tolist()
+    regressor = irkit.Sequential([nn.Dense(1)]).compile(loss="mse")
+    with pytest.raises(SpecError, match="for classifiers"):
+        regressor.predict(IRIS.x, probabilities=True)

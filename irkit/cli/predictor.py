@@ -20,6 +20,7 @@ import numpy as np
 
 from irkit.errors import DataError, ModelFileError
 from irkit.signature import META_CLASSES, META_SETTINGS
+from irkit.train.scores import log_probabilities
 
 BATCH = 1024
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -129,28 +130,6 @@ def task_of(predictor: OnnxPredictor, scores: np.ndarray, y: np.ndarray | None =
     return "regress"
 
 
-def log_probabilities(scores: np.ndarray, kind: str | None = None) -> tuple[np.ndarray, str]:
-    """Log class probabilities of scores (N, C) or (N, 1) for two classes, and what the
-    scores were: `kind` ('probabilities' or 'logits'), or judged from the values."""
-    s = np.asarray(scores, np.float64).reshape(len(scores), -1)
-    if s.shape[1] == 1:  # one score per row: P(class 1), or its logit
-        kind = kind or ("probabilities" if ((s >= 0) & (s <= 1)).all() else "logits")
-        z = np.log(np.clip(s, 1e-300, 1)) - np.log(np.clip(1 - s, 1e-300, 1)) \
-            if kind == "probabilities" else s
-        s = np.concatenate([np.zeros_like(z), z], axis=1)  # softmax([0, z]) = [1-p, p]
-        return s - _logsumexp(s), kind
-    if kind is None and (s >= 0).all() and np.allclose(s.sum(axis=1), 1.0, atol=1e-3):
-        kind = "probabilities"
-    if kind == "probabilities":
-        return np.log(np.clip(s, 1e-300, None)), "probabilities"
-    return s - _logsumexp(s), "logits"
-
-
-def _logsumexp(s: np.ndarray) -> np.ndarray:
-    m = s.max(axis=1, keepdims=True)
-    return m + np.log(np.exp(s - m).sum(axis=1, keepdims=True))
-
-
 @dataclass
 class Predictions:
     """What `predict` returns: per-row classes (and probabilities) or output values."""
@@ -178,7 +157,9 @@ class Predictions:
             return {"task": self.task, "classes": self.classes, "scores_are": self.scores_are,
                     "predicted": [self.classes[k] for k in self.labels],
                     "labels": [int(k) for k in self.labels],
-                    "probabilities": self.probabilities.round(6).tolist()}
+                    "probabilities": self.probabilities.round(6).tolist(),
+                    # the model's own outputs, as Python's Model.predict(x) returns them
+                    "outputs": self.outputs.reshape(len(self.outputs), -1).tolist()}
         return {"task": self.task, "outputs": self.outputs.reshape(
             len(self.outputs), -1).tolist()}
 

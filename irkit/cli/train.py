@@ -123,7 +123,6 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     if as_json:  # the overfitting report is in the document ("report")
         click.echo(json.dumps(result, indent=2))
     else:
-        click.echo(result["report"]["text"], err=True)
         final = result["final"]
         figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
         click.echo(f"best epoch {result['best_epoch']}: {figures}")

@@ -142,11 +142,11 @@ class Model:
         cbs = self._callbacks(callbacks, s, verbose, len(x))
         self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
                                 self)
+        self.fit_settings = s  # this fit's, already for its callbacks (keep_best, monitor)
         self.history = self._trainer.fit(
             staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
             monitor=s.monitor, keep_best=s.keep_best)
-        self.fit_settings = s
         self._pull_weights()
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
@@ -310,20 +310,27 @@ class Model:
         return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
 
     def predict(self, x, batch_size: int | None = None, device: str | None = None,
-                verbose: int = 0) -> np.ndarray:
-        """Model outputs for raw inputs x (on compile's runtime; one compiled graph cached per
-        device)."""
+                verbose: int = 0, probabilities: bool = False) -> np.ndarray:
+        """Model outputs for raw inputs x, as Keras gives them (logits when the last layer
+        has no softmax); `probabilities=True`: class probabilities, what `irkit predict`
+        writes for the exported model. One compiled graph cached per device."""
         x = _features(x, "prediction data")
         self.source.ensure_input(x)
         device = device or self.settings.device
         run = self._predictors.get(device)
         if run is None:
             run = self._predictors[device] = self._compile_graph(self.to_graph(), device)
-        name = run.input_names[0]
-        if not batch_size:
-            return run({name: x})[0]
-        return np.concatenate([run({name: x[i:i + batch_size]})[0]
-                               for i in range(0, len(x), batch_size)])
+        name, size = run.input_names[0], batch_size or max(len(x), 1)
+        out = np.concatenate([run({name: x[i:i + size]})[0] for i in range(0, len(x), size)]
+                             ) if len(x) > size else run({name: x})[0]
+        if not probabilities:
+            return out
+        from irkit.train.scores import probabilities as probs
+        from irkit.train.scores import scores_kind
+        if not get_loss(self.settings.loss).classification:
+            raise SpecError(f"predict(probabilities=True) is for classifiers; the loss "
+                            f"{self.settings.loss!r} regresses (use predict(x))")
+        return probs(out, scores_kind(self.source.build(training=False)))
 
     def _compile_graph(self, graph: Graph, device: str = "cpu"):
         """`graph` compiled by the runtime `compile` chose (the only way Model runs a graph

@@ -13,6 +13,7 @@ import sys
 import time
 
 from irkit.train.callbacks import Callback, ProgressLogger
+from irkit.train.report import closing_line
 
 UPDATE_EVERY_S = 0.25  # a notebook display is redrawn at most this often within an epoch
 BAR_WIDTH = 30
@@ -31,21 +32,6 @@ def progress_callback(epochs: int, batches: int, verbose: int) -> Callback:
     if in_notebook():
         return NotebookProgress(epochs, batches, verbose)
     return ProgressLogger(epochs, batches, verbose)
-
-
-def closing_line(history, epochs_planned: int, keep_best: bool) -> str:
-    """What a run ends with: the overfitting report, and, when the kept weights are not the
-    last epoch's (irkit's default differs from Keras' there), how to get those."""
-    from irkit.train.report import overfitting_report
-
-    report = overfitting_report(history, epochs_planned, keep_best)
-    text = report.text
-    last = history.epochs
-    if keep_best and history.best_epoch is not None and history.best_epoch != last:
-        text += (f". The model holds epoch {history.best_epoch}'s weights (best "
-                 f"{history.monitor}), not epoch {last}'s: pass keep_best=False for the last "
-                 "epoch's")
-    return text
 
 
 class NotebookProgress(Callback):
@@ -78,12 +64,7 @@ class NotebookProgress(Callback):
         self._show(time.monotonic())
 
     def on_train_end(self, logs: dict) -> None:
-        model = self.model
-        history = getattr(model, "history", None)
-        if history is not None and history.epochs:
-            keep = getattr(getattr(model, "fit_settings", None) or model.settings, "keep_best",
-                           True)
-            self.closing = closing_line(history, self.epochs, keep)
+        self.closing = closing_line(self.model, self.epochs)
         self._show(time.monotonic())
 
     def _show(self, now: float) -> None:

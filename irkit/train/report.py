@@ -155,3 +155,21 @@ def _verdict(values: list[float], train: list[float], low: int, rise: float, nam
                        "may help")
     return False, (f"{head} and was {100 * rise:.0f}% above it at epoch {last}: no clear "
                    f"overfitting; {kept_text}")
+
+
+def closing_line(model, epochs_planned: int) -> str:
+    """What `fit`'s progress ends with: the overfitting report of `model.history` and, when
+    the model holds another epoch's weights than the last (irkit's default, unlike Keras'),
+    which and how to get the last's. "" before any epoch."""
+    history = getattr(model, "history", None)
+    if history is None or not history.epochs:
+        return ""
+    settings = getattr(model, "fit_settings", None) or getattr(model, "settings", None)
+    keep_best = getattr(settings, "keep_best", True)
+    text = overfitting_report(history, epochs_planned, keep_best).text
+    last, best = history.epochs, history.best_epoch
+    if keep_best and best is not None and best != last:
+        text += (f". Restored epoch {best}'s weights (best {history.monitor}), not epoch "
+                 f"{last}'s: pass keep_best=False (irkit train --keep-last) for the last "
+                 "epoch's")
+    return text
