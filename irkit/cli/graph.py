@@ -309,7 +309,7 @@ def ops(as_json: bool) -> None:
 
 
 # ---- list ----------------------------------------------------------------------------------
-KINDS = ("optimizers", "losses", "layers", "runtimes", "recipes", "datasets")
+KINDS = ("optimizers", "losses", "metrics", "layers", "runtimes", "recipes", "datasets")
 
 
 def registries() -> dict[str, list[dict[str, Any]]]:
@@ -318,6 +318,7 @@ def registries() -> dict[str, list[dict[str, Any]]]:
     from irkit.runtimes import runtime_names
     from irkit.spec import LAYERS, bundled_recipes, layer_arguments
     from irkit.train.losses import LOSSES
+    from irkit.train.metrics import METRICS
     from irkit.train.optimizers import OPTIMIZERS
     return {
         "optimizers": [{"name": n, "hyperparameters": {f.name: f.default for f in c.fields()}}
@@ -325,6 +326,7 @@ def registries() -> dict[str, list[dict[str, Any]]]:
         "losses": [{"name": n, "aliases": list(loss.aliases),
                     "task": "classify" if loss.classification else "regress"}
                    for n, loss in LOSSES.items()],
+        "metrics": [{"name": n, "task": m.task} for n, m in METRICS.items()],
         "layers": [{"name": n, "arguments": sorted(layer_arguments(n))} for n in LAYERS],
         "runtimes": [{"name": n} for n in runtime_names()],
         "recipes": [{"name": n} for n in bundled_recipes()],
@@ -351,8 +353,9 @@ def _row(entry: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def list_registries(kind: str | None, as_json: bool) -> None:
-    """What irkit knows, by KIND: optimizers (with their hyperparameters), losses, layers a
-    recipe can name, runtimes, bundled recipes and datasets (all of them without KIND)."""
+    """What irkit knows, by KIND: optimizers (with their hyperparameters), losses, metrics
+    (beyond accuracy), layers a recipe can name, runtimes, bundled recipes and datasets (all of
+    them without KIND)."""
     found = registries()
     found = {kind: found[kind]} if kind else found
     if as_json:

@@ -26,14 +26,13 @@ from irkit.runtimes import get_runtime, make_step_runner, runtime_names
 from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping
 from irkit.train.losses import get_loss
+from irkit.train.metrics import epoch_metrics, metric_logs, resolve_metrics
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
 from irkit.train.progress import progress_callback
 from irkit.train.settings import DEFAULTS, Settings, resolve
 from irkit.train.sources import ModuleSource, OnnxSource, split_input
 from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
-
-METRICS = ("accuracy", "acc")
 
 
 class Model:
@@ -53,6 +52,7 @@ class Model:
         self.source = source
         self.name = name or source.name
         self.settings: Settings = DEFAULTS            # compile's (the base of each fit)
+        self.metrics: list = []                       # compile's, beyond accuracy
         self.fit_settings: Settings | None = None      # those of the last fit
         self.stop_training = False
         self._compiled = False
@@ -87,12 +87,9 @@ class Model:
         adam), loss (default sparse_categorical_crossentropy), runtime (irkit.runtimes's
         registry; "reference" runs numpy end to end) and settings (lr or learning_rate, the
         optimizer's hyperparameters such as momentum, device, seed, ...; `settings` is the
-        layer under them; defaults: irkit.train.settings). `metrics`: ["accuracy"] or None
-        (accuracy is reported for every classification loss)."""
-        for m in metrics or []:
-            if m not in METRICS:
-                raise SpecError(f"unknown metric {m!r}; irkit reports accuracy for "
-                                "classification losses (metrics=['accuracy'])")
+        layer under them; defaults: irkit.train.settings). `metrics`: names, Metrics or
+        functions (irkit.train.metrics: top_k_accuracy, mae, mse, ...); accuracy is reported
+        for every classification loss."""
         if runtime not in runtime_names():
             raise SpecError(f"unknown runtime {runtime!r}; use one of "
                             f"{', '.join(runtime_names())}")
@@ -104,7 +101,7 @@ class Model:
             args["lr"] = optimizer.learning_rate if args["lr"] is None else args["lr"]
         self.settings = resolve(settings.as_dict() if settings else None, args,
                                 names=("settings", "compile()"))
-        get_loss(self.settings.loss)  # fail now on an unknown loss
+        self.metrics = resolve_metrics(metrics, get_loss(self.settings.loss).classification)
         self._runtime = runtime
         self._compiled = True
         self._graphs = self._runner = self._trainer = None
@@ -129,6 +126,7 @@ class Model:
             keep_best=keep_best, **settings)
         y = get_loss(s.loss).labels(np.asarray(y), "training data")
         x, y, val = self._split(_features(x, "training data"), y, validation_data, s)
+        extra = epoch_metrics(self, self.metrics, (x, y), val)
         self._build(x, s, runner=True)
         if "lr" in settings and self._resume is None:
             self.learning_rate = s.lr
@@ -146,7 +144,7 @@ class Model:
         self.history = self._trainer.fit(
             staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
-            monitor=s.monitor, keep_best=s.keep_best)
+            monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
         self._pull_weights()
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
@@ -300,14 +298,15 @@ class Model:
 
     # ---- evaluate, predict -----------------------------------------------------------------------
     def evaluate(self, x, y, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
-        """Loss (and accuracy) of the current weights on (x, y)."""
+        """Loss (accuracy, compile's metrics) of the current weights on (x, y)."""
         if self._runner is None:
             if not self._compiled:
                 raise ShapeError(f"{self.name}: call compile() (or fit) before evaluate()")
             self._build(_features(x, "evaluation data"), self.settings, runner=True)
         from irkit.train.trainer import logs_of
         staged = self._stage(_features(x, "evaluation data"), y, "evaluation data")
-        return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
+        logs = logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
+        return {**logs, **metric_logs(self, self.metrics, x, y)}
 
     def predict(self, x, batch_size: int | None = None, device: str | None = None,
                 verbose: int = 0, probabilities: bool = False) -> np.ndarray:

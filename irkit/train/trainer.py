@@ -99,10 +99,11 @@ class Trainer:
 
     def fit(self, train, validation, epochs: int, batch_size: int, *, shuffle: bool = True,
             seed: int = 0, initial_epoch: int = 0, callbacks=(), history: History | None = None,
-            monitor: str = "val_loss", keep_best: bool = True) -> History:
+            monitor: str = "val_loss", keep_best: bool = True, metrics=None) -> History:
         """Train up to epoch `epochs` on staged `train`, validating on staged `validation`
         (or None). `initial_epoch` resumes: the shuffling generator is advanced past the
-        epochs done, so a resumed run repeats the batches of an uninterrupted one."""
+        epochs done, so a resumed run repeats the batches of an uninterrupted one.
+        `metrics() -> logs`, if given, adds figures after each epoch's validation."""
         history = history or History(monitor=monitor)
         if validation is None and monitor.startswith("val_"):
             history.monitor = monitor = monitor[4:]
@@ -127,9 +128,12 @@ class Trainer:
             order = rng.permutation(n) if shuffle else np.arange(n)
             logs = logs_of(self.runner.train(train, order, batch_size, on_batch),
                            self.has_correct)
+            extra = metrics() if metrics is not None else {}
+            logs.update({k: v for k, v in extra.items() if not k.startswith("val_")})
             if validation is not None:
                 logs.update(logs_of(self.runner.evaluate(validation, max(batch_size, 256)),
                                     self.has_correct, "val_"))
+            logs.update(extra)  # Keras' order: loss, metrics, val_loss, val_ metrics
             self._check_divergence(epoch, logs, history, keep_best)
             history.append(logs)
             self._track_best(epoch, logs, history, keep_best)
