@@ -120,3 +120,22 @@ def test_a_fit_whose_loss_explodes_without_nan_is_reported_as_diverging():
     r = overfitting_report(history, 10)
     assert r.diverges and "training diverges" in r.text and "times the" in r.text, r.text
     assert overfitting_report(History.from_dict(history.to_dict()), 10).text == r.text
+
+
+def test_plots_leave_matplotlibs_backend_and_pyplot_alone(tmp_path):
+    """irkit draws on an Agg canvas of its own: the backend a notebook set (inline) stays,
+    and pyplot is never imported (its state is the user's)."""
+    import os
+    import subprocess
+    import sys
+    script = (
+        "import matplotlib, sys\nmatplotlib.use('svg')\n"
+        "from irkit.train.plot import plot_png\n"
+        "png = plot_png({'history': {'loss': [2.0, 1.0], 'val_loss': [2.5, 1.5]}})\n"
+        "print(png[:4] == b'\\x89PNG', matplotlib.get_backend(), "
+        "'matplotlib.pyplot' in sys.modules)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "svg", "False"], done.stdout
