@@ -6,7 +6,8 @@
 The report reads a history (a `History`, its `to_dict()`, or the JSON that `irkit train
 --json` prints) and says one of: training diverges (the training loss grew instead of falling,
 see `diverging`), the model overfits (validation loss rose more than `RISE_THRESHOLD` above
-its minimum by the last epoch while training loss went lower still), training is unstable
+its minimum by the last epoch, or rose `STEADY_EPOCHS` epochs in a row, while training loss
+went lower still), training is unstable
 (both rose), it stopped early, it is still improving, or it did not overfit; and which
 epoch's weights the model holds.
 """
@@ -22,6 +23,9 @@ from typing import Any
 # run gained before the minimum (a wiggle of a tiny loss in the last epoch is noise)
 RISE_THRESHOLD = 0.05
 SUSTAINED_EPOCHS = 3
+# ... or, whatever its size, when it rose in every one of at least this many epochs after
+# its minimum (what early stopping with patience 5 sees: the lesson's sign of overfitting)
+STEADY_EPOCHS = 5
 # divergence (no NaN needed): the training loss reached DIVERGE_RATIO times the loss the run
 # started from, or ended above that start after having been under half its last value. The
 # start is the starting weights' loss (History.start_loss; the first epoch's in older
@@ -139,8 +143,10 @@ def _verdict(values: list[float], train: list[float], low: int, rise: float, nam
     # training data while getting worse on new data (if it rose too, training is unstable)
     train_fell = len(train) == last and low + 1 < last and min(train[low + 1:]) < train[low]
     gained = max(values[:low + 1]) - lowest
-    real = rise > RISE_THRESHOLD and (last - low_epoch >= SUSTAINED_EPOCHS or
-                                      values[-1] - lowest > RISE_THRESHOLD * gained)
+    steady = last - low_epoch >= STEADY_EPOCHS and all(
+        a < b for a, b in zip(values[low:], values[low + 1:]))
+    real = steady or rise > RISE_THRESHOLD and (last - low_epoch >= SUSTAINED_EPOCHS or
+                                                values[-1] - lowest > RISE_THRESHOLD * gained)
     overfits = name == "val_loss" and real and train_fell
     what = "validation loss" if name == "val_loss" else "training loss (no validation data)"
     head = f"{what} bottomed at epoch {low_epoch} ({lowest:.4g})"
