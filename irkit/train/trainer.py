@@ -107,10 +107,8 @@ class Trainer:
         history = history or History(monitor=monitor)
         if validation is None and monitor.startswith("val_"):
             history.monitor = monitor = monitor[4:]
-        rng = np.random.default_rng(seed)
         n = len(train[0])
-        for _ in range(initial_epoch if shuffle else 0):
-            rng.permutation(n)
+        rng = _shuffler(seed, n, initial_epoch if shuffle else 0)
         on_batch = _batch_hook(callbacks)
         if self.model is not None:  # callbacks see the figures so far (Keras: model.history)
             self.model.stop_training = False
@@ -126,14 +124,7 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
             order = rng.permutation(n) if shuffle else np.arange(n)
-            logs = logs_of(self.runner.train(train, order, batch_size, on_batch),
-                           self.has_correct)
-            extra = metrics() if metrics is not None else {}
-            logs.update({k: v for k, v in extra.items() if not k.startswith("val_")})
-            if validation is not None:
-                logs.update(logs_of(self.runner.evaluate(validation, max(batch_size, 256)),
-                                    self.has_correct, "val_"))
-            logs.update(extra)  # Keras' order: loss, metrics, val_loss, val_ metrics
+            logs = self._epoch(train, validation, order, batch_size, on_batch, metrics)
             self._check_divergence(epoch, logs, history, keep_best)
             history.append(logs)
             self._track_best(epoch, logs, history, keep_best)
@@ -145,6 +136,19 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end(history.to_dict())
         return history
+
+    def _epoch(self, train, validation, order, batch_size: int, on_batch, metrics
+               ) -> dict[str, float]:
+        """One epoch's figures: the training pass, `metrics()`, the validation pass, in
+        Keras' order (loss, metrics, val_loss, val_ metrics)."""
+        logs = logs_of(self.runner.train(train, order, batch_size, on_batch), self.has_correct)
+        extra = metrics() if metrics is not None else {}
+        logs.update({k: v for k, v in extra.items() if not k.startswith("val_")})
+        if validation is not None:
+            logs.update(logs_of(self.runner.evaluate(validation, max(batch_size, 256)),
+                                self.has_correct, "val_"))
+        logs.update(extra)
+        return logs
 
     def _restore_best(self, keep_best: bool) -> None:
         self.last_weights = self.runner.read_state(self.weight_names)
@@ -182,6 +186,15 @@ class Trainer:
                 "nothing was kept")
         raise DataError(f"epoch {epoch + 1}: training diverged ({what}); {last}{kept}; {lower} "
                         "or scale the data")
+
+
+def _shuffler(seed: int, n: int, skip: int) -> np.random.Generator:
+    """The epochs' shuffling generator, advanced past `skip` epochs (a resumed run repeats
+    the batches of an uninterrupted one)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(skip):
+        rng.permutation(n)
+    return rng
 
 
 def _batch_hook(callbacks):
