@@ -55,6 +55,15 @@ def test_keras_habits_that_just_work():
     history = model.fit(IRIS.x, IRIS.y, epochs=2, verbose=0)
     assert list(history.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
     assert history.epoch == [0, 1]
+    from irkit.train import SGD, RMSprop
+    model = irkit.Sequential([nn.Dense(3)], input_shape=(4,))      # input_shape= as in Keras
+    assert model.count_params() == 15
+    model.compile(optimizer=SGD(0.1, momentum=0.9, nesterov=True))
+    assert (model.settings.optimizer, model.settings.lr) == ("sgd", 0.1)
+    assert model.settings.optimizer_config["nesterov"] is True
+    model.compile(optimizer=RMSprop(learning_rate=0.01))
+    assert (model.settings.optimizer, model.settings.lr) == ("rmsprop", 0.01)
+    assert model.compile(optimizer="RMSProp").settings.optimizer == "rmsprop"
 
 
 def test_adam_positional_rate_trains_like_compile_lr():
