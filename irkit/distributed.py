@@ -1,6 +1,6 @@
 """Where this process stands in a data-parallel job, and how such a job starts and ends.
 
-irkit trains data-parallel on MPI (`pip install "irkit[distributed]"`: mpi4py and the MPICH
+irkit trains data-parallel on MPI (`pip install "irkit-nn[distributed]"`: mpi4py and the MPICH
 wheel, which brings `mpiexec`):
 
     mpiexec -n 4 irkit train RECIPE -o model.onnx      # any MPI launcher, any number of nodes
@@ -24,8 +24,9 @@ import time
 from typing import NoReturn
 
 from irkit.errors import RuntimeUnavailableError
+from irkit.version import install_hint
 
-INSTALL_HINT = 'pip install "irkit[distributed]"'
+INSTALL_HINT = install_hint("distributed")
 READY_DIR = "IRKIT_LAUNCH_READY"   # the folder where `--workers` ranks mark that MPI started
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MPI_LOCALRANKID")

@@ -63,3 +63,8 @@ class ModelFileError(IrkitError):
 
 class RuntimeUnavailableError(IrkitError):
     """A requested device or execution provider is not available."""
+
+
+class TraceError(IrkitError):
+    """A traced value used where data is needed (a Python branch, float(), numpy on it) or
+    after its trace ended."""

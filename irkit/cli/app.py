@@ -14,6 +14,7 @@ import numpy as np
 from irkit import distributed
 from irkit.cli import signals
 from irkit.errors import IrkitError, escape, json_text
+from irkit.version import DISTRIBUTION, __version__
 
 
 class RegistryChoice(click.Choice):
@@ -134,7 +135,8 @@ def handle_errors(fn):
 @click.group(cls=IrkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--verbose", is_flag=True, help="Show onnxruntime's own log lines and Python's "
               "warnings beside irkit's messages (irkit --verbose COMMAND ...).")
-@click.version_option(package_name="irkit")
+@click.version_option(__version__, package_name=DISTRIBUTION, prog_name="irkit",
+                      message="%(prog)s %(version)s (pip: %(package)s)")
 def main(verbose: bool) -> None:
     """irkit: neural networks as a graph IR, autodiff to standard ONNX, training on
     onnxruntime. Run `irkit COMMAND --help` for each command."""
@@ -153,6 +155,16 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True,
 def done(as_json: bool, text: str, **document) -> None:
     """A command's result: the line `text` for people, or with --json the `document`."""
     click.echo(json_text(document, indent=2) if as_json else text)
+
+
+def check_onnx_outputs(outputs: dict[str, str | None]) -> None:
+    """IrkitError unless every named model output (option -> path) ends in .onnx: a model
+    written as x.txt is a mistake (a predictions file, a typo) no tool would read as ONNX."""
+    for option, path in outputs.items():
+        if path is not None and not os.fspath(path).lower().endswith(".onnx"):
+            stem = os.path.splitext(os.fspath(path))[0]
+            raise IrkitError(f"{option} {path}: irkit writes an ONNX model there; name it "
+                             f"{stem}.onnx")
 
 
 def save_graph(graph, path: str, opset: int = 17) -> None:

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from irkit import distributed
+from irkit.cli.app import check_onnx_outputs
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
 from irkit.safe_io import check_outputs
@@ -138,6 +139,7 @@ def run_training(source: str, output: str, progress: bool = True,
             "workers": distributed.world_size(),
             "epochs_run": history.epochs - first, "epochs_total": history.epochs,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
+            "start_loss": history.start_loss,
             "history": history.history, "final": final, "report": report.as_dict(),
             "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
 
@@ -146,10 +148,11 @@ def _file_hooks(inputs: list[str], output: str, save_training: str | None,
                 checkpoint: str | None, plot: str | None) -> list:
     """Check every output before work starts; the checkpoint callback (if asked for)."""
     check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
+    check_onnx_outputs({"-o": output, "--save-training": save_training})
     if plot is not None:  # fail before training on a bad name or without matplotlib
-        from irkit.train.plot import _pyplot
+        from irkit.train.plot import require_matplotlib
         plot_format(plot)
-        _pyplot()
+        require_matplotlib()
     if checkpoint is None:
         return []
     saver = TrainingCheckpoint(checkpoint)
@@ -209,7 +212,7 @@ def export_training_model(source: str, data: str | None, loss: str | None,
 def read_history(path: str) -> dict:
     """A history JSON document as `irkit train --json` writes it (for plots)."""
     from irkit.safe_io import read_capped
-    from irkit.train.trainer import checked_history
+    from irkit.train.histories import checked_history
     try:
         doc = json.loads(read_capped(path, "recipe", "history file"))
     except (json.JSONDecodeError, UnicodeDecodeError):

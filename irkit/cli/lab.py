@@ -138,7 +138,7 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
 @main.command()
 @click.argument("history")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write a .png (.svg, .pdf) image (needs irkit[plot]); without it, a text "
+              help="Write a .png (.svg, .pdf) image (needs matplotlib); without it, a text "
               "chart.")
 @click.option("--title", help="The PNG's title.")
 @JSON_OPTION

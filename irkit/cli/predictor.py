@@ -20,6 +20,7 @@ import numpy as np
 
 from irkit.errors import DataError, IrkitError, ModelFileError, escape, json_text
 from irkit.signature import META_CLASSES, META_SETTINGS
+from irkit.train.scores import log_probabilities
 
 BATCH = 1024
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -142,28 +143,6 @@ def task_of(predictor: OnnxPredictor, scores: np.ndarray, y: np.ndarray | None =
     return "regress"
 
 
-def log_probabilities(scores: np.ndarray, kind: str | None = None) -> tuple[np.ndarray, str]:
-    """Log class probabilities of scores (N, C) or (N, 1) for two classes, and what the
-    scores were: `kind` ('probabilities' or 'logits'), or judged from the values."""
-    s = np.asarray(scores, np.float64).reshape(len(scores), -1)
-    if s.shape[1] == 1:  # one score per row: P(class 1), or its logit
-        kind = kind or ("probabilities" if ((s >= 0) & (s <= 1)).all() else "logits")
-        z = np.log(np.clip(s, 1e-300, 1)) - np.log(np.clip(1 - s, 1e-300, 1)) \
-            if kind == "probabilities" else s
-        s = np.concatenate([np.zeros_like(z), z], axis=1)  # softmax([0, z]) = [1-p, p]
-        return s - _logsumexp(s), kind
-    if kind is None and (s >= 0).all() and np.allclose(s.sum(axis=1), 1.0, atol=1e-3):
-        kind = "probabilities"
-    if kind == "probabilities":
-        return np.log(np.clip(s, 1e-300, None)), "probabilities"
-    return s - _logsumexp(s), "logits"
-
-
-def _logsumexp(s: np.ndarray) -> np.ndarray:
-    m = s.max(axis=1, keepdims=True)
-    return m + np.log(np.exp(s - m).sum(axis=1, keepdims=True))
-
-
 @dataclass
 class Predictions:
     """What `predict` returns: per-row classes (and probabilities) or output values."""
@@ -191,7 +170,9 @@ class Predictions:
             return {"task": self.task, "classes": self.classes, "scores_are": self.scores_are,
                     "predicted": [self.classes[k] for k in self.labels],
                     "labels": [int(k) for k in self.labels],
-                    "probabilities": self.probabilities.round(6).tolist()}
+                    "probabilities": self.probabilities.round(6).tolist(),
+                    # the model's own outputs, as Python's Model.predict(x) returns them
+                    "outputs": self.outputs.reshape(len(self.outputs), -1).tolist()}
         return {"task": self.task, "outputs": self.outputs.reshape(
             len(self.outputs), -1).tolist()}
 
@@ -262,12 +243,17 @@ def read_features(source: str, label_column: str = "label", labels: bool = True
         ds = load_dataset(source, label_column=label_column)
         return ds.x, ds.y, ds.classes
     columns = [i for i, h in enumerate(header) if h != label_column]
+    guess = _label_guess(text, header, columns)
+    if labels and guess is not None:
+        raise DataError(f"{source}: no column {label_column!r} in the header; if {guess!r} "
+                        f"holds the labels, pass --label-column {guess}")
     try:
         x = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, skiprows=1,
                        usecols=columns)
     except ValueError as e:
+        hint = f" (if {guess!r} holds the labels, pass --label-column {guess})" if guess else ""
         raise DataError(f"{source}: {str(e).splitlines()[0]}; every feature cell must be a "
-                        "number") from None
+                        f"number{hint}") from None
     if not np.isfinite(x).all():
         raise DataError(f"{source}: NaN or inf in the features; clean the data first")
     x32 = x.astype(np.float32)
@@ -276,6 +262,20 @@ def read_features(source: str, label_column: str = "label", labels: bool = True
         raise DataError(f"{source}: row {row + 1}, feature {column + 1}: {x[row, column]:g} is "
                         "beyond float32's range (about 3.4e38); scale the data first")
     return x32, None, None
+
+
+def _label_guess(text: str, header: list[str], columns: list[int]) -> str | None:
+    """The column that looks like labels in a CSV without the label column: the first whose
+    cell in the first data row is not a number (class names), else None."""
+    lines = text.split("\n", 2)
+    cells = lines[1].split(",") if len(lines) > 1 else []
+    for i in columns:
+        if i < len(cells) and i < len(header):
+            try:
+                float(cells[i].strip().strip('"'))
+            except ValueError:
+                return header[i]
+    return None
 
 
 def write_predictions(predictions: Predictions, path: str) -> None:
@@ -315,7 +315,8 @@ def classification_figures(pred: Predictions, y: np.ndarray,
     k = len(classes)
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (y, pred.labels), 1)
-    logp = np.log(np.clip(pred.probabilities[np.arange(len(y)), y], 1e-300, None))
+    # probabilities of 1 (saturated scores) give a loss of 0.0, never -0.0 or below
+    logp = np.log(np.clip(pred.probabilities[np.arange(len(y)), y], 1e-300, 1.0))
     per_class = []
     for i, name in enumerate(classes):
         tp, predicted, actual = confusion[i, i], confusion[:, i].sum(), confusion[i].sum()
@@ -324,7 +325,7 @@ def classification_figures(pred: Predictions, y: np.ndarray,
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class.append({"class": name, "precision": float(precision), "recall": float(recall),
                           "f1": float(f1), "support": int(actual)})
-    return {"task": "classify", "samples": int(len(y)), "loss": float(-logp.mean()),
+    return {"task": "classify", "samples": int(len(y)), "loss": max(0.0, float(-logp.mean())),
             "accuracy": float(np.trace(confusion) / max(len(y), 1)),
             "macro_f1": float(np.mean([c["f1"] for c in per_class])),
             "scores_are": pred.scores_are, "classes": classes, "per_class": per_class,

@@ -239,7 +239,8 @@ class LambdaCallback(Callback):
 
 class ProgressLogger(Callback):
     """What `verbose` prints on stderr: 1, a progress bar per epoch in a terminal (one line
-    per epoch elsewhere, never both); 2, one line per epoch."""
+    per epoch elsewhere, never both); 2, one line per epoch; both end with the closing line
+    (report.closing_line)."""
 
     def __init__(self, epochs: int, batches: int, verbose: int = 1, stream=None) -> None:
         self.epochs, self.batches = epochs, batches
@@ -265,6 +266,14 @@ class ProgressLogger(Callback):
         end = "\r\033[K" if self.bar_enabled else ""
         self.stream.write(f"{end}epoch {epoch + 1}/{self.epochs}  {figures}\n")
         self.stream.flush()
+
+    def on_train_end(self, logs: dict) -> None:
+        """The closing line: the overfitting report and whose weights the model holds."""
+        from irkit.train.report import closing_line
+        text = closing_line(self.model, self.epochs)
+        if text:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
 
 __all__ = ["Callback", "EarlyStopping", "LambdaCallback", "LearningRateScheduler",

@@ -1,4 +1,4 @@
-"""Training curves: a PNG (matplotlib, the optional extra `irkit[plot]`) or a text chart.
+"""Training curves: a PNG (matplotlib, a dependency of irkit) or a text chart.
 
 Both read a history: a `History`, its `to_dict()`, the JSON `irkit train --json` prints, or a
 checkpoint folder's history.json. The PNG has a loss panel and, for classifiers, an accuracy
@@ -12,13 +12,14 @@ import math
 from typing import Any
 
 from irkit.errors import IrkitError
+from irkit.train.histories import checked_history
+from irkit.version import install_hint
 
 PANELS = (("loss", "loss"), ("accuracy", "accuracy"))
 
 
 def _curves(history: Any) -> tuple[dict[str, list[float]], int | None]:
     """The checked curves (non-finite figures as NaN: gaps) and the best epoch."""
-    from irkit.train.trainer import checked_history
     if hasattr(history, "to_dict"):
         history = history.to_dict()
     if isinstance(history, dict) and "history" not in history:
@@ -29,14 +30,25 @@ def _curves(history: Any) -> tuple[dict[str, list[float]], int | None]:
     return doc["history"], doc["best_epoch"]
 
 
-def _pyplot():
+def require_matplotlib() -> None:
+    """IrkitError (one line, the fix) when matplotlib cannot be imported."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise IrkitError('plots need matplotlib: pip install "irkit[plot]"') from None
-    matplotlib.use("Agg")  # files only: never a window, works without a display
-    import matplotlib.pyplot as plt
-    return plt
+        raise IrkitError(f"plots need matplotlib: pip install matplotlib (a dependency of "
+                         f"irkit: {install_hint()} brings it)") from None
+
+
+def _figure(size: tuple[float, float]):
+    """A matplotlib Figure drawn by the Agg canvas itself: irkit never calls
+    `matplotlib.use` nor pyplot, so a notebook's backend (inline plots) stays as it was."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 FORMATS = ("png", "svg", "pdf")
@@ -46,10 +58,10 @@ def plot_png(history: Any, title: str | None = None, fmt: str = "png") -> bytes:
     """The curves as PNG (or `fmt`: svg, pdf) bytes: a loss panel, and an accuracy panel
     when there is accuracy."""
     curves, best = _curves(history)
-    plt = _pyplot()
     panels = [(key, label) for key, label in PANELS if curves.get(key)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig = _figure((5.5 * len(panels), 4))
     try:
+        axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, (key, label) in zip(axes[0], panels):
             _panel(ax, curves, key, label, best)
         if title:
@@ -63,8 +75,6 @@ def plot_png(history: Any, title: str | None = None, fmt: str = "png") -> bytes:
                          f"{str(e).splitlines()[0] if str(e) else ''}); the largest figure is "
                          f"{_largest(curves):.3g}, and figures near 1e308 are out of its "
                          "range") from None
-    finally:
-        plt.close(fig)
     return buffer.getvalue()
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from irkit.errors import DataError, ShapeError, escape, printable
+from irkit.errors import DataError, ShapeError
 from irkit.runtimes.base import StepRunner, Totals
+from irkit.train.histories import checked_history
 
 # the rule for divergence: an epoch whose figures are not finite, or whose training loss is
 # more than DIVERGENCE_FACTOR times the loss of the weights the fit started from (measured on
@@ -36,6 +36,7 @@ class History:
     best_epoch: int | None = None
     best_value: float | None = None
     monitor: str = "val_loss"
+    start_loss: float | None = None  # the starting weights' training loss (the report's base)
 
     def append(self, logs: dict[str, float]) -> None:
         for k, v in logs.items():
@@ -48,54 +49,31 @@ class History:
     def epochs(self) -> int:
         return len(self.history.get("loss", []))
 
+    @property
+    def epoch(self) -> list[int]:
+        """The epochs trained, 0-based (Keras' `history.epoch`)."""
+        return list(range(self.epochs))
+
+    def __repr__(self) -> str:
+        from irkit.train.display import history_repr
+        return history_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the curves as a picture and the last epochs as a table."""
+        from irkit.train.display import history_html
+        return history_html(self)
+
     def to_dict(self) -> dict:
         return {"history": self.history, "best_epoch": self.best_epoch,
-                "best_value": self.best_value, "monitor": self.monitor}
+                "best_value": self.best_value, "monitor": self.monitor,
+                "start_loss": self.start_loss}
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "the history") -> History:
         """The History of a document `to_dict()` wrote, checked (`checked_history`)."""
         d = checked_history(d, where)
-        best = d.get("best_epoch")
-        return cls(d["history"], best, d.get("best_value"), d.get("monitor", "val_loss"))
-
-
-def _figure(value: Any, where: str) -> float:
-    """A number of a history (null, NaN and infinities: NaN, a gap in the curves)."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DataError(f"{where} is {escape(repr(value)[:40])}, not a number; a history "
-                        "holds numbers (or null) only")
-    value = float(value)
-    return value if math.isfinite(value) else math.nan
-
-
-def checked_history(doc: Any, where: str = "the history") -> dict:
-    """A history document (`History.to_dict()`, `irkit train --json`, a history.json) with its
-    figures checked, as a new dict: `history` maps names to lists of numbers (null, NaN and
-    infinities become NaN: gaps), `best_epoch` is an epoch of the run or null, `best_value` a
-    number or null, `monitor` a name. A DataError names `where`, the key and the epoch."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("history", {}), dict):
-        raise DataError(f"{where}: no `history` object of figures (irkit train --json writes one)")
-    curves = {}
-    for key, values in doc.get("history", {}).items():
-        name = f"{where}: {printable(key)}"
-        if not isinstance(values, list):
-            raise DataError(f"{name} is not a list of per-epoch numbers")
-        curves[str(key)] = [_figure(v, f"{name}, epoch {i + 1},") for i, v in enumerate(values)]
-    epochs = max(map(len, curves.values()), default=0)
-    best, value = doc.get("best_epoch"), doc.get("best_value")
-    if best is not None and (isinstance(best, bool) or not isinstance(best, int)
-                             or not 1 <= best <= epochs):
-        raise DataError(f"{where}: best_epoch {escape(repr(best)[:40])} is no epoch of the run "
-                        f"(1 to {epochs}) nor null")
-    monitor = doc.get("monitor", "val_loss")
-    if not isinstance(monitor, str):
-        raise DataError(f"{where}: monitor {escape(repr(monitor)[:40])} is not a figure's name")
-    value = None if value is None else _figure(value, f"{where}: best_value")
-    return {**doc, "history": curves, "best_epoch": best, "best_value": value,
-            "monitor": monitor}
+        return cls(d["history"], d["best_epoch"], d["best_value"], d["monitor"],
+                   d["start_loss"])
 
 
 def logs_of(totals: Totals, has_correct: bool, prefix: str = "") -> dict[str, float]:
@@ -120,17 +98,16 @@ class Trainer:
 
     def fit(self, train, validation, epochs: int, batch_size: int, *, shuffle: bool = True,
             seed: int = 0, initial_epoch: int = 0, callbacks=(), history: History | None = None,
-            monitor: str = "val_loss", keep_best: bool = True) -> History:
+            monitor: str = "val_loss", keep_best: bool = True, metrics=None) -> History:
         """Train up to epoch `epochs` on staged `train`, validating on staged `validation`
         (or None). `initial_epoch` resumes: the shuffling generator is advanced past the
-        epochs done, so a resumed run repeats the batches of an uninterrupted one."""
+        epochs done, so a resumed run repeats the batches of an uninterrupted one.
+        `metrics() -> logs`, if given, adds figures after each epoch's validation."""
         history = history or History(monitor=monitor)
         if validation is None and monitor.startswith("val_"):
             history.monitor = monitor = monitor[4:]
-        rng = np.random.default_rng(seed)
         n = len(train[0])
-        for _ in range(initial_epoch if shuffle else 0):
-            rng.permutation(n)
+        rng = _shuffler(seed, n, initial_epoch if shuffle else 0)
         on_batch = _batch_hook(callbacks)
         if self.model is not None:  # callbacks see the figures so far (Keras: model.history)
             self.model.stop_training = False
@@ -140,15 +117,13 @@ class Trainer:
         self.reference_loss = logs_of(self.runner.evaluate(
             tuple(part[:REFERENCE_ROWS] for part in train), max(batch_size, 256)),
             self.has_correct)["loss"]
+        if history.start_loss is None and math.isfinite(self.reference_loss):
+            history.start_loss = self.reference_loss  # a continued run keeps its first start
         for epoch in range(initial_epoch, epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
             order = rng.permutation(n) if shuffle else np.arange(n)
-            logs = logs_of(self.runner.train(train, order, batch_size, on_batch),
-                           self.has_correct)
-            if validation is not None:
-                logs.update(logs_of(self.runner.evaluate(validation, max(batch_size, 256)),
-                                    self.has_correct, "val_"))
+            logs = self._epoch(train, validation, order, batch_size, on_batch, metrics)
             self._check_divergence(epoch, logs, history, keep_best)
             history.append(logs)
             self._track_best(epoch, logs, history, keep_best)
@@ -170,6 +145,19 @@ class Trainer:
             raise ShapeError(f"the best weights to resume from do not match the step's weights "
                              f"(differing names: {odd[:3]}); retrain without keep_best")
         self.best_weights = {k: weights[k] for k in self.weight_names}
+
+    def _epoch(self, train, validation, order, batch_size: int, on_batch, metrics
+               ) -> dict[str, float]:
+        """One epoch's figures: the training pass, `metrics()`, the validation pass, in
+        Keras' order (loss, metrics, val_loss, val_ metrics)."""
+        logs = logs_of(self.runner.train(train, order, batch_size, on_batch), self.has_correct)
+        extra = metrics() if metrics is not None else {}
+        logs.update({k: v for k, v in extra.items() if not k.startswith("val_")})
+        if validation is not None:
+            logs.update(logs_of(self.runner.evaluate(validation, max(batch_size, 256)),
+                                self.has_correct, "val_"))
+        logs.update(extra)
+        return logs
 
     def _restore_best(self, keep_best: bool) -> None:
         self.last_weights = self.runner.read_state(self.weight_names)
@@ -207,6 +195,15 @@ class Trainer:
                 "nothing was kept")
         raise DataError(f"epoch {epoch + 1}: training diverged ({what}); {last}{kept}; {lower} "
                         "or scale the data")
+
+
+def _shuffler(seed: int, n: int, skip: int) -> np.random.Generator:
+    """The epochs' shuffling generator, advanced past `skip` epochs (a resumed run repeats
+    the batches of an uninterrupted one)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(skip):
+        rng.permutation(n)
+    return rng
 
 
 def _batch_hook(callbacks):
