@@ -1,6 +1,7 @@
 """Issue 23: names that come from files (a model's class names) reach the terminal escaped,
-files keep them exactly, and `predict`/`evaluate` check a model as every import does. Each
-test failed on the code before issue 23.
+files keep them exactly, `predict`/`evaluate` check a model as every import does, and they
+refuse outputs that overflow instead of scoring NaN. Each test failed on the code before
+issue 23.
 """
 
 from __future__ import annotations
@@ -103,3 +104,17 @@ def test_predict_and_evaluate_validate_the_model(models, tmp_path, command):
     assert r.exit_code == 1, r.output
     assert r.stderr.splitlines() == [f"irkit: error: {tmp_path / 'neg.onnx'}: value 'input' "
                                      "declares a negative dimension -4"]
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_outputs_that_overflow_are_refused_not_scored(models, tmp_path, command):
+    """3e38 fits float32, but the model's output for it overflows: NaN probabilities (and
+    evaluate's accuracy 1.0 from the argmax of NaN) used to come out with exit code 0."""
+    data = tmp_path / "big.csv"
+    data.write_text("a,b,c,d,label\n5.1,3.5,1.4,0.2,0\n3e38,1,1,1,0\n")
+    r = cli(command, models / "m.onnx", "--data", data)
+    assert r.exit_code == 1, r.output
+    assert r.stderr.splitlines() == [f"irkit: error: {models / 'm.onnx'}: the model's output "
+                                     "for row 2 is NaN or infinite (its largest feature is "
+                                     "3e+38); scale the data as the model was trained, or "
+                                     "check the model"]

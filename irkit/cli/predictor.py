@@ -101,7 +101,19 @@ class OnnxPredictor:
             parts.append(out[:len(out) - pad])
         if not parts:
             raise DataError("the data has no rows")
-        return np.concatenate(parts)
+        return self._finite(np.concatenate(parts), x)
+
+    def _finite(self, out: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """`out`, unless a row of it is NaN or infinite (a prediction, and a score, that would
+        be nonsense): DataError naming the row."""
+        if out.dtype.kind in "fc" and not np.isfinite(out).all():
+            bad = ~np.isfinite(out.reshape(len(out), -1))
+            row = int(np.nonzero(bad.any(axis=1))[0][0])
+            big = float(np.abs(x[row]).max()) if x[row].size else 0.0
+            raise DataError(f"{self.path}: the model's output for row {row + 1} is NaN or "
+                            f"infinite (its largest feature is {big:.3g}); scale the data as "
+                            "the model was trained, or check the model")
+        return out
 
 
 def _checked_proto(path: str):
