@@ -56,3 +56,12 @@ def test_finetune_text_example():
     out = run_example("finetune_text.py").splitlines()
     assert "input_ids int64(12,), attention_mask int64(12,)" in out[0]
     _check_finetune(out)
+
+
+def test_tensors_gives_the_lessons_numbers():
+    out = run_example("tensors.py")
+    assert "x @ x.T: [[14.0, 32.0], [32.0, 77.0]]" in out
+    assert "softmax of row 0: [0.09, 0.2447, 0.6652]" in out
+    assert "gradient descent: [2.894, -1.930]" in out
+    assert "linear regression: w 1.86 b 1.07" in out
+    assert "Hessian-vector product: [6.0, 0.0, -18.0]" in out

@@ -16,7 +16,7 @@ import numpy as np
 
 from irkit import ops
 from irkit.data import check_finite, check_labels
-from irkit.errors import DataError, SpecError
+from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph, Value
 from irkit.ops.dtypes import onnx_dtype
 
@@ -57,6 +57,11 @@ class Loss:
     def build(self, out: Value, target: Value) -> Value:
         """The mean loss over the batch (a scalar)."""
         raise NotImplementedError
+
+    def labels(self, y: np.ndarray, what: str) -> np.ndarray:
+        """`y` as a whole, checked before the data is split (the habits of Keras users, e.g.
+        labels shaped (N, 1)); per-batch conversion is `targets`."""
+        return y
 
     def correct(self, out: Value, target: Value) -> Value | None:
         """Number of correct predictions in the batch (float), or None for regression."""
@@ -101,8 +106,25 @@ class SparseCategoricalCrossentropy(Loss):
 
     def target_shape(self, out: Value) -> tuple:
         if out.shape is not None and len(out.shape) > 2:
-            return tuple(out.shape[:-1])
+            return tuple(out.shape[:-1])  # per token, if the labels are (targets checks)
+        _check_class_scores(out, self)
         return (out.shape[0] if out.shape else "N",)
+
+    def labels(self, y, what):
+        """(N, 1) labels become (N,); one-hot rows are refused with the fix. Other labels of
+        several numbers per sample (per token: (N, T)) are checked against the model's output
+        in `targets`."""
+        if y.ndim == 2 and y.shape[1] == 1:
+            return y[:, 0]
+        if y.ndim == 2 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
+            raise self._per_sample_error(y, "look one-hot", what)
+        return y
+
+    def _per_sample_error(self, y, looks: str, what: str) -> DataError:
+        return DataError(f"{what}: labels of shape {tuple(y.shape)} {looks}; {self.name} "
+                         "takes one class number per sample, shape (N,): pass "
+                         "y.argmax(axis=1), or compile(loss='categorical_crossentropy') "
+                         "for one-hot targets")
 
     def build(self, out, target):
         if out.rank is not None and out.rank > 2:  # per token: classes to axis 1, as ONNX's
@@ -127,8 +149,13 @@ class SparseCategoricalCrossentropy(Loss):
         return None
 
     def targets(self, y, shape, num_classes, what):
+        y = self.labels(y, what)
         if shape is not None and len(shape) > 1:
+            if y.ndim == 1:  # one label per sample, but scores per position: a Dense on images
+                raise _class_scores_error((*shape[1:], num_classes or "C"), self)
             return _token_labels(y, shape, num_classes, what, self.name)
+        if y.ndim >= 2:
+            raise self._per_sample_error(y, "hold several numbers per sample", what)
         if y.dtype.kind not in "iufb":
             example = str(y.flat[0]) if y.size else ""
             raise DataError(f"{what}: {self.name} needs integer class labels 0..C-1, got "
@@ -151,6 +178,10 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     classification = True
     fuses = ("Softmax", "LogSoftmax")
+
+    def target_shape(self, out: Value) -> tuple | None:
+        _check_class_scores(out, self)
+        return out.shape
 
     def build(self, out, target):
         # -mean_n sum_c t log softmax(z)
@@ -306,3 +337,18 @@ def _check_target_shape(y: np.ndarray, want, loss: Loss, what: str) -> None:
     raise DataError(f"{what}: each target has shape {tuple(y.shape[1:])}, the model's output "
                     f"per sample is {tuple(want[1:])}; {loss.name} needs targets shaped like "
                     f"the output{hint}")
+
+
+def _check_class_scores(out: Value, loss: Loss) -> None:
+    """ShapeError unless the model gives one score per class, (N, C): the usual cause is
+    images (N, 28, 28) into Dense, which maps only the last axis."""
+    if out.shape is None or len(out.shape) == 2:
+        return
+    raise _class_scores_error(tuple(out.shape[1:]), loss)
+
+
+def _class_scores_error(per_sample: tuple, loss: Loss) -> ShapeError:
+    """The model's output per sample is not (C,) and the labels are one per sample."""
+    return ShapeError(f"the model's output per sample has shape {per_sample}; {loss.name} needs "
+                      "one score per class, shape (C,): put nn.Flatten() before the first Dense "
+                      "when samples have more than one axis (images)")
