@@ -222,7 +222,12 @@ class Model:
         return as_inputs(x, self.source.input_specs(), what)
 
     def _stage(self, x: Inputs, y, name: str):
-        """Inputs (checked by as_inputs) and targets placed in the runner."""
+        """Inputs (checked by as_inputs, and against the built input shape: validation and
+        evaluation data as well) and targets placed in the runner."""
+        try:
+            self.source.ensure_input(x)
+        except DataError as e:
+            raise DataError(f"{name}: {e}") from None
         return self._runner.stage(x[0] if len(x) == 1 else x, self._targets(y, name))
 
     def _callbacks(self, callbacks, s: Settings, verbose, n: int) -> list:
