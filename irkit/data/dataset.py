@@ -117,6 +117,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, name: str, features: list[str],
     if len(x) != len(y):
         raise DataError(f"{name}: {len(x)} feature rows but {len(y)} targets; give one target "
                         "per row")
+    if np.ndim(x) == 2 and np.shape(x)[1] == 0:
+        raise DataError(f"{name}: no features (x has shape {np.shape(x)}); give each row at "
+                        "least one feature")
     x32 = np.asarray(x, dtype=np.float32) if np.asarray(x).dtype.kind in "iub" else None
     if x32 is None:
         check_finite(x, name, rows, features if rows is not None else None)

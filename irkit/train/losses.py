@@ -94,6 +94,10 @@ class SparseCategoricalCrossentropy(Loss):
             raise DataError(f"{what}: {self.name} needs integer class labels 0..C-1, got "
                             f"{y.dtype} values (e.g. {example!r}); map names to numbers "
                             "with classes, y = numpy.unique(y, return_inverse=True)")
+        if y.ndim > 1 and y.size != len(y):
+            raise DataError(f"{what}: {self.name} needs one class label per row, got targets "
+                            f"of shape {y.shape}; give y of shape ({len(y)},), or use "
+                            "categorical_crossentropy for one-hot targets")
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
             raise DataError(f"{what}: {self.name} needs integer class labels")
         if y.dtype.kind == "f" and len(y) and np.abs(y).max() >= 2**62:
