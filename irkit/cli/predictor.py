@@ -32,7 +32,7 @@ class OnnxPredictor:
     def __init__(self, path: str, device: str = "cpu") -> None:
         from irkit.onnx_io import load_proto
         from irkit.runtimes.onnxruntime import make_session, resolve_device
-        proto = load_proto(path)
+        proto = load_proto(path, check=True)  # onnxruntime's own errors are not for users
         self.path = path
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         try:

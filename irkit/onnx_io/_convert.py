@@ -97,9 +97,11 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
 
 
 # ---- import ----------------------------------------------------------------------------------
-def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
+def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
     """Read an ONNX file: a regular file within the model size cap, parsed, its external data
-    read from inside its folder only (one-line errors that name the file)."""
+    read from inside its folder only (one-line errors that name the file). `check`: also
+    validate it as an import does (`validate_model`, `check_schemas`), for a model handed to
+    onnxruntime as it is."""
     try:
         data = read_capped(path, "model", "ONNX model")
     except FileSafetyError as e:
@@ -111,6 +113,9 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
     try:
         load_external_data(model, os.path.dirname(os.path.abspath(path)))
+        if check:
+            validate_model(model)
+            check_schemas(model)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     return model

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from irkit import ops
-from irkit.errors import DataError
+from irkit.errors import DataError, ModelFileError
 from irkit.ir import Graph, Value
 from irkit.passes import EliminateDeadNodesPass, gradients, simplify
 from irkit.signature import (
@@ -81,6 +81,11 @@ class StepGraphs:
         state[STEP] = np.array(0, np.int64)
         for name, value in (saved or {}).items():
             if name in state:
+                if np.size(value) != np.size(state[name]):
+                    raise ModelFileError(f"the saved optimizer state {name!r} has "
+                                         f"{np.size(value)} values, the step needs shape "
+                                         f"{np.shape(state[name])}; the training file is "
+                                         "damaged, resume from another or start afresh")
                 state[name] = np.asarray(value, dtype=state[name].dtype).reshape(
                     np.shape(state[name]))
         return state
