@@ -144,4 +144,4 @@ def test_the_same_file_through_two_names_counts_once(tmp_path):
 def test_a_location_with_a_nul_byte_is_one_line(tmp_path):
     (tmp_path / "w.bin").write_bytes(W.tobytes())
     with pytest.raises(ModelFileError, match="must be a relative path"):
-        load(_model(tmp_path, [("w.bin\0../../etc/passwd", 0)]))
+        load(_model(tmp_path, [("w.bin\0.txt", 0)]))
