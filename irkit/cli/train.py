@@ -36,8 +36,8 @@ def build(spec: str, output: str, data: str | None, as_json: bool) -> None:
     from irkit.cli.jobs import model_from_recipe
     from irkit.data import load_dataset
     from irkit.safe_io import check_outputs
-    from irkit.train.settings import resolve
     from irkit.spec import load_recipe
+    from irkit.train.settings import resolve
     check_outputs({"-o": output}, [spec] + ([data] if data else []))
     recipe = load_recipe(spec)
     settings = resolve(recipe.settings(), {"dataset": data})
