@@ -7,6 +7,9 @@ checked before reading (`read_capped`). Caps have defaults and an environment ov
     IRKIT_MAX_DATA_BYTES     datasets (also their decompressed size)  default 1 GiB
     IRKIT_MAX_RECIPE_BYTES   recipes (TOML)                      default 1 MiB
     IRKIT_MAX_ELEMENTS       elements of one tensor built from a file  default 2**28
+    IRKIT_MAX_NODES          nodes of a model's graph (an ONNX file's, a recipe's)
+                             default 50,000 (onnxruntime's session setup grows faster than
+                             linearly in nodes: a chain of 40,000 Adds takes it 88 s)
     IRKIT_MAX_GZIP_RATIO     how many times its size a compressed file or member may grow
                              beyond 16 MiB (gzip, the deflate/bzip2/lzma members of an .npz)
                              default 100
@@ -35,6 +38,7 @@ LIMITS = {
     "data": ("IRKIT_MAX_DATA_BYTES", 1 << 30),
     "recipe": ("IRKIT_MAX_RECIPE_BYTES", 1 << 20),
     "elements": ("IRKIT_MAX_ELEMENTS", 1 << 28),
+    "nodes": ("IRKIT_MAX_NODES", 50_000),
     "gzip_ratio": ("IRKIT_MAX_GZIP_RATIO", 100),  # decompressed / compressed, above 16 MiB
 }
 # a compressed stream may always grow to this size; beyond it, to IRKIT_MAX_GZIP_RATIO times
@@ -109,6 +113,15 @@ def check_element_count(count: int, what: str) -> None:
     if count > cap:
         raise FileSafetyError(f"{what} would have {count} elements, over the limit of {cap}; "
                               f"raise IRKIT_MAX_ELEMENTS if you trust the file")
+
+
+def check_node_count(count: int, what: str) -> None:
+    """Refuse a graph of more than the nodes cap (before it is converted or compiled)."""
+    cap = limit("nodes")
+    if count > cap:
+        raise FileSafetyError(f"{what} has {count} nodes, over the limit of {cap} (onnxruntime "
+                              "takes minutes to set up graphs that large); raise "
+                              "IRKIT_MAX_NODES if you have the time")
 
 
 def decompressed_cap(compressed: int) -> tuple[int, str]:

@@ -17,7 +17,7 @@ from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
 from irkit.ops.registry import has_op
-from irkit.safe_io import FileSafetyError, read_capped, write_atomic
+from irkit.safe_io import FileSafetyError, check_node_count, read_capped, write_atomic
 
 DEFAULT_OPSET = IRKIT_OPSET
 MIN_OPSET = 13
@@ -111,6 +111,10 @@ def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
     except Exception as e:  # protobuf's DecodeError, or a message it cannot hold
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
+    try:
+        check_node_count(len(model.graph.node), f"{path}: the model")
+    except FileSafetyError as e:
+        raise ModelFileError(str(e)) from None
     try:
         load_external_data(model, os.path.dirname(os.path.abspath(path)))
         if check:

@@ -17,7 +17,7 @@ import numpy as np
 
 from irkit import ops
 from irkit.errors import DataError, ModelFileError
-from irkit.ir import Graph, Value
+from irkit.ir import Graph, Value, ValueList
 from irkit.passes import EliminateDeadNodesPass, gradients, simplify
 from irkit.signature import (
     CORRECT,
@@ -206,6 +206,7 @@ def _optimizer_step(graph: Graph, optimizer: Optimizer, params: list[Value],
 
 def _add_next_outputs(graph: Graph, new_values: list, outputs: list[Value]) -> None:
     """Append each new state value to `outputs` as `next/<name>`; they become the graph's."""
+    outputs = ValueList(outputs)  # `in` of own_output in constant time
     for name, v in new_values:
         v = ops.own_output(v, outputs)
         graph.rename_value(v, next_name(name))
