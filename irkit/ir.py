@@ -483,3 +483,8 @@ class Graph:
     def __repr__(self) -> str:
         return (f"Graph({self.name!r}: {len(self.inputs)} inputs, {len(self.initializers)} "
                 f"initializers, {len(self.nodes)} nodes, {len(self.outputs)} outputs)")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: a drawing of the nodes (irkit/ir_display.py)."""
+        from irkit.ir_display import graph_svg
+        return graph_svg(self)

@@ -142,6 +142,9 @@ def load_recipe(source: str) -> Recipe:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpecError(f"{source}: not valid TOML ({e}); fix the syntax") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise SpecError(f"{source}: arrays or inline tables nested too deeply for a recipe"
+                        ) from None
     return parse_recipe(doc, source)
 
 

@@ -18,6 +18,14 @@ from irkit.onnx_io import model_bytes
 from irkit.signature import CORRECT, LOSS, next_name
 
 _dlls_preloaded = False
+VERBOSE_ENV = "IRKIT_VERBOSE"  # set (by `irkit --verbose`): onnxruntime's own log is shown
+
+
+def log_severity() -> int:
+    """How much of onnxruntime's own log (its colored `[E:onnxruntime:...]` lines) irkit's
+    sessions print: 4, fatal only, unless IRKIT_VERBOSE is set (2: warnings and errors). irkit
+    reports failures itself, in one line, from the exceptions onnxruntime raises."""
+    return 2 if os.environ.get(VERBOSE_ENV, "") not in ("", "0") else 4
 
 
 def resolve_device(device: str) -> str:
@@ -63,7 +71,7 @@ def _cuda_session_works() -> bool:
         except Exception:
             _cuda_ok = False
         finally:
-            ort.set_default_logger_severity(3)
+            ort.set_default_logger_severity(log_severity())
     return _cuda_ok
 
 
@@ -76,9 +84,11 @@ def _quiet():
 
 def make_session(model_bytes: bytes, device: str = "cpu",
                  threads: int | None = None) -> ort.InferenceSession:
-    """An InferenceSession for a resolved device ('cpu' or 'cuda'), warnings silenced."""
+    """An InferenceSession for a resolved device ('cpu' or 'cuda'); onnxruntime's own log
+    is silent unless asked for (`log_severity`)."""
+    ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = log_severity()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = threads

@@ -11,8 +11,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-IRKIT = [sys.executable, "-c",
-         "import sys; from irkit.cli import main; sys.exit(main(prog_name='irkit'))"]
+# the child writes its own peak (VmHWM, per address space) at exit: wait4's ru_maxrss would
+# count the parent's memory at fork time (Linux keeps the pre-exec high-water mark)
+PEAK = ("import atexit, os, sys\n"
+        "def peak():\n"
+        "    kb = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')]\n"
+        "    open(os.environ['IRKIT_TEST_PEAK'], 'w').write(kb[0])\n"
+        "atexit.register(peak)\n"
+        "from irkit.cli import main\n"
+        "sys.exit(main(prog_name='irkit'))\n")
+IRKIT = [sys.executable, "-c", PEAK]
 MEMORY_MB = 1024  # the bound for any input under 1 MB
 
 
@@ -21,7 +29,7 @@ class Run:
     rc: int | None        # None: killed at the time limit (a hang)
     stdout: str
     stderr: str
-    peak_mb: float        # the child's own peak resident memory
+    peak_mb: float        # the child's own peak resident memory (VmHWM)
     seconds: float
 
     @property
@@ -31,30 +39,27 @@ class Run:
 
 def run_irkit(args: list[str], cwd: str | Path, timeout: float = 30.0,
               env: dict[str, str] | None = None) -> Run:
-    """`irkit ARGS` in `cwd`: exit status, output, the child's peak RSS (by wait4, so only
-    this child counts) and wall seconds; killed (rc None) after `timeout` seconds."""
-    out, err = Path(cwd) / ".run.out", Path(cwd) / ".run.err"
-    full_env = {**os.environ, **(env or {})}
+    """`irkit ARGS` in `cwd`: exit status, output, the child's own peak RSS and wall
+    seconds; killed (rc None) after `timeout` seconds."""
+    out, err, peak = (Path(cwd) / f".run.{k}" for k in ("out", "err", "peak"))
+    peak.unlink(missing_ok=True)
+    full_env = {**os.environ, **(env or {}), "IRKIT_TEST_PEAK": str(peak)}
     start = time.monotonic()
     with open(out, "wb") as fo, open(err, "wb") as fe:
         p = subprocess.Popen([*IRKIT, *args], cwd=cwd, stdout=fo, stderr=fe, env=full_env,
                              stdin=subprocess.DEVNULL, start_new_session=True)
-    rc, usage = None, None
-    while time.monotonic() - start < timeout:
-        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
-        if pid:
-            rc = os.waitstatus_to_exitcode(status)
-            break
-        time.sleep(0.02)
-    else:
+    try:
+        rc = p.wait(timeout)
+    except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL)
-        _, _, usage = os.wait4(p.pid, 0)
-    p.returncode = -9 if rc is None else rc  # reaped here; Popen must not wait again
+        p.wait()
+        rc = None
     seconds = time.monotonic() - start
+    peak_kb = float(peak.read_text()) if peak.exists() else 0.0  # none when killed
     run = Run(rc, out.read_text(errors="replace"), err.read_text(errors="replace"),
-              usage.ru_maxrss / 1024, seconds)
-    out.unlink()
-    err.unlink()
+              peak_kb / 1024, seconds)
+    for f in (out, err, peak):
+        f.unlink(missing_ok=True)
     return run
 
 

@@ -194,7 +194,7 @@ def test_a_2d_y_in_an_npz_is_refused_for_class_labels(tmp_path):
     np.savez(tmp_path / "y2.npz", x=np.ones((30, 4), np.float32),
              y=np.eye(3, dtype=np.int64)[np.arange(30) % 3])
     _one_line_in_process(_invoke("train", "iris_mlp", "--data", tmp_path / "y2.npz", "--epochs",
-                                 "1", "-o", tmp_path / "o.onnx"), "one class label per row")
+                                 "1", "-o", tmp_path / "o.onnx"), "labels of shape (30, 3)")
 
 
 def test_short_rows_parse_in_numpy_not_per_row(tmp_path):

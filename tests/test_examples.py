@@ -29,3 +29,12 @@ def test_lesson_5_points_shows_overfitting():
     assert val_poly > 1e6 * train_poly  # ... but the polynomial's validation error is large
     assert val_poly > 10 * val_line     # and far higher than the line's
     assert "times worse than the line" in out[3]
+
+
+def test_tensors_gives_the_lessons_numbers():
+    out = run_example("tensors.py")
+    assert "x @ x.T: [[14.0, 32.0], [32.0, 77.0]]" in out
+    assert "softmax of row 0: [0.09, 0.2447, 0.6652]" in out
+    assert "gradient descent: [2.894, -1.930]" in out
+    assert "linear regression: w 1.86 b 1.07" in out
+    assert "Hessian-vector product: [6.0, 0.0, -18.0]" in out

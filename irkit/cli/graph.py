@@ -8,14 +8,13 @@ only when a command asks for it).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 
-from irkit.cli.app import JSON_OPTION, done, handle_errors, main, save_graph
-from irkit.errors import IrkitError, escape
+from irkit.cli.app import JSON_OPTION, check_onnx_outputs, done, handle_errors, main, save_graph
+from irkit.errors import IrkitError, escape, json_text
 
 printable = escape  # a name fit for a terminal: control and unprintable characters escaped
 
@@ -190,7 +189,7 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
     if graphml_path:
         write_atomic(graphml_path, to_graphml(graph))
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_text(info, indent=2))
         return
     _print_report(info)
     for path in (dot_path, graphml_path):
@@ -232,10 +231,11 @@ def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) 
     from irkit.graph_optimize import optimize_file
     from irkit.safe_io import check_outputs, write_atomic
     check_outputs({"-o": output}, [model])
+    check_onnx_outputs({"-o": output})
     proto, report = optimize_file(model, batch, repeats, _latency)
     write_atomic(output, proto.SerializeToString())
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json_text(report, indent=2))
         return
     click.echo(f"nodes: {report['nodes_before']} -> {report['nodes_after']}")
     if report["dropped_training_info"]:
@@ -266,6 +266,7 @@ def grad(model: str, of: str, wrt: str, output: str, as_json: bool) -> None:
     from irkit.passes import AutodiffPass
     from irkit.safe_io import check_outputs
     check_outputs({"-o": output}, [model])
+    check_onnx_outputs({"-o": output})
     graph = load(model)
     names = [n.strip() for n in wrt.split(",") if n.strip()]
     if not graph.has_value(of) or of not in [v.name for v in graph.outputs]:
@@ -296,7 +297,7 @@ def ops(as_json: bool) -> None:
              "gradient": o.has_gradient and o.differentiable,
              "differentiable": o.differentiable} for o in all_ops()]
     if as_json:
-        click.echo(json.dumps({"count": len(rows),
+        click.echo(json_text({"count": len(rows),
                                "with_gradient": sum(r["gradient"] for r in rows),
                                "ops": rows}, indent=2))
         return
@@ -307,7 +308,7 @@ def ops(as_json: bool) -> None:
 
 
 # ---- list ----------------------------------------------------------------------------------
-KINDS = ("optimizers", "losses", "layers", "runtimes", "recipes", "datasets")
+KINDS = ("optimizers", "losses", "metrics", "layers", "runtimes", "recipes", "datasets")
 
 
 def registries() -> dict[str, list[dict[str, Any]]]:
@@ -316,6 +317,7 @@ def registries() -> dict[str, list[dict[str, Any]]]:
     from irkit.runtimes import runtime_names
     from irkit.spec import LAYERS, bundled_recipes, layer_arguments
     from irkit.train.losses import LOSSES
+    from irkit.train.metrics import METRICS
     from irkit.train.optimizers import OPTIMIZERS
     return {
         "optimizers": [{"name": n, "hyperparameters": {f.name: f.default for f in c.fields()}}
@@ -323,6 +325,7 @@ def registries() -> dict[str, list[dict[str, Any]]]:
         "losses": [{"name": n, "aliases": list(loss.aliases),
                     "task": "classify" if loss.classification else "regress"}
                    for n, loss in LOSSES.items()],
+        "metrics": [{"name": n, "task": m.task} for n, m in METRICS.items()],
         "layers": [{"name": n, "arguments": sorted(layer_arguments(n))} for n in LAYERS],
         "runtimes": [{"name": n} for n in runtime_names()],
         "recipes": [{"name": n} for n in bundled_recipes()],
@@ -349,12 +352,13 @@ def _row(entry: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def list_registries(kind: str | None, as_json: bool) -> None:
-    """What irkit knows, by KIND: optimizers (with their hyperparameters), losses, layers a
-    recipe can name, runtimes, bundled recipes and datasets (all of them without KIND)."""
+    """What irkit knows, by KIND: optimizers (with their hyperparameters), losses, metrics
+    (beyond accuracy), layers a recipe can name, runtimes, bundled recipes and datasets (all of
+    them without KIND)."""
     found = registries()
     found = {kind: found[kind]} if kind else found
     if as_json:
-        click.echo(json.dumps(found, indent=2, default=str))
+        click.echo(json_text(found, indent=2))
         return
     for name, entries in found.items():
         click.echo(f"{name}:")

@@ -5,7 +5,6 @@ The jobs themselves (sources, datasets, settings, files) are in irkit/cli/jobs.p
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -16,12 +15,13 @@ from irkit.cli.app import (
     JSON_OPTION,
     LOSS,
     OPTIMIZER,
+    check_onnx_outputs,
     done,
     handle_errors,
     main,
     save_graph,
 )
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, json_text
 
 
 # ---- build ---------------------------------------------------------------------------------
@@ -39,6 +39,7 @@ def build(spec: str, output: str, data: str | None, as_json: bool) -> None:
     from irkit.spec import load_recipe
     from irkit.train.settings import resolve
     check_outputs({"-o": output}, [spec] + ([data] if data else []))
+    check_onnx_outputs({"-o": output})
     recipe = load_recipe(spec)
     settings = resolve(recipe.settings(), {"dataset": data})
     ds = load_dataset(_need(settings.dataset, "--data"), label_column=settings.label_column)
@@ -93,10 +94,10 @@ def _need(value, option: str):
               help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
               "(resumable) and history.json.")
 @click.option("--plot", metavar="PNG",
-              help="Write the training curves as a .png (.svg, .pdf) image (needs irkit[plot]).")
+              help="Write the training curves as a .png (.svg, .pdf) image (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--workers", type=click.IntRange(min=1), help="Train data-parallel in this many "
-              "processes on this machine (starts mpiexec; needs irkit[distributed]).")
+              "processes on this machine (starts mpiexec; needs irkit-nn[distributed]).")
 @handle_errors
 def train(source: str, output: str, as_json: bool, save_training: str | None,
           workers: int | None, **options) -> None:
@@ -119,9 +120,8 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     if not distributed.is_root():
         return
     if as_json:  # the overfitting report is in the document ("report")
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json_text(result, indent=2))
     else:
-        click.echo(result["report"]["text"], err=True)
         final = result["final"]
         figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
         click.echo(f"best epoch {result['best_epoch']}: {figures}")
@@ -170,6 +170,7 @@ def export(model: str, output: str, training: bool, step: bool, opset: int, data
     if training and step:
         raise IrkitError("choose one of --training and --step")
     check_outputs({"-o": output}, [model] + ([data] if data else []))
+    check_onnx_outputs({"-o": output})
     if training:
         proto = export_training_model(model, data, loss, optimizer, opset)
         write_atomic(output, proto.SerializeToString())

@@ -34,6 +34,39 @@ class Dataset:
     def num_classes(self) -> int | None:
         return None if self.classes is None else len(self.classes)
 
+    def __repr__(self) -> str:
+        task = (f"{self.num_classes} classes" if self.classes is not None else "regression")
+        return (f"<irkit Dataset {self.name!r}: x {tuple(self.x.shape)} {self.x.dtype}, "
+                f"y {tuple(self.y.shape)}; {task}>")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: shapes, classes with their counts, the first rows."""
+        import html
+        head = html.escape(repr(self))
+        classes = ""
+        if self.classes is not None:
+            counts = np.bincount(np.asarray(self.y, np.int64).ravel(),
+                                 minlength=len(self.classes))
+            shown = ", ".join(f"{html.escape(str(c))} ({n})"
+                              for c, n in zip(self.classes[:20], counts[:20]))
+            more = f", ... {len(self.classes) - 20} more" if len(self.classes) > 20 else ""
+            classes = f"<br>classes: {shown}{more}"
+        x = self.x.reshape(len(self.x), -1)
+        names = (self.feature_names or [f"x{i}" for i in range(x.shape[1])])[:8]
+        cells = "".join(f"<th>{html.escape(n)}</th>" for n in names) + "<th>y</th>"
+        rows = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" for v in x[i, :len(names)])
+                       + f"<td>{html.escape(self._label(i))}</td></tr>"
+                       for i in range(min(len(x), 5)))
+        more = f" (first {len(names)} of {x.shape[1]} features)" if x.shape[1] > 8 else ""
+        return (f"<div>{head}{classes}<table><tr>{cells}</tr>{rows}</table>"
+                f"first {min(len(x), 5)} of {len(x)} rows{more}</div>")
+
+    def _label(self, i: int) -> str:
+        y = np.asarray(self.y[i]).ravel()
+        if self.classes is not None and y.size == 1:
+            return str(self.classes[int(y[0])])
+        return ", ".join(f"{v:.4g}" for v in y[:4])
+
 
 def _where(name: str, i: int, rows: Sequence[int] | None, what: str = "row") -> str:
     """`file, line N` for data read from a text file, else `file, row i` (0-based index)."""

@@ -129,6 +129,7 @@ def parse_csv(raw: bytes, name: str, label_column: str = "label") -> Dataset:
     if len(table) < 2:
         raise DataError(f"{name}: needs a header row and at least one data row")
     header = [_cell(h) for h in table.line(0).split(",")]
+    _check_separator(table.line(0), name)
     if label_column not in header:
         raise DataError(f"{name}: no column {label_column!r} in the header; name the target "
                         "column 'label' or pass --label-column NAME")
@@ -157,6 +158,22 @@ def parse_csv(raw: bytes, name: str, label_column: str = "label") -> Dataset:
             y, classes = class_names(cells, name, rows)
             return make_dataset(x, y, name, features, rows, classes=classes)
     return make_dataset(x, y, name, features, rows, texts)
+
+
+SEPARATORS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _check_separator(header: str, name: str) -> None:
+    """DataError when the header has no comma but another separator: irkit reads
+    comma-separated files (a ';' file, as European spreadsheets write, would be one column)."""
+    if "," in header:
+        return
+    for sep, word in SEPARATORS.items():
+        if sep in header:
+            raise DataError(f"{name}: the header has no commas but {header.count(sep)} "
+                            f"{word}s: the file looks {sep!r}-separated; irkit reads "
+                            "comma-separated CSV: save it with commas (e.g. pandas.read_csv("
+                            f"path, sep={sep!r}).to_csv(new_path, index=False))")
 
 
 def _features(table: _Table, rows: np.ndarray, header: list[str], li: int,

@@ -16,7 +16,7 @@ import numpy as np
 
 from irkit import ops
 from irkit.data import check_finite, check_labels
-from irkit.errors import DataError, SpecError
+from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Value
 from irkit.ops.dtypes import onnx_dtype
 
@@ -44,6 +44,11 @@ class Loss:
     def build(self, out: Value, target: Value) -> Value:
         """The mean loss over the batch (a scalar)."""
         raise NotImplementedError
+
+    def labels(self, y: np.ndarray, what: str) -> np.ndarray:
+        """`y` as a whole, checked before the data is split (the habits of Keras users, e.g.
+        labels shaped (N, 1)); per-batch conversion is `targets`."""
+        return y
 
     def correct(self, out: Value, target: Value) -> Value | None:
         """Number of correct predictions in the batch (float), or None for regression."""
@@ -78,7 +83,21 @@ class SparseCategoricalCrossentropy(Loss):
         return np.int64
 
     def target_shape(self, out: Value) -> tuple:
+        _check_class_scores(out, self)
         return (out.shape[0] if out.shape else "N",)
+
+    def labels(self, y, what):
+        """(N, 1) labels become (N,); one-hot rows are refused with the fix."""
+        if y.ndim == 2 and y.shape[1] == 1:
+            return y[:, 0]
+        if y.ndim >= 2:
+            one_hot = y.ndim == 2 and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()
+            looks = "look one-hot" if one_hot else "hold several numbers per sample"
+            raise DataError(f"{what}: labels of shape {tuple(y.shape)} {looks}; {self.name} "
+                            "takes one class number per sample, shape (N,): pass "
+                            "y.argmax(axis=1), or compile(loss='categorical_crossentropy') "
+                            "for one-hot targets")
+        return y
 
     def build(self, out, target):
         loss, _log_prob = ops.SoftmaxCrossEntropyLoss(out, target, reduction="mean",
@@ -89,15 +108,12 @@ class SparseCategoricalCrossentropy(Loss):
         return _count(ops.Equal(ops.ArgMax(out, axis=1, keepdims=0), target), out)
 
     def targets(self, y, shape, num_classes, what):
+        y = self.labels(y, what)
         if y.dtype.kind not in "iufb":
             example = str(y.flat[0]) if y.size else ""
             raise DataError(f"{what}: {self.name} needs integer class labels 0..C-1, got "
                             f"{y.dtype} values (e.g. {example!r}); map names to numbers "
                             "with classes, y = numpy.unique(y, return_inverse=True)")
-        if y.ndim > 1 and y.size != len(y):
-            raise DataError(f"{what}: {self.name} needs one class label per row, got targets "
-                            f"of shape {y.shape}; give y of shape ({len(y)},), or use "
-                            "categorical_crossentropy for one-hot targets")
         if y.dtype.kind == "f" and not np.all(y == np.round(y)):
             raise DataError(f"{what}: {self.name} needs integer class labels")
         if y.dtype.kind == "f" and len(y) and np.abs(y).max() >= 2**62:
@@ -115,6 +131,10 @@ class CategoricalCrossentropy(Loss):
     name = "categorical_crossentropy"
     classification = True
     fuses = ("Softmax", "LogSoftmax")
+
+    def target_shape(self, out: Value) -> tuple | None:
+        _check_class_scores(out, self)
+        return out.shape
 
     def build(self, out, target):
         # -mean_n sum_c t log softmax(z)
@@ -208,3 +228,14 @@ def _check_target_shape(y: np.ndarray, want, loss: Loss, what: str) -> None:
     raise DataError(f"{what}: each target has shape {tuple(y.shape[1:])}, the model's output "
                     f"per sample is {tuple(want[1:])}; {loss.name} needs targets shaped like "
                     f"the output{hint}")
+
+
+def _check_class_scores(out: Value, loss: Loss) -> None:
+    """ShapeError unless the model gives one score per class, (N, C): the usual cause is
+    images (N, 28, 28) into Dense, which maps only the last axis."""
+    if out.shape is None or len(out.shape) == 2:
+        return
+    per_sample = tuple(out.shape[1:])
+    raise ShapeError(f"the model's output per sample has shape {per_sample}; {loss.name} needs "
+                     "one score per class, shape (C,): put nn.Flatten() before the first Dense "
+                     "when samples have more than one axis (images)")

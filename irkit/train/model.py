@@ -23,16 +23,16 @@ from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes import get_runtime, make_step_runner, runtime_names
-from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
-from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
+from irkit.signature import LR, META_BEST, META_HISTORY, META_SETTINGS, TARGET
+from irkit.train.callbacks import Callback, EarlyStopping
 from irkit.train.losses import get_loss
+from irkit.train.metrics import epoch_metrics, metric_logs, resolve_metrics
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
+from irkit.train.progress import progress_callback
 from irkit.train.settings import DEFAULTS, Settings, resolve
-from irkit.train.sources import ModuleSource, OnnxSource
+from irkit.train.sources import ModuleSource, OnnxSource, split_input
 from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
-
-METRICS = ("accuracy", "acc")
 
 
 class Model:
@@ -52,6 +52,7 @@ class Model:
         self.source = source
         self.name = name or source.name
         self.settings: Settings = DEFAULTS            # compile's (the base of each fit)
+        self.metrics: list = []                       # compile's, beyond accuracy
         self.fit_settings: Settings | None = None      # those of the last fit
         self.stop_training = False
         self._compiled = False
@@ -86,12 +87,9 @@ class Model:
         adam), loss (default sparse_categorical_crossentropy), runtime (irkit.runtimes's
         registry; "reference" runs numpy end to end) and settings (lr or learning_rate, the
         optimizer's hyperparameters such as momentum, device, seed, ...; `settings` is the
-        layer under them; defaults: irkit.train.settings). `metrics`: ["accuracy"] or None
-        (accuracy is reported for every classification loss)."""
-        for m in metrics or []:
-            if m not in METRICS:
-                raise SpecError(f"unknown metric {m!r}; irkit reports accuracy for "
-                                "classification losses (metrics=['accuracy'])")
+        layer under them; defaults: irkit.train.settings). `metrics`: names, Metrics or
+        functions (irkit.train.metrics: top_k_accuracy, mae, mse, ...); accuracy is reported
+        for every classification loss."""
         if runtime not in runtime_names():
             raise SpecError(f"unknown runtime {runtime!r}; use one of "
                             f"{', '.join(runtime_names())}")
@@ -103,7 +101,7 @@ class Model:
             args["lr"] = optimizer.learning_rate if args["lr"] is None else args["lr"]
         self.settings = resolve(settings.as_dict() if settings else None, args,
                                 names=("settings", "compile()"))
-        get_loss(self.settings.loss)  # fail now on an unknown loss
+        self.metrics = resolve_metrics(metrics, get_loss(self.settings.loss).classification)
         self._runtime = runtime
         self._compiled = True
         self._graphs = self._runner = self._trainer = None
@@ -126,8 +124,9 @@ class Model:
         s = self.settings.replace(batch_size=batch_size, epochs=epochs, val_split=(
             0.0 if validation_data is not None else validation_split), seed=seed,
             keep_best=keep_best, **settings)
-        x, y, val = self._split(_features(x, "training data"), np.asarray(y), validation_data,
-                                s)
+        y = get_loss(s.loss).labels(np.asarray(y), "training data")
+        x, y, val = self._split(_features(x, "training data"), y, validation_data, s)
+        extra = epoch_metrics(self, self.metrics, (x, y), val)
         self._build(x, s, runner=True)
         if "lr" in settings and self._resume is None:
             self.learning_rate = s.lr
@@ -141,13 +140,12 @@ class Model:
         cbs = self._callbacks(callbacks, s, verbose, len(x))
         self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
                                 self)
+        self.fit_settings = s  # this fit's, already for its callbacks (keep_best, monitor)
         self.history = self._trainer.fit(
             staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
-            monitor=s.monitor, keep_best=s.keep_best)
-        self.fit_settings = s
-        self.source.set_weights(self.get_weights())
-        self._predictors = {}  # their sessions hold the weights from before this fit
+            monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
+        self._pull_weights()
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
@@ -209,6 +207,10 @@ class Model:
 
     def _stage(self, x: np.ndarray, y, name: str):
         check_finite(x, name)
+        try:  # validation and evaluation data as well: the step's input shape is fixed
+            self.source.ensure_input(x)
+        except DataError as e:
+            raise DataError(f"{name}: {e}") from None
         return self._runner.stage(np.ascontiguousarray(x, np.float32),
                                   self._targets(np.asarray(y), name))
 
@@ -219,7 +221,7 @@ class Model:
         level = 1 if verbose == "auto" else int(verbose)
         level = level if distributed.is_root() else 0  # one progress report per job
         if level:
-            cbs.append(ProgressLogger(s.epochs, -(-n // s.batch_size), level))
+            cbs.append(progress_callback(s.epochs, -(-n // s.batch_size), level))
         for cb in cbs:
             cb.set_model(self)
         return cbs
@@ -229,9 +231,12 @@ class Model:
             return None
         history = History.from_dict(self._resume.history)
         if self._resume.best_weights and s.keep_best:
-            self._trainer.best_weights = dict(self._resume.best_weights)
+            self._trainer.keep_as_best(self._resume.best_weights)
         elif history.best_epoch is not None and s.keep_best:
-            self._trainer.best_weights = self.get_weights()
+            # the file's last epoch was its best: the best so far is the runner's state (the
+            # step's weights only; the source's fixed constants such as a Normalize layer's
+            # shift are no step state and cannot be restored into the runner)
+            self._trainer.keep_as_best(self._runner.read_state(self._weight_names()))
         return history
 
     # ---- targets ---------------------------------------------------------------------------
@@ -258,6 +263,14 @@ class Model:
         if self._runner is not None:
             weights.update(self._runner.read_state(self._weight_names()))
         return weights
+
+    def _pull_weights(self) -> None:
+        """The one point where weights come back from the runner (which owns them while it
+        exists) into the source; compiled predictors made before hold older weights."""
+        if self._runner is None:
+            return
+        self.source.set_weights(self._runner.read_state(self._weight_names()))
+        self._predictors = {}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Set weights by graph name (as get_weights returns them)."""
@@ -288,30 +301,38 @@ class Model:
 
     # ---- evaluate, predict -----------------------------------------------------------------------
     def evaluate(self, x, y, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
-        """Loss (and accuracy) of the current weights on (x, y)."""
+        """Loss (accuracy, compile's metrics) of the current weights on (x, y)."""
         if self._runner is None:
             if not self._compiled:
                 raise ShapeError(f"{self.name}: call compile() (or fit) before evaluate()")
             self._build(_features(x, "evaluation data"), self.settings, runner=True)
         from irkit.train.trainer import logs_of
         staged = self._stage(_features(x, "evaluation data"), y, "evaluation data")
-        return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
+        logs = logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
+        return {**logs, **metric_logs(self, self.metrics, x, y)}
 
     def predict(self, x, batch_size: int | None = None, device: str | None = None,
-                verbose: int = 0) -> np.ndarray:
-        """Model outputs for raw inputs x (on compile's runtime; one compiled graph cached per
-        device)."""
+                verbose: int = 0, probabilities: bool = False) -> np.ndarray:
+        """Model outputs for raw inputs x, as Keras gives them (logits when the last layer
+        has no softmax); `probabilities=True`: class probabilities, what `irkit predict`
+        writes for the exported model. One compiled graph cached per device."""
         x = _features(x, "prediction data")
         self.source.ensure_input(x)
         device = device or self.settings.device
         run = self._predictors.get(device)
         if run is None:
             run = self._predictors[device] = self._compile_graph(self.to_graph(), device)
-        name = run.input_names[0]
-        if not batch_size:
-            return run({name: x})[0]
-        return np.concatenate([run({name: x[i:i + batch_size]})[0]
-                               for i in range(0, len(x), batch_size)])
+        name, size = run.input_names[0], batch_size or max(len(x), 1)
+        out = np.concatenate([run({name: x[i:i + size]})[0] for i in range(0, len(x), size)]
+                             ) if len(x) > size else run({name: x})[0]
+        if not probabilities:
+            return out
+        from irkit.train.scores import probabilities as probs
+        from irkit.train.scores import scores_kind
+        if not get_loss(self.settings.loss).classification:
+            raise SpecError(f"predict(probabilities=True) is for classifiers; the loss "
+                            f"{self.settings.loss!r} regresses (use predict(x))")
+        return probs(out, scores_kind(self.source.build(training=False)))
 
     def _compile_graph(self, graph: Graph, device: str = "cpu"):
         """`graph` compiled by the runtime `compile` chose (the only way Model runs a graph
@@ -321,8 +342,7 @@ class Model:
     # ---- graphs and files ----------------------------------------------------------------------
     def to_graph(self) -> Graph:
         """The inference graph with the current weights (scaling in, dropout out)."""
-        if self._runner is not None:
-            self.source.set_weights(self.get_weights())
+        self._pull_weights()
         return self._inference_graph()
 
     def _inference_graph(self) -> Graph:
@@ -380,23 +400,25 @@ class Model:
         """Number of weights (trainable and not, running statistics included)."""
         return int(sum(np.size(w) for w in self.source.weights().values()))
 
-    def summary(self, print_fn=print) -> str:
-        """A table of the weights (name, shape, count, trainable) and the totals."""
-        weights = self.source.weights()
-        trainable = set(self.source.trainable())
-        rows = [(n, "x".join(map(str, w.shape)) or "scalar", int(np.size(w)), n in trainable)
-                for n, w in weights.items()]
-        width = max([len(r[0]) for r in rows] + [6])
-        lines = [f'Model "{self.name}"', f"{'weight':{width}}  {'shape':>14}  {'count':>9}  "
-                 "trainable"]
-        lines += [f"{n:{width}}  {s:>14}  {c:>9}  {'yes' if t else 'no'}" for n, s, c, t in rows]
-        total = sum(r[2] for r in rows)
-        n_train = sum(r[2] for r in rows if r[3])
-        lines += [f"total {total} weights: {n_train} trainable, {total - n_train} fixed"]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+    def summary(self, print_fn=print) -> str | None:
+        """Print a table of the weights (name, shape, count, trainable) and the totals, and
+        return None (as Keras does, so a notebook shows it once); `print_fn=None` returns the
+        text instead of printing it."""
+        from irkit.train.display import summary_text
+        text = summary_text(self)
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
+
+    def __repr__(self) -> str:
+        from irkit.train.display import model_repr
+        return model_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the summary as a table."""
+        from irkit.train.display import model_html
+        return model_html(self)
 
 
 class Sequential(Model):
@@ -404,8 +426,11 @@ class Sequential(Model):
 
     def __init__(self, layers: list[Module], name: str | None = None,
                  input_shape: tuple[int, ...] | None = None) -> None:
+        """`layers` may start with `irkit.Input(shape)` (Keras' `keras.Input`): `shape` is
+        one sample's, as `input_shape` is; a leading None or named batch dim is dropped."""
         from irkit.nn.module import Sequential as Layers
-        super().__init__(Layers(list(layers), name=name), input_shape, name)
+        layers, input_shape = split_input(list(layers), input_shape)
+        super().__init__(Layers(layers, name=name), input_shape, name)
 
 
 def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
@@ -466,6 +491,6 @@ def load_model(path: str, prepare=None) -> Model:
         model.compile(settings=resolve(saved, names=(f"{path} settings",)))
         model._resume = found["file"]
         model._resume.settings = model.settings
-        model.history = History.from_dict(found["file"].history) if found[
-            "file"].history else None
+        model.history = History.from_dict(found["file"].history, f"{path}: {META_HISTORY}") \
+            if found["file"].history else None
     return model

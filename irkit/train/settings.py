@@ -179,8 +179,12 @@ def from_json(text: str | None) -> dict[str, Any]:
     """The settings a model's metadata records (unknown keys dropped, values checked later)."""
     try:
         raw = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # damaged, or nested too deeply
         return {}
     if not isinstance(raw, dict):
         return {}
-    return {k: v for k, v in raw.items() if k in FIELDS or k in hyperparameter_names()}
+    # files written before optimizers owned their hyperparameters record sgd's momentum and
+    # nesterov whatever the optimizer: keep only the recorded optimizer's own
+    cls = OPTIMIZERS.get(str(raw.get("optimizer", DEFAULTS.optimizer)).lower())
+    own = set(cls.hyperparameter_names()) if cls is not None else set()
+    return {k: v for k, v in raw.items() if k in FIELDS or k in own}

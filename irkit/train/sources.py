@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from irkit import ops
-from irkit.errors import DataError
+from irkit.errors import DataError, ShapeError
 from irkit.ir import Graph, Value
 from irkit.nn.layers import Normalize
 from irkit.nn.module import Module
@@ -52,7 +52,7 @@ class ModuleSource:
             self.input_shape = shape
         elif self.input_shape != shape:
             raise DataError(f"the model takes samples of shape {self.input_shape}, the data has "
-                            f"{shape}")
+                            f"{shape}; give it the features the model was built for")
 
     def build(self, training: bool = False) -> Graph:
         if self.input_shape is None:
@@ -178,3 +178,18 @@ class OnnxSource:
         new_shift, new_scale = fit_scaler(seen.reshape(len(seen), -1),
                                           self.metadata.get(META_SCALING, "standard"))
         self.set_weights({f"{prefix}.shift": new_shift, f"{prefix}.scale": new_scale})
+
+
+def split_input(layers: list, input_shape: tuple | None) -> tuple[list, tuple | None]:
+    """(layers, input_shape) with a leading `irkit.Input(shape)` (Keras' `keras.Input`) taken
+    out as the input shape: one sample's shape; a leading None or named batch dim is dropped."""
+    from irkit.function import Input
+    if not layers or not isinstance(layers[0], Input):
+        return layers, input_shape
+    shape = tuple(layers[0].shape)
+    if shape and (shape[0] is None or isinstance(shape[0], str)):
+        shape = shape[1:]
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise ShapeError(f"Sequential: irkit.Input{shape} and input_shape={tuple(input_shape)} "
+                         "disagree; give one of them")
+    return layers[1:], shape
