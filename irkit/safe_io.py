@@ -7,7 +7,17 @@ checked before reading (`read_capped`). Caps have defaults and an environment ov
     IRKIT_MAX_DATA_BYTES     datasets (also their decompressed size)  default 1 GiB
     IRKIT_MAX_RECIPE_BYTES   recipes (TOML)                      default 1 MiB
     IRKIT_MAX_ELEMENTS       elements of one tensor built from a file  default 2**28
-    IRKIT_MAX_GZIP_RATIO     how many times its size a .gz may grow beyond 64 MiB  default 100
+    IRKIT_MAX_NODES          nodes of a model's graph (an ONNX file's, a recipe's)
+                             default 50,000 (onnxruntime's session setup grows faster than
+                             linearly in nodes: a chain of 40,000 Adds takes it 88 s)
+    IRKIT_MAX_GZIP_RATIO     how many times its size a compressed file or member may grow
+                             beyond 16 MiB (gzip, the deflate/bzip2/lzma members of an .npz)
+                             default 100
+
+Decompressing (`read_decompressed`, the one guard every container reader uses: .csv.gz,
+.npz members, IDX .gz): the stream is read in chunks and counted, and refused as soon as it
+passes the data cap or the ratio rule (whichever is lower); a declared size (a zip member's)
+is checked against the same caps before anything is decompressed.
 
 Writing (`write_atomic`): a temporary file created exclusively beside the target (never
 through a symlink), fsynced, then renamed over the target; a target that exists but is not a
@@ -36,8 +46,13 @@ LIMITS = {
     "data": ("IRKIT_MAX_DATA_BYTES", 1 << 30),
     "recipe": ("IRKIT_MAX_RECIPE_BYTES", 1 << 20),
     "elements": ("IRKIT_MAX_ELEMENTS", 1 << 28),
-    "gzip_ratio": ("IRKIT_MAX_GZIP_RATIO", 100),  # decompressed / compressed, above 64 MiB
+    "nodes": ("IRKIT_MAX_NODES", 50_000),
+    "gzip_ratio": ("IRKIT_MAX_GZIP_RATIO", 100),  # decompressed / compressed, above 16 MiB
 }
+# a compressed stream may always grow to this size; beyond it, to IRKIT_MAX_GZIP_RATIO times
+# its own size (real datasets compress 3-20x; a 65 KB bomb of 64 MB of CSV took gigabytes)
+DECOMPRESSED_FLOOR = 16 << 20
+_CHUNK = 1 << 20
 
 
 class FileSafetyError(IrkitError):
@@ -106,6 +121,67 @@ def check_element_count(count: int, what: str) -> None:
     if count > cap:
         raise FileSafetyError(f"{what} would have {count} elements, over the limit of {cap}; "
                               f"raise IRKIT_MAX_ELEMENTS if you trust the file")
+
+
+def check_node_count(count: int, what: str) -> None:
+    """Refuse a graph of more than the nodes cap (before it is converted or compiled)."""
+    cap = limit("nodes")
+    if count > cap:
+        raise FileSafetyError(f"{what} has {count} nodes, over the limit of {cap} (onnxruntime "
+                              "takes minutes to set up graphs that large); raise "
+                              "IRKIT_MAX_NODES if you have the time")
+
+
+def decompressed_cap(compressed: int) -> tuple[int, str]:
+    """The most bytes `compressed` bytes may decompress to, and the setting that decides it."""
+    by_ratio = max(limit("gzip_ratio") * compressed, DECOMPRESSED_FLOOR)
+    if by_ratio < limit("data"):
+        return by_ratio, "gzip_ratio"
+    return limit("data"), "data"
+
+
+def _too_big(name: str, size: int | str, compressed: int) -> FileSafetyError:
+    cap, rule = decompressed_cap(compressed)
+    if rule == "gzip_ratio":
+        return FileSafetyError(f"{name}: decompresses to {size} bytes, over {cap} "
+                               f"({limit('gzip_ratio')} times its size of {compressed} bytes; a "
+                               "compression bomb?); raise IRKIT_MAX_GZIP_RATIO if you trust it")
+    return FileSafetyError(f"{name}: decompresses to {size} bytes, over the limit of {cap} for "
+                           "a dataset; raise IRKIT_MAX_DATA_BYTES if you trust it")
+
+
+def check_decompressed_size(size: int, compressed: int, name: str) -> None:
+    """Refuse a declared decompressed size over the caps before decompressing anything."""
+    if size > decompressed_cap(compressed)[0]:
+        raise _too_big(name, size, compressed)
+
+
+def read_decompressed(stream, compressed: int, name: str,
+                      declared: int | None = None) -> bytearray:
+    """All bytes of a decompressing `stream` (a GzipFile, a zip member) that came from
+    `compressed` bytes, read in chunks and refused once past the caps: at most cap + 1 MiB is
+    ever held. `declared`: the size the container announces, checked first and then held to
+    (a member that decompresses to more or fewer bytes is damaged)."""
+    cap = decompressed_cap(compressed)[0]
+    if declared is not None:
+        check_decompressed_size(declared, compressed, name)
+        cap = declared
+    chunks, total = [], 0
+    while True:
+        chunk = stream.read(min(_CHUNK, cap + 1 - total))
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > cap:
+            if declared is not None:
+                raise FileSafetyError(f"{name}: decompresses to more than the {declared} bytes "
+                                      "it declares; the file is damaged")
+            raise _too_big(name, f"more than {cap}", compressed)
+        chunks.append(chunk)
+    if declared is not None and total != declared:
+        raise FileSafetyError(f"{name}: decompresses to {total} bytes, not the {declared} it "
+                              "declares; the file is damaged")
+    return bytearray().join(chunks)  # writable: arrays viewing it need no copy
 
 
 def _same_file(a: str, b: str) -> bool:

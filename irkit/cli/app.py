@@ -110,6 +110,13 @@ class IrkitGroup(click.Group):
         among them) and no onnxruntime log lines (irkit.runtimes.onnxruntime.log_severity):
         irkit reports problems itself, in one line. `irkit --verbose` shows both."""
         import warnings
+        try:  # the process-wide logger too: sessions made later in this process stay quiet
+            import onnxruntime
+
+            from irkit.runtimes.onnxruntime import log_severity
+            onnxruntime.set_default_logger_severity(log_severity())
+        except ImportError:  # no onnxruntime: nothing to quiet
+            pass
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")  # main() below shows them again for --verbose
             return super().invoke(ctx)

@@ -156,6 +156,9 @@ def make_dataset(x: np.ndarray | dict[str, np.ndarray], y: np.ndarray, name: str
         raise DataError(f"{name}: {n} feature rows but {len(y)} targets; give one target "
                         "per row")
     for a in arrays:
+        if np.ndim(a) == 2 and np.shape(a)[1] == 0:
+            raise DataError(f"{name}: no features (x has shape {np.shape(a)}); give each row at "
+                            "least one feature")
         if np.asarray(a).dtype.kind not in "iub":
             check_finite(a, name, rows, features if rows is not None else None)
     x32 = x if not cast else np.asarray(x, dtype=np.float32)

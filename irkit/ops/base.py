@@ -101,6 +101,24 @@ class OpDef:
         """numpy reference of the op."""
         raise UnsupportedOpError(f"op {self.op_type} has no numpy reference")
 
+    def compute_small(self, node: Node, inputs: list[np.ndarray | None],
+                      max_elements: int) -> list[np.ndarray] | None:
+        """`compute`, only when the node's outputs have static shapes of at most `max_elements`
+        elements together (checked before anything is computed: a 1-element shape input of a
+        ConstantOfShape must not allocate gigabytes); else None. For build-time evaluation
+        (constant folding, shape values); an op that cannot be evaluated also gives None."""
+        total = 0
+        for out in node.outputs:
+            if out.shape is None or not all(isinstance(d, int) for d in out.shape):
+                return None
+            total += int(np.prod(out.shape, dtype=object))
+        if total > max_elements:
+            return None
+        try:
+            return self.compute(node, inputs)
+        except Exception:  # an op the reference cannot evaluate here (or not on these values)
+            return None
+
     # ---- building -------------------------------------------------------------------------
     def __call__(self, *inputs: Any, **attributes: Any) -> Any:
         """Append this op to the graph of its first Value input; return its output(s)."""

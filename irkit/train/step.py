@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from irkit import ops
-from irkit.errors import DataError
-from irkit.ir import Graph, Value
+from irkit.errors import DataError, ModelFileError
+from irkit.ir import Graph, Value, ValueList
 from irkit.passes import EliminateDeadNodesPass, gradients, simplify
 from irkit.signature import (
     ACCUMULATED,
@@ -97,6 +97,11 @@ class StepGraphs:
         state[STEP] = np.array(0, np.int64)
         for name, value in (saved or {}).items():
             if name in state:
+                if np.size(value) != np.size(state[name]):
+                    raise ModelFileError(f"the saved optimizer state {name!r} has "
+                                         f"{np.size(value)} values, the step needs shape "
+                                         f"{np.shape(state[name])}; the training file is "
+                                         "damaged, resume from another or start afresh")
                 state[name] = np.asarray(value, dtype=state[name].dtype).reshape(
                     np.shape(state[name]))
         return state
@@ -293,6 +298,7 @@ def _clipped(graph: Graph, grads: list[Value] | Value, clip_norm: float):
 
 def _add_next_outputs(graph: Graph, new_values: list, outputs: list[Value]) -> None:
     """Append each new state value to `outputs` as `next/<name>`; they become the graph's."""
+    outputs = ValueList(outputs)  # `in` of own_output in constant time
     for name, v in new_values:
         v = ops.own_output(v, outputs)
         graph.rename_value(v, next_name(name))
