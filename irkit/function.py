@@ -57,6 +57,7 @@ class Function:
         """Append this function's computation to `graph`; return its outputs. `inputs` are the
         leaves of the arguments, whose structures `trees` gives (None: each input is one).
         `fn` gets traced Tensors (they also work with `irkit.ops`, as Values do)."""
+        import irkit.numpy  # noqa: F401  (Tensor's operators, for fn's traced arguments)
         args = _arguments(trees, [Tensor._traced(v) for v in inputs])
         with tracing(graph):
             out = self.fn(*args)
