@@ -9,14 +9,16 @@
     DIR/state.bin        the initial state: every state tensor, raw little-endian, at the
                          offset bundle.json gives
 
-The three graphs keep no weights of their own: each state tensor is an initializer stored as
-ONNX external data in state.bin (same name, same offset in all three), so the bundle holds one
-copy of the weights. In train_step.onnx and eval.onnx every state tensor is also a graph
-input, so its initializer is only a default: the first step needs only the batch, later steps
-feed each `next/<name>` output back as `<name>` (irkit.signature). A state file in the layout
-of state.bin *is* the trained model: model.onnx beside it (or given its bytes as external
-data) predicts with the trained weights; `irkit import-state DIR STATE -o FILE` turns it into
-an irkit training file (resume, evaluate, predict).
+The bundle holds one copy of the weights, in state.bin. train_step.onnx and eval.onnx keep
+none: they read every state tensor as a graph input, and each step's `next/<name>` output is
+fed back as `<name>` (irkit.signature); the first step reads state.bin's tensors. (They are
+not initializers-as-defaults of those inputs: onnxruntime-web's InferenceSession.run refuses
+to feed an input that has an initializer, "invalid input", so such a step could not be fed
+its next state there.) model.onnx stores its weights as ONNX external data in state.bin, at
+the state's offsets: a state file in the layout of state.bin *is* the trained model, and
+model.onnx beside it (or given its bytes as external data) predicts with the trained weights.
+`irkit import-state DIR STATE -o FILE` and `irkit.load_model(DIR, state=STATE)` turn it into
+an irkit training file / Model (resume, evaluate, predict).
 """
 
 from __future__ import annotations
@@ -108,24 +110,34 @@ def _roles(graphs) -> dict[str, str]:
 def _layout(state: dict[str, np.ndarray], roles: dict[str, str]) -> tuple[list[dict], bytes]:
     """Each state tensor's entry (name, role, dtype, shape, offset, length, next) and the
     state file's bytes."""
-    layout, chunks, offset = [], [], 0
+    layout, offset = [], 0
     for name, value in state.items():
-        data = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<")).tobytes()
-        pad = -offset % ALIGN
-        chunks.append(b"\0" * pad + data)
-        offset += pad
+        offset += -offset % ALIGN
+        length = int(value.nbytes)
         layout.append({"name": name, "role": roles[name], "dtype": value.dtype.name,
-                       "shape": list(value.shape), "offset": offset, "length": len(data),
+                       "shape": list(value.shape), "offset": offset, "length": length,
                        "next": next_name(name) if roles[name] != "lr" else None})
-        offset += len(data)
-    return layout, b"".join(chunks)
+        offset += length
+    return layout, pack_state(layout, state, offset)
+
+
+def pack_state(layout: list[dict], state: dict[str, np.ndarray], size: int) -> bytes:
+    """A state file: each tensor of `state`, raw little-endian, at its layout offset (the
+    format state.bin and the harnesses' trained state share)."""
+    blob = bytearray(size)
+    for e in layout:
+        value = np.asarray(state[e["name"]], np.dtype(e["dtype"]).newbyteorder("<"))
+        if list(value.shape) != e["shape"]:
+            raise DataError(f"state {e['name']!r} has shape {list(value.shape)}, the bundle "
+                            f"{e['shape']}")
+        blob[e["offset"]:e["offset"] + e["length"]] = value.tobytes()
+    return bytes(blob)
 
 
 def _contract(name: str, graphs, layout: list[dict], inference, settings, opset: int) -> dict:
     state = {e["name"] for e in layout}
     batch = [{"name": v.name, "role": "target" if v.name == TARGET else "features",
-              "dtype": v.dtype.name, "shape": [d if isinstance(d, int) else str(d)
-                                               for d in v.shape]}
+              "dtype": v.dtype.name, "shape": [_dim(d) for d in v.shape]}
              for v in graphs.train.inputs if v.name not in state]
     meta = inference.metadata
     scaling = ({"kind": meta.get(META_SCALING), "layer": meta[META_NORMALIZE],
@@ -148,6 +160,11 @@ def _contract(name: str, graphs, layout: list[dict], inference, settings, opset:
                      "lr": settings.lr, "batch_size": settings.batch_size,
                      "seed": settings.seed},
     }
+
+
+def _dim(d) -> int | str | None:
+    """A batch input's dim in the contract: a size, a symbol's name, or null (unknown)."""
+    return d if isinstance(d, int) or d is None else str(d)
 
 
 def _with_state(graph, layout: list[dict], names: list[str], opset: int):
@@ -222,6 +239,14 @@ def check_contract(doc, where: str = CONTRACT) -> None:
              "shape and dtype")
         end = offset + length
     need(doc.get("state_bytes") == end, f"state_bytes {doc.get('state_bytes')!r} is not {end}")
+    names = {e["name"] for e in doc["state"]}
+    updates = doc["train_step"].get("updates") if isinstance(doc["train_step"], dict) else None
+    need(isinstance(updates, dict) and all(v in names for v in updates.values()),
+         "train_step.updates must map outputs to state names")
+    need(isinstance(doc["batch"], list) and all(
+        isinstance(b, dict) and isinstance(b.get("name"), str) and b.get("dtype") in DTYPES
+        and b.get("role") in ("features", "target") for b in doc["batch"]),
+         "each batch entry needs a name, a dtype and a role (features or target)")
     files = doc["files"]
     need(isinstance(files, dict) and all(files.get(k) == v for k, v in (
         ("train_step", TRAIN), ("eval", EVAL), ("inference", INFERENCE), ("state", STATE))),
@@ -289,5 +314,5 @@ def _graph_proto(directory: str, name: str, state: dict[str, np.ndarray]):
     return proto
 
 
-__all__ = ["CONTRACT", "check_contract", "read_contract", "read_state", "training_proto",
+__all__ = ["CONTRACT", "check_contract", "pack_state", "read_contract", "read_state", "training_proto",
            "write_bundle"]
