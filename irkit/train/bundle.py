@@ -314,5 +314,5 @@ def _graph_proto(directory: str, name: str, state: dict[str, np.ndarray]):
     return proto
 
 
-__all__ = ["CONTRACT", "check_contract", "pack_state", "read_contract", "read_state", "training_proto",
-           "write_bundle"]
+__all__ = ["CONTRACT", "check_contract", "pack_state", "read_contract", "read_state",
+           "training_proto", "write_bundle"]
