@@ -299,3 +299,34 @@ def test_headless_chromium_matches_python(bundle, rows, tmp_path):
     assert report["steps"] == STEPS
     assert report["final"]["loss"] < report["losses"][0]
     assert_same_state(read_state(str(bundle), str(out)), python_steps(bundle, x, y))
+
+
+def test_readme_js_loop_trains(bundle, rows, tmp_path):
+    """The README's JavaScript loop, run as written, then fed the same batches: the state it
+    writes back equals onnxruntime-Python's."""
+    if _missing_js():
+        pytest.skip(f"needs {_missing_js()}")
+    import re
+    readme = (JS.parent / "README.md").read_text(encoding="utf-8")
+    (loop,) = re.findall(r"```js\n(.*?)```", readme, re.S)
+    x, y, _ = rows
+    (tmp_path / "node_modules").symlink_to(JS / "node_modules")
+    (tmp_path / "iris_bundle").symlink_to(bundle)
+    (tmp_path / "rows.json").write_text(json.dumps({"x": x.tolist(), "y": y.tolist()}))
+    driver = f"""
+const data = JSON.parse(await readFile('rows.json', 'utf8'));
+for (let s = 0; s < {STEPS * BATCH}; s += {BATCH}) {{
+  const xs = data.x.slice(s, s + {BATCH});
+  await train(Float32Array.from(xs.flat()), data.y.slice(s, s + {BATCH}), xs.length);
+}}
+"""
+    marker = "// ... call train(x, y, rows) per batch"
+    assert marker in loop
+    script = loop.replace(marker, driver + marker) + \
+        "\nawait (await import('node:fs/promises')).writeFile('trained.bin', trained);\n"
+    (tmp_path / "loop.mjs").write_text(script)
+    done = subprocess.run(["node", "loop.mjs"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert_same_state(read_state(str(bundle), str(tmp_path / "trained.bin")),
+                      python_steps(bundle, x, y))

@@ -24,6 +24,7 @@ an irkit training file / Model (resume, evaluate, predict).
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -223,21 +224,7 @@ def check_contract(doc, where: str = CONTRACT) -> None:
     for key in ("files", "batch", "state", "train_step", "eval", "inference"):
         need(key in doc, f"no {key!r} field")
     need(isinstance(doc["state"], list) and bool(doc["state"]), "'state' must be a list")
-    end = 0
-    for e in doc["state"]:
-        need(isinstance(e, dict) and isinstance(e.get("name"), str), "a state entry lacks a name")
-        name = e["name"]
-        need(e.get("role") in ROLES, f"state {name!r}: role {e.get('role')!r} unknown")
-        need(e.get("dtype") in DTYPES, f"state {name!r}: dtype {e.get('dtype')!r} unknown")
-        shape, offset, length = e.get("shape"), e.get("offset"), e.get("length")
-        need(isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape),
-             f"state {name!r}: shape must be a list of sizes")
-        need(isinstance(offset, int) and isinstance(length, int) and offset >= end,
-             f"state {name!r}: offset/length out of order")
-        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(e["dtype"]).itemsize
-        need(length == size, f"state {name!r}: length {length} is not the {size} bytes of its "
-             "shape and dtype")
-        end = offset + length
+    end = _check_layout(doc["state"], need)
     need(doc.get("state_bytes") == end, f"state_bytes {doc.get('state_bytes')!r} is not {end}")
     names = {e["name"] for e in doc["state"]}
     updates = doc["train_step"].get("updates") if isinstance(doc["train_step"], dict) else None
@@ -251,6 +238,28 @@ def check_contract(doc, where: str = CONTRACT) -> None:
     need(isinstance(files, dict) and all(files.get(k) == v for k, v in (
         ("train_step", TRAIN), ("eval", EVAL), ("inference", INFERENCE), ("state", STATE))),
          "'files' must name the bundle's files")
+
+
+def _check_layout(layout: list, need) -> int:
+    """Each state entry well formed, in order, its length that of its shape; the end offset."""
+    end, seen = 0, set()
+    for e in layout:
+        need(isinstance(e, dict) and isinstance(e.get("name"), str), "a state entry lacks a name")
+        name = e["name"]
+        need(name not in seen, f"state {name!r} appears twice")
+        seen.add(name)
+        need(e.get("role") in ROLES, f"state {name!r}: role {e.get('role')!r} unknown")
+        need(e.get("dtype") in DTYPES, f"state {name!r}: dtype {e.get('dtype')!r} unknown")
+        shape, offset, length = e.get("shape"), e.get("offset"), e.get("length")
+        need(isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape),
+             f"state {name!r}: shape must be a list of sizes")
+        need(type(offset) is int and type(length) is int and offset >= end,
+             f"state {name!r}: offset/length out of order")
+        size = math.prod(shape) * np.dtype(e["dtype"]).itemsize
+        need(length == size, f"state {name!r}: length {length} is not the {size} bytes of its "
+             "shape and dtype")
+        end = offset + length
+    return end
 
 
 def read_state(directory: str, state_path: str | None = None,
@@ -268,7 +277,7 @@ def read_state(directory: str, state_path: str | None = None,
     state = {}
     for e in contract["state"]:
         dtype = np.dtype(e["dtype"]).newbyteorder("<")
-        value = np.frombuffer(blob, dtype, count=int(np.prod(e["shape"], dtype=np.int64)),
+        value = np.frombuffer(blob, dtype, count=math.prod(e["shape"]),
                               offset=e["offset"]).reshape(e["shape"]).astype(e["dtype"])
         if value.dtype.kind == "f" and not np.isfinite(value).all():
             raise ModelFileError(f"{path}: state {e['name']!r} holds NaN or infinity; the run "
