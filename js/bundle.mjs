@@ -114,7 +114,11 @@ export function parseCsv(text, contract, labelColumn = 'label') {
     const cells = line.split(',');
     const label = cells[li].trim();
     const index = classes.indexOf(label);
-    targets.push(index >= 0 ? index : Number(label));
+    const target = index >= 0 ? index : Number(label);
+    if (!Number.isFinite(target)) {
+      throw new Error(`line ${targets.length + 2}: label ${label} is neither a class of the bundle nor a number`);
+    }
+    targets.push(target);
     features.push(Float32Array.from(cells.filter((_, i) => i !== li), Number));
   }
   return { features, targets };

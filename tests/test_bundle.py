@@ -330,3 +330,35 @@ for (let s = 0; s < {STEPS * BATCH}; s += {BATCH}) {{
     assert done.returncode == 0, done.stderr
     assert_same_state(read_state(str(bundle), str(tmp_path / "trained.bin")),
                       python_steps(bundle, x, y))
+
+
+def test_torch_export_fine_tuned_from_a_bundle_in_node(tmp_path, rows):
+    """A model irkit did not write (torch.onnx.export, legacy exporter), its last layer made
+    trainable: the bundle trains under onnxruntime-web as in onnxruntime-Python."""
+    torch = pytest.importorskip("torch")
+    import warnings
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    src = tmp_path / "torch_mlp.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.rand(2, 4),), str(src), dynamo=False, opset_version=17,
+                          input_names=["measurements"], output_names=["scores"],
+                          dynamic_axes={"measurements": {0: "N"}, "scores": {0: "N"}})
+    folder = tmp_path / "torch_bundle"
+    result = cli("export", src, "--bundle", folder, "--data", "iris", "--loss",
+                 "cross_entropy", "--trainable", "2.weight,2.bias")
+    assert result.exit_code == 0, result.output
+    contract = read_contract(str(folder))
+    assert [b["name"] for b in contract["batch"] if b["role"] == "features"] == ["measurements"]
+    assert [e["name"] for e in contract["state"] if e["role"] == "param"] == [
+        "2.weight", "2.bias"]
+    x, y, csv = rows
+    want = python_steps(folder, x, y)
+    assert not np.allclose(want["2.weight"], read_state(str(folder))["2.weight"])
+    if _missing_js():
+        pytest.skip(f"needs {_missing_js()} for the Node half")
+    out = tmp_path / "node.bin"
+    run_node("bundle-train.mjs", str(folder), str(csv), str(out), "--steps", str(STEPS),
+             "--batch-size", str(BATCH))
+    assert_same_state(read_state(str(folder), str(out)), want)

@@ -70,6 +70,7 @@ def write_bundle(model, data, settings, directory: str, opset: int = 17) -> dict
     inference = model.to_graph()
     contract = _contract(model.name, graphs, layout, inference, settings, opset)
     contract["state_bytes"] = len(blob)
+    contract["classes"] = contract["classes"] or (list(data.classes) if data.classes else None)
     weights = graphs.params + graphs.buffers
     protos = {TRAIN: _with_state(graphs.train, layout, [], opset),
               EVAL: _with_state(graphs.eval, layout, [], opset),
