@@ -261,7 +261,14 @@ def test_node_harness_matches_python(bundle, rows, tmp_path):
     report = run_node("bundle-train.mjs", str(bundle), str(csv), str(out), "--steps",
                       str(STEPS), "--batch-size", str(BATCH))
     assert report["steps"] == STEPS and len(report["losses"]) == STEPS
-    assert_same_state(read_state(str(bundle), str(out)), python_steps(bundle, x, y))
+    trained = python_steps(bundle, x, y)
+    assert_same_state(read_state(str(bundle), str(out)), trained)
+    # its evaluation (eval.onnx, all rows) is the Python one of the same state
+    session = ort.InferenceSession(str(bundle / "eval.onnx"))
+    weights = {n: trained[n] for n in read_contract(str(bundle))["eval"]["weights"]}
+    loss, correct = session.run(["loss", "correct"], {"input": x, "target": y, **weights})
+    assert report["final"] == {"loss": pytest.approx(float(loss), rel=1e-5),
+                               "correct": float(correct)}
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -292,12 +299,15 @@ def test_headless_chromium_matches_python(bundle, rows, tmp_path):
         url = (f"http://127.0.0.1:{server.server_port}/js/browser.html?bundle=../bundle/"
                f"&data=../data.csv&steps={STEPS}&batch={BATCH}")
         out = tmp_path / "browser.bin"
-        report = run_node("browser-train.mjs", url, str(out), CHROMIUM)
+        shot = tmp_path / "page.png"
+        report = run_node("browser-train.mjs", url, str(out), CHROMIUM, str(shot))
     finally:
         server.shutdown()
         server.server_close()
     assert report["steps"] == STEPS
     assert report["final"]["loss"] < report["losses"][0]
+    assert report["curvePixels"] > 200  # the page drew its loss curve
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert_same_state(read_state(str(bundle), str(out)), python_steps(bundle, x, y))
 
 
