@@ -60,6 +60,10 @@ export class BundleTrainer {
   batch(features, targets) {
     const [f, t] = ['features', 'target'].map((r) => this.contract.batch.find((b) => b.role === r));
     const width = features[0].length;
+    const wants = f.shape.slice(1).reduce((a, b) => a * b, 1);
+    if (width !== wants) {
+      throw new Error(`rows of ${width} features, but the bundle's input ${f.name} takes ${wants} (shape ${JSON.stringify(f.shape)}); give a CSV made for this bundle`);
+    }
     const x = new Float32Array(features.length * width);
     features.forEach((row, i) => x.set(row, i * width));
     const Target = ARRAYS[t.dtype];
@@ -135,7 +139,7 @@ export async function trainRows(trainer, rows, steps, batchSize, onStep) {
       const feeds = trainer.batch(rows.features.slice(start, end), rows.targets.slice(start, end));
       const figures = await trainer.step(feeds);
       losses.push(figures.loss);
-      if (onStep) onStep(trainer.steps, figures);
+      if (onStep) await onStep(trainer.steps, figures);
     }
   }
   return losses;

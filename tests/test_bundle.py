@@ -1,52 +1,29 @@
-"""Training bundles (irkit.train.bundle): `irkit export --bundle`, `irkit import-state`, and the
-bundle trained by stock onnxruntime-web outside Python (js/: under Node, in headless Chromium).
-
-The Node and Chromium tests need node, `npm ci` in js/ and Debian's chromium (.ci/run installs
-them); without them they skip and name what is missing.
+"""Training bundles (irkit.train.bundle): `irkit export --bundle`, `irkit import-state`,
+load_model on a bundle, the contract and its JSON Schema (docs/bundle.schema.json), all on the
+Python side. The bundle outside Python (onnxruntime-web under Node, the browser page in headless
+Chromium) is tested in test_bundle_js.py.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import http.server
 import json
-import os
 import shutil
-import subprocess
-import threading
 from pathlib import Path
 
+import bundle_cases
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from click.testing import CliRunner
+from bundle_cases import ROOT, assert_one_line_error, assert_same_state, cli, write_csv
 
 from irkit import load_model
-from irkit.cli import main
 from irkit.data import load_dataset
 from irkit.errors import ModelFileError
 from irkit.train.bundle import check_contract, pack_state, read_contract, read_state
 
-JS = Path(__file__).resolve().parents[1] / "js"
 STEPS, BATCH = 20, 16
-CHROMIUM = "/usr/bin/chromium"
-
-
-# ---- helpers -------------------------------------------------------------------------------
-def cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("irkit: error:"), lines
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -64,35 +41,12 @@ def rows(tmp_path_factory) -> tuple[np.ndarray, np.ndarray, Path]:
     ds = load_dataset("iris")
     order = np.random.default_rng(0).permutation(np.resize(np.arange(len(ds.y)), STEPS * BATCH))
     x, y = ds.x[order].astype(np.float32), ds.y[order].astype(np.int64)
-    path = tmp_path_factory.mktemp("data") / "iris.csv"
-    lines = ["a,b,c,d,label"] + [",".join([*(repr(float(v)) for v in r), ds.classes[t]])
-                                 for r, t in zip(x, y)]
-    path.write_text("\n".join(lines) + "\n")
+    path = write_csv(tmp_path_factory.mktemp("data") / "iris.csv", x, y, ds.classes)
     return x, y, path
 
 
 def python_steps(folder: Path, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """The bundle trained by onnxruntime-Python as the JS harness trains it: the contract's
-    names only, each next/<name> fed back as <name>, BATCH rows a step in order."""
-    contract = read_contract(str(folder))
-    state = read_state(str(folder))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(folder / contract["files"]["train_step"]), options)
-    names = [o.name for o in session.get_outputs()]
-    features, target = (next(b["name"] for b in contract["batch"] if b["role"] == r)
-                        for r in ("features", "target"))
-    for start in range(0, STEPS * BATCH, BATCH):
-        feeds = {features: x[start:start + BATCH], target: y[start:start + BATCH], **state}
-        out = dict(zip(names, session.run(None, feeds)))
-        state.update({name: out[nxt] for nxt, name in contract["train_step"]["updates"].items()})
-    return state
-
-
-def assert_same_state(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
-    assert got.keys() == want.keys()
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    return bundle_cases.python_steps(folder, x, y, STEPS, BATCH)
 
 
 # ---- the bundle ----------------------------------------------------------------------------
@@ -148,6 +102,37 @@ def test_contract_checks_name_the_bad_field(bundle):
         edit(doc)
         with pytest.raises(ModelFileError, match=word):
             check_contract(doc)
+
+
+SCHEMA = ROOT / "irkit" / "train" / "bundle.schema.json"
+
+
+def test_bundle_json_follows_its_schema(bundle, tmp_path):
+    """Every bundle.json irkit writes (a recipe with scaling and classes, a fine-tuned ONNX
+    model) is valid under irkit/train/bundle.schema.json, and the schema and check_contract
+    both refuse broken contracts."""
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    jsonschema.Draft202012Validator.check_schema(validator.schema)
+    assert cli("build", "digits_mlp", "-o", tmp_path / "m.onnx").exit_code == 0
+    other = tmp_path / "other"
+    assert cli("export", tmp_path / "m.onnx", "--bundle", other, "--data", "digits",
+               "--freeze", "dense_1.W").exit_code == 0
+    for folder in (bundle, other):
+        doc = json.loads((folder / "bundle.json").read_text())
+        assert not list(validator.iter_errors(doc)), folder
+    good = read_contract(str(bundle))
+    broken = [lambda d: d.pop("state"), lambda d: d["batch"][0].update(dtype="complex64"),
+              lambda d: d["state"][1].update(offset=8), lambda d: d.update(version=2),
+              lambda d: d["files"].update(state="weights.bin"),
+              lambda d: d["state"][0].update(role="weight"), lambda d: d.update(extra=1)]
+    for edit in broken:
+        doc = copy.deepcopy(good)
+        edit(doc)
+        assert list(validator.iter_errors(doc)), doc
+        if "extra" not in doc:  # check_contract ignores unknown fields (newer writers)
+            with pytest.raises(ModelFileError):
+                check_contract(doc)
 
 
 def test_bundle_steps_in_python_match_irkit_fit(bundle, rows):
@@ -235,140 +220,3 @@ def test_bundle_of_an_onnx_model_trains_only_the_chosen_weights(tmp_path, rows):
         "dense_2.W", "dense_2.b"]
     before, after = read_state(str(folder)), python_steps(folder, x, y)
     assert not np.allclose(before["dense_2.W"], after["dense_2.W"])
-
-
-# ---- outside Python: onnxruntime-web under Node and in headless Chromium -------------------
-@functools.cache
-def _missing_js() -> str | None:
-    if shutil.which("node") is None:
-        return "node (Node.js 18+)"
-    if not (JS / "node_modules" / "onnxruntime-web" / "package.json").exists():
-        return "onnxruntime-web (run `npm ci` in js/)"
-    return None
-
-
-def run_node(*args: str) -> dict:
-    done = subprocess.run(["node", *args], cwd=JS, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def test_node_harness_matches_python(bundle, rows, tmp_path):
-    if _missing_js():
-        pytest.skip(f"needs {_missing_js()}")
-    x, y, csv = rows
-    out = tmp_path / "node.bin"
-    report = run_node("bundle-train.mjs", str(bundle), str(csv), str(out), "--steps",
-                      str(STEPS), "--batch-size", str(BATCH))
-    assert report["steps"] == STEPS and len(report["losses"]) == STEPS
-    trained = python_steps(bundle, x, y)
-    assert_same_state(read_state(str(bundle), str(out)), trained)
-    # its evaluation (eval.onnx, all rows) is the Python one of the same state
-    session = ort.InferenceSession(str(bundle / "eval.onnx"))
-    weights = {n: trained[n] for n in read_contract(str(bundle))["eval"]["weights"]}
-    loss, correct = session.run(["loss", "correct"], {"input": x, "target": y, **weights})
-    assert report["final"] == {"loss": pytest.approx(float(loss), rel=1e-5),
-                               "correct": float(correct)}
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
-                      ".mjs": "text/javascript", ".wasm": "application/wasm"}
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-def test_headless_chromium_matches_python(bundle, rows, tmp_path):
-    if _missing_js():
-        pytest.skip(f"needs {_missing_js()}")
-    if not (JS / "node_modules" / "playwright-core" / "package.json").exists():
-        pytest.skip("needs playwright-core (run `npm ci` in js/)")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
-    x, y, csv = rows
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "js").symlink_to(JS)
-    (site / "bundle").symlink_to(bundle)
-    shutil.copy(csv, site / "data.csv")
-    handler = functools.partial(_Quiet, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = (f"http://127.0.0.1:{server.server_port}/js/browser.html?bundle=../bundle/"
-               f"&data=../data.csv&steps={STEPS}&batch={BATCH}")
-        out = tmp_path / "browser.bin"
-        shot = tmp_path / "page.png"
-        report = run_node("browser-train.mjs", url, str(out), CHROMIUM, str(shot))
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert report["steps"] == STEPS
-    assert report["final"]["loss"] < report["losses"][0]
-    assert report["curvePixels"] > 200  # the page drew its loss curve
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert_same_state(read_state(str(bundle), str(out)), python_steps(bundle, x, y))
-
-
-def test_readme_js_loop_trains(bundle, rows, tmp_path):
-    """The README's JavaScript loop, run as written, then fed the same batches: the state it
-    writes back equals onnxruntime-Python's."""
-    if _missing_js():
-        pytest.skip(f"needs {_missing_js()}")
-    import re
-    readme = (JS.parent / "README.md").read_text(encoding="utf-8")
-    (loop,) = re.findall(r"```js\n(.*?)```", readme, re.S)
-    x, y, _ = rows
-    (tmp_path / "node_modules").symlink_to(JS / "node_modules")
-    (tmp_path / "iris_bundle").symlink_to(bundle)
-    (tmp_path / "rows.json").write_text(json.dumps({"x": x.tolist(), "y": y.tolist()}))
-    driver = f"""
-const data = JSON.parse(await readFile('rows.json', 'utf8'));
-for (let s = 0; s < {STEPS * BATCH}; s += {BATCH}) {{
-  const xs = data.x.slice(s, s + {BATCH});
-  await train(Float32Array.from(xs.flat()), data.y.slice(s, s + {BATCH}), xs.length);
-}}
-"""
-    marker = "// ... call train(x, y, rows) per batch"
-    assert marker in loop
-    script = loop.replace(marker, driver + marker) + \
-        "\nawait (await import('node:fs/promises')).writeFile('trained.bin', trained);\n"
-    (tmp_path / "loop.mjs").write_text(script)
-    done = subprocess.run(["node", "loop.mjs"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert_same_state(read_state(str(bundle), str(tmp_path / "trained.bin")),
-                      python_steps(bundle, x, y))
-
-
-def test_torch_export_fine_tuned_from_a_bundle_in_node(tmp_path, rows):
-    """A model irkit did not write (torch.onnx.export, legacy exporter), its last layer made
-    trainable: the bundle trains under onnxruntime-web as in onnxruntime-Python."""
-    torch = pytest.importorskip("torch")
-    import warnings
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    src = tmp_path / "torch_mlp.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.rand(2, 4),), str(src), dynamo=False, opset_version=17,
-                          input_names=["measurements"], output_names=["scores"],
-                          dynamic_axes={"measurements": {0: "N"}, "scores": {0: "N"}})
-    folder = tmp_path / "torch_bundle"
-    result = cli("export", src, "--bundle", folder, "--data", "iris", "--loss",
-                 "cross_entropy", "--trainable", "2.weight,2.bias")
-    assert result.exit_code == 0, result.output
-    contract = read_contract(str(folder))
-    assert [b["name"] for b in contract["batch"] if b["role"] == "features"] == ["measurements"]
-    assert [e["name"] for e in contract["state"] if e["role"] == "param"] == [
-        "2.weight", "2.bias"]
-    x, y, csv = rows
-    want = python_steps(folder, x, y)
-    assert not np.allclose(want["2.weight"], read_state(str(folder))["2.weight"])
-    if _missing_js():
-        pytest.skip(f"needs {_missing_js()} for the Node half")
-    out = tmp_path / "node.bin"
-    run_node("bundle-train.mjs", str(folder), str(csv), str(out), "--steps", str(STEPS),
-             "--batch-size", str(BATCH))
-    assert_same_state(read_state(str(folder), str(out)), want)

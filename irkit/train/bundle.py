@@ -256,6 +256,7 @@ def _check_layout(layout: list, need) -> int:
              f"state {name!r}: shape must be a list of sizes")
         need(type(offset) is int and type(length) is int and offset >= end,
              f"state {name!r}: offset/length out of order")
+        need(offset % ALIGN == 0, f"state {name!r}: offset {offset} is not a multiple of {ALIGN}")
         size = math.prod(shape) * np.dtype(e["dtype"]).itemsize
         need(length == size, f"state {name!r}: length {length} is not the {size} bytes of its "
              "shape and dtype")
