@@ -1,16 +1,19 @@
 """Steps per second of a training bundle (`irkit export --bundle`) outside irkit: onnxruntime-web
-(WASM, one thread) under Node, against onnxruntime-Python running the same bundle by hand and
-irkit's own `fit` (its onnxruntime runner), on the same batches.
+(WASM, one thread) under Node, against onnxruntime-Python running the same bundle by hand,
+irkit's own `fit` (its onnxruntime runner), and TensorFlow.js under Node on the same model
+built with tf.layers (its pure-JS `cpu` backend and its `wasm` backend, one thread).
 
-    python benchmarks/bench_bundle.py [--steps 300] [--repeats 3] [--json]
+    python benchmarks/bench_bundle.py [--steps 300] [--repeats 3] [--tfjs-cnn-steps 40] [--json]
 
-Needs node and `npm ci` in js/ for the Node column (skipped with a message otherwise).
-TensorFlow.js is not measured (not installed here; its Node backend downloads binaries).
-Each figure is the best of --repeats runs. The Node figure is the harness's own loop time after
-its first 10 steps (js/bundle-train.mjs `steady`: batches built from CSV rows and every step's
-run; not Node's start, the sessions' creation or the WASM warm-up); the onnxruntime-Python
-loop is timed from its first step (one thread); irkit's is its second epoch (its runner picks
-its threads).
+Needs node and `npm ci` in js/ for the onnxruntime-web column, `npm ci` in benchmarks/js/ for
+TensorFlow.js (@tensorflow/tfjs, @tensorflow/tfjs-backend-wasm; not installed by CI); a missing
+peer is skipped with a message. TensorFlow.js's wasm backend has no Conv2DBackpropFilter
+kernel, so it cannot train the CNN (reported, not timed); its cpu backend trains it slowly,
+so it runs --tfjs-cnn-steps steps only. Each figure is the best of --repeats runs. The Node
+figures are steady loops after their first 10 steps (batches built from rows and every step's
+loss read back; not Node's start, the sessions' creation or the warm-up); the
+onnxruntime-Python loop is timed from its first step (one thread); irkit's is its second epoch
+(its runner picks its threads).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 JS = os.path.join(ROOT, "js")
+TFJS = os.path.join(ROOT, "benchmarks", "js")
 CONFIGS = [("iris_mlp", "iris", 16), ("digits_cnn", "digits", 32)]
 
 
@@ -64,6 +68,18 @@ def node_steps_per_second(folder: str, csv: str, steps: int, batch: int) -> floa
                                "--steps", str(steps), "--batch-size", str(batch)], cwd=JS,
                               capture_output=True, text=True, check=True)
     steady = json.loads(done.stdout.splitlines()[-1])["steady"]
+    return steady["steps"] / steady["seconds"]
+
+
+def tfjs_steps_per_second(recipe: str, steps: int, batch: int, backend: str) -> float | str:
+    """TensorFlow.js's steady steps/s, or why it has none."""
+    if shutil.which("node") is None or not os.path.isdir(os.path.join(TFJS, "node_modules")):
+        return "skipped (needs node and `npm ci` in benchmarks/js/)"
+    done = subprocess.run(["node", "tfjs-train.mjs", recipe, str(steps), str(batch), backend],
+                          cwd=TFJS, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        return done.stderr.strip().splitlines()[-1].replace("tfjs-train: error: ", "")
+    steady = json.loads(done.stdout.strip().splitlines()[-1])["steady"]
     return steady["steps"] / steady["seconds"]
 
 
@@ -110,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tfjs-cnn-steps", type=int, default=40)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     table = []
@@ -119,24 +136,43 @@ def main() -> None:
             make_bundle(recipe, folder)
             x, y = rows(dataset, args.steps * batch)
             write_csv(csv, x, y)
-            figures = {
-                "onnxruntime-web (Node, WASM)": [node_steps_per_second(
-                    folder, csv, args.steps, batch) for _ in range(args.repeats)],
-                "onnxruntime-Python (bundle)": [python_steps_per_second(
-                    folder, x, y, args.steps, batch) for _ in range(args.repeats)],
-                "irkit fit": [irkit_steps_per_second(folder, x, y, args.steps, batch)
-                              for _ in range(args.repeats)]}
-            for peer, runs in figures.items():
-                best = max([r for r in runs if r is not None], default=None)
+            figures = peers(recipe, folder, csv, x, y, batch, args)
+            for peer, run in figures.items():
                 table.append({"model": recipe, "batch": batch, "peer": peer,
-                              "steps_per_second": best})
+                              "steps_per_second": best_of(run, args.repeats)})
     if args.json:
         print(json.dumps(table, indent=2))
         return
     print(f"{'model':12} {'batch':>5}  {'peer':30} {'steps/s':>9}")
     for row in table:
-        sps = "skipped" if row["steps_per_second"] is None else f"{row['steps_per_second']:.0f}"
+        sps = row["steps_per_second"]
+        sps = "skipped" if sps is None else sps if isinstance(sps, str) else f"{sps:.1f}"
         print(f"{row['model']:12} {row['batch']:>5}  {row['peer']:30} {sps:>9}")
+
+
+def peers(recipe: str, folder: str, csv: str, x, y, batch: int, args) -> dict:
+    """Each peer's name and its measurement (a call returning steps/s or why none)."""
+    from functools import partial
+    tf_steps = args.steps if recipe == "iris_mlp" else args.tfjs_cnn_steps
+    return {
+        "onnxruntime-web (Node, WASM)": partial(node_steps_per_second, folder, csv, args.steps,
+                                                batch),
+        "onnxruntime-Python (bundle)": partial(python_steps_per_second, folder, x, y,
+                                               args.steps, batch),
+        "irkit fit": partial(irkit_steps_per_second, folder, x, y, args.steps, batch),
+        "TensorFlow.js (Node, cpu)": partial(tfjs_steps_per_second, recipe, tf_steps, batch,
+                                             "cpu"),
+        "TensorFlow.js (Node, wasm)": partial(tfjs_steps_per_second, recipe, tf_steps, batch,
+                                              "wasm")}
+
+
+def best_of(run, repeats: int) -> float | str | None:
+    """The best of `repeats` runs of `run` (steps/s), or the reason it gave for having none."""
+    runs = [run() for _ in range(repeats)]
+    figures = [r for r in runs if isinstance(r, float)]
+    if figures:
+        return max(figures)
+    return next((r for r in runs if isinstance(r, str)), None)
 
 
 if __name__ == "__main__":
