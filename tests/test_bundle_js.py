@@ -237,3 +237,57 @@ def test_torch_export_fine_tuned_from_a_bundle_in_node(tmp_path):
     assert_same_state(read_state(str(folder), str(out)), want)
     assert_same_state(read_state(str(folder), str(out)), irkit_fit(folder, x, y, 1, batch),
                       names=["2.weight", "2.bias"])
+
+
+WEB_OPS = """# every recipe layer kind not in the samples, for onnxruntime-web's WASM provider
+[model]
+name = "web_ops"
+scaling = "minmax"
+layers = [
+  { type = "reshape", shape = [1, 8, 8] },
+  { type = "conv2d", filters = 8, kernel_size = 3, padding = "same" },
+  { type = "avgpool2d", pool_size = 2 },
+  { type = "activation", kind = "tanh" },
+  { type = "conv2d", filters = 8, kernel_size = 3, padding = "valid", activation = "relu" },
+  { type = "globalavgpool2d" },
+  { type = "flatten" },
+  { type = "layernorm" },
+  { type = "dense", units = 16, activation = "sigmoid" },
+  { type = "dropout", rate = 0.1, seed = 1 },
+  { type = "dense", units = 10 },
+]
+[data]
+dataset = "digits"
+val_split = 0.0
+[train]
+loss = "sparse_categorical_crossentropy"
+lr = 0.01
+batch_size = 32
+seed = 0
+"""
+
+
+@pytest.mark.parametrize("model,optimizer", [("digits_cnn", "sgd"), ("digits_cnn", "rmsprop"),
+                                             ("web_ops", "adam"), ("web_ops", "rmsprop")])
+def test_step_graphs_run_on_wasm_as_exported(site, model, optimizer, tmp_path):
+    """Item 3's finding, kept true: every op of irkit's step graphs (the digits CNN's conv,
+    BatchNorm, MaxPool, Dropout hash mask; AvgPool, GlobalAveragePool, LayerNormalization,
+    tanh/sigmoid; the three optimizers' updates) runs on onnxruntime-web's WASM provider as
+    exported, to onnxruntime-Python's numbers, so `--bundle` needs no web lowering."""
+    steps, batch = 5, 32
+    source = tmp_path / "model.onnx"
+    if model == "web_ops":
+        (tmp_path / "web_ops.toml").write_text(WEB_OPS)
+        assert cli("build", tmp_path / "web_ops.toml", "-o", source).exit_code == 0
+        freeze = []
+    else:
+        assert cli("build", model, "-o", source).exit_code == 0
+        freeze = ["--freeze", "conv2d_2.b"]  # the bias BatchNorm cancels (serve.py SAMPLES)
+    folder = tmp_path / "bundle"
+    result = cli("export", source, "--bundle", folder, "--data", "digits", "--optimizer",
+                 optimizer, *freeze)
+    assert result.exit_code == 0, result.output
+    _, x, y, csv, _ = case_data(site, "digits", tmp_path)
+    out = tmp_path / "node.bin"
+    run_node("bundle-train.mjs", folder, csv, out, "--steps", steps, "--batch-size", batch)
+    assert_same_state(read_state(str(folder), str(out)), python_steps(folder, x, y, steps, batch))
