@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from conftest import irkit_command, run_irkit
 from onnx import TensorProto, helper, numpy_helper
 
 from irkit.cli import main
@@ -46,13 +46,8 @@ def one_line_error(result, *words: str) -> str:
 
 def irkit_process(*args, cwd, limit_memory: bool = True, timeout: float = 60, **kwargs):
     """The installed `irkit` CLI in a subprocess, under a 1 GiB address-space limit."""
-    def limits():
-        if limit_memory:
-            resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-    exe = shutil.which("irkit")
-    command = [exe] if exe else [sys.executable, "-m", "irkit.cli"]
-    return subprocess.run([*command, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=limits, **kwargs)
+    return run_irkit(*args, cwd=cwd, timeout=timeout,
+                     memory_limit=(1 << 30) if limit_memory else None, **kwargs)
 
 
 def mlp(name: str = "y", **edits) -> onnx.ModelProto:
@@ -155,8 +150,7 @@ def test_full_disk_names_the_file_and_leaves_no_partial_temp_file(tmp_path, mode
         resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    exe = shutil.which("irkit") or sys.executable
-    done = subprocess.run([exe, *grad_args(model_file, out_dir / "g.onnx")],
+    done = subprocess.run([*irkit_command(), *grad_args(model_file, out_dir / "g.onnx")],
                           capture_output=True, text=True, timeout=60, preexec_fn=small_files)
     lines = done.stderr.splitlines()
     assert done.returncode == 1 and len(lines) == 1, done.stderr
