@@ -154,7 +154,12 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 # ---- export ----------------------------------------------------------------------------------
 @main.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, help="Where to write the ONNX file.")
+@click.option("-o", "--output", help="Where to write the ONNX file.")
+@click.option("--bundle", metavar="DIR", help="Write a training bundle into the folder DIR "
+              "(train_step.onnx, eval.onnx, model.onnx, state.bin, bundle.json): what "
+              "onnxruntime-web or the C API needs to train without irkit (README).")
+@click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
+@click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--training", is_flag=True, help="A standard ONNX training model: the inference "
               "graph plus training_info (the train step and its update_binding).")
 @click.option("--step", is_flag=True, help="The bare train-step graph (params, state, input, "
@@ -166,14 +171,27 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 @click.option("--optimizer", type=OPTIMIZER, help="Optimizer for --training/--step.")
 @JSON_OPTION
 @handle_errors
-def export(model: str, output: str, training: bool, step: bool, opset: int, data: str | None,
+def export(model: str, output: str | None, bundle: str | None, trainable: str | None,
+           freeze: str | None, training: bool, step: bool, opset: int, data: str | None,
            loss: str | None, optimizer: str | None, as_json: bool) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
-    file round-trips ONNX -> IR -> ONNX; --opset converts)."""
-    from irkit.cli.jobs import export_graph, export_training_model
+    file round-trips ONNX -> IR -> ONNX; --opset converts); --bundle DIR: a training bundle."""
+    from irkit.cli.jobs import export_graph, export_training_model, prepare
     from irkit.safe_io import check_outputs, write_atomic
-    if training and step:
-        raise IrkitError("choose one of --training and --step")
+    if sum(map(bool, (training, step, bundle))) > 1 or not (output or bundle) or (
+            output and bundle):
+        raise IrkitError("give -o FILE (with at most one of --training, --step) or --bundle DIR")
+    if bundle:
+        from irkit.train.bundle import write_bundle
+        options = {"data": data, "loss": loss, "optimizer": optimizer, "trainable": trainable,
+                   "freeze": freeze}
+        job, settings, dataset = prepare(model, options)
+        contract = write_bundle(job, dataset, settings, bundle, opset)
+        done(as_json, f"wrote the training bundle {bundle} ({contract['state_bytes']} bytes "
+             "of state)", bundle=bundle, state_bytes=contract["state_bytes"])
+        return
+    if trainable or freeze:
+        raise IrkitError("--trainable/--freeze apply to --bundle (irkit train takes them too)")
     check_outputs({"-o": output}, [model] + ([data] if data else []))
     check_onnx_outputs({"-o": output})
     if training:
@@ -188,3 +206,23 @@ def export(model: str, output: str, training: bool, step: bool, opset: int, data
     save_graph(graph, output, opset)
     done(as_json, f"wrote {output} ({len(graph.nodes)} nodes, opset {opset})", output=output,
          kind="step" if step else "inference", opset=opset, nodes=len(graph.nodes))
+
+
+# ---- import-state ------------------------------------------------------------------------------
+@main.command("import-state")
+@click.argument("bundle")
+@click.argument("state", required=False)
+@click.option("-o", "--output", required=True, help="Where to write the training file.")
+@JSON_OPTION
+@handle_errors
+def import_state(bundle: str, state: str | None, output: str, as_json: bool) -> None:
+    """Write the training bundle BUNDLE with the state file STATE (what a runtime without
+    irkit trained, in the layout of the bundle's state.bin; default: the initial state) as an
+    irkit training file: evaluate or predict with it, or resume with `irkit train OUTPUT`."""
+    from irkit.safe_io import check_outputs, write_atomic
+    from irkit.train.bundle import training_proto
+    check_outputs({"-o": output}, [p for p in (state,) if p] + [f"{bundle}/state.bin"])
+    proto = training_proto(bundle, state)
+    write_atomic(output, proto.SerializeToString())
+    done(as_json, f"wrote {output} (the bundle's model with the state of "
+         f"{state or 'its state.bin'})", output=output)

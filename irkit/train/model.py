@@ -487,10 +487,14 @@ def _check_same_step(saved: Settings, s: Settings) -> None:
                         "the model (irkit export) and train that")
 
 
-def load_model(path: str, prepare=None) -> Model:
+def load_model(path: str, prepare=None, state: str | None = None) -> Model:
     """A Model from an ONNX file: a training file (written by `Model.save` or `irkit train
     --save-training`) resumes where it stopped; any other model can predict, evaluate and be
-    fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first."""
+    fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first. A
+    training bundle's folder (irkit.train.bundle) loads as a training file with the state file
+    `state` (what another runtime trained), or with its initial state."""
+    import os
+
     from irkit.onnx_io import load
     from irkit.train.settings import from_json
     from irkit.train.training_model import read_training_model
@@ -503,7 +507,11 @@ def load_model(path: str, prepare=None) -> Model:
             return from_onnx(proto)
         found["file"] = read_training_model(proto)
         return found["file"].inference
-    graph = load(path, convert)
+    if os.path.isdir(path):
+        from irkit.train.bundle import training_proto
+        graph = convert(training_proto(path, state))
+    else:
+        graph = load(path, convert)
     model = Model(OnnxSource(graph, trainable=found["file"].params if found else None))
     saved = from_json(graph.metadata.get(META_SETTINGS))
     if found:  # the stored rate is where training continues (a schedule may have moved it)
