@@ -16,10 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from click.testing import CliRunner
 
 from irkit import load_model
-from irkit.cli import main
 from irkit.train.bundle import read_contract, read_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,18 +25,8 @@ JS = ROOT / "js"
 CHROMIUM = "/usr/bin/chromium"
 
 
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def assert_one_line_error(result, *words: str) -> None:
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("irkit: error:"), lines
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def batches(n: int, steps: int, batch: int):

@@ -5,28 +5,15 @@ Each test failed on the code before issue 23.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_checks import cli
+from cli_checks import one_line_error as any_line_error
 
-from irkit.cli import main
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("irkit: error: "), lines
-    assert "unexpected" not in lines[0], lines[0]
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-    return lines[0]
-
+one_line_error = functools.partial(any_line_error, code=1)  # these commands exit 1
 
 DEPTH = 100_000  # far past Python's recursion limit; a few hundred kilobytes
 

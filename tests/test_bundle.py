@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from bundle_cases import ROOT, assert_one_line_error, assert_same_state, cli, write_csv
+from bundle_cases import ROOT, assert_same_state, write_csv
+from cli_checks import cli, one_line_error
 
 from irkit import load_model
 from irkit.data import load_dataset
@@ -181,30 +182,30 @@ def test_import_state_errors(bundle, tmp_path):
     size = read_contract(str(bundle))["state_bytes"]
     short = tmp_path / "short.bin"
     short.write_bytes(b"\0" * (size - 4))
-    assert_one_line_error(cli("import-state", bundle, short, "-o", tmp_path / "a.onnx"),
+    one_line_error(cli("import-state", bundle, short, "-o", tmp_path / "a.onnx"),
                           "bytes", "not a state of this bundle")
     nan = tmp_path / "nan.bin"
     blob = bytearray((bundle / "state.bin").read_bytes())
     blob[0:4] = np.array([np.nan], "<f4").tobytes()
     nan.write_bytes(bytes(blob))
-    assert_one_line_error(cli("import-state", bundle, nan, "-o", tmp_path / "b.onnx"), "NaN")
-    assert_one_line_error(cli("import-state", tmp_path, short, "-o", tmp_path / "c.onnx"),
+    one_line_error(cli("import-state", bundle, nan, "-o", tmp_path / "b.onnx"), "NaN")
+    one_line_error(cli("import-state", tmp_path, short, "-o", tmp_path / "c.onnx"),
                           "not a bundle")
     broken = tmp_path / "broken"
     shutil.copytree(bundle, broken)
     (broken / "bundle.json").write_text("{not json")
-    assert_one_line_error(cli("import-state", broken, "-o", tmp_path / "d.onnx"), "JSON")
-    assert_one_line_error(cli("import-state", bundle, "-o", bundle / "state.bin"), "input")
+    one_line_error(cli("import-state", broken, "-o", tmp_path / "d.onnx"), "JSON")
+    one_line_error(cli("import-state", bundle, "-o", bundle / "state.bin"), "input")
     assert not (tmp_path / "a.onnx").exists()
 
 
 def test_export_bundle_errors(bundle, tmp_path):
     (tmp_path / "other.txt").write_text("keep me")
-    assert_one_line_error(cli("export", "iris_mlp", "--bundle", tmp_path), "other files")
+    one_line_error(cli("export", "iris_mlp", "--bundle", tmp_path), "other files")
     assert (tmp_path / "other.txt").read_text() == "keep me"
-    assert_one_line_error(cli("export", "iris_mlp", "--bundle", tmp_path / "x", "-o",
+    one_line_error(cli("export", "iris_mlp", "--bundle", tmp_path / "x", "-o",
                               tmp_path / "m.onnx"), "--bundle")
-    assert_one_line_error(cli("export", "iris_mlp", "--bundle", tmp_path / "y", "--trainable",
+    one_line_error(cli("export", "iris_mlp", "--bundle", tmp_path / "y", "--trainable",
                               "dense_1.W"), "--trainable")
 
 

@@ -16,34 +16,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+from cli_checks import cli, one_line_error
 from conftest import irkit_command, run_irkit
 from onnx import TensorProto, helper, numpy_helper
 
-from irkit.cli import main
 from irkit.errors import IrkitError, ModelFileError
 from irkit.ir import Graph
 from irkit.onnx_io import from_onnx, load, to_onnx
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str) -> str:
-    """Exit code != 0, no traceback, one stderr line `irkit: error: ...`, not 'unexpected'."""
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("irkit: error: "), lines
-    assert "unexpected" not in lines[0], lines[0]
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 def irkit_process(*args, cwd, limit_memory: bool = True, timeout: float = 60, **kwargs):
     """The installed `irkit` CLI in a subprocess, under a 1 GiB address-space limit."""
     return run_irkit(*args, cwd=cwd, timeout=timeout,

@@ -17,29 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+from cli_checks import cli, one_line_error
 from onnx import numpy_helper
 
 import irkit
-from irkit.cli import main
 from irkit.nn import Dense, Normalize
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str) -> str:
-    """Exit code != 0, no traceback, one stderr line `irkit: error: ...`, not 'unexpected'."""
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("irkit: error: "), lines
-    assert "unexpected" not in lines[0], lines[0]
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def weights(path: Path) -> dict[str, np.ndarray]:

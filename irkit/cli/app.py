@@ -135,6 +135,8 @@ def handle_errors(fn):
         except KeyboardInterrupt as e:
             signum = getattr(e, "signum", None)
             _fail(signals.message(signum), signals.exit_code(signum), error=e)
+        except click.ClickException:  # a usage error found by the command: click's exit code 2
+            raise
         except Exception as e:  # a bug or a library's error: still one line, no traceback
             if os.environ.get("IRKIT_TRACEBACK"):
                 raise

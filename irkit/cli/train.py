@@ -180,7 +180,8 @@ def export(model: str, output: str | None, bundle: str | None, trainable: str | 
     from irkit.safe_io import check_outputs, write_atomic
     if sum(map(bool, (training, step, bundle))) > 1 or not (output or bundle) or (
             output and bundle):
-        raise IrkitError("give -o FILE (with at most one of --training, --step) or --bundle DIR")
+        raise click.UsageError("give -o FILE (with at most one of --training, --step) or "
+                               "--bundle DIR")
     if bundle:
         from irkit.train.bundle import write_bundle
         options = {"data": data, "loss": loss, "optimizer": optimizer, "trainable": trainable,
