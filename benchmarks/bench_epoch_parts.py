@@ -45,7 +45,7 @@ def main() -> None:
     val = runner.stage(data.x[120:].astype(np.float32), data.y[120:])
     order = np.random.default_rng(0).permutation(120)
     session = runner.train_session
-    runner._batch_buffers(16, *train)
+    runner._batch_buffers(16, train)
     io = runner._slot(0, 16)[0]
 
     def raw8():

@@ -1,6 +1,6 @@
 """Where this process stands in a data-parallel job, and how such a job starts and ends.
 
-irkit trains data-parallel on MPI (`pip install "irkit[distributed]"`: mpi4py and the MPICH
+irkit trains data-parallel on MPI (`pip install "irkit-nn[distributed]"`: mpi4py and the MPICH
 wheel, which brings `mpiexec`):
 
     mpiexec -n 4 irkit train RECIPE -o model.onnx      # any MPI launcher, any number of nodes
@@ -24,8 +24,10 @@ import time
 from typing import NoReturn
 
 from irkit.errors import RuntimeUnavailableError
+from irkit.version import install_hint
 
-INSTALL_HINT = 'pip install "irkit[distributed]"'
+INSTALL_HINT = install_hint("distributed")
+READY_DIR = "IRKIT_LAUNCH_READY"   # the folder where `--workers` ranks mark that MPI started
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MPI_LOCALRANKID")
 LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE")
@@ -115,7 +117,19 @@ def comm():
     if _comm is None:  # errors as exceptions (the CLI reports them), never MPI's own abort
         _comm = world.Dup()
         _comm.Set_errhandler(MPI.ERRORS_RETURN)
+        _mark_started()
     return _comm
+
+
+def _mark_started() -> None:
+    """Tell `irkit train --workers` that this rank has started MPI (its launch time limit)."""
+    folder = os.environ.get(READY_DIR)
+    if folder:
+        try:
+            with open(os.path.join(folder, f"rank-{rank()}"), "x"):
+                pass
+        except OSError:  # the launcher's folder is gone (it ended): nothing to tell
+            pass
 
 
 _comm = None

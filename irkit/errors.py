@@ -9,6 +9,25 @@ def escape(text: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
+def json_text(document: object, indent: int | None = None) -> str:
+    """`document` as valid JSON: NaN and infinities (which json.dumps writes as bare NaN,
+    Infinity: not JSON) become null, numpy numbers plain numbers."""
+    import json
+    import math
+
+    def clean(v):
+        if hasattr(v, "dtype") and getattr(v, "shape", None) == ():  # a numpy scalar
+            v = v.item()
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(document), indent=indent, allow_nan=False, default=str)
+
+
 def printable(name: object) -> str:
     """A name from a file, quoted and escaped for a message: 'conv\\x1b[2J'."""
     return repr(str(name))
@@ -44,3 +63,8 @@ class ModelFileError(IrkitError):
 
 class RuntimeUnavailableError(IrkitError):
     """A requested device or execution provider is not available."""
+
+
+class TraceError(IrkitError):
+    """A traced value used where data is needed (a Python branch, float(), numpy on it) or
+    after its trace ended."""

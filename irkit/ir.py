@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, SupportsIndex
 
 import numpy as np
 
@@ -95,21 +95,124 @@ class Node:
         return f"Node({self.name!r}: {outs} = {self.op_type}({ins}))"
 
 
+class ValueList(list):
+    """A list of Values (a graph's outputs) whose `in` takes constant time: it counts its
+    members by identity (Values compare by identity), so passes that ask "is this a graph
+    output?" of every node stay linear in the graph."""
+
+    def __init__(self, items: Iterable[Value] = ()) -> None:
+        super().__init__(items)
+        self._count: dict[int, int] = {}
+        for v in self:
+            self._add(v)
+
+    def _add(self, v: Value) -> None:
+        self._count[id(v)] = self._count.get(id(v), 0) + 1
+
+    def _drop(self, v: Value) -> None:
+        left = self._count[id(v)] - 1
+        if left:
+            self._count[id(v)] = left
+        else:
+            del self._count[id(v)]
+
+    def __contains__(self, v: object) -> bool:
+        return id(v) in self._count
+
+    def __reduce__(self):  # copies and pickles rebuild the counts
+        return (ValueList, (list(self),))
+
+    def append(self, v: Value) -> None:
+        super().append(v)
+        self._add(v)
+
+    def extend(self, items: Iterable[Value]) -> None:
+        for v in items:
+            self.append(v)
+
+    def __iadd__(self, items: Iterable[Value]) -> ValueList:
+        self.extend(items)
+        return self
+
+    def insert(self, index: SupportsIndex, v: Value) -> None:
+        super().insert(index, v)
+        self._add(v)
+
+    def remove(self, v: Value) -> None:
+        super().remove(v)
+        self._drop(v)
+
+    def pop(self, index: SupportsIndex = -1) -> Value:
+        v = super().pop(index)
+        self._drop(v)
+        return v
+
+    def clear(self) -> None:
+        super().clear()
+        self._count.clear()
+
+    def __setitem__(self, index, value) -> None:
+        old = self[index] if isinstance(index, slice) else [self[index]]
+        super().__setitem__(index, value)
+        for v in old:
+            self._drop(v)
+        for v in (self[index] if isinstance(index, slice) else [value]):
+            self._add(v)
+
+    def __delitem__(self, index) -> None:
+        old = self[index] if isinstance(index, slice) else [self[index]]
+        super().__delitem__(index)
+        for v in old:
+            self._drop(v)
+
+    def __imul__(self, n: SupportsIndex) -> ValueList:
+        items = list(self)
+        super().__imul__(n)
+        for v in items * (int(n) - 1 if int(n) > 0 else 0):
+            self._add(v)
+        if int(n) <= 0:
+            self._count.clear()
+        return self
+
+
 class Graph:
     """A computation graph: inputs, initializers (constants and parameters), nodes, outputs."""
 
     def __init__(self, name: str = "irkit") -> None:
         self.name = name
         self.inputs: list[Value] = []
-        self.outputs: list[Value] = []
+        self._outputs = ValueList()
+        self._nodes: list[Node] = []
+        self._removed = 0  # nodes removed from `_nodes` lazily, dropped on the next read
         self.initializers: dict[str, Value] = {}
-        self.nodes: list[Node] = []
         self.metadata: dict[str, str] = {}
         self._values: dict[str, Value] = {}
         self._node_names: set[str] = set()
         self._counter = itertools.count()
         self._scope = ""
         self._const_cache: dict[tuple, Value] = {}
+
+    @property
+    def nodes(self) -> list[Node]:
+        """The nodes, in order. `remove_node` only marks a node; the list drops the removed
+        ones (in place) when next read, so removing k nodes costs one pass, not k."""
+        if self._removed:
+            self._nodes[:] = [n for n in self._nodes if n.graph is self]
+            self._removed = 0
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes: Iterable[Node]) -> None:
+        self._nodes, self._removed = list(nodes), 0
+
+    @property
+    def outputs(self) -> ValueList:
+        """The graph's outputs, in order (any list assigned becomes a ValueList)."""
+        return self._outputs
+
+    @outputs.setter
+    def outputs(self, values: Iterable[Value]) -> None:
+        self._outputs = ValueList(values)
 
     # ---- naming -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -238,7 +341,8 @@ class Graph:
             node.inputs[i] = new
             new.uses.append((node, i))
         old.uses.clear()
-        self.outputs = [new if v is old else v for v in self.outputs]
+        if old in self.outputs:  # constant time: replacing in every call made passes quadratic
+            self.outputs = [new if v is old else v for v in self.outputs]
 
     def set_input(self, node: Node, index: int, value: Value | None) -> None:
         """Point input `index` of `node` at `value`, keeping use lists true."""
@@ -261,7 +365,8 @@ class Graph:
         for out in node.outputs:
             del self._values[out.name]
         self._node_names.discard(node.name)
-        self.nodes.remove(node)
+        node.graph = None  # a removed node belongs to no graph (`holds` is O(1))
+        self._removed += 1  # `nodes` drops it when next read
 
     def remove_nodes(self, nodes: Iterable[Node]) -> None:
         """Remove many nodes at once, in time linear in the graph (IRError, and nothing removed,
@@ -280,6 +385,7 @@ class Graph:
             for out in node.outputs:
                 del self._values[out.name]
             self._node_names.discard(node.name)
+            node.graph = None
         self.nodes = [n for n in self.nodes if id(n) not in doomed]
 
     def remove_initializer(self, name: str) -> None:
@@ -316,6 +422,10 @@ class Graph:
             self.initializers[new_name] = value
         value.name = new_name
         self._values[new_name] = value
+
+    def holds(self, node: Node) -> bool:
+        """Whether `node` is one of this graph's nodes (not removed), in constant time."""
+        return node.graph is self
 
     # ---- analysis ---------------------------------------------------------------------------
     def toposort(self) -> None:
@@ -373,3 +483,8 @@ class Graph:
     def __repr__(self) -> str:
         return (f"Graph({self.name!r}: {len(self.inputs)} inputs, {len(self.initializers)} "
                 f"initializers, {len(self.nodes)} nodes, {len(self.outputs)} outputs)")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: a drawing of the nodes (irkit/ir_display.py)."""
+        from irkit.ir_display import graph_svg
+        return graph_svg(self)

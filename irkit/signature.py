@@ -2,21 +2,27 @@
 
 A train step is one graph:
 
-    (params, optimizer state, buffers, INPUT, TARGET) -> (LOSS, CORRECT?, next/<each state>)
+    (params, optimizer state, buffers, inputs, TARGET?) -> (LOSS, CORRECT?, COUNT?,
+                                                            next/<each state>)
 
 where the optimizer state includes the learning rate (`LR`) and the number of steps done
 (`STEP`, int64) as well as the per-parameter slots (`<slot>/<param>`, e.g. `m/dense_0.W`).
 Every value the step updates is read under its own name and written as `next/<name>`; the
 runner feeds each `next/<name>` back as `<name>` for the following step. The evaluation graph
-is `(params, buffers, INPUT, TARGET) -> (LOSS, CORRECT?)`.
+is `(params, buffers, inputs, TARGET?) -> (LOSS, CORRECT?, COUNT?)`. The inputs are the
+model's own (`INPUT` for a layer model; an imported model's names, e.g. `input_ids` and
+`attention_mask`); TARGET is absent when the loss is an output the model computes. COUNT, when
+present, is how many predictions CORRECT was counted over (tokens that are not ignored, for a
+per-token loss); without it, one per sample.
 """
 
 from __future__ import annotations
 
 INPUT, OUTPUT = "input", "output"   # the forward graph of a layer model
-TARGET, LOSS, CORRECT = "target", "loss", "correct"
+TARGET, LOSS, CORRECT, COUNT = "target", "loss", "correct", "count"
 LR, STEP = "opt/lr", "opt/step"     # optimizer state shared by all parameters
 NEXT = "next/"                      # prefix of an updated value's output name
+ACCUMULATED = "accum"               # the slot of a gradient summed over micro-batches
 GRADS = "grad/*"                    # all gradients as one vector (the split step, irkit.train.step)
 
 

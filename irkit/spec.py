@@ -41,7 +41,7 @@ from irkit.nn import (
     Sequential,
 )
 from irkit.nn.layers import Activation
-from irkit.safe_io import read_capped
+from irkit.safe_io import FileSafetyError, check_node_count, read_capped
 from irkit.train.settings import DATA_KEYS, train_keys
 from irkit.train.settings import check as check_setting
 
@@ -113,6 +113,10 @@ class Recipe:
     def build(self) -> Sequential:
         """A fresh, uninitialised layer stack (weights are made on first build, seeded)."""
         layers = [Normalize(self.scaling, name="normalize")] if self.scaling != "none" else []
+        try:  # a layer is a node at least: a graph of more than the cap would be refused later
+            check_node_count(len(self.layers), f"{self.source}: the recipe's layer stack")
+        except FileSafetyError as e:
+            raise SpecError(str(e).replace(" nodes,", " layers,", 1)) from None
         for i, spec in enumerate(self.layers):
             layers.append(_layer(spec, i, self.source))
         return Sequential(layers, name=self.name)
@@ -138,6 +142,9 @@ def load_recipe(source: str) -> Recipe:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpecError(f"{source}: not valid TOML ({e}); fix the syntax") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise SpecError(f"{source}: arrays or inline tables nested too deeply for a recipe"
+                        ) from None
     return parse_recipe(doc, source)
 
 

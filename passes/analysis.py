@@ -194,10 +194,9 @@ def _propagate_shape_values(node: Node) -> list[Value]:
         results = [np.array(shape[attr(node, "start"):attr(node, "end")], dtype=np.int64)
                    if node.op_type == "Shape" else np.array(math.prod(shape), dtype=np.int64)]
     else:
-        try:
-            results = opdef_of(node).compute(node, [v.const if v is not None else None
-                                                for v in node.inputs])
-        except Exception:  # an op the reference cannot evaluate here: no value
+        results = opdef_of(node).compute_small(node, [v.const if v is not None else None
+                                                      for v in node.inputs], 64)
+        if results is None:  # outputs over 64 elements or of unknown size: not computed
             return []
     done = []
     for out, r in zip(node.outputs, results):

@@ -20,7 +20,8 @@ class FoldConstantsPass(GraphPass):
        with its op's numpy reference and its outputs become initializers;
     2. chains fold in one run (nodes are visited in topological order);
     3. nodes with random outputs (Dropout in training mode, RandomNormal, ...) and results
-       over MAX_FOLDED_ELEMENTS elements are left alone;
+       over MAX_FOLDED_ELEMENTS elements or of unknown size (known from the inferred output
+       shapes, before anything is computed) are left alone;
     `variables` names initializers that are really parameters (e.g. weights of a model that
     will be trained or swapped), which are never folded.
     """
@@ -39,10 +40,10 @@ class FoldConstantsPass(GraphPass):
             ins = [v for v in node.inputs if v is not None]
             if not all(v.is_initializer and v.name not in self.variables for v in ins):
                 continue
-            try:
-                results = opdef_of(node).compute(node, [v.const if v is not None else None
-                                                    for v in node.inputs])
-            except Exception:  # an op the reference cannot evaluate here: leave it
+            results = opdef_of(node).compute_small(node, [v.const if v is not None else None
+                                                          for v in node.inputs],
+                                                   MAX_FOLDED_ELEMENTS)
+            if results is None:  # outputs too large or of unknown size, or not computable
                 continue
             arrays = [np.asarray(r, dtype=o.dtype) for r, o in zip(results, node.outputs)]
             if sum(a.size for a in arrays) > MAX_FOLDED_ELEMENTS:

@@ -100,7 +100,7 @@ class NodeRewritePass(GraphPass):
     def call(self, graph: Graph) -> PassResult:
         changed = False
         for node in list(graph.nodes):
-            if node.op_type == self.op_type and node.domain == "" and node in graph.nodes:
+            if node.op_type == self.op_type and node.domain == "" and graph.holds(node):
                 changed = bool(self.rewrite(graph, node)) or changed
         if changed and self.sorts:
             graph.toposort()

@@ -26,7 +26,7 @@ class SimplifyShapesPass(GraphPass):
     def call(self, graph: Graph) -> PassResult:
         changed = False
         for node in list(graph.nodes):
-            if node.domain != "" or node.graph is not graph or node not in graph.nodes:
+            if node.domain != "" or not graph.holds(node):
                 continue
             handler = getattr(self, f"_{node.op_type.lower()}", None)
             if handler is not None and handler(graph, node):

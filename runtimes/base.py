@@ -51,11 +51,20 @@ class Runtime(Protocol):
 
 
 class Totals(NamedTuple):
-    """Sums over the batches of one pass: loss × batch size, correct predictions, samples."""
+    """Sums over the batches of one pass: loss × batch size, correct predictions, samples, and
+    (for a step with a `count` output, e.g. per-token accuracy) the predictions counted."""
 
     loss: float
     correct: float
     count: int
+    counted: float | None = None  # None: one prediction per sample
+
+
+def data_parts(x, y) -> tuple:
+    """A batch's arrays in the order of a step's data names: the inputs (one array, or a
+    tuple of them), then the target unless it is None."""
+    parts = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    return parts if y is None else (*parts, y)
 
 
 class StepRunner(Protocol):
@@ -70,8 +79,10 @@ class StepRunner(Protocol):
     def read_state(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """Numpy copies of the current state (all of it, or `names`)."""
 
-    def stage(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """The data placed where the runner reads batches from (validated by the caller)."""
+    def stage(self, x: np.ndarray | tuple, y: np.ndarray | None) -> Any:
+        """The data placed where the runner reads batches from (validated by the caller): x
+        one array or one per input (in the step's input order), y None when the step reads no
+        target."""
 
     def train(self, staged: Any, order: np.ndarray, batch_size: int,
               on_batch: Callable[[int, float], None] | None = None) -> Totals:
@@ -81,24 +92,26 @@ class StepRunner(Protocol):
         """Loss and correct count of the current state over `staged` (no update)."""
 
 
-def run_batches(step: Callable[[np.ndarray, np.ndarray], tuple[float, float]],
-                x: np.ndarray, y: np.ndarray, batch_size: int,
+def run_batches(step: Callable[..., tuple], parts: tuple, batch_size: int,
                 on_batch: Callable[[int, float], None] | None = None) -> Totals:
-    """The batch loop every runner shares: `step(xb, yb) -> (mean loss, correct)` per slice
-    (x and y may be anything sliceable of one length, e.g. row indices)."""
-    total_loss, total_correct = 0.0, 0.0
-    n = len(x)
+    """The batch loop every runner shares: `step(*batch) -> (mean loss, correct[, counted])`
+    per slice of every array of `parts` (anything sliceable of one length, e.g. row
+    indices); `counted` summed when the step gives it."""
+    total_loss, total_correct, total_counted = 0.0, 0.0, None
+    n = len(parts[0])
     for index, start in enumerate(range(0, n, batch_size)):
         if n <= batch_size:  # one batch: the arrays themselves (a runner may keep them bound)
-            xb, yb = x, y
+            batch = parts
         else:
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        loss, correct = step(xb, yb)
-        total_loss += loss * len(xb)
-        total_correct += correct
+            batch = tuple(p[start:start + batch_size] for p in parts)
+        figures = step(*batch)
+        total_loss += figures[0] * len(batch[0])
+        total_correct += figures[1]
+        if len(figures) > 2:
+            total_counted = (total_counted or 0.0) + figures[2]
         if on_batch is not None:
-            on_batch(index, loss)
-    return Totals(total_loss, total_correct, n)
+            on_batch(index, figures[0])
+    return Totals(total_loss, total_correct, n, total_counted)
 
 
 def state_pairs(graph: Graph, data: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -36,13 +36,13 @@ import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from irkit.runtimes.base import Totals, run_batches, state_pairs
+from irkit.runtimes.base import Totals, data_parts, run_batches, state_pairs
 from irkit.runtimes.onnxruntime import make_session, session_bytes
 
 from irkit.distributed import WorkerLostError
 from irkit.errors import RuntimeUnavailableError, ShapeError
 from irkit.ir import Graph
-from irkit.signature import CORRECT, GRADS, LOSS, STEP, next_name
+from irkit.signature import CORRECT, COUNT, GRADS, LOSS, STEP, next_name
 
 
 def shard_bounds(n: int, size: int, rank: int) -> tuple[int, int]:
@@ -68,7 +68,7 @@ class MpiStepRunner:
     `steps` count the time spent in the all-reduce and the steps run (for benchmarks)."""
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
-                 data: tuple[str, str], *, split, comm=None, device: str = "cpu",
+                 data: tuple[str, ...], *, split, comm=None, device: str = "cpu",
                  threads: int | None = None, batch_size: int | None = None) -> None:
         if device not in ("cpu", "auto"):
             raise RuntimeUnavailableError(f"data-parallel training runs on CPU; --device "
@@ -78,7 +78,7 @@ class MpiStepRunner:
         from mpi4py import MPI
         self._in_place, self._sum, self._mpi_error = MPI.IN_PLACE, MPI.SUM, MPI.Exception
         self.device, self.rank, self.size = "cpu", self.comm.Get_rank(), self.comm.Get_size()
-        self.input_name, self.target_name = data
+        self.data_names = tuple(data)  # the inputs, then the target (if the step reads one)
         names = [n for group in state_pairs(train, data) for n in group]
         missing = [n for n in names if n not in state]
         if missing:
@@ -86,6 +86,9 @@ class MpiStepRunner:
         sessions = [make_session(session_bytes(g), "cpu", threads)
                     for g in (split.gradient, split.update, evaluate)]
         self._grad, self._update, self._eval = sessions
+        if COUNT in {o.name for o in self._grad.get_outputs()}:
+            raise ShapeError("data-parallel training does not count per-token predictions "
+                             "yet; train a per-token loss in one process (no --workers)")
         self._layout(split, {n: np.array(state[n], copy=True, order="C") for n in names})
         self.allreduce_s, self.steps = 0.0, 0
 
@@ -120,7 +123,7 @@ class MpiStepRunner:
         self._update_io = [self._bind_update(k) for k in (0, 1)]
         self._eval_io = [self._bind_eval(k) for k in (0, 1)]
         self._current = 0
-        self._batch: tuple[np.ndarray, np.ndarray] | None = None
+        self._batch: tuple[np.ndarray, ...] | None = None
 
     def _inputs(self, session, k: int) -> dict[str, np.ndarray]:
         have = {**self._fixed, **self._sets[k]}
@@ -178,27 +181,25 @@ class MpiStepRunner:
                                   "cannot be reached") from None
 
     # ---- running ---------------------------------------------------------------------------
-    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.ascontiguousarray(x), np.ascontiguousarray(y)
+    def stage(self, x, y) -> tuple[np.ndarray, ...]:
+        return tuple(np.ascontiguousarray(p) for p in data_parts(x, y))
 
-    def _batch_buffers(self, x: np.ndarray, y: np.ndarray, m: int):
+    def _batch_buffers(self, parts: tuple, m: int) -> tuple[np.ndarray, ...]:
         """Arrays of m rows bound as the gradient graph's batch (rebound when m changes)."""
         if self._batch is None or len(self._batch[0]) != m:
-            self._batch = (np.empty((m, *x.shape[1:]), x.dtype),
-                           np.empty((m, *y.shape[1:]), y.dtype))
+            self._batch = tuple(np.empty((m, *p.shape[1:]), p.dtype) for p in parts)
             for io in self._grad_io:
-                _bind_in(io, self.input_name, self._batch[0])
-                _bind_in(io, self.target_name, self._batch[1])
+                for name, buffer in zip(self.data_names, self._batch):
+                    _bind_in(io, name, buffer)
         return self._batch
 
-    def step(self, x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> tuple[float, float]:
-        """One synchronous step: this rank's `rows` of (x, y), the others' shards of the same
-        global batch. Returns the global batch's (mean loss, correct count)."""
+    def step(self, parts: tuple, rows: np.ndarray) -> tuple[float, float]:
+        """One synchronous step: this rank's `rows` of the staged `parts`, the others' shards
+        of the same global batch. Returns the global batch's (mean loss, correct count)."""
         k, packed, m = self._current, self._packed, len(rows)
         if m:
-            xb, yb = self._batch_buffers(x, y, m)
-            np.take(x, rows, axis=0, out=xb)
-            np.take(y, rows, axis=0, out=yb)
+            for part, buffer in zip(parts, self._batch_buffers(parts, m)):
+                np.take(part, rows, axis=0, out=buffer)
             self._counter[...] = self._sets[k][STEP] * self.size + self.rank
             self._grad.run_with_iobinding(self._grad_io[k])
             packed[:self._scaled] *= m
@@ -216,32 +217,30 @@ class MpiStepRunner:
         return float(packed[-3]), float(packed[-2])
 
     def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
-        x, y = staged
         total_loss, total_correct, n = 0.0, 0.0, len(order)
         for index, start in enumerate(range(0, n, batch_size)):
             rows = order[start:start + batch_size]
             lo, hi = shard_bounds(len(rows), self.size, self.rank)
-            loss, correct = self.step(x, y, rows[lo:hi])
+            loss, correct = self.step(staged, rows[lo:hi])
             total_loss += loss * len(rows)
             total_correct += correct
             if on_batch is not None:
                 on_batch(index, loss)
         return Totals(total_loss, total_correct, n)
 
-    def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+    def _eval_step(self, *parts: np.ndarray) -> tuple[float, float]:
         io = self._eval_io[self._current]
-        io.bind_cpu_input(self.input_name, xb)
-        io.bind_cpu_input(self.target_name, yb)
+        for name, part in zip(self.data_names, parts):
+            io.bind_cpu_input(name, part)
         self._eval.run_with_iobinding(io)
         return float(self._host[LOSS]), float(self._host[CORRECT])
 
     def evaluate(self, staged, batch_size: int) -> Totals:
         """Loss and correct count over all of `staged`: each rank a contiguous part, the sums
         all-reduced (every rank must call it)."""
-        x, y = staged
-        lo, hi = shard_bounds(len(x), self.size, self.rank)
-        local = run_batches(self._eval_step, x[lo:hi], y[lo:hi], batch_size) if hi > lo \
-            else Totals(0.0, 0.0, 0)
+        lo, hi = shard_bounds(len(staged[0]), self.size, self.rank)
+        local = run_batches(self._eval_step, tuple(p[lo:hi] for p in staged), batch_size) \
+            if hi > lo else Totals(0.0, 0.0, 0)
         sums = np.array([local.loss, local.correct, local.count], np.float64)
         self._allreduce(sums)
         return Totals(float(sums[0]), float(sums[1]), int(sums[2]))

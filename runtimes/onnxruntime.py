@@ -10,14 +10,22 @@ import numpy as np
 import onnxruntime as ort
 from irkit.passes.data_prefix import split_data_prefix
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
-from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
+from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import model_bytes
-from irkit.signature import CORRECT, LOSS, next_name
+from irkit.signature import CORRECT, COUNT, LOSS, TARGET, next_name
 
 _dlls_preloaded = False
+VERBOSE_ENV = "IRKIT_VERBOSE"  # set (by `irkit --verbose`): onnxruntime's own log is shown
+
+
+def log_severity() -> int:
+    """How much of onnxruntime's own log (its colored `[E:onnxruntime:...]` lines) irkit's
+    sessions print: 4, fatal only, unless IRKIT_VERBOSE is set (2: warnings and errors). irkit
+    reports failures itself, in one line, from the exceptions onnxruntime raises."""
+    return 2 if os.environ.get(VERBOSE_ENV, "") not in ("", "0") else 4
 
 
 def resolve_device(device: str) -> str:
@@ -63,7 +71,7 @@ def _cuda_session_works() -> bool:
         except Exception:
             _cuda_ok = False
         finally:
-            ort.set_default_logger_severity(3)
+            ort.set_default_logger_severity(log_severity())
     return _cuda_ok
 
 
@@ -76,9 +84,11 @@ def _quiet():
 
 def make_session(model_bytes: bytes, device: str = "cpu",
                  threads: int | None = None) -> ort.InferenceSession:
-    """An InferenceSession for a resolved device ('cpu' or 'cuda'), warnings silenced."""
+    """An InferenceSession for a resolved device ('cpu' or 'cuda'); onnxruntime's own log
+    is silent unless asked for (`log_severity`)."""
+    ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so.log_severity_level = log_severity()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         so.intra_op_num_threads = threads
@@ -189,10 +199,12 @@ class OrtStepRunner:
     """
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
-                 data: tuple[str, str], device: str = "cpu", threads: int | None = None,
+                 data: tuple[str, ...], device: str = "cpu", threads: int | None = None,
                  batch_size: int | None = None) -> None:
         self.device = resolve_device(device)
-        self.input_name, self.target_name = data
+        self.data_names = tuple(data)  # the inputs, then the target (if the step reads one)
+        self.input_name = self.data_names[0]
+        self._dtypes = {v.name: np.dtype(v.dtype) for v in train.inputs}
         self.updated, fixed = state_pairs(train, data)
         missing = [n for n in self.updated + fixed if n not in state]
         if missing:
@@ -215,14 +227,16 @@ class OrtStepRunner:
         self._sets = [{n: ortvalue(np.array(state[n], copy=True), self.device)
                        for n in self.updated} for _ in range(2)]
         self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
-        self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT)}
+        self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT, COUNT)}
+        # a per-token loss counts its predictions (`count`); else one per sample
+        self._counted = any(o.name == COUNT for o in self.train_session.get_outputs())
         self._current = 0
-        # the batch buffers (rows of x and y; grown on demand) and, per (first row, rows),
-        # the two train bindings that read those rows of them
-        self._buffers: tuple[np.ndarray, np.ndarray] | None = None
+        # the batch buffers (rows of each data array; grown on demand) and, per (first row,
+        # rows), the two train bindings that read those rows of them
+        self._buffers: tuple[np.ndarray, ...] | None = None
         self._slots: dict[tuple[int, int], list] = {}
         self._plans: dict[tuple[int, int], list] = {}  # see _plan
-        self._eval_bound: tuple[np.ndarray, np.ndarray] | None = None
+        self._eval_bound: tuple[np.ndarray, ...] | None = None
 
     def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
         io = session.io_binding()
@@ -254,34 +268,41 @@ class OrtStepRunner:
         return {n: current[n].numpy().copy() for n in (current if names is None else names)}
 
     # ---- running ---------------------------------------------------------------------------
-    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """C-ordered arrays, x prepared (the batch buffers' float32, the data prefix applied)."""
-        return self._prepared(x), np.ascontiguousarray(y)
+    def stage(self, x, y) -> tuple[np.ndarray, ...]:
+        """C-ordered arrays in the step's data order (x one array or one per input, y None
+        when the step reads no target), each of its input's dtype, the first input prepared
+        (the data prefix applied)."""
+        return self._parts(data_parts(x, y))
+
+    def _parts(self, parts: tuple) -> tuple[np.ndarray, ...]:
+        return tuple(self._prepared(p) if i == 0 else
+                     np.ascontiguousarray(p, self._dtypes.get(name))
+                     for i, (name, p) in enumerate(zip(self.data_names, parts)))
 
     def _prepared(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, np.float32)
+        x = np.ascontiguousarray(x, self._dtypes.get(self.input_name))
         return x if self._prefix is None else self._prefix({self.input_name: x})[0]
 
-    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
-        """One train step on one batch: (mean loss, correct count). The batch is copied into
-        the bound buffers (a copy costs less than binding a new array)."""
-        xb = self._prepared(xb)
-        bx, by = self._batch_buffers(len(xb), xb, yb)
-        bx[:len(xb)] = xb  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
-        by[:len(xb)] = yb
-        return self._run_step(self._slot(0, len(xb)))
+    def step(self, *parts: np.ndarray) -> tuple[float, float]:
+        """One train step on one batch (its arrays in the step's data order: `step(x, y)`
+        for one input): (mean loss, correct count). The batch is copied into the bound
+        buffers (a copy costs less than binding a new array)."""
+        parts = self._parts(parts)
+        n = len(parts[0])
+        for buffer, part in zip(self._batch_buffers(n, parts), parts):
+            buffer[:n] = part  # (assignment: 0.28 us; np.copyto's wrapper: 0.42 us)
+        return self._run_step(self._slot(0, n))
 
     def _run_step(self, bindings: list) -> tuple[float, float]:
         self.train_session.run_with_iobinding(bindings[self._current])
         self._current = 1 - self._current
         return float(self._host[LOSS]), float(self._host[CORRECT])
 
-    def _batch_buffers(self, rows: int, x: np.ndarray, y: np.ndarray):
-        """Buffers with room for `rows` rows shaped like x's and y's rows; a larger request
+    def _batch_buffers(self, rows: int, parts: tuple) -> tuple[np.ndarray, ...]:
+        """Buffers with room for `rows` rows shaped like the parts' rows; a larger request
         replaces them, and the bindings that read the old ones by address."""
         if self._buffers is None or len(self._buffers[0]) < rows:
-            self._buffers = (np.empty((rows, *x.shape[1:]), np.float32),
-                             np.empty((rows, *y.shape[1:]), y.dtype))
+            self._buffers = tuple(np.empty((rows, *p.shape[1:]), p.dtype) for p in parts)
             self._slots, self._plans = {}, {}
         return self._buffers
 
@@ -301,52 +322,56 @@ class OrtStepRunner:
         ~1.2 us; a binding binds all the state)."""
         bindings = self._slots.get((start, rows))
         if bindings is None:
-            xb, yb = (b[start:start + rows] for b in self._buffers)
             bindings = [self._binding(self.train_session, a, b) for a, b in ((0, 1), (1, 0))]
             for io in bindings:
-                io.bind_cpu_input(self.input_name, xb)
-                io.bind_cpu_input(self.target_name, yb)
+                for name, buffer in zip(self.data_names, self._buffers):
+                    io.bind_cpu_input(name, buffer[start:start + rows])
             self._slots[(start, rows)] = bindings
         return bindings
 
-    def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+    def _eval_step(self, *parts: np.ndarray) -> tuple[float, ...]:
         if self._eval_io is None:
             self.eval_session = make_session(session_bytes(self._evaluate_graph), self.device,
                                              self.threads)
             self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
-        if self._eval_bound is None or xb is not self._eval_bound[0] \
-                or yb is not self._eval_bound[1]:  # bound by address: keep the arrays alive
-            for io in self._eval_io:
-                io.bind_cpu_input(self.input_name, xb)
-                io.bind_cpu_input(self.target_name, yb)
-            self._eval_bound = (xb, yb)
+        bound = self._eval_bound
+        if bound is None or any(p is not b for p, b in zip(parts, bound)):
+            for io in self._eval_io:  # bound by address: keep the arrays alive
+                for name, part in zip(self.data_names, parts):
+                    io.bind_cpu_input(name, part)
+            self._eval_bound = parts
         self.eval_session.run_with_iobinding(self._eval_io[self._current])
-        return float(self._host[LOSS]), float(self._host[CORRECT])
+        figures = float(self._host[LOSS]), float(self._host[CORRECT])
+        return (*figures, float(self._host[COUNT])) if self._counted else figures
 
     def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
         """The rows of up to SLOTS batches (SLOT_BYTES) at a time gathered in order into
         buffers bound once, a slot per batch; then a step per slot: one run each. `order`
         holds row numbers of the staged data (the trainer's permutation; not range-checked)."""
-        x, y = staged
-        span = batch_size * max(1, min(SLOTS, SLOT_BYTES // max(x[:1].nbytes * batch_size, 1)))
-        bx, by = self._batch_buffers(min(span, len(order)), x, y)
-        total_loss, total_correct, index = 0.0, 0.0, 0
+        row_bytes = sum(p[:1].nbytes for name, p in zip(self.data_names, staged)
+                        if name != TARGET)
+        span = batch_size * max(1, min(SLOTS, SLOT_BYTES // max(row_bytes * batch_size, 1)))
+        buffers = self._batch_buffers(min(span, len(order)), staged)
+        total_loss, total_correct, total_counted, index = 0.0, 0.0, 0.0, 0
         for lo in range(0, len(order), span):
             rows = order[lo:lo + span]
             n = len(rows)
             # mode="clip": the rows are valid, and with "raise" numpy gathers through a buffer
             # of its own first (3x slower: 190 against 64 us for 1024 rows of 784 floats);
             # the method, not np.take (whose wrapper costs 0.6 us)
-            x.take(rows, axis=0, out=bx[:n], mode="clip")
-            y.take(rows, axis=0, out=by[:n], mode="clip")
+            for part, buffer in zip(staged, buffers):
+                part.take(rows, axis=0, out=buffer[:n], mode="clip")
             for size, bindings in self._plan(n, batch_size):
                 loss, correct = self._run_step(bindings)
                 total_loss += loss * size
                 total_correct += correct
+                if self._counted:
+                    total_counted += float(self._host[COUNT])
                 if on_batch is not None:
                     on_batch(index, loss)
                 index += 1
-        return Totals(total_loss, total_correct, len(order))
+        return Totals(total_loss, total_correct, len(order),
+                      total_counted if self._counted else None)
 
     def evaluate(self, staged, batch_size: int) -> Totals:
-        return run_batches(self._eval_step, *staged, batch_size)
+        return run_batches(self._eval_step, staged, batch_size)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from irkit.runtimes.base import Totals, choose_device, run_batches, state_pairs
+from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
 from irkit.ops.registry import opdef_of, verify
-from irkit.signature import CORRECT, LOSS, next_name
+from irkit.signature import CORRECT, COUNT, LOSS, next_name
 
 
 class ReferenceGraph:
@@ -62,8 +62,8 @@ class ReferenceStepRunner:
     device = "cpu"
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
-                 data: tuple[str, str]) -> None:
-        self.input_name, self.target_name = data
+                 data: tuple[str, ...]) -> None:
+        self.data_names = tuple(data)  # the inputs, then the target (if the step reads one)
         self.updated, fixed = state_pairs(train, data)
         self.state = {n: np.array(state[n], copy=True) for n in self.updated + fixed}
         self._train, self._eval = ReferenceGraph(train), ReferenceGraph(evaluate)
@@ -77,27 +77,32 @@ class ReferenceStepRunner:
     def read_state(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         return {n: self.state[n].copy() for n in (self.state if names is None else names)}
 
-    def stage(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x, y
+    def stage(self, x, y) -> tuple[np.ndarray, ...]:
+        return data_parts(x, y)
 
-    def _run(self, graph: ReferenceGraph, xb: np.ndarray, yb: np.ndarray) -> dict:
+    def _run(self, graph: ReferenceGraph, parts: tuple) -> dict:
         feeds = {n: self.state[n] for n in graph.input_names if n in self.state}
-        feeds.update({self.input_name: xb, self.target_name: yb})
+        feeds.update(zip(self.data_names, parts))
         return dict(zip(graph.output_names, graph(feeds)))
 
-    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
-        out = self._run(self._train, xb, yb)
+    @staticmethod
+    def _figures(out: dict) -> tuple:
+        figures = (float(out[LOSS]), float(out.get(CORRECT, 0.0)))
+        return figures + ((float(out[COUNT]),) if COUNT in out else ())
+
+    def step(self, *parts) -> tuple:
+        """One train step on a batch (the arrays in the step's data order, as stage gives
+        them): (mean loss, correct[, counted])."""
+        out = self._run(self._train, parts)
         for name in self.updated:
             self.state[name] = out[next_name(name)]
-        return float(out[LOSS]), float(out.get(CORRECT, 0.0))
+        return self._figures(out)
 
-    def _eval_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
-        out = self._run(self._eval, xb, yb)
-        return float(out[LOSS]), float(out.get(CORRECT, 0.0))
+    def _eval_step(self, *parts) -> tuple:
+        return self._figures(self._run(self._eval, parts))
 
     def train(self, staged, order: np.ndarray, batch_size: int, on_batch=None) -> Totals:
-        x, y = staged
-        return run_batches(self.step, x[order], y[order], batch_size, on_batch)
+        return run_batches(self.step, tuple(p[order] for p in staged), batch_size, on_batch)
 
     def evaluate(self, staged, batch_size: int) -> Totals:
-        return run_batches(self._eval_step, *staged, batch_size)
+        return run_batches(self._eval_step, staged, batch_size)

@@ -22,12 +22,13 @@ import numpy as np
 
 from irkit.errors import RuntimeUnavailableError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value
+from irkit.version import install_hint
 
 try:
     import torch
 except ImportError:  # torch is an optional dependency
     raise RuntimeUnavailableError(
-        "the torch runtime needs PyTorch: pip install 'irkit[torch]' (a CPU build: "
+        f"the torch runtime needs PyTorch: {install_hint('torch')} (a CPU build: "
         "pip install torch==2.13.0), or use the 'onnxruntime' or 'reference' runtime") from None
 
 from irkit.runtimes.base import choose_device  # noqa: E402

@@ -7,6 +7,9 @@ The helpers are plain functions, also offered as fixtures (`run_reference`,
 from __future__ import annotations
 
 import os
+import resource
+import shutil
+import subprocess
 import sys
 import zlib
 
@@ -85,3 +88,27 @@ def run_reference():
 @pytest.fixture
 def assert_ort_matches_reference():
     return ort_matches_reference
+
+
+# ---- the command line in a subprocess: the one helper every CLI test uses ------------------------
+def irkit_command() -> list[str]:
+    """The `irkit` console script, or `python -m irkit.cli` where it is not on PATH."""
+    exe = shutil.which("irkit")
+    return [exe] if exe else [sys.executable, "-m", "irkit.cli"]
+
+
+def run_irkit(*args, cwd, timeout: float = 120, memory_limit: int | None = None,
+              **kwargs) -> subprocess.CompletedProcess:
+    """`irkit ARGS` in a subprocess in `cwd` (text output captured), optionally under an
+    address-space limit of `memory_limit` bytes."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    return subprocess.run([*irkit_command(), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=limit if memory_limit else None,
+                          **kwargs)
+
+
+@pytest.fixture
+def irkit_cli():
+    """`run_irkit` as a fixture."""
+    return run_irkit

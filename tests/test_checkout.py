@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 EXP_RULE = "lambda x, y, g, n: Mul(g, y))  # d exp = exp"
 
@@ -67,3 +69,15 @@ def test_the_cli_notes_a_checkout_it_does_not_run(tmp_path: Path) -> None:
     assert note is not None and "pip install -e ." in note and "\n" not in note
     assert installed_elsewhere_note(str(ROOT)) is None  # the suite runs this checkout
     assert installed_elsewhere_note(str(tmp_path)) is None  # not a checkout at all
+
+
+def test_the_wheel_lists_every_package() -> None:
+    """A non-editable install (the GPU machine's `pip install --target`) ships every package
+    folder: pyproject's explicit list names each one."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "irkit").rglob(
+        "__init__.py")}
+    found |= {f"irkit.{name}" for name in ("passes", "runtimes", "models")}
+    assert found == listed

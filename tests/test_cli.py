@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from conftest import run_irkit
 from onnx import numpy_helper
 
 from irkit.cli import main
@@ -29,12 +27,7 @@ IRIS_MLP_TOML = MODELS / "iris_mlp.toml"
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def irkit_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run the installed `irkit` console script (or `python -m irkit.cli` without it)."""
-    exe = shutil.which("irkit")
-    command = [exe] if exe else [sys.executable, "-m", "irkit.cli"]
-    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+irkit_process = run_irkit  # the installed console script in a subprocess (conftest)
 
 
 def cli(*args: str):

@@ -224,7 +224,7 @@ def test_npz_string_labels_and_regression_targets(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x=np.ones((3, 2, 2)), y=np.array(["b", "a", "b"]))
     ds = load_dataset(str(path))
-    assert ds.classes == ["a", "b"] and ds.y.tolist() == [1, 0, 1] and ds.x.shape == (3, 4)
+    assert ds.classes == ["a", "b"] and ds.y.tolist() == [1, 0, 1] and ds.x.shape == (3, 2, 2)
     np.savez(path, x=np.ones((3, 2)), y=np.array([0.5, 1.25, 2.0]))
     ds = load_dataset(str(path))
     assert ds.classes is None and ds.y.dtype == np.float32
@@ -285,7 +285,7 @@ def test_huge_npz_label_is_reported_truly(tmp_path, y, shown):
 def test_npz_length_mismatch_is_a_data_error(tmp_path, nx, ny):
     path = tmp_path / "d.npz"
     np.savez(path, x=np.zeros((nx, 2)), y=np.zeros(ny, np.int64))
-    with pytest.raises(DataError, match=f"x has {nx} rows but y has {ny}"):
+    with pytest.raises(DataError, match=rf"different numbers of rows \(x {nx}, y {ny}\)"):
         load_dataset(str(path))
 
 
@@ -389,7 +389,7 @@ def test_gzip_bomb_refused_by_its_ratio(tmp_path, monkeypatch):
     with pytest.raises(FileSafetyError, match="times its size"):
         load_dataset(str(path))
     grown_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    assert grown_kb < 200 << 10  # read no further than the ratio cap (64 MiB here)
+    assert grown_kb < 200 << 10  # read no further than the ratio cap (16 MiB here)
     monkeypatch.setenv("IRKIT_MAX_GZIP_RATIO", "100000")
     monkeypatch.setenv("IRKIT_MAX_DATA_BYTES", str(70 << 20))
     with pytest.raises(FileSafetyError, match="IRKIT_MAX_DATA_BYTES"):

@@ -40,7 +40,7 @@ TIMEOUT = 180  # seconds a job may take before the test calls it hung
 
 def _mpi_missing() -> str | None:
     if importlib.util.find_spec("mpi4py") is None:
-        return "mpi4py is not installed (pip install 'irkit[distributed]')"
+        return "mpi4py is not installed (pip install 'irkit-nn[distributed]')"
     try:
         from mpi4py import MPI  # noqa: F401
     except Exception as e:  # noqa: BLE001  (mpi4py without a loadable MPI library)
@@ -48,7 +48,7 @@ def _mpi_missing() -> str | None:
     try:
         find_mpiexec()
     except Exception:  # noqa: BLE001
-        return "mpiexec is not installed (pip install 'irkit[distributed]')"
+        return "mpiexec is not installed (pip install 'irkit-nn[distributed]')"
     return None
 
 
@@ -406,7 +406,7 @@ def test_launcher_variables_without_mpi4py_give_one_line(tmp_path):
     assert done.returncode != 0
     assert done.stderr.splitlines() == [
         'irkit: error: rank 0: this process is one of 2 started by an MPI launcher, but '
-        'mpi4py is not installed: pip install "irkit[distributed]"'], done.stderr
+        'mpi4py is not installed: pip install "irkit-nn[distributed]"'], done.stderr
     assert not (tmp_path / "m.onnx").exists()
 
 

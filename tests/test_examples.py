@@ -29,3 +29,39 @@ def test_lesson_5_points_shows_overfitting():
     assert val_poly > 1e6 * train_poly  # ... but the polynomial's validation error is large
     assert val_poly > 10 * val_line     # and far higher than the line's
     assert "times worse than the line" in out[3]
+
+
+def _check_finetune(out: list[str]) -> None:
+    assert out[0].startswith("imported ")
+    assert "val_accuracy" in out[1]
+    assert out[2].startswith("onnxruntime on ")
+    test_accuracy = float(out[2].split("test accuracy ")[1].split(",")[0])
+    agree = float(out[2].rsplit("within ", 1)[1])
+    assert test_accuracy >= 0.9       # the fine-tuned inference file, run by onnxruntime alone
+    assert agree < 1e-4               # inference mode: a batch and single rows agree
+
+
+def test_finetune_vision_example():
+    import pytest
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    _check_finetune(run_example("finetune_vision.py").splitlines())
+
+
+def test_finetune_text_example():
+    import pytest
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("transformers")
+    out = run_example("finetune_text.py").splitlines()
+    assert "input_ids int64(12,), attention_mask int64(12,)" in out[0]
+    _check_finetune(out)
+
+
+def test_tensors_gives_the_lessons_numbers():
+    out = run_example("tensors.py")
+    assert "x @ x.T: [[14.0, 32.0], [32.0, 77.0]]" in out
+    assert "softmax of row 0: [0.09, 0.2447, 0.6652]" in out
+    assert "gradient descent: [2.894, -1.930]" in out
+    assert "linear regression: w 1.86 b 1.07" in out
+    assert "Hessian-vector product: [6.0, 0.0, -18.0]" in out

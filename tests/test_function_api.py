@@ -108,7 +108,7 @@ def test_reference_runtime_and_onnxruntime_agree():
     results = {}
     for runtime in ("onnxruntime", "reference"):
         f = function(_model, runtime=runtime)
-        value, dx, dw = value_and_grad(f, wrt=(0, 1))(x, w)
+        value, (dx, dw) = value_and_grad(f, wrt=(0, 1))(x, w)
         results[runtime] = (value, dx, dw)
     for ort_out, ref_out in zip(results["onnxruntime"], results["reference"], strict=True):
         assert ort_out.shape == ref_out.shape
@@ -206,3 +206,41 @@ def test_function_returning_one_value_twice_gets_two_outputs():
     assert len({v.name for v in graph.outputs}) == 2
     a, b = f(np.ones(3, np.float32))
     np.testing.assert_array_equal(a, b)
+
+
+# ---- JAX's shapes: pytrees, has_aux, argnums ---------------------------------------------
+def _mlp_loss(params, x, y):
+    h = ops.Tanh(x @ params["w"] + params["b"])
+    out = h @ params["head"][0]
+    return ((out[:, 0] - y) ** 2).mean(), out.max()
+
+
+def test_gradients_come_back_shaped_like_the_arguments():
+    rng = np.random.default_rng(3)
+    params = {"w": rng.standard_normal((3, 4)), "b": np.zeros(4),
+              "head": [rng.standard_normal((4, 1))]}
+    x, y = rng.standard_normal((5, 3)), rng.standard_normal(5)
+    (value, top), g = value_and_grad(_mlp_loss, has_aux=True)(params, x, y)
+    assert set(g) == {"w", "b", "head"} and isinstance(g["head"], list)
+    assert g["w"].shape == (3, 4) and g["head"][0].shape == (4, 1)
+    f = function(_mlp_loss)
+    assert float(value) == pytest.approx(float(f(params, x, y)[0]))
+    assert float(top) == pytest.approx(float(f(params, x, y)[1]))
+    h, direction = 1e-6, rng.standard_normal((3, 4))
+    moved = [dict(params, w=params["w"] + s * h * direction) for s in (1, -1)]
+    numeric = (f(moved[0], x, y)[0] - f(moved[1], x, y)[0]) / (2 * h)
+    assert float(np.sum(g["w"] * direction)) == pytest.approx(float(numeric), rel=1e-6)
+    names = [v.name for v in grad(_mlp_loss, has_aux=True).trace(params, x, y).inputs]
+    assert names == ["params.b", "params.head.0", "params.w", "x", "y"]  # keys sorted, as JAX
+
+
+def test_has_aux_and_argnums_as_in_jax():
+    def f(x, w):
+        return (x * w).sum(), (x * 2.0, w.max())
+
+    x, w = np.array([1.0, 2.0]), np.array([3.0, -1.0])
+    (gx, gw), (double, top) = grad(f, argnums=(0, 1), has_aux=True)(x, w)
+    assert gx.tolist() == [3.0, -1.0] and gw.tolist() == [1.0, 2.0]
+    assert double.tolist() == [2.0, 4.0] and float(top) == 3.0
+    with pytest.raises(ShapeError, match="has_aux=True return"):
+        grad(lambda x: (x * x).sum(), has_aux=True)(x)

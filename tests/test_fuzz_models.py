@@ -13,16 +13,15 @@ import collections
 import os
 import re
 import resource
-import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from conftest import irkit_command
 from onnx import TensorProto, helper, numpy_helper
 
 from irkit.cli import main
@@ -391,8 +390,7 @@ def _limits():
 
 def test_fuzz_subprocess_sample(fuzz_cases, tmp_path):
     """A sample through the real console script, each under 20 s and 1 GiB of address space."""
-    exe = shutil.which("irkit")
-    command = [exe] if exe else [sys.executable, "-m", "irkit.cli"]
+    command = irkit_command()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     rng = np.random.default_rng(SEED + 1)
     hand = [c for c in fuzz_cases if c[0] == "hand-crafted"]

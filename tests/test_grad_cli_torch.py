@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 import warnings
 
 import numpy as np
@@ -13,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from conftest import irkit_command
 
 from irkit.cli import main
 
@@ -150,8 +149,7 @@ def test_grad_command_in_a_subprocess(exported, tmp_path):
     module, path = exported["sum"]
     names = _weight_names(module, path)
     out = str(tmp_path / "grad.onnx")
-    exe = shutil.which("irkit")
-    command = [exe] if exe else [sys.executable, "-m", "irkit.cli"]
+    command = irkit_command()
     wrt = ",".join(["x", *names.values()])
     done = subprocess.run([*command, "grad", path, "--of", "loss", "--wrt", wrt, "-o", out],
                           capture_output=True, text=True, timeout=120,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,42 +16,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+from cli_checks import cli, one_line_error
+from conftest import irkit_command, run_irkit
 from onnx import TensorProto, helper, numpy_helper
 
-from irkit.cli import main
 from irkit.errors import IrkitError, ModelFileError
 from irkit.ir import Graph
 from irkit.onnx_io import from_onnx, load, to_onnx
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def cli(*args: str):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def one_line_error(result, *words: str) -> str:
-    """Exit code != 0, no traceback, one stderr line `irkit: error: ...`, not 'unexpected'."""
-    assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), \
-        repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("irkit: error: "), lines
-    assert "unexpected" not in lines[0], lines[0]
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-    return lines[0]
-
-
 def irkit_process(*args, cwd, limit_memory: bool = True, timeout: float = 60, **kwargs):
     """The installed `irkit` CLI in a subprocess, under a 1 GiB address-space limit."""
-    def limits():
-        if limit_memory:
-            resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-    exe = shutil.which("irkit")
-    command = [exe] if exe else [sys.executable, "-m", "irkit.cli"]
-    return subprocess.run([*command, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=limits, **kwargs)
+    return run_irkit(*args, cwd=cwd, timeout=timeout,
+                     memory_limit=(1 << 30) if limit_memory else None, **kwargs)
 
 
 def mlp(name: str = "y", **edits) -> onnx.ModelProto:
@@ -155,8 +132,7 @@ def test_full_disk_names_the_file_and_leaves_no_partial_temp_file(tmp_path, mode
         resource.setrlimit(resource.RLIMIT_FSIZE, (256, 256))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    exe = shutil.which("irkit") or sys.executable
-    done = subprocess.run([exe, *grad_args(model_file, out_dir / "g.onnx")],
+    done = subprocess.run([*irkit_command(), *grad_args(model_file, out_dir / "g.onnx")],
                           capture_output=True, text=True, timeout=60, preexec_fn=small_files)
     lines = done.stderr.splitlines()
     assert done.returncode == 1 and len(lines) == 1, done.stderr

@@ -48,9 +48,12 @@ def test_fit_verbose_levels(iris, monkeypatch, verbose, lines):
     monkeypatch.setattr(sys, "stderr", err)
     iris_model().fit(*iris, epochs=4, verbose=verbose)
     written = err.getvalue().splitlines()
-    assert len(written) == lines, written
-    assert [w.split()[1] for w in written] == [f"{e}/4" for e in range(1, lines + 1)]
-    assert all("val_loss" in w for w in written)
+    assert len(written) == lines + bool(lines), written  # + the closing line
+    epochs, closing = written[:lines], written[lines:]
+    assert [w.split()[1] for w in epochs] == [f"{e}/4" for e in range(1, lines + 1)]
+    assert all("val_loss" in w for w in epochs)
+    assert closing == ([] if not lines else [
+        "validation loss was still falling at epoch 4: no overfitting; more epochs may help"])
 
 
 def test_early_stopping_restore_best_weights(iris):
@@ -114,7 +117,8 @@ def test_summary_and_count_params(iris):
     expected = 4 * 16 + 16 + 16 * 3 + 3 + 2 * 4  # two Dense layers and the scaling (fixed)
     assert model.count_params() == expected == sum(w.size for w in weights.values())
     printed = []
-    text = model.summary(print_fn=printed.append)
+    assert model.summary(print_fn=printed.append) is None  # printed once, as in Keras
+    text = model.summary(print_fn=None)
     assert printed == [text]
     for name in weights:
         assert name in text

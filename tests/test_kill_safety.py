@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import subprocess
 import time
 
 import onnx
-import pytest
+from conftest import irkit_command
 
 from irkit.signature import META_PAIR
 
 KILLS = 20
 
 
-def _irkit() -> str:
-    found = shutil.which("irkit")
-    if found is None:
-        pytest.skip("the irkit command is not on PATH")
-    return found
+def _irkit() -> list[str]:
+    return irkit_command()
 
 
 def _pair(path) -> str:
@@ -32,7 +28,7 @@ def _pair(path) -> str:
 
 
 def test_kill_at_random_moments_leaves_a_matching_pair(tmp_path):
-    cmd = [_irkit(), "train", "digits_cnn", "-o", "m.onnx", "--save-training", "t.onnx",
+    cmd = [*_irkit(), "train", "digits_cnn", "-o", "m.onnx", "--save-training", "t.onnx",
            "--epochs", "1", "--json"]
     start = time.perf_counter()
     subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import irkit_command
 from test_cli import assert_one_line_error, cli, irkit_process, predict, weights
 
 from irkit.data import load_dataset
@@ -86,8 +87,7 @@ def test_checkpoint_folder_holds_best_last_resumable_and_history(overfit):
 def test_checkpoint_files_stay_loadable_when_killed(tmp_path):
     (tmp_path / "overfit.toml").write_text(OVERFIT.replace("epochs = 40", "epochs = 100000"))
     ck = tmp_path / "ck"
-    exe = [shutil.which("irkit")] if shutil.which("irkit") else [sys.executable, "-m",
-                                                                  "irkit.cli"]
+    exe = irkit_command()
     for attempt in range(2):
         proc = subprocess.Popen([*exe, "train", "overfit.toml", "-o", "m.onnx",
                                  "--checkpoint", "ck", "--epochs", "100000"], cwd=tmp_path,
@@ -105,7 +105,8 @@ def test_checkpoint_files_stay_loadable_when_killed(tmp_path):
         assert load_model(str(ck / "last_train.onnx"))._resume.epochs_done >= 1
         assert json.loads((ck / "history.json").read_text())["history"]["loss"]
         named = {"best.onnx", "history.json", "last.onnx", "last_train.onnx"}
-        for left in set(os.listdir(ck)) - named:  # a write cut short: its temporary file
+        # a write cut short: its temporary file; a killed run: its lock file (unlocked)
+        for left in set(os.listdir(ck)) - named - {".irkit.lock"}:
             assert left.startswith(".") and left.endswith(".tmp"), left
     # the next run resumes (from a copy: an output never overwrites an input) and clears
     # what the killed runs left behind
@@ -135,7 +136,10 @@ def test_report_says_the_model_overfits_and_which_epoch_is_kept(overfit):
     assert f"bottomed at epoch {best}" in report["text"]
     assert f"the model overfits; kept epoch {best}" in report["text"]
     plain = cli("train", str(overfit), "-o", "m.onnx")  # without --json: on stderr
-    assert plain.stderr.splitlines()[-1] == report["text"]
+    closing = plain.stderr.splitlines()[-1]  # the report, then whose weights -o holds
+    assert closing == (f"{report['text']}. Restored epoch {best}'s weights (best val_loss), "
+                       f"not epoch {len(val)}'s: pass keep_best=False (irkit train "
+                       "--keep-last) for the last epoch's")
 
 
 def test_report_on_a_run_that_does_not_overfit(tmp_path):
@@ -194,7 +198,7 @@ def test_plot_text_chart_and_report(overfit):
 def test_plot_without_matplotlib_is_one_line(overfit, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
     assert_one_line_error(cli("train", str(overfit), "-o", "m.onnx", "--plot", "c.png"),
-                          'pip install "irkit[plot]"')
+                          'pip install matplotlib')
     assert not (overfit.parent / "m.onnx").exists()  # refused before training
 
 

@@ -17,13 +17,15 @@ SOURCES = {"irkit": ROOT / "irkit", "irkit.passes": ROOT / "passes",
 # low to high: a module may import modules of its own layer and of the layers below
 LAYERS = [
     ("base", ["irkit.checkout", "irkit.errors", "irkit.safe_io", "irkit.data", "irkit.version",
-              "irkit.signature", "irkit.distributed"]),  # leaves: they import no other irkit module
-    ("ir", ["irkit.ir", "irkit.ir_verify"]),
+              "irkit.signature", "irkit.distributed", "irkit.notebook"]),  # leaves
+    ("ir", ["irkit.ir", "irkit.ir_verify", "irkit.ir_display"]),
     ("ops", ["irkit.ops"]),
     ("passes / onnx io", ["irkit.passes", "irkit.onnx_io"]),
     ("runtimes", ["irkit.runtimes"]),
     # run graphs: traced functions, the ONNX-file optimizer
-    ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize"]),
+    ("functions / tools", ["irkit.function", "irkit", "irkit.graph_optimize", "irkit.tensors",
+                           "irkit.tensor_shape", "irkit.tensor_math", "irkit.numpy",
+                           "irkit.trees"]),
     ("nn", ["irkit.nn"]),
     ("train", ["irkit.train", "irkit.spec"]),
     ("cli", ["irkit.cli"]),

@@ -59,3 +59,14 @@ def test_readme_lab_commands_run_as_written(tmp_path):
     assert "confusion (rows: true class, columns: predicted)" in result.stdout
     for name in ("mlp.png", "over.png", "predictions.csv", "mlp_ck/best.onnx", "linear.onnx"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_readme_pictures_are_in_the_repository():
+    """Every picture the README shows (the overfitting run's curves) is a file in the clone."""
+    with open(README, encoding="utf-8") as f:
+        pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", f.read())
+    assert pictures, "the README shows the overfitting run's curves"
+    for picture in pictures:
+        path = os.path.join(os.path.dirname(README), picture)
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n", picture

@@ -19,34 +19,27 @@ from irkit.train import OPTIMIZERS, Adam, Model, Optimizer, Sequential, register
 from irkit.train.losses import LOSSES, Loss, register_loss
 from irkit.train.settings import resolve
 
-
 # ---- an optimizer added at run time: one class, one registry line ---------------------------
-@dataclass
-class SignSGD(Optimizer):
-    """p' = p - lr * scale * sign(g)."""
-
-    scale: float = 1.0
-    name: ClassVar[str] = "signsgd"
-
-    def update(self, p, g, state, shared):
-        return ops.Sub(p, ops.Mul(ops.Mul(ops.Sign(g), self.scale), shared["lr"])), {}
-
-
+# written once as source: this process execs it, and the CLI's subprocesses run it too
 SIGN_SGD_SOURCE = '''
 from dataclasses import dataclass
 from typing import ClassVar
 from irkit import ops
 from irkit.train import Optimizer, register_optimizer
 
-@register_optimizer
 @dataclass
 class SignSGD(Optimizer):
+    """p' = p - lr * scale * sign(g)."""
     scale: float = 1.0
     name: ClassVar[str] = "signsgd"
 
     def update(self, p, g, state, shared):
         return ops.Sub(p, ops.Mul(ops.Mul(ops.Sign(g), self.scale), shared["lr"])), {}
 '''
+_NAMESPACE: dict = {}
+exec(compile(SIGN_SGD_SOURCE, "SignSGD", "exec", dont_inherit=True), _NAMESPACE)
+SignSGD = _NAMESPACE["SignSGD"]
+REGISTERED = SIGN_SGD_SOURCE + "register_optimizer(SignSGD)\n"
 
 
 @pytest.fixture
@@ -79,7 +72,7 @@ def test_a_new_optimizer_trains_from_python(sign_sgd) -> None:
 
 def test_a_new_optimizer_trains_from_the_cli(tmp_path) -> None:
     out = tmp_path / "m.onnx"
-    code = SIGN_SGD_SOURCE + (
+    code = REGISTERED + (
         "from irkit.cli import main\n"
         f"main(['train', 'iris_mlp', '--optimizer', 'signsgd', '--lr', '0.01', '--epochs', "
         f"'3', '--json', '-o', {str(out)!r}])\n")
@@ -88,7 +81,7 @@ def test_a_new_optimizer_trains_from_the_cli(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert len(report["history"]["loss"]) == 3 and out.stat().st_size > 0
-    listed = subprocess.run([sys.executable, "-c", SIGN_SGD_SOURCE + (
+    listed = subprocess.run([sys.executable, "-c", REGISTERED + (
         "from irkit.cli import main\nmain(['list', 'optimizers', '--json'])\n")],
         capture_output=True, text=True, cwd=tmp_path, timeout=120)
     names = [o["name"] for o in json.loads(listed.stdout)["optimizers"]]
@@ -103,6 +96,14 @@ def test_a_recipe_sets_a_new_optimizers_hyperparameter(sign_sgd) -> None:
         resolve({"optimizer": "signsgd", "momentum": 0.9}, names=("recipe",))
     with pytest.raises(SpecError, match="scale must be a number >= 0"):
         resolve({"optimizer": "signsgd", "scale": -1.0}, names=("recipe",))
+
+
+def test_a_file_from_before_the_registry_still_resumes() -> None:
+    """Older files record momentum/nesterov/weight_decay for every optimizer."""
+    from irkit.train.settings import from_json
+    old = '{"optimizer": "adam", "momentum": 0.0, "nesterov": false, "weight_decay": 0.01}'
+    s = resolve(from_json(old), names=("file",))
+    assert s.optimizer == "adam" and s.optimizer_config == {"weight_decay": 0.01}
 
 
 def test_hyperparameters_of_another_optimizer_below_are_dropped() -> None:

@@ -128,15 +128,21 @@ def test_train_passes_equal_batch_by_batch_steps(features, batch, n):
 
 
 class _ScriptedRunner:
-    """A StepRunner whose epochs report the given training losses (no validation)."""
+    """A StepRunner whose epochs report the given training losses (no validation), and whose
+    starting weights have the loss `start`."""
 
-    def __init__(self, losses):
+    def __init__(self, losses, start=1.0):
         self.losses, self.state = iter(losses), {"w": np.zeros(2, np.float32)}
+        self.start = start
 
     def train(self, staged, order, batch_size, on_batch=None):
         from irkit.runtimes.base import Totals
         self.state["w"] = self.state["w"] + 1
         return Totals(next(self.losses) * len(order), 0.0, len(order))
+
+    def evaluate(self, staged, batch_size):
+        from irkit.runtimes.base import Totals
+        return Totals(self.start * len(staged[0]), 0.0, len(staged[0]))
 
     def read_state(self, names=None):
         return {n: v.copy() for n, v in self.state.items()}
@@ -145,24 +151,28 @@ class _ScriptedRunner:
         self.state.update(values)
 
 
-@pytest.mark.parametrize("losses, diverged", [
-    ([2e-8, 1e-3, 0.1], False),    # a fit that continues a trained model starts near 0
-    ([1.5, 0.2, 3e3], False),
-    ([1.5, 0.2, 2e4], True),       # 10^4 times the first epoch's loss
-    ([0.01, 0.2, 2e4], True),      # 10^4 times 1, when the first was below 1
-    ([1.5, float("nan"), 1.0], True)])
-def test_divergence_is_growth_over_the_first_loss_or_a_non_finite_loss(losses, diverged):
+@pytest.mark.parametrize("start, losses, diverged", [
+    (2e-8, [2e-8, 1e-3, 0.1], False),    # a fit that continues a trained model starts near 0
+    (1.5, [1.5, 0.2, 3e3], False),
+    (1.5, [1.5, 0.2, 2e4], True),        # 10^4 times the starting weights' loss
+    (0.01, [0.01, 0.2, 2e4], True),      # 10^4 times 1, when the start was below 1
+    (1.5, [1.5, float("nan"), 1.0], True),
+    (1.1, [3e12, 1e12, 5e11], True)])    # the first epoch already exploded (Adam at lr 1e6)
+def test_divergence_is_growth_over_the_start_or_a_non_finite_loss(start, losses, diverged):
     from irkit.errors import DataError
     from irkit.train.trainer import Trainer
-    trainer = Trainer(_ScriptedRunner(losses), False, ["w"])
+    trainer = Trainer(_ScriptedRunner(losses, start), False, ["w"])
     x = (np.zeros((4, 1), np.float32), np.zeros(4, np.int64))
     if not diverged:
         assert trainer.fit(x, None, len(losses), 2).history["loss"] == pytest.approx(losses)
         return
     with pytest.raises(DataError, match="training diverged") as err:
         trainer.fit(x, None, len(losses), 2)
-    assert "keeps the best weights" in str(err.value)
-    assert trainer.runner.state["w"][0] < len(losses)  # the best epoch's weights, restored
+    if losses[0] < 1e4:
+        assert "keeps the best weights" in str(err.value)
+        assert trainer.runner.state["w"][0] < len(losses)  # the best epoch's, restored
+    else:
+        assert "epoch 1: " in str(err.value) and "nothing was kept" in str(err.value)
 
 
 def test_passes_of_other_sizes_share_the_buffers_and_still_equal_explicit_steps():

@@ -8,14 +8,13 @@ only when a command asks for it).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import click
 
-from irkit.cli.app import JSON_OPTION, done, handle_errors, main, save_graph
-from irkit.errors import IrkitError, escape
+from irkit.cli.app import JSON_OPTION, check_onnx_outputs, done, handle_errors, main, save_graph
+from irkit.errors import IrkitError, escape, json_text
 
 printable = escape  # a name fit for a terminal: control and unprintable characters escaped
 
@@ -190,7 +189,7 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
     if graphml_path:
         write_atomic(graphml_path, to_graphml(graph))
     if as_json:
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_text(info, indent=2))
         return
     _print_report(info)
     for path in (dot_path, graphml_path):
@@ -232,10 +231,11 @@ def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) 
     from irkit.graph_optimize import optimize_file
     from irkit.safe_io import check_outputs, write_atomic
     check_outputs({"-o": output}, [model])
+    check_onnx_outputs({"-o": output})
     proto, report = optimize_file(model, batch, repeats, _latency)
     write_atomic(output, proto.SerializeToString())
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(json_text(report, indent=2))
         return
     click.echo(f"nodes: {report['nodes_before']} -> {report['nodes_after']}")
     if report["dropped_training_info"]:
@@ -266,6 +266,7 @@ def grad(model: str, of: str, wrt: str, output: str, as_json: bool) -> None:
     from irkit.passes import AutodiffPass
     from irkit.safe_io import check_outputs
     check_outputs({"-o": output}, [model])
+    check_onnx_outputs({"-o": output})
     graph = load(model)
     names = [n.strip() for n in wrt.split(",") if n.strip()]
     if not graph.has_value(of) or of not in [v.name for v in graph.outputs]:
@@ -282,23 +283,56 @@ def grad(model: str, of: str, wrt: str, output: str, as_json: bool) -> None:
 
 
 # ---- ops ----------------------------------------------------------------------------------
-@main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@handle_errors
-def ops(as_json: bool) -> None:
-    """Every supported op, its opset and whether it has a gradient."""
+def op_rows() -> list[dict[str, Any]]:
+    """One row per registered op: name, domain, opsets, gradient, family (its ops/ module)."""
     from irkit.onnx_io import IRKIT_OPSET, MIN_OPSET
     from irkit.ops import all_ops
     # since..until: the ai.onnx opsets irkit reads and writes the op in (import converts older
     # files; export converts to newer ones); semantics_since: when ONNX last changed the op
-    rows = [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": max(o.since, MIN_OPSET),
+    return [{"op": o.op_type, "domain": o.domain or "ai.onnx", "since": max(o.since, MIN_OPSET),
              "until": IRKIT_OPSET, "semantics_since": o.since,
              "gradient": o.has_gradient and o.differentiable,
-             "differentiable": o.differentiable} for o in all_ops()]
+             "differentiable": o.differentiable,
+             "family": type(o).__module__.rsplit(".", 1)[-1]} for o in all_ops()]
+
+
+def ops_markdown(rows: list[dict[str, Any]]) -> str:
+    """The supported-ops table of README.md: one row per op family, the ops with a gradient
+    and those without, an op read from a later opset than the rest marked with it."""
+    low, high = min(r["since"] for r in rows), rows[0]["until"]
+
+    def name(r: dict[str, Any]) -> str:
+        mark = f" ({r['since']}+)" if r["since"] > low else ""
+        domain = "" if r["domain"] == "ai.onnx" else f"{r['domain']}."
+        return f"{domain}{r['op']}{mark}"
+    lines = [f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with a gradient. The IR "
+             f"holds ai.onnx opset {high}'s semantics: import converts",
+             f"other opsets to it, export writes opset {high} (or `--opset N`). An op marked "
+             f"(N+) has its present",
+             f"semantics since opset N (the others since {low} or before).", "",
+             "| family | with a gradient | not differentiable |", "|---|---|---|"]
+    for family in sorted({r["family"] for r in rows}):
+        mine = [r for r in rows if r["family"] == family]
+        cells = [", ".join(name(r) for r in mine if r["gradient"] == flag) or "-"
+                 for flag in (True, False)]
+        lines.append(f"| {family} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--markdown", is_flag=True, help="Print the README's supported-ops table.")
+@handle_errors
+def ops(as_json: bool, markdown: bool) -> None:
+    """Every supported op, its opset and whether it has a gradient."""
+    rows = op_rows()
     if as_json:
-        click.echo(json.dumps({"count": len(rows),
+        click.echo(json_text({"count": len(rows),
                                "with_gradient": sum(r["gradient"] for r in rows),
                                "ops": rows}, indent=2))
+        return
+    if markdown:
+        click.echo(ops_markdown(rows))
         return
     for r in rows:
         grad_mark = "gradient" if r["gradient"] else ("-" if r["differentiable"] else "no grad")
@@ -307,7 +341,7 @@ def ops(as_json: bool) -> None:
 
 
 # ---- list ----------------------------------------------------------------------------------
-KINDS = ("optimizers", "losses", "layers", "runtimes", "recipes", "datasets")
+KINDS = ("optimizers", "losses", "metrics", "layers", "runtimes", "recipes", "datasets")
 
 
 def registries() -> dict[str, list[dict[str, Any]]]:
@@ -316,6 +350,7 @@ def registries() -> dict[str, list[dict[str, Any]]]:
     from irkit.runtimes import runtime_names
     from irkit.spec import LAYERS, bundled_recipes, layer_arguments
     from irkit.train.losses import LOSSES
+    from irkit.train.metrics import METRICS
     from irkit.train.optimizers import OPTIMIZERS
     return {
         "optimizers": [{"name": n, "hyperparameters": {f.name: f.default for f in c.fields()}}
@@ -323,6 +358,7 @@ def registries() -> dict[str, list[dict[str, Any]]]:
         "losses": [{"name": n, "aliases": list(loss.aliases),
                     "task": "classify" if loss.classification else "regress"}
                    for n, loss in LOSSES.items()],
+        "metrics": [{"name": n, "task": m.task} for n, m in METRICS.items()],
         "layers": [{"name": n, "arguments": sorted(layer_arguments(n))} for n in LAYERS],
         "runtimes": [{"name": n} for n in runtime_names()],
         "recipes": [{"name": n} for n in bundled_recipes()],
@@ -349,12 +385,13 @@ def _row(entry: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def list_registries(kind: str | None, as_json: bool) -> None:
-    """What irkit knows, by KIND: optimizers (with their hyperparameters), losses, layers a
-    recipe can name, runtimes, bundled recipes and datasets (all of them without KIND)."""
+    """What irkit knows, by KIND: optimizers (with their hyperparameters), losses, metrics
+    (beyond accuracy), layers a recipe can name, runtimes, bundled recipes and datasets (all of
+    them without KIND)."""
     found = registries()
     found = {kind: found[kind]} if kind else found
     if as_json:
-        click.echo(json.dumps(found, indent=2, default=str))
+        click.echo(json_text(found, indent=2))
         return
     for name, entries in found.items():
         click.echo(f"{name}:")

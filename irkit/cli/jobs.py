@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from irkit import distributed
+from irkit.cli.app import check_onnx_outputs
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
 from irkit.safe_io import check_outputs
@@ -25,8 +26,9 @@ from irkit.signature import (
 )
 from irkit.spec import Recipe, load_recipe
 from irkit.train.callbacks import TrainingCheckpoint
+from irkit.train.inputs import as_inputs, first_rows
 from irkit.train.model import Model, load_model
-from irkit.train.plot import save_png
+from irkit.train.plot import plot_format, plot_png
 from irkit.train.report import overfitting_report
 from irkit.train.settings import Settings, from_json, resolve
 from irkit.train.sources import ModuleSource
@@ -38,6 +40,9 @@ def is_onnx(path: str) -> bool:
 
 def model_from_recipe(recipe: Recipe, data: Dataset, settings: Settings) -> Model:
     """The recipe's model, sized for `data`, with the metadata irkit needs to resume."""
+    if isinstance(data.x, dict):
+        raise DataError(f"{data.name}: a recipe's model has one input; give its features as "
+                        f"one array x, not {', '.join(data.x)}")
     source = ModuleSource(recipe.build(), tuple(data.x.shape[1:]), seed=settings.seed)
     if recipe.scaling != "none":
         source.metadata.update({META_NORMALIZE: "normalize", META_SCALING: recipe.scaling,
@@ -85,7 +90,16 @@ def prepare(source: str, options: dict[str, Any]) -> tuple[Model, Settings, Data
     s = resolve(saved, cli, names=(f"{source} settings", "command line"))
     data = _dataset_for(s, stored)
     model.compile(settings=s)
+    _check_targets(data, s)
     return model, s, data
+
+
+def _check_targets(data: Dataset, s: Settings) -> None:
+    """A dataset without targets suits only a loss the model computes (--loss output:NAME)."""
+    from irkit.train.losses import get_loss
+    if data.y is None and get_loss(s.loss).reads_target:
+        raise DataError(f"{data.name}: no array 'y' (the targets); add one, or train on a loss "
+                        "the model computes (--loss output:NAME)")
 
 
 def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
@@ -116,24 +130,29 @@ def run_training(source: str, output: str, progress: bool = True,
     if distributed.world_size() > 1:
         distributed.comm()  # start MPI first: a failure from here on ends the job at once
     root = distributed.is_root()
-    callbacks = list(callbacks or []) + (_file_hooks(inputs, output, save_training,
-                                                     checkpoint, plot) if root else [])
-    model, s, data = prepare(source, options)
-    first = model.epochs_done
-    history = model.fit(data.x, data.y, epochs=first + s.epochs,
-                        verbose=1 if progress else 0, callbacks=callbacks)
+    hooks = _file_hooks(inputs, output, save_training, checkpoint, plot) if root else []
+    try:
+        model, s, data = prepare(source, options)
+        first = model.epochs_done
+        history = model.fit(data.x, data.y, epochs=first + s.epochs,
+                            verbose=1 if progress else 0,
+                            callbacks=list(callbacks or []) + hooks)
+    finally:  # a failed or interrupted run lets go of its checkpoint folder too
+        for hook in hooks:
+            hook.release()
     final = _final_figures(model, data, s)
     report = overfitting_report(history, first + s.epochs, s.keep_best)
-    if root:
-        _write_outputs(model, output, save_training)
-        if plot is not None:
-            save_png(history, plot, title=f"{model.name} on {s.dataset}")
+    if root:  # the image is drawn first: a plot that fails leaves -o unwritten too
+        image = [] if plot is None else [(plot, plot_png(
+            history, f"{model.name} on {s.dataset}", plot_format(plot)))]
+        _write_outputs(model, output, save_training, image)
     return {"source": source, "output": output, "save_training": save_training,
             "checkpoint": checkpoint, "plot": plot,
             "dataset": s.dataset, "device": model._runner.device,
             "workers": distributed.world_size(),
             "epochs_run": history.epochs - first, "epochs_total": history.epochs,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
+            "start_loss": history.start_loss,
             "history": history.history, "final": final, "report": report.as_dict(),
             "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
 
@@ -142,10 +161,11 @@ def _file_hooks(inputs: list[str], output: str, save_training: str | None,
                 checkpoint: str | None, plot: str | None) -> list:
     """Check every output before work starts; the checkpoint callback (if asked for)."""
     check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
+    check_onnx_outputs({"-o": output, "--save-training": save_training})
     if plot is not None:  # fail before training on a bad name or without matplotlib
-        from irkit.train.plot import _pyplot, plot_format
+        from irkit.train.plot import require_matplotlib
         plot_format(plot)
-        _pyplot()
+        require_matplotlib()
     if checkpoint is None:
         return []
     saver = TrainingCheckpoint(checkpoint)
@@ -160,9 +180,11 @@ def _final_figures(model: Model, data: Dataset, s: Settings) -> dict[str, float]
     return {f"{prefix}{k}": v for k, v in model.evaluate(x, y).items()}
 
 
-def _write_outputs(model: Model, output: str, save_training: str | None) -> None:
-    """The model and the training file, with one pair id, written together: both temporary
-    files complete before either is renamed into place (safe_io.write_all_atomic)."""
+def _write_outputs(model: Model, output: str, save_training: str | None,
+                   others: list[tuple[str, bytes]]) -> None:
+    """The model and the training file, with one pair id, and the `others` (the --plot
+    image), written together: every temporary file complete before any is renamed into
+    place (safe_io.write_all_atomic)."""
     from irkit.onnx_io import model_bytes
     from irkit.safe_io import write_all_atomic
     pair = os.urandom(8).hex()
@@ -173,7 +195,7 @@ def _write_outputs(model: Model, output: str, save_training: str | None) -> None
         proto = model.training_proto()
         proto.metadata_props.add(key=META_PAIR, value=pair)
         files.insert(0, (save_training, proto.SerializeToString()))
-    write_all_atomic(files)
+    write_all_atomic(files + others)
 
 
 def export_graph(source: str, training: bool, data: str | None, loss: str | None,
@@ -183,10 +205,10 @@ def export_graph(source: str, training: bool, data: str | None, loss: str | None
         from irkit.onnx_io import load
         return load(source)
     model, s, dataset = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
-    model.source.ensure_input(dataset.x)
+    model.source.ensure_input(as_inputs(dataset.x, model.source.input_specs(), dataset.name))
     if not training:
         return model.source.build(training=False)
-    graphs = model.prepare(dataset.x[:1])
+    graphs = model.prepare(first_rows(dataset.x, 1))
     graphs.train.metadata = dict(model.source.metadata)
     return graphs.train
 
@@ -196,18 +218,22 @@ def export_training_model(source: str, data: str | None, loss: str | None,
     """A ModelProto with training_info for a recipe or ONNX model (its stored state, or a
     fresh one)."""
     model, s, dataset = prepare(source, {"data": data, "loss": loss, "optimizer": optimizer})
-    model.prepare(dataset.x[:1], runner=True)
+    model.prepare(first_rows(dataset.x, 1), runner=True)
     return model.training_proto(opset)
 
 
 def read_history(path: str) -> dict:
     """A history JSON document as `irkit train --json` writes it (for plots)."""
     from irkit.safe_io import read_capped
+    from irkit.train.histories import checked_history
     try:
         doc = json.loads(read_capped(path, "recipe", "history file"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise IrkitError(f"{path}: not a JSON history (write one with irkit train --json)") \
             from None
+    except RecursionError:  # json's parser recurses once per nested array or object
+        raise IrkitError(f"{path}: the JSON is nested too deeply for a history (irkit train "
+                         "--json writes one)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("history"), dict):
         raise IrkitError(f"{path}: no `history` object (write one with irkit train --json)")
-    return doc
+    return checked_history(doc, path)

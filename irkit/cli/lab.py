@@ -6,12 +6,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from irkit.cli.app import DEVICE, JSON_OPTION, handle_errors, main
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, escape, json_text
 
 TASK = click.Choice(["classify", "regress"])
 
@@ -64,9 +62,19 @@ def evaluate(model: str, data: str, label_column: str, split: str, val_split: fl
     figures = {"model": model, "data": data, **(subset or {}),
                **score(predictor, x, y, task, classes)}
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        click.echo(json_text(figures, indent=2))
         return
-    click.echo(_describe(figures))
+    click.echo(_describe(_printable_names(figures)))
+
+
+def _printable_names(f: dict) -> dict:
+    """The figures with the names that come from files (classes, paths) escaped for a
+    terminal: no ESC, CR, LF or other control character reaches it raw (irkit.errors.escape)."""
+    f = {**f, "model": escape(f["model"]), "data": escape(f["data"])}
+    if "classes" in f:
+        f["classes"] = [escape(c) for c in f["classes"]]
+        f["per_class"] = [{**c, "class": escape(c["class"])} for c in f["per_class"]]
+    return f
 
 
 def _describe(f: dict) -> str:
@@ -119,18 +127,18 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
     if output is not None:
         write_predictions(predictions, output)
     if as_json:
-        click.echo(json.dumps({"model": model, "data": data, "output": output,
+        click.echo(json_text({"model": model, "data": data, "output": output,
                                "rows": int(len(x)), **predictions.to_dict()}))
     elif output is not None:
         click.echo(f"wrote {output}: {len(x)} predictions")
     else:
-        click.echo(predictions.to_csv(), nl=False)
+        click.echo(predictions.to_csv(terminal=True), nl=False)
 
 
 @main.command()
 @click.argument("history")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write a .png (.svg, .pdf) image (needs irkit[plot]); without it, a text "
+              help="Write a .png (.svg, .pdf) image (needs matplotlib); without it, a text "
               "chart.")
 @click.option("--title", help="The PNG's title.")
 @JSON_OPTION
@@ -149,7 +157,7 @@ def plot(history: str, output: str | None, title: str | None, as_json: bool) -> 
         save_png(doc, output, title)
     report = overfitting_report(doc)
     if as_json:  # the figures, and the file when one was written (no text chart)
-        click.echo(json.dumps({"output": output, "report": report.as_dict()}, indent=2))
+        click.echo(json_text({"output": output, "report": report.as_dict()}, indent=2))
         return
     if output is not None:
         click.echo(f"wrote {output}")

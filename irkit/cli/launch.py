@@ -11,10 +11,13 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 
-from irkit.distributed import INSTALL_HINT, world_size
+from irkit.distributed import INSTALL_HINT, READY_DIR, world_size
 from irkit.errors import RuntimeUnavailableError
 
 
@@ -30,23 +33,101 @@ def find_mpiexec() -> str:
 def launch(args: list[str], workers: int) -> int:
     """Run `irkit ARGS` in `workers` processes under mpiexec on this machine; returns the exit
     code. Worker output passes through; mpiexec's own banners are replaced by one line naming
-    the rank that died, when no worker said why."""
+    the rank that died, when no worker said why. The workers must start within
+    IRKIT_LAUNCH_TIMEOUT seconds (default 60); a signal or error here ends the whole job."""
     if world_size() > 1:
         raise RuntimeUnavailableError("--workers starts mpiexec itself; under mpiexec leave "
                                       "it out (mpiexec -n sets the number of workers)")
+    check_worker_count(workers)
     command = [find_mpiexec(), "-print-all-exitcodes", "-n", str(workers), sys.executable,
                "-m", "irkit.cli", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    relay = _Relay()
-    try:
-        relay.run({proc.stdout.fileno(): sys.stdout, proc.stderr.fileno(): sys.stderr})
-        code = proc.wait()
-    except KeyboardInterrupt:
-        proc.wait()
-        return 130
+    with tempfile.TemporaryDirectory(prefix="irkit-launch-") as ready:
+        env = {**os.environ, READY_DIR: ready}
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, preexec_fn=_end_with_parent)
+        relay = _Relay()
+        try:
+            relay.run({proc.stdout.fileno(): sys.stdout, proc.stderr.fileno(): sys.stderr},
+                      _launch_watch(ready, workers))
+            code = proc.wait()
+        except BaseException:  # a signal, a launch past its time: the job ends with us
+            _stop(proc)
+            raise
     if code != 0 and not relay.worker_spoke:
         sys.stderr.write(f"irkit: error: {relay.culprit(code)}\n")
     return code
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_worker_count(workers: int) -> None:
+    """At most one worker per usable core (at least 2, so that a one-core machine can still
+    try a job): a data-parallel job with more only contends, and a thousand workers of
+    onnxruntime would not start at all."""
+    cores = usable_cores()
+    if workers > max(2, cores):
+        raise RuntimeUnavailableError(f"--workers {workers}: this machine has {cores} usable "
+                                      f"core{'s' if cores != 1 else ''}; use --workers "
+                                      f"{max(2, cores)} or fewer (or mpiexec on more machines)")
+
+
+def launch_timeout() -> float:
+    raw = os.environ.get("IRKIT_LAUNCH_TIMEOUT", "60")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise RuntimeUnavailableError(f"IRKIT_LAUNCH_TIMEOUT={raw!r}: give the seconds the "
+                                      "workers may take to start (a number > 0)")
+    return value
+
+
+def _launch_watch(ready: str, workers: int):
+    """A check for the relay: raises once the launch has taken longer than launch_timeout()
+    without every worker having started MPI (each marks READY_DIR); None when all have."""
+    deadline = time.monotonic() + launch_timeout()
+
+    def check() -> bool:
+        started = len(os.listdir(ready))
+        if started >= workers:
+            return False  # launched: stop watching
+        if time.monotonic() > deadline:
+            raise RuntimeUnavailableError(
+                f"only {started} of {workers} workers started within {launch_timeout():g} s; "
+                "the job was stopped (fewer --workers, or raise IRKIT_LAUNCH_TIMEOUT)")
+        return True
+    return check
+
+
+def _end_with_parent() -> None:
+    """In mpiexec before it starts: SIGTERM to it when the launcher dies (even by SIGKILL), so
+    that no job trains on, orphaned, and writes -o later (Linux; elsewhere nothing)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001  (no prctl here)
+        pass
+
+
+def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End the job: SIGTERM to mpiexec (Hydra ends every worker), SIGKILL after `grace`."""
+    for pipe in (proc.stdout, proc.stderr):
+        pipe.close()  # workers writing now get EPIPE instead of blocking on a full pipe
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 # the lines Hydra (MPICH's mpiexec) prints around a failed job
@@ -66,15 +147,18 @@ class _Relay:
         self.exit_string = ""
         self.worker_spoke = False   # a worker printed its own `irkit: error:` line
 
-    def run(self, pipes: dict) -> None:
-        """Relay until every pipe (fd -> text stream to copy to) is closed."""
+    def run(self, pipes: dict, watch=None) -> None:
+        """Relay until every pipe (fd -> text stream to copy to) is closed; `watch()`, if
+        given, is called every 0.05 s or sooner until it returns False (it may raise)."""
         import selectors
         pending = dict.fromkeys(pipes, b"")
         with selectors.DefaultSelector() as sel:
             for fd in pipes:
                 sel.register(fd, selectors.EVENT_READ)
             while pending:
-                for key, _ in sel.select():
+                if watch is not None and not watch():
+                    watch = None
+                for key, _ in sel.select(0.05 if watch is not None else None):
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
                         sel.unregister(key.fd)

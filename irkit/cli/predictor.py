@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irkit.errors import DataError, ModelFileError
+from irkit.errors import DataError, IrkitError, ModelFileError, escape, json_text
 from irkit.signature import META_CLASSES, META_SETTINGS
+from irkit.train.scores import log_probabilities
 
 BATCH = 1024
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
@@ -30,9 +31,8 @@ class OnnxPredictor:
     """An ONNX file on onnxruntime: `predictor(x)` -> the first output for each row of x."""
 
     def __init__(self, path: str, device: str = "cpu") -> None:
-        from irkit.onnx_io import load_proto
         from irkit.runtimes.onnxruntime import make_session, resolve_device
-        proto = load_proto(path)
+        proto = _checked_proto(path)
         self.path = path
         self.metadata = {p.key: p.value for p in proto.metadata_props}
         try:
@@ -60,7 +60,7 @@ class OnnxPredictor:
         if text.lstrip().startswith("["):  # a JSON list (names that hold commas)
             try:
                 names = json.loads(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):  # damaged, or nested too deeply
                 return None
             return [str(n) for n in names] if isinstance(names, list) else None
         return text.split(",")
@@ -101,7 +101,33 @@ class OnnxPredictor:
             parts.append(out[:len(out) - pad])
         if not parts:
             raise DataError("the data has no rows")
-        return np.concatenate(parts)
+        return self._finite(np.concatenate(parts), x)
+
+    def _finite(self, out: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """`out`, unless a row of it is NaN or infinite (a prediction, and a score, that would
+        be nonsense): DataError naming the row."""
+        if out.dtype.kind in "fc" and not np.isfinite(out).all():
+            bad = ~np.isfinite(out.reshape(len(out), -1))
+            row = int(np.nonzero(bad.any(axis=1))[0][0])
+            big = float(np.abs(x[row]).max()) if x[row].size else 0.0
+            raise DataError(f"{self.path}: the model's output for row {row + 1} is NaN or "
+                            f"infinite (its largest feature is {big:.3g}); scale the data as "
+                            "the model was trained, or check the model")
+        return out
+
+
+def _checked_proto(path: str):
+    """The model file, read within the caps and checked as irkit checks every file it imports
+    (structure, tensors, attributes, onnx's node schemas and shape inference) before
+    onnxruntime sees it; a ModelFileError that names the file."""
+    from irkit.onnx_io import check_schemas, load_proto, validate_model
+    proto = load_proto(path)
+    try:
+        validate_model(proto)
+        check_schemas(proto)
+    except IrkitError as e:
+        raise type(e)(f"{path}: {e}") from None
+    return proto
 
 
 def _scores_are(proto, output: str, from_irkit: bool) -> str | None:
@@ -127,28 +153,6 @@ def task_of(predictor: OnnxPredictor, scores: np.ndarray, y: np.ndarray | None =
             return "regress"
         return "classify"
     return "regress"
-
-
-def log_probabilities(scores: np.ndarray, kind: str | None = None) -> tuple[np.ndarray, str]:
-    """Log class probabilities of scores (N, C) or (N, 1) for two classes, and what the
-    scores were: `kind` ('probabilities' or 'logits'), or judged from the values."""
-    s = np.asarray(scores, np.float64).reshape(len(scores), -1)
-    if s.shape[1] == 1:  # one score per row: P(class 1), or its logit
-        kind = kind or ("probabilities" if ((s >= 0) & (s <= 1)).all() else "logits")
-        z = np.log(np.clip(s, 1e-300, 1)) - np.log(np.clip(1 - s, 1e-300, 1)) \
-            if kind == "probabilities" else s
-        s = np.concatenate([np.zeros_like(z), z], axis=1)  # softmax([0, z]) = [1-p, p]
-        return s - _logsumexp(s), kind
-    if kind is None and (s >= 0).all() and np.allclose(s.sum(axis=1), 1.0, atol=1e-3):
-        kind = "probabilities"
-    if kind == "probabilities":
-        return np.log(np.clip(s, 1e-300, None)), "probabilities"
-    return s - _logsumexp(s), "logits"
-
-
-def _logsumexp(s: np.ndarray) -> np.ndarray:
-    m = s.max(axis=1, keepdims=True)
-    return m + np.log(np.exp(s - m).sum(axis=1, keepdims=True))
 
 
 @dataclass
@@ -178,16 +182,34 @@ class Predictions:
             return {"task": self.task, "classes": self.classes, "scores_are": self.scores_are,
                     "predicted": [self.classes[k] for k in self.labels],
                     "labels": [int(k) for k in self.labels],
-                    "probabilities": self.probabilities.round(6).tolist()}
+                    "probabilities": self.probabilities.round(6).tolist(),
+                    # the model's own outputs, as Python's Model.predict(x) returns them
+                    "outputs": self.outputs.reshape(len(self.outputs), -1).tolist()}
         return {"task": self.task, "outputs": self.outputs.reshape(
             len(self.outputs), -1).tolist()}
 
-    def to_csv(self) -> str:
+    def to_csv(self, terminal: bool = False) -> str:
+        """The rows as CSV (the csv module quotes commas, quotes and newlines); a text cell
+        that a spreadsheet would run as a formula (= + - @ tab CR first) gets a leading '
+        (OWASP's rule against CSV injection): class names come from files. For a terminal
+        (`terminal`: printed on stdout) every non-printable character of a text cell (ESC,
+        CR, LF, BEL, ...) is written as an escape, so a name cannot drive the terminal."""
+        import csv
         header, rows = self.rows()
-        lines = [",".join(header)]
-        lines += [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r)
-                  for r in rows]
-        return "\n".join(lines) + "\n"
+        out = io.StringIO()
+        plain = csv.writer(out, lineterminator="\n")
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        for row in [header, *rows]:
+            cells = [f"{v:.6g}" if isinstance(v, float) else _cell(v, terminal) for v in row]
+            # the csv module quotes a cell holding LF (the line terminator) but not one
+            # holding a lone CR, which readers take as a line break: such a row is all quoted
+            (quoted if any("\r" in c for c in cells) else plain).writerow(cells)
+        return out.getvalue()
+
+
+def _cell(value, terminal: bool = False) -> str:
+    text = escape(value) if terminal else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _class_names(predictor: OnnxPredictor, width: int,
@@ -233,22 +255,46 @@ def read_features(source: str, label_column: str = "label", labels: bool = True
         ds = load_dataset(source, label_column=label_column)
         return ds.x, ds.y, ds.classes
     columns = [i for i, h in enumerate(header) if h != label_column]
+    guess = _label_guess(text, header, columns)
+    if labels and guess is not None:
+        raise DataError(f"{source}: no column {label_column!r} in the header; if {guess!r} "
+                        f"holds the labels, pass --label-column {guess}")
     try:
         x = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2, skiprows=1,
                        usecols=columns)
     except ValueError as e:
+        hint = f" (if {guess!r} holds the labels, pass --label-column {guess})" if guess else ""
         raise DataError(f"{source}: {str(e).splitlines()[0]}; every feature cell must be a "
-                        "number") from None
+                        f"number{hint}") from None
     if not np.isfinite(x).all():
         raise DataError(f"{source}: NaN or inf in the features; clean the data first")
-    return x.astype(np.float32), None, None
+    x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        row, column = (int(i[0]) for i in np.nonzero(~np.isfinite(x32)))
+        raise DataError(f"{source}: row {row + 1}, feature {column + 1}: {x[row, column]:g} is "
+                        "beyond float32's range (about 3.4e38); scale the data first")
+    return x32, None, None
+
+
+def _label_guess(text: str, header: list[str], columns: list[int]) -> str | None:
+    """The column that looks like labels in a CSV without the label column: the first whose
+    cell in the first data row is not a number (class names), else None."""
+    lines = text.split("\n", 2)
+    cells = lines[1].split(",") if len(lines) > 1 else []
+    for i in columns:
+        if i < len(cells) and i < len(header):
+            try:
+                float(cells[i].strip().strip('"'))
+            except ValueError:
+                return header[i]
+    return None
 
 
 def write_predictions(predictions: Predictions, path: str) -> None:
     """Write predictions as CSV or JSON (by the file's suffix), atomically."""
     from irkit.safe_io import write_atomic
     if path.endswith(".json"):
-        write_atomic(path, json.dumps(predictions.to_dict(), indent=1).encode())
+        write_atomic(path, json_text(predictions.to_dict(), indent=1).encode())
     else:
         write_atomic(path, predictions.to_csv().encode())
 
@@ -281,7 +327,8 @@ def classification_figures(pred: Predictions, y: np.ndarray,
     k = len(classes)
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (y, pred.labels), 1)
-    logp = np.log(np.clip(pred.probabilities[np.arange(len(y)), y], 1e-300, None))
+    # probabilities of 1 (saturated scores) give a loss of 0.0, never -0.0 or below
+    logp = np.log(np.clip(pred.probabilities[np.arange(len(y)), y], 1e-300, 1.0))
     per_class = []
     for i, name in enumerate(classes):
         tp, predicted, actual = confusion[i, i], confusion[:, i].sum(), confusion[i].sum()
@@ -290,7 +337,7 @@ def classification_figures(pred: Predictions, y: np.ndarray,
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class.append({"class": name, "precision": float(precision), "recall": float(recall),
                           "f1": float(f1), "support": int(actual)})
-    return {"task": "classify", "samples": int(len(y)), "loss": float(-logp.mean()),
+    return {"task": "classify", "samples": int(len(y)), "loss": max(0.0, float(-logp.mean())),
             "accuracy": float(np.trace(confusion) / max(len(y), 1)),
             "macro_f1": float(np.mean([c["f1"] for c in per_class])),
             "scores_are": pred.scores_are, "classes": classes, "per_class": per_class,

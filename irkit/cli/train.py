@@ -5,7 +5,6 @@ The jobs themselves (sources, datasets, settings, files) are in irkit/cli/jobs.p
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -16,12 +15,13 @@ from irkit.cli.app import (
     JSON_OPTION,
     LOSS,
     OPTIMIZER,
+    check_onnx_outputs,
     done,
     handle_errors,
     main,
     save_graph,
 )
-from irkit.errors import IrkitError
+from irkit.errors import IrkitError, json_text
 
 
 # ---- build ---------------------------------------------------------------------------------
@@ -39,6 +39,7 @@ def build(spec: str, output: str, data: str | None, as_json: bool) -> None:
     from irkit.spec import load_recipe
     from irkit.train.settings import resolve
     check_outputs({"-o": output}, [spec] + ([data] if data else []))
+    check_onnx_outputs({"-o": output})
     recipe = load_recipe(spec)
     settings = resolve(recipe.settings(), {"dataset": data})
     ds = load_dataset(_need(settings.dataset, "--data"), label_column=settings.label_column)
@@ -67,7 +68,8 @@ def _need(value, option: str):
 @click.option("--batch-size", type=click.IntRange(min=1), help="Batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
 @click.option("--optimizer", type=OPTIMIZER, help="Optimizer (`irkit list optimizers`).")
-@click.option("--loss", type=LOSS, metavar="NAME", help="Loss (`irkit list losses`).")
+@click.option("--loss", type=LOSS, metavar="NAME", help="Loss (`irkit list losses`), or "
+              "output:NAME for a scalar output the model computes.")
 @click.option("--val-split", type=click.FloatRange(0, 1, max_open=True),
               help="Held-out validation fraction.")
 @click.option("--seed", type=click.IntRange(min=0),
@@ -84,6 +86,10 @@ def _need(value, option: str):
 @click.option("--recompute", metavar="sqrt|BYTES",
               help="Gradient checkpointing: recompute activations in the backward pass instead "
               "of keeping them (sqrt, or a byte budget per segment); less memory, more time.")
+@click.option("--clip-norm", type=click.FloatRange(min=0),
+              help="Clip the gradients to this global L2 norm before each update (0: off).")
+@click.option("--accumulate", type=click.IntRange(1, 65536), metavar="N",
+              help="Sum the gradients of N batches into one update (default 1).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
@@ -93,10 +99,10 @@ def _need(value, option: str):
               help="A folder updated every epoch: best.onnx, last.onnx, last_train.onnx "
               "(resumable) and history.json.")
 @click.option("--plot", metavar="PNG",
-              help="Write the training curves as a .png (.svg, .pdf) image (needs irkit[plot]).")
+              help="Write the training curves as a .png (.svg, .pdf) image (needs matplotlib).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 @click.option("--workers", type=click.IntRange(min=1), help="Train data-parallel in this many "
-              "processes on this machine (starts mpiexec; needs irkit[distributed]).")
+              "processes on this machine (starts mpiexec; needs irkit-nn[distributed]).")
 @handle_errors
 def train(source: str, output: str, as_json: bool, save_training: str | None,
           workers: int | None, **options) -> None:
@@ -119,9 +125,8 @@ def train(source: str, output: str, as_json: bool, save_training: str | None,
     if not distributed.is_root():
         return
     if as_json:  # the overfitting report is in the document ("report")
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json_text(result, indent=2))
     else:
-        click.echo(result["report"]["text"], err=True)
         final = result["final"]
         figures = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
         click.echo(f"best epoch {result['best_epoch']}: {figures}")
@@ -149,7 +154,12 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 # ---- export ----------------------------------------------------------------------------------
 @main.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, help="Where to write the ONNX file.")
+@click.option("-o", "--output", help="Where to write the ONNX file.")
+@click.option("--bundle", metavar="DIR", help="Write a training bundle into the folder DIR "
+              "(train_step.onnx, eval.onnx, model.onnx, state.bin, bundle.json): what "
+              "onnxruntime-web or the C API needs to train without irkit (README).")
+@click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
+@click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--training", is_flag=True, help="A standard ONNX training model: the inference "
               "graph plus training_info (the train step and its update_binding).")
 @click.option("--step", is_flag=True, help="The bare train-step graph (params, state, input, "
@@ -161,15 +171,30 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 @click.option("--optimizer", type=OPTIMIZER, help="Optimizer for --training/--step.")
 @JSON_OPTION
 @handle_errors
-def export(model: str, output: str, training: bool, step: bool, opset: int, data: str | None,
+def export(model: str, output: str | None, bundle: str | None, trainable: str | None,
+           freeze: str | None, training: bool, step: bool, opset: int, data: str | None,
            loss: str | None, optimizer: str | None, as_json: bool) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
-    file round-trips ONNX -> IR -> ONNX; --opset converts)."""
-    from irkit.cli.jobs import export_graph, export_training_model
+    file round-trips ONNX -> IR -> ONNX; --opset converts); --bundle DIR: a training bundle."""
+    from irkit.cli.jobs import export_graph, export_training_model, prepare
     from irkit.safe_io import check_outputs, write_atomic
-    if training and step:
-        raise IrkitError("choose one of --training and --step")
+    if sum(map(bool, (training, step, bundle))) > 1 or not (output or bundle) or (
+            output and bundle):
+        raise click.UsageError("give -o FILE (with at most one of --training, --step) or "
+                               "--bundle DIR")
+    if bundle:
+        from irkit.train.bundle import write_bundle
+        options = {"data": data, "loss": loss, "optimizer": optimizer, "trainable": trainable,
+                   "freeze": freeze}
+        job, settings, dataset = prepare(model, options)
+        contract = write_bundle(job, dataset, settings, bundle, opset)
+        done(as_json, f"wrote the training bundle {bundle} ({contract['state_bytes']} bytes "
+             "of state)", bundle=bundle, state_bytes=contract["state_bytes"])
+        return
+    if trainable or freeze:
+        raise IrkitError("--trainable/--freeze apply to --bundle (irkit train takes them too)")
     check_outputs({"-o": output}, [model] + ([data] if data else []))
+    check_onnx_outputs({"-o": output})
     if training:
         proto = export_training_model(model, data, loss, optimizer, opset)
         write_atomic(output, proto.SerializeToString())
@@ -182,3 +207,23 @@ def export(model: str, output: str, training: bool, step: bool, opset: int, data
     save_graph(graph, output, opset)
     done(as_json, f"wrote {output} ({len(graph.nodes)} nodes, opset {opset})", output=output,
          kind="step" if step else "inference", opset=opset, nodes=len(graph.nodes))
+
+
+# ---- import-state ------------------------------------------------------------------------------
+@main.command("import-state")
+@click.argument("bundle")
+@click.argument("state", required=False)
+@click.option("-o", "--output", required=True, help="Where to write the training file.")
+@JSON_OPTION
+@handle_errors
+def import_state(bundle: str, state: str | None, output: str, as_json: bool) -> None:
+    """Write the training bundle BUNDLE with the state file STATE (what a runtime without
+    irkit trained, in the layout of the bundle's state.bin; default: the initial state) as an
+    irkit training file: evaluate or predict with it, or resume with `irkit train OUTPUT`."""
+    from irkit.safe_io import check_outputs, write_atomic
+    from irkit.train.bundle import training_proto
+    check_outputs({"-o": output}, [p for p in (state,) if p] + [f"{bundle}/state.bin"])
+    proto = training_proto(bundle, state)
+    write_atomic(output, proto.SerializeToString())
+    done(as_json, f"wrote {output} (the bundle's model with the state of "
+         f"{state or 'its state.bin'})", output=output)

@@ -54,6 +54,9 @@ def load_dataset(source: str, label_column: str | None = None) -> Dataset:
     if source in MNIST_PARTS:
         return load_mnist(source)
     if not os.path.lexists(source):
+        if os.sep in source or "/" in source or "." in os.path.basename(source):
+            raise DataError(f"no such file: {source!r} (from {os.getcwd()}); check the path, "
+                            f"or name a bundled dataset: {', '.join(dataset_names())}")
         raise DataError(f"unknown dataset {source!r}: give one of {', '.join(dataset_names())} "
                         "or the path of a .csv, .csv.gz or .npz file")
     if source.endswith(".npz"):

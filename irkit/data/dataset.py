@@ -24,8 +24,8 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 class Dataset:
     """Features, targets and what they mean."""
 
-    x: np.ndarray
-    y: np.ndarray
+    x: np.ndarray | dict[str, np.ndarray]  # a dict: one array per model input, by name
+    y: np.ndarray | None                    # None: no targets (a loss the model computes)
     name: str
     feature_names: list[str] = field(default_factory=list)
     classes: list[str] | None = None
@@ -33,6 +33,39 @@ class Dataset:
     @property
     def num_classes(self) -> int | None:
         return None if self.classes is None else len(self.classes)
+
+    def __repr__(self) -> str:
+        task = (f"{self.num_classes} classes" if self.classes is not None else "regression")
+        return (f"<irkit Dataset {self.name!r}: x {tuple(self.x.shape)} {self.x.dtype}, "
+                f"y {tuple(self.y.shape)}; {task}>")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: shapes, classes with their counts, the first rows."""
+        import html
+        head = html.escape(repr(self))
+        classes = ""
+        if self.classes is not None:
+            counts = np.bincount(np.asarray(self.y, np.int64).ravel(),
+                                 minlength=len(self.classes))
+            shown = ", ".join(f"{html.escape(str(c))} ({n})"
+                              for c, n in zip(self.classes[:20], counts[:20]))
+            more = f", ... {len(self.classes) - 20} more" if len(self.classes) > 20 else ""
+            classes = f"<br>classes: {shown}{more}"
+        x = self.x.reshape(len(self.x), -1)
+        names = (self.feature_names or [f"x{i}" for i in range(x.shape[1])])[:8]
+        cells = "".join(f"<th>{html.escape(n)}</th>" for n in names) + "<th>y</th>"
+        rows = "".join("<tr>" + "".join(f"<td>{v:.4g}</td>" for v in x[i, :len(names)])
+                       + f"<td>{html.escape(self._label(i))}</td></tr>"
+                       for i in range(min(len(x), 5)))
+        more = f" (first {len(names)} of {x.shape[1]} features)" if x.shape[1] > 8 else ""
+        return (f"<div>{head}{classes}<table><tr>{cells}</tr>{rows}</table>"
+                f"first {min(len(x), 5)} of {len(x)} rows{more}</div>")
+
+    def _label(self, i: int) -> str:
+        y = np.asarray(self.y[i]).ravel()
+        if self.classes is not None and y.size == 1:
+            return str(self.classes[int(y[0])])
+        return ", ".join(f"{v:.4g}" for v in y[:4])
 
 
 def _where(name: str, i: int, rows: Sequence[int] | None, what: str = "row") -> str:
@@ -107,20 +140,28 @@ def class_names(labels: Sequence[str], name: str, rows: Sequence[int] | None = N
     return np.array([index[s] for s in labels], dtype=np.int64), classes
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, name: str, features: list[str],
-                 rows: Sequence[int] | None = None, texts: Sequence[str] | None = None,
-                 classes: list[str] | None = None) -> Dataset:
-    """Check features and targets and build the Dataset (float32 features).
+def make_dataset(x: np.ndarray | dict[str, np.ndarray], y: np.ndarray, name: str,
+                 features: list[str], rows: Sequence[int] | None = None,
+                 texts: Sequence[str] | None = None, classes: list[str] | None = None,
+                 cast: bool = True) -> Dataset:
+    """Check features and targets and build the Dataset (float32 features; with `cast`
+    False, features keep their type, e.g. token ids, and may be a dict of arrays by input
+    name). Integer targets of more than one axis (labels per token) stay int64.
 
     `rows`: the file's line number of each row; `texts`: the labels as written in the file
     (for messages); `classes`: names for labels already numbered (string labels)."""
-    if len(x) != len(y):
-        raise DataError(f"{name}: {len(x)} feature rows but {len(y)} targets; give one target "
+    arrays = x.values() if isinstance(x, dict) else [x]
+    n = len(next(iter(arrays)))
+    if n != len(y):
+        raise DataError(f"{name}: {n} feature rows but {len(y)} targets; give one target "
                         "per row")
-    x32 = np.asarray(x, dtype=np.float32) if np.asarray(x).dtype.kind in "iub" else None
-    if x32 is None:
-        check_finite(x, name, rows, features if rows is not None else None)
-        x32 = np.asarray(x, dtype=np.float32)
+    for a in arrays:
+        if np.ndim(a) == 2 and np.shape(a)[1] == 0:
+            raise DataError(f"{name}: no features (x has shape {np.shape(a)}); give each row at "
+                            "least one feature")
+        if np.asarray(a).dtype.kind not in "iub":
+            check_finite(a, name, rows, features if rows is not None else None)
+    x32 = x if not cast else np.asarray(x, dtype=np.float32)
     y = np.asarray(y)
     if classes is not None:
         return Dataset(x32, y.astype(np.int64), name, features, classes)
@@ -128,6 +169,8 @@ def make_dataset(x: np.ndarray, y: np.ndarray, name: str, features: list[str],
         y = y.astype(np.int64)
     if y.dtype.kind not in "iuf":
         raise DataError(f"{name}: targets of type {y.dtype} are neither numbers nor class names")
+    if y.dtype.kind in "iu" and y.ndim > 1:
+        return Dataset(x32, y.astype(np.int64), name, features, None)
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         i = int(np.argmax(~np.isfinite(y.reshape(len(y), -1)).any(axis=1)))
         raise DataError(f"{_where(name, i, rows, 'y index')}: the target is NaN or inf")

@@ -16,8 +16,17 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive  # conv weights are (out, in, k...)
 
 
-def make(kind: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-    """An initialised float32 array: zeros, ones, glorot_uniform, he_normal, he_uniform, normal."""
+def make(kind: str, shape: tuple[int, ...], rng: np.random.Generator,
+         what: str = "a weight") -> np.ndarray:
+    """An initialised float32 array: zeros, ones, glorot_uniform, he_normal, he_uniform, normal.
+    A shape over the elements cap (IRKIT_MAX_ELEMENTS) is refused in one line naming `what`
+    before anything is drawn (a recipe's `units = 100000000` reached 5.4 GB)."""
+    from irkit.safe_io import limit as cap_of
+    count = int(np.prod(shape, dtype=object)) if shape else 1
+    if count > cap_of("elements"):
+        raise SpecError(f"{what} of shape {tuple(shape)} would have {count} elements, over the "
+                        f"limit of {cap_of('elements')}; lower the layer's units, filters or "
+                        "kernel size (or raise IRKIT_MAX_ELEMENTS)")
     fan_in, fan_out = _fans(shape)
     if kind == "zeros":
         a = np.zeros(shape)

@@ -48,7 +48,8 @@ class Module:
             raise ShapeError(f"{self._label()}: add_weight is for use inside forward()")
         if name not in self.weights:
             rng = self._rng if self._rng is not None else np.random.default_rng(0)
-            self.weights[name] = initializers.make(init, tuple(int(d) for d in shape), rng)
+            self.weights[name] = initializers.make(init, tuple(int(d) for d in shape), rng,
+                                                  f"{self._label()}: weight {name!r}")
         elif self.weights[name].shape != tuple(shape):
             raise ShapeError(f"{self._label()}: weight {name!r} has shape "
                              f"{self.weights[name].shape}, the input now needs {tuple(shape)}")

@@ -22,8 +22,8 @@ from irkit.onnx_io._wire import IR_VERSION, IRKIT_OPSET, model_bytes
 _LAZY = {name: "irkit.onnx_io._convert" for name in (
     "DEFAULT_OPSET", "MIN_OPSET", "convert_opset", "from_onnx", "load", "load_proto", "save",
     "to_onnx", "with_dynamic_batch")}
-_LAZY.update({"MAX_OPSET": "irkit.onnx_io._validate",
-              "validate_model": "irkit.onnx_io._validate"})
+_LAZY.update({name: "irkit.onnx_io._validate" for name in (
+    "MAX_OPSET", "check_schemas", "validate_model")})
 
 
 def __getattr__(name: str) -> Any:

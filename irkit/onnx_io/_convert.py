@@ -17,7 +17,7 @@ from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
 from irkit.ops.registry import has_op
-from irkit.safe_io import FileSafetyError, read_capped, write_atomic
+from irkit.safe_io import FileSafetyError, check_node_count, read_capped, write_atomic
 
 DEFAULT_OPSET = IRKIT_OPSET
 MIN_OPSET = 13
@@ -97,9 +97,11 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
 
 
 # ---- import ----------------------------------------------------------------------------------
-def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
+def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
     """Read an ONNX file: a regular file within the model size cap, parsed, its external data
-    read from inside its folder only (one-line errors that name the file)."""
+    read from inside its folder only (one-line errors that name the file). `check`: also
+    validate it as an import does (`validate_model`, `check_schemas`), for a model handed to
+    onnxruntime as it is."""
     try:
         data = read_capped(path, "model", "ONNX model")
     except FileSafetyError as e:
@@ -110,7 +112,14 @@ def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
         raise ModelFileError(f"{path}: not a readable ONNX model ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
     try:
+        check_node_count(len(model.graph.node), f"{path}: the model")
+    except FileSafetyError as e:
+        raise ModelFileError(str(e)) from None
+    try:
         load_external_data(model, os.path.dirname(os.path.abspath(path)))
+        if check:
+            validate_model(model)
+            check_schemas(model)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     return model

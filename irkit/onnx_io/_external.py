@@ -1,14 +1,26 @@
 """ONNX external data, read by irkit itself: only files inside the model's folder.
 
 onnx's own loader followed symlinks out of the model's folder up to 1.20.1 (CVE-2026-27489);
-irkit does not depend on which onnx is installed. A location must be a relative path without
-`..`, its real path (symlinks resolved) must lie inside the model's real folder, the file must
-be regular, and the bytes read are exactly those the tensor's dims and type need, within the
-size caps.
+irkit does not depend on which onnx is installed. The rules:
+
+1. a location is a relative path without `..`, not absolute, no drive;
+2. it is opened once, by descriptor, from the model's folder held open: each step is an
+   `openat` with O_NOFOLLOW (O_DIRECTORY for folders, O_NONBLOCK so a FIFO cannot hang), so a
+   file that flips to a symlink between two looks cannot be followed; a symlink met on the way
+   is resolved by irkit itself, inside the folder (a relative target; `..` never above the
+   model's folder), at most 40 of them;
+3. what was opened is checked on the descriptor: a regular file, reached through folders that
+   are still, by device and inode, each inside the one before, up to the model's folder;
+4. the bytes read are exactly those the tensor's dims and type need, read from that
+   descriptor; each byte range of a file is read once: ranges that overlap
+   another tensor's are refused, so the bytes materialized never exceed the files' sizes, and
+   their sum is held to the model cap (IRKIT_MAX_MODEL_BYTES).
 """
 
 from __future__ import annotations
 
+import bisect
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -20,31 +32,80 @@ from irkit.errors import ModelFileError, printable
 from irkit.onnx_io._validate import check_tensor
 from irkit.safe_io import LIMITS, limit
 
+MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
+_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+
 
 def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike) -> None:
     """Read every external tensor of `model` from files inside `folder` into raw_data."""
-    folder = os.path.realpath(os.fspath(folder))
-    total = 0
-    for t, what in _tensors(model):
-        if t.data_location != TensorProto.EXTERNAL:
-            continue
+    folder = os.fspath(folder)
+    try:
+        root = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ModelFileError(f"cannot open the model's folder {folder} ({e.strerror})") from None
+    reader = _Reader(root)
+    try:
+        for t, what in _tensors(model):
+            if t.data_location == TensorProto.EXTERNAL:
+                reader.load(t, what)
+    finally:
+        os.close(root)
+
+
+class _Reader:
+    """The external files of one model: opened inside the folder, each byte range once."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.total = 0
+        self.ranges: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
+
+    def load(self, t: TensorProto, what: str) -> None:
         nbytes = check_tensor(t, what, external_ok=True)
         if t.data_type == TensorProto.STRING:
             raise ModelFileError(f"{what}: strings cannot be stored as external data")
-        total += nbytes
-        if total > limit("model"):
+        self.total += nbytes
+        if self.total > limit("model"):
             raise ModelFileError(f"{what}: the external data add up to more than "
                                  f"{limit('model')} bytes; raise {LIMITS['model'][0]} if you "
                                  "trust the model")
         info = {e.key: e.value for e in t.external_data}
-        path = _inside(folder, info.get("location", ""), what)
+        location = info.get("location", "")
         offset, length = _int(info, "offset", 0, what), _int(info, "length", nbytes, what)
         if length != nbytes:
             raise ModelFileError(f"{what}: external length {length} differs from the {nbytes} "
                                  "bytes its dims and type need; the model is damaged")
-        t.raw_data = _read(path, offset, nbytes, what)
+        fd = open_inside(self.root, location, what)
+        try:
+            st = os.fstat(fd)
+            if offset + nbytes > st.st_size:
+                raise ModelFileError(f"{what}: external data {printable(location)} has "
+                                     f"{st.st_size} bytes, too few for {nbytes} bytes at "
+                                     f"offset {offset}")
+            self._claim((st.st_dev, st.st_ino), offset, nbytes, what, location)
+            data = _read(fd, offset, nbytes)
+        finally:
+            os.close(fd)
+        if len(data) != nbytes:
+            raise ModelFileError(f"{what}: external data {printable(location)} ended early")
+        t.raw_data = data
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
+
+    def _claim(self, file: tuple[int, int], offset: int, nbytes: int, what: str,
+               location: str) -> None:
+        """Refuse a byte range that overlaps one already read (data that would amplify)."""
+        if nbytes == 0:
+            return
+        taken = self.ranges.setdefault(file, [])
+        i = bisect.bisect(taken, (offset, offset + nbytes, what))
+        for start, end, other in taken[max(i - 1, 0):i + 1]:
+            if start < offset + nbytes and offset < end:
+                raise ModelFileError(
+                    f"{what}: its external data (bytes {offset} to {offset + nbytes} of "
+                    f"{printable(location)}) overlap those of {other}; each byte of an "
+                    "external file may belong to one tensor only, the model is damaged")
+        taken.insert(i, (offset, offset + nbytes, what))
 
 
 def _tensors(model: onnx.ModelProto) -> Iterator[tuple[TensorProto, str]]:
@@ -75,37 +136,100 @@ def _int(info: dict[str, str], key: str, default: int, what: str) -> int:
     return value
 
 
-def _inside(folder: str, location: str, what: str) -> str:
-    """The real path of `location` if it is a relative path that stays inside `folder`."""
+def _parts(location: str, what: str) -> list[str]:
+    """The steps of a location that may name a file inside the folder (rule 1)."""
     parts = location.replace("\\", "/").split("/")
     if not location or os.path.isabs(location) or location.startswith(("/", "\\")) \
-            or ".." in parts or ":" in parts[0]:
+            or ".." in parts or ":" in parts[0] or "\0" in location:
         raise ModelFileError(f"{what}: external data location {printable(location)} must be "
                              "a relative path inside the model's folder (no '..', not absolute)")
-    real = os.path.realpath(os.path.join(folder, location))
-    if os.path.commonpath([folder, real]) != folder:
-        raise ModelFileError(f"{what}: external data location {printable(location)} leads out "
-                             "of the model's folder (through a symbolic link); irkit reads "
-                             "only files inside it")
-    return real
+    return [p for p in parts if p not in ("", ".")]
 
 
-def _read(path: str, offset: int, nbytes: int, what: str) -> bytes:
+def _outside(what: str, location: str) -> ModelFileError:
+    return ModelFileError(f"{what}: external data location {printable(location)} leads out "
+                          "of the model's folder (through a symbolic link); irkit reads only "
+                          "files inside it")
+
+
+def open_inside(root: int, location: str, what: str) -> int:
+    """A descriptor of the regular file `location` names inside the folder open as `root`
+    (rules 2 and 3 of the module docstring); the caller closes it."""
+    pending = _parts(location, what)[::-1]
+    if not pending:
+        raise ModelFileError(f"{what}: external data location {printable(location)} names "
+                             "the model's folder, not a file")
+    chain, links = [os.dup(root)], 0
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        raise ModelFileError(f"{what}: cannot read external data {path} ({e.strerror})") \
-            from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelFileError(f"{what}: external data {path} is not a regular file")
-        if offset + nbytes > st.st_size:
-            raise ModelFileError(f"{what}: external data {path} has {st.st_size} bytes, too "
-                                 f"few for {nbytes} bytes at offset {offset}")
-        data = os.pread(fd, nbytes, offset)
+        while True:
+            part = pending.pop()
+            if part == "..":  # only from a symlink's target: up the chain irkit walked
+                if len(chain) == 1:
+                    raise _outside(what, location)
+                os.close(chain.pop())
+                continue
+            try:
+                fd = os.open(part, _FLAGS | (os.O_DIRECTORY if pending else 0), dir_fd=chain[-1])
+            except OSError as e:
+                target = _link_target(chain[-1], part, e, what, location)
+                links += 1
+                if links > MAX_LINKS:
+                    raise ModelFileError(f"{what}: external data location "
+                                         f"{printable(location)} goes through more than "
+                                         f"{MAX_LINKS} symbolic links") from None
+                pending.extend([p for p in target.split("/") if p not in ("", ".")][::-1])
+                if not pending:
+                    raise _outside(what, location) from None
+                continue
+            if not pending:
+                return _checked(fd, chain, what, location)
+            chain.append(fd)
     finally:
+        for fd in chain:
+            os.close(fd)
+
+
+def _link_target(folder: int, part: str, error: OSError, what: str, location: str) -> str:
+    """The target of the symlink `part` that an O_NOFOLLOW open refused, if it stays relative;
+    else the one-line error for `error`."""
+    if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        try:
+            if stat.S_ISLNK(os.stat(part, dir_fd=folder, follow_symlinks=False).st_mode):
+                target = os.readlink(part, dir_fd=folder)
+                if os.path.isabs(target) or not target:
+                    raise _outside(what, location)
+                return target
+        except OSError:
+            pass  # it changed again: say what the open said
+    raise ModelFileError(f"{what}: cannot read external data {printable(location)} "
+                         f"({error.strerror})") from None
+
+
+def _checked(fd: int, chain: list[int], what: str, location: str) -> int:
+    """`fd` if it is a regular file reached through folders each still inside the one before."""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelFileError(f"{what}: external data {printable(location)} is not a "
+                                 "regular file")
+        for parent, child in zip(chain, chain[1:]):
+            up, there = os.stat("..", dir_fd=child), os.fstat(parent)
+            if (up.st_dev, up.st_ino) != (there.st_dev, there.st_ino):
+                raise _outside(what, location)
+    except BaseException:
         os.close(fd)
-    if len(data) != nbytes:
-        raise ModelFileError(f"{what}: external data {path} ended early")
-    return data
+        raise
+    return fd
+
+
+def _read(fd: int, offset: int, nbytes: int) -> bytes:
+    """`nbytes` at `offset` of the open file (fewer if it shrank meanwhile). Read, not
+    memory-mapped: a mapped file that another process truncates kills the reader with
+    SIGBUS, and protobuf copies raw_data into its own buffer either way."""
+    chunks, done = [], 0
+    while done < nbytes:
+        chunk = os.pread(fd, min(nbytes - done, 1 << 30), offset + done)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        done += len(chunk)
+    return b"".join(chunks)

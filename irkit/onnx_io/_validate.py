@@ -7,13 +7,18 @@ before anything is allocated from the file:
 1. an ai.onnx opset in the range irkit reads, once; an IR version the installed onnx knows;
 2. a graph with at least one output; no name defined twice (inputs, initializers, node
    outputs, graph outputs);
-3. known element types; dims >= 0 on tensors and declared shapes;
+3. known element types; dims >= 0 and at most 64 of them (numpy's and onnxruntime's limit) on
+   tensors and declared shapes;
 4. tensors (initializers, Constant values, tensor attributes): element count within the
    elements cap, and the stored bytes (raw_data or the typed field) exactly as many as the
    dims and element type need; no unresolved external data; no segments;
-5. attributes in range: strides, dilations, kernel_shape and group > 0; pads >= 0; UTF-8
-   strings.
-`check_schemas` then runs onnx's checker (node schemas, shape inference) on what passed.
+5. attributes in range, by the one table `ATTRIBUTE_RULES` (what irkit hands onnxruntime must
+   be in the op's documented range, or onnxruntime fails with its own C++ message): strides,
+   dilations, kernel_shape and group > 0; pads >= 0; axis and axes within rank 64, axes
+   distinct; perm a permutation; Dropout's ratio (attribute, or constant input) in [0, 1);
+   UTF-8 strings.
+`check_schemas` then checks input counts against each op's schema and runs onnx's checker
+(node schemas, shape inference) on what passed.
 """
 
 from __future__ import annotations
@@ -41,7 +46,34 @@ _TYPED_FIELD = {
                                       TensorProto.UINT16, TensorProto.UINT8, TensorProto.BOOL,
                                       TensorProto.FLOAT16, TensorProto.BFLOAT16)},
 }
-_POSITIVE_INTS = {"strides", "dilations", "kernel_shape"}
+MAX_RANK = 64  # numpy's and onnxruntime's most dimensions
+
+
+def _ratio(v: float) -> bool:
+    return 0.0 <= v < 1.0
+
+
+def _axis(v: int) -> bool:
+    return -MAX_RANK <= v < MAX_RANK
+
+
+# The attribute rules: (ops, or None for every ai.onnx op; attribute; kind of value: "ints",
+# "int" or "float"; rule; what the value must be, for the message). One row per rule.
+ATTRIBUTE_RULES = [
+    (None, "strides", "ints", lambda v: all(x > 0 for x in v), "> 0"),
+    (None, "dilations", "ints", lambda v: all(x > 0 for x in v), "> 0"),
+    (None, "kernel_shape", "ints", lambda v: all(x > 0 for x in v), "> 0"),
+    (None, "pads", "ints", lambda v: all(x >= 0 for x in v), ">= 0"),
+    (None, "group", "int", lambda v: v > 0, "> 0"),
+    (None, "axis", "int", _axis, f"an axis within rank {MAX_RANK} (-{MAX_RANK}..{MAX_RANK - 1})"),
+    (None, "axes", "ints", lambda v: all(map(_axis, v)) and len(set(v)) == len(v),
+     f"distinct axes within rank {MAX_RANK}"),
+    (("Transpose",), "perm", "ints", lambda v: sorted(v) == list(range(len(v))),
+     "a permutation of 0..n-1"),
+    (("Dropout",), "ratio", "float", _ratio, "in [0, 1)"),
+]
+# constant inputs onnxruntime reads as settings: (op, input index, rule, what it must be)
+CONSTANT_INPUT_RULES = [("Dropout", 1, _ratio, "a ratio in [0, 1)")]
 
 
 def type_name(elem: int) -> str:
@@ -71,6 +103,9 @@ def check_schemas(model: onnx.ModelProto) -> None:
     ctx.ir_version = model.ir_version or onnx.IR_VERSION
     ctx.opset_imports = {("" if o.domain == "ai.onnx" else o.domain): o.version
                          for o in model.opset_import}
+    for n in model.graph.node:
+        if n.domain in ("", "ai.onnx") and onnx.defs.has(n.op_type, ""):
+            _check_input_count(n, ctx.opset_imports.get("", MAX_OPSET))
     try:
         for n in model.graph.node:
             domain = "" if n.domain == "ai.onnx" else n.domain
@@ -81,6 +116,20 @@ def check_schemas(model: onnx.ModelProto) -> None:
         text = " ".join(str(e).split())
         text = text.removeprefix("[ShapeInferenceError] Inference error(s): ")
         raise ModelFileError(f"not a valid ONNX model: {text[:300]}") from None
+
+
+def _check_input_count(n: onnx.NodeProto, opset: int) -> None:
+    """A node's input count within its op's schema, said in one short line."""
+    try:
+        schema = onnx.defs.get_schema(n.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return  # not defined at this opset: onnx's checker says so
+    count, low, high = len(n.input), schema.min_input, schema.max_input
+    if not low <= count <= high:
+        takes = f"{low}" if low == high else f"{low} to {high}" if high < 1 << 20 else \
+            f"at least {low}"
+        raise ModelFileError(f"node {printable(n.name or n.op_type)} ({n.op_type}) has {count} "
+                             f"inputs; {n.op_type} takes {takes}, the file is damaged")
 
 
 def _check_text(model: onnx.ModelProto) -> None:
@@ -137,8 +186,14 @@ def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False) ->
         _check_value_info(vi)
     for t in g.initializer:
         check_tensor(t, f"initializer {printable(t.name)}")
+    constants = {t.name: t for t in g.initializer}
     for n in g.node:
         _check_node(n)
+        _check_constant_inputs(n, constants)
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    constants[n.output[0]] = a.t
 
 
 def _unique(names: list[str], what: str) -> None:
@@ -155,6 +210,9 @@ def _check_value_info(vi: onnx.ValueInfoProto) -> None:
     t = vi.type.tensor_type
     if t.elem_type:  # 0: not given
         _check_elem_type(t.elem_type, f"value {printable(vi.name)}")
+    if len(t.shape.dim) > MAX_RANK:
+        raise ModelFileError(f"value {printable(vi.name)} declares {len(t.shape.dim)} "
+                             f"dimensions; at most {MAX_RANK} are supported")
     for d in t.shape.dim:
         if d.HasField("dim_value") and d.dim_value < 0:
             raise ModelFileError(f"value {printable(vi.name)} declares a negative dimension "
@@ -175,6 +233,9 @@ def check_tensor(t: onnx.TensorProto, what: str, external_ok: bool = False) -> i
     _check_elem_type(t.data_type, what)
     if any(d < 0 for d in t.dims):
         raise ModelFileError(f"{what} has a negative dimension in {list(t.dims)}")
+    if len(t.dims) > MAX_RANK:
+        raise ModelFileError(f"{what} has {len(t.dims)} dimensions; at most {MAX_RANK} are "
+                             "supported")
     count = math.prod(t.dims)
     check_element_count(count, what)
     if t.HasField("segment"):
@@ -215,12 +276,34 @@ def _check_node(n: onnx.NodeProto) -> None:
                 s.decode()
             except UnicodeDecodeError:
                 raise ModelFileError(f"{what} is not UTF-8 text") from None
-        if n.domain not in ("", "ai.onnx"):
-            continue
-        if a.name in _POSITIVE_INTS and any(v <= 0 for v in a.ints):
-            raise ModelFileError(f"{what} must be > 0, got {list(a.ints)}")
-        if a.name == "pads" and any(v < 0 for v in a.ints):
-            raise ModelFileError(f"{what} must be >= 0, got {list(a.ints)}")
-        if a.name == "group" and a.i <= 0:
-            raise ModelFileError(f"{what} must be > 0, got {a.i}")
+        if n.domain in ("", "ai.onnx"):
+            _check_attribute(n.op_type, a, what)
 
+
+def _check_attribute(op: str, a: onnx.AttributeProto, what: str) -> None:
+    """The rows of ATTRIBUTE_RULES that apply to attribute `a` of an `op` node."""
+    for ops, name, kind, rule, must in ATTRIBUTE_RULES:
+        if name != a.name or (ops is not None and op not in ops):
+            continue
+        value = {"ints": lambda: list(a.ints), "int": lambda: a.i, "float": lambda: a.f}[kind]()
+        if not rule(value):
+            raise ModelFileError(f"{what} must be {must}, got {value}; fix or re-export the "
+                                 "model")
+
+
+def _check_constant_inputs(n: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> None:
+    """CONSTANT_INPUT_RULES: settings given as constant inputs (a Dropout's ratio)."""
+    if n.domain not in ("", "ai.onnx"):
+        return
+    for op, index, rule, must in CONSTANT_INPUT_RULES:
+        if n.op_type != op or len(n.input) <= index or n.input[index] not in constants:
+            continue
+        t = constants[n.input[index]]
+        if math.prod(t.dims) != 1 or t.data_type not in (TensorProto.FLOAT, TensorProto.DOUBLE,
+                                                          TensorProto.FLOAT16):
+            continue  # onnx's schema check names a wrong type or shape
+        value = float(onnx.numpy_helper.to_array(t).reshape(-1)[0])
+        if not rule(value):
+            raise ModelFileError(f"node {printable(n.name or n.op_type)} ({op}): input {index} "
+                                 f"({printable(n.input[index])}) must be {must}, got {value:g}; "
+                                 "fix or re-export the model")

@@ -35,7 +35,7 @@ from irkit.ops.shape import *  # noqa: F403
 def own_output(value: Value, outputs: list[Value]) -> Value:
     """`value`, or an Identity of it where it cannot be renamed into a graph output of its own:
     a graph input or initializer (its name is taken), or a value already among `outputs`."""
-    if value.producer is None or any(value is o for o in outputs):
+    if value.producer is None or value in outputs:  # by identity; a graph's outputs: O(1)
         return _ew.Identity(value)
     return value
 

@@ -101,10 +101,31 @@ class OpDef:
         """numpy reference of the op."""
         raise UnsupportedOpError(f"op {self.op_type} has no numpy reference")
 
+    def compute_small(self, node: Node, inputs: list[np.ndarray | None],
+                      max_elements: int) -> list[np.ndarray] | None:
+        """`compute`, only when the node's outputs have static shapes of at most `max_elements`
+        elements together (checked before anything is computed: a 1-element shape input of a
+        ConstantOfShape must not allocate gigabytes); else None. For build-time evaluation
+        (constant folding, shape values); an op that cannot be evaluated also gives None."""
+        total = 0
+        for out in node.outputs:
+            if out.shape is None or not all(isinstance(d, int) for d in out.shape):
+                return None
+            total += int(np.prod(out.shape, dtype=object))
+        if total > max_elements:
+            return None
+        try:
+            return self.compute(node, inputs)
+        except Exception:  # an op the reference cannot evaluate here (or not on these values)
+            return None
+
     # ---- building -------------------------------------------------------------------------
     def __call__(self, *inputs: Any, **attributes: Any) -> Any:
         """Append this op to the graph of its first Value input; return its output(s)."""
         num_outputs = attributes.pop("_num_outputs", None)
+        tensor = next((x for x in inputs if hasattr(type(x), "__irkit_apply__")), None)
+        if tensor is not None:  # irkit.Tensor inputs: computed now, or traced, by irkit.tensors
+            return type(tensor).__irkit_apply__(self, inputs, attributes, num_outputs)
         graph, ref = _graph_of(inputs, self.op_type)
         values = [_as_value(graph, x, self.input_dtypes.get(i), ref) for i, x in enumerate(inputs)]
         node = self.add_to(graph, values, attributes, num_outputs=num_outputs)
@@ -153,8 +174,9 @@ def node_num_outputs(node: Node, opdef: OpDef) -> int:
 def _graph_of(inputs: Sequence[Any], op_type: str) -> tuple[Graph, Value]:
     values = [x for x in inputs if isinstance(x, Value)]
     if not values:
-        raise ShapeError(f"{op_type} needs at least one graph Value among its inputs (got only "
-                         "constants); wrap constants with graph.constant(...)")
+        raise ShapeError(f"{op_type} needs at least one graph Value or irkit.Tensor among its "
+                         "inputs (got only constants); to compute on arrays now, make one an "
+                         "irkit.tensor(...) or use irkit.numpy")
     floats = [v for v in values if v.dtype.kind == "f"]
     return values[0].graph, (floats or values)[0]
 

@@ -15,6 +15,7 @@ _MODULES = {
                               "LearningRateScheduler", "ModelCheckpoint", "ProgressLogger",
                               "ReduceLROnPlateau", "TrainingCheckpoint"],
     "irkit.train.losses": ["LOSSES", "Loss", "get_loss", "register_loss"],
+    "irkit.train.metrics": ["METRICS", "Metric", "TopKAccuracy", "register_metric"],
     "irkit.train.model": ["Model", "Sequential", "load_model"],
     "irkit.train.optimizers": ["OPTIMIZERS", "SGD", "Adam", "Optimizer", "RMSprop",
                                "get_optimizer", "optimizer_from", "register_optimizer"],

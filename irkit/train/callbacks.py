@@ -6,13 +6,18 @@ set weights (`get_weights`/`set_weights`), or write files (`export`).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 from collections.abc import Callable
 
-from irkit.safe_io import FileSafetyError, check_outputs, write_all_atomic
+from irkit.errors import json_text
+from irkit.safe_io import (
+    FileSafetyError,
+    check_outputs,
+    lock_folder,
+    remove_stale_temporaries,
+    write_all_atomic,
+)
 
 
 class Callback:
@@ -166,41 +171,48 @@ class TrainingCheckpoint(Callback):
                               it carries the best weights too, so the best survives a resume)
         DIR/history.json      the figures so far (`irkit plot DIR/history.json`)
 
-    A kill at any moment leaves every file in DIR whole (the previous version or the new)."""
+    A kill at any moment leaves every file in DIR whole (the previous version or the new).
+    One run at a time: the folder is locked (DIR/.irkit.lock) from `prepare` to the end of
+    training (removed after it); a second run is refused with the pid of the first."""
 
     FILES = ("best.onnx", "last.onnx", "last_train.onnx", "history.json")
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
+        self._lock = None  # the folder's lock file while this callback trains into it
 
     def paths(self) -> dict[str, str]:
         """File name -> path in the directory."""
         return {f: os.path.join(self.directory, f) for f in self.FILES}
 
     def prepare(self, inputs: list[str] = ()) -> None:
-        """Create the directory and check every file in it can be written (before training)."""
+        """Create the directory, take its lock (one run per folder: a second one is refused
+        with the first's pid), check every file in it can be written, and remove the
+        temporary files that killed runs left (before training)."""
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise FileSafetyError(f"--checkpoint {self.directory}: not a directory; give a "
                                   "folder (it is created if missing)")
         os.makedirs(self.directory, exist_ok=True)
+        if self._lock is None:
+            self._lock = lock_folder(self.directory, "--checkpoint")
         for path in self.paths().values():
             check_outputs({"--checkpoint": path}, inputs)
-        self._remove_stale_temporaries()
+            remove_stale_temporaries(path)
 
-    def _remove_stale_temporaries(self) -> None:
-        """Temporary files a killed run left behind (only write_atomic's names for our files,
-        only regular files): the named files are whole either way."""
-        names = "|".join(map(re.escape, self.FILES))
-        pattern = re.compile(rf"\.({names})\.[a-z0-9_]{{8}}\.tmp")
-        for entry in os.scandir(self.directory):
-            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                try:
-                    os.unlink(entry.path)
-                except OSError:
-                    pass
+    def release(self) -> None:
+        """Let go of the folder (at the end of training; a dead process lets go by itself)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:
+        self.release()
 
     def on_train_begin(self, logs: dict) -> None:
         self.prepare()
+
+    def on_train_end(self, logs: dict) -> None:
+        self.release()
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
         from irkit.onnx_io import model_bytes
@@ -209,7 +221,7 @@ class TrainingCheckpoint(Callback):
         doc = {**history.to_dict(), "epochs_total": history.epochs} if history else {}
         files = [(paths["last.onnx"], last),
                  (paths["last_train.onnx"], self.model.training_proto().SerializeToString()),
-                 (paths["history.json"], json.dumps(doc, indent=1).encode())]
+                 (paths["history.json"], json_text(doc, indent=1).encode())]
         if history is not None and history.best_epoch == epoch + 1:
             files.insert(0, (paths["best.onnx"], last))
         write_all_atomic(files)
@@ -227,7 +239,8 @@ class LambdaCallback(Callback):
 
 class ProgressLogger(Callback):
     """What `verbose` prints on stderr: 1, a progress bar per epoch in a terminal (one line
-    per epoch elsewhere, never both); 2, one line per epoch."""
+    per epoch elsewhere, never both); 2, one line per epoch; both end with the closing line
+    (report.closing_line)."""
 
     def __init__(self, epochs: int, batches: int, verbose: int = 1, stream=None) -> None:
         self.epochs, self.batches = epochs, batches
@@ -253,6 +266,14 @@ class ProgressLogger(Callback):
         end = "\r\033[K" if self.bar_enabled else ""
         self.stream.write(f"{end}epoch {epoch + 1}/{self.epochs}  {figures}\n")
         self.stream.flush()
+
+    def on_train_end(self, logs: dict) -> None:
+        """The closing line: the overfitting report and whose weights the model holds."""
+        from irkit.train.report import closing_line
+        text = closing_line(self.model, self.epochs)
+        if text:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
 
 __all__ = ["Callback", "EarlyStopping", "LambdaCallback", "LearningRateScheduler",

@@ -18,21 +18,22 @@ from typing import Any
 import numpy as np
 
 from irkit import distributed
-from irkit.data import check_finite, train_val_split
+from irkit.data import train_val_split
 from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes import get_runtime, make_step_runner, runtime_names
-from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
-from irkit.train.callbacks import Callback, EarlyStopping, ProgressLogger
+from irkit.signature import LR, META_BEST, META_HISTORY, META_SETTINGS, TARGET
+from irkit.train.callbacks import Callback, EarlyStopping
+from irkit.train.inputs import Inputs, as_inputs, sample_count, take
 from irkit.train.losses import get_loss
+from irkit.train.metrics import epoch_metrics, metric_logs, resolve_metrics
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
+from irkit.train.progress import progress_callback
 from irkit.train.settings import DEFAULTS, Settings, resolve
-from irkit.train.sources import ModuleSource, OnnxSource
-from irkit.train.step import StepGraphs, build_eval_graph, build_step_graphs
+from irkit.train.sources import ModuleSource, OnnxSource, split_input
+from irkit.train.step import StepGraphs, UpdateRule, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
-
-METRICS = ("accuracy", "acc")
 
 
 class Model:
@@ -52,6 +53,7 @@ class Model:
         self.source = source
         self.name = name or source.name
         self.settings: Settings = DEFAULTS            # compile's (the base of each fit)
+        self.metrics: list = []                       # compile's, beyond accuracy
         self.fit_settings: Settings | None = None      # those of the last fit
         self.stop_training = False
         self._compiled = False
@@ -86,12 +88,9 @@ class Model:
         adam), loss (default sparse_categorical_crossentropy), runtime (irkit.runtimes's
         registry; "reference" runs numpy end to end) and settings (lr or learning_rate, the
         optimizer's hyperparameters such as momentum, device, seed, ...; `settings` is the
-        layer under them; defaults: irkit.train.settings). `metrics`: ["accuracy"] or None
-        (accuracy is reported for every classification loss)."""
-        for m in metrics or []:
-            if m not in METRICS:
-                raise SpecError(f"unknown metric {m!r}; irkit reports accuracy for "
-                                "classification losses (metrics=['accuracy'])")
+        layer under them; defaults: irkit.train.settings). `metrics`: names, Metrics or
+        functions (irkit.train.metrics: top_k_accuracy, mae, mse, ...); accuracy is reported
+        for every classification loss."""
         if runtime not in runtime_names():
             raise SpecError(f"unknown runtime {runtime!r}; use one of "
                             f"{', '.join(runtime_names())}")
@@ -103,7 +102,7 @@ class Model:
             args["lr"] = optimizer.learning_rate if args["lr"] is None else args["lr"]
         self.settings = resolve(settings.as_dict() if settings else None, args,
                                 names=("settings", "compile()"))
-        get_loss(self.settings.loss)  # fail now on an unknown loss
+        self.metrics = resolve_metrics(metrics, get_loss(self.settings.loss).classification)
         self._runtime = runtime
         self._compiled = True
         self._graphs = self._runner = self._trainer = None
@@ -126,42 +125,51 @@ class Model:
         s = self.settings.replace(batch_size=batch_size, epochs=epochs, val_split=(
             0.0 if validation_data is not None else validation_split), seed=seed,
             keep_best=keep_best, **settings)
-        x, y, val = self._split(_features(x, "training data"), np.asarray(y), validation_data,
-                                s)
+        if y is not None:
+            y = get_loss(s.loss).labels(np.asarray(y), "training data")
+        if validation_data is not None:
+            validation_data = (self._inputs(validation_data[0], "validation data"),
+                               validation_data[1])
+        x, y, val = self._split(self._inputs(x, "training data"), y, validation_data, s)
+        extra = epoch_metrics(self, self.metrics, (x, y), val)
         self._build(x, s, runner=True)
         if "lr" in settings and self._resume is None:
             self.learning_rate = s.lr
         staged = self._stage(x, y, "training data")
-        val = self._stage(_features(val[0], "validation data"), val[1], "validation data") \
-            if val is not None else None
+        val = self._stage(val[0], val[1], "validation data") if val is not None else None
         first = self._resume.epochs_done if self._resume and initial_epoch is None else (
             initial_epoch or 0)
         if s.epochs <= first:
             raise DataError(f"epochs ({s.epochs}) must be more than the epochs done ({first})")
-        cbs = self._callbacks(callbacks, s, verbose, len(x))
+        cbs = self._callbacks(callbacks, s, verbose, sample_count(x))
         self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
                                 self)
+        self.fit_settings = s  # this fit's, already for its callbacks (keep_best, monitor)
         self.history = self._trainer.fit(
             staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
-            monitor=s.monitor, keep_best=s.keep_best)
-        self.fit_settings = s
-        self.source.set_weights(self.get_weights())
-        self._predictors = {}  # their sessions hold the weights from before this fit
+            monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
+        self._pull_weights()
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
-    def _split(self, x: np.ndarray, y: np.ndarray, validation_data, s: Settings):
-        """(x, y, validation or None): `validation_data`, else a seeded stratified split."""
-        if len(x) != len(y):
-            raise DataError(f"x has {len(x)} samples, y has {len(y)}; they must match")
+    def _split(self, x: Inputs, y, validation_data, s: Settings):
+        """(x, y, validation or None): `validation_data`, else a seeded split (stratified by
+        one class label per sample); y may be None (a loss that reads no targets)."""
+        y = None if y is None else np.asarray(y)
+        n = sample_count(x)
+        if y is not None and n != len(y):
+            raise DataError(f"x has {n} samples, y has {len(y)}; they must match")
         if validation_data is None and s.val_split:
-            tr, va = train_val_split(len(x), s.val_split, s.seed, y)
-            x, y, validation_data = x[tr], y[tr], (x[va], y[va])
-        if validation_data is not None and not len(validation_data[0]):
+            labels = y if y is not None and y.ndim == 1 else None
+            tr, va = train_val_split(n, s.val_split, s.seed, labels)
+            validation_data = (take(x, va), None if y is None else y[va])
+            x, y = take(x, tr), None if y is None else y[tr]
+        if validation_data is not None and not sample_count(validation_data[0]):
             validation_data = None
         self.last_validation = validation_data
-        self.last_split = (len(x), len(validation_data[0]) if validation_data else 0)
+        self.last_split = (sample_count(x),
+                           sample_count(validation_data[0]) if validation_data else 0)
         return x, y, validation_data
 
     def prepare(self, x, runner: bool = False) -> StepGraphs:
@@ -169,10 +177,10 @@ class Model:
         already) and, with `runner`, the step runner; returns the graphs (e.g. to export)."""
         if not self._compiled:
             self.compile()
-        self._build(_features(x, "data"), self.settings, runner)
+        self._build(self._inputs(x, "data"), self.settings, runner)
         return self._graphs
 
-    def _build(self, x: np.ndarray, s: Settings, runner: bool) -> None:
+    def _build(self, x: Inputs, s: Settings, runner: bool) -> None:
         """Input shape; once: scaling adapted on `x` (the training part), the step graphs,
         and with `runner` the step runner, its state initial or resumed."""
         self.source.ensure_input(x)
@@ -201,16 +209,26 @@ class Model:
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
             return StepGraphs.of(r.train, evaluation, r.params, r.buffers, r.slots,
                                  optimizer_from(s))
-        graphs = build_step_graphs(self.source, loss, optimizer_from(s))
+        graphs = build_step_graphs(self.source, loss, optimizer_from(s),
+                                   rule=UpdateRule.of(s))
         if s.recompute != "none":  # gradient checkpointing: recompute instead of keeping
             from irkit.passes import apply_checkpointing
             apply_checkpointing(graphs.train, s.recompute, s.batch_size)
         return graphs
 
-    def _stage(self, x: np.ndarray, y, name: str):
-        check_finite(x, name)
-        return self._runner.stage(np.ascontiguousarray(x, np.float32),
-                                  self._targets(np.asarray(y), name))
+    def _inputs(self, x, what: str) -> Inputs:
+        """Raw data as the model's inputs (irkit.train.inputs: shapes kept, dtypes the
+        inputs')."""
+        return as_inputs(x, self.source.input_specs(), what)
+
+    def _stage(self, x: Inputs, y, name: str):
+        """Inputs (checked by as_inputs, and against the built input shape: validation and
+        evaluation data as well) and targets placed in the runner."""
+        try:
+            self.source.ensure_input(x)
+        except DataError as e:
+            raise DataError(f"{name}: {e}") from None
+        return self._runner.stage(x[0] if len(x) == 1 else x, self._targets(y, name))
 
     def _callbacks(self, callbacks, s: Settings, verbose, n: int) -> list:
         cbs = list(callbacks or [])
@@ -219,7 +237,7 @@ class Model:
         level = 1 if verbose == "auto" else int(verbose)
         level = level if distributed.is_root() else 0  # one progress report per job
         if level:
-            cbs.append(ProgressLogger(s.epochs, -(-n // s.batch_size), level))
+            cbs.append(progress_callback(s.epochs, -(-n // s.batch_size), level))
         for cb in cbs:
             cb.set_model(self)
         return cbs
@@ -229,16 +247,27 @@ class Model:
             return None
         history = History.from_dict(self._resume.history)
         if self._resume.best_weights and s.keep_best:
-            self._trainer.best_weights = dict(self._resume.best_weights)
+            self._trainer.keep_as_best(self._resume.best_weights)
         elif history.best_epoch is not None and s.keep_best:
-            self._trainer.best_weights = self.get_weights()
+            # the file's last epoch was its best: the best so far is the runner's state (the
+            # step's weights only; the source's fixed constants such as a Normalize layer's
+            # shift are no step state and cannot be restored into the runner)
+            self._trainer.keep_as_best(self._runner.read_state(self._weight_names()))
         return history
 
     # ---- targets ---------------------------------------------------------------------------
-    def _targets(self, y: np.ndarray, name: str) -> np.ndarray:
-        """Targets in the dtype and shape the loss wants (the loss checks them)."""
+    def _targets(self, y, name: str) -> np.ndarray | None:
+        """Targets in the dtype and shape the loss wants (the loss checks them); None for a
+        loss that reads none (`output:NAME`)."""
+        loss = get_loss(self.settings.loss)
+        if not self._graphs.train.has_value(TARGET):
+            if y is not None:
+                raise DataError(f"{name}: the loss {loss.name} reads no targets; give y=None")
+            return None
+        if y is None:
+            raise DataError(f"{name}: the loss {loss.name} needs targets y")
         shape = self._graphs.train.value(TARGET).shape
-        return get_loss(self.settings.loss).targets(y, shape, self._num_classes(), name)
+        return loss.targets(np.asarray(y), shape, self._num_classes(), name)
 
     def _num_classes(self) -> int | None:
         for v in self._graphs.eval.values():
@@ -258,6 +287,14 @@ class Model:
         if self._runner is not None:
             weights.update(self._runner.read_state(self._weight_names()))
         return weights
+
+    def _pull_weights(self) -> None:
+        """The one point where weights come back from the runner (which owns them while it
+        exists) into the source; compiled predictors made before hold older weights."""
+        if self._runner is None:
+            return
+        self.source.set_weights(self._runner.read_state(self._weight_names()))
+        self._predictors = {}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Set weights by graph name (as get_weights returns them)."""
@@ -288,30 +325,40 @@ class Model:
 
     # ---- evaluate, predict -----------------------------------------------------------------------
     def evaluate(self, x, y, batch_size: int = 256, verbose: int = 0) -> dict[str, float]:
-        """Loss (and accuracy) of the current weights on (x, y)."""
+        """Loss (accuracy, compile's metrics) of the current weights on (x, y)."""
         if self._runner is None:
             if not self._compiled:
                 raise ShapeError(f"{self.name}: call compile() (or fit) before evaluate()")
-            self._build(_features(x, "evaluation data"), self.settings, runner=True)
+            self._build(self._inputs(x, "evaluation data"), self.settings, runner=True)
         from irkit.train.trainer import logs_of
-        staged = self._stage(_features(x, "evaluation data"), y, "evaluation data")
-        return logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
+        staged = self._stage(self._inputs(x, "evaluation data"), y, "evaluation data")
+        logs = logs_of(self._runner.evaluate(staged, batch_size), self._graphs.has_correct)
+        return {**logs, **metric_logs(self, self.metrics, x, y)}
 
     def predict(self, x, batch_size: int | None = None, device: str | None = None,
-                verbose: int = 0) -> np.ndarray:
-        """Model outputs for raw inputs x (on compile's runtime; one compiled graph cached per
-        device)."""
-        x = _features(x, "prediction data")
+                verbose: int = 0, probabilities: bool = False) -> np.ndarray:
+        """Model outputs for raw inputs x, as Keras gives them (logits when the last layer
+        has no softmax); `probabilities=True`: class probabilities, what `irkit predict`
+        writes for the exported model. One compiled graph cached per device."""
+        x = self._inputs(x, "prediction data")
         self.source.ensure_input(x)
         device = device or self.settings.device
         run = self._predictors.get(device)
         if run is None:
             run = self._predictors[device] = self._compile_graph(self.to_graph(), device)
-        name = run.input_names[0]
-        if not batch_size:
-            return run({name: x})[0]
-        return np.concatenate([run({name: x[i:i + batch_size]})[0]
-                               for i in range(0, len(x), batch_size)])
+        names = [n for n, _ in self.source.input_specs()]
+        size = batch_size or max(sample_count(x), 1)
+        out = np.concatenate([run(dict(zip(names, take(x, slice(i, i + size)))))[0]
+                              for i in range(0, sample_count(x), size)]
+                             ) if sample_count(x) > size else run(dict(zip(names, x)))[0]
+        if not probabilities:
+            return out
+        from irkit.train.scores import probabilities as probs
+        from irkit.train.scores import scores_kind
+        if not get_loss(self.settings.loss).classification:
+            raise SpecError(f"predict(probabilities=True) is for classifiers; the loss "
+                            f"{self.settings.loss!r} regresses (use predict(x))")
+        return probs(out, scores_kind(self.source.build(training=False)))
 
     def _compile_graph(self, graph: Graph, device: str = "cpu"):
         """`graph` compiled by the runtime `compile` chose (the only way Model runs a graph
@@ -321,8 +368,7 @@ class Model:
     # ---- graphs and files ----------------------------------------------------------------------
     def to_graph(self) -> Graph:
         """The inference graph with the current weights (scaling in, dropout out)."""
-        if self._runner is not None:
-            self.source.set_weights(self.get_weights())
+        self._pull_weights()
         return self._inference_graph()
 
     def _inference_graph(self) -> Graph:
@@ -380,23 +426,25 @@ class Model:
         """Number of weights (trainable and not, running statistics included)."""
         return int(sum(np.size(w) for w in self.source.weights().values()))
 
-    def summary(self, print_fn=print) -> str:
-        """A table of the weights (name, shape, count, trainable) and the totals."""
-        weights = self.source.weights()
-        trainable = set(self.source.trainable())
-        rows = [(n, "x".join(map(str, w.shape)) or "scalar", int(np.size(w)), n in trainable)
-                for n, w in weights.items()]
-        width = max([len(r[0]) for r in rows] + [6])
-        lines = [f'Model "{self.name}"', f"{'weight':{width}}  {'shape':>14}  {'count':>9}  "
-                 "trainable"]
-        lines += [f"{n:{width}}  {s:>14}  {c:>9}  {'yes' if t else 'no'}" for n, s, c, t in rows]
-        total = sum(r[2] for r in rows)
-        n_train = sum(r[2] for r in rows if r[3])
-        lines += [f"total {total} weights: {n_train} trainable, {total - n_train} fixed"]
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+    def summary(self, print_fn=print) -> str | None:
+        """Print a table of the weights (name, shape, count, trainable) and the totals, and
+        return None (as Keras does, so a notebook shows it once); `print_fn=None` returns the
+        text instead of printing it."""
+        from irkit.train.display import summary_text
+        text = summary_text(self)
+        if print_fn is None:
+            return text
+        print_fn(text)
+        return None
+
+    def __repr__(self) -> str:
+        from irkit.train.display import model_repr
+        return model_repr(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the summary as a table."""
+        from irkit.train.display import model_html
+        return model_html(self)
 
 
 class Sequential(Model):
@@ -404,8 +452,11 @@ class Sequential(Model):
 
     def __init__(self, layers: list[Module], name: str | None = None,
                  input_shape: tuple[int, ...] | None = None) -> None:
+        """`layers` may start with `irkit.Input(shape)` (Keras' `keras.Input`): `shape` is
+        one sample's, as `input_shape` is; a leading None or named batch dim is dropped."""
         from irkit.nn.module import Sequential as Layers
-        super().__init__(Layers(list(layers), name=name), input_shape, name)
+        layers, input_shape = split_input(list(layers), input_shape)
+        super().__init__(Layers(layers, name=name), input_shape, name)
 
 
 def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
@@ -425,6 +476,7 @@ def _check_same_step(saved: Settings, s: Settings) -> None:
     """A training file continues with the loss and optimizer its step graph was built with."""
     def step_of(settings: Settings) -> dict[str, Any]:
         return {"loss": get_loss(settings.loss).name, "optimizer": settings.optimizer,
+                "clip_norm": settings.clip_norm, "accumulate": settings.accumulate,
                 **optimizer_from(settings).hyperparameters()}
     before, now = step_of(saved), step_of(s)
     changed = [k for k in now if before.get(k) != now[k]]
@@ -435,17 +487,14 @@ def _check_same_step(saved: Settings, s: Settings) -> None:
                         "the model (irkit export) and train that")
 
 
-def _features(x, name: str) -> np.ndarray:
-    try:
-        return np.asarray(x, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise DataError(f"{name}: features must be numbers") from None
-
-
-def load_model(path: str, prepare=None) -> Model:
+def load_model(path: str, prepare=None, state: str | None = None) -> Model:
     """A Model from an ONNX file: a training file (written by `Model.save` or `irkit train
     --save-training`) resumes where it stopped; any other model can predict, evaluate and be
-    fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first."""
+    fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first. A
+    training bundle's folder (irkit.train.bundle) loads as a training file with the state file
+    `state` (what another runtime trained), or with its initial state."""
+    import os
+
     from irkit.onnx_io import load
     from irkit.train.settings import from_json
     from irkit.train.training_model import read_training_model
@@ -458,7 +507,11 @@ def load_model(path: str, prepare=None) -> Model:
             return from_onnx(proto)
         found["file"] = read_training_model(proto)
         return found["file"].inference
-    graph = load(path, convert)
+    if os.path.isdir(path):
+        from irkit.train.bundle import training_proto
+        graph = convert(training_proto(path, state))
+    else:
+        graph = load(path, convert)
     model = Model(OnnxSource(graph, trainable=found["file"].params if found else None))
     saved = from_json(graph.metadata.get(META_SETTINGS))
     if found:  # the stored rate is where training continues (a schedule may have moved it)
@@ -466,6 +519,6 @@ def load_model(path: str, prepare=None) -> Model:
         model.compile(settings=resolve(saved, names=(f"{path} settings",)))
         model._resume = found["file"]
         model._resume.settings = model.settings
-        model.history = History.from_dict(found["file"].history) if found[
-            "file"].history else None
+        model.history = History.from_dict(found["file"].history, f"{path}: {META_HISTORY}") \
+            if found["file"].history else None
     return model

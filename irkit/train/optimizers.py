@@ -186,8 +186,39 @@ class RMSprop(Optimizer):
         return ops.Sub(p, step), {"velocity": v}
 
 
+@dataclass
+class AdamW(Adam):
+    """Adam with decoupled weight decay, torch.optim.AdamW's form and defaults (weight_decay
+    0.01): p' = p (1 - lr weight_decay) - lr/c1 m' / (sqrt(v')/sqrt(c2) + epsilon); the decay
+    does not enter the moments (Adam's weight_decay adds it to the gradient)."""
+
+    weight_decay: float = dataclasses.field(default=0.01, kw_only=True)
+    name: ClassVar[str] = "adamw"
+
+    @property
+    def update_nodes(self) -> int:
+        return 13 + (1 if self.weight_decay else 0)
+
+    def prepare(self, lr, step):
+        shared = super().prepare(lr, step)
+        if self.weight_decay:
+            one = lr.graph.constant(np.array(1.0, dtype=lr.dtype))
+            shared["decay"] = ops.Sub(one, ops.Mul(lr, self.weight_decay))
+        return shared
+
+    def update(self, p, g, state, shared):
+        decayed = ops.Mul(p, shared["decay"]) if self.weight_decay else p
+        m = ops.Add(ops.Mul(state["m"], self.beta_1), ops.Mul(g, 1.0 - self.beta_1))
+        v = ops.Add(ops.Mul(state["v"], self.beta_2),
+                    ops.Mul(ops.Mul(g, g), 1.0 - self.beta_2))
+        denom = ops.Add(ops.Div(ops.Sqrt(v), shared["sqrt_c2"]), self.epsilon)
+        step = ops.Mul(ops.Div(m, denom), shared["step_size"])
+        return ops.Sub(decayed, step), {"m": m, "v": v}
+
+
 # The one list of optimizers: name -> class.
-OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop,
+                                          "adamw": AdamW}
 
 
 def register_optimizer(cls: type[Optimizer]) -> type[Optimizer]:

@@ -1,4 +1,4 @@
-"""Training curves: a PNG (matplotlib, the optional extra `irkit[plot]`) or a text chart.
+"""Training curves: a PNG (matplotlib, a dependency of irkit) or a text chart.
 
 Both read a history: a `History`, its `to_dict()`, the JSON `irkit train --json` prints, or a
 checkpoint folder's history.json. The PNG has a loss panel and, for classifiers, an accuracy
@@ -12,28 +12,43 @@ import math
 from typing import Any
 
 from irkit.errors import IrkitError
+from irkit.train.histories import checked_history
+from irkit.version import install_hint
 
 PANELS = (("loss", "loss"), ("accuracy", "accuracy"))
 
 
 def _curves(history: Any) -> tuple[dict[str, list[float]], int | None]:
+    """The checked curves (non-finite figures as NaN: gaps) and the best epoch."""
     if hasattr(history, "to_dict"):
         history = history.to_dict()
-    curves = history.get("history", history)
-    best = history.get("best_epoch") if "history" in history else None
-    if not curves.get("loss"):
-        raise IrkitError("the history has no epochs to plot")
-    return curves, best
+    if isinstance(history, dict) and "history" not in history:
+        history = {"history": history}  # the curves alone
+    doc = checked_history(history)
+    if not any(math.isfinite(v) for v in doc["history"].get("loss", [])):
+        raise IrkitError("the history has no epochs to plot (no finite training loss)")
+    return doc["history"], doc["best_epoch"]
 
 
-def _pyplot():
+def require_matplotlib() -> None:
+    """IrkitError (one line, the fix) when matplotlib cannot be imported."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
-        raise IrkitError('plots need matplotlib: pip install "irkit[plot]"') from None
-    matplotlib.use("Agg")  # files only: never a window, works without a display
-    import matplotlib.pyplot as plt
-    return plt
+        raise IrkitError(f"plots need matplotlib: pip install matplotlib (a dependency of "
+                         f"irkit: {install_hint()} brings it)") from None
+
+
+def _figure(size: tuple[float, float]):
+    """A matplotlib Figure drawn by the Agg canvas itself: irkit never calls
+    `matplotlib.use` nor pyplot, so a notebook's backend (inline plots) stays as it was."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 FORMATS = ("png", "svg", "pdf")
@@ -43,10 +58,10 @@ def plot_png(history: Any, title: str | None = None, fmt: str = "png") -> bytes:
     """The curves as PNG (or `fmt`: svg, pdf) bytes: a loss panel, and an accuracy panel
     when there is accuracy."""
     curves, best = _curves(history)
-    plt = _pyplot()
     panels = [(key, label) for key, label in PANELS if curves.get(key)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig = _figure((5.5 * len(panels), 4))
     try:
+        axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, (key, label) in zip(axes[0], panels):
             _panel(ax, curves, key, label, best)
         if title:
@@ -54,9 +69,17 @@ def plot_png(history: Any, title: str | None = None, fmt: str = "png") -> bytes:
         fig.tight_layout()
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=100)
-    finally:
-        plt.close(fig)
+    except (ValueError, OverflowError) as e:  # figures near float's limits (1e308) break
+        # matplotlib's axis transforms (numpy's LinAlgError "Singular matrix" among them)
+        raise IrkitError(f"matplotlib cannot draw these curves ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); the largest figure is "
+                         f"{_largest(curves):.3g}, and figures near 1e308 are out of its "
+                         "range") from None
     return buffer.getvalue()
+
+
+def _largest(curves: dict[str, list[float]]) -> float:
+    return max((abs(v) for vs in curves.values() for v in vs if math.isfinite(v)), default=0.0)
 
 
 def _panel(ax, curves: dict, key: str, label: str, best: int | None) -> None:
@@ -90,14 +113,17 @@ def save_png(history: Any, path: str, title: str | None = None) -> None:
 
 
 def text_chart(history: Any, key: str = "loss", width: int = 60, height: int = 12) -> str:
-    """A terminal chart of `key` (`*` training, `o` validation, `|` the best epoch)."""
+    """A terminal chart of `key` (`*` training, `o` validation, `|` the best epoch; NaN and
+    infinite figures are left out: gaps)."""
     curves, best = _curves(history)
     series = [(c, curves[n]) for c, n in (("*", key), ("o", f"val_{key}")) if curves.get(n)]
     if not series:
         raise IrkitError(f"the history has no {key!r} figures")
     finite = [v for _, vs in series for v in vs if math.isfinite(v)]
+    if not finite:
+        raise IrkitError(f"the history's {key!r} figures are all NaN or infinite")
     lo, hi = min(finite), max(finite)
-    span = (hi - lo) or 1.0
+    span = (hi / 2 - lo / 2) or 1.0  # halves: hi - lo may overflow to inf (1e308 - -1e308)
     epochs = max(len(vs) for _, vs in series)
     cols = min(width, epochs)
     grid = [[" "] * cols for _ in range(height)]
@@ -110,7 +136,7 @@ def text_chart(history: Any, key: str = "loss", width: int = 60, height: int = 1
     for mark, values in series:
         for i, v in enumerate(values):
             if math.isfinite(v):
-                grid[round((hi - v) / span * (height - 1))][col(i + 1)] = mark
+                grid[round((hi / 2 - v / 2) / span * (height - 1))][col(i + 1)] = mark
     lines = [f"{hi:>10.4g} +" + "".join(grid[0])]
     lines += ["           |" + "".join(row) for row in grid[1:-1]]
     lines += [f"{lo:>10.4g} +" + "".join(grid[-1])]

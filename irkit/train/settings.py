@@ -45,6 +45,8 @@ class Settings:
     patience: int = 0               # early stopping after this many epochs without gain; 0: off
     min_delta: float = 0.0          # the smallest change that counts as a gain
     recompute: str | int = "none"   # gradient checkpointing: none, sqrt or a byte budget
+    clip_norm: float = 0.0          # clip the gradients to this global L2 norm; 0: off
+    accumulate: int = 1             # micro-batches whose gradients make one update
     # [data]
     dataset: str | None = None
     val_split: float = 0.2
@@ -120,6 +122,9 @@ RULES: dict[str, tuple[str | Callable[[], str], Callable[[Any], bool],
     "min_delta": ("a number >= 0", lambda v: _is_number(v) and v >= 0, float),
     "recompute": ('"none", "sqrt" or a byte budget (an integer > 0)', _is_recompute,
                   lambda v: int(v) if str(v).isdigit() else v),
+    "clip_norm": ("a finite number >= 0 (0: no clipping)",
+                  lambda v: _is_number(v) and 0 <= v < float("inf"), float),
+    "accumulate": ("an integer from 1 to 65536", lambda v: _is_int(v) and 1 <= v <= 65536, int),
     "dataset": ("a dataset name or file path (a string)", _is_str, str),
     "val_split": ("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1, float),
     "label_column": ("a column name (a string)", _is_str, str),
@@ -179,8 +184,12 @@ def from_json(text: str | None) -> dict[str, Any]:
     """The settings a model's metadata records (unknown keys dropped, values checked later)."""
     try:
         raw = json.loads(text) if text else {}
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # damaged, or nested too deeply
         return {}
     if not isinstance(raw, dict):
         return {}
-    return {k: v for k, v in raw.items() if k in FIELDS or k in hyperparameter_names()}
+    # files written before optimizers owned their hyperparameters record sgd's momentum and
+    # nesterov whatever the optimizer: keep only the recorded optimizer's own
+    cls = OPTIMIZERS.get(str(raw.get("optimizer", DEFAULTS.optimizer)).lower())
+    own = set(cls.hyperparameter_names()) if cls is not None else set()
+    return {k: v for k, v in raw.items() if k in FIELDS or k in own}

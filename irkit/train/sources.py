@@ -13,23 +13,25 @@ import fnmatch
 import numpy as np
 
 from irkit import ops
-from irkit.errors import DataError
+from irkit.errors import DataError, ShapeError
 from irkit.ir import Graph, Value
 from irkit.nn.layers import Normalize
 from irkit.nn.module import Module
 from irkit.signature import INPUT, META_FROZEN, META_NORMALIZE, META_SCALING, OUTPUT, next_name
 
 
-def values_reaching(graph: Graph, value: Value, x: np.ndarray, compile_graph,
+def values_reaching(graph: Graph, value: Value, x: tuple, compile_graph,
                     batch: int = 4096) -> np.ndarray:
-    """What `value` of an inference graph holds when the graph's input is `x` (run in batches
-    by `compile_graph(graph)`, a runtime's compile; `x` itself when `value` is the input)."""
+    """What `value` of an inference graph holds when the graph's inputs are `x` (one array per
+    input, irkit.train.inputs; run in batches by `compile_graph(graph)`, a runtime's compile;
+    that array itself when `value` is an input)."""
+    names = [v.name for v in graph.inputs]
     if value.producer is None and value in graph.inputs:
-        return x
+        return x[names.index(value.name)]
     graph.outputs = [ops.own_output(value, [])]
     run = compile_graph(graph)
-    name = graph.inputs[0].name
-    parts = [run({name: x[i:i + batch]})[0] for i in range(0, len(x), batch)]
+    n = len(x[0])
+    parts = [run({k: a[i:i + batch] for k, a in zip(names, x)})[0] for i in range(0, n, batch)]
     return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 
@@ -48,13 +50,17 @@ class ModuleSource:
     def name(self) -> str:
         return self.module.name or "model"
 
-    def ensure_input(self, x: np.ndarray) -> None:
-        shape = tuple(x.shape[1:])
+    def input_specs(self) -> list[tuple[str, np.dtype]]:
+        """The model's inputs: [(name, dtype)] (irkit.train.inputs)."""
+        return [(INPUT, np.dtype(np.float32))]
+
+    def ensure_input(self, x: tuple) -> None:
+        shape = tuple(x[0].shape[1:])
         if self.input_shape is None:
             self.input_shape = shape
         elif self.input_shape != shape:
             raise DataError(f"the model takes samples of shape {self.input_shape}, the data has "
-                            f"{shape}")
+                            f"{shape}; give it the features the model was built for")
 
     def build(self, training: bool = False) -> Graph:
         if self.input_shape is None:
@@ -92,7 +98,7 @@ class ModuleSource:
     def set_weights(self, values: dict[str, np.ndarray]) -> None:
         self.module.load_weights(values)
 
-    def adapt(self, x: np.ndarray, compile_graph) -> None:
+    def adapt(self, x: tuple, compile_graph) -> None:
         """Adapt each Normalize layer not adapted yet on the values that reach it, in order
         (`compile_graph`: a runtime's compile, to run the layers before it)."""
         for layer in self.module.modules():
@@ -170,9 +176,8 @@ class OnnxSource:
         self.graph = graph
         self.metadata = dict(graph.metadata)
         self._trainable = choose_trainable(graph, trainable, freeze)
-        if len(graph.inputs) != 1:
-            raise DataError(f"the model has {len(graph.inputs)} inputs; irkit trains models with "
-                            "one input")
+        if not graph.inputs:
+            raise DataError("the model has no inputs; irkit trains models of their inputs")
         shape = graph.inputs[0].shape
         self.input_shape = tuple(shape[1:]) if shape is not None else None
 
@@ -180,15 +185,22 @@ class OnnxSource:
     def name(self) -> str:
         return self.graph.name or "model"
 
-    def ensure_input(self, x: np.ndarray) -> None:
-        want = self.graph.inputs[0].shape
-        if want is not None and len(want) == x.ndim:
-            for d, n in zip(want[1:], x.shape[1:]):
+    def input_specs(self) -> list[tuple[str, np.dtype]]:
+        """The model's inputs: [(name, dtype)] (irkit.train.inputs)."""
+        return [(v.name, np.dtype(v.dtype)) for v in self.graph.inputs]
+
+    def ensure_input(self, x: tuple) -> None:
+        """DataError unless each array of `x` (one per input) fits its input's shape."""
+        for v, a in zip(self.graph.inputs, x):
+            want = v.shape
+            if want is not None and len(want) != a.ndim:
+                raise DataError(f"the model's input {v.name!r} has rank {len(want)} "
+                                f"{tuple(want)}, the data {a.ndim} {a.shape}; give the data "
+                                "the input's shape (an .npz keeps it)")
+            for d, n in zip(want[1:] if want else (), a.shape[1:]):
                 if isinstance(d, int) and d != n:
-                    raise DataError(f"the model's input {self.graph.inputs[0].name!r} has shape "
-                                    f"{want}, the data's samples have {x.shape[1:]}")
-        elif want is not None:
-            raise DataError(f"the model's input has rank {len(want)}, the data {x.ndim}")
+                    raise DataError(f"the model's input {v.name!r} has shape {tuple(want)}, "
+                                    f"the data's samples have {a.shape[1:]}")
         out = self.graph.outputs[0].shape
         if out and isinstance(out[0], int):
             raise DataError(f"the model's output {self.graph.outputs[0].name!r} has a fixed "
@@ -215,7 +227,7 @@ class OnnxSource:
             v = self.graph.initializers[name]
             v.const = np.asarray(arr, dtype=v.const.dtype)
 
-    def adapt(self, x: np.ndarray, compile_graph) -> None:
+    def adapt(self, x: tuple, compile_graph) -> None:
         """Fit irkit's scaling layer (metadata `irkit.normalize`) unless it is fitted already
         (`compile_graph`: a runtime's compile, to run the graph up to it)."""
         prefix = self.metadata.get(META_NORMALIZE)
@@ -234,3 +246,18 @@ class OnnxSource:
         new_shift, new_scale = fit_scaler(seen.reshape(len(seen), -1),
                                           self.metadata.get(META_SCALING, "standard"))
         self.set_weights({f"{prefix}.shift": new_shift, f"{prefix}.scale": new_scale})
+
+
+def split_input(layers: list, input_shape: tuple | None) -> tuple[list, tuple | None]:
+    """(layers, input_shape) with a leading `irkit.Input(shape)` (Keras' `keras.Input`) taken
+    out as the input shape: one sample's shape; a leading None or named batch dim is dropped."""
+    from irkit.function import Input
+    if not layers or not isinstance(layers[0], Input):
+        return layers, input_shape
+    shape = tuple(layers[0].shape)
+    if shape and (shape[0] is None or isinstance(shape[0], str)):
+        shape = shape[1:]
+    if input_shape is not None and tuple(input_shape) != shape:
+        raise ShapeError(f"Sequential: irkit.Input{shape} and input_shape={tuple(input_shape)} "
+                         "disagree; give one of them")
+    return layers[1:], shape

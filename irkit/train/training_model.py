@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from irkit.errors import ModelFileError
+from irkit.errors import ModelFileError, json_text
 from irkit.ir import Graph
 from irkit.onnx_io import from_onnx, to_onnx
 from irkit.signature import LR, META_BEST, META_EPOCH, META_HISTORY, META_PARAMS, STEP, next_name
@@ -63,7 +63,7 @@ def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarra
         main.add_initializer(BEST_PREFIX + name, np.asarray(value))
     main.metadata[META_EPOCH] = str(int(epochs_done))
     main.metadata[META_PARAMS] = ",".join(params)
-    main.metadata[META_HISTORY] = json.dumps(history or {})
+    main.metadata[META_HISTORY] = json_text(history or {})  # valid JSON: NaN as null
     model_proto = to_onnx(main, opset, check=False)
     outer = {t.name for t in model_proto.graph.initializer}
     alg_proto = to_onnx(train, opset, check=False).graph
@@ -112,8 +112,23 @@ def read_training_model(model_proto: onnx.ModelProto) -> TrainingFile:
     missing = [p for p in params if p not in state]
     if missing:
         raise ModelFileError(f"the training file's step does not read the parameters {missing}")
+    _check_best(best, state, params + buffers)
     return TrainingFile(inference, train, state, params, buffers, slots, epochs_done, history,
                         best)
+
+
+def _check_best(best: dict[str, np.ndarray] | None, state: dict[str, np.ndarray],
+                weights: list[str]) -> None:
+    """Stored best weights are the step's weights, each shaped as its state (ModelFileError
+    otherwise: a resume would otherwise train to the end and then fail to restore them)."""
+    if best is None:
+        return
+    odd = sorted(set(best) - set(weights)) + sorted(set(weights) - set(best))
+    bad = odd or [n for n in best if np.shape(best[n]) != np.shape(state[n])]
+    if bad:
+        raise ModelFileError(f"the training file's best weights ({BEST_PREFIX}*) do not match "
+                             f"its step's weights ({bad[0]!r}); re-save it with irkit train "
+                             "--save-training")
 
 
 def _algorithm_graph(model_proto: onnx.ModelProto) -> Graph:
@@ -160,8 +175,9 @@ def _stored_int(text: str, key: str, limit: int) -> int:
 def _stored_json(text: str, key: str) -> dict:
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ModelFileError(f"metadata {key} is not valid JSON") from None
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
+        raise ModelFileError(f"metadata {key} is not valid JSON (or nested too deeply)") \
+            from None
     if not isinstance(value, dict):
         raise ModelFileError(f"metadata {key} must be a JSON object")
     return value
