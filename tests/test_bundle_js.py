@@ -26,7 +26,6 @@ from bundle_cases import (
     JS,
     ROOT,
     assert_same_state,
-    cli,
     irkit_fit,
     missing_browser,
     missing_js,
@@ -36,6 +35,7 @@ from bundle_cases import (
     run_node,
     write_csv,
 )
+from cli_checks import cli
 
 from irkit.data import load_dataset
 from irkit.train.bundle import read_contract, read_state
