@@ -111,9 +111,9 @@ class ModuleSource:
 # weight slot of an op, through ops that only move or retype it (TRAINABLE_THROUGH). Weight
 # slots: the operands of MatMul, Gemm (and its C bias), Einsum; the kernel and bias of Conv and
 # ConvTranspose; the scale and bias of the normalizations; an embedding table (Gather's data);
-# PRelu's slope; and a bias or scale of more than one element that Add, Sub or Mul combine with
-# a computed value. Never: the running statistics (BatchNormalization inputs 3 and 4),
-# scalars of elementwise ops (exponents, attention scales, GELU's constants), Where fills, Clip
+# PRelu's slope; and a bias or scale that Add, Sub or Mul combine with a computed value, if it
+# has more than one element or follows a MatMul/Gemm/Conv (a one-unit layer's bias, (1,)).
+# Never: the running statistics (BatchNormalization inputs 3 and 4), scalars of elementwise ops (exponents, attention scales, GELU's constants), Where fills, Clip
 # bounds (ReLU6's 6), shapes, pads, Dropout ratios, anything of Pow, Div, Where, Clip, Range...
 WEIGHT_SLOTS = {"MatMul": (0, 1), "Gemm": (0, 1, 2), "Einsum": None, "Conv": (1, 2),
                 "ConvTranspose": (1, 2), "BatchNormalization": (1, 2),
@@ -138,10 +138,13 @@ def _reaches_weight_slot(value: Value, depth: int = 0) -> bool:
         slots = WEIGHT_SLOTS.get(node.op_type, ())
         if slots is None or index in slots:
             return True
-        if node.op_type in BIAS_OPS and value.const is not None and value.const.size > 1:
+        if node.op_type in BIAS_OPS and value.const is not None and value.const.ndim:
             other = node.inputs[1 - index] if len(node.inputs) == 2 else None
-            if other is not None and other.const is None and (
-                    other.producer is None or other.producer.op_type != "Constant"):
+            computed = other is not None and other.const is None and (
+                other.producer is None or other.producer.op_type != "Constant")
+            after_weights = computed and other.producer is not None \
+                and other.producer.op_type in WEIGHT_SLOTS  # a Linear(n, 1)'s bias: (1,)
+            if computed and (value.const.size > 1 or after_weights):
                 return True
         if node.op_type in TRAINABLE_THROUGH and depth < 8 and index == 0 or (
                 node.op_type == "Concat" and depth < 8):
