@@ -113,8 +113,9 @@ class ModuleSource:
 # ConvTranspose; the scale and bias of the normalizations; an embedding table (Gather's data);
 # PRelu's slope; and a bias or scale that Add, Sub or Mul combine with a computed value, if it
 # has more than one element or follows a MatMul/Gemm/Conv (a one-unit layer's bias, (1,)).
-# Never: the running statistics (BatchNormalization inputs 3 and 4), scalars of elementwise ops (exponents, attention scales, GELU's constants), Where fills, Clip
-# bounds (ReLU6's 6), shapes, pads, Dropout ratios, anything of Pow, Div, Where, Clip, Range...
+# Never: the running statistics (BatchNormalization inputs 3 and 4), scalars of elementwise ops
+# (exponents, attention scales, GELU's constants), Where fills, Clip bounds (ReLU6's 6), shapes,
+# pads, Dropout ratios, anything of Pow, Div, Where, Clip, Range...
 WEIGHT_SLOTS = {"MatMul": (0, 1), "Gemm": (0, 1, 2), "Einsum": None, "Conv": (1, 2),
                 "ConvTranspose": (1, 2), "BatchNormalization": (1, 2),
                 "LayerNormalization": (1, 2), "InstanceNormalization": (1, 2), "Gather": (0,),
