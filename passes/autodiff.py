@@ -62,7 +62,7 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
         for x, gx in zip(node.inputs, in_grads):
             if x is None or gx is None or x.dtype.kind != "f":
                 continue
-            pending.setdefault(id(x), []).append(unbroadcast(gx, x))
+            pending.setdefault(id(x), []).append(unbroadcast(gx, x, _may_broadcast(node, x)))
     return {id(w): g for w in wrt if (g := _total(pending, w)) is not None}
 
 
@@ -93,15 +93,33 @@ def _nodes_between(graph: Graph, of: Value, wrt: list[Value]) -> list[Node]:
     return result
 
 
-def unbroadcast(g: Value, x: Value) -> Value:
+# ops whose float inputs broadcast against each other (ONNX's multidirectional broadcasting)
+BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean",
+                          "Where", "PRelu"})
+
+
+def _may_broadcast(node, x: Value) -> bool:
+    """Whether `node` can have broadcast its input `x` at run time: Expand, or a broadcasting
+    op with another input that has an axis of a dim other than 1 (a scalar or a (1,) constant
+    never widens x). Other ops give back gradients shaped like their inputs."""
+    if node.op_type == "Expand":
+        return True
+    return node.op_type in BROADCASTING and any(
+        o is not None and o is not x and (o.shape is None or any(d != 1 for d in o.shape))
+        for o in node.inputs)
+
+
+def unbroadcast(g: Value, x: Value, may_broadcast: bool = True) -> Value:
     """Sum `g` (shaped like a broadcast result) back to the shape of `x`.
 
     Broadcasting is decided on what the shapes can be: an axis of `x` of dim 1 is summed at
-    once; an axis whose dim is unknown at build time (None, or a symbol other than g's) may be 1
-    at run time, so it is summed in-graph where `Shape(x)` holds 1 there (`_sum_where_one`).
-    A graph differentiated at one batch size thus runs at every batch size.
+    once; where the node can have broadcast x (`may_broadcast`), an axis whose dim is unknown
+    at build time (None, or a symbol other than g's) may be 1 at run time, so it is summed
+    in-graph where `Shape(x)` holds 1 there (`_sum_where_one`). A graph differentiated at one
+    batch size thus runs at every batch size, and a step whose batch dim is unknown (after a
+    Reshape to -1) pays for no run-time check where nothing can have broadcast.
     """
-    if g.shape == x.shape and (g.shape is None or None not in g.shape):
+    if g.shape == x.shape and (not may_broadcast or g.shape is None or None not in g.shape):
         return g
     if g.shape is None or x.shape is None:
         raise ShapeError(f"cannot un-broadcast the gradient of {x.name!r}: the rank of "
@@ -112,7 +130,8 @@ def unbroadcast(g: Value, x: Value) -> Value:
         raise ShapeError(f"the gradient reaching {x.name!r} has rank {len(g.shape)}, lower than "
                          f"its rank {len(x.shape)}; the graph's shapes do not fit together")
     inner = [lead + i for i, d in enumerate(x.shape) if d == 1 and g.shape[lead + i] != 1]
-    unknown = [lead + i for i, d in enumerate(x.shape) if _may_be_one(d, g.shape[lead + i])]
+    unknown = [lead + i for i, d in enumerate(x.shape)
+               if may_broadcast and _may_be_one(d, g.shape[lead + i])]
     if not inner and not unknown:  # only leading axes: one ReduceSum that drops them
         return ops.ReduceSum(g, np.arange(lead, dtype=np.int64), keepdims=0) if lead else g
     if lead or inner:

@@ -126,6 +126,22 @@ def _cast(node, x):
     return x.to(torch_dtype(attr(node, "to"), node))  # float -> int truncates, as ONNX
 
 
+@op("CastLike")
+def _cast_like(node, x, like):
+    return x.to(like.dtype)
+
+
+@op("IsNaN")
+def _isnan(node, x):
+    return torch.isnan(x)
+
+
+@op("IsInf")
+def _isinf(node, x):
+    up, down = attr(node, "detect_positive"), attr(node, "detect_negative")
+    return torch.isinf(x) & (((x > 0) & bool(up)) | ((x < 0) & bool(down)))
+
+
 @op("Sum")
 def _sum(node, *xs):
     out = xs[0]

@@ -60,6 +60,9 @@ SCATTER_REDUCTIONS = "irkit gap: ScatterElements reduction mul/max/min in the nu
 RESIZE_OPSET_18 = ("irkit gap: Resize attributes from opset 18/19 (antialias, axes, "
                    "keep_aspect_ratio_policy, half_pixel_symmetric) have no opset-17 spelling")
 SCATTERND_18 = "irkit gap: ScatterND reduction max/min (opset 18) has no opset-17 spelling"
+FLOAT16_STEPS = ("irkit gap: the numpy reference runs this float16 function (imported since "
+                 "CastLike, issue 18) op by op in float16, and rounds 9 of 64 outputs one "
+                 "float16 step away from the case's expectation")
 EMPTY_REDUCTIONS = ("irkit gap: ReduceMax/ReduceMin/ReduceLogSumExp over an empty axis in the "
                     "numpy reference (ONNX: -inf/+inf/-inf; numpy raises)")
 
@@ -146,7 +149,8 @@ EXCEPTIONS: dict[str, str] = {
             "test_celu_bfloat16", "test_celu_float16", "test_equal_string",
             "test_equal_string_broadcast", "test_onehot_with_bfloat16_values",
             "test_reduce_max_bool_inputs", "test_reduce_max_empty_set_bool",
-            "test_reduce_min_bool_inputs", "test_isinf_float16"),
+            "test_reduce_min_bool_inputs", "test_isinf_float16",
+            "test_celu_bfloat16_expanded"),  # imports since CastLike (issue 18): its Elu
     **_reason(ORT_NO_KERNEL,
             "test_max_int16", "test_max_uint16", "test_min_int16", "test_min_uint16",
             "test_pow_types_float32_uint32", "test_pow_types_float32_uint64"),
@@ -205,6 +209,7 @@ EXCEPTIONS: dict[str, str] = {
             'test_resize_downsample_scales_linear_half_pixel_symmetric',
             'test_resize_upsample_scales_linear_half_pixel_symmetric',
             ),
+    **_reason(FLOAT16_STEPS, "test_causal_conv_with_state_silu_fp16_expanded"),
     **_reason(SCATTERND_18,
             'test_scatternd_max',
             'test_scatternd_min',

@@ -3,6 +3,8 @@ Tile, Gather, GatherElements, ScatterElements, Shape, Size, Constant, ConstantOf
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from irkit.errors import ShapeError, UnsupportedOpError
@@ -25,6 +27,27 @@ def _shape_of_shape_op(v) -> tuple | None:
         return None
     dims = p.inputs[0].shape
     return tuple(dims[slice(attr(p, "start"), attr(p, "end"))])
+
+
+def _one_symbol(shape, rest: int | None):
+    """The -1 of a Reshape whose input has one symbolic dim and as many other elements as the
+    target's known dims (('N', 64) to (-1, 1, 8, 8) keeps 'N'); else unknown (None)."""
+    if shape is None or rest is None:
+        return None
+    symbols = [d for d in shape if not isinstance(d, int)]
+    if len(symbols) != 1 or not isinstance(symbols[0], str):
+        return None
+    return symbols[0] if math.prod(d for d in shape if isinstance(d, int)) == rest else None
+
+
+def _flat_dim(dims) -> int | str | None:
+    """The size of `dims` flattened into one: their product, or the one symbol among 1s
+    (('N', 1) keeps 'N'); else unknown (None)."""
+    size = _static_size(tuple(dims))
+    if size is not None:
+        return size
+    return _one_symbol(tuple(dims), 1) if all(d == 1 or isinstance(d, str) for d in dims) \
+        else None
 
 
 @define
@@ -56,7 +79,8 @@ class Reshape(OpDef):
             known = [d for d in dims if d != -1]
             total = _static_size(x.shape)
             rest = _static_size(tuple(known))
-            dims[dims.index(-1)] = total // rest if total is not None and rest else None
+            dims[dims.index(-1)] = total // rest if total is not None and rest else \
+                _one_symbol(x.shape, rest)
         return [(x.dtype, tuple(dims))]
 
     def vjp(self, node: Node, grads):
@@ -85,7 +109,7 @@ class Flatten(OpDef):
         if x.shape is None:
             return [(x.dtype, (None, None))]
         axis = self.axis(node, len(x.shape))
-        return [(x.dtype, (_static_size(x.shape[:axis]), _static_size(x.shape[axis:])))]
+        return [(x.dtype, (_flat_dim(x.shape[:axis]), _flat_dim(x.shape[axis:])))]
 
     @staticmethod
     def axis(node: Node, rank: int) -> int:
