@@ -256,9 +256,8 @@ class _Jacobian(_Transformed):
                              f"pass each, at most {MAX_JACOBIAN_ROWS}); use vjp for products")
         starts = np.cumsum([0] + [count(t) for t in trees])
         wrt = [inputs[j] for i in self.wrt for j in range(starts[i], starts[i + 1])]
-        per_row = [gradients(graph, y, wrt, graph.constant(np.eye(rows, dtype=y.dtype)[k]
-                                                           .reshape(y.shape)))
-                   for k in range(rows)]
+        seeds = np.eye(rows, dtype=y.dtype).reshape((rows, *y.shape))  # row k: d out[k]
+        per_row = [gradients(graph, y, wrt, graph.constant(seed)) for seed in seeds]
         with tracing(graph):
             return [to_value(graph, reshape(stack([Tensor._traced(g[i]) for g in per_row]),
                                             tuple(y.shape) + tuple(w.shape)))

@@ -32,7 +32,7 @@ def _shape_of_shape_op(v) -> tuple | None:
 def _one_symbol(shape, rest: int | None):
     """The -1 of a Reshape whose input has one symbolic dim and as many other elements as the
     target's known dims (('N', 64) to (-1, 1, 8, 8) keeps 'N'); else unknown (None)."""
-    if shape is None or rest is None:
+    if shape is None or not rest:
         return None
     symbols = [d for d in shape if not isinstance(d, int)]
     if len(symbols) != 1 or not isinstance(symbols[0], str):
@@ -44,10 +44,7 @@ def _flat_dim(dims) -> int | str | None:
     """The size of `dims` flattened into one: their product, or the one symbol among 1s
     (('N', 1) keeps 'N'); else unknown (None)."""
     size = _static_size(tuple(dims))
-    if size is not None:
-        return size
-    return _one_symbol(tuple(dims), 1) if all(d == 1 or isinstance(d, str) for d in dims) \
-        else None
+    return size if size is not None else _one_symbol(tuple(dims), 1)
 
 
 @define

@@ -112,7 +112,7 @@ class ModuleSource:
 # slots: the operands of MatMul, Gemm (and its C bias), Einsum; the kernel and bias of Conv and
 # ConvTranspose; the scale and bias of the normalizations; an embedding table (Gather's data);
 # PRelu's slope; and a bias or scale that Add, Sub or Mul combine with a computed value, if it
-# has more than one element or follows a MatMul/Gemm/Conv (a one-unit layer's bias, (1,)).
+# has more than one element or follows an op of WEIGHT_SLOTS (a one-unit layer's bias, (1,)).
 # Never: the running statistics (BatchNormalization inputs 3 and 4), scalars of elementwise ops
 # (exponents, attention scales, GELU's constants), Where fills, Clip bounds (ReLU6's 6), shapes,
 # pads, Dropout ratios, anything of Pow, Div, Where, Clip, Range...
