@@ -285,13 +285,15 @@ def test_inspect_text_and_json(built_iris):
     text = cli("inspect", str(built_iris))
     assert text.exit_code == 0, text.output
     assert "input: float32[Nx4]" in text.stdout and "output: float32[Nx3]" in text.stdout
-    assert "parameters: 139" in text.stdout  # 4*16+16 + 16*3+3 + shift, scale (4 each)
+    assert "parameters: 131" in text.stdout  # 4*16+16 + 16*3+3: what trains
+    assert "fixed (constants, running statistics): 8 in 2 tensors" in text.stdout  # scaling
     result = cli("inspect", str(built_iris), "--json")
     assert result.exit_code == 0
     info = json.loads(result.stdout)
     assert info["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["N", 4]}]
     assert info["outputs"][0]["shape"] == ["N", 3]
-    assert info["parameters"] == 139 and info["initializers"] == 6
+    assert info["parameters"] == 131 and info["initializers"] == 6
+    assert info["fixed"] == {"weights": 8, "tensors": 2}
     assert info["ops"] == {"Gemm": 2, "Mul": 1, "Relu": 1, "Sub": 1}
     assert info["nodes"] == 5
     assert info["metadata"]["irkit.classes"] == "setosa,versicolor,virginica"

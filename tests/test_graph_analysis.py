@@ -157,7 +157,7 @@ def test_inspect_summary_and_exports(iris_model, tmp_path):
                                        str(dot), "--graphml", str(graphml), "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["parameters"] == 139 and info["nodes"] == 5 and info["batch"] == 32
+    assert info["parameters"] == 131 and info["nodes"] == 5 and info["batch"] == 32
     assert {p["name"] for p in info["parameter_tensors"]} >= {"dense_1.W", "dense_2.b"}
     assert info["flops"] > 2 * 32 * (4 * 16 + 16 * 3)
     assert info["peak_memory"]["activation_bytes"] >= 2 * 32 * 16 * 4

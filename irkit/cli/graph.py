@@ -40,6 +40,8 @@ def graph_report(graph, batch: int, parameter_names: list[str] | None = None,
     sized = with_batch(graph, batch)
     f = figures(sized, default=batch)
     params = parameters(graph, parameter_names)
+    fixed = {n: v for n, v in graph.initializers.items()
+             if v.dtype.kind == "f" and v.uses and n not in params}
     chain_depth, _ = depth(sized) if graph.nodes else (0, [])
     crit_flops, crit = critical_path(sized, default=batch) if graph.nodes else (0, [])
     info = {
@@ -48,6 +50,9 @@ def graph_report(graph, batch: int, parameter_names: list[str] | None = None,
         "parameters": f.parameters if parameter_names is None else
         sum(_numel(s, batch) for s in params.values()),
         "parameter_tensors": [{"name": n, "shape": _shape(s)} for n, s in params.items()],
+        # float initializers that do not train: exporter constants, running statistics
+        "fixed": {"weights": sum(_numel(v.shape, batch) for v in fixed.values()),
+                  "tensors": len(fixed)},
         "initializers": len(graph.initializers), "nodes": f.nodes, "flops": f.flops,
         "bytes_moved": f.bytes, "depth": chain_depth,
         "critical_path": {"nodes": len(crit), "flops": crit_flops, "first": crit[:1],
@@ -87,6 +92,10 @@ def _print_report(info: dict[str, Any]) -> None:
     echo(f"parameters: {info['parameters']} in {len(info['parameter_tensors'])} tensors")
     for p in info["parameter_tensors"]:
         echo(f"  {printable(p['name'])}: {printable(_fmt_shape(p['shape']))}")
+    fixed = info["fixed"]
+    if fixed["tensors"]:
+        echo(f"fixed (constants, running statistics): {fixed['weights']} in "
+             f"{fixed['tensors']} tensors")
     batch = f" at batch {info['batch']}" + (f" (unknown dims {info['unknown_dims']} as 1)"
                                              if info["unknown_dims"] else "")
     echo(f"figures{batch}:")
@@ -181,7 +190,9 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
             apply_checkpointing(graph, recompute, batch)
     else:
         from irkit.onnx_io import load
-        graph, batch, names = load(model), batch or 1, None
+        from irkit.train.sources import counted_weights
+        graph = load(model)
+        batch, names = batch or 1, counted_weights(graph)
     info = graph_report(graph, batch, names, per_node)
     from irkit.passes.graph_view import to_dot, to_graphml
     if dot_path:

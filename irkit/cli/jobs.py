@@ -52,10 +52,6 @@ def model_from_recipe(recipe: Recipe, data: Dataset, settings: Settings) -> Mode
     return Model(source, name=recipe.name)
 
 
-def _split_names(text: str | None) -> list[str] | None:
-    return [n.strip() for n in text.split(",") if n.strip()] if text else None
-
-
 def _dataset_for(settings: Settings, stored: str | None = None) -> Dataset:
     """The dataset named by --data, or by the recipe (paths relative to the recipe file).
     A path recorded in a model file is only mentioned, never opened."""
@@ -103,18 +99,10 @@ def _check_targets(data: Dataset, s: Settings) -> None:
 
 
 def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
+    """The ONNX model (or training file) with --trainable/--freeze chosen by load_model."""
     from irkit.onnx_io import with_dynamic_batch
-    from irkit.train.sources import OnnxSource
-    model = load_model(source, prepare=with_dynamic_batch)
-    if model.epochs_done:
-        if options.get("trainable") or options.get("freeze"):
-            raise DataError("a training file resumes with the parameters it trained; "
-                            "--trainable/--freeze apply to plain ONNX models")
-        return model
-    graph = model.source.graph
-    model.source = OnnxSource(graph, _split_names(options.get("trainable")),
-                              _split_names(options.get("freeze")))
-    return model
+    return load_model(source, prepare=with_dynamic_batch, trainable=options.get("trainable"),
+                      freeze=options.get("freeze"))
 
 
 def run_training(source: str, output: str, progress: bool = True,

@@ -31,7 +31,7 @@ from irkit.train.metrics import epoch_metrics, metric_logs, resolve_metrics
 from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
 from irkit.train.progress import progress_callback
 from irkit.train.settings import DEFAULTS, Settings, resolve
-from irkit.train.sources import ModuleSource, OnnxSource, split_input
+from irkit.train.sources import ModuleSource, OnnxSource, names_of, split_input
 from irkit.train.step import StepGraphs, UpdateRule, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
 
@@ -423,8 +423,10 @@ class Model:
                                  opset)
 
     def count_params(self) -> int:
-        """Number of weights (trainable and not, running statistics included)."""
-        return int(sum(np.size(w) for w in self.source.weights().values()))
+        """Number of weights that train (torch's parameter count for a torch export); the
+        fixed ones (constants, running statistics, a scaling layer) are in `summary`."""
+        weights = self.source.weights()
+        return int(sum(np.size(weights[n]) for n in self.source.trainable()))
 
     def summary(self, print_fn=print) -> str | None:
         """Print a table of the weights (name, shape, count, trainable) and the totals, and
@@ -487,12 +489,22 @@ def _check_same_step(saved: Settings, s: Settings) -> None:
                         "the model (irkit export) and train that")
 
 
-def load_model(path: str, prepare=None, state: str | None = None) -> Model:
+def load_model(path: str, prepare=None, state: str | None = None,
+               trainable: list[str] | str | None = None,
+               freeze: list[str] | str | None = None) -> Model:
     """A Model from an ONNX file: a training file (written by `Model.save` or `irkit train
     --save-training`) resumes where it stopped; any other model can predict, evaluate and be
     fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first. A
     training bundle's folder (irkit.train.bundle) loads as a training file with the state file
-    `state` (what another runtime trained), or with its initial state."""
+    `state` (what another runtime trained), or with its initial state.
+
+    What a fine-tune trains, as `irkit train --trainable/--freeze` chooses it: by default the
+    weights (torch's parameters: not the exporter's constants nor BatchNorm's running
+    statistics; irkit.train.sources.weights_that_train); `trainable`, initializer names or
+    fnmatch patterns (`"encoder.*"`, a list or one comma-separated string), trains those
+    instead; `freeze` keeps those matching it fixed. A pattern that matches nothing is a
+    DataError; a training file trains what it was saved with (DataError if either is given).
+    """
     import os
 
     from irkit.onnx_io import load
@@ -512,7 +524,11 @@ def load_model(path: str, prepare=None, state: str | None = None) -> Model:
         graph = convert(training_proto(path, state))
     else:
         graph = load(path, convert)
-    model = Model(OnnxSource(graph, trainable=found["file"].params if found else None))
+    if found and (trainable or freeze):
+        raise DataError(f"{path} is a training file: it resumes with the parameters it "
+                        "trained; choose trainable/freeze on a plain ONNX model (irkit export)")
+    model = Model(OnnxSource(graph, found["file"].params if found else names_of(trainable),
+                             names_of(freeze)))
     saved = from_json(graph.metadata.get(META_SETTINGS))
     if found:  # the stored rate is where training continues (a schedule may have moved it)
         saved["lr"] = float(found["file"].state[LR])

@@ -17,7 +17,21 @@ from irkit.errors import DataError, ShapeError
 from irkit.ir import Graph, Value
 from irkit.nn.layers import Normalize
 from irkit.nn.module import Module
-from irkit.signature import INPUT, META_FROZEN, META_NORMALIZE, META_SCALING, OUTPUT, next_name
+from irkit.signature import (
+    INPUT,
+    META_FROZEN,
+    META_NORMALIZE,
+    META_PARAMS,
+    META_SCALING,
+    OUTPUT,
+    next_name,
+)
+from irkit.train.modes import (
+    inference_form,
+    running_statistics,
+    training_form,
+    untie_running_statistics,
+)
 
 
 def values_reaching(graph: Graph, value: Value, x: tuple, compile_graph,
@@ -154,6 +168,24 @@ def _reaches_weight_slot(value: Value, depth: int = 0) -> bool:
     return False
 
 
+def counted_weights(graph: Graph) -> list[str]:
+    """The initializers that train, as `irkit inspect` counts them: a training file's trained
+    parameters (its metadata), else `weights_that_train`."""
+    stored = graph.metadata.get(META_PARAMS)
+    if stored is not None:
+        return [n for n in stored.split(",") if n in graph.initializers]
+    return weights_that_train(graph)
+
+
+def names_of(patterns: list[str] | str | None) -> list[str] | None:
+    """Initializer names or patterns as a list: a comma-separated string (the CLI's
+    `--trainable a,b`) split, a list kept; None or empty: None."""
+    if isinstance(patterns, str):
+        patterns = [p.strip() for p in patterns.split(",")]
+    found = [p for p in patterns or [] if p]
+    return found or None
+
+
 def choose_trainable(graph: Graph, trainable: list[str] | None = None,
                      freeze: list[str] | None = None) -> list[str]:
     """The initializers to train: those matching a `trainable` pattern (fnmatch, e.g.
@@ -173,13 +205,18 @@ def choose_trainable(graph: Graph, trainable: list[str] | None = None,
 
 class OnnxSource:
     """An imported graph whose weights are the initializers `choose_trainable` picks
-    (`trainable`/`freeze`: fnmatch patterns of initializer names)."""
+    (`trainable`/`freeze`: fnmatch patterns of initializer names). A training-mode export
+    trains in training mode (batch statistics, Dropout on) and updates its BatchNorm running
+    statistics as torch does; its inference graph is in inference mode (irkit.train.modes)."""
 
     def __init__(self, graph: Graph, trainable: list[str] | None = None,
                  freeze: list[str] | None = None) -> None:
+        untie_running_statistics(graph)  # in place, only where the exporter merged them
         self.graph = graph
         self.metadata = dict(graph.metadata)
-        self._trainable = choose_trainable(graph, trainable, freeze)
+        self._buffers = running_statistics(graph)
+        self._trainable = [n for n in choose_trainable(graph, trainable, freeze)
+                           if n not in self._buffers]
         if not graph.inputs:
             raise DataError("the model has no inputs; irkit trains models of their inputs")
         shape = graph.inputs[0].shape
@@ -212,9 +249,13 @@ class OnnxSource:
                             "with a dynamic batch dim (torch: dynamic_axes or dynamic_shapes)")
 
     def build(self, training: bool = False) -> Graph:
+        """A copy of the graph in training form (with `next/<running statistic>` outputs) or
+        in inference form."""
         graph = self.graph.copy()
         graph.metadata = dict(self.metadata)
-        return graph
+        if training:
+            return training_form(graph, self._buffers)
+        return inference_form(graph)
 
     def weights(self) -> dict[str, np.ndarray]:
         return {n: v.const for n, v in self.graph.initializers.items()
@@ -224,7 +265,8 @@ class OnnxSource:
         return list(self._trainable)
 
     def buffers(self) -> list[str]:
-        return []  # imported graphs are trained with their own ops as written
+        """The running statistics of training-mode BatchNormalizations: updated each step."""
+        return list(self._buffers)
 
     def set_weights(self, values: dict[str, np.ndarray]) -> None:
         for name, arr in values.items():
