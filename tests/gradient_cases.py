@@ -356,6 +356,10 @@ CASES: list[Case] = [
          torch=lambda x, s, b: F.instance_norm(x, weight=s, bias=b, eps=f32(1e-5))),
     case("InstanceNormalization", *xs((2, 3, 6), (3,), (3,)), epsilon=0.25, name="1d-epsilon",
          ort_dtype=F32, torch=lambda x, s, b: F.instance_norm(x, weight=s, bias=b, eps=0.25)),
+    case("LRN", X((2, 5, 3, 3)), size=3, ort_dtype=F32,
+         torch=lambda x: F.local_response_norm(x, 3, f32(1e-4), f32(0.75), 1.0)),
+    case("LRN", X((2, 6, 2, 2)), size=5, alpha=0.6, beta=0.9, bias=1.5, name="attrs",
+         ort_dtype=F32, torch=lambda x: F.local_response_norm(x, 5, f32(0.6), f32(0.9), 1.5)),
     # -- softmax family
     case("Softmax", X((3, 4)), torch=lambda x: torch.softmax(x, -1)),
     case("Softmax", X((3, 4, 2)), axis=1, name="axis1", torch=lambda x: torch.softmax(x, 1)),
