@@ -165,3 +165,45 @@ def test_legacy_if_is_refused_in_one_line(tmp_path):
         load(path)
     message = str(e.value)
     assert "\n" not in message and "unsupported ops: If (nodes /If)" in message, message
+
+
+def _computed_axes_model(op: str):
+    """x (2, 3) reduced over axes computed from x (ArgMax of its row 0)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("ArgMax", ["x"], ["a"], axis=1, keepdims=0),
+             helper.make_node("Slice", ["a", "zero", "one"], ["axes"]),
+             helper.make_node(op, ["x", "axes"], ["y"], name="pick_axis")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor(n, TensorProto.INT64, [1], [v]) for n, v in (("zero", 0), ("one", 1))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax", "ReduceL2"])
+def test_reduction_with_computed_axes_is_refused_in_one_line(op):
+    from irkit.errors import UnsupportedOpError
+    from irkit.onnx_io import from_onnx
+
+    with pytest.raises(UnsupportedOpError) as e:
+        from_onnx(_computed_axes_model(op))
+    message = str(e.value)
+    assert "\n" not in message and "'pick_axis'" in message and "axes" in message, message
+
+
+def test_reduce_sum_takes_computed_axes():
+    # ReduceSum has had axes as an input since opset 13: irkit runs it as it is
+    import onnxruntime as ort
+
+    from irkit.onnx_io import from_onnx
+
+    model = _computed_axes_model("ReduceSum")
+    x = np.array([[0.0, 1.0, 0.5], [2.0, 3.0, 4.0]], np.float32)  # argmax of each row: 1, 2
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    got = ReferenceRuntime().compile(from_onnx(model))({"x": x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
