@@ -18,10 +18,10 @@ import warnings
 
 import numpy as np
 import pytest
-
-from irkit.onnx_io import load
 from irkit.passes.autodiff import AutodiffPass
 from irkit.runtimes.reference import ReferenceRuntime
+
+from irkit.onnx_io import load
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
