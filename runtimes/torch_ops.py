@@ -708,6 +708,15 @@ def _einsum(node, *xs):
     return torch.einsum(spec.equation, *xs)
 
 
+@op("LRN")
+def _lrn(node, x):
+    size = attr(node, "size")
+    widths = [0, 0] * (x.dim() - 2) + [(size - 1) // 2, size // 2]  # F.pad: last axis first
+    square = F.pad(x * x, widths)
+    square_sum = sum(square.narrow(1, k, x.shape[1]) for k in range(size))
+    return x / (attr(node, "bias") + attr(node, "alpha") / size * square_sum) ** attr(node, "beta")
+
+
 @op("InstanceNormalization")
 def _instance_normalization(node, x, scale, bias):
     return F.instance_norm(x, weight=scale, bias=bias, eps=attr(node, "epsilon"))

@@ -50,9 +50,9 @@ WIDENED_TYPES = ("not irkit: a type the op accepts only since opset 19+ (string 
 ORT_NO_KERNEL = ("not irkit: onnxruntime (CPU) has no kernel for these types (the reference "
                  "runtime passes; onnxruntime fails on the original case too)")
 NOT_TENSORS = "not irkit: sequence/optional values; irkit graphs hold tensors only"
-MAXPOOL_22_CEIL = ("not irkit: MaxPool-22 dropped ceil_mode windows that start in the padding; "
-                   "onnx's opset-17 shape inference (the export checker) keeps them")
-AVERAGEPOOL_CEIL = "irkit gap: AveragePool ceil_mode=1"
+POOL_22_CEIL = ("not irkit: MaxPool/AveragePool-22 drop a ceil_mode window that starts in the end "
+                "pad; opset 17 keeps it, and onnx's opset-17 shape inference (the export "
+                "checker) refuses the opset-22 output size (the reference runtime passes)")
 AVERAGEPOOL_DILATIONS = "irkit gap: AveragePool dilations (opset 19; no opset-17 spelling)"
 CONVTRANSPOSE_OUTPUT_SHAPE = "irkit gap: ConvTranspose output_shape and auto_pad"
 MAXPOOL_STORAGE_ORDER = "irkit gap: MaxPool storage_order=1 (Indices) in the numpy reference"
@@ -156,10 +156,9 @@ EXCEPTIONS: dict[str, str] = {
             "test_pow_types_float32_uint32", "test_pow_types_float32_uint64"),
     **_reason(NOT_TENSORS,
             "test_identity_opt", "test_identity_sequence"),
-    **_reason(MAXPOOL_22_CEIL,
-            "test_maxpool_2d_ceil_output_size_reduce_by_one"),
-    **_reason(AVERAGEPOOL_CEIL,
-            "test_averagepool_2d_ceil", "test_averagepool_2d_ceil_last_window_starts_on_pad"),
+    **_reason(POOL_22_CEIL,
+            "test_maxpool_2d_ceil_output_size_reduce_by_one",
+            "test_averagepool_2d_ceil_last_window_starts_on_pad"),
     **_reason(AVERAGEPOOL_DILATIONS,
             "test_averagepool_2d_dilations",
             "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False",

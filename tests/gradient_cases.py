@@ -348,6 +348,15 @@ CASES: list[Case] = [
     case("AveragePool", X((1, 2, 6, 6)), kernel_shape=[3, 3], strides=[2, 2],
          pads=[1, 1, 1, 1], count_include_pad=1, name="pad-included", ort_dtype=F32,
          torch=lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=True)),
+    case("AveragePool", X((1, 2, 5, 5)), kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1,
+         name="ceil", ort_dtype=F32, torch=lambda x: F.avg_pool2d(x, 2, 2, ceil_mode=True)),
+    case("AveragePool", X((1, 2, 6, 7)), kernel_shape=[3, 3], strides=[2, 2],
+         pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1, name="ceil-pad-included",
+         ort_dtype=F32, torch=lambda x: F.avg_pool2d(x, 3, 2, 1, ceil_mode=True)),
+    case("AveragePool", X((1, 2, 6, 7)), kernel_shape=[3, 2], strides=[2, 3],
+         pads=[1, 0, 1, 0], ceil_mode=1, name="ceil-pad-excluded", ort_dtype=F32,
+         torch=lambda x: F.avg_pool2d(x, (3, 2), (2, 3), (1, 0), ceil_mode=True,
+                                      count_include_pad=False)),
     case("GlobalAveragePool", X((2, 3, 4, 5)), ort_dtype=F32,
          torch=lambda x: x.mean((2, 3), keepdim=True)),
     case("GlobalMaxPool", X((2, 3, 4, 5), distinct), ort_dtype=F32,
@@ -356,6 +365,10 @@ CASES: list[Case] = [
          torch=lambda x, s, b: F.instance_norm(x, weight=s, bias=b, eps=f32(1e-5))),
     case("InstanceNormalization", *xs((2, 3, 6), (3,), (3,)), epsilon=0.25, name="1d-epsilon",
          ort_dtype=F32, torch=lambda x, s, b: F.instance_norm(x, weight=s, bias=b, eps=0.25)),
+    case("LRN", X((2, 5, 3, 3)), size=3, ort_dtype=F32,
+         torch=lambda x: F.local_response_norm(x, 3, f32(1e-4), f32(0.75), 1.0)),
+    case("LRN", X((2, 6, 2, 2)), size=5, alpha=0.6, beta=0.9, bias=1.5, name="attrs",
+         ort_dtype=F32, torch=lambda x: F.local_response_norm(x, 5, f32(0.6), f32(0.9), 1.5)),
     # -- softmax family
     case("Softmax", X((3, 4)), torch=lambda x: torch.softmax(x, -1)),
     case("Softmax", X((3, 4, 2)), axis=1, name="axis1", torch=lambda x: torch.softmax(x, 1)),
@@ -429,6 +442,8 @@ CASES: list[Case] = [
     case("TopK", X((2, 6), distinct), K([3]), name="unsorted-sum", build=lambda x, k: ops.ReduceSum(
         ops.TopK(x, k, sorted=0)[0], np.array([1]), keepdims=0),  # ORT's order is its own
          torch=lambda x: torch.topk(x, 3, sorted=False).values.sum(1)),
+    case("Range", X((), constant(0.25)), K(3.0), X((), constant(0.4)),  # 7 values
+         torch=lambda s, d: s + torch.arange(7, dtype=s.dtype) * d),
     # -- einsum
     case("Einsum", *xs((3, 4), (4, 5)), equation="ij,jk->ik", name="matmul",
          torch=lambda a, b: torch.einsum("ij,jk->ik", a, b)),
@@ -447,6 +462,17 @@ CASES: list[Case] = [
          torch=lambda a, b, c: a @ (b @ c)),
     case("Einsum", *xs((2, 1, 3, 4), (1, 5, 4, 3)), equation="...ij,...ji->...",
          name="ellipsis-broadcast", torch=lambda a, b: torch.einsum("...ij,...ji->...", a, b)),
+    # the equations torch exports for attention and batched products
+    case("Einsum", *xs((2, 3, 4, 5), (2, 3, 6, 5)), equation="bhqd,bhkd->bhqk",
+         name="attention-scores", torch=lambda q, k: q @ k.transpose(-1, -2)),
+    case("Einsum", *xs((2, 3, 4, 6), (2, 3, 6, 5)), equation="bhqk,bhkd->bhqd",
+         name="attention-values", torch=lambda p, v: p @ v),
+    case("Einsum", *xs((2, 4, 3), (2, 5, 3)), equation="bik,bjk->bij", name="batch-transposed",
+         torch=lambda a, b: a @ b.transpose(1, 2)),
+    case("Einsum", X((2, 3, 4)), equation="bij->bji", name="transpose",
+         torch=lambda x: x.transpose(1, 2)),
+    case("Einsum", X((3, 4)), equation="ij->i", name="row-sums", torch=lambda x: x.sum(1)),
+    case("Einsum", *xs((5,), (5,)), equation="i,i->", name="dot", torch=lambda a, b: a @ b),
     # -- resize (onnxruntime's CPU kernel is float32 only)
     case("Resize", X((1, 2, 3, 4)), K(None), K([1.0, 1.0, 2.0, 2.0]), name="nearest-scales",
          ort_dtype=F32, torch=lambda x: F.interpolate(x, scale_factor=2, mode="nearest-exact")),

@@ -12,6 +12,7 @@ ones.
 
 from __future__ import annotations
 
+import functools
 import math
 from itertools import product
 
@@ -51,7 +52,7 @@ class Geometry:
         n = len(kernel)
         self.kernel = list(kernel)
         self.strides = list(attr(node, "strides") or [1] * n)
-        # read directly: AveragePool (opset 11) has neither dilations nor, in irkit, ceil_mode
+        # read directly: AveragePool (opset 11) has no dilations
         self.dilations = list(node.attributes.get("dilations") or [1] * n)
         self.ceil = bool(node.attributes.get("ceil_mode", 0))
         auto_pad = attr(node, "auto_pad")
@@ -409,24 +410,21 @@ class AveragePool(_WindowOp):
     op_type, since = "AveragePool", 11
     attributes = dict(_WindowOp.attributes, ceil_mode=0, count_include_pad=0)
 
-    def geometry(self, node: Node) -> Geometry:
-        if attr(node, "ceil_mode"):
-            raise UnsupportedOpError(f"AveragePool node {node.name!r}: ceil_mode is not "
-                                     "supported")
-        return super().geometry(node)
-
     def infer(self, node: Node):
         return super().infer(node)[:1]
 
     def divisor(self, node: Node, spatial: tuple[int, ...]) -> np.ndarray:
-        """How many elements each output averages (*out_spatial)."""
-        geo = self.geometry(node)
-        if attr(node, "count_include_pad"):
-            out = [geo.out_size(i, d) for i, d in enumerate(spatial)]
-            return np.full(out, float(math.prod(geo.kernel)))
-        ones = np.ones((1, 1) + spatial)
-        kernel = np.ones((1, 1) + tuple(geo.kernel))
-        return _conv_np(ones, kernel, geo, 1)[0, 0]
+        """How many elements each output averages (*out_spatial): a window's taps inside the
+        input, and inside the pads too with count_include_pad, never those of a ceil_mode
+        window beyond the end pad (as onnxruntime and torch count)."""
+        geo, include = self.geometry(node), attr(node, "count_include_pad")
+        per_axis = []
+        for i, size in enumerate(spatial):
+            low, high = (-geo.begin[i], size + geo.end[i]) if include else (0, size)
+            starts = np.arange(geo.out_size(i, size)) * geo.strides[i] - geo.begin[i]
+            taps = starts[:, None] + np.arange(geo.kernel[i]) * geo.dilations[i]
+            per_axis.append(((taps >= low) & (taps < high)).sum(axis=1).astype(np.float64))
+        return functools.reduce(np.multiply.outer, per_axis)
 
     def vjp(self, node: Node, grads):
         x, g = node.inputs[0], grads[0]
@@ -435,9 +433,12 @@ class AveragePool(_WindowOp):
         out = list(node.outputs[0].shape[2:])
         single = Reshape(share, np.array([-1, 1] + out, np.int64))
         ones = node.graph.constant(np.ones((1, 1) + tuple(geo.kernel), x.dtype))
-        out_pad = [(size + geo.begin[i] + geo.end[i] - geo.extent(i)) % geo.strides[i]
-                   for i, size in enumerate(spatial)]
-        dx = ConvTranspose(single, ones, strides=geo.strides, pads=geo.pads(),
+        # the transposed windows reach (o - 1) s + k - begin; a ceil_mode window's part beyond
+        # the end pad is cropped with it, and what they do not reach is output padding
+        reach = [(o - 1) * s + geo.extent(i) for i, (o, s) in enumerate(zip(out, geo.strides))]
+        end = [max(e, r - size - b) for e, r, size, b in zip(geo.end, reach, spatial, geo.begin)]
+        out_pad = [size + b + e - r for size, b, e, r in zip(spatial, geo.begin, end, reach)]
+        dx = ConvTranspose(single, ones, strides=geo.strides, pads=geo.begin + end,
                            output_padding=out_pad, kernel_shape=geo.kernel)
         return [Reshape(dx, shape_of(x))]
 

@@ -2,7 +2,8 @@
 
 GatherND and ScatterND are each other's gradient (GatherND's adds g back with ScatterND
 reduction "add"); TopK's values gradient adds g at its indices (ScatterElements); Trilu's is
-the same triangle of g; Range is a generator without a gradient.
+the same triangle of g; Range's values move with start and delta (not with limit, which only
+sets how many there are).
 """
 
 from __future__ import annotations
@@ -217,9 +218,10 @@ class Trilu(OpDef):
 @define
 class Range(OpDef):
     """start, start + delta, ... up to (not including) limit; max(ceil((limit - start) /
-    delta), 0) elements of start's dtype. A generator: no gradient."""
+    delta), 0) elements of start's dtype. y_i = start + i delta: d start = sum(g),
+    d delta = sum(i g); limit only sets the count, a step function: no gradient."""
 
-    op_type, since, differentiable = "Range", 11, False
+    op_type, since = "Range", 11
 
     def infer(self, node: Node):
         start = node.inputs[0]
@@ -233,6 +235,19 @@ class Range(OpDef):
         if any(v is None for v in values):
             return [(start.dtype, (None,))]
         return [(start.dtype, (_range_length(*values),))]
+
+    def vjp(self, node: Node, grads):
+        from irkit.ops.elementwise import Cast, Mul
+        from irkit.ops.reduce import ReduceSum
+        from irkit.ops.shape import Reshape, Size, onnx_dtype, shape_of
+
+        start, _, delta = node.inputs
+        g, graph = grads[0], node.graph
+        count = Cast(Size(node.outputs[0]), to=onnx_dtype(start.dtype))
+        index = Range(graph.constant(0.0, dtype=start.dtype), count,
+                      graph.constant(1.0, dtype=start.dtype))
+        return [Reshape(ReduceSum(g, keepdims=0), shape_of(start)), None,
+                Reshape(ReduceSum(Mul(g, index), keepdims=0), shape_of(delta))]
 
     def compute(self, node: Node, inputs):
         start, limit, delta = inputs

@@ -1,5 +1,5 @@
 """Normalization ops: LayerNormalization, BatchNormalization (training mode included),
-InstanceNormalization, and the statistics and gradient helpers they share."""
+InstanceNormalization, LRN, and the statistics and gradient helpers they share."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
-from irkit.ops.base import OpDef, define, fmt_shape, normalize_axis
+from irkit.ops.base import OpDef, Required, define, fmt_shape, normalize_axis
 from irkit.ops.dtypes import numpy_dtype
 from irkit.ops.elementwise import Mul, Sub
 from irkit.ops.reduce import ReduceSum
@@ -242,3 +242,79 @@ class InstanceNormalization(OpDef):
         var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
         y = (x - mean) / np.sqrt(var + attr(node, "epsilon"))
         return [(y * scale.reshape(per_channel) + bias.reshape(per_channel)).astype(x.dtype)]
+
+
+# ---- LRN --------------------------------------------------------------------------------------
+def _channel_window_sum(v: Value, before: int, after: int) -> Value:
+    """s[:, c] = sum of v[:, c - before .. c + after] over the channel axis (axis 1; zeros
+    beyond it): v padded on axis 1, then the sum of before + after + 1 shifted slices."""
+    from irkit.ops.elementwise import Sum
+    from irkit.ops.shape import Pad, Slice
+
+    if v.rank is None:
+        raise ShapeError(f"LRN of {v.name!r} needs an input of known rank")
+    pads = np.zeros(2 * v.rank, np.int64)
+    pads[1], pads[v.rank + 1] = before, after
+    padded = Pad(v, pads) if before or after else v
+    width = before + after + 1
+    if width == 1:
+        return padded
+    ends = [k - width + 1 if k < width - 1 else np.iinfo(np.int64).max for k in range(width)]
+    parts = [Slice(padded, np.array([k], np.int64), np.array([e], np.int64),
+                   np.array([1], np.int64)) for k, e in enumerate(ends)]
+    return Sum(*parts) if len(parts) > 2 else parts[0] + parts[1]
+
+
+def _lrn_window(node: Node) -> tuple[int, int]:
+    """The channels before and after c that c's square sum covers (ONNX: floor and ceil of
+    (size - 1) / 2)."""
+    size = attr(node, "size")
+    if size < 1:
+        raise ShapeError(f"LRN node {node.name!r}: size must be at least 1, got {size}")
+    return (size - 1) // 2, size // 2
+
+
+@define
+class LRN(OpDef):
+    """Local response normalization across channels of (N, C, d1, ...) (AlexNet, Inception):
+    y = x / (bias + alpha / size * square_sum)^beta, square_sum[:, c] the sum of x^2 over the
+    channels c - floor((size-1)/2) .. c + ceil((size-1)/2)."""
+
+    op_type, since = "LRN", 13
+    attributes = {"alpha": 1e-4, "beta": 0.75, "bias": 1.0, "size": Required(int)}
+
+    def infer(self, node: Node):
+        x = node.inputs[0]
+        if x.rank is not None and x.rank < 3:
+            raise ShapeError(f"LRN node {node.name!r}: the input needs rank >= 3 (N, C, d1, ...), "
+                             f"got {fmt_shape(x.shape)}")
+        return [(x.dtype, x.shape)]
+
+    def _base(self, node: Node, x: Value) -> Value:
+        from irkit.ops.elementwise import Add
+
+        before, after = _lrn_window(node)
+        square_sum = _channel_window_sum(Mul(x, x), before, after)
+        return Add(Mul(square_sum, attr(node, "alpha") / attr(node, "size")), attr(node, "bias"))
+
+    def vjp(self, node: Node, grads):
+        # with b = bias + a/n S(x^2) and y = x b^-beta:
+        # dx = g b^-beta - 2 a beta / n * x * S^T(g y / b), S^T the window mirrored
+        from irkit.ops.elementwise import Div, Pow
+
+        x, y, g = node.inputs[0], node.outputs[0], grads[0]
+        base = self._base(node, x)
+        before, after = _lrn_window(node)
+        factor = 2.0 * attr(node, "alpha") * attr(node, "beta") / attr(node, "size")
+        back = _channel_window_sum(Div(Mul(g, y), base), after, before)
+        return [Sub(Mul(g, Pow(base, -attr(node, "beta"))), Mul(Mul(x, back), factor))]
+
+    def compute(self, node: Node, inputs):
+        x = inputs[0]
+        before, after = _lrn_window(node)
+        widths = [(0, 0)] * x.ndim
+        widths[1] = (before, after)
+        sq = np.pad(x.astype(np.float64) ** 2, widths)
+        square_sum = sum(sq[:, k:k + x.shape[1]] for k in range(before + after + 1))
+        base = attr(node, "bias") + attr(node, "alpha") / attr(node, "size") * square_sum
+        return [(x / base ** attr(node, "beta")).astype(x.dtype)]

@@ -344,12 +344,23 @@ class Slice(OpDef):
         x, spec = node.inputs[0], self.spec(node)
         if x.shape is None:
             return [(x.dtype, None)]
-        if spec is None:
-            return [(x.dtype, (None,) * len(x.shape))]
+        if spec is None:  # computed bounds: only the sliced axes lose their size
+            return [(x.dtype, self._unknown_on_sliced_axes(node))]
         dims = list(x.shape)
         for axis, dim, sl in spec:
             dims[axis] = len(range(dim)[sl]) if isinstance(dim, int) else None
         return [(x.dtype, tuple(dims))]
+
+    @staticmethod
+    def _unknown_on_sliced_axes(node: Node) -> tuple:
+        x = node.inputs[0]
+        axes = _const_ints(node, 3, "axes")
+        given = len(node.inputs) > 3 and node.inputs[3] is not None
+        count = node.inputs[1].shape[0] if node.inputs[1].shape else None
+        if given and axes is None or not given and not isinstance(count, int):
+            return (None,) * len(x.shape)
+        sliced = {normalize_axis(a, x.rank, "Slice") for a in (axes or range(count))}
+        return tuple(None if i in sliced else d for i, d in enumerate(x.shape))
 
     def vjp(self, node: Node, grads):
         # put g back where the slice came from: a Pad for unit steps; for other steps a Gather
