@@ -9,7 +9,8 @@ Needs node and `npm ci` in js/ for the onnxruntime-web column, `npm ci` in bench
 TensorFlow.js (@tensorflow/tfjs, @tensorflow/tfjs-backend-wasm; not installed by CI); a missing
 peer is skipped with a message. TensorFlow.js's wasm backend has no Conv2DBackpropFilter
 kernel, so it cannot train the CNN (reported, not timed); its cpu backend trains it slowly,
-so it runs --tfjs-cnn-steps steps only. Each figure is the best of --repeats runs. The Node
+so it runs --tfjs-cnn-steps steps only. Each figure is the median (and the best) of --repeats
+runs, with its ratio to onnxruntime-web's median. The Node
 figures are steady loops after their first 10 steps (batches built from rows and every step's
 loss read back; not Node's start, the sessions' creation or the warm-up); the
 onnxruntime-Python loop is timed from its first step (one thread); irkit's is its second epoch
@@ -139,15 +140,26 @@ def main() -> None:
             figures = peers(recipe, folder, csv, x, y, batch, args)
             for peer, run in figures.items():
                 table.append({"model": recipe, "batch": batch, "peer": peer,
-                              "steps_per_second": best_of(run, args.repeats)})
+                              **summary(run, args.repeats)})
     if args.json:
         print(json.dumps(table, indent=2))
         return
-    print(f"{'model':12} {'batch':>5}  {'peer':30} {'steps/s':>9}")
+    print_table(table)
+
+
+def print_table(table: list[dict]) -> None:
+    """Median and best steps/s of each peer, and its median over onnxruntime-web's."""
+    print(f"{'model':12} {'batch':>5}  {'peer':30} {'median':>9} {'best':>9} {'x ort-web':>9}")
+    web = {r["model"]: r["median"] for r in table if r["peer"].startswith("onnxruntime-web")}
     for row in table:
-        sps = row["steps_per_second"]
-        sps = "skipped" if sps is None else sps if isinstance(sps, str) else f"{sps:.1f}"
-        print(f"{row['model']:12} {row['batch']:>5}  {row['peer']:30} {sps:>9}")
+        median, best = row["median"], row["best"]
+        if not isinstance(median, float):
+            print(f"{row['model']:12} {row['batch']:>5}  {row['peer']:30} {median or 'skipped'}")
+            continue
+        ratio = median / web[row["model"]] if isinstance(web.get(row["model"]), float) else None
+        ratio = f"{ratio:.2f}" if ratio else "-"
+        print(f"{row['model']:12} {row['batch']:>5}  {row['peer']:30} {median:>9.1f} "
+              f"{best:>9.1f} {ratio:>9}")
 
 
 def peers(recipe: str, folder: str, csv: str, x, y, batch: int, args) -> dict:
@@ -166,13 +178,15 @@ def peers(recipe: str, folder: str, csv: str, x, y, batch: int, args) -> dict:
                                               "wasm")}
 
 
-def best_of(run, repeats: int) -> float | str | None:
-    """The best of `repeats` runs of `run` (steps/s), or the reason it gave for having none."""
+def summary(run, repeats: int) -> dict:
+    """The median and best of `repeats` runs of `run` (steps/s) and every run; or, as median,
+    the reason it gave for having none (None: skipped)."""
     runs = [run() for _ in range(repeats)]
     figures = [r for r in runs if isinstance(r, float)]
     if figures:
-        return max(figures)
-    return next((r for r in runs if isinstance(r, str)), None)
+        return {"median": float(np.median(figures)), "best": max(figures), "runs": figures}
+    return {"median": next((r for r in runs if isinstance(r, str)), None), "best": None,
+            "runs": []}
 
 
 if __name__ == "__main__":
