@@ -766,8 +766,10 @@ def _trilu(node, x, k=None):
 
 @op("Range")
 def _range(node, start, limit, delta):
-    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype,
-                        device=start.device)
+    # ONNX's definition, start + i * delta, so that start and delta have gradients
+    count = max(math.ceil((limit.item() - start.item()) / delta.item()), 0)
+    steps = torch.arange(count, dtype=start.dtype, device=start.device)
+    return start.reshape(()) + steps * delta.reshape(())
 
 
 @op("Resize")
