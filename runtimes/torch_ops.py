@@ -4,64 +4,32 @@ Each function follows the ai.onnx semantics irkit's IR has (opset 13-17): broadc
 attribute defaults from the op's schema (`node.attr`), optional inputs passed as None. A
 function returns one tensor or a list (one per node output; extra ones are dropped). Written
 with differentiable torch ops, so torch autograd through a graph is an independent check of
-irkit's VJP rules. Importing this module needs torch (irkit.runtimes.torch_runtime says so).
+irkit's VJP rules. Importing this module needs torch (irkit.runtimes.torch_runtime says so);
+it also registers the convolution and pooling ops of `torch_conv_ops`, and the table itself
+is in `torch_op_table`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
-import onnx
 import torch
 import torch.nn.functional as F
+from irkit.runtimes import torch_conv_ops  # noqa: F401 (registers the conv and pooling ops)
+from irkit.runtimes.torch_op_table import (  # noqa: F401 (TORCH_OPS is this module's table)
+    TORCH_OPS,
+    OpFn,
+    ints_of,
+    op,
+    positive_axis,
+    torch_dtype,
+)
 
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node
 from irkit.ops.registry import attr, opdef_of
-
-OpFn = Callable[..., Any]
-TORCH_OPS: dict[str, OpFn] = {}
-
-# ONNX TensorProto element types -> torch dtypes (strings and 4-bit types have none)
-_T = onnx.TensorProto
-TORCH_DTYPES: dict[int, torch.dtype] = {
-    _T.FLOAT: torch.float32, _T.DOUBLE: torch.float64, _T.FLOAT16: torch.float16,
-    _T.BFLOAT16: torch.bfloat16, _T.INT8: torch.int8, _T.INT16: torch.int16,
-    _T.INT32: torch.int32, _T.INT64: torch.int64, _T.UINT8: torch.uint8, _T.UINT16: torch.uint16,
-    _T.UINT32: torch.uint32, _T.UINT64: torch.uint64, _T.BOOL: torch.bool,
-    _T.COMPLEX64: torch.complex64, _T.COMPLEX128: torch.complex128,
-}
-
-
-def torch_dtype(onnx_type: int, node: Node | None = None) -> torch.dtype:
-    """The torch dtype of an ONNX element type (UnsupportedOpError naming the node if none)."""
-    if onnx_type not in TORCH_DTYPES:
-        where = f" (node {node.name!r})" if node is not None else ""
-        name = onnx.TensorProto.DataType.Name(onnx_type) if onnx_type in \
-            onnx.TensorProto.DataType.values() else str(onnx_type)
-        raise UnsupportedOpError(f"ONNX type {name}{where} has no torch dtype; the torch runtime "
-                                 "cannot run it, use onnxruntime")
-    return TORCH_DTYPES[onnx_type]
-
-
-def op(*names: str) -> Callable[[OpFn], OpFn]:
-    """Decorator: register `fn` for each op type in `names`."""
-    def register(fn: OpFn) -> OpFn:
-        for name in names:
-            TORCH_OPS[name] = fn
-        return fn
-    return register
-
-
-def _ints(t: torch.Tensor | None) -> list[int] | None:
-    return None if t is None else [int(v) for v in t.reshape(-1).tolist()]
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
 
 
 # ---- elementwise --------------------------------------------------------------------------------
@@ -172,10 +140,10 @@ def _clip(node, x, low=None, high=None):
 # ---- reductions ---------------------------------------------------------------------------------
 def _reduce_axes(node: Node, x: torch.Tensor, axes_input: torch.Tensor | None) -> list[int] | None:
     """Sorted axes to reduce; [] for "none" (noop_with_empty_axes); None for all axes."""
-    axes = _ints(axes_input) if axes_input is not None else node.attributes.get("axes")
+    axes = ints_of(axes_input) if axes_input is not None else node.attributes.get("axes")
     if not axes:
         return [] if node.attributes.get("noop_with_empty_axes", 0) else None
-    return sorted({_axis(int(a), x.dim()) for a in axes})
+    return sorted({positive_axis(int(a), x.dim()) for a in axes})
 
 
 def _reduction(fn: Callable[[torch.Tensor, tuple[int, ...], bool], torch.Tensor]) -> OpFn:
@@ -214,7 +182,7 @@ for _name, _fn in {
 
 @op("CumSum")
 def _cumsum(node, x, axis):
-    dim = _axis(_ints(axis)[0], x.dim())
+    dim = positive_axis(ints_of(axis)[0], x.dim())
     if attr(node, "reverse"):
         x = torch.flip(x, (dim,))
     out = torch.cumsum(x, dim)
@@ -273,7 +241,7 @@ def _stats_dtype(x: torch.Tensor, stash: torch.dtype) -> torch.dtype:
 @op("LayerNormalization")
 def _layer_norm(node, x, scale, bias=None):
     stash = torch_dtype(attr(node, "stash_type"), node)
-    dims = tuple(range(_axis(attr(node, "axis"), x.dim()), x.dim()))
+    dims = tuple(range(positive_axis(attr(node, "axis"), x.dim()), x.dim()))
     xs = x.to(_stats_dtype(x, stash))
     mean = xs.mean(dims, keepdim=True)
     centered = xs - mean
@@ -301,7 +269,7 @@ def _batch_norm(node, x, scale, bias, mean, var):
 
 @op("ArgMax", "ArgMin")
 def _arg_extremum(node, x):
-    dim, keep = _axis(attr(node, "axis"), x.dim()), bool(attr(node, "keepdims"))
+    dim, keep = positive_axis(attr(node, "axis"), x.dim()), bool(attr(node, "keepdims"))
     fn = torch.argmax if node.op_type == "ArgMax" else torch.argmin
     if attr(node, "select_last_index"):  # the last of tied values: search the flipped axis
         return x.shape[dim] - 1 - fn(torch.flip(x, (dim,)), dim, keepdim=keep)
@@ -344,7 +312,7 @@ def _softmax_cross_entropy(node, scores, labels, weight=None):
 # ---- shapes -------------------------------------------------------------------------------------
 @op("Reshape")
 def _reshape(node, x, shape):
-    dims = _ints(shape)
+    dims = ints_of(shape)
     if not attr(node, "allowzero"):  # 0 copies the input's dim
         dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
     return x.reshape(dims)
@@ -352,7 +320,7 @@ def _reshape(node, x, shape):
 
 @op("Flatten")
 def _flatten(node, x):
-    axis = _axis(attr(node, "axis"), x.dim())
+    axis = positive_axis(attr(node, "axis"), x.dim())
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
@@ -375,9 +343,9 @@ def _size(node, x):
 
 @op("Unsqueeze")
 def _unsqueeze(node, x, axes):
-    axes = _ints(axes)
+    axes = ints_of(axes)
     rank = x.dim() + len(axes)
-    for a in sorted(_axis(a, rank) for a in axes):
+    for a in sorted(positive_axis(a, rank) for a in axes):
         x = x.unsqueeze(a)
     return x
 
@@ -386,13 +354,13 @@ def _unsqueeze(node, x, axes):
 def _squeeze(node, x, axes=None):
     if axes is None:
         return x.squeeze()
-    return x.squeeze(tuple(_axis(a, x.dim()) for a in _ints(axes)))
+    return x.squeeze(tuple(positive_axis(a, x.dim()) for a in ints_of(axes)))
 
 
 @op("Expand")
 def _expand(node, x, shape):
     # bidirectional broadcast: the target may have 1s where x is larger, and a lower rank
-    return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(_ints(shape))))
+    return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(ints_of(shape))))
 
 
 @op("Concat")
@@ -402,8 +370,8 @@ def _concat(node, *xs):
 
 @op("Split")
 def _split(node, x, split=None):
-    dim, n = _axis(attr(node, "axis"), x.dim()), len(node.outputs)
-    sizes = _ints(split) if split is not None else [x.shape[dim] // n] * n
+    dim, n = positive_axis(attr(node, "axis"), x.dim()), len(node.outputs)
+    sizes = ints_of(split) if split is not None else [x.shape[dim] // n] * n
     return list(torch.split(x, sizes, dim))
 
 
@@ -417,13 +385,13 @@ def _slice_range(dim: int, start: int, end: int, step: int) -> range:
 
 @op("Slice")
 def _slice(node, x, starts, ends, axes=None, steps=None):
-    starts, ends = _ints(starts), _ints(ends)
-    axes = _ints(axes) if axes is not None else list(range(len(starts)))
-    steps = _ints(steps) if steps is not None else [1] * len(starts)
+    starts, ends = ints_of(starts), ints_of(ends)
+    axes = ints_of(axes) if axes is not None else list(range(len(starts)))
+    steps = ints_of(steps) if steps is not None else [1] * len(starts)
     for a, s, e, st in zip(axes, starts, ends, steps, strict=True):
         if st == 0:
             raise ShapeError(f"Slice node {node.name!r}: a step of 0 is invalid")
-        dim = _axis(a, x.dim())
+        dim = positive_axis(a, x.dim())
         r = _slice_range(x.shape[dim], s, e, st)
         if st > 0:
             index = [slice(None)] * dim + [slice(r.start, max(r.stop, r.start), st)]
@@ -449,8 +417,8 @@ def _pad_index(size: int, begin: int, end: int, mode: str, device) -> torch.Tens
 
 @op("Pad")
 def _pad(node, x, pads, value=None, axes=None):
-    pads, mode, r = _ints(pads), attr(node, "mode"), x.dim()
-    dims = [_axis(a, r) for a in _ints(axes)] if axes is not None else list(range(r))
+    pads, mode, r = ints_of(pads), attr(node, "mode"), x.dim()
+    dims = [positive_axis(a, r) for a in ints_of(axes)] if axes is not None else list(range(r))
     begin, end = dict(zip(dims, pads[:len(dims)])), dict(zip(dims, pads[len(dims):]))
     if mode == "constant":
         flat = [p for d in reversed(range(r)) for p in (begin.get(d, 0), end.get(d, 0))]
@@ -471,7 +439,7 @@ def _pad(node, x, pads, value=None, axes=None):
 
 @op("Tile")
 def _tile(node, x, repeats):
-    return x.repeat(*_ints(repeats))
+    return x.repeat(*ints_of(repeats))
 
 
 def _positive(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -481,7 +449,7 @@ def _positive(index: torch.Tensor, size: int) -> torch.Tensor:
 
 @op("Gather")
 def _gather(node, x, indices):
-    dim = _axis(attr(node, "axis"), x.dim())
+    dim = positive_axis(attr(node, "axis"), x.dim())
     flat = _positive(indices, x.shape[dim]).reshape(-1)
     out = x.index_select(dim, flat)
     return out.reshape(x.shape[:dim] + indices.shape + x.shape[dim + 1:])
@@ -489,7 +457,7 @@ def _gather(node, x, indices):
 
 @op("GatherElements")
 def _gather_elements(node, x, indices):
-    dim = _axis(attr(node, "axis"), x.dim())
+    dim = positive_axis(attr(node, "axis"), x.dim())
     return torch.gather(x, dim, _positive(indices, x.shape[dim]))
 
 
@@ -498,7 +466,7 @@ _SCATTER_REDUCE = {"mul": "prod", "max": "amax", "min": "amin"}
 
 @op("ScatterElements")
 def _scatter_elements(node, data, indices, updates):
-    dim = _axis(attr(node, "axis"), data.dim())
+    dim = positive_axis(attr(node, "axis"), data.dim())
     index, reduction = _positive(indices, data.shape[dim]), attr(node, "reduction")
     if reduction == "none":
         return torch.scatter(data, dim, index, updates)
@@ -536,7 +504,7 @@ def _constant(node):
 def _constant_of_shape(node, shape):
     value = node.attributes.get("value")
     fill = to_tensor(np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(1))
-    return torch.full(_ints(shape), fill.item(), dtype=fill.dtype, device=shape.device)
+    return torch.full(ints_of(shape), fill.item(), dtype=fill.dtype, device=shape.device)
 
 
 @op("OneHot")
@@ -545,158 +513,7 @@ def _one_hot(node, indices, depth, values):
     index = _positive(indices, depth)  # out-of-range indices give an all-`off` row
     hot = index.unsqueeze(-1) == torch.arange(depth, device=index.device)
     out = torch.where(hot, values[1], values[0])
-    return out.movedim(-1, _axis(attr(node, "axis"), index.dim() + 1))
-
-
-# ---- convolution and pooling ------------------------------------------------------------------
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
-class _Window:
-    """Kernel, strides, dilations and begin/end pads of a window op on an input's sizes."""
-
-    def __init__(self, node: Node, x: torch.Tensor, kernel: Sequence[int]) -> None:
-        n = x.dim() - 2
-        if n not in _CONV:
-            raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: the torch runtime runs "
-                                     f"1-3 spatial dims, not {n}")
-        a = node.attributes
-        self.kernel = [int(k) for k in kernel]
-        self.strides = list(a.get("strides") or [1] * n)
-        self.dilations = list(a.get("dilations") or [1] * n)
-        self.spatial = list(x.shape[2:])
-        pads = list(a.get("pads") or [0] * (2 * n))
-        auto_pad = a.get("auto_pad", "NOTSET")
-        if auto_pad == "VALID":
-            pads = [0] * (2 * n)
-        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-            for i, size in enumerate(self.spatial):
-                out = -(-size // self.strides[i])
-                total = max((out - 1) * self.strides[i] + self.extent(i) - size, 0)
-                small, large = total // 2, total - total // 2  # UPPER: the odd one at the end
-                upper = auto_pad == "SAME_UPPER"
-                pads[i], pads[n + i] = (small, large) if upper else (large, small)
-        self.begin, self.end = pads[:n], pads[n:]
-
-    def extent(self, i: int) -> int:
-        return (self.kernel[i] - 1) * self.dilations[i] + 1
-
-    def out_size(self, i: int, ceil: bool) -> int:
-        span = self.spatial[i] + self.begin[i] + self.end[i] - self.extent(i)
-        if not ceil:
-            return span // self.strides[i] + 1
-        out = -(-span // self.strides[i]) + 1
-        # a last window that would start beyond the input and the begin pad is dropped
-        return out - 1 if (out - 1) * self.strides[i] >= self.spatial[i] + self.begin[i] else out
-
-    def torch_pads(self, ends: Sequence[int]) -> list[int]:
-        """F.pad's argument for begin pads and the given end pads (negative ones crop)."""
-        return [p for i in reversed(range(len(self.kernel))) for p in (self.begin[i], ends[i])]
-
-    def exact_pads(self, ceil: bool = False) -> list[int]:
-        """Pads after which the windows fit exactly: no partial window at the end."""
-        out = [self.out_size(i, ceil) for i in range(len(self.kernel))]
-        ends = [(o - 1) * s + self.extent(i) - size - b for i, (o, s, size, b) in enumerate(
-            zip(out, self.strides, self.spatial, self.begin, strict=True))]
-        return self.torch_pads(ends)
-
-
-def _channel_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return y if bias is None else y + bias.reshape((-1,) + (1,) * (y.dim() - 2))
-
-
-def _kernel(node: Node, w: torch.Tensor) -> list[int]:
-    return list(node.attributes.get("kernel_shape") or w.shape[2:])
-
-
-@op("Conv")
-def _conv(node, x, w, bias=None):
-    win = _Window(node, x, _kernel(node, w))
-    x = F.pad(x, win.torch_pads(win.end))
-    y = _CONV[x.dim() - 2](x, w, None, win.strides, 0, win.dilations, attr(node, "group"))
-    return _channel_bias(y, bias)
-
-
-@op("ConvTranspose")
-def _conv_transpose(node, x, w, bias=None):
-    if "output_shape" in node.attributes or node.attributes.get("auto_pad", "NOTSET") not in (
-            "NOTSET", "VALID"):
-        raise UnsupportedOpError(f"ConvTranspose node {node.name!r}: output_shape and auto_pad "
-                                 "SAME are not supported; give pads and output_padding")
-    win = _Window(node, x, _kernel(node, w))
-    n = x.dim() - 2
-    extra = list(node.attributes.get("output_padding") or [0] * n)
-    # the full result, then crop the pads and add output_padding zeros at the end
-    y = _CONV_T[n](x, w, None, win.strides, 0, 0, attr(node, "group"), win.dilations)
-    crop = [p for i in reversed(range(n)) for p in (-win.begin[i], extra[i] - win.end[i])]
-    return _channel_bias(F.pad(y, crop), bias)
-
-
-def _pool_window(node: Node, x: torch.Tensor) -> _Window:
-    if node.attributes.get("storage_order", 0) not in (0, 1):
-        raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: storage_order must be 0/1")
-    return _Window(node, x, attr(node, "kernel_shape"))
-
-
-@op("MaxPool")
-def _max_pool(node, x):
-    win = _pool_window(node, x)
-    xp = F.pad(x, win.exact_pads(bool(attr(node, "ceil_mode"))), value=-math.inf)
-    y, where = _MAX_POOL[x.dim() - 2](xp, win.kernel, win.strides, 0, win.dilations,
-                                      return_indices=True)
-    return [y, _input_index(where, xp.shape[2:], win, x.shape, attr(node, "storage_order"))]
-
-
-def _input_index(where: torch.Tensor, padded: Sequence[int], win: _Window, shape,
-                 storage_order: int) -> torch.Tensor:
-    """MaxPool's indices into the flattened input (N, C, d1, ...) from torch's indices into
-    each padded (d1', ...) plane; storage_order 1 counts the spatial dims column-major."""
-    coords, rest = [], where
-    for i in reversed(range(len(padded))):
-        coords.append(rest % padded[i] - win.begin[i])
-        rest = rest // padded[i]
-    coords.reverse()
-    spatial = list(shape[2:])
-    order = range(len(spatial)) if not storage_order else reversed(range(len(spatial)))
-    flat = torch.zeros_like(where)
-    for i in order:
-        flat = flat * spatial[i] + coords[i]
-    planes = torch.arange(shape[0] * shape[1], device=where.device).reshape(
-        shape[0], shape[1], *([1] * len(spatial)))
-    return flat + planes * math.prod(spatial)
-
-
-@op("AveragePool")
-def _average_pool(node, x):
-    win = _pool_window(node, x)
-    if any(d != 1 for d in win.dilations):
-        raise UnsupportedOpError(f"AveragePool node {node.name!r}: dilations are not supported")
-    ceil = bool(node.attributes.get("ceil_mode", 0))
-    pads = win.exact_pads(ceil)
-    n = x.dim() - 2
-    pool = _AVG_POOL[n]
-    sums = pool(F.pad(x, pads), win.kernel, win.strides, 0)
-    # what each window averages over: the input, and the pads with count_include_pad, never
-    # the part of a ceil_mode window beyond the pads
-    ones = torch.ones([1, 1] + win.spatial, dtype=x.dtype, device=x.device)
-    counted = F.pad(ones, win.torch_pads(win.end), value=float(attr(node, "count_include_pad")))
-    beyond = [p - q for p, q in zip(pads, win.torch_pads(win.end), strict=True)]
-    share = pool(F.pad(counted, [0 if i % 2 == 0 else p for i, p in enumerate(beyond)]),
-                 win.kernel, win.strides, 0)
-    return sums / share
-
-
-@op("GlobalAveragePool")
-def _global_average_pool(node, x):
-    return x.mean(tuple(range(2, x.dim())), keepdim=True)
-
-
-@op("GlobalMaxPool")
-def _global_max_pool(node, x):
-    return x.amax(tuple(range(2, x.dim())), keepdim=True)
+    return out.movedim(-1, positive_axis(attr(node, "axis"), index.dim() + 1))
 
 
 # ---- indexing, Einsum, InstanceNormalization, Resize, Range -------------------------------
@@ -751,16 +568,16 @@ def _scatter_nd(node, data, indices, updates):
 
 @op("TopK")
 def _top_k(node, x, k):
-    dim = _axis(attr(node, "axis"), x.dim())
+    dim = positive_axis(attr(node, "axis"), x.dim())
     # a stable sort keeps equal values in index order, as ONNX asks
     values, index = torch.sort(x, dim=dim, descending=bool(attr(node, "largest")), stable=True)
-    n = _ints(k)[0]
+    n = ints_of(k)[0]
     return [values.narrow(dim, 0, n), index.narrow(dim, 0, n)]
 
 
 @op("Trilu")
 def _trilu(node, x, k=None):
-    k = 0 if k is None else _ints(k)[0]
+    k = 0 if k is None else ints_of(k)[0]
     return torch.triu(x, k) if attr(node, "upper") else torch.tril(x, k)
 
 
