@@ -248,3 +248,14 @@ def const_array(value: Value | None, what: str) -> np.ndarray | None:
 
 def fmt_shape(shape: Shape) -> str:
     return _fmt(shape)
+
+
+def same_as_input_of_rank(node: Node, min_rank: int, layout: str = "") -> list:
+    """`infer` of an op whose output has its input's dtype and shape, the input of rank at
+    least `min_rank` (an unknown rank passes); `layout` names the axes in the message."""
+    x = node.inputs[0]
+    if x.rank is not None and x.rank < min_rank:
+        named = f" ({layout})" if layout else ""
+        raise ShapeError(f"{node.op_type} node {node.name!r}: the input needs rank >= "
+                         f"{min_rank}{named}, got {fmt_shape(x.shape)}")
+    return [(x.dtype, x.shape)]

@@ -14,7 +14,14 @@ import numpy as np
 
 from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node, Value
-from irkit.ops.base import OpDef, const_array, define, fmt_shape, normalize_axis
+from irkit.ops.base import (
+    OpDef,
+    const_array,
+    define,
+    fmt_shape,
+    normalize_axis,
+    same_as_input_of_rank,
+)
 from irkit.ops.registry import attr
 from irkit.ops.shape import Concat, Expand, ScatterElements, Shape, zeros_like
 
@@ -198,11 +205,7 @@ class Trilu(OpDef):
     input_dtypes = {1: np.int64}
 
     def infer(self, node: Node):
-        x = node.inputs[0]
-        if x.rank is not None and x.rank < 2:
-            raise ShapeError(f"Trilu node {node.name!r}: the input needs rank >= 2, got "
-                             f"{fmt_shape(x.shape)}")
-        return [(x.dtype, x.shape)]
+        return same_as_input_of_rank(node, 2)
 
     def vjp(self, node: Node, grads):
         k = node.inputs[1] if len(node.inputs) > 1 else None

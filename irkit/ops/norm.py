@@ -7,7 +7,7 @@ import numpy as np
 
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
-from irkit.ops.base import OpDef, Required, define, fmt_shape, normalize_axis
+from irkit.ops.base import OpDef, Required, define, normalize_axis, same_as_input_of_rank
 from irkit.ops.dtypes import numpy_dtype
 from irkit.ops.elementwise import Mul, Sub
 from irkit.ops.reduce import ReduceSum
@@ -216,11 +216,7 @@ class InstanceNormalization(OpDef):
     attributes = {"epsilon": 1e-5}
 
     def infer(self, node: Node):
-        x = node.inputs[0]
-        if x.rank is not None and x.rank < 3:
-            raise ShapeError(f"InstanceNormalization node {node.name!r}: the input needs rank >= "
-                             f"3 (N, C, d1, ...), got {fmt_shape(x.shape)}")
-        return [(x.dtype, x.shape)]
+        return same_as_input_of_rank(node, 3, "N, C, d1, ...")
 
     def vjp(self, node: Node, grads):
         x, scale = node.inputs[:2]
@@ -284,11 +280,7 @@ class LRN(OpDef):
     attributes = {"alpha": 1e-4, "beta": 0.75, "bias": 1.0, "size": Required(int)}
 
     def infer(self, node: Node):
-        x = node.inputs[0]
-        if x.rank is not None and x.rank < 3:
-            raise ShapeError(f"LRN node {node.name!r}: the input needs rank >= 3 (N, C, d1, ...), "
-                             f"got {fmt_shape(x.shape)}")
-        return [(x.dtype, x.shape)]
+        return same_as_input_of_rank(node, 3, "N, C, d1, ...")
 
     def _base(self, node: Node, x: Value) -> Value:
         from irkit.ops.elementwise import Add
