@@ -105,11 +105,17 @@ class Dropout(Module):
     def forward(self, x: Value) -> Value:
         if not self.training or self.rate == 0:
             return x
-        graph = x.graph
-        step = graph.value(STEP) if graph.has_value(STEP) else graph.add_input(STEP, np.int64, ())
-        keep = keep_mask(x, step, self.seed, self.rate)
-        scale = ops.Mul(ops.Cast(keep, to=onnx_dtype(x.dtype)), 1.0 / (1.0 - self.rate))
-        return ops.Mul(x, scale)
+        return hashed_dropout(x, self.seed, self.rate)[0]
+
+
+def hashed_dropout(x: Value, seed: int, rate: float) -> tuple[Value, Value]:
+    """(x * keep / (1 - rate), keep): Dropout with the `keep_mask` of the graph's step count
+    (the step input, added if the graph has none yet)."""
+    graph = x.graph
+    step = graph.value(STEP) if graph.has_value(STEP) else graph.add_input(STEP, np.int64, ())
+    keep = keep_mask(x, step, seed, rate)
+    scale = ops.Mul(ops.Cast(keep, to=onnx_dtype(x.dtype)), 1.0 / (1.0 - rate))
+    return ops.Mul(x, scale), keep
 
 
 def _fract(v: Value) -> Value:

@@ -30,7 +30,7 @@ from irkit import ops
 from irkit.ir import Graph, Node, Value
 from irkit.ops.base import const_array
 from irkit.ops.shape import onnx_dtype
-from irkit.signature import STEP, next_name
+from irkit.signature import next_name
 
 BATCH_NORM, DROPOUT = "BatchNormalization", "Dropout"
 MEAN, VAR = 3, 4  # BatchNormalization's running statistics, by input position
@@ -187,16 +187,14 @@ def _running_updates(graph: Graph, node: Node, wanted: set[str]) -> list[tuple[s
 def _hashed_dropout(graph: Graph, node: Node, seed: int) -> None:
     """A training Dropout replaced by x * keep / (1 - ratio), keep drawn by nn.Dropout's
     hash; left as it is when its ratio is not a constant."""
-    from irkit.nn.layers import keep_mask
+    from irkit.nn.layers import hashed_dropout
     ratio_input = node.inputs[1] if len(node.inputs) > 1 else None
     ratio = 0.5 if ratio_input is None else const_array(ratio_input, "ratio")
     if ratio is None:
         return
-    x, ratio = node.inputs[0], float(ratio)
-    step = graph.value(STEP) if graph.has_value(STEP) else graph.add_input(STEP, np.int64, ())
-    keep = keep_mask(x, step, int(ops.attr(node, "seed") or seed) % 2**31, ratio)
-    scale = ops.Mul(ops.Cast(keep, to=onnx_dtype(x.dtype)), 1.0 / (1.0 - ratio))
-    graph.replace_all_uses_with(node.outputs[0], ops.Mul(x, scale))
+    seed = int(ops.attr(node, "seed") or seed) % 2**31
+    dropped, keep = hashed_dropout(node.inputs[0], seed, float(ratio))
+    graph.replace_all_uses_with(node.outputs[0], dropped)
     if len(node.outputs) > 1:
         graph.replace_all_uses_with(node.outputs[1], keep)
     graph.remove_node(node)
