@@ -9,7 +9,11 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnxruntime as ort
 from irkit.passes.data_prefix import split_data_prefix
+from irkit.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
+from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
+from irkit.passes.lower_small_convs import LowerSmallConvsPass
+from irkit.passes.manager import PassManager
 from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
 
 from irkit.errors import ShapeError
@@ -99,12 +103,20 @@ def make_session(model_bytes: bytes, device: str = "cpu",
 
 
 def session_bytes(graph: Graph) -> bytes:
-    """The graph as onnxruntime runs it: standard ONNX, with the ops that onnxruntime's CPU
-    provider would run as their general ONNX functions lowered first (on a copy; the graph
-    is left as it is); LowerSoftmaxCrossEntropyPass tells what and why."""
-    if any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes):
+    """The graph as onnxruntime runs it: standard ONNX, on a copy (the graph is left as it
+    is) with first lowered (1) the ops that onnxruntime's CPU provider would run as their
+    general ONNX functions (LowerSoftmaxCrossEntropyPass tells what and why) and (2) the
+    2-D convolutions it runs slowly, those with few output positions, to one Gemm each
+    (LowerSmallConvsPass), their im2col columns then merged with the weight gradient's."""
+    losses = any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes)
+    convs = any(LowerSmallConvsPass.applies(n) for n in graph.nodes)
+    if losses or convs:
         graph = graph.copy()
+    if losses:
         LowerSoftmaxCrossEntropyPass()(graph)
+    if convs:
+        PassManager([LowerSmallConvsPass(), EliminateCommonSubexpressionsPass(),
+                     EliminateDeadNodesPass()])(graph)
     return model_bytes(graph)
 
 

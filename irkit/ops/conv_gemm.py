@@ -1,0 +1,136 @@
+"""2-D convolution and its gradients as matrix products over im2col columns.
+
+onnxruntime's CPU Conv and ConvTranspose run one small matrix product per image and per
+group; where a convolution has few output positions (a 64x64 image's last ResNet stages:
+4x4 and 2x2) those products have 4-16 columns and run far below the machine's speed, and the
+weight gradient's Conv over swapped batch and channels (`conv._weight_grad`) is slow at every
+size (benchmarks/README.md, "profile_step.py"). Here the batch joins the columns instead, so
+each product is one large Gemm:
+
+- `im2col(x, geo, out)`: (C * K, N * P) columns of x (N, C, s1, s2), K = k1 * k2 kernel taps,
+  P = o1 * o2 output positions; row (c, i, j), column (n, p, q) holds
+  x_padded[n, c, p * stride + i * dilation, q * stride + j * dilation];
+- `conv_as_gemm`: y = W (M, C * K) @ columns, to (N, M, o1, o2);
+- `weight_grad`: dW = g (M, N * P) @ columns^T; grouped: one batched MatMul over the groups;
+- `input_grad`: dx = col2im(W^T @ g): each tap's rows placed (strided) and summed.
+
+Everything is built from standard ops with VJPs, so these forms differentiate again. The
+columns are built by one function so that a convolution lowered by `conv_as_gemm` and its
+weight gradient share them once common subexpressions are merged.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product
+
+import numpy as np
+
+from irkit.ir import Value
+from irkit.ops.elementwise import Add
+from irkit.ops.nn import Gemm, MatMul
+from irkit.ops.shape import Concat, Pad, Reshape, Slice, Transpose, Unsqueeze
+
+__all__ = ["GEMM_POSITIONS", "conv_as_gemm", "im2col", "input_grad", "weight_grad"]
+
+# output positions per image (o1 * o2) up to which a convolution itself and its input
+# gradient run as Gemms (measured on one CPU thread, batch 32: at 2x2 the Gemm form of a
+# 512-channel 3x3 conv took 10 ms against Conv's 32 and ConvTranspose's 70-95; at 8x8 Conv
+# and ConvTranspose were faster than the columns cost)
+GEMM_POSITIONS = 16
+_SWAP = [1, 0, 2, 3]
+
+
+def _ints(values) -> np.ndarray:
+    return np.array(list(values), np.int64)
+
+
+def im2col(x: Value, geo, out: list[int], channels: int) -> Value:
+    """(C * K, N * P) columns of x (N, C, s1, s2), C = channels, for a convolution of
+    geometry `geo` (a conv.Geometry) with output sizes `out`: `small_im2col` for at most
+    GEMM_POSITIONS output positions, else sliced from the padded input."""
+    spatial = list(x.shape[2:]) if x.shape is not None else []
+    if len(spatial) == 2 and all(isinstance(d, int) for d in spatial) and \
+            math.prod(out) <= GEMM_POSITIONS:
+        return small_im2col(x, geo, spatial, out, channels)
+    xt = Transpose(x, perm=_SWAP)  # (C, N, s1, s2): the batch joins the columns
+    if any(geo.begin + geo.end):
+        xt = Pad(xt, _ints([0, 0, *geo.begin, 0, 0, *geo.end]))
+    taps = []
+    for k in product(*[range(kk) for kk in geo.kernel]):
+        start = [ki * d for ki, d in zip(k, geo.dilations, strict=True)]
+        end = [s0 + s * (o - 1) + 1 for s0, s, o in zip(start, geo.strides, out, strict=True)]
+        tap = Slice(xt, _ints(start), _ints(end), _ints([2, 3]), _ints(geo.strides))
+        taps.append(Unsqueeze(tap, _ints([1])))  # (C, 1, N, o1, o2)
+    cols = Concat(*taps, axis=1) if len(taps) > 1 else taps[0]
+    return Reshape(cols, _ints([channels * len(taps), -1]))
+
+
+def _rows(g: Value, m: int) -> Value:
+    """g (N, M, o1, o2) as (M, N * P), the columns' order."""
+    return Reshape(Transpose(g, perm=_SWAP), _ints([m, -1]))
+
+
+def conv_as_gemm(x: Value, w: Value, b: Value | None, geo, out: list[int]) -> Value:
+    """y = conv(x, W) + B for group 1, as one Gemm over `im2col` columns."""
+    m = w.shape[0]
+    y = MatMul(Reshape(w, _ints([m, -1])), im2col(x, geo, out, w.shape[1]))  # (M, N * P)
+    if b is not None:
+        y = Add(y, Unsqueeze(b, _ints([1])))
+    return Transpose(Reshape(y, _ints([m, -1, *out])), perm=_SWAP)
+
+
+def weight_grad(x: Value, g: Value, g_shape, w_shape, geo, group: int) -> Value:
+    """dW (w_shape) of y = conv(x, W) given g = dy; x (N, C, s1, s2), g (N, M, o1, o2) of
+    shape g_shape."""
+    out, m = list(g_shape[2:]), g_shape[1]
+    cols = im2col(x, geo, out, w_shape[1] * group)
+    if group == 1:
+        return Reshape(Gemm(_rows(g, m), cols, transB=1), _ints(w_shape))
+    # per group: (C/G * K, N * P) @ (N * P, M/G); g regrouped to (G, N * P, M/G)
+    taps = int(np.prod(geo.kernel))
+    cols = Reshape(cols, _ints([group, w_shape[1] * taps, -1]))
+    gs = Reshape(g, _ints([0, group, m // group, *out]))  # (N, G, M/G, o1, o2)
+    gs = Reshape(Transpose(gs, perm=[1, 0, 3, 4, 2]), _ints([group, -1, m // group]))
+    dw = Transpose(MatMul(cols, gs), perm=[0, 2, 1])  # (G, M/G, C/G * K)
+    return Reshape(dw, _ints(w_shape))
+
+
+def _placement(geo, spatial: list[int], out: list[int], dtype) -> np.ndarray:
+    """(K * P, S) 0/1 matrix of a small convolution: row (kernel tap, output position),
+    column the input position (of S = s1 * s2) that tap reads there; none where it reads
+    padding."""
+    taps = list(product(*[range(kk) for kk in geo.kernel]))
+    positions = list(product(*[range(o) for o in out]))
+    a = np.zeros((len(taps), len(positions), math.prod(spatial)), dtype)
+    for t, k in enumerate(taps):
+        for p, o in enumerate(positions):
+            at = [oi * s + ki * d - b for oi, s, ki, d, b in zip(
+                o, geo.strides, k, geo.dilations, geo.begin, strict=True)]
+            if all(0 <= q < n for q, n in zip(at, spatial, strict=True)):
+                a[t, p, np.ravel_multi_index(at, spatial)] = 1
+    return a.reshape(len(taps) * len(positions), -1)
+
+
+def small_im2col(x: Value, geo, spatial: list[int], out: list[int], channels: int) -> Value:
+    """`im2col` for few positions, as one MatMul of x (N, C, S) by the constant 0/1
+    `_placement` matrix (no padding, no slices: onnxruntime's Pad and Slice are slow on such
+    small rows)."""
+    k, p = math.prod(geo.kernel), math.prod(out)
+    b = _placement(geo, spatial, out, x.dtype).T  # (S, K * P)
+    cols = MatMul(Reshape(x, _ints([-1, channels, math.prod(spatial)])), b)  # (N, C, K * P)
+    cols = Transpose(Reshape(cols, _ints([-1, channels, k, p])), perm=[1, 2, 0, 3])
+    return Reshape(cols, _ints([channels * k, -1]))  # (C * K, N * P)
+
+
+def input_grad(g: Value, w: Value, geo, spatial: list[int], out: list[int]) -> Value:
+    """dx (N, C, *spatial) of y = conv(x, W), group 1, few output positions, given g = dy:
+    the columns' gradient (N * P, C * K) = g^T @ W, each (tap, position) summed into the input
+    position it read by one MatMul with the constant `_placement` matrix (col2im)."""
+    m, c = w.shape[0], w.shape[1]
+    k, p = math.prod(geo.kernel), math.prod(out)
+    dcols = Gemm(_rows(g, m), Reshape(w, _ints([m, -1])), transA=1)  # (N * P, C * K)
+    dcols = Transpose(Reshape(dcols, _ints([-1, p, c, k])), perm=[0, 2, 3, 1])  # (N, C, K, P)
+    dx = MatMul(Reshape(dcols, _ints([-1, c, k * p])),
+                _placement(geo, spatial, out, g.dtype))  # (N, C, S)
+    return Reshape(dx, _ints([-1, c, *spatial]))
