@@ -46,9 +46,13 @@ def batch_of(name: str, batch: int | None):
     return x, y
 
 
-def step_graphs(name: str, folder: str, x: dict, y: np.ndarray):
-    """irkit's step graphs (AdamW, lr 1e-4, weight decay 0.01) and initial state."""
+def step_graphs(name: str, folder: str, x: dict, y: np.ndarray, flat: bool = False):
+    """irkit's step graphs (AdamW, lr 1e-4, weight decay 0.01) and initial state; `flat`:
+    the optimizer updates one flat vector of all parameters."""
     import irkit
+    from irkit.train import step
+    if flat:  # every parameter in one flat vector, whatever its size (see FLAT_UPDATE_LIMIT)
+        step.FLAT_UPDATE_LIMIT = 2 ** 62
     model = irkit.load_model(os.path.join(folder, f"{name}.onnx"))
     model.compile("adamw", lr=1e-4, weight_decay=0.01, batch_size=len(y))
     graphs = model.prepare(x)
@@ -108,7 +112,7 @@ def kernel_events(path: str, skip_runs: int) -> list[tuple[str, str, float, list
 def profile_irkit(name: str, folder: str, args) -> dict:
     """Kernel time per op type and per (part, op type) of `args.steps` steps."""
     x, y = batch_of(name, args.batch)
-    graphs, state = step_graphs(name, folder, x, y)
+    graphs, state = step_graphs(name, folder, x, y, args.flat_update)
     sess = session(graphs.train, args.threads, args.level, profile=True)
     feeds = feeds_of(sess, graphs, state, x, y)
     walls, cpus = [], []
@@ -221,6 +225,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--top", type=int, default=16, help="op types listed")
+    ap.add_argument("--flat-update", action="store_true",
+                    help="update all parameters as one flat vector (irkit does for small models)")
     ap.add_argument("--nodes", type=int, default=0, help="slowest nodes listed")
     ap.add_argument("--torch", action="store_true", help="profile torch's step as well")
     args = ap.parse_args()

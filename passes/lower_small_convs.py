@@ -16,7 +16,9 @@ class LowerSmallConvsPass(NodeRewritePass):
     batch among the columns, when
 
     1. the convolution is 2-D with group 1, static weight, input channels and output sizes,
-    2. and has at most `conv_gemm.GEMM_POSITIONS` output positions per image.
+       and has at most `conv_gemm.GEMM_POSITIONS` output positions per image;
+    2. the same, depthwise (group = input channels = output channels): one batched MatMul by
+       the channels' constant-placement matrices (`conv_gemm.depthwise_as_matmul`).
 
     The output keeps its name; other Convs are left as they are. onnxruntime's CPU Conv runs
     one product per image, with o1 * o2 columns: for a 64x64 ResNet-18's last stage (2x2) that
@@ -38,8 +40,11 @@ class LowerSmallConvsPass(NodeRewritePass):
         x, w = node.inputs[:2]
         b = node.inputs[2] if len(node.inputs) > 2 else None
         out = list(node.outputs[0].shape[2:])
+        geo = ops.get_op("Conv").geometry(node)
+        lower = conv_gemm.conv_as_gemm if ops.attr(node, "group") == 1 else \
+            conv_gemm.depthwise_as_matmul
         with graph.name_scope(f"{node.name}/"):
-            y = conv_gemm.conv_as_gemm(x, w, b, ops.get_op("Conv").geometry(node), out)
+            y = lower(x, w, b, geo, out)
         old = node.outputs[0]
         graph.replace_all_uses_with(old, y)
         graph.remove_node(node)
@@ -50,9 +55,10 @@ class LowerSmallConvsPass(NodeRewritePass):
 def _small(node: Node) -> bool:
     x, w = node.inputs[:2]
     y = node.outputs[0]
-    if ops.attr(node, "group") != 1 or w.shape is None or len(w.shape) != 4 or \
-            x.shape is None or y.shape is None:
+    if w.shape is None or len(w.shape) != 4 or x.shape is None or y.shape is None:
         return False
     dims = (*w.shape, x.shape[1], *x.shape[2:], *y.shape[2:])
-    return all(isinstance(d, int) for d in dims) and \
+    group = ops.attr(node, "group")
+    depthwise = group == w.shape[0] == x.shape[1] and w.shape[1] == 1
+    return all(isinstance(d, int) for d in dims) and (group == 1 or depthwise) and \
         math.prod(y.shape[2:]) <= conv_gemm.GEMM_POSITIONS

@@ -188,9 +188,11 @@ class Conv(_ConvBase):
         out_pad = [(size + geo.begin[i] + geo.end[i] - geo.extent(i)) % geo.strides[i]
                    for i, size in enumerate(spatial)]
         out = node.outputs[0].shape[2:]
-        if group == 1 and _gemm_form(w, out, group) and \
-                math.prod(out) <= conv_gemm.GEMM_POSITIONS:
+        small = _gemm_form(w, out, group) and math.prod(out) <= conv_gemm.GEMM_POSITIONS
+        if small and group == 1:
             dx = conv_gemm.input_grad(g, w, geo, list(spatial), list(out))
+        elif small and group == w.shape[0] == x.shape[1]:  # depthwise
+            dx = conv_gemm.depthwise_input_grad(g, w, geo, list(spatial), list(out))
         else:
             dx = ConvTranspose(g, w, strides=geo.strides, dilations=geo.dilations,
                                pads=geo.pads(), group=group, output_padding=out_pad,

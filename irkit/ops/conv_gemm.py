@@ -21,6 +21,7 @@ weight gradient share them once common subexpressions are merged.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from itertools import product
 
@@ -31,7 +32,8 @@ from irkit.ops.elementwise import Add
 from irkit.ops.nn import Gemm, MatMul
 from irkit.ops.shape import Concat, Pad, Reshape, Slice, Transpose, Unsqueeze
 
-__all__ = ["GEMM_POSITIONS", "conv_as_gemm", "im2col", "input_grad", "weight_grad"]
+__all__ = ["GEMM_POSITIONS", "conv_as_gemm", "depthwise_as_matmul", "depthwise_input_grad",
+           "im2col", "input_grad", "weight_grad"]
 
 # output positions per image (o1 * o2) up to which a convolution itself and its input
 # gradient run as Gemms (measured on one CPU thread, batch 32: at 2x2 the Gemm form of a
@@ -90,8 +92,11 @@ def weight_grad(x: Value, g: Value, g_shape, w_shape, geo, group: int) -> Value:
     # per group: (C/G * K, N * P) @ (N * P, M/G); g regrouped to (G, N * P, M/G)
     taps = int(np.prod(geo.kernel))
     cols = Reshape(cols, _ints([group, w_shape[1] * taps, -1]))
-    gs = Reshape(g, _ints([0, group, m // group, *out]))  # (N, G, M/G, o1, o2)
-    gs = Reshape(Transpose(gs, perm=[1, 0, 3, 4, 2]), _ints([group, -1, m // group]))
+    if m == group:  # depthwise: (N, G, o1, o2) -> (G, N * P, 1)
+        gs = Reshape(Transpose(g, perm=_SWAP), _ints([group, -1, 1]))
+    else:
+        gs = Reshape(g, _ints([0, group, m // group, *out]))  # (N, G, M/G, o1, o2)
+        gs = Reshape(Transpose(gs, perm=[1, 0, 3, 4, 2]), _ints([group, -1, m // group]))
     dw = Transpose(MatMul(cols, gs), perm=[0, 2, 1])  # (G, M/G, C/G * K)
     return Reshape(dw, _ints(w_shape))
 
@@ -112,12 +117,26 @@ def _placement(geo, spatial: list[int], out: list[int], dtype) -> np.ndarray:
     return a.reshape(len(taps) * len(positions), -1)
 
 
+def _shared(graph, array: np.ndarray) -> Value:
+    """`array` as a constant of `graph`, one initializer per distinct placement (named after
+    a digest of its bytes), so that the columns a lowered Conv and its weight gradient build
+    are the same nodes and merge (constants this large are not merged by value otherwise)."""
+    digest = hashlib.sha1(array.tobytes() + str((array.shape, array.dtype)).encode())
+    name = f"im2col_placement_{digest.hexdigest()[:16]}"
+    if graph.has_value(name):
+        existing = graph.value(name)
+        if existing.const is not None and np.array_equal(existing.const, array):
+            return existing
+        return graph.constant(array)
+    return graph.add_initializer(name, array)
+
+
 def small_im2col(x: Value, geo, spatial: list[int], out: list[int], channels: int) -> Value:
     """`im2col` for few positions, as one MatMul of x (N, C, S) by the constant 0/1
     `_placement` matrix (no padding, no slices: onnxruntime's Pad and Slice are slow on such
     small rows)."""
     k, p = math.prod(geo.kernel), math.prod(out)
-    b = _placement(geo, spatial, out, x.dtype).T  # (S, K * P)
+    b = _shared(x.graph, np.ascontiguousarray(_placement(geo, spatial, out, x.dtype).T))
     cols = MatMul(Reshape(x, _ints([-1, channels, math.prod(spatial)])), b)  # (N, C, K * P)
     cols = Transpose(Reshape(cols, _ints([-1, channels, k, p])), perm=[1, 2, 0, 3])
     return Reshape(cols, _ints([channels * k, -1]))  # (C * K, N * P)
@@ -134,3 +153,38 @@ def input_grad(g: Value, w: Value, geo, spatial: list[int], out: list[int]) -> V
     dx = MatMul(Reshape(dcols, _ints([-1, c, k * p])),
                 _placement(geo, spatial, out, g.dtype))  # (N, C, S)
     return Reshape(dx, _ints([-1, c, *spatial]))
+
+
+def _depthwise_matrices(w: Value, geo, spatial: list[int], out: list[int],
+                        forward: bool) -> Value:
+    """Per channel c of a depthwise W (C, 1, k1, k2), sum_t W[c, t] placement_t: (C, S, P)
+    (x -> y) when `forward`, else (C, P, S) (g -> dx); one MatMul of W (C, K) by the
+    constant placement."""
+    c, k = w.shape[0], math.prod(geo.kernel)
+    p, size = math.prod(out), math.prod(spatial)
+    a = _placement(geo, spatial, out, w.dtype).reshape(k, p, size)  # (K, P, S)
+    a = a.transpose(0, 2, 1) if forward else a
+    m = MatMul(Reshape(w, _ints([c, k])), a.reshape(k, -1))  # (C, S * P) or (C, P * S)
+    return Reshape(m, _ints([c, size, p] if forward else [c, p, size]))
+
+
+def _per_channel(v: Value, matrices: Value, c: int, sizes: list[int]) -> Value:
+    """v (N, C, *) times each channel's matrix: (C, N, a) @ (C, a, b), back to (N, C, *sizes)."""
+    vt = Transpose(Reshape(v, _ints([0, c, -1])), perm=[1, 0, 2])  # (C, N, a)
+    return Reshape(Transpose(MatMul(vt, matrices), perm=[1, 0, 2]), _ints([-1, c, *sizes]))
+
+
+def depthwise_as_matmul(x: Value, w: Value, b: Value | None, geo, out: list[int]) -> Value:
+    """y = conv(x, W) + B, depthwise (group = C, W (C, 1, k1, k2)), few positions: one
+    batched MatMul of x (C, N, S) by the channels' (S, P) matrices (onnxruntime's depthwise
+    Conv on a 2x2 or 4x4 map ran 10x slower than torch's)."""
+    c, spatial = w.shape[0], list(x.shape[2:])
+    y = _per_channel(x, _depthwise_matrices(w, geo, spatial, out, True), c, out)
+    return y if b is None else Add(y, Reshape(b, _ints([c, 1, 1])))
+
+
+def depthwise_input_grad(g: Value, w: Value, geo, spatial: list[int], out: list[int]) -> Value:
+    """dx of a depthwise y = conv(x, W) with few positions, given g = dy: g (C, N, P) by the
+    channels' (P, S) matrices."""
+    return _per_channel(g, _depthwise_matrices(w, geo, spatial, out, False), w.shape[0],
+                        spatial)
