@@ -69,13 +69,9 @@ def session(graph, threads: int, level: str, profile: bool):
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
     so.intra_op_num_threads = threads
     so.enable_profiling = profile
+    if os.environ.get("IRKIT_PROFILE_FTZ"):
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(session_bytes(graph), so, providers=["CPUExecutionProvider"])
-
-
-def feeds_of(sess, graphs, state: dict, x: dict, y: np.ndarray) -> dict:
-    names = {i.name for i in sess.get_inputs()}
-    data = dict(zip(graphs.data_names, (*x.values(), y)))
-    return {k: v for k, v in {**state, **data}.items() if k in names}
 
 
 def part(node: str) -> str:
@@ -110,19 +106,28 @@ def kernel_events(path: str, skip_runs: int) -> list[tuple[str, str, float, list
 
 
 def profile_irkit(name: str, folder: str, args) -> dict:
-    """Kernel time per op type and per (part, op type) of `args.steps` steps."""
+    """Kernel time per node of `args.steps` steps run as training runs them: onnxruntime's
+    step runner (state in two bound buffer sets that ping-pong, the batch staged), its train
+    session replaced by one made with the profiler on, the same options otherwise."""
+    from irkit.runtimes import get_runtime
+
     x, y = batch_of(name, args.batch)
     graphs, state = step_graphs(name, folder, x, y, args.flat_update)
-    sess = session(graphs.train, args.threads, args.level, profile=True)
-    feeds = feeds_of(sess, graphs, state, x, y)
+    runner = get_runtime("onnxruntime").step_runner(graphs, state, threads=args.threads,
+                                                   batch_size=len(y))
+    if runner._prefix is not None:  # the runner's train graph is not graphs.train
+        raise SystemExit(f"{name}: the step has a data prefix; profile it without one")
+    runner.train_session = session(graphs.train, args.threads, args.level, profile=True)
+    arrays = tuple(x.values())
+    parts = runner.stage(arrays if len(arrays) > 1 else arrays[0], y)
     walls, cpus = [], []
     for i in range(args.warmup + args.steps):
         t0, c0 = time.perf_counter(), time.thread_time()
-        sess.run(None, feeds)
+        runner.step(*parts)
         if i >= args.warmup:
             walls.append(time.perf_counter() - t0)
             cpus.append(time.thread_time() - c0)
-    path = sess.end_profiling()
+    path = runner.train_session.end_profiling()
     events = kernel_events(path, args.warmup)
     os.remove(path)
     return {"events": events, "wall": walls, "cpu": cpus, "nodes": len(graphs.train.nodes)}
