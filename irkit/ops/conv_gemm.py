@@ -56,6 +56,9 @@ def im2col(x: Value, geo, out: list[int], channels: int) -> Value:
             math.prod(out) <= GEMM_POSITIONS:
         return small_im2col(x, geo, spatial, out, channels)
     xt = Transpose(x, perm=_SWAP)  # (C, N, s1, s2): the batch joins the columns
+    if all(k == 1 for k in geo.kernel) and all(s == 1 for s in geo.strides) and \
+            not any(geo.begin + geo.end):  # 1x1: the columns are x itself
+        return Reshape(xt, _ints([channels, -1]))
     if any(geo.begin + geo.end):
         xt = Pad(xt, _ints([0, 0, *geo.begin, 0, 0, *geo.end]))
     taps = []
