@@ -28,8 +28,9 @@ from itertools import product
 import numpy as np
 
 from irkit.ir import Value
-from irkit.ops.elementwise import Add
+from irkit.ops.elementwise import Add, Mul
 from irkit.ops.nn import Gemm, MatMul
+from irkit.ops.reduce import ReduceSum
 from irkit.ops.shape import Concat, Pad, Reshape, Slice, Transpose, Unsqueeze
 
 __all__ = ["GEMM_POSITIONS", "conv_as_gemm", "depthwise_as_matmul", "depthwise_input_grad",
@@ -89,6 +90,8 @@ def weight_grad(x: Value, g: Value, g_shape, w_shape, geo, group: int) -> Value:
     """dW (w_shape) of y = conv(x, W) given g = dy; x (N, C, s1, s2), g (N, M, o1, o2) of
     shape g_shape."""
     out, m = list(g_shape[2:]), g_shape[1]
+    if group == m and w_shape[1] == 1 and math.prod(out) > GEMM_POSITIONS:
+        return _depthwise_weight_grad_by_taps(x, g, w_shape, geo, out)
     cols = im2col(x, geo, out, w_shape[1] * group)
     if group == 1:
         return Reshape(Gemm(_rows(g, m), cols, transB=1), _ints(w_shape))
@@ -143,6 +146,22 @@ def small_im2col(x: Value, geo, spatial: list[int], out: list[int], channels: in
     cols = MatMul(Reshape(x, _ints([-1, channels, math.prod(spatial)])), b)  # (N, C, K * P)
     cols = Transpose(Reshape(cols, _ints([-1, channels, k, p])), perm=[1, 2, 0, 3])
     return Reshape(cols, _ints([channels * k, -1]))  # (C * K, N * P)
+
+
+def _depthwise_weight_grad_by_taps(x: Value, g: Value, w_shape, geo, out: list[int]) -> Value:
+    """dW of a depthwise conv over a large map, a kernel tap at a time: dW[c, t] = sum over
+    n, p of g * x's tap-t view (a Slice of the padded input, a Mul, a ReduceSum), so no
+    K-times-larger columns are held (MobileNetV2's first depthwise conv: 113 MB of columns
+    at batch 32 against 12 MB of input)."""
+    xp = Pad(x, _ints([0, 0, *geo.begin, 0, 0, *geo.end])) if any(geo.begin + geo.end) else x
+    taps = []
+    for k in product(*[range(kk) for kk in geo.kernel]):
+        start = [ki * d for ki, d in zip(k, geo.dilations, strict=True)]
+        end = [s0 + s * (o - 1) + 1 for s0, s, o in zip(start, geo.strides, out, strict=True)]
+        view = Slice(xp, _ints(start), _ints(end), _ints([2, 3]), _ints(geo.strides))
+        taps.append(ReduceSum(Mul(g, view), _ints([0, 2, 3]), keepdims=0))  # (C,)
+    dw = Concat(*[Unsqueeze(t, _ints([1])) for t in taps], axis=1)  # (C, K)
+    return Reshape(dw, _ints(w_shape))
 
 
 def input_grad(g: Value, w: Value, geo, spatial: list[int], out: list[int]) -> Value:
