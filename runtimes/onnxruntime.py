@@ -86,14 +86,17 @@ def _quiet():
         yield
 
 
-def make_session(model_bytes: bytes, device: str = "cpu",
-                 threads: int | None = None) -> ort.InferenceSession:
+def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None,
+                 memory_pattern: bool = True) -> ort.InferenceSession:
     """An InferenceSession for a resolved device ('cpu' or 'cuda'); onnxruntime's own log
-    is silent unless asked for (`log_severity`)."""
+    is silent unless asked for (`log_severity`). `memory_pattern` False turns off
+    onnxruntime's planned one-block memory pattern (the arena still reuses memory): train
+    steps use that, see OrtStepRunner."""
     ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
     so.log_severity_level = log_severity()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_mem_pattern = memory_pattern
     if threads:
         so.intra_op_num_threads = threads
     providers = ["CPUExecutionProvider"]
@@ -230,7 +233,10 @@ class OrtStepRunner:
                                                             self.threads)
         if prefix is not None:
             train, evaluate = prefix.graphs
-        self.train_session = make_session(session_bytes(train), self.device, self.threads)
+        # without the memory pattern a fine-tuning step's peak memory halves (ResNet-18 at
+        # batch 32: 262 -> 135 MiB, MobileNetV2 514 -> 288) at the same speed
+        self.train_session = make_session(session_bytes(train), self.device, self.threads,
+                                          memory_pattern=False)
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None
