@@ -280,10 +280,12 @@ def _gemm_form(w: Value, out, group: int) -> bool:
 def _weight_grad(x: Value, g: Value, x_shape, g_shape, w: Value, geo: Geometry,
                  group: int) -> Value:
     """dW of y = conv(x, W) (geometry geo; x_shape and g_shape the node's shapes) given
-    g = dy. 2-D: a matrix product over x's im2col columns (conv_gemm.weight_grad: onnxruntime
-    ran the Conv form below 1.7-2.3x slower at every size measured). Otherwise as one grouped
-    Conv: batch and channels of x swap places, g becomes the kernel, strides and dilations
-    trade roles, and the result is cut to the kernel size.
+    g = dy. 2-D, group 1, kernels up to 3x3: a matrix product over x's im2col columns
+    (conv_gemm.weight_grad; on onnxruntime, 1 thread, batch 32, the Conv form below took
+    1.1-1.3x as long for 3x3 kernels, 4-21x for 1x1 and for a strided 3-channel stem, but
+    half the time for a 7x7 stem and for depthwise convs, which keep it). Otherwise as one
+    grouped Conv: batch and channels of x swap places, g becomes the kernel, strides and
+    dilations trade roles, and the result is cut to the kernel size.
 
     dW[m, c, k] = sum_{n, o} g[n, m, o] x_padded[n, c, o * stride + k * dilation]
     """
@@ -291,8 +293,9 @@ def _weight_grad(x: Value, g: Value, x_shape, g_shape, w: Value, geo: Geometry,
     spatial, out = list(x_shape[2:]), list(g_shape[2:])
     if not all(isinstance(d, int) for d in spatial + out):
         raise ShapeError(f"the weight gradient of {w.name!r} needs static spatial sizes")
-    if _gemm_form(w, out, group) and isinstance(m, int):
-        return conv_gemm.weight_grad(x, g, g_shape, w.shape, geo, group)
+    if group == 1 and _gemm_form(w, out, group) and isinstance(m, int) and \
+            math.prod(geo.kernel) <= 9:
+        return conv_gemm.weight_grad(x, g, g_shape, w.shape, geo)
     swap = [1, 0] + list(range(2, rank))
     if group == 1:  # x (N, C, *s) -> (C, N, *s); g (N, M, *o) -> (M, N, *o), the kernel
         xs, gs = Transpose(x, perm=swap), Transpose(g, perm=swap)

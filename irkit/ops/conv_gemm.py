@@ -11,7 +11,7 @@ each product is one large Gemm:
   P = o1 * o2 output positions; row (c, i, j), column (n, p, q) holds
   x_padded[n, c, p * stride + i * dilation, q * stride + j * dilation];
 - `conv_as_gemm`: y = W (M, C * K) @ columns, to (N, M, o1, o2);
-- `weight_grad`: dW = g (M, N * P) @ columns^T; grouped: one batched MatMul over the groups;
+- `weight_grad`: dW = g (M, N * P) @ columns^T;
 - `input_grad`: dx = col2im(W^T @ g): each tap's rows placed (strided) and summed.
 
 Everything is built from standard ops with VJPs, so these forms differentiate again. The
@@ -28,9 +28,8 @@ from itertools import product
 import numpy as np
 
 from irkit.ir import Value
-from irkit.ops.elementwise import Add, Mul
+from irkit.ops.elementwise import Add
 from irkit.ops.nn import Gemm, MatMul
-from irkit.ops.reduce import ReduceSum
 from irkit.ops.shape import Concat, Pad, Reshape, Slice, Transpose, Unsqueeze
 
 __all__ = ["GEMM_POSITIONS", "conv_as_gemm", "depthwise_as_matmul", "depthwise_input_grad",
@@ -86,25 +85,12 @@ def conv_as_gemm(x: Value, w: Value, b: Value | None, geo, out: list[int]) -> Va
     return Transpose(Reshape(y, _ints([m, -1, *out])), perm=_SWAP)
 
 
-def weight_grad(x: Value, g: Value, g_shape, w_shape, geo, group: int) -> Value:
-    """dW (w_shape) of y = conv(x, W) given g = dy; x (N, C, s1, s2), g (N, M, o1, o2) of
-    shape g_shape."""
+def weight_grad(x: Value, g: Value, g_shape, w_shape, geo) -> Value:
+    """dW (w_shape) of y = conv(x, W), group 1, given g = dy; x (N, C, s1, s2), g (N, M, o1,
+    o2) of shape g_shape: g (M, N * P) @ columns^T."""
     out, m = list(g_shape[2:]), g_shape[1]
-    if group == m and w_shape[1] == 1 and math.prod(out) > GEMM_POSITIONS:
-        return _depthwise_weight_grad_by_taps(x, g, w_shape, geo, out)
-    cols = im2col(x, geo, out, w_shape[1] * group)
-    if group == 1:
-        return Reshape(Gemm(_rows(g, m), cols, transB=1), _ints(w_shape))
-    # per group: (C/G * K, N * P) @ (N * P, M/G); g regrouped to (G, N * P, M/G)
-    taps = int(np.prod(geo.kernel))
-    cols = Reshape(cols, _ints([group, w_shape[1] * taps, -1]))
-    if m == group:  # depthwise: (N, G, o1, o2) -> (G, N * P, 1)
-        gs = Reshape(Transpose(g, perm=_SWAP), _ints([group, -1, 1]))
-    else:
-        gs = Reshape(g, _ints([0, group, m // group, *out]))  # (N, G, M/G, o1, o2)
-        gs = Reshape(Transpose(gs, perm=[1, 0, 3, 4, 2]), _ints([group, -1, m // group]))
-    dw = Transpose(MatMul(cols, gs), perm=[0, 2, 1])  # (G, M/G, C/G * K)
-    return Reshape(dw, _ints(w_shape))
+    cols = im2col(x, geo, out, w_shape[1])
+    return Reshape(Gemm(_rows(g, m), cols, transB=1), _ints(w_shape))
 
 
 def _placement(geo, spatial: list[int], out: list[int], dtype) -> np.ndarray:
@@ -146,22 +132,6 @@ def small_im2col(x: Value, geo, spatial: list[int], out: list[int], channels: in
     cols = MatMul(Reshape(x, _ints([-1, channels, math.prod(spatial)])), b)  # (N, C, K * P)
     cols = Transpose(Reshape(cols, _ints([-1, channels, k, p])), perm=[1, 2, 0, 3])
     return Reshape(cols, _ints([channels * k, -1]))  # (C * K, N * P)
-
-
-def _depthwise_weight_grad_by_taps(x: Value, g: Value, w_shape, geo, out: list[int]) -> Value:
-    """dW of a depthwise conv over a large map, a kernel tap at a time: dW[c, t] = sum over
-    n, p of g * x's tap-t view (a Slice of the padded input, a Mul, a ReduceSum), so no
-    K-times-larger columns are held (MobileNetV2's first depthwise conv: 113 MB of columns
-    at batch 32 against 12 MB of input)."""
-    xp = Pad(x, _ints([0, 0, *geo.begin, 0, 0, *geo.end])) if any(geo.begin + geo.end) else x
-    taps = []
-    for k in product(*[range(kk) for kk in geo.kernel]):
-        start = [ki * d for ki, d in zip(k, geo.dilations, strict=True)]
-        end = [s0 + s * (o - 1) + 1 for s0, s, o in zip(start, geo.strides, out, strict=True)]
-        view = Slice(xp, _ints(start), _ints(end), _ints([2, 3]), _ints(geo.strides))
-        taps.append(ReduceSum(Mul(g, view), _ints([0, 2, 3]), keepdims=0))  # (C,)
-    dw = Concat(*[Unsqueeze(t, _ints([1])) for t in taps], axis=1)  # (C, K)
-    return Reshape(dw, _ints(w_shape))
 
 
 def input_grad(g: Value, w: Value, geo, spatial: list[int], out: list[int]) -> Value:
