@@ -231,10 +231,8 @@ class OrtStepRunner:
         prefix = split_data_prefix([train, evaluate], self.input_name)
         self._prefix = None if prefix is None else OrtGraph(prefix.graph, self.device,
                                                             self.threads)
-        if prefix is not None:
-            train, evaluate = prefix.graphs
-        # without the memory pattern a fine-tuning step's peak memory halves (ResNet-18 at
-        # batch 32: 262 -> 135 MiB, MobileNetV2 514 -> 288) at the same speed
+        train, evaluate = (train, evaluate) if prefix is None else prefix.graphs
+        # no memory pattern: a CNN step's peak about halves, same speed (benchmarks/README.md)
         self.train_session = make_session(session_bytes(train), self.device, self.threads,
                                           memory_pattern=False)
         # the eval session is made on first use: the first step is ready sooner, and a run
