@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from irkit.passes.manager import NodeRewritePass
 
 from irkit import ops
@@ -15,7 +16,8 @@ class LowerSmallConvsPass(NodeRewritePass):
     """Rewrite `Conv(x, W[, B])` as `conv_gemm.conv_as_gemm`: W (M, C * K) @ im2col(x), the
     batch among the columns, when
 
-    1. the convolution is 2-D with group 1, static weight, input channels and output sizes,
+    1. the convolution is 2-D, float32 or float64, with group 1, static weight, input
+       channels and output sizes,
        and has at most `conv_gemm.GEMM_POSITIONS` output positions per image;
     2. the same, depthwise (group = input channels = output channels): one batched MatMul by
        the channels' constant-placement matrices (`conv_gemm.depthwise_as_matmul`).
@@ -55,7 +57,8 @@ class LowerSmallConvsPass(NodeRewritePass):
 def _small(node: Node) -> bool:
     x, w = node.inputs[:2]
     y = node.outputs[0]
-    if w.shape is None or len(w.shape) != 4 or x.shape is None or y.shape is None:
+    if w.shape is None or len(w.shape) != 4 or x.shape is None or y.shape is None or \
+            np.dtype(x.dtype) not in (np.float32, np.float64):  # MatMul kernels on every EP
         return False
     dims = (*w.shape, x.shape[1], *x.shape[2:], *y.shape[2:])
     group = ops.attr(node, "group")
