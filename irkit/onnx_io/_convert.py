@@ -13,6 +13,7 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_io._external import load_external_data
+from irkit.onnx_io._sequences import sequences_to_split
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
@@ -205,6 +206,7 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None:
         raise ModelFileError("the model imports no ai.onnx opset")
+    model = sequences_to_split(model)
     if version < MIN_OPSET:
         model = convert_opset(model, IRKIT_OPSET)
     elif version > IRKIT_OPSET:
