@@ -158,6 +158,7 @@ def _learnable(kind: str, rows: dict[str, np.ndarray], n: int = 48) -> dict[str,
     mask = (np.arange(tm.SEQ)[None] < rng.integers(3, tm.SEQ + 1, (n, 1))).astype(np.int64)
     labels = rng.integers(0, 2, n)
     ids[labels == 1, 0] = 5
+    ids[mask == 0] = 0  # the pad token
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 

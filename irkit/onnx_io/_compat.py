@@ -388,10 +388,11 @@ def constant_value(n: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
-def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple | None]:
-    """Static shapes by onnx shape inference: dims are ints, or None where unknown."""
+def _inferred_shapes(model: onnx.ModelProto, data_prop: bool = False) -> dict[str, tuple | None]:
+    """Static shapes by onnx shape inference (through computed shapes with `data_prop`):
+    dims are ints, or None where unknown."""
     try:
-        g = onnx.shape_inference.infer_shapes(model).graph
+        g = onnx.shape_inference.infer_shapes(model, data_prop=data_prop).graph
     except Exception:  # what the model declares is all there is
         g = model.graph
     shapes: dict[str, tuple | None] = {}

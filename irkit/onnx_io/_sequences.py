@@ -20,7 +20,7 @@ def sequences_to_split(model: onnx.ModelProto) -> onnx.ModelProto:
 
     1. `split` a 1-D constant: those sizes.
     2. `split` a scalar constant s: parts of s along the axis (the last one smaller), the
-       axis' dim from shape inference.
+       axis' dim from shape inference (through computed shapes).
     3. no `split`: parts of 1 (`keepdims=0` squeezes the axis: Split, then Squeeze each).
     Any other sequence is left as it is (refused later as an unsupported op, in one line).
     """
@@ -37,7 +37,7 @@ def sequences_to_split(model: onnx.ModelProto) -> onnx.ModelProto:
             readers.setdefault(name, []).append(n)
     for vi in g.output:  # a sequence the graph returns stays one
         readers.setdefault(vi.name, []).append(vi)
-    shapes = _inferred_shapes(model)
+    shapes = _inferred_shapes(model, data_prop=True)  # dynamo's views: computed shapes
     replaced, nodes = set(), []
     for n in g.node:
         if id(n) in replaced:
