@@ -128,16 +128,26 @@ def test_grad_equals_torch_autograd_at_batch_1_and_4(table, tmp_path, kind, expo
     for batch in (1, 4):
         feeds = c.inputs(batch)
         got = _run(str(out), feeds)
-        loss, want = tm.torch_gradients(c.module, feeds, training=c.training)
-        np.testing.assert_allclose(got["loss"], loss, rtol=1e-5, atol=1e-6)
-        largest = max(np.abs(w).max() for w in want.values())
-        for pname, pieces in c.pieces.items():
-            true = want.get(pname, np.zeros_like(tm.gradient_of(pieces, got)))
-            scale = np.abs(true).max()
-            if scale <= 1e-6 * largest:  # zero but for float32 noise: the largest one's scale
-                scale = largest
-            error = np.abs(tm.gradient_of(pieces, got) - true).max()
-            assert error <= 1e-4 * scale, f"batch {batch}, {pname}: {error:.3g} > {scale:.3g}e-4"
+        _assert_torch_gradients(c.module, c.pieces, feeds, got, c.training)
+
+
+def _assert_torch_gradients(module, pieces: dict, feeds: dict, got: dict,
+                            training: bool) -> None:
+    """irkit's loss and gradients (`got`) are torch autograd's on `feeds`: per parameter within
+    1e-4 of its largest entry, or of the largest gradient of all where its own is zero (but
+    for float32 noise: a conv bias before BatchNorm, attention's key bias)."""
+    loss, want = tm.torch_gradients(module, feeds, training=training)
+    np.testing.assert_allclose(got["loss"], loss, rtol=1e-5, atol=1e-6)
+    largest = max(np.abs(w).max() for w in want.values())
+    batch = len(next(iter(feeds.values())))
+    for pname, ps in pieces.items():
+        grad = tm.gradient_of(ps, got)
+        true = want.get(pname, np.zeros_like(grad))
+        scale = np.abs(true).max()
+        if scale <= 1e-6 * largest:
+            scale = largest
+        error = np.abs(grad - true).max()
+        assert error <= 1e-4 * scale, f"batch {batch}, {pname}: {error:.3g} > {scale:.3g}e-4"
 
 
 def _learnable(kind: str, rows: dict[str, np.ndarray], n: int = 48) -> dict[str, np.ndarray]:
@@ -209,3 +219,24 @@ def test_cli_trains_freezes_resumes_and_writes_an_inference_model(table, tmp_pat
     assert resumed["loss"] == straight["loss"]
     resumed_weights = _weights(tmp_path / "c.onnx")
     assert all(np.array_equal(resumed_weights[n], after[n]) for n in names)
+
+
+def test_legacy_bert_differentiated_at_batch_1_runs_at_4_and_7(tmp_path):
+    """Item 2: BERT's default position ids are a (1, T) buffer sliced to the sequence length,
+    so the sliced value has unknown dims; exported (legacy, constant folding, eval) at batch 1
+    and differentiated there, the gradient graph runs at batch 4 and 7 and equals torch's,
+    without position_ids passed."""
+    pytest.importorskip("transformers")
+    module, rows = tm.make("bert", batch=7)
+    path = str(tmp_path / "bert.onnx")
+    tm.export(module, {k: v[:1] for k, v in rows.items()}, path, dynamo=False)
+    assert [i.name for i in onnx.load(path).graph.input] == list(rows)  # no position_ids
+    inits = {n: v.const for n, v in load(path).initializers.items()}
+    pieces = tm.parameters_in(module, inits)
+    wrt = sorted({n for ps in pieces.values() for n, _ in ps})
+    out = tmp_path / "grad.onnx"
+    result = cli("grad", path, "--of", "loss", "--wrt", ",".join(wrt), "-o", out)
+    assert result.exit_code == 0, result.output
+    for batch in (1, 4, 7):
+        feeds = {k: v[:batch] for k, v in rows.items()}
+        _assert_torch_gradients(module, pieces, feeds, _run(str(out), feeds), training=False)
