@@ -18,8 +18,8 @@ BatchNorm into the convolutions and the position embeddings, gathered at fixed p
 new constants, so torch's parameters would not exist in the file. The optimized exports (the
 exporter's default) get the round trip and the gradients of the parameters they still hold
 (FOLDED names the others); test_finetune_torch_cli trains them from the CLI. The transformer
-rows also check gradient checkpointing (item 6). Item 2's test (a legacy BERT differentiated at
-batch 1, run at 4 and 7) is the last one.
+rows also check gradient checkpointing (item 6); item 2 (a legacy BERT differentiated at
+batch 1, run at 4 and 7) is test_legacy_bert_differentiated_at_batch_1_runs_at_4_and_7.
 Each (model, exporter) is exported once per session.
 """
 
