@@ -29,6 +29,7 @@ import fnmatch
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from cli_checks import cli
-from irkit.passes.checkpoint_activations import apply_checkpointing
+from irkit.passes.checkpoint_activations import RECOMPUTE
 from irkit.runtimes.memory import measure_peak
 from irkit.runtimes.onnxruntime import make_session
 
@@ -46,6 +47,10 @@ from irkit.train.sources import choose_trainable
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxscript")
 tm = pytest.importorskip("tests.torch_models")
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+from bench_checkpoint import step_feeds  # noqa: E402
+from bench_checkpoint_table import step_graph  # noqa: E402
 
 EXPORTERS = ("dynamo", "legacy")
 CELLS = [pytest.param(kind, exporter, id=f"{kind}-{exporter}")
@@ -268,33 +273,36 @@ def test_legacy_bert_differentiated_at_batch_1_runs_at_4_and_7(tmp_path):
         _assert_torch_gradients(module, pieces, feeds, _run(str(out), feeds), training=False)
 
 
-PEAK_NOT_LOWER = {("bert", "legacy"): (
-    "legacy training-mode BERT at batch 256: the checkpointed step peaks higher (6.95 MB "
-    "measured against 6.62 MB): the peak is in the backward, where gradient temporaries are "
-    "about 90% of the live bytes (irkit's estimate), and onnxruntime's order keeps layer 0's "
-    "and layer 1's recomputed MLP values alive together")}
+PEAK_NOT_LOWER = {("gpt2", "legacy"): (
+    "legacy GPT-2: its Reshapes to computed shapes leave the sequence dim of most values "
+    "unknown to irkit, so its sizes are wrong (the step's estimated peak is 0.19 MiB, 15.2 "
+    "measured) and the cut points it finds keep only 2 checkpoints: 15.20 MiB checkpointed "
+    "against 15.23 at batch 256 (benchmarks/bench_checkpoint_table.py)")}
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
                     reason="measuring memory needs Linux /proc")
 @pytest.mark.parametrize("kind, exporter", [p for p in CELLS if p.values[0] not in tm.VISION[:2]])
-def test_checkpointing_the_transformers_keeps_gradients_and_lowers_the_peak(table, kind,
+def test_checkpointing_the_transformers_keeps_the_step_and_lowers_the_peak(table, kind,
                                                                            exporter):
-    """Item 6: the gradient graph of each transformer, checkpointed (`sqrt`, as `irkit train
-    --recompute sqrt` does to the step), recomputes activations between its layers (cut
-    points beside the attention mask and shapes), gives the same loss and gradients (to
-    float32 rounding: onnxruntime fuses the copies on their own) and a lower measured peak
-    at batch 256."""
+    """Item 6: the train step of each transformer row (`irkit train --loss output:loss`),
+    checkpointed as `--recompute sqrt` does, recomputes activations between its layers (cut
+    points beside the attention mask and shapes), computes the same loss and update (to
+    float32 rounding: onnxruntime fuses the copies on their own; SGD, whose update is linear
+    in the gradient) and has a measured peak at least 5% lower at batch 256."""
     c, batch = table(kind, exporter), 256
-    plain, checkpointed = load(c.grad_model()), load(c.grad_model())
-    assert len(apply_checkpointing(checkpointed, "sqrt", batch)) >= 2
+    (plain, _), (checkpointed, count) = (step_graph(c.path, s, batch, "sgd")
+                                         for s in ("none", "sqrt"))
+    assert count >= 2 and any(n.name.startswith(RECOMPUTE) for n in checkpointed.nodes)
     checkpointed.verify()
-    feeds = {k: v for k, v in _learnable(kind, c.rows, batch).items() if k in c.rows}
+    names = {v.name for v in plain.inputs}
+    feeds = {**step_feeds(plain, batch),
+             **{k: v for k, v in _learnable(kind, c.rows, batch).items() if k in names}}
     models = [to_onnx(g).SerializeToString() for g in (plain, checkpointed)]
     want, got = (make_session(m).run(None, feeds) for m in models)
     for a, b in zip(want, got, strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * max(np.abs(a).max(), 1e-3))
     peaks = [measure_peak(m, feeds, runs=1)["steady_bytes"] for m in models]
-    if peaks[1] >= peaks[0] and (kind, exporter) in PEAK_NOT_LOWER:
-        pytest.xfail(PEAK_NOT_LOWER[kind, exporter])  # the gradients were checked above
-    assert peaks[1] < peaks[0], peaks
+    if peaks[1] >= 0.95 * peaks[0] and (kind, exporter) in PEAK_NOT_LOWER:
+        pytest.xfail(PEAK_NOT_LOWER[kind, exporter])  # the step was checked above
+    assert peaks[1] < 0.95 * peaks[0], peaks
