@@ -38,9 +38,11 @@ function syntheticBatch(ort, contract, B) {
     const shape = b.shape.map((d) => (typeof d === 'number' && d > 0 ? d : B));
     const n = shape.reduce((a, c) => a * c, 1);
     const classes = (contract.classes || [0, 1]).length;
+    const label = (i) => i % classes;
     feeds[b.name] = b.dtype === 'int64'
-      ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(i % classes)), shape)
-      : new ort.Tensor(b.dtype, Float32Array.from({ length: n }, (_, i) => (i % 17) / 17), shape);
+      ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(label(i))), shape)
+      : b.dtype === 'int32' ? new ort.Tensor('int32', Int32Array.from({ length: n }, (_, i) => label(i)), shape)
+        : new ort.Tensor(b.dtype, Float32Array.from({ length: n }, (_, i) => (i % 17) / 17), shape);
   }
   return feeds;
 }
