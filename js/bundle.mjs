@@ -7,8 +7,11 @@ const ARRAYS = {
   uint8: Uint8Array, bool: Uint8Array,
 };
 
-/** Open a bundle: its contract, the train and eval sessions, the initial state. */
-export async function openBundle(ort, read) {
+/** Open a bundle: its contract, the train and eval sessions, the initial state (from the
+ * bundle's init.onnx where it has one: a graph with no inputs whose outputs are the state, its
+ * values read from state.bin; else from state.bin's layout in bundle.json). `useInit: false`
+ * reads the layout even when init.onnx is there. */
+export async function openBundle(ort, read, { useInit = true } = {}) {
   const contract = JSON.parse(new TextDecoder().decode(await read('bundle.json')));
   if (contract.format !== 'irkit-bundle' || contract.version !== 1) {
     throw new Error('not an irkit bundle (version 1): bundle.json format/version');
@@ -22,7 +25,19 @@ export async function openBundle(ort, read) {
   const options = { executionProviders: ['wasm'], logSeverityLevel: 3 };
   const train = await ort.InferenceSession.create(await read(contract.files.train_step), options);
   const evaluation = await ort.InferenceSession.create(await read(contract.files.eval), options);
-  return new BundleTrainer(ort, contract, train, evaluation, stateBytes);
+  const state = contract.files.init && useInit
+    ? await initialState(ort, await read(contract.files.init), contract, stateBytes, options)
+    : stateFromBytes(ort, contract, stateBytes);
+  return new BundleTrainer(ort, contract, train, evaluation, state);
+}
+
+/** The initial state as init.onnx gives it: run with no inputs, its weights the state file's. */
+async function initialState(ort, initModel, contract, stateBytes, options) {
+  const init = await ort.InferenceSession.create(initModel, {
+    ...options, externalData: [{ path: contract.files.state, data: stateBytes }] });
+  const state = await init.run({});
+  await init.release();
+  return state;
 }
 
 /** The state tensors of a state file (bytes in the layout of contract.state). */
@@ -50,9 +65,8 @@ export function stateToBytes(contract, state) {
 }
 
 export class BundleTrainer {
-  constructor(ort, contract, train, evaluation, stateBytes) {
-    Object.assign(this, { ort, contract, train, evaluation });
-    this.state = stateFromBytes(ort, contract, stateBytes);
+  constructor(ort, contract, train, evaluation, state) {
+    Object.assign(this, { ort, contract, train, evaluation, state });
     this.steps = 0;
   }
 

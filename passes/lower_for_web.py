@@ -138,59 +138,52 @@ def swap_input(graph: Graph, name: str, dtype) -> tuple[Value, Value]:
 # ---- int64 -> int32 ----------------------------------------------------------------------------
 def _narrow_integers(graph: Graph, names: Sequence[str]) -> bool:
     """Case 3 (with 4 and 6 where they meet it): the int64 inputs `names` as int32."""
-    narrowed: dict[int, Value] = {}  # id(old int64 value) -> its int32 replacement
+    narrowed: dict[int, Value] = {}  # the int32 values that replace int64 ones, by id
     for name in names:
         if graph.has_value(name) and graph.value(name) in graph.inputs and \
                 graph.value(name).dtype == INT64:
             old, new = swap_input(graph, name, INT32)
-            narrowed[id(old)] = new
+            graph.replace_all_uses_with(old, new)
+            graph.remove_input(old)
+            narrowed[id(new)] = new
     if not narrowed:
         return False
     graph.toposort()
     for node in list(graph.nodes):
         if graph.holds(node) and any(v is not None and id(v) in narrowed for v in node.inputs):
             _rebuild(graph, node, narrowed)
-    for old_id in list(narrowed):
-        old = next((v for v in graph.inputs if id(v) == old_id), None)
-        if old is not None:
-            graph.replace_all_uses_with(old, narrowed[old_id])
-            graph.remove_input(old)
     return True
 
 
 def _rebuild(graph: Graph, node: Node, narrowed: dict[int, Value]) -> None:
-    """`node` again on the int32 values; its int64 outputs narrowed in turn."""
+    """`node` again on the int32 values it reads; its outputs that become int32 join them."""
     op = node.op_type
     if op == "OneHot":
-        _replace(graph, node, [_one_hot(graph, node, narrowed[id(node.inputs[0])])])
+        _replace(graph, node, [_one_hot(graph, node, node.inputs[0])])
         return
     positions = _SAME_DTYPE.get(op)
-    index = _INDEX_INPUTS.get(op)
     inputs = list(node.inputs)
     for i, v in enumerate(inputs):
         if v is None:
             continue
         if id(v) in narrowed:
-            if positions is None and index != i and op not in _ANY_DTYPE:
+            if positions is None and _INDEX_INPUTS.get(op) != i and op not in _ANY_DTYPE:
                 raise UnsupportedOpError(
-                    f"--target web: node {node.name!r} ({op}) computes on the int64 input "
-                    f"{_root_name(v)!r}, which WebGPU needs as int32, and irkit does not know "
-                    f"{op} to give the same on int32; export with the default target")
-            inputs[i] = narrowed[id(v)]
+                    f"--target web: node {node.name!r} ({op}) computes on the int64 "
+                    f"{v.name!r}, which WebGPU needs as int32, and irkit does not know {op} "
+                    "to give the same on int32; export with the default target")
         elif positions is not None and i in positions and v.dtype == INT64:
             inputs[i] = _as_int32(graph, node, v)
+    if positions is None:  # reads int32 indices or only the shape: as it is
+        return
     attributes = dict(node.attributes)
     if op == "Cast" and attributes.get("to") == 7:  # to int64: the value stays int32
         attributes["to"] = 6
     with graph.name_scope(f"{node.name}/"):
         new = ops.apply(graph, op, inputs, attributes, num_outputs=len(node.outputs)).outputs
-    narrowed.update({id(old): out for old, out in zip(node.outputs, new, strict=True)
+    narrowed.update({id(out): out for old, out in zip(node.outputs, new, strict=True)
                      if old.dtype == INT64 and out.dtype == INT32})
     _replace(graph, node, new)
-
-
-def _root_name(v: Value) -> str:
-    return v.name.removesuffix("/int64")
 
 
 def _as_int32(graph: Graph, node: Node, v: Value) -> Value:

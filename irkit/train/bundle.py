@@ -324,8 +324,8 @@ def training_proto(directory: str, state_path: str | None = None):
     state of `state_path` (default: the initial state): resume it with `irkit train FILE` or
     `irkit.load_model(FILE).fit(...)`; evaluate and predict read it like any model."""
     from irkit.onnx_io import from_onnx
-    from irkit.train.training_model import to_training_model
     from irkit.train import web_target
+    from irkit.train.training_model import to_training_model
     contract = read_contract(directory)
     state = read_state(directory, state_path, contract)
     inference = from_onnx(_graph_proto(directory, INFERENCE, state))
