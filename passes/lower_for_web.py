@@ -3,6 +3,7 @@ so that no node of it falls back to the CPU (`irkit export --bundle DIR --target
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,6 +27,9 @@ _SAME_DTYPE.update({op: (0,) for op in ("Identity", "Neg", "Abs", "Reshape", "Un
 _SAME_DTYPE["Where"] = (1, 2)
 _INDEX_INPUTS = {"Gather": 1, "GatherElements": 1}  # int32 indices are as good as int64
 _ANY_DTYPE = ("Size", "Shape")  # read only the shape (their int64 output: case 5)
+# WebGPU's default (guaranteed) maxStorageBuffersPerShaderStage; SwiftShader's is 10, and
+# onnxruntime-web fails a kernel that binds more ("Too many storage buffers in shader")
+MAX_BUFFERS = 8
 
 
 class LowerForWebPass(GraphPass):
@@ -43,13 +47,20 @@ class LowerForWebPass(GraphPass):
     4. `OneHot(indices, depth, [off, on])` of such a value (no WebGPU kernel) becomes
        `Where(Equal(Unsqueeze(indices, axis), arange(depth)), on, off)` (a Cast of the Equal
        for off, on = 0, 1), for indices in [0, depth) (negative ones are not wrapped);
-    5. `Cast(Size(v), to=float)` (Size's int64 output has no WebGPU kernel) becomes
-       `ReduceSum(Expand(1.0, Shape(v)))`, exact below 2**24 elements;
+    5. `Cast(Size(v), to=float)` (Size's int64 output has no WebGPU kernel) becomes v's known
+       dims' product times each unknown dim counted as `ReduceSum(Expand(1.0, Shape(w, j,
+       j+1)))`, w a graph input of rank <= 2 with that dim (see 7; `Shape(v)` if none has
+       it), exact below 2**24 elements;
     6. an `ArgMax` output meeting such an int32 value becomes `Gather(arange(C), ArgMax)` with C
        the (static) size of the reduced axis: the same index as int32;
     7. `Reshape(data, Shape(x))` with x's shape known but for one dim (the batch) becomes
-       `Reshape(data, [-1 there, the known dims])`: onnxruntime turns the Shape of an image
-       tensor, which WebGPU holds channels-last, into a Gather of int64 dims on the CPU.
+       `Reshape(data, [-1 there, the known dims])`, and `Expand(data, Shape(x))` whose data
+       has x's unknown dims becomes `Expand(data, [1 there, the known dims])`: onnxruntime
+       turns the Shape of an image tensor, which WebGPU holds channels-last, into a Gather of
+       int64 dims on the CPU;
+    8. a `Concat` of more inputs, or a `Split` into more outputs, than a WebGPU shader may bind
+       (MAX_BUFFERS storage buffers, inputs and outputs together; Adam's flat update of ten
+       tensors needs eleven) becomes a tree of Concats (Splits) that each bind few enough.
 
     The graph's inputs and outputs keep their names; an output computed on the lowered inputs
     (the next step count) is int32 too. Graphs without those inputs or ops are left alone.
@@ -69,10 +80,13 @@ class LowerForWebPass(GraphPass):
             if node.op_type == "Cast" and graph.holds(node) and _is_float_count(node):
                 _lower_float_count(graph, node)
                 changed = True
-            elif node.op_type == "Reshape" and _known_shape(node) is not None:
+            elif node.op_type in ("Reshape", "Expand") and _known_shape(node) is not None:
                 shape = graph.constant(np.array(_known_shape(node), np.int64))
                 graph.set_input(node, 1, shape)
                 changed = True
+            elif node.op_type in ("Concat", "Split") and graph.holds(node) and \
+                    len(node.inputs) + len(node.outputs) > MAX_BUFFERS + (node.op_type == "Split"):
+                changed = _split_wide(graph, node) or changed
         if changed:
             graph.toposort()
             EliminateDeadNodesPass()(graph)  # the Size nodes case 5 leaves unread
@@ -100,13 +114,55 @@ def _lower_log_softmax(graph: Graph, node: Node) -> None:
 
 
 def _known_shape(node: Node) -> list[int] | None:
-    """Case 7: the dims of the Shape a Reshape node reads, -1 for its one unknown dim."""
+    """Case 7: the dims of the Shape a Reshape (Expand) node reads, -1 (1) for the unknown."""
     shape = node.inputs[1].producer
     if shape is None or shape.op_type != "Shape" or shape.attributes or \
             shape.inputs[0].shape is None:
         return None
-    dims = [d if isinstance(d, int) else -1 for d in shape.inputs[0].shape]
-    return dims if dims.count(-1) == 1 else None
+    x, data = shape.inputs[0].shape, node.inputs[0].shape
+    unknown = [i for i, d in enumerate(x) if not isinstance(d, int)]
+    if node.op_type == "Reshape":
+        return [-1 if i in unknown else d for i, d in enumerate(x)] if len(unknown) == 1 \
+            else None
+    if data is None or len(data) != len(x) or any(x[i] is None or data[i] != x[i]
+                                                   for i in unknown):
+        return None
+    return [1 if i in unknown else d for i, d in enumerate(x)]
+
+
+def _split_wide(graph: Graph, node: Node) -> bool:
+    """Case 8 (a Split's sizes input is no storage buffer: it is read on the CPU)."""
+    axis = ops.attr(node, "axis")
+    with graph.name_scope(f"{node.name}/"):
+        if node.op_type == "Concat":
+            _replace(graph, node, [_concat_tree(list(node.inputs), axis)])
+            return True
+        x, sizes = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
+        if sizes is None or not sizes.is_initializer:
+            return False  # even pieces (num_outputs) or computed sizes: left as they are
+        _replace(graph, node, _split_tree(x, [int(n) for n in sizes.const], axis))
+    return True
+
+
+def _concat_tree(pieces: list[Value], axis: int) -> Value:
+    width = MAX_BUFFERS - 1
+    while len(pieces) > width:
+        pieces = [ops.Concat(*group, axis=axis) if len(group) > 1 else group[0]
+                  for group in (pieces[i:i + width] for i in range(0, len(pieces), width))]
+    return ops.Concat(*pieces, axis=axis)
+
+
+def _split_tree(x: Value, sizes: list[int], axis: int) -> list[Value]:
+    if len(sizes) == 1:
+        return [x]
+    if len(sizes) < MAX_BUFFERS:
+        return list(ops.Split(x, np.array(sizes, np.int64), axis=axis,
+                              _num_outputs=len(sizes)))
+    per = -(-len(sizes) // (MAX_BUFFERS - 1))  # sizes per group: at most MAX_BUFFERS-1 groups
+    groups = [sizes[i:i + per] for i in range(0, len(sizes), per)]
+    parts = _split_tree(x, [sum(g) for g in groups], axis)
+    return [out for part, group in zip(parts, groups, strict=True)
+            for out in _split_tree(part, group, axis)]
 
 
 def _is_float_count(node: Node) -> bool:
@@ -117,10 +173,26 @@ def _is_float_count(node: Node) -> bool:
 def _lower_float_count(graph: Graph, node: Node) -> None:
     (v,) = node.inputs[0].producer.inputs
     dtype = node.outputs[0].dtype
+    one = graph.constant(np.array(1, dtype))
     with graph.name_scope(f"{node.name}/"):
-        ones = ops.Expand(graph.constant(np.array(1, dtype)), ops.Shape(v))
-        count = ops.ReduceSum(ones, keepdims=0)
+        sources = [_dim_source(graph, d) for d in v.shape or () if not isinstance(d, int)]
+        if v.shape is None or None in sources:
+            count = ops.ReduceSum(ops.Expand(one, ops.Shape(v)), keepdims=0)
+        else:
+            known = math.prod(d for d in v.shape if isinstance(d, int))
+            count = graph.constant(np.array(known, dtype))
+            for w, j in sources:
+                dim = ops.Expand(one, ops.Shape(w, start=j, end=j + 1))
+                count = ops.Mul(count, ops.ReduceSum(dim, keepdims=0))
     _replace(graph, node, [count])
+
+
+def _dim_source(graph: Graph, dim) -> tuple[Value, int] | None:
+    """A graph input of rank <= 2 that has the symbolic dim `dim`, and where."""
+    for w in graph.inputs:
+        if dim is not None and w.shape is not None and len(w.shape) <= 2 and dim in w.shape:
+            return w, w.shape.index(dim)
+    return None
 
 
 def swap_input(graph: Graph, name: str, dtype) -> tuple[Value, Value]:

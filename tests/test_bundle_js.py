@@ -104,6 +104,71 @@ def test_node_harness_matches_irkit(site, sample, tmp_path):
                                "correct": float(correct)}
 
 
+def web_bundle(sample: str, folder: Path) -> Path:
+    """The sample's bundle (examples/web/serve.py SAMPLES) exported with --target web."""
+    recipe, dataset, freeze = _serve_module().SAMPLES[sample]
+    source = recipe
+    if freeze:
+        source = folder.parent / f"{sample}.onnx"
+        assert cli("build", recipe, "-o", source).exit_code == 0
+    result = cli("export", source, "--bundle", folder, "--data", dataset, "--target", "web",
+                 *(["--freeze", freeze] if freeze else []))
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.mark.parametrize("sample", list(CASES))
+def test_node_harness_trains_web_bundles_as_irkit(site, sample, tmp_path):
+    """--target web (int32 targets and step count, cross-entropy in plain ops, no op the WebGPU
+    provider lacks): the Node harness, its initial state from init.onnx, ends within 1e-5 of
+    irkit's own training of the default bundle on the same batches."""
+    folder, x, y, csv, epochs = case_data(site, sample, tmp_path)
+    steps, batch = CASES[sample]
+    web, out = web_bundle(sample, tmp_path / "web"), tmp_path / "node.bin"
+    report = run_node("bundle-train.mjs", web, csv, out, "--steps", steps, "--batch-size", batch)
+    assert report["init"] is True and report["steps"] == steps
+    got = read_state(str(web), str(out))
+    assert got["opt/step"].dtype == np.int32 and int(got["opt/step"]) == steps
+    want = irkit_fit(folder, x, y, epochs, batch)
+    assert_same_state(got, want, names=list(want))
+    assert_same_state(got, python_steps(web, x, y, steps, batch))
+    if sample == "iris":  # the state from state.bin's layout instead of init.onnx: the same
+        again = tmp_path / "layout.bin"
+        report = run_node("bundle-train.mjs", web, csv, again, "--steps", steps,
+                          "--batch-size", batch, "--no-init")
+        assert report["init"] is False and again.read_bytes() == out.read_bytes()
+
+
+def webgpu_cpu_nodes(folder: Path) -> list[str] | None:
+    """The nodes of the bundle's step that onnxruntime-web's WebGPU provider hands to the CPU
+    (js/profile-step.mjs --webgpu: SwiftShader's adapter in headless Chromium); None when
+    Chromium offers no WebGPU adapter."""
+    report = run_node("profile-step.mjs", folder, "--webgpu", "--chromium", CHROMIUM,
+                      "--steps", 2, "--batch", 16)
+    if report.get("adapter") is None:
+        return None
+    assert report["placed"].get("WebGpuExecutionProvider"), report["placed"]
+    return report["placed"].get("CPUExecutionProvider", [])
+
+
+def test_webgpu_runs_web_bundles_whole(site, tmp_path):
+    """The default Iris bundle's step hands its int64 and cross-entropy nodes to the CPU; with
+    --target web, the digits CNN's step and one with Dropout's hash mask, LayerNormalization,
+    pooling and Adam's flat update of ten tensors run on WebGPU whole."""
+    if missing_browser():
+        pytest.skip(f"needs {missing_browser()}")
+    default = webgpu_cpu_nodes(site / "samples" / "iris")
+    if default is None:
+        pytest.skip("Chromium offers no WebGPU adapter (SwiftShader) here")
+    assert {n.split("(")[0] for n in default} >= {"OneHot", "Size", "LogSoftmax"}, default
+    assert webgpu_cpu_nodes(web_bundle("digits", tmp_path / "digits")) == []
+    (tmp_path / "web_ops.toml").write_text(WEB_OPS)
+    assert cli("build", tmp_path / "web_ops.toml", "-o", tmp_path / "web_ops.onnx").exit_code == 0
+    assert cli("export", tmp_path / "web_ops.onnx", "--bundle", tmp_path / "ops", "--data",
+               "digits", "--optimizer", "adam", "--target", "web").exit_code == 0
+    assert webgpu_cpu_nodes(tmp_path / "ops") == []
+
+
 @pytest.fixture(scope="module")
 def server(site):
     """The site served over http on a free port, as serve.py serves it."""
