@@ -25,7 +25,9 @@ _SAME_DTYPE = {op: (0, 1) for op in ("Add", "Sub", "Mul", "Div", "Max", "Min", "
 _SAME_DTYPE.update({op: (0,) for op in ("Identity", "Neg", "Abs", "Reshape", "Unsqueeze",
                                         "Squeeze", "Flatten", "Expand", "Cast")})
 _SAME_DTYPE["Where"] = (1, 2)
-_INDEX_INPUTS = {"Gather": 1, "GatherElements": 1}  # int32 indices are as good as int64
+# int32 indices (labels) are as good as int64 here
+_INDEX_INPUTS = {"Gather": 1, "GatherElements": 1, "SoftmaxCrossEntropyLoss": 1,
+                 "NegativeLogLikelihoodLoss": 1}
 _ANY_DTYPE = ("Size", "Shape")  # read only the shape (their int64 output: case 5)
 # WebGPU's default (guaranteed) maxStorageBuffersPerShaderStage; SwiftShader's is 10, and
 # onnxruntime-web fails a kernel that binds more ("Too many storage buffers in shader")
@@ -51,8 +53,9 @@ class LowerForWebPass(GraphPass):
        dims' product times each unknown dim counted as `ReduceSum(Expand(1.0, Shape(w, j,
        j+1)))`, w a graph input of rank <= 2 with that dim (see 7; `Shape(v)` if none has
        it), exact below 2**24 elements;
-    6. an `ArgMax` output meeting such an int32 value becomes `Gather(arange(C), ArgMax)` with C
-       the (static) size of the reduced axis: the same index as int32;
+    6. an `ArgMax` output meeting such an int32 value, or compared with another ArgMax's (the
+       accuracy of one-hot targets), becomes `Gather(arange(C), ArgMax)` with C the (static)
+       size of the reduced axis: the same index as int32;
     7. `Reshape(data, Shape(x))` with x's shape known but for one dim (the batch) becomes
        `Reshape(data, [-1 there, the known dims])`, and `Expand(data, Shape(x))` whose data
        has x's unknown dims becomes `Expand(data, [1 there, the known dims])`: onnxruntime
@@ -76,6 +79,11 @@ class LowerForWebPass(GraphPass):
                 _lower_log_softmax(graph, node)
                 changed = True
         changed = _narrow_integers(graph, self.integers) or changed
+        for node in list(graph.nodes):
+            if node.op_type == "Equal" and all(_is_argmax(v) for v in node.inputs):
+                for i, v in enumerate(list(node.inputs)):
+                    graph.set_input(node, i, _as_int32(graph, node, v))
+                changed = True
         for node in list(graph.nodes):
             if node.op_type == "Cast" and graph.holds(node) and _is_float_count(node):
                 _lower_float_count(graph, node)
@@ -111,6 +119,15 @@ def _lower_log_softmax(graph: Graph, node: Node) -> None:
         total = ops.ReduceSum(ops.Exp(d), np.array([axis], np.int64), keepdims=1)
         out = ops.Sub(d, ops.Log(total))
     _replace(graph, node, [out])
+
+
+def _is_argmax(v: Value) -> bool:
+    """An ArgMax's int64 index over an axis of static size (case 6 narrows it)."""
+    node = v.producer
+    if node is None or node.op_type != "ArgMax" or v.dtype != INT64:
+        return False
+    x = node.inputs[0]
+    return x.shape is not None and isinstance(x.shape[ops.attr(node, "axis") % x.rank], int)
 
 
 def _known_shape(node: Node) -> list[int] | None:

@@ -55,15 +55,19 @@ def iris_rows(steps: int = 20, batch: int = 16):
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    """(default bundle, web bundle) of the Iris MLP and of an MLP with Dropout's hash mask
-    (whose step count and element count the pass lowers too), with gradient accumulation."""
+    """(default bundle, web bundle) of the Iris MLP, of it with one-hot targets
+    (categorical cross-entropy: LogSoftmax, two ArgMax compared) and of an MLP with Dropout's
+    hash mask (whose step count and element count the pass lowers too), with gradient
+    accumulation."""
     root = tmp_path_factory.mktemp("web")
     (root / "dropout_mlp.toml").write_text(DROPOUT_MLP)
     made = {}
-    for name, source in (("iris", "iris_mlp"), ("dropout", root / "dropout_mlp.toml")):
+    for name, source, more in (("iris", "iris_mlp", []),
+                               ("onehot", "iris_mlp", ["--loss", "categorical_crossentropy"]),
+                               ("dropout", root / "dropout_mlp.toml", [])):
         for target in ("default", "web"):
             folder = root / f"{name}_{target}"
-            result = cli("export", source, "--bundle", folder, "--target", target)
+            result = cli("export", source, "--bundle", folder, "--target", target, *more)
             assert result.exit_code == 0, result.output
             made[name, target] = folder
     return made
@@ -77,7 +81,8 @@ def test_web_contract_and_graph(bundles):
     dtypes = {b["name"]: b["dtype"] for b in contract["batch"]}
     assert dtypes == {"input": "float32", "target": "int32"}
     assert {e["name"]: e["dtype"] for e in contract["state"]}["opt/step"] == "int32"
-    for name in ("train_step.onnx", "eval.onnx"):
+    for folder, name in [(bundles[b, "web"], f) for b in ("iris", "onehot", "dropout")
+                         for f in ("train_step.onnx", "eval.onnx")]:
         model = onnx.load(folder / name)
         onnx.checker.check_model(model, full_check=True)
         graph = from_onnx(model)
@@ -90,11 +95,13 @@ def test_web_contract_and_graph(bundles):
                     assert all(u.op_type in ("Expand", "Gather") for u, _ in out.uses), node
 
 
-@pytest.mark.parametrize("name", ["iris", "dropout"])
+@pytest.mark.parametrize("name", ["iris", "onehot", "dropout"])
 def test_web_step_computes_the_default_step(bundles, name):
     """onnxruntime-Python on the web bundle, 20 steps: every state tensor equals the default
     bundle's (1e-5 relative), the step count included (int32 against int64)."""
     x, y = iris_rows()
+    if name == "onehot":
+        y = np.eye(3, dtype=np.float32)[y]
     web = python_steps(bundles[name, "web"], x, y.astype(np.int32), 20, 16)
     default = python_steps(bundles[name, "default"], x, y, 20, 16)
     assert web["opt/step"].dtype == np.int32 and int(web["opt/step"]) == 20
