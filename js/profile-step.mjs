@@ -6,7 +6,8 @@
 // line: steps, step_us (mean model_run after the first K steps), kernel_us, and per op type its
 // microseconds a step, share and node count. --webgpu: the step in headless Chromium on
 // onnxruntime-web's WebGPU provider (needs a WebGPU adapter: SwiftShader's is asked for); prints
-// the adapter, the nodes placed on each provider (those on CPUExecutionProvider are the ones
+// the adapter, the number of nodes on each provider (counts), the nodes themselves where more
+// than one has some (placed; those on CPUExecutionProvider are the ones
 // WebGPU has no kernel for) and each step's milliseconds. Batches are synthetic: timing only.
 import { readFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
@@ -148,15 +149,19 @@ async function webgpuPlacement(o) {
     await page.evaluate(`window.syntheticBatch = ${syntheticBatch}; window.runSteps = ${runSteps
       .toString().replace('syntheticBatch(', 'window.syntheticBatch(')};`);
     const result = await page.evaluate(`(${pageSteps})(${o.steps}, ${o.batch})`);
-    const placed = {};
+    const placed = {}, counts = {}; // onnxruntime logs "All nodes placed on [EP]" when one EP has all
     let provider = null;
     for (const line of logs) {
-      const head = line.match(/Node\(s\) placed on \[(\w+)\]/);
-      if (head) { provider = head[1]; placed[provider] = []; continue; }
+      const head = line.match(/(All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)/);
+      if (head) {
+        provider = head[1] === 'All nodes' ? null : head[2];
+        placed[head[2]] = []; counts[head[2]] = Number(head[3]);
+        continue;
+      }
       const node = line.match(/VerifyEachNodeIsAssignedToAnEp\]\s+(\w+) \((.*)\)$/);
       if (node && provider) placed[provider].push(`${node[1]}(${node[2]})`);
     }
-    console.log(JSON.stringify({ provider: 'webgpu', ...result, placed }));
+    console.log(JSON.stringify({ provider: 'webgpu', ...result, counts, placed }));
   } finally {
     await browser.close();
     server.close();

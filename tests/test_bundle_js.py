@@ -147,8 +147,10 @@ def webgpu_cpu_nodes(folder: Path) -> list[str] | None:
                       "--steps", 2, "--batch", 16)
     if report.get("adapter") is None:
         return None
-    assert report["placed"].get("WebGpuExecutionProvider"), report["placed"]
-    return report["placed"].get("CPUExecutionProvider", [])
+    assert report["counts"].get("WebGpuExecutionProvider", 0) > 0, report
+    cpu = report["placed"].get("CPUExecutionProvider", [])
+    assert len(cpu) == report["counts"].get("CPUExecutionProvider", 0), report
+    return cpu
 
 
 def test_webgpu_runs_web_bundles_whole(site, tmp_path):
