@@ -2,7 +2,9 @@
 and the browser page examples/web/ in headless Chromium (Debian's chromium, driven by
 playwright-core) train the Iris MLP and the digits CNN (conv, BatchNorm, MaxPool, Dropout's hash
 mask, Adam's flat update) from a bundle alone and end within 1e-5 (relative) of irkit's own
-training on the same batches.
+training on the same batches; so do `--target web` bundles, and js/profile-step.mjs --webgpu
+shows their steps placed whole on onnxruntime-web's WebGPU provider (SwiftShader's adapter in
+headless Chromium).
 
 They need node, `npm ci` in js/ and, for the page, chromium (.ci/run installs them); without
 them they skip and name what is missing.
@@ -304,6 +306,12 @@ def test_torch_export_fine_tuned_from_a_bundle_in_node(tmp_path):
     assert_same_state(read_state(str(folder), str(out)), want)
     assert_same_state(read_state(str(folder), str(out)), irkit_fit(folder, x, y, 1, batch),
                       names=["2.weight", "2.bias"])
+    web = tmp_path / "torch_web"  # --target web: the same weights from the lowered step
+    result = cli("export", src, "--bundle", web, "--data", "iris", "--loss", "cross_entropy",
+                 "--trainable", "2.weight,2.bias", "--target", "web")
+    assert result.exit_code == 0, result.output
+    run_node("bundle-train.mjs", web, csv, out, "--steps", steps, "--batch-size", batch)
+    assert_same_state(read_state(str(web), str(out)), want, names=["2.weight", "2.bias"])
 
 
 WEB_OPS = """# every recipe layer kind not in the samples, for onnxruntime-web's WASM provider
