@@ -8,7 +8,8 @@
 // onnxruntime-web's WebGPU provider (needs a WebGPU adapter: SwiftShader's is asked for); prints
 // the adapter, the number of nodes on each provider (counts), the nodes themselves where more
 // than one has some (placed; those on CPUExecutionProvider are the ones
-// WebGPU has no kernel for) and each step's milliseconds. Batches are synthetic: timing only.
+// WebGPU has no kernel for), each step's milliseconds and loss. Batches are synthetic (the same
+// batch every step: features (i % 17) / 17, labels i % classes), for timing and placement.
 import { readFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
 import http from 'node:http';
@@ -55,14 +56,15 @@ async function runSteps(ort, bundleModule, read, steps, B, sessionOptions) {
                                                     sessionOptions);
   const state = bundleModule.stateFromBytes(ort, contract, (await read(contract.files.state)).slice());
   const feeds = syntheticBatch(ort, contract, B);
-  const ms = [];
+  const ms = [], losses = [];
   for (let i = 0; i < steps; i += 1) {
     const t0 = performance.now();
     const out = await session.run({ ...feeds, ...state });
     for (const [next, name] of Object.entries(contract.train_step.updates)) state[name] = out[next];
     ms.push(performance.now() - t0);
+    losses.push(Number(out[contract.train_step.loss].data[0]));
   }
-  return { session, ms };
+  return { session, ms, losses };
 }
 
 /** Per op type figures of ort-web's profile (trace events it prints as JSON on stdout). */
@@ -128,9 +130,9 @@ async function pageSteps(steps, B) { // runs in the page
   const adapter = await navigator.gpu?.requestAdapter();
   if (!adapter) return { adapter: null };
   const read = async (n) => new Uint8Array(await (await fetch(`/bundle/${n}`)).arrayBuffer());
-  const { ms } = await window.runSteps(ort, bundle, read, steps, B, {
+  const { ms, losses } = await window.runSteps(ort, bundle, read, steps, B, {
     executionProviders: ['webgpu'], logSeverityLevel: 0, logVerbosityLevel: 0 });
-  return { adapter: `${adapter.info.vendor} ${adapter.info.architecture}`, ms };
+  return { adapter: `${adapter.info.vendor} ${adapter.info.architecture}`, ms, losses };
 }
 
 async function webgpuPlacement(o) {

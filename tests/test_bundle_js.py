@@ -141,24 +141,48 @@ def test_node_harness_trains_web_bundles_as_irkit(site, sample, tmp_path):
         assert report["init"] is False and again.read_bytes() == out.read_bytes()
 
 
-def webgpu_cpu_nodes(folder: Path) -> list[str] | None:
+def synthetic_losses(folder: Path, steps: int, batch: int) -> list[float]:
+    """onnxruntime-Python's losses on js/profile-step.mjs's synthetic batch (the same each
+    step: features (i % 17) / 17, labels i % classes), each next state fed back."""
+    contract = read_contract(str(folder))
+    classes = len(contract["classes"] or [0, 1])
+    feeds = {}
+    for b in contract["batch"]:
+        shape = [d if isinstance(d, int) and d > 0 else batch for d in b["shape"]]
+        i = np.arange(int(np.prod(shape)))
+        values = i % classes if b["dtype"].startswith("int") else (i % 17) / 17
+        feeds[b["name"]] = values.astype(b["dtype"]).reshape(shape)
+    state, losses = read_state(str(folder)), []
+    session = ort.InferenceSession(str(folder / contract["files"]["train_step"]))
+    names = [o.name for o in session.get_outputs()]
+    for _ in range(steps):
+        out = dict(zip(names, session.run(None, {**feeds, **state})))
+        state.update({n: out[k] for k, n in contract["train_step"]["updates"].items()})
+        losses.append(float(out[contract["train_step"]["loss"]]))
+    return losses
+
+
+def webgpu_cpu_nodes(folder: Path, steps: int = 4) -> list[str] | None:
     """The nodes of the bundle's step that onnxruntime-web's WebGPU provider hands to the CPU
-    (js/profile-step.mjs --webgpu: SwiftShader's adapter in headless Chromium); None when
-    Chromium offers no WebGPU adapter."""
+    (js/profile-step.mjs --webgpu: SwiftShader's adapter in headless Chromium), its losses
+    checked against onnxruntime-Python's; None when Chromium offers no WebGPU adapter."""
     report = run_node("profile-step.mjs", folder, "--webgpu", "--chromium", CHROMIUM,
-                      "--steps", 2, "--batch", 16)
+                      "--steps", steps, "--batch", 16)
     if report.get("adapter") is None:
         return None
     assert report["counts"].get("WebGpuExecutionProvider", 0) > 0, report
     cpu = report["placed"].get("CPUExecutionProvider", [])
     assert len(cpu) == report["counts"].get("CPUExecutionProvider", 0), report
+    # SwiftShader's float math is not the CPU's: 6e-6 apart seen on the Iris MLP
+    np.testing.assert_allclose(report["losses"], synthetic_losses(folder, steps, 16), rtol=1e-4)
     return cpu
 
 
 def test_webgpu_runs_web_bundles_whole(site, tmp_path):
     """The default Iris bundle's step hands its int64 and cross-entropy nodes to the CPU; with
     --target web, the digits CNN's step and one with Dropout's hash mask, LayerNormalization,
-    pooling and Adam's flat update of ten tensors run on WebGPU whole."""
+    pooling and Adam's flat update of ten tensors run on WebGPU whole. Every step's loss is
+    onnxruntime-Python's on the same batch (1e-4 relative)."""
     if missing_browser():
         pytest.skip(f"needs {missing_browser()}")
     default = webgpu_cpu_nodes(site / "samples" / "iris")
