@@ -93,6 +93,7 @@ def test_web_contract_and_graph(bundles):
                 if out.dtype == np.int64:
                     assert node.op_type in ("Shape", "ArgMax"), node
                     assert all(u.op_type in ("Expand", "Gather") for u, _ in out.uses), node
+        assert not LowerForWebPass(["target", "opt/step"])(graph).modified  # nothing left
 
 
 @pytest.mark.parametrize("name", ["iris", "onehot", "dropout"])
