@@ -50,9 +50,10 @@ class LowerForWebPass(GraphPass):
        `Where(Equal(Unsqueeze(indices, axis), arange(depth)), on, off)` (a Cast of the Equal
        for off, on = 0, 1), for indices in [0, depth) (negative ones are not wrapped);
     5. `Cast(Size(v), to=float)` (Size's int64 output has no WebGPU kernel) becomes v's known
-       dims' product times each unknown dim counted as `ReduceSum(Expand(1.0, Shape(w, j,
-       j+1)))`, w a graph input of rank <= 2 with that dim (see 7; `Shape(v)` if none has
-       it), exact below 2**24 elements;
+       dims' product times each unknown dim counted on a graph input of rank <= 2 that has it
+       (`ReduceSum(Cast(Equal(t, t)))` of an integer vector, or w's element count over its
+       known dims; see 7 for why not v's own Shape, used if no input has the dim), exact
+       below 2**24 elements;
     6. an `ArgMax` output meeting such an int32 value, or compared with another ArgMax's (the
        accuracy of one-hot targets), becomes `Gather(arange(C), ArgMax)` with C the (static)
        size of the reduced axis: the same index as int32;
@@ -192,23 +193,32 @@ def _lower_float_count(graph: Graph, node: Node) -> None:
     dtype = node.outputs[0].dtype
     one = graph.constant(np.array(1, dtype))
     with graph.name_scope(f"{node.name}/"):
-        sources = [_dim_source(graph, d) for d in v.shape or () if not isinstance(d, int)]
-        if v.shape is None or None in sources:
+        dims = [_dim_count(graph, d, dtype) for d in v.shape or () if not isinstance(d, int)]
+        if v.shape is None or None in dims:
             count = ops.ReduceSum(ops.Expand(one, ops.Shape(v)), keepdims=0)
         else:
-            known = math.prod(d for d in v.shape if isinstance(d, int))
-            count = graph.constant(np.array(known, dtype))
-            for w, j in sources:
-                dim = ops.Expand(one, ops.Shape(w, start=j, end=j + 1))
-                count = ops.Mul(count, ops.ReduceSum(dim, keepdims=0))
+            count = graph.constant(np.array(math.prod(
+                d for d in v.shape if isinstance(d, int)), dtype))
+            for dim in dims:
+                count = ops.Mul(count, dim)
     _replace(graph, node, [count])
 
 
-def _dim_source(graph: Graph, dim) -> tuple[Value, int] | None:
-    """A graph input of rank <= 2 that has the symbolic dim `dim`, and where."""
-    for w in graph.inputs:
-        if dim is not None and w.shape is not None and len(w.shape) <= 2 and dim in w.shape:
-            return w, w.shape.index(dim)
+def _dim_count(graph: Graph, dim, dtype) -> Value | None:
+    """The size of the symbolic dim `dim` as a float scalar, read from a graph input of rank
+    <= 2 that has it (an integer vector first: Equal(w, w) counts it without a Shape), or
+    None. (No Shape start/end: onnx cannot convert those below opset 15.)"""
+    inputs = sorted((w for w in graph.inputs if dim is not None and w.shape is not None
+                     and len(w.shape) <= 2 and dim in w.shape),
+                    key=lambda w: (w.dtype.kind != "i" or len(w.shape) != 1))
+    for w in inputs:
+        if w.dtype.kind == "i" and len(w.shape) == 1:
+            return ops.ReduceSum(ops.Cast(ops.Equal(w, w), to=onnx_dtype(dtype)), keepdims=0)
+        rest = [d for d in w.shape if d != dim]
+        if len(rest) == len(w.shape) - 1 and all(isinstance(d, int) for d in rest):
+            total = ops.ReduceSum(ops.Expand(graph.constant(np.array(1, dtype)), ops.Shape(w)),
+                                  keepdims=0)
+            return ops.Div(total, graph.constant(np.array(math.prod(rest), dtype)))
     return None
 
 

@@ -179,3 +179,14 @@ def test_schema_accepts_web_bundles(bundles):
     doc = json.loads((bundles["iris", "web"] / "bundle.json").read_text())
     doc["target"] = "gpu"
     assert list(validator.iter_errors(doc))
+
+
+def test_web_bundle_at_opset_13(tmp_path):
+    """The lowering adds no op newer than the default graph's (Shape's start/end are opset 15,
+    which onnx's converter cannot take down)."""
+    result = cli("export", "iris_mlp", "--bundle", tmp_path / "b", "--target", "web",
+                 "--opset", "13")
+    assert result.exit_code == 0, result.output
+    model = onnx.load(tmp_path / "b" / "train_step.onnx")
+    assert model.opset_import[0].version == 13
+    ort.InferenceSession(str(tmp_path / "b" / "train_step.onnx"))
