@@ -42,7 +42,7 @@ async function main() {
   const seconds = (now - started) / 1000;
   const steady = { steps: o.steps - warmup, seconds: (now - warm) / 1000 };
   const final = await trainer.evaluate(trainer.batch(rows.features, rows.targets));
-  await writeFile(o.out, trainer.stateBytes());
+  await writeFile(o.out, await trainer.stateBytes());
   const init = Boolean(trainer.contract.files.init && o.useInit);
   console.log(JSON.stringify({ steps: trainer.steps, losses, final, seconds, steady, init }));
 }

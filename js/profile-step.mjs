@@ -12,11 +12,9 @@
 // batch every step: features (i % 17) / 17, labels i % classes), for timing and placement.
 import { readFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
-import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 function options(argv) {
   const [bundle, ...rest] = argv;
@@ -107,23 +105,6 @@ function wasmProfile(o) {
   console.log(JSON.stringify({ provider: 'wasm', ...summarize(events, o.skip) }));
 }
 
-/** Serve js/ (bundle.mjs, ort's dist) and the bundle for the page; returns the server. */
-function serve(bundleDir) {
-  const roots = { '/ort/': path.join(HERE, 'node_modules', 'onnxruntime-web', 'dist'),
-                  '/bundle/': bundleDir, '/': HERE };
-  const types = { '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
-  return http.createServer(async (req, res) => {
-    const url = decodeURIComponent(req.url.split('?')[0]);
-    if (url === '/') { res.setHeader('Content-Type', 'text/html'); res.end('<!doctype html>'); return; }
-    const prefix = Object.keys(roots).find((p) => url.startsWith(p));
-    const file = path.join(roots[prefix], path.normalize(url.slice(prefix.length)));
-    try {
-      res.setHeader('Content-Type', types[path.extname(file)] || 'application/octet-stream');
-      res.end(await readFile(file));
-    } catch { res.statusCode = 404; res.end(); }
-  });
-}
-
 async function pageSteps(steps, B) { // runs in the page
   const ort = await import('/ort/ort.webgpu.min.mjs');
   const bundle = await import('/bundle.mjs');
@@ -136,18 +117,8 @@ async function pageSteps(steps, B) { // runs in the page
 }
 
 async function webgpuPlacement(o) {
-  const { chromium } = await import('playwright-core');
-  const server = serve(path.resolve(o.bundle));
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const browser = await chromium.launch({ executablePath: o.chromium, headless: true,
-    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu',
-           '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'],
-    ignoreDefaultArgs: ['--headless'] });
-  try {
-    const page = await browser.newPage();
-    const logs = [];
-    page.on('console', (m) => logs.push(m.text()));
-    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  const { withWebGpuPage } = await import('./webgpu-page.mjs');
+  await withWebGpuPage(o.bundle, o.chromium, async (page, logs) => {
     await page.evaluate(`window.syntheticBatch = ${syntheticBatch}; window.runSteps = ${runSteps
       .toString().replace('syntheticBatch(', 'window.syntheticBatch(')};`);
     const result = await page.evaluate(`(${pageSteps})(${o.steps}, ${o.batch})`);
@@ -164,10 +135,7 @@ async function webgpuPlacement(o) {
       if (node && provider) placed[provider].push(`${node[1]}(${node[2]})`);
     }
     console.log(JSON.stringify({ provider: 'webgpu', ...result, counts, placed }));
-  } finally {
-    await browser.close();
-    server.close();
-  }
+  });
 }
 
 const o = options(process.argv.slice(2));

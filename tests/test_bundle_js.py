@@ -197,6 +197,28 @@ def test_webgpu_runs_web_bundles_whole(site, tmp_path):
     assert webgpu_cpu_nodes(tmp_path / "ops") == []
 
 
+def test_webgpu_trains_a_web_bundle_near_irkit(site, tmp_path):
+    """js/webgpu-train.mjs: the Iris web bundle trained 20 steps on WebGPU (SwiftShader in
+    headless Chromium), its state kept on the GPU between steps, ends near irkit's weights:
+    SwiftShader's float math is not the CPU's (3.3e-6 apart at most seen), so 1e-5 absolute
+    here, where WASM gives 1e-5 relative."""
+    if missing_browser():
+        pytest.skip(f"needs {missing_browser()}")
+    folder, x, y, csv, epochs = case_data(site, "iris", tmp_path)
+    steps, batch = CASES["iris"]
+    web, out = web_bundle("iris", tmp_path / "web"), tmp_path / "gpu.bin"
+    report = run_node("webgpu-train.mjs", web, csv, out, "--steps", steps, "--batch-size", batch,
+                      "--chromium", CHROMIUM)
+    if report["adapter"] is None:
+        pytest.skip("Chromium offers no WebGPU adapter (SwiftShader) here")
+    assert report["steps"] == steps
+    got, want = read_state(str(web), str(out)), irkit_fit(folder, x, y, epochs, batch)
+    assert int(got["opt/step"]) == steps
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    assert not np.allclose(got["dense_1.W"], read_state(str(web))["dense_1.W"])
+
+
 @pytest.fixture(scope="module")
 def server(site):
     """The site served over http on a free port, as serve.py serves it."""
