@@ -42,6 +42,8 @@ from irkit.signature import (
     TARGET,
     next_name,
 )
+from irkit.train import web_target
+from irkit.train.web_target import TARGETS
 
 FORMAT, VERSION = "irkit-bundle", 1
 CONTRACT, TRAIN, EVAL, INFERENCE, STATE, INIT = (
@@ -62,9 +64,8 @@ def write_bundle(model, data, settings, directory: str, opset: int = 17,
     writes the step and evaluation graphs in the forms onnxruntime-web's WebGPU provider runs
     (irkit.train.web_target). Returns the contract."""
     from irkit.data import train_val_split
-    from irkit.train import web_target
-    if target not in web_target.TARGETS:
-        raise DataError(f"--target {target!r}: choose one of {', '.join(web_target.TARGETS)}")
+    if target not in TARGETS:
+        raise DataError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
     _check_directory(directory)
     x = data.x
     if settings.val_split:
@@ -268,8 +269,8 @@ def check_contract(doc, where: str = CONTRACT) -> None:
         ("train_step", TRAIN), ("eval", EVAL), ("inference", INFERENCE), ("state", STATE))),
          "'files' must name the bundle's files")
     need(files.get("init", INIT) == INIT, f"files.init must be {INIT!r} or absent")
-    need(doc.get("target", "default") in ("default", "web"),
-         f"target {doc.get('target')!r} is neither 'default' nor 'web'")
+    need(doc.get("target", TARGETS[0]) in TARGETS,
+         f"target {doc.get('target')!r} is not one of {', '.join(TARGETS)}")
 
 
 def _check_layout(layout: list, need) -> int:
@@ -324,7 +325,6 @@ def training_proto(directory: str, state_path: str | None = None):
     state of `state_path` (default: the initial state): resume it with `irkit train FILE` or
     `irkit.load_model(FILE).fit(...)`; evaluate and predict read it like any model."""
     from irkit.onnx_io import from_onnx
-    from irkit.train import web_target
     from irkit.train.training_model import to_training_model
     contract = read_contract(directory)
     state = read_state(directory, state_path, contract)
