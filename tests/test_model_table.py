@@ -42,6 +42,7 @@ from irkit.runtimes.memory import measure_peak
 from irkit.runtimes.onnxruntime import make_session
 
 from irkit.onnx_io import load, to_onnx
+from irkit.train.model import load_model
 from irkit.train.sources import choose_trainable
 
 torch = pytest.importorskip("torch")
@@ -148,6 +149,7 @@ def test_what_trains_is_exactly_torchs_parameters(table, kind, exporter):
     result = cli("inspect", c.path, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["parameters"] == count
+    assert load_model(c.path).count_params() == count
 
 
 @pytest.mark.parametrize("kind, exporter", CELLS + OPTIMIZED)
