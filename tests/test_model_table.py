@@ -276,10 +276,10 @@ def test_legacy_bert_differentiated_at_batch_1_runs_at_4_and_7(tmp_path):
 
 
 PEAK_NOT_LOWER = {("gpt2", "legacy"): (
-    "legacy GPT-2: its Reshapes to computed shapes leave the sequence dim of most values "
-    "unknown to irkit, so its sizes are wrong (the step's estimated peak is 0.19 MiB, 15.2 "
-    "measured) and the cut points it finds keep only 2 checkpoints: 15.20 MiB checkpointed "
-    "against 15.23 at batch 256 (benchmarks/bench_checkpoint_table.py)")}
+    "legacy GPT-2 at batch 256: 15.01 MiB checkpointed against 15.24 plain (3 checkpoints; "
+    "dynamo's GPT-2 gains 10%); irkit's own estimate of the step hardly drops either (5.25 to "
+    "5.23 MiB), so its peak is not where the recomputed activations are: not yet explained "
+    "(benchmarks/bench_checkpoint_table.py)")}
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
