@@ -1,7 +1,9 @@
 """The table of models people fine-tune, built in torch with tiny sizes and random weights, and
 their exports by both torch exporters (dynamo, the default, and the TorchScript one).
 
-Imported by the tests that need torch (and, for the transformers, `transformers`); each model
+The rows (KINDS): ResNet-18's and MobileNetV2's layouts, a ViT (written here in torch), and
+transformers' BERT classifier and GPT-2 LM (tiny configs). Imported by the tests that need
+torch (and, for BERT and GPT-2, `transformers`); each model
 comes with a loss wrapper so the exported graph's output is the scalar loss, and with inputs
 of the model's own shapes and dtypes. Weights are perturbed before export: the exporters
 merge initializers of equal value (the zero biases and unit norms of a fresh model).
