@@ -69,10 +69,11 @@ def optimize_proto(original: onnx.ModelProto) -> onnx.ModelProto:
 def optimize_file(path: str, batch: int, repeats: int,
                   latency: Callable[[bytes, dict, int], float]) -> tuple[onnx.ModelProto, dict]:
     """Optimize the model at `path`; the new model and a report (node counts, ops, latency)."""
-    from irkit.onnx_io import load_proto
+    from irkit.onnx_io import check_run_sizes, load_proto
     original = load_proto(path)
     try:
         optimized = optimize_proto(original)
+        check_run_sizes(original)  # before onnxruntime runs it (a constant bomb: 90 s, 5 GB)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     before_bytes, after_bytes = original.SerializeToString(), optimized.SerializeToString()

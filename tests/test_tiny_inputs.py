@@ -63,3 +63,59 @@ def test_a_recipe_with_huge_units_is_one_line_before_allocating(tmp_path):
     assert "dense_0" in run.stderr and "IRKIT_MAX_ELEMENTS" in run.stderr
     assert run.peak_mb < MEMORY_MB / 2, f"peaked at {run.peak_mb:.0f} MB"
     assert not (tmp_path / "out.onnx").exists()
+
+
+def _constants_bomb(path, count: int = 12, elements: int = 25 * 10**6) -> None:
+    """x + the sum of `count` ConstantOfShape results, each under the tensor cap, together
+    1.2 GB: onnxruntime folds them all at set-up."""
+    nodes, total = [], "x"
+    for i in range(count):
+        nodes += [helper.make_node("ConstantOfShape", ["bs"], [f"c{i}"]),
+                  helper.make_node("ReduceSum", [f"c{i}"], [f"s{i}"], keepdims=1),
+                  helper.make_node("Add", [total, f"s{i}"], [f"t{i}"])]
+        total = f"t{i}"
+    nodes.append(helper.make_node("Identity", [total], ["y"]))
+    g = helper.make_graph(nodes, "h", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array([elements], np.int64), "bs")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+
+
+@pytest.mark.parametrize("command", [["optimize", "bomb.onnx", "-o", "out.onnx"],
+                                     ["predict", "bomb.onnx", "--data", "x.csv", "-o",
+                                      "out.csv"],
+                                     ["train", "bomb.onnx", "--data", "x.csv", "-o", "out.onnx"]])
+@pytest.mark.parametrize("bomb", [_constant_bomb, _constants_bomb])
+def test_running_a_constant_bomb_is_one_line_before_onnxruntime(tmp_path, command, bomb):
+    """optimize ran the 147-byte bomb in onnxruntime twice (90 s, 5 GB), predict and train
+    once (1.7 GB): the sizes its shapes give are checked before anything runs."""
+    bomb(tmp_path / "bomb.onnx")
+    (tmp_path / "x.csv").write_text("a,b,c,d,label\n1,2,3,4,0\n5,6,7,8,1\n")
+    run = run_irkit(command, tmp_path, timeout=60)
+    assert one_line_error(run), run.stderr
+    assert "IRKIT_MAX_TENSOR_BYTES" in run.stderr and "ConstantOfShape" in run.stderr
+    assert run.peak_mb < MEMORY_MB / 2, f"peaked at {run.peak_mb:.0f} MB"
+    assert not (tmp_path / command[-1]).exists()
+
+
+def test_a_model_whose_constants_are_its_own_weights_is_not_refused(tmp_path):
+    """The allowance grows with the tensors a model stores: a Cast of its own 2 MB weight
+    (bigger than a small allowance) runs."""
+    w = numpy_helper.from_array(np.ones((4, 2**17), np.float32), "w")
+    nodes = [helper.make_node("Cast", ["w"], ["w64"], to=TensorProto.DOUBLE),
+             helper.make_node("ReduceSum", ["w64"], ["s"], keepdims=1),
+             helper.make_node("Cast", ["s"], ["s32"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["x", "s32"], ["y"])]
+    g = helper.make_graph(nodes, "h", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    run = run_irkit(["optimize", "m.onnx", "-o", "out.onnx"], tmp_path,
+                    env={"IRKIT_MAX_TENSOR_BYTES": str(1 << 20)})
+    assert run.rc == 0, run.stderr
+    assert (tmp_path / "out.onnx").exists()

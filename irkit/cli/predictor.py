@@ -118,13 +118,15 @@ class OnnxPredictor:
 
 def _checked_proto(path: str):
     """The model file, read within the caps and checked as irkit checks every file it imports
-    (structure, tensors, attributes, onnx's node schemas and shape inference) before
+    (structure, tensors, attributes, onnx's node schemas and shape inference, the sizes
+    running it would make) before
     onnxruntime sees it; a ModelFileError that names the file."""
-    from irkit.onnx_io import check_schemas, load_proto, validate_model
+    from irkit.onnx_io import check_run_sizes, check_schemas, load_proto, validate_model
     proto = load_proto(path)
     try:
         validate_model(proto)
         check_schemas(proto)
+        check_run_sizes(proto)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     return proto

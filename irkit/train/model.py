@@ -515,8 +515,10 @@ def load_model(path: str, prepare=None, state: str | None = None,
     def convert(proto):
         proto = prepare(proto) if prepare is not None else proto
         if not proto.training_info:
-            from irkit.onnx_io import from_onnx
-            return from_onnx(proto)
+            from irkit.onnx_io import check_run_sizes, from_onnx
+            graph = from_onnx(proto)
+            check_run_sizes(proto)  # before onnxruntime runs it
+            return graph
         found["file"] = read_training_model(proto)
         return found["file"].inference
     if os.path.isdir(path):
