@@ -119,3 +119,33 @@ def test_a_model_whose_constants_are_its_own_weights_is_not_refused(tmp_path):
                     env={"IRKIT_MAX_TENSOR_BYTES": str(1 << 20)})
     assert run.rc == 0, run.stderr
     assert (tmp_path / "out.onnx").exists()
+
+
+def test_a_recipe_just_under_the_element_cap_is_refused_by_its_bytes(tmp_path):
+    """units = 60,000,000 on Iris's 4 features: 2.4e8 elements, under IRKIT_MAX_ELEMENTS, drawn
+    in float64 (about 3 GB); the weight's bytes are over IRKIT_MAX_TENSOR_BYTES."""
+    (tmp_path / "big.toml").write_text(
+        '[model]\nlayers = [{ type = "dense", units = 60000000 }, { type = "dense", units = 3 }]'
+        '\n[data]\ndataset = "iris"\n')
+    run = run_irkit(["train", "big.toml", "-o", "out.onnx"], tmp_path, timeout=60)
+    assert one_line_error(run), run.stderr
+    assert "dense_0" in run.stderr and "IRKIT_MAX_TENSOR_BYTES" in run.stderr
+    assert run.peak_mb < MEMORY_MB / 2, f"peaked at {run.peak_mb:.0f} MB"
+    assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("kind", ["glorot_uniform", "he_normal", "he_uniform", "normal"])
+def test_weights_are_drawn_without_a_float64_copy(kind):
+    """A float64 draw cast to float32 held three times the weight's bytes at once."""
+    import tracemalloc
+
+    from irkit.nn import init
+    shape = (1000, 8000)
+    tracemalloc.start()
+    try:
+        weight = init.make(kind, shape, np.random.default_rng(0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert weight.dtype == np.float32 and weight.shape == shape
+    assert peak < 1.5 * weight.nbytes, f"drawing peaked at {peak / weight.nbytes:.1f}x"
