@@ -100,8 +100,10 @@ def _check_targets(data: Dataset, s: Settings) -> None:
 
 def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
     """The ONNX model (or training file) with --trainable/--freeze chosen by load_model."""
-    from irkit.onnx_io import with_dynamic_batch
-    return load_model(source, prepare=with_dynamic_batch, trainable=options.get("trainable"),
+    def dynamic_batch(proto):  # onnx loads once the file passed the node cap (onnx_io._read)
+        from irkit.onnx_io import with_dynamic_batch
+        return with_dynamic_batch(proto)
+    return load_model(source, prepare=dynamic_batch, trainable=options.get("trainable"),
                       freeze=options.get("freeze"))
 
 

@@ -121,8 +121,9 @@ def _checked_proto(path: str):
     (structure, tensors, attributes, onnx's node schemas and shape inference, the sizes
     running it would make) before
     onnxruntime sees it; a ModelFileError that names the file."""
-    from irkit.onnx_io import check_run_sizes, check_schemas, load_proto, validate_model
-    proto = load_proto(path)
+    from irkit.onnx_io import load_proto
+    proto = load_proto(path)  # the caps that need no onnx import come first
+    from irkit.onnx_io import check_run_sizes, check_schemas, validate_model
     try:
         validate_model(proto)
         check_schemas(proto)

@@ -509,10 +509,10 @@ def load_model(path: str, prepare=None, state: str | None = None,
 
     from irkit.onnx_io import load
     from irkit.train.settings import from_json
-    from irkit.train.training_model import read_training_model
     found = {}
 
-    def convert(proto):
+    def convert(proto):  # onnx (training_model) loads once the file passed the node cap
+        from irkit.train.training_model import read_training_model
         proto = prepare(proto) if prepare is not None else proto
         if not proto.training_info:
             from irkit.onnx_io import check_run_sizes, from_onnx
