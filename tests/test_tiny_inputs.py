@@ -149,3 +149,36 @@ def test_weights_are_drawn_without_a_float64_copy(kind):
         tracemalloc.stop()
     assert weight.dtype == np.float32 and weight.shape == shape
     assert peak < 1.5 * weight.nbytes, f"drawing peaked at {peak / weight.nbytes:.1f}x"
+
+
+def _tiled(source: str) -> onnx.ModelProto:
+    """y = Tile(SRC, [1, 8]): SRC is the input x (1, 65536) or a constant of that shape."""
+    inits = [numpy_helper.from_array(np.array([1, 8], np.int64), "reps")]
+    if source == "c":
+        inits.append(numpy_helper.from_array(np.ones((1, 1 << 16), np.float32), "c"))
+    g = helper.make_graph([helper.make_node("Tile", [source, "reps"], ["t"]),
+                           helper.make_node("ReduceSum", ["t"], ["s"], keepdims=1),
+                           helper.make_node("Add", ["x", "s"], ["y"])], "h",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1 << 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_static_values_may_grow_with_the_input_feed(monkeypatch):
+    """With a 1 MiB tensor cap, a 2 MiB Tile of the 256 KiB input is allowed (16 times the
+    feed and the stored tensors), and a 2 MiB Tile of a 256 KiB constant too; with the input
+    replaced by a 4-byte one, the same Tile of a broadcast input is refused."""
+    from irkit.errors import ModelFileError
+    from irkit.onnx_io import check_run_sizes
+    monkeypatch.setenv("IRKIT_MAX_TENSOR_BYTES", str(1 << 20))
+    check_run_sizes(_tiled("x"))
+    check_run_sizes(_tiled("c"))
+    tiny = _tiled("x")
+    tiny.graph.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1]))
+    tiny.graph.node[1].input[0] = "t"
+    expand = helper.make_node("Expand", ["x", "shape"], ["t"])
+    tiny.graph.node[0].CopyFrom(expand)
+    tiny.graph.initializer.append(numpy_helper.from_array(np.array([1, 1 << 19], np.int64),
+                                                          "shape"))
+    with pytest.raises(ModelFileError, match="value 't' .*2097152 bytes.*IRKIT_MAX_TENSOR"):
+        check_run_sizes(tiny)

@@ -4,12 +4,14 @@ A 147-byte model whose ConstantOfShape makes 4e8 floats cost `irkit optimize` 90
 (onnxruntime folds the constant at session set-up, then runs it twice) and `irkit predict`
 1.7 GB. `check_run_sizes` refuses such a model in one line before onnxruntime sees it:
 
-- every value whose shape onnx's inference makes static (no symbolic dim) must fit in the
-  allowance: IRKIT_MAX_TENSOR_BYTES (bytes of one tensor irkit makes rather than reads,
-  default 128 MiB), or 16 times the bytes of the model's own stored tensors when that is more
-  (a large model may Cast or Transpose its own weights);
-- the values computed from constants alone (what onnxruntime folds at set-up, whatever the
-  data) must fit in it together.
+- every value computed from constants alone (what onnxruntime folds at set-up, whatever the
+  data) must fit in the allowance, and all of them together: IRKIT_MAX_TENSOR_BYTES (bytes
+  of one tensor irkit makes rather than reads, default 128 MiB), or 16 times the bytes of the
+  model's own stored tensors when that is more (a large model may Cast or Transpose its own
+  weights);
+- every other value whose shape onnx's inference makes static (no symbolic dim) must fit in
+  the same, with the bytes of one feed of the graph inputs added to the stored ones (a
+  fixed-size segmentation model's output may be 16 times its input image).
 
 Inference runs on a skeleton of the model (its nodes and its small constants; a large
 initializer becomes an input of the same type and shape), so a 1 GB model is not copied twice.
@@ -92,17 +94,30 @@ def _refuse(node: onnx.NodeProto, name: str, size: tuple, allowed: int, what: st
         "model of this size; raise IRKIT_MAX_TENSOR_BYTES if you trust it")
 
 
+def _input_bytes(model: onnx.ModelProto) -> int:
+    """The bytes of one feed of the graph inputs (symbolic dims counted as 1)."""
+    total = 0
+    for vi in model.graph.input:
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
+        total += math.prod(dims) * _itemsize(t.elem_type)
+    return total
+
+
 def check_run_sizes(model: onnx.ModelProto) -> None:
     """ModelFileError (one line, naming the value and its node) when running `model` would
     make a tensor, or constants together, beyond the allowance (module doc); call it after
     `validate_model`, before onnxruntime sees a model from a file."""
     skel, stored = _skeleton(model)
-    allowed = max(limit("tensor_bytes"), STORED_GROWTH * stored)
+    cap = limit("tensor_bytes")
+    from_stored = max(cap, STORED_GROWTH * stored)
+    from_data = max(cap, STORED_GROWTH * (stored + _input_bytes(model)))
     sizes = _static_sizes(skel)
     constant = {t.name for t in model.graph.initializer} - {vi.name for vi in model.graph.input}
     folded = 0
     for n in model.graph.node:
         from_constants = all(not i or i in constant for i in n.input)
+        allowed = from_stored if from_constants else from_data
         for out in n.output:
             if from_constants:
                 constant.add(out)

@@ -512,15 +512,16 @@ def load_model(path: str, prepare=None, state: str | None = None,
     found = {}
 
     def convert(proto):  # onnx (training_model) loads once the file passed the node cap
+        from irkit.onnx_io import check_run_sizes, from_onnx
         from irkit.train.training_model import read_training_model
         proto = prepare(proto) if prepare is not None else proto
         if not proto.training_info:
-            from irkit.onnx_io import check_run_sizes, from_onnx
             graph = from_onnx(proto)
-            check_run_sizes(proto)  # before onnxruntime runs it
-            return graph
-        found["file"] = read_training_model(proto)
-        return found["file"].inference
+        else:
+            found["file"] = read_training_model(proto)
+            graph = found["file"].inference
+        check_run_sizes(proto)  # after validation, before onnxruntime runs it
+        return graph
     if os.path.isdir(path):
         from irkit.train.bundle import training_proto
         graph = convert(training_proto(path, state))
