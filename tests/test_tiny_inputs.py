@@ -121,15 +121,18 @@ def test_a_model_whose_constants_are_its_own_weights_is_not_refused(tmp_path):
     assert (tmp_path / "out.onnx").exists()
 
 
-def test_a_recipe_just_under_the_element_cap_is_refused_by_its_bytes(tmp_path):
-    """units = 60,000,000 on Iris's 4 features: 2.4e8 elements, under IRKIT_MAX_ELEMENTS, drawn
-    in float64 (about 3 GB); the weight's bytes are over IRKIT_MAX_TENSOR_BYTES."""
-    (tmp_path / "big.toml").write_text(
-        '[model]\nlayers = [{ type = "dense", units = 60000000 }, { type = "dense", units = 3 }]'
-        '\n[data]\ndataset = "iris"\n')
+@pytest.mark.parametrize("layers, refused", [
+    # units = 60,000,000 on Iris's 4 features: 2.4e8 elements, under IRKIT_MAX_ELEMENTS, were
+    # drawn in float64 (about 3 GB)
+    (['{ type = "dense", units = 60000000 }'], "dense_0"),
+    # four layers of 100 MB each, every one under every cap, 400 MB together (and Adam's)
+    (['{ type = "dense", units = 5000 }'] * 5, "dense_2")])
+def test_a_recipe_s_weights_are_refused_by_their_bytes(tmp_path, layers, refused):
+    stack = ", ".join([*layers, '{ type = "dense", units = 3 }'])
+    (tmp_path / "big.toml").write_text(f'[model]\nlayers = [{stack}]\n[data]\ndataset = "iris"\n')
     run = run_irkit(["train", "big.toml", "-o", "out.onnx"], tmp_path, timeout=60)
     assert one_line_error(run), run.stderr
-    assert "dense_0" in run.stderr and "IRKIT_MAX_TENSOR_BYTES" in run.stderr
+    assert f"layer {refused}: weight" in run.stderr and "IRKIT_MAX_TENSOR_BYTES" in run.stderr
     assert run.peak_mb < MEMORY_MB / 2, f"peaked at {run.peak_mb:.0f} MB"
     assert not (tmp_path / "out.onnx").exists()
 
@@ -182,3 +185,16 @@ def test_static_values_may_grow_with_the_input_feed(monkeypatch):
                                                           "shape"))
     with pytest.raises(ModelFileError, match="value 't' .*2097152 bytes.*IRKIT_MAX_TENSOR"):
         check_run_sizes(tiny)
+
+
+def test_the_weight_budget_is_a_recipe_s_not_python_code_s(monkeypatch):
+    """A model built in Python is the user's own code: only the element cap applies to it;
+    the same layers from a recipe (a budget) are refused before the weight is drawn."""
+    from irkit import nn
+    from irkit.errors import SpecError
+    from irkit.train.sources import ModuleSource
+    monkeypatch.setenv("IRKIT_MAX_TENSOR_BYTES", str(1 << 20))
+    layers = lambda: nn.Sequential([nn.Dense(1 << 17), nn.Dense(3)])  # noqa: E731
+    ModuleSource(layers(), (4,)).build()  # a 2 MiB kernel
+    with pytest.raises(SpecError, match="dense_0: weight 'W' .*IRKIT_MAX_TENSOR_BYTES"):
+        ModuleSource(layers(), (4,), weight_budget=1 << 20).build()

@@ -19,19 +19,15 @@ def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
 _CHUNK = 1 << 20  # values drawn (in float64) at a time into the float32 result
 
 
-def _check_size(shape: tuple[int, ...], what: str) -> None:
-    """Refuse a weight over the elements cap or the bytes cap of a tensor irkit makes
-    (IRKIT_MAX_TENSOR_BYTES), before anything is drawn."""
+def check_size(shape: tuple[int, ...], what: str) -> None:
+    """Refuse a weight over the elements cap before anything is drawn (a recipe's weights
+    also have a bytes budget: irkit.nn.module.weight_budget)."""
     from irkit.safe_io import limit as cap_of
     count = int(np.prod(shape, dtype=object)) if shape else 1
     if count > cap_of("elements"):
         raise SpecError(f"{what} of shape {tuple(shape)} would have {count} elements, over the "
                         f"limit of {cap_of('elements')}; lower the layer's units, filters or "
                         "kernel size (or raise IRKIT_MAX_ELEMENTS)")
-    if 4 * count > cap_of("tensor_bytes"):
-        raise SpecError(f"{what} of shape {tuple(shape)} would hold {4 * count} bytes of "
-                        f"float32, over the limit of {cap_of('tensor_bytes')}; lower the layer's "
-                        "units, filters or kernel size (or raise IRKIT_MAX_TENSOR_BYTES)")
 
 
 def _draw(shape: tuple[int, ...], sample) -> np.ndarray:
@@ -47,10 +43,10 @@ def _draw(shape: tuple[int, ...], sample) -> np.ndarray:
 def make(kind: str, shape: tuple[int, ...], rng: np.random.Generator,
          what: str = "a weight") -> np.ndarray:
     """An initialised float32 array: zeros, ones, glorot_uniform, he_normal, he_uniform, normal.
-    A shape over the elements cap (IRKIT_MAX_ELEMENTS) or the bytes cap (IRKIT_MAX_TENSOR_BYTES)
-    is refused in one line naming `what` before anything is drawn (a recipe's `units =
-    100000000` reached 5.4 GB); draws fill the float32 result in chunks."""
-    _check_size(shape, what)
+    A shape over the elements cap (IRKIT_MAX_ELEMENTS) is refused in one line naming `what`
+    before anything is drawn (a recipe's `units = 100000000` reached 5.4 GB); draws fill the
+    float32 result in chunks (a float64 draw held three times the weight's bytes)."""
+    check_size(shape, what)
     fan_in, fan_out = _fans(shape)
     if kind == "zeros":
         return np.zeros(shape, np.float32)
