@@ -198,3 +198,42 @@ def test_the_weight_budget_is_a_recipe_s_not_python_code_s(monkeypatch):
     ModuleSource(layers(), (4,)).build()  # a 2 MiB kernel
     with pytest.raises(SpecError, match="dense_0: weight 'W' .*IRKIT_MAX_TENSOR_BYTES"):
         ModuleSource(layers(), (4,), weight_budget=1 << 20).build()
+
+
+def _folded_bomb(nodes: list, inits: dict) -> onnx.ModelProto:
+    """x + ReduceSum(big), `big` made by `nodes` from the constants `inits` alone."""
+    nodes = [*nodes, helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    g = helper.make_graph(nodes, "v", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.array(v), k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+ONES = numpy_helper.from_array(np.array([1.0], np.float32))
+BOMBS = {  # each makes 4e8 floats from a few constants; onnx's inference sizes every one
+    "concat": ([helper.make_node("Concat", ["a", "b"], ["shape"], axis=0),
+                helper.make_node("ConstantOfShape", ["shape"], ["big"], value=ONES)],
+               {"a": np.array([20000]), "b": np.array([20000])}),
+    "mul": ([helper.make_node("Mul", ["a", "b"], ["shape"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["big"], value=ONES)],
+            {"a": np.array([20000]), "b": np.array([20000])}),
+    "expand": ([helper.make_node("Expand", ["c", "shape"], ["big"])],
+               {"c": np.float32(1), "shape": np.array([4 * 10**8])}),
+    "tile": ([helper.make_node("Tile", ["c", "r"], ["big"])],
+             {"c": np.ones(1, np.float32), "r": np.array([4 * 10**8])}),
+    "range": ([helper.make_node("Range", ["a", "b", "d"], ["big"])],
+              {"a": np.float32(0), "b": np.float32(4e8), "d": np.float32(1)}),
+    "pad": ([helper.make_node("Pad", ["c", "p"], ["big"])],
+            {"c": np.ones(1, np.float32), "p": np.array([0, 4 * 10**8])}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOMBS))
+def test_bombs_of_every_shape_op_are_sized_before_running(kind):
+    from irkit.errors import ModelFileError
+    from irkit.onnx_io import check_run_sizes
+    with pytest.raises(ModelFileError, match=r"value 'big' \(an unnamed '\w+' node\) would "
+                                             r"hold 1600000\d\d\d bytes"):
+        check_run_sizes(_folded_bomb(*BOMBS[kind]))

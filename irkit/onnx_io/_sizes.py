@@ -87,7 +87,7 @@ def _static_sizes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int], int
 def _refuse(node: onnx.NodeProto, name: str, size: tuple, allowed: int, what: str) -> None:
     nbytes, dims, elem = size
     op = printable(node.op_type)
-    label = f"node {printable(node.name)} ({op})" if node.name else f"a {op} node"
+    label = f"node {printable(node.name)} ({op})" if node.name else f"an unnamed {op} node"
     raise ModelFileError(
         f"{what} {printable(name)} ({label}) would hold {nbytes} bytes ({dims} of "
         f"{TensorProto.DataType.Name(elem).lower()}) when run, over the limit of {allowed} for a "
