@@ -168,8 +168,8 @@ def _tiled(source: str) -> onnx.ModelProto:
 
 
 def test_static_values_may_grow_with_the_input_feed(monkeypatch):
-    """With a 1 MiB tensor cap, a 2 MiB Tile of the 256 KiB input is allowed (16 times the
-    feed and the stored tensors), and a 2 MiB Tile of a 256 KiB constant too; with the input
+    """With a 1 MiB tensor cap, a 2 MiB Tile of the 256 KiB input is allowed (within 256 times
+    the feed), and a 2 MiB Tile of a 256 KiB constant too; with the input
     replaced by a 4-byte one, the same Tile of a broadcast input is refused."""
     from irkit.errors import ModelFileError
     from irkit.onnx_io import check_run_sizes
@@ -185,6 +185,19 @@ def test_static_values_may_grow_with_the_input_feed(monkeypatch):
                                                           "shape"))
     with pytest.raises(ModelFileError, match="value 't' .*2097152 bytes.*IRKIT_MAX_TENSOR"):
         check_run_sizes(tiny)
+
+
+def test_a_fixed_batch_conv_net_s_activations_are_not_refused():
+    """torch.onnx.export writes a fixed batch unless told otherwise: a 3 -> 64 channel Conv of
+    a (16, 3, 512, 512) image makes 1 GiB (21 times the feed, from 7 KB of weights); it is a
+    model's own activations, not a bomb, and must not be refused."""
+    from irkit.onnx_io import check_run_sizes
+    w = numpy_helper.from_array(np.ones((64, 3, 3, 3), np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "seg",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16, 3, 512, 512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    check_run_sizes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
 
 
 def test_the_weight_budget_is_a_recipe_s_not_python_code_s(monkeypatch):
