@@ -200,6 +200,22 @@ def test_a_fixed_batch_conv_net_s_activations_are_not_refused():
     check_run_sizes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
 
 
+def test_a_bomb_with_a_symbolic_batch_is_sized_at_its_least():
+    """x (N, 4) expanded to (N, 4, 2**28): 4 GiB at N = 1 already, so refused whatever N."""
+    from irkit.errors import ModelFileError
+    from irkit.onnx_io import check_run_sizes
+    shape = numpy_helper.from_array(np.array([1, 4, 1 << 28], np.int64), "shape")
+    g = helper.make_graph(
+        [helper.make_node("Unsqueeze", ["x", "ax"], ["u"]),
+         helper.make_node("Expand", ["u", "shape"], ["e"]),
+         helper.make_node("ReduceSum", ["e", "ax"], ["y"], keepdims=0)], "h",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [shape, numpy_helper.from_array(np.array([2], np.int64), "ax")])
+    with pytest.raises(ModelFileError, match="value 'e' .*4294967296 bytes.*IRKIT_MAX_TENSOR"):
+        check_run_sizes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
 def test_the_weight_budget_is_a_recipe_s_not_python_code_s(monkeypatch):
     """A model built in Python is the user's own code: only the element cap applies to it;
     the same layers from a recipe (a budget) are refused before the weight is drawn."""

@@ -9,16 +9,16 @@ A 147-byte model whose ConstantOfShape makes 4e8 floats cost `irkit optimize` 90
   of one tensor irkit makes rather than reads, default 128 MiB), or 16 times the bytes of the
   model's own stored tensors when that is more (a large model may Cast or Transpose its own
   weights);
-- every other value whose shape onnx's inference makes static (no symbolic dim) must fit in
-  the same plus 256 times the bytes of one feed of the graph inputs: a convolutional net
-  exported at a fixed batch makes activations many times its input (64 channels at the
-  input's resolution are 21 times a 3-channel image), while a bomb fed a few bytes still
-  meets the plain cap.
+- every other value whose rank onnx's inference knows (a symbolic dim counted as 1, the
+  least it can be) must fit in the same plus 256 times the bytes of one feed of the graph
+  inputs: a convolutional net exported at a fixed batch makes activations many times its
+  input (64 channels at the input's resolution are 21 times a 3-channel image), while a
+  bomb fed a few bytes still meets the plain cap.
 
 Inference runs on a skeleton of the model (its nodes and its small constants; a large
 initializer becomes an input of the same type and shape), so a 1 GB model is not copied twice.
-Values of unknown or data-dependent size are not estimated: their cost grows with the data,
-which has its own caps.
+Values of unknown rank are not estimated, and symbolic dims only at their least: beyond that
+their cost grows with the data, which has its own caps.
 """
 
 from __future__ import annotations
@@ -71,8 +71,9 @@ def _skeleton(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return skel, stored
 
 
-def _static_sizes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int], int]]:
-    """name -> (bytes, shape, element type) of each value of static inferred shape."""
+def _least_sizes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int], int]]:
+    """name -> (bytes, shape, element type) of each value of inferred rank, a symbolic or
+    unknown dim counted as 1: the least it can hold, so (N, 10**9) is a bomb at any N."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # a model inference rejects: check_schemas names that problem
@@ -80,9 +81,9 @@ def _static_sizes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int], int
     sizes = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.output]:
         t = vi.type.tensor_type
-        if not t.HasField("shape") or not all(d.HasField("dim_value") for d in t.shape.dim):
+        if not t.HasField("shape"):
             continue
-        dims = [d.dim_value for d in t.shape.dim]
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim]
         sizes[vi.name] = (math.prod(dims) * _itemsize(t.elem_type), dims, t.elem_type)
     return sizes
 
@@ -115,7 +116,7 @@ def check_run_sizes(model: onnx.ModelProto) -> None:
     cap = limit("tensor_bytes")
     from_stored = max(cap, STORED_GROWTH * stored)
     from_data = max(cap, STORED_GROWTH * stored + FEED_GROWTH * _input_bytes(model))
-    sizes = _static_sizes(skel)
+    sizes = _least_sizes(skel)
     constant = {t.name for t in model.graph.initializer} - {vi.name for vi in model.graph.input}
     folded = 0
     for n in model.graph.node:
