@@ -16,7 +16,7 @@ from irkit import ops
 from irkit.errors import DataError, ShapeError
 from irkit.ir import Graph, Value
 from irkit.nn.layers import Normalize
-from irkit.nn.module import Module
+from irkit.nn.module import Module, weight_budget
 from irkit.signature import (
     INPUT,
     META_FROZEN,
@@ -53,10 +53,11 @@ class ModuleSource:
     """A Module with an input shape (set from data on first use)."""
 
     def __init__(self, module: Module, input_shape: tuple[int, ...] | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, weight_budget: int | None = None) -> None:
         self.module = module
         self.input_shape = input_shape
         self.seed = seed
+        self.weight_budget = weight_budget  # bytes the weights may hold together (a recipe's)
         self.metadata: dict[str, str] = {}
         self._built = False
 
@@ -84,7 +85,8 @@ class ModuleSource:
         graph.metadata = dict(self.metadata)
         x = graph.add_input(INPUT, np.float32, ("N", *self.input_shape))
         self.module.set_build_state(training, np.random.default_rng(self.seed), "")
-        y = ops.own_output(self.module(x), [])
+        with weight_budget(self.weight_budget):
+            y = ops.own_output(self.module(x), [])
         graph.rename_value(y, OUTPUT)
         graph.outputs = [y]
         for m in self.module.modules():  # running statistics: extra outputs `next/<buffer>`
