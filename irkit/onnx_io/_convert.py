@@ -13,6 +13,7 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_io._external import load_external_data
+from irkit.onnx_io._lower import lower_below_17
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
@@ -51,13 +52,15 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
 
 
 def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """Convert to another ai.onnx opset with onnx.version_converter (one-line error if it can't)."""
+    """Convert an opset-17 model to another ai.onnx opset with onnx.version_converter, after
+    lowering what the converter cannot (`lower_below_17`); a one-line error if it can't."""
     if opset < MIN_OPSET:
         raise UnsupportedOpError(f"opset {opset} is older than irkit supports; use "
                                  f"--opset {MIN_OPSET} or newer")
     if opset > MAX_OPSET:
         raise UnsupportedOpError(f"opset {opset} is newer than the installed onnx knows "
                                  f"({MAX_OPSET}); use --opset {MAX_OPSET} or older")
+    model = lower_below_17(model, opset)
     try:
         converted = onnx.version_converter.convert_version(model, opset)
     except Exception as e:  # the converter raises bare RuntimeErrors
