@@ -49,6 +49,22 @@ CASES = [
         y = Mul (x, c)
         s = Constant <value_ints = [4, 5]> () }"""),
 ]
+CASES += [  # Resize's opset-18 attributes: full-rank inputs, or a policy resolved to scales
+    ("resize_axes_constant_scales", 18, """
+        (float[2,3,5] x) => (float[2,3,10] y) { s = Constant <value_floats = [2.0]> ()
+        y = Resize <axes = [2], mode = "linear"> (x, , s) }"""),
+    ("resize_axes_sizes_and_roi", 18, """
+        (float[2,3,5] x) => (float[2,4,3] y) { r = Constant <value_floats = [0.1, 0.2, 0.9, 1.0]> ()
+        z = Constant <value_ints = [3, 4]> ()
+        y = Resize <axes = [-1, 1], mode = "linear",
+                    coordinate_transformation_mode = "tf_crop_and_resize"> (x, r, , z) }"""),
+    ("resize_policy_not_larger", 18, """
+        (float[2,3,5] x) => (float[2,6,10] y) { z = Constant <value_ints = [6, 20]> ()
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_larger"> (x, , , z) }"""),
+    ("resize_antialias_zero", 18, """
+        (float[2,3,5] x) => (float[2,3,10] y) { s = Constant <value_floats = [1.0, 1.0, 2.0]> ()
+        y = Resize <antialias = 0, mode = "linear"> (x, , s) }"""),
+]
 CASES += [  # noop_with_empty_axes: a reduction over no axes keeps its elementwise part
     (f"reduce_empty_axes_noop_{op}", 18, f"""
         (float[2,3,5] x) => (float[2,3,5] y) {{
@@ -63,6 +79,13 @@ UNSUPPORTED = [
     ("averagepool_dilations", 19, """
         (float[2,3,5] x) => (float[2,3,3] y) {
         y = AveragePool <kernel_shape = [2], dilations = [2]> (x) }""", "dilations"),
+    ("resize_policy_rounding_up", 18, """
+        (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [1, 3]> ()
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller"> (x, , , z) }""",
+     "keep_aspect_ratio_policy 'not_smaller' gives dims [2, 3]"),
+    ("resize_antialias", 18, """
+        (float[2,3,5] x) => (float[2,3,2] y) { s = Constant <value_floats = [1.0, 1.0, 0.5]> ()
+        y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "antialias"),
     ("sequence_input", 17, """
         (seq(float[2]) s, float[2,3,5] x) => (float[2,3,5] y) { y = Identity (x) }""",
      "sequence"),

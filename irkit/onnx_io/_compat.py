@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irkit.errors import UnsupportedOpError, printable
+from irkit.onnx_io._resize18 import resize_to_opset_17
 from irkit.safe_io import limit
 
 OPSET_17 = 17
@@ -40,6 +41,8 @@ def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
     4. Cast `saturate` (19) / `round_mode` (23) only act on float8 targets: dropped otherwise
        (always for CastLike, whose float8 targets are refused anyway).
     5. AveragePool `dilations` (19) of all 1s: dropped.
+    6. Resize `axes`, `keep_aspect_ratio_policy` and `antialias=0` (18): full-rank inputs,
+       or scales (`irkit.onnx_io._resize18`).
     Element types newer than opset 17 (float8, int4, ...) are an UnsupportedOpError.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -141,7 +144,7 @@ class _OpsetRewriter:
         self.skipped: list[str] = []  # why folds were not attempted (too large, unknown size)
         # Split and Pad rewrites need shapes: inferred before any node changes
         self.shapes: dict[str, tuple | None] = {}
-        if any(n.op_type in ("Split", "Pad") for n in model.graph.node):
+        if any(n.op_type in ("Split", "Pad", "Resize") for n in model.graph.node):
             self.shapes = _inferred_shapes(model)
             self.shapes.update({k: v.shape for k, v in self.consts.items()})
 
@@ -153,6 +156,8 @@ class _OpsetRewriter:
             return [*self.pad_axes(n), n]
         if n.op_type == "Gelu":
             return self.gelu(n)
+        if n.op_type == "Resize":
+            return [*resize_to_opset_17(self, n), n]
         if n.op_type in _AXES_INPUT_SINCE_18:
             self.reduce_axes(n)
         elif n.op_type == "Split":

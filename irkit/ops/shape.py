@@ -591,11 +591,22 @@ class GatherElements(OpDef):
 
 @define
 class ScatterElements(OpDef):
-    """data with `updates` written (reduction none) or added (add) at `indices` along axis."""
+    """data with `updates` written (reduction none), added (add) or multiplied (mul) at
+    `indices` along axis (max and min came in opset 18: refused, as for ScatterND)."""
 
     op_type, since = "ScatterElements", 16
     attributes = {"axis": 0, "reduction": "none"}
     input_dtypes = {1: np.int64}
+    reductions = {"none": None, "add": np.add, "mul": np.multiply}
+
+    def infer(self, node: Node):
+        reduction = attr(node, "reduction")
+        if reduction not in self.reductions:
+            raise UnsupportedOpError(f"ScatterElements node {node.name!r}: reduction "
+                                     f"{reduction!r} is not in opset 17 (max/min came in 18); "
+                                     f"use one of {', '.join(self.reductions)}")
+        data = node.inputs[0]
+        return [(data.dtype, data.shape)]
 
     def vjp(self, node: Node, grads):
         data, index, updates = node.inputs
@@ -613,12 +624,11 @@ class ScatterElements(OpDef):
         axis = attr(node, "axis") % data.ndim
         where = _along(index.astype(np.int64) % data.shape[axis], axis)
         out = data.copy()
-        if attr(node, "reduction") == "add":
-            np.add.at(out, where, updates)
-        elif attr(node, "reduction") == "none":
+        combine = self.reductions[attr(node, "reduction")]
+        if combine is None:
             out[where] = updates
         else:
-            raise UnsupportedOpError(f"ScatterElements reduction {attr(node, 'reduction')!r}")
+            combine.at(out, where, updates)
         return [out]
 
 
