@@ -13,6 +13,7 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_io._external import load_external_data
+from irkit.onnx_io._inline import inline_constant_ifs
 from irkit.onnx_io._lower import lower_below_17
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
@@ -212,7 +213,9 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         model = convert_opset(model, IRKIT_OPSET)
     elif version > IRKIT_OPSET:
         model = downgrade_to_opset_17(model)
-    return fold_constant_inputs(model)
+    model = fold_constant_inputs(model)
+    inlined = inline_constant_ifs(model)  # conditions may read folded shapes
+    return model if inlined is model else fold_constant_inputs(inlined)
 
 
 def _check_ops(g: onnx.GraphProto, other_domains_only: bool = False) -> None:

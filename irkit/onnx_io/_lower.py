@@ -13,7 +13,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from irkit.errors import UnsupportedOpError, printable
-from irkit.onnx_io._compat import OPSET_17, _attr, _drop_attrs, _inferred_shapes, _OpsetRewriter
+from irkit.onnx_io._compat import OPSET_17, _attr, _drop_attrs, _OpsetRewriter
+from irkit.onnx_io._infer import inferred_shapes
 
 _LOW_PRECISION = {TensorProto.FLOAT16, TensorProto.BFLOAT16}
 
@@ -96,7 +97,7 @@ class _Lowering:
     def rank(self, n: onnx.NodeProto, value: str) -> int:
         """The rank of `value` by shape inference, or a one-line refusal naming `n`."""
         if self.shapes is None:
-            self.shapes = _inferred_shapes(self.names.model)
+            self.shapes = inferred_shapes(self.names.model)
         shape = self.shapes.get(value)
         if shape is None:
             raise UnsupportedOpError(
