@@ -55,9 +55,6 @@ NOT_TENSORS = "not irkit: sequence/optional values; irkit graphs hold tensors on
 POOL_22_CEIL = ("not irkit: MaxPool/AveragePool-22 drop a ceil_mode window that starts in the end "
                 "pad; opset 17 keeps it, and onnx's opset-17 shape inference (the export "
                 "checker) refuses the opset-22 output size (the reference runtime passes)")
-AVERAGEPOOL_DILATIONS = ("irkit gap: AveragePool dilations (opset 19) are refused at import; "
-                         "opset 17 could spell them as a grouped Conv of ones over the padded "
-                         "input divided by a constant window count, not built yet")
 REDUCTIONS_18 = ("not irkit: ScatterElements/ScatterND reduction max/min came in opset 18; "
                  "opset 17 has none, add and mul only (refused at import in one line)")
 RESIZE_ANTIALIAS = ("not irkit: Resize antialias=1 (opset 18) widens the filter when "
@@ -165,13 +162,6 @@ EXCEPTIONS: dict[str, str] = {
     **_reason(POOL_22_CEIL,
             "test_maxpool_2d_ceil_output_size_reduce_by_one",
             "test_averagepool_2d_ceil_last_window_starts_on_pad"),
-    **_reason(AVERAGEPOOL_DILATIONS,
-            "test_averagepool_2d_dilations",
-            "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_False",
-            "test_averagepool_3d_dilations_large_count_include_pad_is_0_ceil_mode_is_True",
-            "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_False",
-            "test_averagepool_3d_dilations_large_count_include_pad_is_1_ceil_mode_is_True",
-            "test_averagepool_3d_dilations_small"),
     **_reason(REDUCTIONS_18,
             "test_scatter_elements_with_reduction_max",
             "test_scatter_elements_with_reduction_min",

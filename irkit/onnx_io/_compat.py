@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import UnsupportedOpError, printable
 from irkit.onnx_io._infer import MAX_IMPORT_FOLD_ELEMENTS, evaluate, inferred_shapes, output_sizes
+from irkit.onnx_io._pool19 import dilated_average_pool
 from irkit.onnx_io._resize18 import resize_to_opset_17
 from irkit.safe_io import limit
 
@@ -39,7 +40,8 @@ def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
     3. Pad `axes` input (18) -> pads for every axis.
     4. Cast `saturate` (19) / `round_mode` (23) only act on float8 targets: dropped otherwise
        (always for CastLike, whose float8 targets are refused anyway).
-    5. AveragePool `dilations` (19) of all 1s: dropped.
+    5. AveragePool `dilations` (19): dropped if all 1s, else a grouped Conv of ones divided
+       by the taps counted (`irkit.onnx_io._pool19`).
     6. Resize `axes`, `keep_aspect_ratio_policy` and `antialias=0` (18): full-rank inputs,
        or scales (`irkit.onnx_io._resize18`).
     Element types newer than opset 17 (float8, int4, ...) are an UnsupportedOpError.
@@ -146,7 +148,7 @@ class _OpsetRewriter:
         self.skipped: list[str] = []  # why folds were not attempted (too large, unknown size)
         # Split and Pad rewrites need shapes: inferred before any node changes
         self.shapes: dict[str, tuple | None] = {}
-        if any(n.op_type in ("Split", "Pad", "Resize") for n in model.graph.node):
+        if any(n.op_type in ("Split", "Pad", "Resize", "AveragePool") for n in model.graph.node):
             self.shapes = inferred_shapes(model)
             self.shapes.update({k: v.shape for k, v in self.consts.items()})
 
@@ -173,8 +175,7 @@ class _OpsetRewriter:
             _drop_attrs(n, "saturate", "round_mode")
         elif n.op_type == "AveragePool" and "dilations" in (a.name for a in n.attribute):
             if any(d != 1 for d in _attr(n, "dilations", [])):
-                raise UnsupportedOpError(f"AveragePool node {n.name or n.output[0]!r}: "
-                                         "dilations (opset 19) are not supported")
+                return dilated_average_pool(self, n)
             _drop_attrs(n, "dilations")
         return [n]
 
