@@ -183,3 +183,28 @@ def test_reshape_allowzero_of_a_computed_shape_is_refused_in_one_line(tmp_path):
         lowered = convert_opset(_computed_shape_reshape(allowzero), opset)
         onnx.checker.check_model(lowered, full_check=True)
         np.testing.assert_array_equal(_run(lowered, {"x": x})[0], x.reshape(4, 2, 3))
+
+
+def test_types_opset_17_lacks_are_written_between_casts():
+    """A float16 Celu and a bool ReduceMax built in Python (opset 17's Celu takes float, its
+    ReduceMax no bool): written between Casts, valid, and equal to the reference runtime."""
+    from irkit.runtimes.reference import ReferenceRuntime
+
+    from irkit import ops
+    from irkit.ir import Graph
+    from irkit.onnx_io import to_onnx
+
+    g = Graph("widen")
+    x = g.add_input("x", np.float16, (2, 3))
+    b = g.add_input("b", np.bool_, (2, 3))
+    g.outputs = [ops.Celu(x, alpha=0.5), ops.ReduceMax(b, axes=[1], keepdims=0)]
+    model = to_onnx(g)
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node].count("Cast") == 4
+    feeds = {"x": np.array([[-2, -0.5, 0], [0.25, 1, 3]], np.float16),
+             "b": np.array([[False, True, False], [False, False, False]])}
+    got = _run(model, feeds)
+    for have, want in zip(got, ReferenceRuntime().compile(g)(feeds), strict=True):
+        assert have.dtype == want.dtype
+        np.testing.assert_allclose(have.astype(np.float32), want.astype(np.float32), atol=1e-3)
+    np.testing.assert_array_equal(got[1], [True, False])

@@ -16,8 +16,10 @@ from irkit.onnx_io._external import load_external_data
 from irkit.onnx_io._inline import inline_constant_ifs
 from irkit.onnx_io._lower import lower_below_17
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
+from irkit.onnx_io._widen import widen_types
 from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
+from irkit.ops.dtypes import onnx_dtype
 from irkit.ops.registry import has_op
 from irkit.safe_io import FileSafetyError, check_node_count, read_capped, write_atomic
 
@@ -29,7 +31,8 @@ MIN_OPSET = 13
 def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
             check: bool | None = None) -> onnx.ModelProto:
     """The graph as a standard ONNX model, readable by the installed onnxruntime: the bytes
-    `irkit.onnx_io._wire.model_bytes` writes, parsed; converted to `opset` and validated.
+    `irkit.onnx_io._wire.model_bytes` writes, parsed; a type an op takes only in a later
+    opset widened between Casts (`widen_types`); converted to `opset` and validated.
 
     `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
     under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
@@ -39,6 +42,7 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
     if check is None:
         check = verification_enabled()
     model = onnx.ModelProto.FromString(model_bytes(graph))
+    widen_types(model, {v.name: onnx_dtype(v.dtype) for v in graph.values()}, IRKIT_OPSET)
     if opset != IRKIT_OPSET:
         model = convert_opset(model, opset)
     validate_model(model)  # irkit never writes a model it would refuse to read

@@ -32,11 +32,8 @@ def dilated_average_pool(rewrite: Any, n: onnx.NodeProto) -> list[onnx.NodeProto
         raise UnsupportedOpError(f"{label}: dilations (opset 19) need the channels and spatial "
                                  f"sizes of input {printable(n.input[0])} known at import "
                                  f"(shape {shape}); give them")
-    spatial, channels = list(shape[2:]), shape[1]
-    kernel = list(attrs["kernel_shape"])
-    rank = len(kernel)
-    strides = list(attrs.get("strides", [1] * rank))
-    dilations = list(attrs["dilations"])
+    spatial, channels, kernel = list(shape[2:]), shape[1], list(attrs["kernel_shape"])
+    strides, dilations = list(attrs.get("strides", [1] * len(kernel))), list(attrs["dilations"])
     begin, end = _pads(attrs, spatial, kernel, strides, dilations)
     out = [_out_size(size, b, e, k, s, d, bool(attrs.get("ceil_mode", 0)))
            for size, b, e, k, s, d in zip(spatial, begin, end, kernel, strides, dilations)]
