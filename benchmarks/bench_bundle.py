@@ -1,7 +1,9 @@
 """Steps per second of a training bundle (`irkit export --bundle`) outside irkit: onnxruntime-web
 (WASM, one thread) under Node, against onnxruntime-Python running the same bundle by hand,
 irkit's own `fit` (its onnxruntime runner), and TensorFlow.js under Node on the same model
-built with tf.layers (its pure-JS `cpu` backend and its `wasm` backend, one thread).
+built with tf.layers (its pure-JS `cpu` backend and its `wasm` backend, one thread). The
+`--target web` bundle (the forms onnxruntime-web's WebGPU provider runs whole) is timed on
+WASM too: what the lowering costs where it is not needed.
 
     python benchmarks/bench_bundle.py [--steps 300] [--repeats 3] [--tfjs-cnn-steps 40] [--json]
 
@@ -37,11 +39,11 @@ TFJS = os.path.join(ROOT, "benchmarks", "js")
 CONFIGS = [("iris_mlp", "iris", 16), ("digits_cnn", "digits", 32)]
 
 
-def make_bundle(recipe: str, folder: str) -> None:
+def make_bundle(recipe: str, folder: str, target: str = "default") -> None:
     from click.testing import CliRunner
 
     from irkit.cli import main
-    result = CliRunner().invoke(main, ["export", recipe, "--bundle", folder])
+    result = CliRunner().invoke(main, ["export", recipe, "--bundle", folder, "--target", target])
     if result.exit_code != 0:
         raise SystemExit(result.output)
 
@@ -135,6 +137,7 @@ def main() -> None:
         for recipe, dataset, batch in CONFIGS:
             folder, csv = os.path.join(tmp, recipe), os.path.join(tmp, recipe + ".csv")
             make_bundle(recipe, folder)
+            make_bundle(recipe, folder + "_web", "web")
             x, y = rows(dataset, args.steps * batch)
             write_csv(csv, x, y)
             figures = peers(recipe, folder, csv, x, y, batch, args)
@@ -169,6 +172,8 @@ def peers(recipe: str, folder: str, csv: str, x, y, batch: int, args) -> dict:
     return {
         "onnxruntime-web (Node, WASM)": partial(node_steps_per_second, folder, csv, args.steps,
                                                 batch),
+        "  same, --target web bundle": partial(node_steps_per_second, folder + "_web", csv,
+                                               args.steps, batch),
         "onnxruntime-Python (bundle)": partial(python_steps_per_second, folder, x, y,
                                                args.steps, batch),
         "irkit fit": partial(irkit_steps_per_second, folder, x, y, args.steps, batch),

@@ -7,8 +7,13 @@ const ARRAYS = {
   uint8: Uint8Array, bool: Uint8Array,
 };
 
-/** Open a bundle: its contract, the train and eval sessions, the initial state. */
-export async function openBundle(ort, read) {
+/** Open a bundle: its contract, the train and eval sessions, the initial state (from the
+ * bundle's init.onnx where it has one: a graph with no inputs whose outputs are the state, its
+ * values read from state.bin; else from state.bin's layout in bundle.json). `useInit: false`
+ * reads the layout even when init.onnx is there. `executionProviders: ['webgpu']` (the browser
+ * build ort.webgpu.min.mjs; a `--target web` bundle runs there whole) keeps the state on the GPU
+ * between steps: only the loss and metrics come back each step. */
+export async function openBundle(ort, read, { useInit = true, executionProviders = ['wasm'] } = {}) {
   const contract = JSON.parse(new TextDecoder().decode(await read('bundle.json')));
   if (contract.format !== 'irkit-bundle' || contract.version !== 1) {
     throw new Error('not an irkit bundle (version 1): bundle.json format/version');
@@ -19,10 +24,25 @@ export async function openBundle(ort, read) {
   }
   // the step and eval graphs read the state as inputs; model.onnx reads its weights from a state
   // file as ONNX external data (inferenceSession), so the bundle holds one copy of them
-  const options = { executionProviders: ['wasm'], logSeverityLevel: 3 };
-  const train = await ort.InferenceSession.create(await read(contract.files.train_step), options);
+  const options = { executionProviders, logSeverityLevel: 3 };
+  const gpu = executionProviders.includes('webgpu');
+  const train = await ort.InferenceSession.create(await read(contract.files.train_step), {
+    ...options, ...(gpu ? { preferredOutputLocation: Object.fromEntries(
+      Object.keys(contract.train_step.updates).map((next) => [next, 'gpu-buffer'])) } : {}) });
   const evaluation = await ort.InferenceSession.create(await read(contract.files.eval), options);
-  return new BundleTrainer(ort, contract, train, evaluation, stateBytes);
+  const state = contract.files.init && useInit
+    ? await initialState(ort, await read(contract.files.init), contract, stateBytes, options)
+    : stateFromBytes(ort, contract, stateBytes);
+  return new BundleTrainer(ort, contract, train, evaluation, state);
+}
+
+/** The initial state as init.onnx gives it: run with no inputs, its weights the state file's. */
+async function initialState(ort, initModel, contract, stateBytes, options) {
+  const init = await ort.InferenceSession.create(initModel, {
+    ...options, externalData: [{ path: contract.files.state, data: stateBytes }] });
+  const state = await init.run({});
+  await init.release();
+  return state;
 }
 
 /** The state tensors of a state file (bytes in the layout of contract.state). */
@@ -50,9 +70,8 @@ export function stateToBytes(contract, state) {
 }
 
 export class BundleTrainer {
-  constructor(ort, contract, train, evaluation, stateBytes) {
-    Object.assign(this, { ort, contract, train, evaluation });
-    this.state = stateFromBytes(ort, contract, stateBytes);
+  constructor(ort, contract, train, evaluation, state) {
+    Object.assign(this, { ort, contract, train, evaluation, state });
     this.steps = 0;
   }
 
@@ -78,6 +97,7 @@ export class BundleTrainer {
   async step(feeds) {
     const out = await this.train.run({ ...feeds, ...this.state });
     for (const [next, name] of Object.entries(this.contract.train_step.updates)) {
+      if (this.state[name].location === 'gpu-buffer') this.state[name].dispose();
       this.state[name] = out[next];
     }
     this.steps += 1;
@@ -96,7 +116,14 @@ export class BundleTrainer {
     return result;
   }
 
-  stateBytes() { return stateToBytes(this.contract, this.state); }
+  /** The state file's bytes of the current state (downloaded from the GPU if it is there). */
+  async stateBytes() {
+    const state = {};
+    for (const [name, t] of Object.entries(this.state)) {
+      state[name] = { data: t.location === 'gpu-buffer' ? await t.getData() : t.data };
+    }
+    return stateToBytes(this.contract, state);
+  }
 }
 
 /** The inference model with the weights of `stateBytes` (a state file: trained or initial). */

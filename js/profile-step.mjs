@@ -6,15 +6,15 @@
 // line: steps, step_us (mean model_run after the first K steps), kernel_us, and per op type its
 // microseconds a step, share and node count. --webgpu: the step in headless Chromium on
 // onnxruntime-web's WebGPU provider (needs a WebGPU adapter: SwiftShader's is asked for); prints
-// the adapter, the nodes placed on each provider (those on CPUExecutionProvider are the ones
-// WebGPU has no kernel for) and each step's milliseconds. Batches are synthetic: timing only.
+// the adapter, the number of nodes on each provider (counts), the nodes themselves where more
+// than one has some (placed; those on CPUExecutionProvider are the ones
+// WebGPU has no kernel for), each step's milliseconds and loss. Batches are synthetic (the same
+// batch every step: features (i % 17) / 17, labels i % classes), for timing and placement.
 import { readFile } from 'node:fs/promises';
 import { spawnSync } from 'node:child_process';
-import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 function options(argv) {
   const [bundle, ...rest] = argv;
@@ -38,9 +38,11 @@ function syntheticBatch(ort, contract, B) {
     const shape = b.shape.map((d) => (typeof d === 'number' && d > 0 ? d : B));
     const n = shape.reduce((a, c) => a * c, 1);
     const classes = (contract.classes || [0, 1]).length;
+    const label = (i) => i % classes;
     feeds[b.name] = b.dtype === 'int64'
-      ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(i % classes)), shape)
-      : new ort.Tensor(b.dtype, Float32Array.from({ length: n }, (_, i) => (i % 17) / 17), shape);
+      ? new ort.Tensor('int64', BigInt64Array.from({ length: n }, (_, i) => BigInt(label(i))), shape)
+      : b.dtype === 'int32' ? new ort.Tensor('int32', Int32Array.from({ length: n }, (_, i) => label(i)), shape)
+        : new ort.Tensor(b.dtype, Float32Array.from({ length: n }, (_, i) => (i % 17) / 17), shape);
   }
   return feeds;
 }
@@ -52,14 +54,15 @@ async function runSteps(ort, bundleModule, read, steps, B, sessionOptions) {
                                                     sessionOptions);
   const state = bundleModule.stateFromBytes(ort, contract, (await read(contract.files.state)).slice());
   const feeds = syntheticBatch(ort, contract, B);
-  const ms = [];
+  const ms = [], losses = [];
   for (let i = 0; i < steps; i += 1) {
     const t0 = performance.now();
     const out = await session.run({ ...feeds, ...state });
     for (const [next, name] of Object.entries(contract.train_step.updates)) state[name] = out[next];
     ms.push(performance.now() - t0);
+    losses.push(Number(out[contract.train_step.loss].data[0]));
   }
-  return { session, ms };
+  return { session, ms, losses };
 }
 
 /** Per op type figures of ort-web's profile (trace events it prints as JSON on stdout). */
@@ -102,63 +105,37 @@ function wasmProfile(o) {
   console.log(JSON.stringify({ provider: 'wasm', ...summarize(events, o.skip) }));
 }
 
-/** Serve js/ (bundle.mjs, ort's dist) and the bundle for the page; returns the server. */
-function serve(bundleDir) {
-  const roots = { '/ort/': path.join(HERE, 'node_modules', 'onnxruntime-web', 'dist'),
-                  '/bundle/': bundleDir, '/': HERE };
-  const types = { '.mjs': 'text/javascript', '.wasm': 'application/wasm', '.html': 'text/html' };
-  return http.createServer(async (req, res) => {
-    const url = decodeURIComponent(req.url.split('?')[0]);
-    if (url === '/') { res.setHeader('Content-Type', 'text/html'); res.end('<!doctype html>'); return; }
-    const prefix = Object.keys(roots).find((p) => url.startsWith(p));
-    const file = path.join(roots[prefix], path.normalize(url.slice(prefix.length)));
-    try {
-      res.setHeader('Content-Type', types[path.extname(file)] || 'application/octet-stream');
-      res.end(await readFile(file));
-    } catch { res.statusCode = 404; res.end(); }
-  });
-}
-
 async function pageSteps(steps, B) { // runs in the page
   const ort = await import('/ort/ort.webgpu.min.mjs');
   const bundle = await import('/bundle.mjs');
   const adapter = await navigator.gpu?.requestAdapter();
   if (!adapter) return { adapter: null };
   const read = async (n) => new Uint8Array(await (await fetch(`/bundle/${n}`)).arrayBuffer());
-  const { ms } = await window.runSteps(ort, bundle, read, steps, B, {
+  const { ms, losses } = await window.runSteps(ort, bundle, read, steps, B, {
     executionProviders: ['webgpu'], logSeverityLevel: 0, logVerbosityLevel: 0 });
-  return { adapter: `${adapter.info.vendor} ${adapter.info.architecture}`, ms };
+  return { adapter: `${adapter.info.vendor} ${adapter.info.architecture}`, ms, losses };
 }
 
 async function webgpuPlacement(o) {
-  const { chromium } = await import('playwright-core');
-  const server = serve(path.resolve(o.bundle));
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  const browser = await chromium.launch({ executablePath: o.chromium, headless: true,
-    args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu',
-           '--use-webgpu-adapter=swiftshader', '--enable-features=Vulkan'],
-    ignoreDefaultArgs: ['--headless'] });
-  try {
-    const page = await browser.newPage();
-    const logs = [];
-    page.on('console', (m) => logs.push(m.text()));
-    await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  const { withWebGpuPage } = await import('./webgpu-page.mjs');
+  await withWebGpuPage(o.bundle, o.chromium, async (page, logs) => {
     await page.evaluate(`window.syntheticBatch = ${syntheticBatch}; window.runSteps = ${runSteps
       .toString().replace('syntheticBatch(', 'window.syntheticBatch(')};`);
     const result = await page.evaluate(`(${pageSteps})(${o.steps}, ${o.batch})`);
-    const placed = {};
+    const placed = {}, counts = {}; // onnxruntime logs "All nodes placed on [EP]" when one EP has all
     let provider = null;
     for (const line of logs) {
-      const head = line.match(/Node\(s\) placed on \[(\w+)\]/);
-      if (head) { provider = head[1]; placed[provider] = []; continue; }
+      const head = line.match(/(All nodes|Node\(s\)) placed on \[(\w+)\]\. Number of nodes: (\d+)/);
+      if (head) {
+        provider = head[1] === 'All nodes' ? null : head[2];
+        placed[head[2]] = []; counts[head[2]] = Number(head[3]);
+        continue;
+      }
       const node = line.match(/VerifyEachNodeIsAssignedToAnEp\]\s+(\w+) \((.*)\)$/);
       if (node && provider) placed[provider].push(`${node[1]}(${node[2]})`);
     }
-    console.log(JSON.stringify({ provider: 'webgpu', ...result, placed }));
-  } finally {
-    await browser.close();
-    server.close();
-  }
+    console.log(JSON.stringify({ provider: 'webgpu', ...result, counts, placed }));
+  });
 }
 
 const o = options(process.argv.slice(2));

@@ -53,6 +53,7 @@ def python_steps(folder: Path, x: np.ndarray, y: np.ndarray, steps: int,
     names = [o.name for o in session.get_outputs()]
     features, target = (next(b["name"] for b in contract["batch"] if b["role"] == r)
                         for r in ("features", "target"))
+    y = y.astype(next(b["dtype"] for b in contract["batch"] if b["role"] == "target"))
     for rows in batches(len(y), steps, batch):
         out = dict(zip(names, session.run(None, {features: x[rows], target: y[rows], **state})))
         state.update({name: out[nxt] for nxt, name in contract["train_step"]["updates"].items()})

@@ -2,7 +2,9 @@
 and the browser page examples/web/ in headless Chromium (Debian's chromium, driven by
 playwright-core) train the Iris MLP and the digits CNN (conv, BatchNorm, MaxPool, Dropout's hash
 mask, Adam's flat update) from a bundle alone and end within 1e-5 (relative) of irkit's own
-training on the same batches.
+training on the same batches; so do `--target web` bundles, and js/profile-step.mjs --webgpu
+shows their steps placed whole on onnxruntime-web's WebGPU provider (SwiftShader's adapter in
+headless Chromium).
 
 They need node, `npm ci` in js/ and, for the page, chromium (.ci/run installs them); without
 them they skip and name what is missing.
@@ -102,6 +104,119 @@ def test_node_harness_matches_irkit(site, sample, tmp_path):
     loss, correct = session.run(["loss", "correct"], {"input": x, "target": y, **weights})
     assert report["final"] == {"loss": pytest.approx(float(loss), rel=1e-5),
                                "correct": float(correct)}
+
+
+def web_bundle(sample: str, folder: Path) -> Path:
+    """The sample's bundle (examples/web/serve.py SAMPLES) exported with --target web."""
+    recipe, dataset, freeze = _serve_module().SAMPLES[sample]
+    source = recipe
+    if freeze:
+        source = folder.parent / f"{sample}.onnx"
+        assert cli("build", recipe, "-o", source).exit_code == 0
+    result = cli("export", source, "--bundle", folder, "--data", dataset, "--target", "web",
+                 *(["--freeze", freeze] if freeze else []))
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.mark.parametrize("sample", list(CASES))
+def test_node_harness_trains_web_bundles_as_irkit(site, sample, tmp_path):
+    """--target web (int32 targets and step count, cross-entropy in plain ops, no op the WebGPU
+    provider lacks): the Node harness, its initial state from init.onnx, ends within 1e-5 of
+    irkit's own training of the default bundle on the same batches."""
+    folder, x, y, csv, epochs = case_data(site, sample, tmp_path)
+    steps, batch = CASES[sample]
+    web, out = web_bundle(sample, tmp_path / "web"), tmp_path / "node.bin"
+    report = run_node("bundle-train.mjs", web, csv, out, "--steps", steps, "--batch-size", batch)
+    assert report["init"] is True and report["steps"] == steps
+    got = read_state(str(web), str(out))
+    assert got["opt/step"].dtype == np.int32 and int(got["opt/step"]) == steps
+    want = irkit_fit(folder, x, y, epochs, batch)
+    assert_same_state(got, want, names=list(want))
+    assert_same_state(got, python_steps(web, x, y, steps, batch))
+    if sample == "iris":  # the state from state.bin's layout instead of init.onnx: the same
+        again = tmp_path / "layout.bin"
+        report = run_node("bundle-train.mjs", web, csv, again, "--steps", steps,
+                          "--batch-size", batch, "--no-init")
+        assert report["init"] is False and again.read_bytes() == out.read_bytes()
+
+
+def synthetic_losses(folder: Path, steps: int, batch: int) -> list[float]:
+    """onnxruntime-Python's losses on js/profile-step.mjs's synthetic batch (the same each
+    step: features (i % 17) / 17, labels i % classes), each next state fed back."""
+    contract = read_contract(str(folder))
+    classes = len(contract["classes"] or [0, 1])
+    feeds = {}
+    for b in contract["batch"]:
+        shape = [d if isinstance(d, int) and d > 0 else batch for d in b["shape"]]
+        i = np.arange(int(np.prod(shape)))
+        values = i % classes if b["dtype"].startswith("int") else (i % 17) / 17
+        feeds[b["name"]] = values.astype(b["dtype"]).reshape(shape)
+    state, losses = read_state(str(folder)), []
+    session = ort.InferenceSession(str(folder / contract["files"]["train_step"]))
+    names = [o.name for o in session.get_outputs()]
+    for _ in range(steps):
+        out = dict(zip(names, session.run(None, {**feeds, **state})))
+        state.update({n: out[k] for k, n in contract["train_step"]["updates"].items()})
+        losses.append(float(out[contract["train_step"]["loss"]]))
+    return losses
+
+
+def webgpu_cpu_nodes(folder: Path, steps: int = 4) -> list[str] | None:
+    """The nodes of the bundle's step that onnxruntime-web's WebGPU provider hands to the CPU
+    (js/profile-step.mjs --webgpu: SwiftShader's adapter in headless Chromium), its losses
+    checked against onnxruntime-Python's; None when Chromium offers no WebGPU adapter."""
+    report = run_node("profile-step.mjs", folder, "--webgpu", "--chromium", CHROMIUM,
+                      "--steps", steps, "--batch", 16)
+    if report.get("adapter") is None:
+        return None
+    assert report["counts"].get("WebGpuExecutionProvider", 0) > 0, report
+    cpu = report["placed"].get("CPUExecutionProvider", [])
+    assert len(cpu) == report["counts"].get("CPUExecutionProvider", 0), report
+    # SwiftShader's float math is not the CPU's: 6e-6 apart seen on the Iris MLP
+    np.testing.assert_allclose(report["losses"], synthetic_losses(folder, steps, 16), rtol=1e-4)
+    return cpu
+
+
+def test_webgpu_runs_web_bundles_whole(site, tmp_path):
+    """The default Iris bundle's step hands its int64 and cross-entropy nodes to the CPU; with
+    --target web, the digits CNN's step and one with Dropout's hash mask, LayerNormalization,
+    pooling and Adam's flat update of ten tensors run on WebGPU whole. Every step's loss is
+    onnxruntime-Python's on the same batch (1e-4 relative)."""
+    if missing_browser():
+        pytest.skip(f"needs {missing_browser()}")
+    default = webgpu_cpu_nodes(site / "samples" / "iris")
+    if default is None:
+        pytest.skip("Chromium offers no WebGPU adapter (SwiftShader) here")
+    assert {n.split("(")[0] for n in default} >= {"OneHot", "Size", "LogSoftmax"}, default
+    assert webgpu_cpu_nodes(web_bundle("digits", tmp_path / "digits")) == []
+    (tmp_path / "web_ops.toml").write_text(WEB_OPS)
+    assert cli("build", tmp_path / "web_ops.toml", "-o", tmp_path / "web_ops.onnx").exit_code == 0
+    assert cli("export", tmp_path / "web_ops.onnx", "--bundle", tmp_path / "ops", "--data",
+               "digits", "--optimizer", "adam", "--target", "web").exit_code == 0
+    assert webgpu_cpu_nodes(tmp_path / "ops") == []
+
+
+def test_webgpu_trains_a_web_bundle_near_irkit(site, tmp_path):
+    """js/webgpu-train.mjs: the Iris web bundle trained 20 steps on WebGPU (SwiftShader in
+    headless Chromium), its state kept on the GPU between steps, ends near irkit's weights:
+    SwiftShader's float math is not the CPU's (3.3e-6 apart at most seen), so 1e-5 absolute
+    here, where WASM gives 1e-5 relative."""
+    if missing_browser():
+        pytest.skip(f"needs {missing_browser()}")
+    folder, x, y, csv, epochs = case_data(site, "iris", tmp_path)
+    steps, batch = CASES["iris"]
+    web, out = web_bundle("iris", tmp_path / "web"), tmp_path / "gpu.bin"
+    report = run_node("webgpu-train.mjs", web, csv, out, "--steps", steps, "--batch-size", batch,
+                      "--chromium", CHROMIUM)
+    if report["adapter"] is None:
+        pytest.skip("Chromium offers no WebGPU adapter (SwiftShader) here")
+    assert report["steps"] == steps
+    got, want = read_state(str(web), str(out)), irkit_fit(folder, x, y, epochs, batch)
+    assert int(got["opt/step"]) == steps
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    assert not np.allclose(got["dense_1.W"], read_state(str(web))["dense_1.W"])
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +352,12 @@ def test_torch_export_fine_tuned_from_a_bundle_in_node(tmp_path):
     assert_same_state(read_state(str(folder), str(out)), want)
     assert_same_state(read_state(str(folder), str(out)), irkit_fit(folder, x, y, 1, batch),
                       names=["2.weight", "2.bias"])
+    web = tmp_path / "torch_web"  # --target web: the same weights from the lowered step
+    result = cli("export", src, "--bundle", web, "--data", "iris", "--loss", "cross_entropy",
+                 "--trainable", "2.weight,2.bias", "--target", "web")
+    assert result.exit_code == 0, result.output
+    run_node("bundle-train.mjs", web, csv, out, "--steps", steps, "--batch-size", batch)
+    assert_same_state(read_state(str(web), str(out)), want, names=["2.weight", "2.bias"])
 
 
 WEB_OPS = """# every recipe layer kind not in the samples, for onnxruntime-web's WASM provider

@@ -213,3 +213,42 @@ def test_resume_refuses_another_loss_or_optimizer(tmp_path):
                                   str(tmp_path / "out.onnx"), "--optimizer", "sgd"])
     assert r.exit_code == 1 and "continues with the optimizer" in r.output
     assert len(r.output.splitlines()) == 1
+
+
+def test_train_constants_sharing_a_name_with_the_model_keep_their_value():
+    """The algorithm reads the main graph's initializers; a train-graph constant named like an
+    inference constant but holding another value must not be replaced by it on save."""
+    from onnx import TensorProto, helper
+
+    from irkit.signature import LR, STEP
+    from irkit.train.training_model import to_training_model
+
+    def graph(nodes, inputs, outputs, inits):
+        g = helper.make_graph(nodes, "g", inputs, outputs, inits)
+        return from_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+    def scalar(name, value, dtype=np.float32):
+        return numpy_helper.from_array(np.asarray(value, dtype), name)
+
+    vi = helper.make_tensor_value_info
+    inference = graph([helper.make_node("Mul", ["x", "w"], ["m"]),
+                       helper.make_node("Add", ["m", "c"], ["y"])],
+                      [vi("x", TensorProto.FLOAT, [2])], [vi("y", TensorProto.FLOAT, [2])],
+                      [scalar("w", [1.0, 1.0]), scalar("c", 1.0)])
+    train = graph([helper.make_node("Mul", [LR, "c"], ["d"]),
+                   helper.make_node("Sub", ["w", "d"], ["next/w"]),
+                   helper.make_node("Add", [STEP, "one"], ["next/" + STEP])],
+                  [vi("w", TensorProto.FLOAT, [2]), vi(LR, TensorProto.FLOAT, []),
+                   vi(STEP, TensorProto.INT64, [])],
+                  [vi("next/w", TensorProto.FLOAT, [2]),
+                   vi("next/" + STEP, TensorProto.INT64, [])],
+                  [scalar("c", 2.0), scalar("one", 1, np.int64)])
+    state = {"w": np.ones(2, np.float32), LR: np.float32(0.5), STEP: np.int64(0)}
+    proto = to_training_model(inference, train, state, ["w"])
+    back = read_training_model(proto)
+    feeds = {n: np.asarray(v) for n, v in back.state.items() if back.train.has_value(n)
+             and any(i.name == n for i in back.train.inputs)}
+    outputs = ReferenceRuntime().compile(back.train)(feeds)
+    got = dict(zip([o.name for o in back.train.outputs], outputs))
+    np.testing.assert_array_equal(got["next/w"], np.zeros(2, np.float32))  # 1 - 0.5 * 2
+    assert back.inference.initializers["c"].const == np.float32(1.0)

@@ -59,7 +59,7 @@ async function train() {
     }
   });
   const final = await trainer.evaluate(trainer.batch(rows.features, rows.targets));
-  const state = trainer.stateBytes();
+  const state = await trainer.stateBytes();
   const model = await inferenceSession(ort, read, trainer.contract, state);
   trained = { trainer, model, rows };
   $('download').href = URL.createObjectURL(new Blob([state])); $('download').hidden = false;

@@ -22,6 +22,7 @@ from irkit.cli.app import (
     save_graph,
 )
 from irkit.errors import IrkitError, json_text
+from irkit.train.web_target import TARGETS
 
 
 # ---- build ---------------------------------------------------------------------------------
@@ -158,6 +159,9 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 @click.option("--bundle", metavar="DIR", help="Write a training bundle into the folder DIR "
               "(train_step.onnx, eval.onnx, model.onnx, state.bin, bundle.json): what "
               "onnxruntime-web or the C API needs to train without irkit (README).")
+@click.option("--target", type=click.Choice(TARGETS), default=TARGETS[0], show_default=True,
+              help="For --bundle: 'web' writes the step in forms onnxruntime-web's WebGPU "
+              "provider runs whole (int32 targets and step count, cross-entropy in plain ops).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
 @click.option("--training", is_flag=True, help="A standard ONNX training model: the inference "
@@ -171,9 +175,9 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 @click.option("--optimizer", type=OPTIMIZER, help="Optimizer for --training/--step.")
 @JSON_OPTION
 @handle_errors
-def export(model: str, output: str | None, bundle: str | None, trainable: str | None,
-           freeze: str | None, training: bool, step: bool, opset: int, data: str | None,
-           loss: str | None, optimizer: str | None, as_json: bool) -> None:
+def export(model: str, output: str | None, bundle: str | None, target: str,
+           trainable: str | None, freeze: str | None, training: bool, step: bool, opset: int,
+           data: str | None, loss: str | None, optimizer: str | None, as_json: bool) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
     file round-trips ONNX -> IR -> ONNX; --opset converts); --bundle DIR: a training bundle."""
     from irkit.cli.jobs import export_graph, export_training_model, prepare
@@ -187,10 +191,13 @@ def export(model: str, output: str | None, bundle: str | None, trainable: str | 
         options = {"data": data, "loss": loss, "optimizer": optimizer, "trainable": trainable,
                    "freeze": freeze}
         job, settings, dataset = prepare(model, options)
-        contract = write_bundle(job, dataset, settings, bundle, opset)
+        contract = write_bundle(job, dataset, settings, bundle, opset, target)
         done(as_json, f"wrote the training bundle {bundle} ({contract['state_bytes']} bytes "
-             "of state)", bundle=bundle, state_bytes=contract["state_bytes"])
+             f"of state, target {target})", bundle=bundle, state_bytes=contract["state_bytes"],
+             target=target)
         return
+    if target != TARGETS[0]:
+        raise IrkitError("--target applies to --bundle DIR")
     if trainable or freeze:
         raise IrkitError("--trainable/--freeze apply to --bundle (irkit train takes them too)")
     check_outputs({"-o": output}, [model] + ([data] if data else []))

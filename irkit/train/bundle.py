@@ -42,10 +42,13 @@ from irkit.signature import (
     TARGET,
     next_name,
 )
+from irkit.train import web_target
+from irkit.train.web_target import TARGETS
 
 FORMAT, VERSION = "irkit-bundle", 1
-CONTRACT, TRAIN, EVAL, INFERENCE, STATE = (
-    "bundle.json", "train_step.onnx", "eval.onnx", "model.onnx", "state.bin")
+CONTRACT, TRAIN, EVAL, INFERENCE, STATE, INIT = (
+    "bundle.json", "train_step.onnx", "eval.onnx", "model.onnx", "state.bin", "init.onnx")
+INITIAL = "initial/"  # init.onnx's name for the stored initial value of a state tensor
 ALIGN = 64  # each tensor starts at a multiple of this: typed-array views need aligned offsets
 DTYPES = ("float32", "float64", "int64", "int32", "float16", "uint8", "bool")
 ROLES = ("param", "buffer", "slot", "lr", "step")
@@ -53,28 +56,36 @@ MAX_CONTRACT = 1 << 24  # bytes of bundle.json irkit reads
 
 
 # ---- writing ---------------------------------------------------------------------------------
-def write_bundle(model, data, settings, directory: str, opset: int = 17) -> dict:
+def write_bundle(model, data, settings, directory: str, opset: int = 17,
+                 target: str = "default") -> dict:
     """Write the bundle of a compiled `model` (irkit.Model) for `data` (an irkit Dataset)
-    into `directory` (created if missing; the five bundle files are replaced together).
-    Scaling layers adapt on the training part of the split `fit` would make. Returns the
-    contract."""
+    into `directory` (created if missing; the bundle's files are replaced together).
+    Scaling layers adapt on the training part of the split `fit` would make. `target` "web"
+    writes the step and evaluation graphs in the forms onnxruntime-web's WebGPU provider runs
+    (irkit.train.web_target). Returns the contract."""
     from irkit.data import train_val_split
+    if target not in TARGETS:
+        raise DataError(f"--target {target!r}: choose one of {', '.join(TARGETS)}")
     _check_directory(directory)
     x = data.x
     if settings.val_split:
         x = x[train_val_split(len(x), settings.val_split, settings.seed, data.y)[0]]
     graphs = model.prepare(x)
-    state = graphs.initial_state(model.source.weights(), settings.lr)
-    roles = _roles(graphs)
-    layout, blob = _layout(state, roles)
+    train, evaluation = graphs.train, graphs.eval
+    if target == "web":
+        train, evaluation = web_target.lower(train), web_target.lower(evaluation)
+    state = web_target.state_for(
+        train, graphs.initial_state(model.source.weights(), settings.lr))
+    layout, blob = _layout(state, _roles(graphs))
     inference = model.to_graph()
-    contract = _contract(model.name, graphs, layout, inference, settings, opset)
-    contract["state_bytes"] = len(blob)
+    contract = _contract(model.name, graphs, train, layout, inference, settings, opset)
+    contract.update(state_bytes=len(blob), target=target)
     contract["classes"] = contract["classes"] or (list(data.classes) if data.classes else None)
     weights = graphs.params + graphs.buffers
-    protos = {TRAIN: _with_state(graphs.train, layout, [], opset),
-              EVAL: _with_state(graphs.eval, layout, [], opset),
-              INFERENCE: _with_state(inference, layout, weights, opset)}
+    protos = {TRAIN: _with_state(train, layout, [], opset),
+              EVAL: _with_state(evaluation, layout, [], opset),
+              INFERENCE: _with_state(inference, layout, weights, opset),
+              INIT: _with_state(_init_graph(state), layout, list(state), opset, INITIAL)}
     files = [(os.path.join(directory, name), proto.SerializeToString())
              for name, proto in protos.items()]
     files.append((os.path.join(directory, STATE), blob))
@@ -136,18 +147,35 @@ def pack_state(layout: list[dict], state: dict[str, np.ndarray], size: int) -> b
     return bytes(blob)
 
 
-def _contract(name: str, graphs, layout: list[dict], inference, settings, opset: int) -> dict:
+def _init_graph(state: dict[str, np.ndarray]):
+    """init.onnx: no inputs; each state tensor an output, its value the initializer
+    `initial/<name>` (stored in state.bin), so `run({})` gives the whole initial state."""
+    from irkit import ops
+    from irkit.ir import Graph
+    graph = Graph("initial_state")
+    outputs = []
+    for name, value in state.items():
+        out = ops.Identity(graph.add_initializer(INITIAL + name, value))
+        graph.rename_value(out, name)
+        outputs.append(out)
+    graph.outputs = outputs
+    return graph
+
+
+def _contract(name: str, graphs, train, layout: list[dict], inference, settings,
+              opset: int) -> dict:
     state = {e["name"] for e in layout}
     batch = [{"name": v.name, "role": "target" if v.name == TARGET else "features",
               "dtype": v.dtype.name, "shape": [_dim(d) for d in v.shape]}
-             for v in graphs.train.inputs if v.name not in state]
+             for v in train.inputs if v.name not in state]
     meta = inference.metadata
     scaling = ({"kind": meta.get(META_SCALING), "layer": meta[META_NORMALIZE],
                 "in_graph": True} if META_NORMALIZE in meta else None)
     metrics = [CORRECT] if graphs.has_correct else []
     return {
         "format": FORMAT, "version": VERSION, "model": name, "opset": opset,
-        "files": {"train_step": TRAIN, "eval": EVAL, "inference": INFERENCE, "state": STATE},
+        "files": {"train_step": TRAIN, "eval": EVAL, "inference": INFERENCE, "state": STATE,
+                  "init": INIT},
         "batch": batch, "scaling": scaling,
         "classes": [c for c in meta.get(META_CLASSES, "").split(",") if c] or None,
         "state": layout, "state_bytes": None,
@@ -169,14 +197,15 @@ def _dim(d) -> int | str | None:
     return d if isinstance(d, int) or d is None else str(d)
 
 
-def _with_state(graph, layout: list[dict], names: list[str], opset: int):
-    """`graph` as a ModelProto whose initializers `names` are stored in state.bin (external
-    data at their state offsets)."""
+def _with_state(graph, layout: list[dict], names: list[str], opset: int, prefix: str = ""):
+    """`graph` as a ModelProto whose initializers `prefix + name` for `names` are stored in
+    state.bin (external data at the state offsets of `name`)."""
     from onnx import TensorProto
 
     from irkit.onnx_io import to_onnx
     proto = to_onnx(graph, opset, check=False)
-    entries = {e["name"]: e for e in layout}
+    entries = {prefix + e["name"]: e for e in layout}
+    names = [prefix + n for n in names]
     kept = [t for t in proto.graph.initializer if t.name not in names]
     if len(kept) + len(names) != len(proto.graph.initializer):
         raise DataError(f"{graph.name}: the state {names} are not all initializers of the "
@@ -239,6 +268,9 @@ def check_contract(doc, where: str = CONTRACT) -> None:
     need(isinstance(files, dict) and all(files.get(k) == v for k, v in (
         ("train_step", TRAIN), ("eval", EVAL), ("inference", INFERENCE), ("state", STATE))),
          "'files' must name the bundle's files")
+    need(files.get("init", INIT) == INIT, f"files.init must be {INIT!r} or absent")
+    need(doc.get("target", TARGETS[0]) in TARGETS,
+         f"target {doc.get('target')!r} is not one of {', '.join(TARGETS)}")
 
 
 def _check_layout(layout: list, need) -> int:
@@ -298,6 +330,8 @@ def training_proto(directory: str, state_path: str | None = None):
     state = read_state(directory, state_path, contract)
     inference = from_onnx(_graph_proto(directory, INFERENCE, state))
     train = from_onnx(_graph_proto(directory, TRAIN, state))
+    if contract.get("target") == "web":  # int32 target and step: irkit's int64 at the edges
+        train, state = web_target.irkit_form(train), web_target.irkit_state(state)
     params = [e["name"] for e in contract["state"] if e["role"] == "param"]
     return to_training_model(inference, train, state, params, opset=contract.get("opset", 17))
 

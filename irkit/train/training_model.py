@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from irkit.errors import ModelFileError, json_text
 from irkit.ir import Graph
@@ -71,6 +71,7 @@ def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarra
     inputs = [i for i in alg_proto.input if i.name not in outer]
     del alg_proto.input[:]
     alg_proto.input.extend(inputs)
+    _untie_constants(alg_proto, model_proto.graph, set(state))
     kept = [t for t in alg_proto.initializer if t.name not in outer]
     del alg_proto.initializer[:]
     alg_proto.initializer.extend(kept)
@@ -82,6 +83,35 @@ def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarra
             info.update_binding.add(key=name, value=next_name(name))
     onnx.checker.check_model(model_proto, full_check=True)
     return model_proto
+
+
+def _untie_constants(alg: onnx.GraphProto, main: onnx.GraphProto, state: set[str]) -> None:
+    """Rename each constant of the train graph that shares its name, not its value, with an
+    initializer of the main graph: the algorithm reads the main graph's initializers, so it
+    would otherwise read the other constant (two passes may both name a constant `const_3`)."""
+    outer = {t.name: t for t in main.initializer}
+    taken = set(outer) | {t.name for t in alg.initializer}
+    for tensor in alg.initializer:
+        same = outer.get(tensor.name)
+        if same is None or tensor.name in state or _same_tensor(same, tensor):
+            continue
+        new = _fresh_name("train/" + tensor.name, taken)
+        for node in alg.node:
+            node.input[:] = [new if n == tensor.name else n for n in node.input]
+        tensor.name = new
+
+
+def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    x, y = numpy_helper.to_array(a), numpy_helper.to_array(b)
+    return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+
+
+def _fresh_name(base: str, taken: set[str]) -> str:
+    name, k = base, 1
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
 
 
 def read_training_model(model_proto: onnx.ModelProto) -> TrainingFile:
