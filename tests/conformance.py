@@ -53,9 +53,6 @@ BFLOAT16_KERNELS = ("not irkit: onnxruntime's CPU provider has no bfloat16 Div k
 ORT_NO_KERNEL = ("not irkit: onnxruntime (CPU) has no kernel for these types (the reference "
                  "runtime passes; onnxruntime fails on the original case too)")
 NOT_TENSORS = "not irkit: sequence/optional values; irkit graphs hold tensors only"
-POOL_22_CEIL = ("not irkit: MaxPool/AveragePool-22 drop a ceil_mode window that starts in the end "
-                "pad; opset 17 keeps it, and onnx's opset-17 shape inference (the export "
-                "checker) refuses the opset-22 output size (the reference runtime passes)")
 REDUCTIONS_18 = ("not irkit: ScatterElements/ScatterND reduction max/min came in opset 18; "
                  "opset 17 has none, add and mul only (refused at import in one line)")
 RESIZE_ANTIALIAS = ("not irkit: Resize antialias=1 (opset 18) widens the filter when "
@@ -160,9 +157,6 @@ EXCEPTIONS: dict[str, str] = {
             "test_pow_types_float32_uint32", "test_pow_types_float32_uint64"),
     **_reason(NOT_TENSORS,
             "test_identity_opt", "test_identity_sequence"),
-    **_reason(POOL_22_CEIL,
-            "test_maxpool_2d_ceil_output_size_reduce_by_one",
-            "test_averagepool_2d_ceil_last_window_starts_on_pad"),
     **_reason(REDUCTIONS_18,
             "test_scatter_elements_with_reduction_max",
             "test_scatter_elements_with_reduction_min",

@@ -208,3 +208,34 @@ def test_types_opset_17_lacks_are_written_between_casts():
         assert have.dtype == want.dtype
         np.testing.assert_allclose(have.astype(np.float32), want.astype(np.float32), atol=1e-3)
     np.testing.assert_array_equal(got[1], [True, False])
+
+
+@pytest.mark.parametrize("kernel, shape, written", [
+    ([1, 1], (1, 1, 2, 2), 0),   # both axes drop the window starting in the end pad: floor
+    ([2, 2], (1, 1, 3, 3), 1),   # both keep a partial window: ceil_mode as it is
+    ([1, 2], (1, 1, 2, 3), None),  # one drops, one keeps: opset 17 cannot say it
+])
+def test_ceil_pool_windows_are_written_as_onnx_checks_them(kernel, shape, written):
+    """irkit (as onnxruntime) drops a ceil_mode window that would start in the end pad; onnx's
+    opset-17 shape inference keeps it: the file says floor mode where that is the same."""
+    from irkit.runtimes.reference import ReferenceRuntime
+
+    from irkit import ops
+    from irkit.ir import Graph
+    from irkit.onnx_io import to_onnx
+
+    g = Graph("pool")
+    x = g.add_input("x", np.float32, shape)
+    g.outputs = [ops.MaxPool(x, kernel_shape=kernel, strides=[2, 2], ceil_mode=1)]
+    if written is None:
+        with pytest.raises(UnsupportedOpError, match="ceil_mode drops the last window"):
+            to_onnx(g)
+        return
+    model = to_onnx(g)
+    onnx.checker.check_model(model, full_check=True)
+    pool = next(n for n in model.graph.node if n.op_type == "MaxPool")
+    assert helper.get_attribute_value(next(a for a in pool.attribute
+                                           if a.name == "ceil_mode")) == written
+    feeds = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    np.testing.assert_array_equal(_run(model, feeds)[0],
+                                  ReferenceRuntime().compile(g)(feeds)[0])

@@ -11,6 +11,7 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
+from irkit.onnx_io._ceil_pool import spell_ceil_pools
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_io._external import load_external_data
 from irkit.onnx_io._inline import inline_constant_ifs
@@ -32,7 +33,8 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
             check: bool | None = None) -> onnx.ModelProto:
     """The graph as a standard ONNX model, readable by the installed onnxruntime: the bytes
     `irkit.onnx_io._wire.model_bytes` writes, parsed; a type an op takes only in a later
-    opset widened between Casts (`widen_types`); converted to `opset` and validated.
+    opset widened between Casts (`widen_types`), a ceil_mode pool whose last window irkit
+    drops written in floor mode (`spell_ceil_pools`); converted to `opset` and validated.
 
     `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
     under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
@@ -43,6 +45,7 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
         check = verification_enabled()
     model = onnx.ModelProto.FromString(model_bytes(graph))
     widen_types(model, {v.name: onnx_dtype(v.dtype) for v in graph.values()}, IRKIT_OPSET)
+    spell_ceil_pools(model, {v.name: v.shape for v in graph.values()})
     if opset != IRKIT_OPSET:
         model = convert_opset(model, opset)
     validate_model(model)  # irkit never writes a model it would refuse to read
