@@ -9,9 +9,10 @@ case's expected outputs at the case's rtol/atol (shape, dtype, values; NaN equal
 3. direct: onnxruntime on the original case model, the baseline irkit is measured against.
 
 irkit's IR has static axes (opset-17 Reduce* attributes), so an `axes` graph input of a Reduce*
-op or of a Pad (opset 18), and the sizes of a Resize with a keep_aspect_ratio_policy (resolved
-at import), become initializers holding the case's data before import; the direct run keeps
-the case as written. Each case has one data set (onnx 1.23); the first is used.
+op or of a Pad (opset 18), and the scales and sizes of a Resize with a keep_aspect_ratio_policy,
+antialias or half_pixel_symmetric (resolved at import), become initializers holding the
+case's data before import; the direct run keeps the case as written. Each case has one data
+set (onnx 1.23); the first is used.
 Known failures are in `EXCEPTIONS` (case name -> reason); `python -m tests.conformance` prints
 the summary table and the failures grouped by reason.
 """
@@ -55,11 +56,6 @@ ORT_NO_KERNEL = ("not irkit: onnxruntime (CPU) has no kernel for these types (th
 NOT_TENSORS = "not irkit: sequence/optional values; irkit graphs hold tensors only"
 REDUCTIONS_18 = ("not irkit: ScatterElements/ScatterND reduction max/min came in opset 18; "
                  "opset 17 has none, add and mul only (refused at import in one line)")
-RESIZE_ANTIALIAS = ("not irkit: Resize antialias=1 (opset 18) widens the filter when "
-                    "downsampling; opset 17's Resize has no such filter")
-RESIZE_SYMMETRIC = ("not irkit: Resize coordinate_transformation_mode half_pixel_symmetric "
-                    "(opset 19) has no opset-17 spelling: tf_crop_and_resize could place the "
-                    "samples but extrapolates, where half_pixel_symmetric clamps, at the edges")
 RESIZE_POLICY_ROUNDING = ("not irkit: keep_aspect_ratio_policy not_smaller gives dims "
                           "round(0.75 * 2) = 2 with scale 0.75; opset-17 scales floor to 1, "
                           "and opset-17 sizes would scale that axis by 1 (refused at import)")
@@ -168,14 +164,6 @@ EXCEPTIONS: dict[str, str] = {
             'test_resize_downsample_scales_cubic_align_corners',
             'test_top_k_uint64',
             ),
-    **_reason(RESIZE_ANTIALIAS,
-            "test_resize_downsample_scales_linear_antialias",
-            "test_resize_downsample_sizes_linear_antialias",
-            "test_resize_downsample_scales_cubic_antialias",
-            "test_resize_downsample_sizes_cubic_antialias"),
-    **_reason(RESIZE_SYMMETRIC,
-            "test_resize_downsample_scales_linear_half_pixel_symmetric",
-            "test_resize_upsample_scales_linear_half_pixel_symmetric"),
     **_reason(RESIZE_POLICY_ROUNDING, "test_resize_downsample_sizes_nearest_not_smaller"),
     **_reason(FLOAT16_STEPS, "test_causal_conv_with_state_silu_fp16_expanded"),
 }
@@ -262,9 +250,11 @@ def _frozen_inputs(model: onnx.ModelProto) -> list[str]:
             wanted.add(n.input[1])
         if n.op_type == "Pad" and len(n.input) > 3:
             wanted.add(n.input[3])
-        if n.op_type == "Resize" and len(n.input) > 3 and any(
-                a.name == "keep_aspect_ratio_policy" for a in n.attribute):
-            wanted.add(n.input[3])
+        if n.op_type == "Resize" and any(
+                a.name == "keep_aspect_ratio_policy" or (a.name == "antialias" and a.i) or (
+                    a.name == "coordinate_transformation_mode" and a.s == b"half_pixel_symmetric")
+                for a in n.attribute):  # resolved at import: sizes and scales known there
+            wanted.update(n.input[2:4])
     return [vi.name for vi in model.graph.input if vi.name in wanted]
 
 

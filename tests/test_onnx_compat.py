@@ -74,6 +74,13 @@ CASES += [  # Resize's opset-18 attributes: full-rank inputs, or a policy resolv
     ("resize_policy_not_larger", 18, """
         (float[2,3,5] x) => (float[2,6,10] y) { z = Constant <value_ints = [6, 20]> ()
         y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_larger"> (x, , , z) }"""),
+    ("resize_antialias_as_matrices", 18, """
+        (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [2, 2, 3]> ()
+        y = Resize <antialias = 1, mode = "linear"> (x, , , z) }"""),
+    ("resize_half_pixel_symmetric_as_matrices", 19, """
+        (float[2,3,5] x) => (float[2,4,7] y) { s = Constant <value_floats = [1.0, 1.5, 1.5]> ()
+        y = Resize <mode = "linear", coordinate_transformation_mode = "half_pixel_symmetric">
+                   (x, , s) }"""),
     ("resize_antialias_zero", 18, """
         (float[2,3,5] x) => (float[2,3,10] y) { s = Constant <value_floats = [1.0, 1.0, 2.0]> ()
         y = Resize <antialias = 0, mode = "linear"> (x, , s) }"""),
@@ -93,9 +100,9 @@ UNSUPPORTED = [
         (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [1, 3]> ()
         y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller"> (x, , , z) }""",
      "keep_aspect_ratio_policy 'not_smaller' gives dims [2, 3]"),
-    ("resize_antialias", 18, """
-        (float[2,3,5] x) => (float[2,3,2] y) { s = Constant <value_floats = [1.0, 1.0, 0.5]> ()
-        y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "antialias"),
+    ("resize_antialias_on_a_leading_axis", 18, """
+        (float[2,3,5] x) => (float[1,3,5] y) { s = Constant <value_floats = [0.5, 1.0, 1.0]> ()
+        y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "last two axes"),
     ("sequence_input", 17, """
         (seq(float[2]) s, float[2,3,5] x) => (float[2,3,5] y) { y = Identity (x) }""",
      "sequence"),

@@ -42,8 +42,8 @@ def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
        (always for CastLike, whose float8 targets are refused anyway).
     5. AveragePool `dilations` (19): dropped if all 1s, else a grouped Conv of ones divided
        by the taps counted (`irkit.onnx_io._pool19`).
-    6. Resize `axes`, `keep_aspect_ratio_policy` and `antialias=0` (18): full-rank inputs,
-       or scales (`irkit.onnx_io._resize18`).
+    6. Resize `axes`, `keep_aspect_ratio_policy` and `antialias` (18), half_pixel_symmetric
+       (19): full-rank inputs, scales, or MatMuls by constants (`irkit.onnx_io._resize18`).
     Element types newer than opset 17 (float8, int4, ...) are an UnsupportedOpError.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -161,7 +161,7 @@ class _OpsetRewriter:
         if n.op_type == "Gelu":
             return self.gelu(n)
         if n.op_type == "Resize":
-            return [*resize_to_opset_17(self, n), n]
+            return resize_to_opset_17(self, n)
         if n.op_type in _AXES_INPUT_SINCE_18:
             self.reduce_axes(n)
         elif n.op_type == "Split":

@@ -8,8 +8,10 @@
    spells that as scales [s on those axes, 1 elsewhere] when floor(s * dim), what opset 17
    makes of a scale, equals round(s * dim); the sizes and the resized dims must be known at
    import. Otherwise, and for a policy irkit cannot resolve, a one-line UnsupportedOpError.
-3. `antialias=0` and the policy `stretch` are the opset-17 behaviour: dropped. A nonzero
-   antialias is left for the op to refuse (opset 17 has no antialiasing filter).
+3. `antialias=0` and the policy `stretch` are the opset-17 behaviour: dropped.
+4. `antialias=1` and coordinate_transformation_mode half_pixel_symmetric (19), filters opset
+   17's Resize lacks: the linear map they are, as MatMuls by constant weights
+   (`irkit.onnx_io._resize_matmul`).
 
 `rewrite` is the `_OpsetRewriter` of the model (constants, folding, shapes, fresh names).
 """
@@ -24,18 +26,23 @@ import onnx
 from onnx import helper
 
 from irkit.errors import UnsupportedOpError, printable
+from irkit.onnx_io._resize_matmul import resize_as_matmuls
 
 
 def resize_to_opset_17(rewrite: Any, n: onnx.NodeProto) -> list[onnx.NodeProto]:
-    """Nodes computing `n`'s full-rank inputs, then `n` rewritten in place (see the module)."""
+    """The nodes that replace `n`: those computing its full-rank inputs, then `n` rewritten in
+    place, or the MatMuls of case 4 (see the module)."""
     attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
     policy = _text(attrs.get("keep_aspect_ratio_policy", b"stretch"))
     drop = {"axes", "keep_aspect_ratio_policy"} | ({"antialias"} if not attrs.get(
         "antialias", 0) else set())
-    if not drop & set(attrs):
-        return []
+    as_matrices = bool(attrs.get("antialias", 0)) or _text(attrs.get(
+        "coordinate_transformation_mode", b"")) == "half_pixel_symmetric"
+    if not drop & set(attrs) and not as_matrices:
+        return [n]
     label = f"Resize node {printable(n.name or n.output[0])}"
-    rank = _rank(rewrite, n, label) if "axes" in attrs or policy != "stretch" else 0
+    rank = _rank(rewrite, n, label) if "axes" in attrs or policy != "stretch" \
+        or as_matrices else 0
     axes = [int(a) % rank for a in attrs["axes"]] if "axes" in attrs else list(range(rank))
     keep = [a for a in n.attribute if a.name not in drop]
     del n.attribute[:]
@@ -54,7 +61,7 @@ def resize_to_opset_17(rewrite: Any, n: onnx.NodeProto) -> list[onnx.NodeProto]:
                                  "stretch, not_larger, not_smaller")
     while n.input and not n.input[-1]:
         n.input.pop()
-    return before
+    return [*before, *(resize_as_matmuls(rewrite, n, label) if as_matrices else [n])]
 
 
 def _text(value: Any) -> str:
