@@ -103,6 +103,10 @@ UNSUPPORTED = [
     ("resize_antialias_on_a_leading_axis", 18, """
         (float[2,3,5] x) => (float[1,3,5] y) { s = Constant <value_floats = [0.5, 1.0, 1.0]> ()
         y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "last two axes"),
+    ("resize_antialias_too_large_to_measure", 18, """
+        (float[1,1,2,2048] x) => (float[1,1,2,1024] y) {
+        s = Constant <value_floats = [1.0, 1.0, 1.0, 0.5]> ()
+        y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "import folding limit"),
     ("sequence_input", 17, """
         (seq(float[2]) s, float[2,3,5] x) => (float[2,3,5] y) { y = Identity (x) }""",
      "sequence"),

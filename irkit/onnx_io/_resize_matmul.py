@@ -20,7 +20,8 @@ import onnx
 from onnx import helper
 
 from irkit.errors import UnsupportedOpError
-from irkit.onnx_io._infer import evaluate
+from irkit.onnx_io._infer import MAX_IMPORT_FOLD_ELEMENTS, evaluate
+from irkit.safe_io import limit
 
 
 def resize_as_matmuls(rewrite: Any, n: onnx.NodeProto, label: str) -> list[onnx.NodeProto]:
@@ -59,7 +60,14 @@ def resize_as_matmuls(rewrite: Any, n: onnx.NodeProto, label: str) -> list[onnx.
 
 def _measured(rewrite: Any, n: onnx.NodeProto, axis: int, size: int, target: int,
               scales: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
-    """The (target, size) weights of `n` along `axis`, from one run on a basis."""
+    """The (target, size) weights of `n` along `axis`, from one run on a basis (within the
+    import folding cap: the basis holds size^2 elements, the result size * target)."""
+    cap = min(MAX_IMPORT_FOLD_ELEMENTS, limit("elements"))
+    if size * max(size, target) > cap:
+        raise UnsupportedOpError(f"Resize node {n.name or n.output[0]!r}: measuring its weights "
+                                 f"along axis {axis} ({size} -> {target}) would make "
+                                 f"{size * max(size, target)} elements, over the import folding "
+                                 f"limit of {cap}; give an opset-17 Resize")
     rank = len(rewrite.shapes[n.input[0]])
     basis_axis = 0 if axis else 1
     probe_shape = [1] * rank
