@@ -12,7 +12,7 @@ from irkit.passes.data_prefix import split_data_prefix
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
 from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
 
-from irkit.errors import ShapeError
+from irkit.errors import ShapeError, ort_message
 from irkit.ir import Graph
 from irkit.onnx_io import model_bytes
 from irkit.signature import CORRECT, COUNT, LOSS, TARGET, next_name
@@ -126,8 +126,7 @@ class OrtGraph:
         try:
             return self.session.run(None, cast)
         except Exception as e:  # onnxruntime raises its own exception types
-            raise ShapeError(f"onnxruntime could not run the graph: {str(e).splitlines()[0]}") \
-                from None
+            raise ShapeError(f"onnxruntime could not run the graph: {ort_message(e)}") from None
 
 
 class OrtRuntime:

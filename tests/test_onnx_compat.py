@@ -85,6 +85,32 @@ CASES += [  # Resize's opset-18 attributes: full-rank inputs, or a policy resolv
         (float[2,3,5] x) => (float[2,3,10] y) { s = Constant <value_floats = [1.0, 1.0, 2.0]> ()
         y = Resize <antialias = 0, mode = "linear"> (x, , s) }"""),
 ]
+CASES += [  # torch's unoptimized dynamo split: SplitToSequence + SequenceAt, rewritten as Split
+    ("split_to_sequence_sizes", 18, """
+        (float[2,3,5] x) => (float[2,3,2] a, float[2,3,3] b) {
+        sizes = Constant <value_ints = [2, 3]> ()
+        s = SplitToSequence <axis = 2> (x, sizes)
+        i = Constant <value_int = 0> ()
+        j = Constant <value_int = -1> ()
+        a = SequenceAt (s, i)
+        b = SequenceAt (s, j) }"""),
+    ("split_to_sequence_scalar_of_a_computed_value", 20, """
+        (float[2,3,5] x) => (float[2,3,2] a, float[2,3,1] c) {
+        r = Relu (x)
+        two = Constant <value_int = 2> ()
+        s = SplitToSequence <axis = -1> (r, two)
+        i = Constant <value_int = 0> ()
+        k = Constant <value_int = 2> ()
+        a = SequenceAt (s, i)
+        c = SequenceAt (s, k) }"""),
+    ("split_to_sequence_ones_without_keepdims", 18, """
+        (float[2,3,5] x) => (float[2,5] a, float[2,5] c) {
+        s = SplitToSequence <axis = 1, keepdims = 0> (x)
+        i = Constant <value_int = 0> ()
+        k = Constant <value_int = 2> ()
+        a = SequenceAt (s, i)
+        c = SequenceAt (s, k) }"""),
+]
 CASES += [  # noop_with_empty_axes: a reduction over no axes keeps its elementwise part
     (f"reduce_empty_axes_noop_{op}", 18, f"""
         (float[2,3,5] x) => (float[2,3,5] y) {{
@@ -107,6 +133,11 @@ UNSUPPORTED = [
         (float[1,1,2,2048] x) => (float[1,1,2,1024] y) {
         s = Constant <value_floats = [1.0, 1.0, 1.0, 0.5]> ()
         y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "import folding limit"),
+    ("sequence_at_a_computed_index", 18, """
+        (float[2,3,5] x) => (float[2,3,1] a) {
+        s = SplitToSequence <axis = 2> (x)
+        i = Size (x)
+        a = SequenceAt (s, i) }""", "SequenceAt"),
     ("sequence_input", 17, """
         (seq(float[2]) s, float[2,3,5] x) => (float[2,3,5] y) { y = Identity (x) }""",
      "sequence"),

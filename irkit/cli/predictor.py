@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irkit.errors import DataError, IrkitError, ModelFileError, escape, json_text
+from irkit.errors import DataError, IrkitError, ModelFileError, escape, json_text, ort_message
 from irkit.signature import META_CLASSES, META_SETTINGS
 from irkit.train.scores import log_probabilities
 
@@ -39,7 +39,7 @@ class OnnxPredictor:
             self.session = make_session(proto.SerializeToString(), resolve_device(device))
         except Exception as e:  # onnxruntime's own exception types
             raise ModelFileError(f"{path}: onnxruntime cannot load the model "
-                                 f"({str(e).strip().splitlines()[0]})") from None
+                                 f"({ort_message(e)})") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelFileError(f"{path}: the model has {len(inputs)} inputs "
@@ -97,7 +97,7 @@ class OnnxPredictor:
                 out = self.session.run([self.output.name], {self.input.name: chunk})[0]
             except Exception as e:
                 raise DataError(f"{self.path}: onnxruntime could not run the model on the data "
-                                f"({str(e).strip().splitlines()[0]})") from None
+                                f"({ort_message(e)})") from None
             parts.append(out[:len(out) - pad])
         if not parts:
             raise DataError("the data has no rows")
@@ -118,13 +118,16 @@ class OnnxPredictor:
 
 def _checked_proto(path: str):
     """The model file, read within the caps and checked as irkit checks every file it imports
-    (structure, tensors, attributes, onnx's node schemas and shape inference) before
+    (structure, tensors, attributes, onnx's node schemas and shape inference, the sizes
+    running it would make) before
     onnxruntime sees it; a ModelFileError that names the file."""
-    from irkit.onnx_io import check_schemas, load_proto, validate_model
-    proto = load_proto(path)
+    from irkit.onnx_io import load_proto
+    proto = load_proto(path)  # the caps that need no onnx import come first
+    from irkit.onnx_io import check_run_sizes, check_schemas, validate_model
     try:
         validate_model(proto)
         check_schemas(proto)
+        check_run_sizes(proto)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     return proto

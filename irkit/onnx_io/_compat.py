@@ -199,11 +199,13 @@ class _OpsetRewriter:
                 or name in self.unfoldable:
             return None
         if producer.op_type == "Shape":
-            shape = self.static_dims(producer)
-            value = None if shape is None or None in shape else np.array(shape, np.int64)
-        elif producer.op_type == "Gather" and self.static_dims(
-                self.producers.get(producer.input[0])) is not None:
-            value = self.picked_dims(producer)
+            shape = self.dims_of(producer)
+            value = np.array(shape, np.int64) if shape is not None and None not in shape \
+                else None
+        elif producer.op_type in ("Gather", "Slice") \
+                and self.producers.get(producer.input[0]) is not None \
+                and self.producers[producer.input[0]].op_type == "Shape":
+            value = self.static_dims(producer, depth)
         else:
             inputs = [self.fold(i, depth + 1) if i else None for i in producer.input]
             value = None
@@ -216,29 +218,40 @@ class _OpsetRewriter:
             self.consts[name] = value
         return value
 
-    def static_dims(self, shape_node: onnx.NodeProto | None) -> list | None:
-        """The dims a Shape node reads (ints, None where symbolic); None if not a Shape or its
-        input's rank is unknown."""
-        if shape_node is None or shape_node.op_type != "Shape":
-            return None
+    def dims_of(self, shape_node: onnx.NodeProto) -> list | None:
+        """What a Shape node gives, a dim None where shape inference does not know it."""
         if not self.shapes:
             self.shapes = inferred_shapes(self.model)
         shape = self.shapes.get(shape_node.input[0])
-        span = slice(_attr(shape_node, "start", 0), _attr(shape_node, "end", None))
-        return None if shape is None else list(shape[span])
+        if shape is None:
+            return None
+        return list(shape[slice(_attr(shape_node, "start", 0), _attr(shape_node, "end", None))])
 
-    def picked_dims(self, gather: onnx.NodeProto) -> np.ndarray | None:
-        """Gather(Shape(x), constant indices) when the dims it picks are static, though others
-        may be symbolic (a legacy export's If on `x.size(1) == 1` of a dynamic batch)."""
-        dims = self.static_dims(self.producers[gather.input[0]])
-        index = self.fold(gather.input[1], 1)
-        if _attr(gather, "axis", 0) != 0 or index is None or index.dtype.kind not in "iu":
+    def static_dims(self, node: onnx.NodeProto, depth: int) -> np.ndarray | None:
+        """A Gather (axis 0) or Slice (axis 0) of a Shape, with constant indices or bounds,
+        whose chosen dims are static though others are not (the legacy exporter's
+        `x.view(-1, x.shape[-1])` under a dynamic batch)."""
+        dims = self.dims_of(self.producers[node.input[0]])
+        args = [self.fold(i, depth + 1) if i else None for i in node.input[1:]]
+        if dims is None or any(a is None for a, i in zip(args, node.input[1:]) if i):
             return None
-        index = np.asarray(index, np.int64)
-        if np.any((index < -len(dims)) | (index >= len(dims))):
+        if node.op_type == "Gather":
+            index = args[0]
+            if _attr(node, "axis", 0) != 0 or index.dtype.kind not in "iu" \
+                    or np.any(index < -len(dims)) or np.any(index >= len(dims)):
+                return None
+            picked = [dims[int(i)] for i in np.ravel(index)]
+            shape = index.shape
+        else:
+            start, end, *rest = (int(np.ravel(a)[0]) if a is not None else None for a in args)
+            axes, step = (rest + [None, None])[:2]
+            if axes not in (None, 0, -1) or step == 0:
+                return None
+            picked = dims[start:end:step]
+            shape = (len(picked),)
+        if any(d is None for d in picked):
             return None
-        picked = np.asarray(np.asarray(dims, dtype=object)[index], dtype=object)
-        return None if any(d is None for d in np.ravel(picked)) else picked.astype(np.int64)
+        return np.array(picked, np.int64).reshape(shape)
 
     def reshape_shape(self, n: onnx.NodeProto) -> np.ndarray | None:
         """A computed Reshape shape as a constant, from the output shape onnx infers with data

@@ -16,13 +16,14 @@ from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_co
 from irkit.onnx_io._external import load_external_data
 from irkit.onnx_io._inline import inline_constant_ifs
 from irkit.onnx_io._lower import lower_below_17
+from irkit.onnx_io._sequences import sequences_to_split
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._widen import widen_types
 from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
 from irkit.ops.base import apply
 from irkit.ops.dtypes import onnx_dtype
 from irkit.ops.registry import has_op
-from irkit.safe_io import FileSafetyError, check_node_count, read_capped, write_atomic
+from irkit.safe_io import FileSafetyError, check_node_count, write_atomic
 
 DEFAULT_OPSET = IRKIT_OPSET
 MIN_OPSET = 13
@@ -108,15 +109,10 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
 
 
 # ---- import ----------------------------------------------------------------------------------
-def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
-    """Read an ONNX file: a regular file within the model size cap, parsed, its external data
-    read from inside its folder only (one-line errors that name the file). `check`: also
-    validate it as an import does (`validate_model`, `check_schemas`), for a model handed to
-    onnxruntime as it is."""
-    try:
-        data = read_capped(path, "model", "ONNX model")
-    except FileSafetyError as e:
-        raise ModelFileError(str(e)) from None
+def parse_proto(data: bytes, path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
+    """The ModelProto of an ONNX file's bytes (read within the caps by `_read.load_proto`),
+    with its external data read from inside its folder only; `check`: validated as an import
+    validates (`validate_model`, `check_schemas`). One-line errors that name the file."""
     try:
         model = onnx.ModelProto.FromString(data)
     except Exception as e:  # protobuf's DecodeError, or a message it cannot hold
@@ -124,7 +120,7 @@ def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
     try:
         check_node_count(len(model.graph.node), f"{path}: the model")
-    except FileSafetyError as e:
+    except FileSafetyError as e:  # the count from the bytes was not taken (malformed there)
         raise ModelFileError(str(e)) from None
     try:
         load_external_data(model, os.path.dirname(os.path.abspath(path)))
@@ -134,16 +130,6 @@ def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     return model
-
-
-def load(path: str | os.PathLike, convert=None) -> Graph:
-    """Read an ONNX file into the IR; errors name the file. `convert(proto) -> Graph`
-    replaces the plain conversion (e.g. to read a training model)."""
-    model = load_proto(path)
-    try:
-        return (convert or from_onnx)(model)
-    except IrkitError as e:
-        raise type(e)(f"{path}: {e}") from None
 
 
 def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelProto:
@@ -216,6 +202,7 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None:
         raise ModelFileError("the model imports no ai.onnx opset")
+    model = sequences_to_split(model)
     if version < MIN_OPSET:
         model = convert_opset(model, IRKIT_OPSET)
     elif version > IRKIT_OPSET:
