@@ -603,6 +603,19 @@ class GatherElements(OpDef):
         return [x[_along(index.astype(np.int64) % x.shape[axis], axis)]]
 
 
+
+def scatter_infer(node: Node, reductions) -> list:
+    """A scatter's output (the data's type and shape), once its reduction is one opset 17
+    has (UnsupportedOpError naming the node otherwise: max/min came in 18)."""
+    reduction = attr(node, "reduction")
+    if reduction not in reductions:
+        raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: reduction {reduction!r} "
+                                 "is not in opset 17 (max/min came in 18); use one of "
+                                 f"{', '.join(reductions)}")
+    data = node.inputs[0]
+    return [(data.dtype, data.shape)]
+
+
 @define
 class ScatterElements(OpDef):
     """data with `updates` written (reduction none), added (add) or multiplied (mul) at
@@ -614,13 +627,7 @@ class ScatterElements(OpDef):
     reductions = {"none": None, "add": np.add, "mul": np.multiply}
 
     def infer(self, node: Node):
-        reduction = attr(node, "reduction")
-        if reduction not in self.reductions:
-            raise UnsupportedOpError(f"ScatterElements node {node.name!r}: reduction "
-                                     f"{reduction!r} is not in opset 17 (max/min came in 18); "
-                                     f"use one of {', '.join(self.reductions)}")
-        data = node.inputs[0]
-        return [(data.dtype, data.shape)]
+        return scatter_infer(node, self.reductions)
 
     def vjp(self, node: Node, grads):
         data, index, updates = node.inputs
