@@ -105,14 +105,15 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     return ort.InferenceSession(model_bytes, so, providers=providers)
 
 
-def session_bytes(graph: Graph) -> bytes:
+def session_bytes(graph: Graph, device: str = "cpu") -> bytes:
     """The graph as onnxruntime runs it: standard ONNX, on a copy (the graph is left as it
     is) with first lowered (1) the ops that onnxruntime's CPU provider would run as their
-    general ONNX functions (LowerSoftmaxCrossEntropyPass tells what and why) and (2) the
-    2-D convolutions it runs slowly, those with few output positions, to one Gemm each
-    (LowerSmallConvsPass), their im2col columns then merged with the weight gradient's."""
+    general ONNX functions (LowerSoftmaxCrossEntropyPass tells what and why) and (2) on the
+    CPU only, the 2-D convolutions it runs slowly there, those with few output positions, to
+    one Gemm each (LowerSmallConvsPass), their im2col columns then merged with the weight
+    gradient's (measured on CPU kernels only: CUDA's convolutions are left as they are)."""
     losses = any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes)
-    convs = any(LowerSmallConvsPass.applies(n) for n in graph.nodes)
+    convs = device == "cpu" and any(LowerSmallConvsPass.applies(n) for n in graph.nodes)
     if losses or convs:
         graph = graph.copy()
     if losses:
@@ -128,7 +129,7 @@ class OrtGraph:
 
     def __init__(self, graph: Graph, device: str = "cpu", threads: int | None = None) -> None:
         self.device = resolve_device(device)
-        self.session = make_session(session_bytes(graph), self.device, threads)
+        self.session = make_session(session_bytes(graph, self.device), self.device, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._dtypes = {v.name: v.dtype for v in graph.inputs}
@@ -232,8 +233,8 @@ class OrtStepRunner:
                                                             self.threads)
         train, evaluate = (train, evaluate) if prefix is None else prefix.graphs
         # no memory pattern: a CNN step's peak about halves, same speed (benchmarks/README.md)
-        self.train_session = make_session(session_bytes(train), self.device, self.threads,
-                                          memory_pattern=False)
+        self.train_session = make_session(session_bytes(train, self.device), self.device,
+                                          self.threads, memory_pattern=False)
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None
@@ -346,8 +347,8 @@ class OrtStepRunner:
 
     def _eval_step(self, *parts: np.ndarray) -> tuple[float, ...]:
         if self._eval_io is None:
-            self.eval_session = make_session(session_bytes(self._evaluate_graph), self.device,
-                                             self.threads)
+            self.eval_session = make_session(session_bytes(self._evaluate_graph, self.device),
+                                             self.device, self.threads)
             self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
         bound = self._eval_bound
         if bound is None or any(p is not b for p, b in zip(parts, bound)):
