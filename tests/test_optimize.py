@@ -144,8 +144,33 @@ def test_each_pass_alone_keeps_outputs(tmp_path):
         result = p(graph)
         graph.verify()
         assert_same_outputs(model, to_onnx(graph))
-        if isinstance(p, (FoldBatchNormPass, SimplifyShapesPass)):
+        if isinstance(p, FoldBatchNormPass):
             assert result.modified
+    # the legacy exporter's Shape-Gather-Unsqueeze-Concat-Reshape of a dynamic batch is
+    # already a constant Reshape after import: SimplifyShapesPass's own case is below
+    assert not any(n.op_type == "Shape" for n in from_onnx(model).nodes)
+
+
+def test_simplify_shapes_makes_a_computed_reshape_constant():
+    """Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])) on an IR graph: the shape
+    becomes the constant [0, -1] (the Shape, Gather... are then dead); outputs unchanged."""
+    from irkit.ir import Graph
+    from irkit.ops.base import apply
+    g = Graph("flatten")
+    x = g.add_input("x", np.float32, ("N", 3, 4))
+    zero = g.add_initializer("zero", np.array(0, np.int64))
+    axes = g.add_initializer("axes", np.array([0], np.int64))
+    rest = g.add_initializer("rest", np.array([-1], np.int64))
+    n = apply(g, "Gather", [apply(g, "Shape", [x]).outputs[0], zero]).outputs[0]
+    shape = apply(g, "Concat", [apply(g, "Unsqueeze", [n, axes]).outputs[0], rest],
+                  {"axis": 0}).outputs[0]
+    g.outputs.append(apply(g, "Reshape", [x, shape]).outputs[0])
+    before = to_onnx(g)
+    result = SimplifyShapesPass()(g)
+    g.verify()
+    reshape = next(node for node in g.nodes if node.op_type == "Reshape")
+    assert result.modified and reshape.inputs[1].const.tolist() == [0, -1]
+    assert_same_outputs(before, to_onnx(g))
 
 
 def test_matmul_add_becomes_gemm():
