@@ -97,11 +97,13 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
 
 
 # ---- import ----------------------------------------------------------------------------------
-def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
+def load_proto(path: str | os.PathLike, check: bool = False,
+               detached: dict[str, np.ndarray | None] | None = None) -> onnx.ModelProto:
     """Read an ONNX file: a regular file within the model size cap, parsed, its external data
     read from inside its folder only (one-line errors that name the file). `check`: also
     validate it as an import does (`validate_model`, `check_schemas`), for a model handed to
-    onnxruntime as it is."""
+    onnxruntime as it is. `detached` (an empty dict): large external weights are read into
+    numpy arrays there, not into the model (see `load_external_data`; for `from_onnx`)."""
     try:
         data = read_capped(path, "model", "ONNX model")
     except FileSafetyError as e:
@@ -116,7 +118,7 @@ def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
     except FileSafetyError as e:
         raise ModelFileError(str(e)) from None
     try:
-        load_external_data(model, os.path.dirname(os.path.abspath(path)))
+        load_external_data(model, os.path.dirname(os.path.abspath(path)), detached)
         if check:
             validate_model(model)
             check_schemas(model)
@@ -128,9 +130,11 @@ def load_proto(path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
 def load(path: str | os.PathLike, convert=None) -> Graph:
     """Read an ONNX file into the IR; errors name the file. `convert(proto) -> Graph`
     replaces the plain conversion (e.g. to read a training model)."""
-    model = load_proto(path)
+    # the plain conversion reads the weights straight into arrays, never through protobuf
+    detached: dict[str, np.ndarray | None] | None = None if convert else {}
+    model = load_proto(path, detached=detached)
     try:
-        return (convert or from_onnx)(model)
+        return convert(model) if convert else from_onnx(model, detached)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
 
@@ -150,9 +154,12 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
     return model
 
 
-def from_onnx(model: onnx.ModelProto) -> Graph:
+def from_onnx(model: onnx.ModelProto,
+              detached: dict[str, np.ndarray | None] | None = None) -> Graph:
     """Convert a ModelProto to an IR Graph (ops irkit knows; older opsets are converted).
-    The model is validated first (irkit.onnx_io._validate): a damaged file is a ModelFileError."""
+    The model is validated first (irkit.onnx_io._validate): a damaged file is a ModelFileError.
+    `detached`: the initializers `load_proto` read into arrays (declared as graph inputs in
+    `model`), which become initializers again, in the file's order."""
     validate_model(model)
     g = model.graph
     _sorted_nodes(g, {vi.name for vi in g.input} | {t.name for t in g.initializer})  # names
@@ -163,9 +170,8 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
     _check_ops(g)
     graph = Graph(g.name or "model")
     graph.metadata = {p.key: p.value for p in model.metadata_props}
-    init_names = {t.name for t in g.initializer}
-    for t in g.initializer:
-        graph.add_initializer(t.name, numpy_helper.to_array(t))
+    _add_initializers(graph, g, detached or {})
+    init_names = set(graph.initializers)
     for vi in g.input:
         if vi.name not in init_names:
             graph.add_input(vi.name, *_type_of(vi))
@@ -183,6 +189,18 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
             v.shape = shape
     graph.verify()
     return graph
+
+
+def _add_initializers(graph: Graph, g: onnx.GraphProto,
+                      detached: dict[str, np.ndarray | None]) -> None:
+    """The model's initializers and the detached arrays, in the file's order (those import
+    folding added after)."""
+    protos = {t.name: t for t in g.initializer}
+    for name in [*(n for n in detached if detached[n] is not None or n in protos),
+                 *(n for n in protos if n not in detached)]:
+        array = detached.get(name)
+        graph.add_initializer(name, numpy_helper.to_array(protos[name]) if array is None
+                              else array)
 
 
 def _add_node(graph: Graph, proto: onnx.NodeProto) -> None:

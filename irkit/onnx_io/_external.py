@@ -25,6 +25,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -36,8 +37,15 @@ MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 
 
-def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike) -> None:
-    """Read every external tensor of `model` from files inside `folder` into raw_data."""
+def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
+                       detached: dict[str, np.ndarray | None] | None = None) -> None:
+    """Read every external tensor of `model` from files inside `folder` into raw_data.
+
+    With `detached` (an empty dict), each external initializer of the main graph that is a
+    float tensor above DETACH_BYTES is read straight into a numpy array instead, never
+    through protobuf: the tensor leaves the initializers and is declared as a graph input of
+    its type and dims, and `detached` maps every initializer name, in the file's order, to
+    its array (None: still in the model). `from_onnx(model, detached)` puts them back."""
     folder = os.fspath(folder)
     try:
         root = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -45,11 +53,36 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike) -> Non
         raise ModelFileError(f"cannot open the model's folder {folder} ({e.strerror})") from None
     reader = _Reader(root)
     try:
+        if detached is not None:
+            _detach(model, reader, detached)
         for t, what in _tensors(model):
             if t.data_location == TensorProto.EXTERNAL:
                 reader.load(t, what)
     finally:
         os.close(root)
+
+
+# float initializers above this many bytes are read into numpy arrays by `load` (weights; a
+# shape-like parameter that import folding reads is an integer or a few floats)
+DETACH_BYTES = 1 << 16
+_DETACHABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+
+
+def _detach(model: onnx.ModelProto, reader: _Reader, detached: dict) -> None:
+    g = model.graph
+    gone, declared = [], {vi.name for vi in g.input}
+    for i, t in enumerate(g.initializer):
+        what = f"initializer {printable(t.name)}"
+        if t.data_location != TensorProto.EXTERNAL or t.data_type not in _DETACHABLE \
+                or check_tensor(t, what, external_ok=True) <= DETACH_BYTES:
+            detached[t.name] = None
+            continue
+        detached[t.name] = reader.array(t, what)
+        gone.append(i)
+        if t.name not in declared:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    for i in reversed(gone):
+        del g.initializer[i]
 
 
 class _Reader:
@@ -61,9 +94,25 @@ class _Reader:
         self.ranges: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
 
     def load(self, t: TensorProto, what: str) -> None:
-        nbytes = check_tensor(t, what, external_ok=True)
         if t.data_type == TensorProto.STRING:
             raise ModelFileError(f"{what}: strings cannot be stored as external data")
+        nbytes = check_tensor(t, what, external_ok=True)
+        buffer = bytearray(nbytes)
+        self._fill(t, what, memoryview(buffer))
+        t.raw_data = bytes(buffer)
+        del t.external_data[:]
+        t.data_location = TensorProto.DEFAULT
+
+    def array(self, t: TensorProto, what: str) -> np.ndarray:
+        """The tensor's external data as a new numpy array of its dims (little-endian)."""
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+        out = np.empty(tuple(t.dims), dtype)
+        self._fill(t, what, memoryview(out.reshape(-1).view(np.uint8)))
+        return out
+
+    def _fill(self, t: TensorProto, what: str, into: memoryview) -> None:
+        """Check and read the tensor's external bytes into `into` (exactly their size)."""
+        nbytes = len(into)
         self.total += nbytes
         if self.total > limit("model"):
             raise ModelFileError(f"{what}: the external data add up to more than "
@@ -83,14 +132,11 @@ class _Reader:
                                      f"{st.st_size} bytes, too few for {nbytes} bytes at "
                                      f"offset {offset}")
             self._claim((st.st_dev, st.st_ino), offset, nbytes, what, location)
-            data = _read(fd, offset, nbytes)
+            done = _read_into(fd, offset, into)
         finally:
             os.close(fd)
-        if len(data) != nbytes:
+        if done != nbytes:
             raise ModelFileError(f"{what}: external data {printable(location)} ended early")
-        t.raw_data = data
-        del t.external_data[:]
-        t.data_location = TensorProto.DEFAULT
 
     def _claim(self, file: tuple[int, int], offset: int, nbytes: int, what: str,
                location: str) -> None:
@@ -221,15 +267,14 @@ def _checked(fd: int, chain: list[int], what: str, location: str) -> int:
     return fd
 
 
-def _read(fd: int, offset: int, nbytes: int) -> bytes:
-    """`nbytes` at `offset` of the open file (fewer if it shrank meanwhile). Read, not
-    memory-mapped: a mapped file that another process truncates kills the reader with
-    SIGBUS, and protobuf copies raw_data into its own buffer either way."""
-    chunks, done = [], 0
-    while done < nbytes:
-        chunk = os.pread(fd, min(nbytes - done, 1 << 30), offset + done)
-        if not chunk:
+def _read_into(fd: int, offset: int, into: memoryview) -> int:
+    """Read the open file from `offset` into `into`: the bytes read (fewer if it shrank
+    meanwhile). Read, not memory-mapped: a mapped file that another process truncates kills
+    the reader with SIGBUS."""
+    done = 0
+    while done < len(into):
+        n = os.preadv(fd, [into[done:done + (1 << 30)]], offset + done)
+        if not n:
             break
-        chunks.append(chunk)
-        done += len(chunk)
-    return b"".join(chunks)
+        done += n
+    return done

@@ -113,11 +113,41 @@ def check_schemas(model: onnx.ModelProto) -> None:
             # the enclosing scope, takes for unsorted ones: left to the importer, which names it
             if domain == "" and onnx.defs.has(n.op_type, domain) and not _has_subgraph(n):
                 onnx.checker.check_node(n, ctx)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        onnx.shape_inference.infer_shapes(_without_large_tensors(model), check_type=True,
+                                          strict_mode=True)
     except Exception as e:  # ValidationError, InferenceError: long multi-line texts
         text = " ".join(str(e).split())
         text = text.removeprefix("[ShapeInferenceError] Inference error(s): ")
         raise ModelFileError(f"not a valid ONNX model: {text[:300]}") from None
+
+
+# an initializer above this many bytes goes to shape inference as a graph input of its type
+# and shape: inference reads the values only of shape-like inputs (shapes, axes, scales:
+# a few elements), and the C++ pass would copy the model twice and refuses beyond 2 GB
+LARGE_TENSOR_BYTES = 1 << 16
+
+
+def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` for shape inference: itself when no initializer of its graph holds more than
+    LARGE_TENSOR_BYTES (or external data); else a copy of everything but those tensors' data,
+    each declared as a graph input instead (the weights are never copied)."""
+    g = model.graph
+    large = {t.name: t for t in g.initializer if t.data_location == TensorProto.EXTERNAL
+             or len(t.raw_data) > LARGE_TENSOR_BYTES
+             or math.prod(t.dims) * 8 > LARGE_TENSOR_BYTES}
+    if not large:
+        return model
+    out = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                          functions=model.functions)
+    for field in ("name", "doc_string"):
+        setattr(out.graph, field, getattr(g, field))
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(out.graph, field).extend(getattr(g, field))
+    out.graph.initializer.extend(t for t in g.initializer if t.name not in large)
+    declared = {vi.name for vi in g.input}
+    out.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
+                           for name, t in large.items() if name not in declared)
+    return out
 
 
 def _has_subgraph(n: onnx.NodeProto) -> bool:
