@@ -33,7 +33,6 @@ CLASSES = 10
 def write_model(folder: str, gb: float, width: int, seed: int = 0) -> tuple[str, int]:
     """model.onnx + model.data in `folder`: (path, weight bytes). Weights are written one
     tensor at a time, so building never holds more than one."""
-    import onnx
     from onnx import TensorProto, helper
     layers = max(1, round((gb * 1e9 - width * CLASSES * 4) / (width * (width + 1) * 4)))
     rng = np.random.default_rng(seed)
@@ -42,7 +41,6 @@ def write_model(folder: str, gb: float, width: int, seed: int = 0) -> tuple[str,
     with open(data, "wb") as f:
         def add(name: str, array: np.ndarray) -> None:
             nonlocal offset
-            t = helper.make_tensor_value_info(name, TensorProto.FLOAT, array.shape)  # shape
             tensor = TensorProto(name=name, data_type=TensorProto.FLOAT,
                                  dims=array.shape, data_location=TensorProto.EXTERNAL)
             for k, v in (("location", "model.data"), ("offset", str(offset)),
@@ -51,7 +49,6 @@ def write_model(folder: str, gb: float, width: int, seed: int = 0) -> tuple[str,
             f.write(array.astype(np.float32).tobytes())
             offset += array.nbytes
             inits.append(tensor)
-            del t
         h = "x"
         for i in range(layers):
             add(f"w{i}", (rng.standard_normal((width, width), np.float32)

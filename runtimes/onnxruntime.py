@@ -15,6 +15,7 @@ from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, 
 from irkit.errors import ShapeError
 from irkit.ir import Graph
 from irkit.onnx_io import model_bytes
+from irkit.onnx_io._wire import external_names, model_files
 from irkit.signature import CORRECT, COUNT, LOSS, TARGET, next_name
 
 _dlls_preloaded = False
@@ -82,12 +83,17 @@ def _quiet():
         yield
 
 
-def make_session(model_bytes: bytes, device: str = "cpu",
-                 threads: int | None = None) -> ort.InferenceSession:
+def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None,
+                 initializers: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
     """An InferenceSession for a resolved device ('cpu' or 'cuda'); onnxruntime's own log
-    is silent unless asked for (`log_severity`)."""
+    is silent unless asked for (`log_severity`). `initializers`: the arrays of the model's
+    initializers that `session_model` left out of its bytes, given to onnxruntime as they are
+    (no serialized copy; protobuf's 2 GiB limit does not apply to them)."""
     ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
+    if initializers:
+        names = list(initializers)
+        so.add_external_initializers(names, [ortvalue(initializers[n]) for n in names])
     so.log_severity_level = log_severity()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -102,10 +108,34 @@ def session_bytes(graph: Graph) -> bytes:
     """The graph as onnxruntime runs it: standard ONNX, with the ops that onnxruntime's CPU
     provider would run as their general ONNX functions lowered first (on a copy; the graph
     is left as it is); LowerSoftmaxCrossEntropyPass tells what and why."""
+    return model_bytes(_lowered(graph))
+
+
+def _lowered(graph: Graph) -> Graph:
     if any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes):
         graph = graph.copy()
         LowerSoftmaxCrossEntropyPass()(graph)
-    return model_bytes(graph)
+    return graph
+
+
+def session_model(graph: Graph) -> tuple[bytes, dict[str, np.ndarray]]:
+    """`session_bytes(graph)` for `make_session(bytes, ..., initializers=...)`: when the
+    graph's weights are above the external-data threshold (`external_names`: 1 GiB, or
+    IRKIT_EXTERNAL_DATA_BYTES), its large initializers are left out of the bytes (each
+    written as external data of a file that is never read) and returned as arrays, which
+    onnxruntime takes as they are; else (bytes, {})."""
+    graph = _lowered(graph)
+    names = external_names(graph)
+    if not names:
+        return model_bytes(graph), {}
+    # the location is never opened: every tensor that names it is given by add_external_...
+    head, _ = model_files(graph, "irkit-in-memory-initializers", names)
+    return head, {n: graph.initializers[n].const for n in names}
+
+
+def _session(graph: Graph, device: str, threads: int | None) -> ort.InferenceSession:
+    model, initializers = session_model(graph)
+    return make_session(model, device, threads, initializers)
 
 
 class OrtGraph:
@@ -113,7 +143,7 @@ class OrtGraph:
 
     def __init__(self, graph: Graph, device: str = "cpu", threads: int | None = None) -> None:
         self.device = resolve_device(device)
-        self.session = make_session(session_bytes(graph), self.device, threads)
+        self.session = _session(graph, self.device, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._dtypes = {v.name: v.dtype for v in graph.inputs}
@@ -218,7 +248,7 @@ class OrtStepRunner:
                                                             self.threads)
         if prefix is not None:
             train, evaluate = prefix.graphs
-        self.train_session = make_session(session_bytes(train), self.device, self.threads)
+        self.train_session = _session(train, self.device, self.threads)
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None
@@ -331,8 +361,7 @@ class OrtStepRunner:
 
     def _eval_step(self, *parts: np.ndarray) -> tuple[float, ...]:
         if self._eval_io is None:
-            self.eval_session = make_session(session_bytes(self._evaluate_graph), self.device,
-                                             self.threads)
+            self.eval_session = _session(self._evaluate_graph, self.device, self.threads)
             self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
         bound = self._eval_bound
         if bound is None or any(p is not b for p, b in zip(parts, bound)):

@@ -12,12 +12,12 @@ from onnx import helper, numpy_helper
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
-from irkit.onnx_io._external import load_external_data
+from irkit.onnx_io._external import DETACHED, load_external_data
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
-from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
+from irkit.onnx_io._wire import IRKIT_OPSET, file_parts, model_bytes
 from irkit.ops.base import apply
 from irkit.ops.registry import has_op
-from irkit.safe_io import FileSafetyError, check_node_count, read_capped, write_atomic
+from irkit.safe_io import FileSafetyError, check_node_count, read_capped, write_all_atomic
 
 DEFAULT_OPSET = IRKIT_OPSET
 MIN_OPSET = 13
@@ -90,10 +90,29 @@ def _relabel_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto | None
 
 
 def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Export `graph` and write it to `path`; written to a temporary name first, then moved."""
-    model = to_onnx(graph, opset)
-    write_atomic(path, model.SerializeToString())
+    """Export `graph` and write it to `path`; written to a temporary name first, then moved.
+    Weights above the external-data threshold (`_wire.external_names`) go to `PATH.data`
+    beside it, streamed from the arrays; the two files are renamed into place together.
+    Returns the model as written (its large tensors referencing that file)."""
+    files, model = model_files_for(graph, path, opset)
+    write_all_atomic(files)
     return model
+
+
+def model_files_for(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET
+                    ) -> tuple[list[tuple[str, Any]], onnx.ModelProto]:
+    """The files of `graph` as a model at `path` for `write_all_atomic` (`file_parts`:
+    with PATH.data first when its weights go to external data), and the model; validated,
+    at `opset`."""
+    files = file_parts(graph, os.fspath(path))
+    if len(files) == 1:
+        model = to_onnx(graph, opset)
+        return [(path, model.SerializeToString())], model
+    model = onnx.ModelProto.FromString(files[-1][1])
+    if opset != IRKIT_OPSET:
+        model = convert_opset(model, opset)
+    validate_model(model, external_ok=True)
+    return [files[0], (path, model.SerializeToString())], model
 
 
 # ---- import ----------------------------------------------------------------------------------
@@ -128,13 +147,14 @@ def load_proto(path: str | os.PathLike, check: bool = False,
 
 
 def load(path: str | os.PathLike, convert=None) -> Graph:
-    """Read an ONNX file into the IR; errors name the file. `convert(proto) -> Graph`
-    replaces the plain conversion (e.g. to read a training model)."""
-    # the plain conversion reads the weights straight into arrays, never through protobuf
-    detached: dict[str, np.ndarray | None] | None = None if convert else {}
+    """Read an ONNX file into the IR; errors name the file. `convert(proto, detached) ->
+    Graph` replaces the plain conversion `from_onnx(proto, detached)` (e.g. to read a
+    training model). The large external weights are read straight into arrays, never
+    through protobuf (`detached`; see `load_proto`)."""
+    detached: dict[str, np.ndarray | None] = {}
     model = load_proto(path, detached=detached)
     try:
-        return convert(model) if convert else from_onnx(model, detached)
+        return (convert or from_onnx)(model, detached)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
 
@@ -146,7 +166,8 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
     inits = {t.name for t in model.graph.initializer}
     for vi in [*model.graph.input, *model.graph.output]:
         t = vi.type.tensor_type
-        if vi.name in inits or not t.HasField("shape") or not t.shape.dim:
+        if vi.name in inits or vi.doc_string == DETACHED or not t.HasField("shape") \
+                or not t.shape.dim:
             continue
         t.shape.dim[0].Clear()
         t.shape.dim[0].dim_param = name

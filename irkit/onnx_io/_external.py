@@ -45,7 +45,8 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
     float tensor above DETACH_BYTES is read straight into a numpy array instead, never
     through protobuf: the tensor leaves the initializers and is declared as a graph input of
     its type and dims, and `detached` maps every initializer name, in the file's order, to
-    its array (None: still in the model). `from_onnx(model, detached)` puts them back."""
+    its array (None: still in the model). `from_onnx(model, detached)` puts them back. A
+    training file (training_info) keeps all its data in the model."""
     folder = os.fspath(folder)
     try:
         root = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -53,7 +54,7 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
         raise ModelFileError(f"cannot open the model's folder {folder} ({e.strerror})") from None
     reader = _Reader(root)
     try:
-        if detached is not None:
+        if detached is not None and not model.training_info:  # a training file: all in it
             _detach(model, reader, detached)
         for t, what in _tensors(model):
             if t.data_location == TensorProto.EXTERNAL:
@@ -65,6 +66,7 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
 # float initializers above this many bytes are read into numpy arrays by `load` (weights; a
 # shape-like parameter that import folding reads is an integer or a few floats)
 DETACH_BYTES = 1 << 16
+DETACHED = "irkit: an initializer read into an array"  # the doc_string of its declaration
 _DETACHABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 
 
@@ -81,6 +83,9 @@ def _detach(model: onnx.ModelProto, reader: _Reader, detached: dict) -> None:
         gone.append(i)
         if t.name not in declared:
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    for vi in g.input:
+        if detached.get(vi.name) is not None:
+            vi.doc_string = DETACHED
     for i in reversed(gone):
         del g.initializer[i]
 

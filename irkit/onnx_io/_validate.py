@@ -84,11 +84,13 @@ def type_name(elem: int) -> str:
         return f"number {elem}"
 
 
-def validate_model(model: onnx.ModelProto) -> None:
-    """ModelFileError (one line) for the first structural problem of `model` (module doc)."""
+def validate_model(model: onnx.ModelProto, external_ok: bool = False) -> None:
+    """ModelFileError (one line) for the first structural problem of `model` (module doc).
+    `external_ok`: initializers of the graph may reference external data (a model irkit
+    writes with its weights beside it)."""
     _check_text(model)
     _check_versions(model)
-    _check_graph(model.graph, "the graph", needs_outputs=True)
+    _check_graph(model.graph, "the graph", needs_outputs=True, external_ok=external_ok)
     for i, info in enumerate(model.training_info):
         _check_graph(info.initialization, f"training_info[{i}].initialization")
         _check_graph(info.algorithm, f"training_info[{i}].algorithm")
@@ -206,7 +208,8 @@ def _check_versions(model: onnx.ModelProto) -> None:
         raise ModelFileError("the model imports no ai.onnx opset")
 
 
-def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False) -> None:
+def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False,
+                 external_ok: bool = False) -> None:
     if needs_outputs and not g.output:
         raise ModelFileError(f"{where} has no outputs; a model must compute something")
     _unique([vi.name for vi in g.input], "graph input")
@@ -222,7 +225,7 @@ def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False) ->
     for vi in [*g.input, *g.output, *g.value_info]:
         _check_value_info(vi)
     for t in g.initializer:
-        check_tensor(t, f"initializer {printable(t.name)}")
+        check_tensor(t, f"initializer {printable(t.name)}", external_ok)
     constants = {t.name: t for t in g.initializer}
     for n in g.node:
         _check_node(n)

@@ -400,6 +400,22 @@ class Model:
         resume continues it) and, when the best epoch's weights were restored, those as
         `best/<name>`."""
         from irkit.train.training_model import to_training_model
+        return to_training_model(*self._training_parts(), opset)
+
+    def training_files(self, path: str, metadata: dict[str, str] | None = None,
+                       opset: int = 17) -> list:
+        """The training file (`training_proto`) as the files to write at `path`
+        (`safe_io.write_all_atomic`): above the external-data threshold, its large tensors
+        go to PATH.data, streamed (`training_model.training_model_files`). `metadata` is
+        added to the file's."""
+        from irkit.train.training_model import training_model_files
+        inference, *rest = self._training_parts()
+        inference.metadata.update(metadata or {})
+        return training_model_files(path, inference, *rest, opset)
+
+    def _training_parts(self) -> tuple:
+        """(inference graph, train graph, state, params, epochs, history, best weights) of
+        the training file."""
         if self._runner is None:
             raise ShapeError(f"{self.name}: compile and fit (or evaluate) before save(); for an "
                              "untrained model use export()")
@@ -419,8 +435,7 @@ class Model:
         self.source.set_weights(current)
         history = self.history.to_dict() if self.history else {}
         epochs = self.history.epochs if self.history else 0
-        return to_training_model(inference, g.train, state, g.params, epochs, history, best,
-                                 opset)
+        return inference, g.train, state, g.params, epochs, history, best
 
     def count_params(self) -> int:
         """Number of weights that train (torch's parameter count for a torch export); the
@@ -512,11 +527,11 @@ def load_model(path: str, prepare=None, state: str | None = None,
     from irkit.train.training_model import read_training_model
     found = {}
 
-    def convert(proto):
+    def convert(proto, detached=None):
         proto = prepare(proto) if prepare is not None else proto
         if not proto.training_info:
             from irkit.onnx_io import from_onnx
-            return from_onnx(proto)
+            return from_onnx(proto, detached)
         found["file"] = read_training_model(proto)
         return found["file"].inference
     if os.path.isdir(path):
