@@ -293,7 +293,8 @@ class Model:
         exists) into the source; compiled predictors made before hold older weights."""
         if self._runner is None:
             return
-        self.source.set_weights(self._runner.read_state(self._weight_names()))
+        for name in self._weight_names():  # one at a time: the old array goes as the new comes
+            self.source.set_weights(self._runner.read_state([name]))
         self._predictors = {}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -302,6 +303,8 @@ class Model:
         if unknown:
             raise ShapeError(f"no weights named {unknown}; see model.get_weights()")
         self.source.set_weights(weights)
+        if self._trainer is not None:
+            self._trainer.before_weights_change()
         if self._runner is not None:
             self._runner.load_state({k: v for k, v in weights.items()
                                      if k in set(self._weight_names())})
@@ -427,7 +430,8 @@ class Model:
         best = None
         if last is not None and _differ(last, current, names):
             best, state = current, {**state, **last}
-        elif last is None and trainer is not None and trainer.best_weights is not None \
+        elif last is None and trainer is not None and not trainer.best_is_current \
+                and trainer.best_weights is not None \
                 and _differ(trainer.best_weights, current, names):
             best = trainer.best_weights  # during training (a checkpoint): the best so far
         self.source.set_weights({k: state[k] for k in names})  # the file holds the last state
