@@ -7,9 +7,10 @@ The model (random weights, seeded): x (N, WIDTH) -> [MatMul WIDTH x WIDTH, Add b
 x L -> MatMul WIDTH x 10, L chosen so the weights total --gb; every tensor is external data in
 one file beside the model. Each command runs in a fresh process (tests/measured.py's
 `run_irkit`, VmHWM of the child itself): `irkit inspect`, `irkit grad --of logits --wrt
-<every weight>` (writes the gradient model), and one SGD step of `irkit train` on 4 samples
-with `-o` and `--save-training`. Figures: the process's peak resident memory, that peak over
-the weights' bytes, and the peak of a bare `python -c 'import irkit.cli'` for reference.
+<every weight>` (writes the gradient model), one SGD step of `irkit train` on 4 samples with
+`-o` ("train"), and the same with `--save-training` too ("train+save"). Figures: the
+process's peak resident memory, that peak over the weights' bytes, and the peak of
+`irkit --version` for reference.
 Written under --dir (default: a temporary folder), deleted afterwards.
 """
 
@@ -83,10 +84,13 @@ def commands(weights: list[str]) -> dict[str, list[str]]:
         "inspect": ["inspect", "model.onnx"],
         "grad": ["grad", "model.onnx", "--of", "logits", "--wrt", ",".join(weights),
                  "-o", "grad.onnx"],
-        "train step": ["train", "model.onnx", "--data", "data.npz", "--epochs", "1",
-                       "--batch-size", "4", "--optimizer", "sgd", "--lr", "0.01",
-                       "-o", "out.onnx", "--save-training", "out.train.onnx"],
+        "train": TRAIN,
+        "train+save": [*TRAIN, "--save-training", "out.train.onnx"],
     }
+
+
+TRAIN = ["train", "model.onnx", "--data", "data.npz", "--epochs", "1", "--batch-size", "4",
+         "--optimizer", "sgd", "--lr", "0.01", "-o", "out.onnx"]
 
 
 def main() -> None:

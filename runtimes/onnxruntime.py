@@ -297,6 +297,14 @@ class OrtStepRunner:
         current = {**self._fixed, **self._sets[self._current]}
         return {n: current[n].numpy().copy() for n in (current if names is None else names)}
 
+    def state_views(self) -> dict[str, np.ndarray]:
+        """The current state as read-only views of the runner's own buffers (no copy): valid
+        until the next step or load_state changes them (to write a file at once)."""
+        views = {n: v.numpy() for n, v in {**self._fixed, **self._sets[self._current]}.items()}
+        for v in views.values():
+            v.flags.writeable = False
+        return views
+
     # ---- running ---------------------------------------------------------------------------
     def stage(self, x, y) -> tuple[np.ndarray, ...]:
         """C-ordered arrays in the step's data order (x one array or one per input, y None

@@ -423,7 +423,9 @@ class Model:
             raise ShapeError(f"{self.name}: compile and fit (or evaluate) before save(); for an "
                              "untrained model use export()")
         g, names = self._graphs, self._weight_names()
-        state = self._runner.read_state()
+        # views of the runner's state where it has them: the file is written before any step
+        views = getattr(self._runner, "state_views", None)
+        state = views() if views is not None else self._runner.read_state()
         current = {k: state[k] for k in names}
         trainer = self._trainer
         last = trainer.last_weights if trainer is not None else None
@@ -436,7 +438,8 @@ class Model:
             best = trainer.best_weights  # during training (a checkpoint): the best so far
         self.source.set_weights({k: state[k] for k in names})  # the file holds the last state
         inference = self._inference_graph()
-        self.source.set_weights(current)
+        for k in names:  # the source's own copies, one at a time (never the runner's memory)
+            self.source.set_weights({k: np.array(current[k])})
         history = self.history.to_dict() if self.history else {}
         epochs = self.history.epochs if self.history else 0
         return inference, g.train, state, g.params, epochs, history, best
