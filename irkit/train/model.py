@@ -436,10 +436,15 @@ class Model:
                 and trainer.best_weights is not None \
                 and _differ(trainer.best_weights, current, names):
             best = trainer.best_weights  # during training (a checkpoint): the best so far
+        before = self.source.weights()
         self.source.set_weights({k: state[k] for k in names})  # the file holds the last state
         inference = self._inference_graph()
-        for k in names:  # the source's own copies, one at a time (never the runner's memory)
-            self.source.set_weights({k: np.array(current[k])})
+        for k in names:  # the source's own arrays (never the runner's memory): those it had
+            # where they hold the current values (after a fit), else copies, one at a time
+            kept = before.get(k)
+            same = kept is not None and kept.dtype == current[k].dtype \
+                and kept.shape == current[k].shape and np.array_equal(kept, current[k])
+            self.source.set_weights({k: kept if same else np.array(current[k])})
         history = self.history.to_dict() if self.history else {}
         epochs = self.history.epochs if self.history else 0
         return inference, g.train, state, g.params, epochs, history, best
