@@ -114,9 +114,9 @@ def _run(model: Path, x: np.ndarray) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("command", ["grad", "train"])
 def test_external_path_equals_one_file(tmp_path, monkeypatch, command):
-    """`irkit grad` and one SGD epoch of `irkit train` (with -o and --save-training, then a
-    resume) write PATH.data when forced to (threshold 0), and give exactly what the one-file
-    path gives; onnxruntime runs the written files."""
+    """`irkit grad` and two SGD epochs of `irkit train` (with -o, --save-training and
+    --checkpoint, then a resume) write PATH.data when forced to (threshold 0), and give
+    exactly what the one-file path gives; onnxruntime runs the written files."""
     path = _model(tmp_path)
     monkeypatch.chdir(tmp_path)
     results = {}
@@ -128,9 +128,12 @@ def test_external_path_equals_one_file(tmp_path, monkeypatch, command):
         else:
             train = f"train{threshold}.onnx"
             r = cli("train", path, "--data", "data.npz", "--epochs", "2", "--batch-size", "8",
-                    "--optimizer", "sgd", "--lr", "0.05", "-o", out, "--save-training", train)
+                    "--optimizer", "sgd", "--lr", "0.05", "-o", out, "--save-training", train,
+                    "--checkpoint", f"ck{threshold}")
             assert r.exit_code == 0, r.output
-            assert os.path.exists(f"{train}.data") == (threshold == "0")
+            for written in (train, f"ck{threshold}/last.onnx", f"ck{threshold}/last_train.onnx"):
+                assert os.path.exists(f"{written}.data") == (threshold == "0"), written
+            results[f"ck{threshold}"] = _weights(tmp_path / f"ck{threshold}" / "last_train.onnx")
             r = cli("train", train, "--data", "data.npz", "--epochs", "3", "-o", f"re{out}")
             results[f"resumed{threshold}"] = _weights(tmp_path / f"re{out}")
         assert r.exit_code == 0, r.output
@@ -142,6 +145,7 @@ def test_external_path_equals_one_file(tmp_path, monkeypatch, command):
     _same(results[""], results["0"])
     if command == "train":
         _same(results["resumed"], results["resumed0"])
+        _same(results["ck"], results["ck0"])
         assert all(np.array_equal(a, b) for a, b in zip(results["run"], results["run0"]))
         assert not all(np.array_equal(results[""][n], results["resumed"][n])
                        for n in results[""])  # the resumed epoch moved the weights

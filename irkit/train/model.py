@@ -392,11 +392,15 @@ class Model:
     def save(self, path: str, opset: int = 17):
         """Write a training file: the inference model plus training_info (the train step in
         training mode, optimizer state, step count, history). `irkit.load_model` reads it
-        back and `fit` continues the same run. Before training it is the fresh state."""
-        from irkit.safe_io import write_atomic
-        proto = self.training_proto(opset)
-        write_atomic(path, proto.SerializeToString())
-        return proto
+        back and `fit` continues the same run. Before training it is the fresh state. Weights
+        above the external-data threshold go to PATH.data beside it. Returns the model as
+        written."""
+        import onnx
+
+        from irkit.safe_io import write_all_atomic
+        files = self.training_files(path, opset=opset)  # PATH.data beside it when large
+        write_all_atomic(files)
+        return onnx.ModelProto.FromString(files[-1][1])
 
     def training_proto(self, opset: int = 17):
         """The training file as a ModelProto (see `save`): the last state of the run (so a
