@@ -7,6 +7,7 @@ exactly; the external files stay inside the model's folder (issue 23's rules).""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -139,6 +140,11 @@ def test_external_path_equals_one_file(tmp_path, monkeypatch, command):
         assert r.exit_code == 0, r.output
         assert os.path.exists(f"{out}.data") == (threshold == "0")
         results[threshold] = _weights(tmp_path / out)
+        if command == "train":  # irkit's predictor on the written model
+            r = cli("predict", out, "--data", "data.npz", "--json")
+            assert r.exit_code == 0, r.output
+            results[f"predict{threshold}"] = {k: v for k, v in json.loads(r.stdout).items()
+                                              if k != "model"}
         x = np.load("data.npz")["x"]
         feeds_out = _run(tmp_path / out, x) if command == "train" else None
         results[f"run{threshold}"] = feeds_out
@@ -146,6 +152,8 @@ def test_external_path_equals_one_file(tmp_path, monkeypatch, command):
     if command == "train":
         _same(results["resumed"], results["resumed0"])
         _same(results["ck"], results["ck0"])
+        assert results["predict"] == results["predict0"]
+        assert len(results["predict"]["probabilities"]) == 24
         assert all(np.array_equal(a, b) for a, b in zip(results["run"], results["run0"]))
         assert not all(np.array_equal(results[""][n], results["resumed"][n])
                        for n in results[""])  # the resumed epoch moved the weights

@@ -31,12 +31,17 @@ class OnnxPredictor:
     """An ONNX file on onnxruntime: `predictor(x)` -> the first output for each row of x."""
 
     def __init__(self, path: str, device: str = "cpu") -> None:
+        from irkit.onnx_io import restore_detached
         from irkit.runtimes.onnxruntime import make_session, resolve_device
-        proto = _checked_proto(path)
+        detached: dict = {}  # large external weights, read into arrays (models beyond 2 GB)
+        proto = _checked_proto(path, detached)
         self.path = path
         self.metadata = {p.key: p.value for p in proto.metadata_props}
+        restore_detached(proto, detached)
+        arrays = {n: a for n, a in detached.items() if a is not None}
         try:
-            self.session = make_session(proto.SerializeToString(), resolve_device(device))
+            self.session = make_session(proto.SerializeToString(), resolve_device(device),
+                                        initializers=arrays)
         except Exception as e:  # onnxruntime's own exception types
             raise ModelFileError(f"{path}: onnxruntime cannot load the model "
                                  f"({str(e).strip().splitlines()[0]})") from None
@@ -116,12 +121,12 @@ class OnnxPredictor:
         return out
 
 
-def _checked_proto(path: str):
+def _checked_proto(path: str, detached: dict | None = None):
     """The model file, read within the caps and checked as irkit checks every file it imports
     (structure, tensors, attributes, onnx's node schemas and shape inference) before
-    onnxruntime sees it; a ModelFileError that names the file."""
+    onnxruntime sees it; a ModelFileError that names the file. `detached`: see load_proto."""
     from irkit.onnx_io import check_schemas, load_proto, validate_model
-    proto = load_proto(path)
+    proto = load_proto(path, detached=detached)
     try:
         validate_model(proto)
         check_schemas(proto)

@@ -24,6 +24,7 @@ _LAZY = {name: "irkit.onnx_io._convert" for name in (
     "DEFAULT_OPSET", "MIN_OPSET", "convert_opset", "from_onnx", "load", "load_proto",
     "model_files_for", "save",
     "to_onnx", "with_dynamic_batch")}
+_LAZY["restore_detached"] = "irkit.onnx_io._external"
 _LAZY.update({name: "irkit.onnx_io._validate" for name in (
     "MAX_OPSET", "check_schemas", "validate_model")})
 

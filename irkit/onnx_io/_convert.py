@@ -166,7 +166,7 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
     inits = {t.name for t in model.graph.initializer}
     for vi in [*model.graph.input, *model.graph.output]:
         t = vi.type.tensor_type
-        if vi.name in inits or vi.doc_string == DETACHED or not t.HasField("shape") \
+        if vi.name in inits or vi.doc_string.startswith(DETACHED) or not t.HasField("shape") \
                 or not t.shape.dim:
             continue
         t.shape.dim[0].Clear()

@@ -83,11 +83,31 @@ def _detach(model: onnx.ModelProto, reader: _Reader, detached: dict) -> None:
         gone.append(i)
         if t.name not in declared:
             g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
-    for vi in g.input:
-        if detached.get(vi.name) is not None:
-            vi.doc_string = DETACHED
     for i in reversed(gone):
         del g.initializer[i]
+    for vi in g.input:  # the declarations it adds, and those the file had (IR < 4 style)
+        if detached.get(vi.name) is not None:
+            vi.doc_string = DETACHED if vi.name not in declared else DETACHED + " (declared)"
+
+
+def restore_detached(model: onnx.ModelProto, detached: dict[str, np.ndarray | None]) -> None:
+    """Undo `_detach` in `model` for a runtime that is given the arrays apart (onnxruntime's
+    add_external_initializers): each detached tensor is an initializer again, of its type and
+    dims, whose data are external in a file that is never read; the declarations `_detach`
+    added are dropped."""
+    g = model.graph
+    keep = [vi for vi in g.input if vi.doc_string != DETACHED]
+    del g.input[:]
+    g.input.extend(keep)
+    for name, array in detached.items():
+        if array is None:
+            continue
+        t = g.initializer.add(name=name, dims=array.shape,
+                              data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype),
+                              data_location=TensorProto.EXTERNAL)
+        for key, value in (("location", "irkit-in-memory-initializers"), ("offset", "0"),
+                           ("length", str(array.nbytes))):
+            t.external_data.add(key=key, value=value)
 
 
 class _Reader:
