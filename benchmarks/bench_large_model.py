@@ -8,7 +8,8 @@ x L -> MatMul WIDTH x 10, L chosen so the weights total --gb; every tensor is ex
 one file beside the model. Each command runs in a fresh process (tests/measured.py's
 `run_irkit`, VmHWM of the child itself): `irkit inspect`, `irkit grad --of logits --wrt
 <every weight>` (writes the gradient model), one SGD step of `irkit train` on 4 samples with
-`-o` ("train"), and the same with `--save-training` too ("train+save"). Figures: the
+`-o` ("train"), the same with `--save-training` too ("train+save"), and `irkit predict` of
+the trained model (its `-o` file, weights external beyond 1 GiB). Figures: the
 process's peak resident memory, that peak over the weights' bytes, and the peak of
 `irkit --version` for reference.
 Written under --dir (default: a temporary folder), deleted afterwards.
@@ -86,6 +87,7 @@ def commands(weights: list[str]) -> dict[str, list[str]]:
                  "-o", "grad.onnx"],
         "train": TRAIN,
         "train+save": [*TRAIN, "--save-training", "out.train.onnx"],
+        "predict": ["predict", "out.onnx", "--data", "data.npz", "-o", "pred.csv"],
     }
 
 

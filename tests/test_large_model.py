@@ -113,50 +113,61 @@ def _run(model: Path, x: np.ndarray) -> list[np.ndarray]:
     return session.run(None, {"x": x})
 
 
-@pytest.mark.parametrize("command", ["grad", "train"])
-def test_external_path_equals_one_file(tmp_path, monkeypatch, command):
-    """`irkit grad` and two SGD epochs of `irkit train` (with -o, --save-training and
-    --checkpoint, then a resume) write PATH.data when forced to (threshold 0), and give
-    exactly what the one-file path gives; onnxruntime runs the written files."""
+def test_grad_external_equals_one_file(tmp_path, monkeypatch):
+    """`irkit grad -o` writes PATH.data when forced to (threshold 0): the same weights, and
+    onnxruntime (reading the external file itself) gives the same gradients, exactly."""
     path = _model(tmp_path)
     monkeypatch.chdir(tmp_path)
-    results = {}
+    x = np.random.default_rng(3).standard_normal((6, WIDTH)).astype(np.float32)
+    cotangent = np.ones((6, CLASSES), np.float32)
+    weights, outputs = [], []
     for threshold in ("", "0"):
         monkeypatch.setenv("IRKIT_EXTERNAL_DATA_BYTES", threshold)
-        out = f"out{threshold}.onnx"
-        if command == "grad":
-            r = cli("grad", path, "--of", "logits", "--wrt", "W0,W1,b0", "-o", out)
-        else:
-            train = f"train{threshold}.onnx"
-            r = cli("train", path, "--data", "data.npz", "--epochs", "2", "--batch-size", "8",
-                    "--optimizer", "sgd", "--lr", "0.05", "-o", out, "--save-training", train,
-                    "--checkpoint", f"ck{threshold}")
-            assert r.exit_code == 0, r.output
-            for written in (train, f"ck{threshold}/last.onnx", f"ck{threshold}/last_train.onnx"):
-                assert os.path.exists(f"{written}.data") == (threshold == "0"), written
-            results[f"ck{threshold}"] = _weights(tmp_path / f"ck{threshold}" / "last_train.onnx")
-            r = cli("train", train, "--data", "data.npz", "--epochs", "3", "-o", f"re{out}")
-            results[f"resumed{threshold}"] = _weights(tmp_path / f"re{out}")
+        out = f"grad{threshold}.onnx"
+        r = cli("grad", path, "--of", "logits", "--wrt", "W0,W1,b0", "-o", out)
         assert r.exit_code == 0, r.output
         assert os.path.exists(f"{out}.data") == (threshold == "0")
-        results[threshold] = _weights(tmp_path / out)
-        if command == "train":  # irkit's predictor on the written model
-            r = cli("predict", out, "--data", "data.npz", "--json")
-            assert r.exit_code == 0, r.output
-            results[f"predict{threshold}"] = {k: v for k, v in json.loads(r.stdout).items()
-                                              if k != "model"}
-        x = np.load("data.npz")["x"]
-        feeds_out = _run(tmp_path / out, x) if command == "train" else None
-        results[f"run{threshold}"] = feeds_out
-    _same(results[""], results["0"])
-    if command == "train":
-        _same(results["resumed"], results["resumed0"])
-        _same(results["ck"], results["ck0"])
-        assert results["predict"] == results["predict0"]
-        assert len(results["predict"]["probabilities"]) == 24
-        assert all(np.array_equal(a, b) for a, b in zip(results["run"], results["run0"]))
-        assert not all(np.array_equal(results[""][n], results["resumed"][n])
-                       for n in results[""])  # the resumed epoch moved the weights
+        weights.append(_weights(tmp_path / out))
+        session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {"x": x, "logits_grad": cotangent}))
+    _same(*weights)
+    assert len(outputs[0]) == 4 and all(np.array_equal(a, b) for a, b in zip(*outputs))
+
+
+def _train(tmp_path: Path, threshold: str) -> dict:
+    """Two SGD epochs with -o, --save-training and --checkpoint, a resume to epoch 3, and a
+    prediction of the -o file, at the external-data `threshold`: what each wrote."""
+    os.environ["IRKIT_EXTERNAL_DATA_BYTES"] = threshold  # (monkeypatched by the caller)
+    out, train, ck = f"out{threshold}.onnx", f"train{threshold}.onnx", f"ck{threshold}"
+    r = cli("train", _model(tmp_path), "--data", "data.npz", "--epochs", "2", "--batch-size",
+            "8", "--optimizer", "sgd", "--lr", "0.05", "-o", out, "--save-training", train,
+            "--checkpoint", ck)
+    assert r.exit_code == 0, r.output
+    for written in (out, train, f"{ck}/last.onnx", f"{ck}/last_train.onnx"):
+        assert os.path.exists(f"{written}.data") == (threshold == "0"), written
+    r = cli("train", train, "--data", "data.npz", "--epochs", "3", "-o", f"re{out}")
+    assert r.exit_code == 0, r.output
+    p = cli("predict", out, "--data", "data.npz", "--json")  # irkit's predictor
+    assert p.exit_code == 0, p.output
+    return {"out": _weights(tmp_path / out), "resumed": _weights(tmp_path / f"re{out}"),
+            "checkpoint": _weights(tmp_path / ck / "last_train.onnx"),
+            "predict": {k: v for k, v in json.loads(p.stdout).items() if k != "model"},
+            "run": _run(tmp_path / out, np.load("data.npz")["x"])}
+
+
+def test_train_external_equals_one_file(tmp_path, monkeypatch):
+    """`irkit train` writes PATH.data for -o, --save-training and the checkpoint files when
+    forced to (threshold 0); weights, the resumed run, irkit's and onnxruntime's predictions
+    are exactly those of the one-file path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IRKIT_EXTERNAL_DATA_BYTES", "")
+    one, external = _train(tmp_path, ""), _train(tmp_path, "0")
+    for key in ("out", "resumed", "checkpoint"):
+        _same(one[key], external[key])
+    assert one["predict"] == external["predict"] and len(one["predict"]["probabilities"]) == 24
+    assert all(np.array_equal(a, b) for a, b in zip(one["run"], external["run"]))
+    assert not all(np.array_equal(one["out"][n], one["resumed"][n])
+                   for n in one["out"])  # the resumed epoch moved the weights
 
 
 def test_session_takes_weights_as_external_initializers(tmp_path, monkeypatch):
