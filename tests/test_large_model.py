@@ -182,3 +182,36 @@ def test_session_takes_weights_as_external_initializers(tmp_path, monkeypatch):
     assert sorted(arrays) == ["W0", "W1"] and len(head) < 20_000
     got = OrtGraph(graph)({"x": x})
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_torch_dynamo_export_keeps_external_data(tmp_path, monkeypatch):
+    """torch's default exporter writes its weights as external data (model.onnx.data, opset
+    20: the downgrade path): imported through the detached read, the graph and `irkit grad`
+    equal those of the same model with every tensor inside the file."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(WIDTH, 256), torch.nn.GELU(),
+                              torch.nn.LayerNorm(256), torch.nn.Linear(256, CLASSES)).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(net, (torch.randn(2, WIDTH),), str(tmp_path / "t.onnx"), dynamo=True,
+                      input_names=["x"], output_names=["logits"], dynamic_shapes=({0: batch},),
+                      verbose=False)
+    assert (tmp_path / "t.onnx.data").exists()
+    onnx.save(onnx.load(str(tmp_path / "t.onnx")), str(tmp_path / "inside.onnx"))
+    detached: dict = {}
+    load_proto(tmp_path / "t.onnx", detached=detached)
+    assert [n for n, a in detached.items() if a is not None] == ["0.weight"]
+    a, b = load(tmp_path / "t.onnx"), load(tmp_path / "inside.onnx")
+    assert list(a.initializers) == list(b.initializers)
+    _same({n: v.const for n, v in a.initializers.items()},
+          {n: v.const for n, v in b.initializers.items()})
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(4).standard_normal((3, WIDTH)).astype(np.float32)
+    feeds = {"x": x, "logits_grad": np.ones((3, CLASSES), np.float32)}
+    runs = []
+    for source in ("t.onnx", "inside.onnx"):
+        r = cli("grad", source, "--of", "logits", "--wrt", "0.weight,2.weight", "-o",
+                f"g-{source}")
+        assert r.exit_code == 0, r.output
+        runs.append(ort.InferenceSession(f"g-{source}").run(None, feeds))
+    assert all(np.array_equal(p, q) for p, q in zip(*runs))
