@@ -18,9 +18,11 @@ stays and runs on batch statistics as torch trains it: the dynamo exporter folds
 (`torch.set_num_threads`). Every (model, framework, threads) runs in a fresh process: two
 warm-up steps (irkit's runner alternates two state buffers), then `--steps` timed steps, `--repeats`
 times, the processes taking turns (irkit, torch, torch, irkit, ...); the time is the median
-per step. Peak memory (Linux): the peak RSS (VmHWM, reset once the model is built) over all the
-steps minus the RSS before the first ("train": activations, gradients, optimizer state), and
-the whole process's peak ("process", imports and building included).
+per step, wall and the calling thread's CPU time (at one thread the step's own work, robust to
+other load on the machine; at more threads it misses the pool's other threads). Peak memory
+(Linux): the peak RSS (VmHWM, reset once the model is built) over all the steps minus the RSS
+before the first ("train": activations, gradients, optimizer state), and the whole process's
+peak ("process", imports and building included).
 """
 
 from __future__ import annotations
@@ -236,11 +238,12 @@ def child(name: str, framework: str, folder: str, threads: int, steps: int) -> d
     before = _status("VmRSS:")
     first = step()
     step()  # both of irkit's ping-pong state buffers exist from here on
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for _ in range(steps):
         step()
     seconds = (time.perf_counter() - t0) / steps
-    return {"seconds": seconds, "first_loss": first,
+    return {"seconds": seconds, "cpu_seconds": (time.thread_time() - c0) / steps,
+            "first_loss": first,
             "train_peak": _status("VmHWM:") - before, "process_peak": _status("VmHWM:")}
 
 
@@ -276,6 +279,7 @@ def _summary(runs: list[dict]) -> dict | None:
     if not good:
         return None
     return {"ms": statistics.median(r["seconds"] for r in good) * 1e3,
+            "cpu_ms": statistics.median(r["cpu_seconds"] for r in good) * 1e3,
             "step_mib": statistics.median(r["train_peak"] for r in good) / 2 ** 20,
             "process_mib": statistics.median(r["process_peak"] for r in good) / 2 ** 20,
             "first_loss": good[0]["first_loss"]}
@@ -288,23 +292,26 @@ def _line(row: dict) -> str:
         if s[f] is None:
             cells += [f"{f}: {row['runs'][f][0]['error']}"]
         else:
-            cells += [f"{f} {s[f]['ms']:.1f} ms, train {s[f]['step_mib']:.0f} MiB, "
-                      f"process {s[f]['process_mib']:.0f} MiB, loss {s[f]['first_loss']:.4f}"]
+            cells += [f"{f} {s[f]['ms']:.1f} ms (CPU {s[f]['cpu_ms']:.1f}), train "
+                      f"{s[f]['step_mib']:.0f} MiB, process {s[f]['process_mib']:.0f} MiB, "
+                      f"loss {s[f]['first_loss']:.4f}"]
     return f"{row['model']} x{row['threads']}: " + "; ".join(cells)
 
 
 def report(rows: list[dict], markdown: bool) -> str:
-    head = ["model", "threads", "irkit ms", "torch ms", "irkit/torch", "irkit peak MiB (train, "
-            "process)", "torch peak MiB (train, process)", "first loss irkit / torch"]
+    head = ["model", "threads", "irkit ms", "torch ms", "irkit/torch", "CPU irkit/torch",
+            "irkit peak MiB (train, process)", "torch peak MiB (train, process)",
+            "first loss irkit / torch"]
     out = []
     for row in rows:
         s = {f: _summary(row["runs"][f]) for f in FRAMEWORKS}
         if None in s.values():
-            out.append([row["model"], str(row["threads"]), _line(row), "", "", "", "", ""])
+            out.append([row["model"], str(row["threads"]), _line(row), *[""] * 6])
             continue
         i, t = s["irkit"], s["torch"]
         out.append([row["model"], str(row["threads"]), f"{i['ms']:.1f}", f"{t['ms']:.1f}",
-                    f"{i['ms'] / t['ms']:.2f}", f"{i['step_mib']:.0f}, {i['process_mib']:.0f}",
+                    f"{i['ms'] / t['ms']:.2f}", f"{i['cpu_ms'] / t['cpu_ms']:.2f}",
+                    f"{i['step_mib']:.0f}, {i['process_mib']:.0f}",
                     f"{t['step_mib']:.0f}, {t['process_mib']:.0f}",
                     f"{i['first_loss']:.4f} / {t['first_loss']:.4f}"])
     return table(head, out, markdown)

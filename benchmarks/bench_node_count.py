@@ -5,14 +5,18 @@ and a chain of N Add nodes each with its own weight, through `irkit inspect`, `e
     python benchmarks/bench_node_count.py                    # 10k and 100k nodes
     python benchmarks/bench_node_count.py --nodes 1000000    # 1M (minutes, GBs)
     python benchmarks/bench_node_count.py --command inspect --kind relu --nodes 10000
+    python benchmarks/bench_node_count.py --nodes 100000 --repeats 5   # the refusal's time
 
-A command refused by the node cap (IRKIT_MAX_NODES) shows `refused` and its time.
+A command refused by the node cap (IRKIT_MAX_NODES) shows `refused` and its time; with
+`--repeats N` each time is the median of N runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,20 +56,27 @@ def chain(kind: str, nodes: int) -> onnx.ModelProto:
     return m
 
 
-def run(command: str, model: str, folder: str, timeout: float) -> tuple[str, float]:
-    """(outcome, seconds) of one irkit command in a fresh process."""
+def _cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def run(command: str, model: str, folder: str, timeout: float) -> tuple[str, float, float]:
+    """(outcome, wall seconds, CPU seconds) of one irkit command in a fresh process (on a
+    shared machine the CPU time moves less with the load than the wall time)."""
+    cpu0 = _cpu()
     args = [a.format(m=model) for a in COMMANDS[command]]
     t0 = time.perf_counter()
     try:
         p = subprocess.run([sys.executable, "-m", "irkit.cli", *args], cwd=folder,
                            capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"over {timeout:.0f} s", time.perf_counter() - t0
-    seconds = time.perf_counter() - t0
+        return f"over {timeout:.0f} s", time.perf_counter() - t0, _cpu() - cpu0
+    seconds, cpu = time.perf_counter() - t0, _cpu() - cpu0
     if p.returncode == 0:
-        return "ok", seconds
+        return "ok", seconds, cpu
     line = (p.stderr.strip().splitlines() or ["?"])[-1]
-    return ("refused" if "IRKIT_MAX_NODES" in line else "error: " + line[:80]), seconds
+    return ("refused" if "IRKIT_MAX_NODES" in line else "error: " + line[:80]), seconds, cpu
 
 
 def main() -> None:
@@ -74,16 +85,21 @@ def main() -> None:
     ap.add_argument("--kind", action="append", choices=["relu", "add"])
     ap.add_argument("--command", action="append", choices=list(COMMANDS))
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per cell (the median shown)")
     a = ap.parse_args()
-    print(f"{'kind':5s} {'nodes':>8s} {'command':9s} {'seconds':>8s}  outcome  ({os.cpu_count()} "
-          "cores)")
+    print(f"{'kind':5s} {'nodes':>8s} {'command':9s} {'seconds':>8s} {'cpu s':>7s}  outcome  "
+          f"({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})", flush=True)
     for kind in a.kind or ["relu", "add"]:
         for n in a.nodes or [10_000, 100_000]:
             with tempfile.TemporaryDirectory() as folder:
                 onnx.save(chain(kind, n), os.path.join(folder, "m.onnx"))
                 for command in a.command or list(COMMANDS):
-                    outcome, seconds = run(command, "m.onnx", folder, a.timeout)
-                    print(f"{kind:5s} {n:8d} {command:9s} {seconds:8.2f}  {outcome}", flush=True)
+                    runs = [run(command, "m.onnx", folder, a.timeout) for _ in range(a.repeats)]
+                    outcome = runs[-1][0]
+                    seconds = statistics.median(t for _, t, _ in runs)
+                    cpu = statistics.median(c for _, _, c in runs)
+                    print(f"{kind:5s} {n:8d} {command:9s} {seconds:8.2f} {cpu:7.2f}  {outcome}",
+                          flush=True)
 
 
 if __name__ == "__main__":

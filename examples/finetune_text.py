@@ -15,11 +15,10 @@ Needs torch, onnxscript and transformers (pip install -e ".[torch,transformers]"
 is synthetic: a sentence (padded to T tokens, padding masked) is positive when it holds token
 7 or token 8.
 
-Two choices in the export are deliberate: eager attention (transformers' default,
-scaled_dot_product_attention, exports masked Softmax through IsNaN, which irkit does not import
-yet) and explicit position ids of the batch's shape (BERT otherwise slices a (1, T) buffer,
-whose broadcast gradient irkit mis-shapes at batch sizes other than the export's; issue 18,
-items 1-2).
+The export is transformers' default: scaled_dot_product_attention (which torch exports as
+masked Softmax through IsNaN and Where), BERT's own position and token-type ids (a (1, T)
+buffer sliced to the sentence length), and a dynamic batch: the model is trained at batch
+16 and evaluated at other sizes.
 """
 
 from __future__ import annotations
@@ -48,15 +47,11 @@ class Classifier(torch.nn.Module):
         config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
                             num_attention_heads=2, intermediate_size=64,
                             max_position_embeddings=32, num_labels=2,
-                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                            attn_implementation="eager")
+                            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         self.bert = BertForSequenceClassification(config)
 
     def forward(self, input_ids, attention_mask):
-        positions = torch.arange(input_ids.shape[1]).unsqueeze(0).expand_as(input_ids)
-        return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                         position_ids=positions,
-                         token_type_ids=torch.zeros_like(input_ids)).logits
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 def sentences(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:

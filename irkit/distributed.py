@@ -14,12 +14,23 @@ Ending: a worker that fails prints one line, `irkit: error: rank R: ...`, and ab
 job (`abort`); the launcher then ends every other worker. A failure before MPI has started
 cannot stop the other ranks (Hydra ends a job only for ranks inside MPI), so `irkit train`
 starts MPI first. `irkit.cli.launch` runs mpiexec for `--workers N`.
+
+A worker killed under a bare `mpiexec` (SIGKILL, the out-of-memory killer) cannot speak, and
+Hydra SIGKILLs the others at once. So each worker of such a job starts a watchdog first
+(`_start_watchdog`: a tiny Python in its own session, holding the worker's stderr, reading a
+pipe from it): when the pipe ends without the worker having said it ends cleanly, the
+watchdog prints `irkit: error: rank R: the worker died ...` if no other has spoken for the job
+(a claim file named after the launcher's proxy, created exclusively). Under `--workers` the
+launcher names the dead rank itself (with the signal), so no watchdog starts there.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from typing import NoReturn
 
@@ -41,6 +52,34 @@ LOST_GRACE_S = 5.0
 # stderr through a proxy, and an abort at once tore the job down before the proxy had passed
 # the line on (an empty stderr in 1 of 6 runs of the raising-worker test)
 ABORT_FLUSH_S = 0.3
+# the watchdog that spoke keeps the job's claim this long (the other ranks' watchdogs wake as
+# Hydra kills them), then removes it
+CLAIM_HOLD_S = 3.0
+WATCHDOG = """
+import os, sys, time
+rank, claim = sys.argv[1], sys.argv[2]
+said = b""
+while True:
+    chunk = os.read(0, 64)
+    if not chunk:
+        break
+    said += chunk
+if b"ok" in said:
+    sys.exit(0)
+if b"said" not in said:  # the worker died: the first watchdog of the job to claim speaks
+    try:
+        os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        sys.exit(0)
+    os.write(2, ("irkit: error: rank " + rank + ": the worker died without a word (killed by a "
+                 "signal, or out of memory); the job was stopped\\n").encode())
+os.close(2)
+time.sleep(float(sys.argv[3]))
+try:
+    os.unlink(claim)
+except OSError:
+    pass
+"""
 
 
 class MpiMissingError(RuntimeUnavailableError):
@@ -100,6 +139,7 @@ def comm():
     starts MPI); a one-line error saying what to install when mpi4py is missing or cannot
     load an MPI library."""
     size = world_size()
+    _start_watchdog()
     try:
         from mpi4py import MPI
     except ImportError:
@@ -133,6 +173,65 @@ def _mark_started() -> None:
 
 
 _comm = None
+_watchdog: int | None = None  # the write end of the pipe to this worker's watchdog
+
+
+def _claim_path() -> str:
+    """The job's claim file: named after the launcher's proxy (every local rank's parent),
+    with its start time, so a reused pid names another file."""
+    ppid = os.getppid()
+    try:
+        start = open(f"/proc/{ppid}/stat").read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "0"
+    return os.path.join(tempfile.gettempdir(), f"irkit-job-{ppid}-{start}.said")
+
+
+def _start_watchdog() -> None:
+    """Start this worker's watchdog (module doc): under a bare MPI launcher only, before MPI
+    starts (no fork of an MPI process), once."""
+    global _watchdog
+    if _watchdog is not None or READY_DIR in os.environ or world_size() == 1:
+        return
+    read, write = os.pipe()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMI_", "OMPI_", "MPI_", "PMIX_", "HYDRA_"))}
+    try:
+        subprocess.Popen([sys.executable, "-S", "-c", WATCHDOG, str(rank()), _claim_path(),
+                          str(CLAIM_HOLD_S)], stdin=read, stdout=subprocess.DEVNULL, env=env,
+                         start_new_session=True, close_fds=True)
+    except OSError:  # no watchdog: the job still runs, a killed worker is not named
+        os.close(write)
+        return
+    finally:
+        os.close(read)
+    _watchdog = write
+    atexit.register(_tell_watchdog, b"ok")
+
+
+def _tell_watchdog(message: bytes) -> None:
+    """b"ok": this worker ends cleanly; b"said": it has said the job's one line (and holds
+    the claim, which its watchdog removes)."""
+    global _watchdog
+    if _watchdog is None:
+        return
+    try:
+        os.write(_watchdog, message)
+        os.close(_watchdog)
+    except OSError:
+        pass
+    _watchdog = None
+
+
+def _claim() -> None:
+    """Take the job's claim before saying its one line, so that no watchdog adds another."""
+    if _watchdog is None:
+        return
+    try:
+        os.close(os.open(_claim_path(), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        _tell_watchdog(b"said")
+    except OSError:  # another rank spoke first
+        _tell_watchdog(b"ok")
 
 
 def abort(message: str, code: int = 1, wait: float | None = None) -> NoReturn:
@@ -141,6 +240,7 @@ def abort(message: str, code: int = 1, wait: float | None = None) -> NoReturn:
     rank fails alike, rank 0's abort ends the others before they speak)."""
     r = rank()
     time.sleep(wait if wait is not None else (0.0 if r == 0 else ABORT_GRACE_S))
+    _claim()
     sys.stdout.flush()
     sys.stderr.write(f"irkit: error: rank {r}: {message}\n")
     sys.stderr.flush()
@@ -159,5 +259,6 @@ def fail_job(error: BaseException | None, message: str, code: int = 1) -> NoRetu
     launcher usually ends this process first and names the rank that died); a missing mpi4py
     (the same on every rank) by rank 0 alone."""
     if isinstance(error, MpiMissingError) and rank() != 0:
+        _tell_watchdog(b"ok")
         os._exit(code)  # without MPI no rank can stop the others: rank 0 alone says why
     abort(message, code, LOST_GRACE_S if isinstance(error, WorkerLostError) else None)

@@ -28,6 +28,32 @@ def json_text(document: object, indent: int | None = None) -> str:
     return json.dumps(clean(document), indent=indent, allow_nan=False, default=str)
 
 
+# onnxruntime's error text: its status prefix, its source file and line, a C++ function
+# signature (with an optional return type), the text of a failed check ("x == y was false.")
+_CPP_NAME = r"(?:\w+(?:<[^<>]*>)?::)+~?\w+"  # onnxruntime::Dropout<T1, T2>::Compute
+_ORT_PARTS = [
+    r"\[ONNXRuntimeError\] : \d+ : \w+ : ",
+    r"\S*onnxruntime(?:_src)?/\S+:\d+ ",
+    rf"(?:{_CPP_NAME}(?:<[^<>]*>)?[\s*&]+)?{_CPP_NAME}\((?:[^()]|\([^()]*\))*\)"
+    r"(?: const)?(?: \[with [^\]]*\])?\s*",
+    r"(?<=Status Message: )[^.]*? was false\.\s*",
+]
+
+
+def ort_message(error: BaseException) -> str:
+    """The first line of an onnxruntime error without its internals (status prefix, source
+    path, C++ function names, failed-check text): what irkit's one line may quote. The one
+    place onnxruntime's errors become irkit's text."""
+    import re
+    text = str(error).strip()
+    text = text.splitlines()[0][:2000] if text else type(error).__name__
+    for part in _ORT_PARTS:
+        text = re.sub(part, "", text)
+    text = re.sub(r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' "
+                  r"Status Message: ", r"node '\2' (\1): ", text)
+    return " ".join(text.split()) or type(error).__name__
+
+
 def printable(name: object) -> str:
     """A name from a file, quoted and escaped for a message: 'conv\\x1b[2J'."""
     return repr(str(name))

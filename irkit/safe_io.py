@@ -7,6 +7,10 @@ checked before reading (`read_capped`). Caps have defaults and an environment ov
     IRKIT_MAX_DATA_BYTES     datasets (also their decompressed size)  default 1 GiB
     IRKIT_MAX_RECIPE_BYTES   recipes (TOML)                      default 1 MiB
     IRKIT_MAX_ELEMENTS       elements of one tensor built from a file  default 2**28
+    IRKIT_MAX_TENSOR_BYTES   bytes irkit makes rather than reads: a recipe's weights
+                             together; before onnxruntime runs a model from a file, one value
+                             of static shape, or its constants folded together (16 times the
+                             model's stored tensors when that is more)  default 128 MiB
     IRKIT_MAX_NODES          nodes of a model's graph (an ONNX file's, a recipe's)
                              default 50,000 (onnxruntime's session setup grows faster than
                              linearly in nodes: a chain of 40,000 Adds takes it 88 s)
@@ -46,6 +50,7 @@ LIMITS = {
     "data": ("IRKIT_MAX_DATA_BYTES", 1 << 30),
     "recipe": ("IRKIT_MAX_RECIPE_BYTES", 1 << 20),
     "elements": ("IRKIT_MAX_ELEMENTS", 1 << 28),
+    "tensor_bytes": ("IRKIT_MAX_TENSOR_BYTES", 1 << 27),
     "nodes": ("IRKIT_MAX_NODES", 50_000),
     "gzip_ratio": ("IRKIT_MAX_GZIP_RATIO", 100),  # decompressed / compressed, above 16 MiB
 }

@@ -15,8 +15,9 @@ backward reader. The copies then read a value no forward node reads (nothing to 
 depend on the backward pass having got there (nothing to run early);
 tests/test_checkpoint_memory.py checks that onnxruntime's optimized model keeps every copy.
 `0 * min(g)` is exactly 0 for finite gradients, so the recomputed values and the gradients
-are bitwise those of the original step; a step whose gradients are already inf or NaN gives
-NaN (it has diverged either way).
+are those of the original step (bitwise for MLPs and CNNs; to float32 rounding where
+onnxruntime fuses a copy otherwise than its original, as in transformer layers); a step whose
+gradients are already inf or NaN gives NaN (it has diverged either way).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from irkit.passes.manager import GraphPass, PassResult
 from irkit import ops
 from irkit.errors import IRError
 from irkit.ir import Graph, Node, Value
+from irkit.ops.base import const_array
 
 RECOMPUTE = "grad/recompute/"
 
@@ -38,17 +40,20 @@ RECOMPUTE = "grad/recompute/"
 class CheckpointActivationsPass(GraphPass):
     """Recompute forward segments in the backward pass. Cases handled:
 
-    1. cut points: positions in the forward order after which exactly one forward value (a
-       float output of a deterministic node) is still read by later forward nodes; any
-       graph whose forward part is a chain of blocks (MLPs, CNNs, residual stages) has them;
-    2. strategy "sqrt": every ceil(sqrt(k))-th of the k cut points is a checkpoint; an int
+    1. cut points: positions in the forward order after which one forward value (a float
+       output of a deterministic node) is still read by later forward nodes, beside side
+       values of at most its bytes (a transformer's attention mask and shapes, read by every
+       layer: the copies read them where they are); any graph whose forward part is a chain
+       of blocks (MLPs, CNNs, residual stages, transformer layers) has them;
+    2. strategy "sqrt": in each run of ceil(sqrt(k)) of the k cut points, the one of the
+       fewest bytes (the latest of equals) is a checkpoint; an int
        (bytes, at `batch`): a new checkpoint when the saved values since the last one would
        exceed the budget;
     3. each segment between two checkpoints, except the last (its backward follows at once),
        is copied (only the nodes the backward pass needs) under `grad/recompute/`, fed from
        its gated checkpoint (see the module docstring), and backward nodes read the copies;
     4. random nodes (Dropout in training mode, ...) are never copied: their outputs stay
-       saved, so the copies see the same masks;
+       saved, so the copies see the same masks; a Dropout of constant ratio 0 is not random;
     5. a graph without `grad/` nodes, or without cut points, is left unchanged;
     6. a graph that already has `grad/recompute/` nodes is left unchanged (applying the pass
        twice, e.g. to a resumed training file's step graph, changes nothing).
@@ -65,7 +70,7 @@ class CheckpointActivationsPass(GraphPass):
         backward_readers = _backward_readers(graph)
         if not backward_readers or any(n.name.startswith(RECOMPUTE) for n in graph.nodes):
             return PassResult(graph, False)
-        cuts = _cut_points(forward)
+        cuts = _cut_points(forward, self.batch)
         chosen = self._choose(cuts, forward, backward_readers)
         self.checkpoints = [forward[i].outputs[0].name for i in chosen]
         groups: list[tuple[Node, list[Node]]] = []
@@ -85,10 +90,12 @@ class CheckpointActivationsPass(GraphPass):
                 readers: dict[int, list]) -> list[int]:
         if not cuts:
             return []
-        if self.strategy == "sqrt":
-            every = max(1, math.ceil(math.sqrt(len(cuts))))
-            return cuts[every - 1::every]
         sizes = Sizes(default=self.batch)
+        if self.strategy == "sqrt":  # in each run of ceil(sqrt(k)) cuts, the smallest value
+            every = max(1, math.ceil(math.sqrt(len(cuts))))
+            runs = [cuts[i:i + every] for i in range(0, len(cuts) - every + 1, every)]
+            return [min(reversed(run), key=lambda c: sizes.nbytes(forward[c].outputs[0]))
+                    for run in runs]
         chosen, held = [], 0
         for i, node in enumerate(forward):
             held += sum(sizes.nbytes(o) for o in node.outputs if id(o) in readers)
@@ -110,23 +117,41 @@ def _backward_readers(graph: Graph) -> dict[int, list[tuple[Node, int]]]:
     return readers
 
 
-def _cut_points(forward: list[Node]) -> list[int]:
-    """Positions i in `forward` after which only node i's one output is read later on."""
+def _cut_points(forward: list[Node], batch: int = 1) -> list[int]:
+    """Positions i in `forward` after which node i's one output is read later on, beside
+    side values (masks, shapes) of at most its bytes at `batch`."""
     position = {id(n): i for i, n in enumerate(forward)}
     last_read: dict[int, int] = {}
     for i, n in enumerate(forward):
         for v in n.inputs:
             if v is not None and v.producer is not None and id(v.producer) in position:
                 last_read[id(v)] = i
-    cuts, open_values = [], set()
+    sizes = Sizes(default=batch)
+    cuts, open_values = [], {}
     for i, n in enumerate(forward):
-        open_values = {v for v in open_values if last_read[v] > i}
-        open_values.update(id(o) for o in n.outputs if last_read.get(id(o), -1) > i)
+        open_values = {k: v for k, v in open_values.items() if last_read[k] > i}
+        open_values.update((id(o), o) for o in n.outputs if last_read.get(id(o), -1) > i)
         out = n.outputs[0]
-        if (open_values == {id(out)} and len(n.outputs) == 1 and out.dtype.kind == "f"
-                and n.op_type not in FoldConstantsPass.NONDETERMINISTIC):
+        if (id(out) in open_values and len(n.outputs) == 1 and out.dtype.kind == "f"
+                and not _random(n)
+                and sum(sizes.nbytes(v) for k, v in open_values.items() if k != id(out))
+                <= sizes.nbytes(out)):
             cuts.append(i)
     return cuts
+
+
+def _random(node: Node) -> bool:
+    """Whether a copy of `node` could differ from it: a random op, except a Dropout that is
+    an identity (a constant ratio of 0 or a constant false training flag: a torch export of
+    a model built with dropout 0, or in eval mode)."""
+    if node.op_type not in FoldConstantsPass.NONDETERMINISTIC:
+        return False
+    if node.op_type != "Dropout" or node.domain != "":
+        return True
+    ratio, flag = (const_array(node.inputs[i], "") if len(node.inputs) > i else None
+                   for i in (1, 2))
+    return not ((ratio is not None and float(ratio) == 0.0) or len(node.inputs) < 3
+                or (flag is not None and not bool(flag)))
 
 
 def _recompute_segment(graph: Graph, segment: list[Node], entry: Value | None,
@@ -135,7 +160,7 @@ def _recompute_segment(graph: Graph, segment: list[Node], entry: Value | None,
     next checkpoint); the first backward reader and the new nodes, or None."""
     inside = {id(n) for n in segment}
     targets = [o for n in segment[:-1] for o in n.outputs
-               if id(o) in readers and n.op_type not in FoldConstantsPass.NONDETERMINISTIC]
+               if id(o) in readers and not _random(n)]
     if not targets:
         return None
     needed = _ancestors_inside(targets, inside)
@@ -183,7 +208,7 @@ def _ancestors_inside(targets: list[Value], inside: set[int]) -> set[int]:
     stack = [t.producer for t in targets]
     while stack:
         node = stack.pop()
-        if id(node) in needed or node.op_type in FoldConstantsPass.NONDETERMINISTIC:
+        if id(node) in needed or _random(node):
             continue
         needed.add(id(node))
         stack.extend(v.producer for v in node.inputs if v is not None and v.producer is not None

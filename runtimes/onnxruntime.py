@@ -9,10 +9,14 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import onnxruntime as ort
 from irkit.passes.data_prefix import split_data_prefix
+from irkit.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
+from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
+from irkit.passes.lower_small_convs import LowerSmallConvsPass
+from irkit.passes.manager import PassManager
 from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
 
-from irkit.errors import ShapeError
+from irkit.errors import ShapeError, ort_message
 from irkit.ir import Graph
 from irkit.onnx_io import model_bytes
 from irkit.onnx_io._wire import external_names, model_files
@@ -84,11 +88,14 @@ def _quiet():
 
 
 def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None,
+                 memory_pattern: bool = True,
                  initializers: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
     """An InferenceSession for a resolved device ('cpu' or 'cuda'); onnxruntime's own log
-    is silent unless asked for (`log_severity`). `initializers`: the arrays of the model's
-    initializers that `session_model` left out of its bytes, given to onnxruntime as they are
-    (no serialized copy; protobuf's 2 GiB limit does not apply to them)."""
+    is silent unless asked for (`log_severity`). `memory_pattern` False turns off
+    onnxruntime's planned one-block memory pattern (the arena still reuses memory): train
+    steps use that, see OrtStepRunner. `initializers`: the arrays of the model's initializers
+    that `session_model` left out of its bytes, given to onnxruntime as they are (no
+    serialized copy; protobuf's 2 GiB limit does not apply to them)."""
     ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
     if initializers:
@@ -96,6 +103,7 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
         so.add_external_initializers(names, [ortvalue(initializers[n]) for n in names])
     so.log_severity_level = log_severity()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_mem_pattern = memory_pattern
     if threads:
         so.intra_op_num_threads = threads
     providers = ["CPUExecutionProvider"]
@@ -105,16 +113,25 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
 
 
 def session_bytes(graph: Graph) -> bytes:
-    """The graph as onnxruntime runs it: standard ONNX, with the ops that onnxruntime's CPU
-    provider would run as their general ONNX functions lowered first (on a copy; the graph
-    is left as it is); LowerSoftmaxCrossEntropyPass tells what and why."""
+    """The graph as onnxruntime runs it: standard ONNX, on a copy (the graph is left as it
+    is) with first lowered (1) the ops that onnxruntime's CPU provider would run as their
+    general ONNX functions (LowerSoftmaxCrossEntropyPass tells what and why) and (2) the
+    2-D convolutions it runs slowly, those with few output positions, to one Gemm each
+    (LowerSmallConvsPass), their im2col columns then merged with the weight gradient's."""
     return model_bytes(_lowered(graph))
 
 
 def _lowered(graph: Graph) -> Graph:
-    if any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes):
+    """The graph with the lowerings `session_bytes` describes (a copy when there are any)."""
+    losses = any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes)
+    convs = any(LowerSmallConvsPass.applies(n) for n in graph.nodes)
+    if losses or convs:
         graph = graph.copy()
+    if losses:
         LowerSoftmaxCrossEntropyPass()(graph)
+    if convs:
+        PassManager([LowerSmallConvsPass(), EliminateCommonSubexpressionsPass(),
+                     EliminateDeadNodesPass()])(graph)
     return graph
 
 
@@ -133,9 +150,10 @@ def session_model(graph: Graph) -> tuple[bytes, dict[str, np.ndarray]]:
     return head, {n: graph.initializers[n].const for n in names}
 
 
-def _session(graph: Graph, device: str, threads: int | None) -> ort.InferenceSession:
+def _session(graph: Graph, device: str, threads: int | None,
+             memory_pattern: bool = True) -> ort.InferenceSession:
     model, initializers = session_model(graph)
-    return make_session(model, device, threads, initializers)
+    return make_session(model, device, threads, memory_pattern, initializers)
 
 
 class OrtGraph:
@@ -156,8 +174,7 @@ class OrtGraph:
         try:
             return self.session.run(None, cast)
         except Exception as e:  # onnxruntime raises its own exception types
-            raise ShapeError(f"onnxruntime could not run the graph: {str(e).splitlines()[0]}") \
-                from None
+            raise ShapeError(f"onnxruntime could not run the graph: {ort_message(e)}") from None
 
 
 class OrtRuntime:
@@ -246,9 +263,9 @@ class OrtStepRunner:
         prefix = split_data_prefix([train, evaluate], self.input_name)
         self._prefix = None if prefix is None else OrtGraph(prefix.graph, self.device,
                                                             self.threads)
-        if prefix is not None:
-            train, evaluate = prefix.graphs
-        self.train_session = _session(train, self.device, self.threads)
+        train, evaluate = (train, evaluate) if prefix is None else prefix.graphs
+        # no memory pattern: a CNN step's peak about halves, same speed (benchmarks/README.md)
+        self.train_session = _session(train, self.device, self.threads, memory_pattern=False)
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None

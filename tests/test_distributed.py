@@ -301,14 +301,13 @@ def _error_lines(stderr: str) -> list[str]:
             not line.startswith("epoch ")]
 
 
-@needs_mpi
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-def test_killed_worker_ends_the_job_with_one_line(tmp_path):
-    """SIGKILL to rank 1 mid-epoch: the job ends (no hang), one line names rank 1, and the
-    outputs of the previous run are untouched."""
+def _kill_rank_1(tmp_path: Path, launcher: list[str], options: list[str]
+                 ) -> tuple[int, list[str]]:
+    """`LAUNCHER irkit train digits_mlp OPTIONS ...`, rank 1 SIGKILLed mid-epoch: the exit
+    code and the error lines (the previous run's outputs are checked untouched)."""
     before = _previous_outputs(tmp_path)
-    job = subprocess.Popen([sys.executable, "-m", "irkit.cli", "train", "digits_mlp",
-                            "--epochs", "1000", "--workers", "2", "-o", "out.onnx",
+    job = subprocess.Popen([*launcher, sys.executable, "-m", "irkit.cli", "train",
+                            "digits_mlp", "--epochs", "1000", *options, "-o", "out.onnx",
                             "--save-training", "out.t.onnx"], cwd=tmp_path, env=_clean_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -326,10 +325,31 @@ def test_killed_worker_ends_the_job_with_one_line(tmp_path):
     finally:
         job.kill()
     reader.join(10)
-    errors = _error_lines("".join(lines))
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    return code, _error_lines("".join(lines))
+
+
+@needs_mpi
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_killed_worker_ends_the_job_with_one_line(tmp_path):
+    """SIGKILL to rank 1 mid-epoch: the job ends (no hang), one line names rank 1, and the
+    outputs of the previous run are untouched."""
+    code, errors = _kill_rank_1(tmp_path, [], ["--workers", "2"])
     assert code != 0
     assert len(errors) == 1 and errors[0].startswith("irkit: error: rank 1:"), errors
-    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+
+
+@needs_mpi
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_killed_worker_under_a_bare_mpiexec_is_named_in_one_line(tmp_path):
+    """Under `mpiexec -n 2` itself, Hydra SIGKILLs the other rank at once and printed only its
+    banner: the dead rank's watchdog says the job's one irkit line (mpiexec's banner stays:
+    it is mpiexec's)."""
+    code, errors = _kill_rank_1(tmp_path, [find_mpiexec(), "-n", "2"], [])
+    assert code != 0
+    irkit_lines = [line for line in errors if line.startswith("irkit: ")]
+    assert irkit_lines == ["irkit: error: rank 1: the worker died without a word (killed by "
+                           "a signal, or out of memory); the job was stopped"], errors
 
 
 RAISING_JOB = """

@@ -82,3 +82,93 @@ def test_hostile_fuzz_through_the_cli(tmp_path):
         assert len(data) < 1 << 20  # inputs under 1 MB: the memory bound applies
     print(f"hostile fuzz: {CASES} cases, {dict(outcomes)}")
     assert not problems, "\n".join(problems)
+
+
+# ---- data containers: .npz (stored, deflate, bzip2 members), .csv.gz, IDX .gz -------------------
+CONTAINER_CASES = int(os.environ.get("IRKIT_FUZZ_CONTAINER_CASES", "16"))
+RECIPE = ('[model]\nlayers = [{ type = "dense", units = 8, activation = "relu" }, '
+          '{ type = "dense", units = 10 }]\n[data]\ndataset = "iris"\n')
+IDX_IMAGES = "train-images-idx3-ubyte.gz"  # read by `--data mnist` from $IRKIT_DATA/mnist
+
+
+def _npz(compression: int, **arrays) -> bytes:
+    """An .npz whose members are stored with `compression` (zipfile's constants)."""
+    import io
+    import zipfile
+
+    import numpy as np
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression) as z:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.save(member, array)
+            z.writestr(f"{name}.npy", member.getvalue())
+    return out.getvalue()
+
+
+def _container_bases() -> dict[str, tuple[str, bytes]]:
+    """name -> (file name, bytes): small valid datasets of each container, and two bombs."""
+    import gzip
+    import struct
+    import zipfile
+
+    import numpy as np
+    x, y = np.arange(120.0).reshape(30, 4) % 7, np.arange(30) % 3
+    csv = b"a,b,c,d,label\n" + b"".join(b"%d,%d,%d,%d,%d\n" % (*r, t) for r, t in
+                                        zip(x.astype(int), y))
+    images = (np.arange(20 * 28 * 28) % 251).astype(np.uint8).tobytes()
+    return {
+        "npz": ("case.npz", _npz(zipfile.ZIP_STORED, x=x, y=y)),
+        "npz_deflate": ("case.npz", _npz(zipfile.ZIP_DEFLATED, x=x, y=y)),
+        "npz_bzip2": ("case.npz", _npz(zipfile.ZIP_BZIP2, x=x, y=y)),
+        "npz_bomb": ("case.npz", _npz(zipfile.ZIP_DEFLATED, x=np.zeros((1 << 22, 4)), y=y)),
+        "csv_gz": ("case.csv.gz", gzip.compress(csv)),
+        "csv_gz_bomb": ("case.csv.gz", gzip.compress(b"a,b,c,d,label\n" +
+                                                     b"1,2,3,4,0\n" * (3 << 21))),
+        "idx_gz": (IDX_IMAGES, gzip.compress(bytes([0, 0, 8, 3]) + struct.pack(">III", 20, 28, 28)
+                                             + images)),
+    }
+
+
+def _container_run(folder, name: str, data: bytes):
+    """`irkit train RECIPE --data FILE` on one (mutated) container, in its own process."""
+    import gzip
+    import struct
+    if name != IDX_IMAGES:
+        (folder / name).write_bytes(data)
+        return run_irkit(["train", "r.toml", "--data", name, "--epochs", "1", "-o", "o.onnx",
+                          "--json"], folder, timeout=CASE_SECONDS)
+    home = folder / "home" / "mnist"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / name).write_bytes(data)
+    (home / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(
+        bytes([0, 0, 8, 1]) + struct.pack(">I", 20) + bytes(i % 10 for i in range(20))))
+    return run_irkit(["train", "r.toml", "--data", "mnist", "--epochs", "1", "-o", "o.onnx",
+                      "--json"], folder, timeout=CASE_SECONDS,
+                     env={"IRKIT_DATA": str(folder / "home"), "IRKIT_OFFLINE": "1"})
+
+
+def test_hostile_fuzz_of_data_containers_through_the_cli(tmp_path):
+    """The containers' bases (each valid, or a bomb the caps refuse) and their mutants: every
+    outcome is a result or one line, under 1 GB, within the per-case time."""
+    rng = random.Random(SEED + 1)
+    bases = _container_bases()
+    (tmp_path / "r.toml").write_text(RECIPE)
+    outcomes: collections.Counter = collections.Counter()
+    problems = []
+    for i in range(CONTAINER_CASES):
+        base = sorted(bases)[i] if i < len(bases) else rng.choice(sorted(bases))
+        name, data = bases[base]
+        data = _mutate(data, rng) if i >= len(bases) else data
+        assert len(data) < 1 << 20  # inputs under 1 MB: the memory bound applies
+        run = _container_run(tmp_path, name, data)
+        kind = classify(run)
+        outcomes[kind] += 1
+        if kind not in ("ok", "error") or (i < len(bases) and kind != ("error" if "bomb" in base
+                                                                       else "ok")):
+            keep = tmp_path.parent / f"container_{i}_{name}"
+            keep.write_bytes(data)
+            problems.append(f"case {i} ({base}): {kind}: {run.stderr[-300:]!r} (kept as {keep})")
+        (tmp_path / "o.onnx").unlink(missing_ok=True)
+    print(f"container fuzz: {CONTAINER_CASES} cases, {dict(outcomes)}")
+    assert not problems, "\n".join(problems)

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from irkit.cli import main
 from irkit.errors import UnsupportedOpError
-from irkit.onnx_io import from_onnx
+from irkit.onnx_io import from_onnx, to_onnx
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -132,3 +132,32 @@ def test_small_fold_still_folds():
 def test_unfoldable_parameter_is_a_one_line_error():
     with pytest.raises(UnsupportedOpError, match="2097152 elements, over the import folding"):
         from_onnx(_fold_bomb(2**21))
+
+
+def test_static_dims_of_a_dynamic_shape_fold():
+    """The legacy exporter's `x.view(-1, x.shape[-1])` and `x.shape[1:]` under a dynamic batch:
+    a Gather or Slice of Shape(x) that picks only static dims folds, so the Reshapes' shapes
+    are constants (the batch dim stays symbolic) and the outputs are onnxruntime's."""
+    model = onnx.parser.parse_model('''<ir_version: 8, opset_import: ["" : 17]>
+        m (float[N,3,4] x) => (float[M,4] a, float[N,12] b) {
+        s = Shape (x)
+        last = Constant <value_ints = [-1]> ()
+        tail = Gather <axis = 0> (s, last)
+        shape_a = Concat <axis = 0> (last, tail)
+        a = Reshape (x, shape_a)
+        one = Constant <value_ints = [1]> ()
+        big = Constant <value_ints = [9]> ()
+        dims = Slice (s, one, big)
+        twelve = ReduceProd <keepdims = 1> (dims)
+        shape_b = Concat <axis = 0> (last, twelve)
+        b = Reshape (x, shape_b) }''')
+    graph = from_onnx(model)
+    reshapes = [n for n in graph.nodes if n.op_type == "Reshape"]
+    assert [list(n.inputs[1].const) for n in reshapes] == [[-1, 4], [-1, 12]]
+    assert reshapes[1].outputs[0].shape == ("N", 12)
+    x = np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)
+    for proto in (model, to_onnx(graph)):
+        a, b = ort.InferenceSession(proto.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})
+        np.testing.assert_array_equal(a, x.reshape(-1, 4))
+        np.testing.assert_array_equal(b, x.reshape(5, 12))

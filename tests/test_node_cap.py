@@ -5,11 +5,14 @@ one line before anything is converted."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 from irkit.ir import Graph, ValueList
 from irkit.ops import get_op
@@ -73,3 +76,59 @@ def test_a_recipe_over_the_node_cap_is_one_line(tmp_path):
                     env={"IRKIT_MAX_NODES": "20"})
     assert one_line_error(run), run.stderr
     assert "30 layers" in run.stderr
+
+
+# onnxruntime is left out: the CLI group quiets its logger up front, and its import is tens
+# of milliseconds once numpy is in; onnx's is most of a second
+REFUSED_UNLOADED = (
+    "import sys\n"
+    "from irkit.cli import main\n"
+    "try:\n"
+    "    main(sys.argv[1:], prog_name='irkit')\n"
+    "except SystemExit as e:\n"
+    "    print('rc', e.code, 'loaded', [m for m in ('onnx', 'torch') if m in sys.modules])\n")
+
+
+@pytest.mark.parametrize("args", [["inspect", "m.onnx"], ["export", "m.onnx", "-o", "e.onnx"],
+                                  ["grad", "m.onnx", "--of", "y", "--wrt", "W", "-o", "g.onnx"],
+                                  ["optimize", "m.onnx", "-o", "o.onnx"],
+                                  ["train", "m.onnx", "--data", "iris", "-o", "t.onnx"],
+                                  ["predict", "m.onnx", "--data", "x.csv"],
+                                  ["evaluate", "m.onnx", "--data", "x.csv"]])
+def test_the_node_cap_refuses_before_onnx_is_imported(tmp_path, args):
+    """The refusal came after `import onnx` (most of its 1.1 s): the count is read from the
+    protobuf bytes first (onnx_io._read), for every command that reads a model."""
+    onnx.save(chain("relu", 300), str(tmp_path / "m.onnx"))
+    (tmp_path / "x.csv").write_text("a,b,c,d\n1,2,3,4\n")
+    p = subprocess.run([sys.executable, "-c", REFUSED_UNLOADED, *args], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "IRKIT_MAX_NODES": "200"})
+    assert "301 nodes" in p.stderr and "IRKIT_MAX_NODES" in p.stderr, p.stderr
+    assert "rc 1 loaded []" in p.stdout, p.stdout
+
+
+def test_the_node_count_from_the_bytes_is_onnx_s():
+    from irkit.onnx_io._read import node_count
+    for kind, n in (("relu", 0), ("relu", 17), ("add", 300)):
+        model = chain(kind, n)
+        model.graph.node[0].name = "n" * 200 if n else ""  # a long field (2-byte length)
+        assert node_count(model.SerializeToString()) == len(model.graph.node)
+    assert node_count(b"\x3a\xff") is None  # a truncated graph field: onnx's parser says so
+
+
+def test_the_count_of_damaged_bytes_is_none_or_onnx_s():
+    """Mutated bytes: where onnx parses them, the count from the bytes is its count (or none,
+    and onnx's parser speaks); a wrong count would refuse or admit the wrong graph."""
+    from irkit.onnx_io._read import node_count
+    data = bytearray(chain("add", 20).SerializeToString())
+    rng = np.random.default_rng(23)
+    for _ in range(300):
+        mutated = bytearray(data)
+        for pos in rng.integers(0, len(data), rng.integers(1, 4)):
+            mutated[pos] = rng.integers(0, 256)
+        try:
+            parsed = onnx.ModelProto.FromString(bytes(mutated))
+        except Exception:  # protobuf's DecodeError: not a model, whatever the count says
+            continue
+        count = node_count(bytes(mutated))
+        assert count in (None, len(parsed.graph.node))

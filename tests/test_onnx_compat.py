@@ -49,6 +49,32 @@ CASES = [
         y = Mul (x, c)
         s = Constant <value_ints = [4, 5]> () }"""),
 ]
+CASES += [  # torch's unoptimized dynamo split: SplitToSequence + SequenceAt, rewritten as Split
+    ("split_to_sequence_sizes", 18, """
+        (float[2,3,5] x) => (float[2,3,2] a, float[2,3,3] b) {
+        sizes = Constant <value_ints = [2, 3]> ()
+        s = SplitToSequence <axis = 2> (x, sizes)
+        i = Constant <value_int = 0> ()
+        j = Constant <value_int = -1> ()
+        a = SequenceAt (s, i)
+        b = SequenceAt (s, j) }"""),
+    ("split_to_sequence_scalar_of_a_computed_value", 20, """
+        (float[2,3,5] x) => (float[2,3,2] a, float[2,3,1] c) {
+        r = Relu (x)
+        two = Constant <value_int = 2> ()
+        s = SplitToSequence <axis = -1> (r, two)
+        i = Constant <value_int = 0> ()
+        k = Constant <value_int = 2> ()
+        a = SequenceAt (s, i)
+        c = SequenceAt (s, k) }"""),
+    ("split_to_sequence_ones_without_keepdims", 18, """
+        (float[2,3,5] x) => (float[2,5] a, float[2,5] c) {
+        s = SplitToSequence <axis = 1, keepdims = 0> (x)
+        i = Constant <value_int = 0> ()
+        k = Constant <value_int = 2> ()
+        a = SequenceAt (s, i)
+        c = SequenceAt (s, k) }"""),
+]
 CASES += [  # noop_with_empty_axes: a reduction over no axes keeps its elementwise part
     (f"reduce_empty_axes_noop_{op}", 18, f"""
         (float[2,3,5] x) => (float[2,3,5] y) {{
@@ -63,6 +89,11 @@ UNSUPPORTED = [
     ("averagepool_dilations", 19, """
         (float[2,3,5] x) => (float[2,3,3] y) {
         y = AveragePool <kernel_shape = [2], dilations = [2]> (x) }""", "dilations"),
+    ("sequence_at_a_computed_index", 18, """
+        (float[2,3,5] x) => (float[2,3,1] a) {
+        s = SplitToSequence <axis = 2> (x)
+        i = Size (x)
+        a = SequenceAt (s, i) }""", "SequenceAt"),
     ("sequence_input", 17, """
         (seq(float[2]) s, float[2,3,5] x) => (float[2,3,5] y) { y = Identity (x) }""",
      "sequence"),

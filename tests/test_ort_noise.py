@@ -45,6 +45,10 @@ def test_onnxruntime_failures_are_one_line_and_no_log(failing, command):
     assert len(lines) == 1 and lines[0].startswith("irkit: error: reshape.onnx: onnxruntime "
                                                    "could not run the model"), lines
     assert "\x1b[" not in done.stderr and "[E:onnxruntime" not in done.stderr
+    # onnxruntime's internals stay out of the line: status prefix, source path, C++ names
+    for internal in ("[ONNXRuntimeError]", "onnxruntime_src", "onnxruntime::", "was false"):
+        assert internal not in lines[0], lines[0]
+    assert "(Reshape): The input tensor cannot be reshaped" in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("how", ["flag", "environment"])
@@ -55,3 +59,23 @@ def test_verbose_shows_onnxruntime_log(failing, how):
     assert done.returncode == 1
     assert "[E:onnxruntime" in done.stderr, done.stderr
     assert done.stderr.splitlines()[-1].startswith("irkit: error: reshape.onnx")
+
+
+def test_onnxruntime_messages_lose_their_internals():
+    """The one translation of onnxruntime's errors (irkit.errors.ort_message), on texts
+    onnxruntime 1.31 gives: a templated kernel with its return type, a plain status."""
+    from irkit.errors import ort_message
+    dropout = ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running "
+               "Dropout node. Name:'d' Status Message: /onnxruntime_src/onnxruntime/core/"
+               "providers/cpu/nn/dropout_op.h:42 onnxruntime::common::Status onnxruntime::"
+               "Dropout<T1, T2>::Compute(onnxruntime::OpKernelContext*) const [with T1 = float; "
+               "T2 = float] ratio must be in the range [0, 1)\nmore")
+    assert ort_message(RuntimeError(dropout)) == "node 'd' (Dropout): ratio must be in the " \
+                                                "range [0, 1)"
+    gather = ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Non-zero status code returned while "
+              "running Gather node. Name:'g' Status Message: indices element out of data "
+              "bounds, idx=7 must be within the inclusive range [-4,3]")
+    assert ort_message(RuntimeError(gather)) == ("node 'g' (Gather): indices element out of "
+                                                 "data bounds, idx=7 must be within the "
+                                                 "inclusive range [-4,3]")
+    assert ort_message(RuntimeError("")) == "RuntimeError"

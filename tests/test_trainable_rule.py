@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from irkit import ops
 from irkit.ir import Graph
-from irkit.onnx_io import load
 from irkit.train.sources import choose_trainable
 
 
@@ -26,23 +24,20 @@ def test_a_one_unit_layers_bias_trains_and_elementwise_scalars_do_not():
     assert sorted(choose_trainable(g)) == ["b", "w"]
 
 
-@pytest.mark.parametrize("kind", ["resnet", "mobilenet", "bert", "gpt2"])
-def test_legacy_training_export_trains_torch_parameters(kind, tmp_path):
-    """Exported by torch: BatchNorm running statistics and the exporter's scalars (GELU's
-    exponent, attention scales, fills, ReLU6's bound) stay fixed; every parameter trains; the
-    counts are equal."""
-    pytest.importorskip("torch")
-    tm = pytest.importorskip("tests.torch_models")
-    if kind in ("bert", "gpt2"):
-        pytest.importorskip("transformers")
-    net, inputs = tm.make(kind)
-    path = str(tmp_path / "m.onnx")
-    tm.export(net, inputs, path, dynamo=False, training=True)
-    graph = load(path)
-    inits = {n: v.const for n, v in graph.initializers.items()}
-    pieces = tm.parameters_in(net, inits)
-    assert len(pieces) == len(list(net.parameters()))
-    want = {n for ps in pieces.values() for n, _ in ps}
-    got = set(choose_trainable(graph))
-    assert got == want
-    assert sum(inits[n].size for n in got) == sum(p.numel() for p in net.parameters())
+def test_a_token_concatenated_to_computed_values_trains():
+    """ViT's class token: expanded to the batch and concatenated before the patches, it is a
+    parameter; a float tensor concatenated only to constants is not."""
+    g = Graph("m")
+    x = g.add_input("x", np.float32, ("N", 3, 4))
+    cls = g.add_initializer("cls", np.ones((1, 1, 4), np.float32))
+    pad = g.add_initializer("pad", np.zeros((1, 1, 4), np.float32))
+    rows = g.add_initializer("rows", np.zeros((1, 1, 4), np.float32))
+    batch = ops.Slice(ops.Shape(x), np.array([0]), np.array([1]))
+    shape = ops.Concat(batch, g.constant(np.array([1, 4])), axis=0)
+    tokens = ops.Concat(ops.Expand(cls, shape), x, axis=1)
+    fixed = ops.Concat(pad, rows, axis=1)
+    g.outputs.append(ops.Add(tokens, ops.ReduceSum(fixed, np.array([1]), keepdims=1)))
+    assert choose_trainable(g) == ["cls"]
+
+# Which initializers of a torch export train (legacy and dynamo, the five models of
+# tests/torch_models.py): tests/test_model_table.py, test_what_trains_is_exactly_torchs_parameters

@@ -1,7 +1,9 @@
 """The table of models people fine-tune, built in torch with tiny sizes and random weights, and
 their exports by both torch exporters (dynamo, the default, and the TorchScript one).
 
-Imported by the tests that need torch (and, for the transformers, `transformers`); each model
+The rows (KINDS): ResNet-18's and MobileNetV2's layouts, a ViT (written here in torch), and
+transformers' BERT classifier and GPT-2 LM (tiny configs). Imported by the tests that need
+torch (and, for BERT and GPT-2, `transformers`); each model
 comes with a loss wrapper so the exported graph's output is the scalar loss, and with inputs
 of the model's own shapes and dtypes. Weights are perturbed before export: the exporters
 merge initializers of equal value (the zero biases and unit norms of a fresh model).
@@ -16,6 +18,8 @@ import torch
 
 F = torch.nn.functional
 VOCAB, SEQ, CLASSES = 50, 8, 3
+VISION = ("resnet", "mobilenet", "vit")  # image input x (N, 3, H, W); the rest take token ids
+KINDS = (*VISION[:2], "bert", "gpt2", VISION[2])
 
 
 def perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -110,6 +114,50 @@ class MobileNetV2(torch.nn.Module):
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
+class EncoderBlock(torch.nn.Module):
+    """A pre-LN transformer encoder block: x + attention(LN(x)), then x + MLP(LN(x)), GELU."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = torch.nn.LayerNorm(dim)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+        self.norm2 = torch.nn.LayerNorm(dim)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        n, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(n, t, 3, self.heads, d // self.heads) \
+            .permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, t, d)
+        x = x + self.proj(a)
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(torch.nn.Module):
+    """A vision transformer at a tiny size: patch embedding (a strided Conv), class token,
+    learned position embedding, pre-LN encoder blocks, final LayerNorm, linear head on the
+    class token."""
+
+    def __init__(self, image: int = 32, patch: int = 8, dim: int = 16, depth: int = 2,
+                 heads: int = 2, classes: int = CLASSES) -> None:
+        super().__init__()
+        self.patch = torch.nn.Conv2d(3, dim, patch, patch)
+        self.cls = torch.nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos = torch.nn.Parameter(torch.zeros(1, (image // patch) ** 2 + 1, dim))
+        self.blocks = torch.nn.Sequential(*(EncoderBlock(dim, heads, 2 * dim)
+                                            for _ in range(depth)))
+        self.norm = torch.nn.LayerNorm(dim)
+        self.head = torch.nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
 # ---- transformers ------------------------------------------------------------------------------
 def bert(classes: int = CLASSES) -> torch.nn.Module:
     """A 2-layer BERT sequence classifier (hidden 16), random weights, eager attention off."""
@@ -173,11 +221,13 @@ def make(kind: str, loss: bool = True, seed: int = 0, batch: int = 2,
          dropout: float = 0.2) -> tuple[torch.nn.Module, dict]:
     """(module, {input name: example array of `batch` rows}) for a row of the table."""
     rng = np.random.default_rng(seed)
-    if kind in ("resnet", "mobilenet"):
+    if kind in VISION:
         torch.manual_seed(seed)
-        net = ResNet() if kind == "resnet" else MobileNetV2(dropout=dropout)
+        net = ResNet() if kind == "resnet" else ViT() if kind == "vit" else \
+            MobileNetV2(dropout=dropout)
         net = perturb(net, seed).eval()
-        x = rng.standard_normal((batch, 3, 64, 64)).astype(np.float32)
+        size = 32 if kind == "vit" else 64
+        x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
         inputs = {"x": x}
         if loss:
             net, inputs["labels"] = ClassifierLoss(net), rng.integers(0, CLASSES, batch)
@@ -188,6 +238,9 @@ def make(kind: str, loss: bool = True, seed: int = 0, batch: int = 2,
     if kind == "bert":
         mask = np.ones((batch, SEQ), np.int64)
         mask[1::2, SEQ - 3:] = 0  # every other row padded
+        # the pad token (BERT's padding_idx 0, whose embedding torch never trains; the ONNX
+        # file does not say so) only where the mask is 0, as a tokenizer writes it
+        ids[:] = np.where(mask == 0, 0, 1 + ids % (VOCAB - 1))
         inputs["attention_mask"] = mask
         if loss:
             net, inputs["labels"] = TextClassifierLoss(net), rng.integers(0, CLASSES, batch)
@@ -197,8 +250,9 @@ def make(kind: str, loss: bool = True, seed: int = 0, batch: int = 2,
 
 
 def export(module: torch.nn.Module, inputs: dict, path: str, dynamo: bool,
-           training: bool = False, output: str = "loss") -> None:
-    """Write `module` as ONNX with a dynamic batch (dim 0 of every input)."""
+           training: bool = False, output: str = "loss", optimize: bool = True) -> None:
+    """Write `module` as ONNX with a dynamic batch (dim 0 of every input); `optimize` is the
+    dynamo exporter's (onnxscript's optimizer folds BatchNorm into the convolutions)."""
     args = tuple(torch.from_numpy(v) for v in inputs.values())
     names = list(inputs)
     mode = torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL
@@ -210,7 +264,7 @@ def export(module: torch.nn.Module, inputs: dict, path: str, dynamo: bool,
             shapes = tuple({0: batch} for _ in names)
             torch.onnx.export(module, args, path, dynamo=True, input_names=names,
                               output_names=[output], dynamic_shapes=shapes, training=mode,
-                              optimize=True, verbose=False)
+                              optimize=optimize, verbose=False)
         else:
             axes = {n: {0: "batch"} for n in names}
             torch.onnx.export(module, args, path, dynamo=False, opset_version=17,

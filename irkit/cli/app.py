@@ -13,7 +13,7 @@ import numpy as np
 
 from irkit import distributed
 from irkit.cli import signals
-from irkit.errors import IrkitError, escape, json_text
+from irkit.errors import IrkitError, escape, json_text, ort_message
 from irkit.version import DISTRIBUTION, __version__
 
 
@@ -140,7 +140,8 @@ def handle_errors(fn):
         except Exception as e:  # a bug or a library's error: still one line, no traceback
             if os.environ.get("IRKIT_TRACEBACK"):
                 raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            first = ort_message(e) if type(e).__module__.startswith("onnxruntime") else \
+                str(e).strip().splitlines()[0] if str(e).strip() else ""
             _fail(f"unexpected {type(e).__name__}: {first} (set IRKIT_TRACEBACK=1 to see where)")
     return wrapper
 

@@ -15,7 +15,7 @@ from irkit import distributed
 from irkit.cli.app import check_onnx_outputs
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
-from irkit.safe_io import check_outputs
+from irkit.safe_io import check_outputs, limit
 from irkit.signature import (
     META_CLASSES,
     META_FROZEN,
@@ -43,7 +43,8 @@ def model_from_recipe(recipe: Recipe, data: Dataset, settings: Settings) -> Mode
     if isinstance(data.x, dict):
         raise DataError(f"{data.name}: a recipe's model has one input; give its features as "
                         f"one array x, not {', '.join(data.x)}")
-    source = ModuleSource(recipe.build(), tuple(data.x.shape[1:]), seed=settings.seed)
+    source = ModuleSource(recipe.build(), tuple(data.x.shape[1:]), seed=settings.seed,
+                          weight_budget=limit("tensor_bytes"))  # a recipe is a stranger's file
     if recipe.scaling != "none":
         source.metadata.update({META_NORMALIZE: "normalize", META_SCALING: recipe.scaling,
                                 META_FROZEN: "normalize.shift,normalize.scale"})
@@ -100,8 +101,10 @@ def _check_targets(data: Dataset, s: Settings) -> None:
 
 def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
     """The ONNX model (or training file) with --trainable/--freeze chosen by load_model."""
-    from irkit.onnx_io import with_dynamic_batch
-    return load_model(source, prepare=with_dynamic_batch, trainable=options.get("trainable"),
+    def dynamic_batch(proto):  # onnx loads once the file passed the node cap (onnx_io._read)
+        from irkit.onnx_io import with_dynamic_batch
+        return with_dynamic_batch(proto)
+    return load_model(source, prepare=dynamic_batch, trainable=options.get("trainable"),
                       freeze=options.get("freeze"))
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from irkit.errors import DataError, IrkitError, ModelFileError, escape, json_text
+from irkit.errors import DataError, IrkitError, ModelFileError, escape, json_text, ort_message
 from irkit.signature import META_CLASSES, META_SETTINGS
 from irkit.train.scores import log_probabilities
 
@@ -31,20 +31,18 @@ class OnnxPredictor:
     """An ONNX file on onnxruntime: `predictor(x)` -> the first output for each row of x."""
 
     def __init__(self, path: str, device: str = "cpu") -> None:
-        from irkit.onnx_io import restore_detached
         from irkit.runtimes.onnxruntime import make_session, resolve_device
         detached: dict = {}  # large external weights, read into arrays (models beyond 2 GB)
-        proto = _checked_proto(path, detached)
+        proto = _checked_proto(path, detached)  # ends with the detached weights restored
         self.path = path
         self.metadata = {p.key: p.value for p in proto.metadata_props}
-        restore_detached(proto, detached)
         arrays = {n: a for n, a in detached.items() if a is not None}
         try:
             self.session = make_session(proto.SerializeToString(), resolve_device(device),
                                         initializers=arrays)
         except Exception as e:  # onnxruntime's own exception types
             raise ModelFileError(f"{path}: onnxruntime cannot load the model "
-                                 f"({str(e).strip().splitlines()[0]})") from None
+                                 f"({ort_message(e)})") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelFileError(f"{path}: the model has {len(inputs)} inputs "
@@ -102,7 +100,7 @@ class OnnxPredictor:
                 out = self.session.run([self.output.name], {self.input.name: chunk})[0]
             except Exception as e:
                 raise DataError(f"{self.path}: onnxruntime could not run the model on the data "
-                                f"({str(e).strip().splitlines()[0]})") from None
+                                f"({ort_message(e)})") from None
             parts.append(out[:len(out) - pad])
         if not parts:
             raise DataError("the data has no rows")
@@ -123,13 +121,18 @@ class OnnxPredictor:
 
 def _checked_proto(path: str, detached: dict | None = None):
     """The model file, read within the caps and checked as irkit checks every file it imports
-    (structure, tensors, attributes, onnx's node schemas and shape inference) before
-    onnxruntime sees it; a ModelFileError that names the file. `detached`: see load_proto."""
-    from irkit.onnx_io import check_schemas, load_proto, validate_model
-    proto = load_proto(path, detached=detached)
+    (structure, tensors, attributes, onnx's node schemas and shape inference, the sizes
+    running it would make) before onnxruntime sees it; a ModelFileError that names the file.
+    `detached`: see load_proto; the proto returned has them as initializers again, their data
+    external in a file that is never read (for add_external_initializers)."""
+    from irkit.onnx_io import load_proto
+    proto = load_proto(path, detached=detached)  # the caps that need no onnx import come first
+    from irkit.onnx_io import check_run_sizes, check_schemas, restore_detached, validate_model
     try:
         validate_model(proto)
         check_schemas(proto)
+        restore_detached(proto, detached or {})  # initializers again (data kept apart)
+        check_run_sizes(proto)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     return proto

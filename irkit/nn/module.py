@@ -5,17 +5,50 @@ the module as numpy arrays (created on first build, from a seeded generator) and
 graph it builds as initializers named `<layer>.<weight>`, so the training, evaluation and
 inference graphs of one model share one set of weights. Modules know nothing of training:
 `irkit.Model` (irkit.train) combines a module with a trainer, as Keras' Model does.
+
+A build may run under a weight budget (`weight_budget`, which `irkit train RECIPE` sets to
+IRKIT_MAX_TENSOR_BYTES): the bytes of the weights drawn in it together, checked before each is
+drawn, so a 300-byte recipe cannot make gigabytes of weights in layers each under the caps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator
 
 import numpy as np
 
-from irkit.errors import ShapeError
+from irkit.errors import ShapeError, SpecError
 from irkit.ir import Value
 from irkit.nn import init as initializers
+
+_BUDGET: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("weight_budget",
+                                                                         default=None)
+
+
+@contextlib.contextmanager
+def weight_budget(max_bytes: int | None):
+    """Within it, the weights drawn (float32) may hold `max_bytes` together (None: no
+    budget); a SpecError names the weight that would pass it, before it is drawn."""
+    token = _BUDGET.set(None if max_bytes is None else [max_bytes, 0])
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _spend(shape: tuple[int, ...], what: str) -> None:
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    nbytes = 4 * int(np.prod(shape, dtype=object))
+    if budget[1] + nbytes > budget[0]:
+        raise SpecError(f"{what} of shape {tuple(shape)} would bring the weights to "
+                        f"{budget[1] + nbytes} bytes of float32, over the limit of {budget[0]} "
+                        "for a recipe's weights together; lower the layers' units, filters or "
+                        "kernel sizes (or raise IRKIT_MAX_TENSOR_BYTES)")
+    budget[1] += nbytes
 
 
 class Module:
@@ -48,8 +81,10 @@ class Module:
             raise ShapeError(f"{self._label()}: add_weight is for use inside forward()")
         if name not in self.weights:
             rng = self._rng if self._rng is not None else np.random.default_rng(0)
-            self.weights[name] = initializers.make(init, tuple(int(d) for d in shape), rng,
-                                                  f"{self._label()}: weight {name!r}")
+            shape, what = tuple(int(d) for d in shape), f"{self._label()}: weight {name!r}"
+            initializers.check_size(shape, what)
+            _spend(shape, what)
+            self.weights[name] = initializers.make(init, shape, rng, what)
         elif self.weights[name].shape != tuple(shape):
             raise ShapeError(f"{self._label()}: weight {name!r} has shape "
                              f"{self.weights[name].shape}, the input now needs {tuple(shape)}")

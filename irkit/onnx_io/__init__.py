@@ -6,9 +6,11 @@
     file_parts(graph, path)                   (its files: weights beyond 1 GiB in PATH.data)
 
 Behind it, private modules: `_wire` (the protobuf writer, byte-equal to onnx.helper's),
-`_validate` (what a file from a stranger must satisfy before import and export), `_compat`
+`_validate` (what a file from a stranger must satisfy before import and export), `_sizes`
+(what running it would allocate, from shapes), `_compat`
 (newer opsets rewritten to 17, import-time constant folding), `_external` (external data read
-inside the model's folder) and `_convert` (IR <-> ModelProto). Names load on first use, so
+inside the model's folder), `_read` (reading a file: caps that need no onnx import first)
+and `_convert` (IR <-> ModelProto). Names load on first use, so
 writing bytes for onnxruntime never imports the onnx package.
 """
 
@@ -21,9 +23,10 @@ from irkit.onnx_io._wire import IR_VERSION, IRKIT_OPSET, file_parts, model_bytes
 
 # public name -> the private module that defines it (loaded when first asked for)
 _LAZY = {name: "irkit.onnx_io._convert" for name in (
-    "DEFAULT_OPSET", "MIN_OPSET", "convert_opset", "from_onnx", "load", "load_proto",
-    "model_files_for", "save",
+    "DEFAULT_OPSET", "MIN_OPSET", "convert_opset", "from_onnx", "model_files_for", "save",
     "to_onnx", "with_dynamic_batch")}
+_LAZY.update({name: "irkit.onnx_io._read" for name in ("load", "load_proto")})
+_LAZY["check_run_sizes"] = "irkit.onnx_io._sizes"
 _LAZY["restore_detached"] = "irkit.onnx_io._external"
 _LAZY.update({name: "irkit.onnx_io._validate" for name in (
     "MAX_OPSET", "check_schemas", "validate_model")})

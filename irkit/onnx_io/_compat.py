@@ -191,13 +191,13 @@ class _OpsetRewriter:
                 or name in self.unfoldable:
             return None
         if producer.op_type == "Shape":
-            if not self.shapes:
-                self.shapes = _inferred_shapes(self.model)
-            shape = self.shapes.get(producer.input[0])
-            value = None
-            if shape is not None and None not in shape:
-                span = slice(_attr(producer, "start", 0), _attr(producer, "end", None))
-                value = np.array(shape[span], dtype=np.int64)
+            shape = self.dims_of(producer)
+            value = np.array(shape, np.int64) if shape is not None and None not in shape \
+                else None
+        elif producer.op_type in ("Gather", "Slice") \
+                and self.producers.get(producer.input[0]) is not None \
+                and self.producers[producer.input[0]].op_type == "Shape":
+            value = self.static_dims(producer, depth)
         else:
             inputs = [self.fold(i, depth + 1) if i else None for i in producer.input]
             value = None
@@ -209,6 +209,41 @@ class _OpsetRewriter:
         else:
             self.consts[name] = value
         return value
+
+    def dims_of(self, shape_node: onnx.NodeProto) -> list | None:
+        """What a Shape node gives, a dim None where shape inference does not know it."""
+        if not self.shapes:
+            self.shapes = _inferred_shapes(self.model, data_prop=True)
+        shape = self.shapes.get(shape_node.input[0])
+        if shape is None:
+            return None
+        return list(shape[slice(_attr(shape_node, "start", 0), _attr(shape_node, "end", None))])
+
+    def static_dims(self, node: onnx.NodeProto, depth: int) -> np.ndarray | None:
+        """A Gather (axis 0) or Slice (axis 0) of a Shape, with constant indices or bounds,
+        whose chosen dims are static though others are not (the legacy exporter's
+        `x.view(-1, x.shape[-1])` under a dynamic batch)."""
+        dims = self.dims_of(self.producers[node.input[0]])
+        args = [self.fold(i, depth + 1) if i else None for i in node.input[1:]]
+        if dims is None or any(a is None for a, i in zip(args, node.input[1:]) if i):
+            return None
+        if node.op_type == "Gather":
+            index = args[0]
+            if _attr(node, "axis", 0) != 0 or index.dtype.kind not in "iu" \
+                    or np.any(index < -len(dims)) or np.any(index >= len(dims)):
+                return None
+            picked = [dims[int(i)] for i in np.ravel(index)]
+            shape = index.shape
+        else:
+            start, end, *rest = (int(np.ravel(a)[0]) if a is not None else None for a in args)
+            axes, step = (rest + [None, None])[:2]
+            if axes not in (None, 0, -1) or step == 0:
+                return None
+            picked = dims[start:end:step]
+            shape = (len(picked),)
+        if any(d is None for d in picked):
+            return None
+        return np.array(picked, np.int64).reshape(shape)
 
     def small_enough(self, node: onnx.NodeProto, inputs: list) -> bool:
         """Whether `node`'s outputs (sized by shape inference, before anything is evaluated)
@@ -388,10 +423,11 @@ def constant_value(n: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
-def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple | None]:
-    """Static shapes by onnx shape inference: dims are ints, or None where unknown."""
+def _inferred_shapes(model: onnx.ModelProto, data_prop: bool = False) -> dict[str, tuple | None]:
+    """Static shapes by onnx shape inference (through computed shapes with `data_prop`):
+    dims are ints, or None where unknown."""
     try:
-        g = onnx.shape_inference.infer_shapes(model).graph
+        g = onnx.shape_inference.infer_shapes(model, data_prop=data_prop).graph
     except Exception:  # what the model declares is all there is
         g = model.graph
     shapes: dict[str, tuple | None] = {}

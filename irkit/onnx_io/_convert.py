@@ -13,11 +13,12 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_io._external import DETACHED, load_external_data
+from irkit.onnx_io._sequences import sequences_to_split
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._wire import IRKIT_OPSET, file_parts, model_bytes
 from irkit.ops.base import apply
 from irkit.ops.registry import has_op
-from irkit.safe_io import FileSafetyError, check_node_count, read_capped, write_all_atomic
+from irkit.safe_io import FileSafetyError, check_node_count, write_all_atomic
 
 DEFAULT_OPSET = IRKIT_OPSET
 MIN_OPSET = 13
@@ -116,17 +117,13 @@ def model_files_for(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_
 
 
 # ---- import ----------------------------------------------------------------------------------
-def load_proto(path: str | os.PathLike, check: bool = False,
-               detached: dict[str, np.ndarray | None] | None = None) -> onnx.ModelProto:
-    """Read an ONNX file: a regular file within the model size cap, parsed, its external data
-    read from inside its folder only (one-line errors that name the file). `check`: also
-    validate it as an import does (`validate_model`, `check_schemas`), for a model handed to
-    onnxruntime as it is. `detached` (an empty dict): large external weights are read into
-    numpy arrays there, not into the model (see `load_external_data`; for `from_onnx`)."""
-    try:
-        data = read_capped(path, "model", "ONNX model")
-    except FileSafetyError as e:
-        raise ModelFileError(str(e)) from None
+def parse_proto(data: bytes, path: str | os.PathLike, check: bool = False,
+                detached: dict[str, np.ndarray | None] | None = None) -> onnx.ModelProto:
+    """The ModelProto of an ONNX file's bytes (read within the caps by `_read.load_proto`),
+    with its external data read from inside its folder only; `check`: validated as an import
+    validates (`validate_model`, `check_schemas`). One-line errors that name the file.
+    `detached` (an empty dict): large external weights are read into numpy arrays there, not
+    into the model (see `load_external_data`; for `from_onnx`)."""
     try:
         model = onnx.ModelProto.FromString(data)
     except Exception as e:  # protobuf's DecodeError, or a message it cannot hold
@@ -134,7 +131,7 @@ def load_proto(path: str | os.PathLike, check: bool = False,
                              f"{str(e).splitlines()[0] if str(e) else 'parse error'})") from None
     try:
         check_node_count(len(model.graph.node), f"{path}: the model")
-    except FileSafetyError as e:
+    except FileSafetyError as e:  # the count from the bytes was not taken (malformed there)
         raise ModelFileError(str(e)) from None
     try:
         load_external_data(model, os.path.dirname(os.path.abspath(path)), detached)
@@ -144,19 +141,6 @@ def load_proto(path: str | os.PathLike, check: bool = False,
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None
     return model
-
-
-def load(path: str | os.PathLike, convert=None) -> Graph:
-    """Read an ONNX file into the IR; errors name the file. `convert(proto, detached) ->
-    Graph` replaces the plain conversion `from_onnx(proto, detached)` (e.g. to read a
-    training model). The large external weights are read straight into arrays, never
-    through protobuf (`detached`; see `load_proto`)."""
-    detached: dict[str, np.ndarray | None] = {}
-    model = load_proto(path, detached=detached)
-    try:
-        return (convert or from_onnx)(model, detached)
-    except IrkitError as e:
-        raise type(e)(f"{path}: {e}") from None
 
 
 def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelProto:
@@ -244,6 +228,7 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None:
         raise ModelFileError("the model imports no ai.onnx opset")
+    model = sequences_to_split(model)
     if version < MIN_OPSET:
         model = convert_opset(model, IRKIT_OPSET)
     elif version > IRKIT_OPSET:

@@ -123,33 +123,20 @@ def check_schemas(model: onnx.ModelProto) -> None:
         raise ModelFileError(f"not a valid ONNX model: {text[:300]}") from None
 
 
-# an initializer above this many bytes goes to shape inference as a graph input of its type
-# and shape: inference reads the values only of shape-like inputs (shapes, axes, scales:
-# a few elements), and the C++ pass would copy the model twice and refuses beyond 2 GB
-LARGE_TENSOR_BYTES = 1 << 16
-
-
 def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
-    """`model` for shape inference: itself when no initializer of its graph holds more than
-    LARGE_TENSOR_BYTES (or external data); else a copy of everything but those tensors' data,
-    each declared as a graph input instead (the weights are never copied)."""
+    """`model` for shape inference: itself when no initializer holds more than _sizes' small
+    ones; else its skeleton (`_sizes._skeleton`: a large initializer becomes a graph input of
+    its type and shape; inference reads values only of shape-like inputs, and the C++ pass
+    would copy the weights twice and refuses a model beyond 2 GB), with the graph's declared
+    value_info and sparse initializers kept, so strict inference checks what it checked."""
+    from irkit.onnx_io._sizes import _SMALL, _skeleton
     g = model.graph
-    large = {t.name: t for t in g.initializer if t.data_location == TensorProto.EXTERNAL
-             or len(t.raw_data) > LARGE_TENSOR_BYTES
-             or math.prod(t.dims) * 8 > LARGE_TENSOR_BYTES}
-    if not large:
+    if all(math.prod(t.dims) <= _SMALL for t in g.initializer):
         return model
-    out = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
-                          functions=model.functions)
-    for field in ("name", "doc_string"):
-        setattr(out.graph, field, getattr(g, field))
-    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
-        getattr(out.graph, field).extend(getattr(g, field))
-    out.graph.initializer.extend(t for t in g.initializer if t.name not in large)
-    declared = {vi.name for vi in g.input}
-    out.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims)
-                           for name, t in large.items() if name not in declared)
-    return out
+    skeleton = _skeleton(model)[0]
+    skeleton.graph.value_info.extend(g.value_info)
+    skeleton.graph.sparse_initializer.extend(g.sparse_initializer)
+    return skeleton
 
 
 def _has_subgraph(n: onnx.NodeProto) -> bool:

@@ -380,14 +380,14 @@ class Clip(OpDef):
     def vjp(self, node: Node, grads):
         x, g = node.inputs[0], grads[0]
         zero = node.graph.constant(0, dtype=g.dtype)
-        inside, result = g, [None] * len(node.inputs)
+        result = [None] * len(node.inputs)
         for i, beyond in ((1, Less), (2, Greater)):
             bound = node.inputs[i] if len(node.inputs) > i else None
             if bound is not None:
-                mask = beyond(x, bound)
-                inside = Where(mask, zero, inside)
-                result[i] = Where(mask, g, zero)
-        result[0] = inside
+                result[i] = Where(beyond(x, bound), g, zero)
+        # inside the bounds the output is x itself: one mask for both bounds (two kernels,
+        # not four, over the activation in ReLU6's backward)
+        result[0] = Where(Equal(node.outputs[0], x), g, zero) if any(result[1:]) else g
         return result
 
     def compute(self, node: Node, inputs):

@@ -540,16 +540,20 @@ def load_model(path: str, prepare=None, state: str | None = None,
 
     from irkit.onnx_io import load
     from irkit.train.settings import from_json
-    from irkit.train.training_model import read_training_model
     found = {}
 
-    def convert(proto, detached=None):
+    def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
+        from irkit.onnx_io import check_run_sizes, from_onnx, restore_detached
+        from irkit.train.training_model import read_training_model
         proto = prepare(proto) if prepare is not None else proto
         if not proto.training_info:
-            from irkit.onnx_io import from_onnx
-            return from_onnx(proto, detached)
-        found["file"] = read_training_model(proto)
-        return found["file"].inference
+            graph = from_onnx(proto, detached)
+        else:
+            found["file"] = read_training_model(proto)
+            graph = found["file"].inference
+        restore_detached(proto, detached or {})  # its sizes counted as stored, not as feeds
+        check_run_sizes(proto)  # after validation, before onnxruntime runs it
+        return graph
     if os.path.isdir(path):
         from irkit.train.bundle import training_proto
         graph = convert(training_proto(path, state))

@@ -16,7 +16,7 @@ from irkit import ops
 from irkit.errors import DataError, ShapeError
 from irkit.ir import Graph, Value
 from irkit.nn.layers import Normalize
-from irkit.nn.module import Module
+from irkit.nn.module import Module, weight_budget
 from irkit.signature import (
     INPUT,
     META_FROZEN,
@@ -53,10 +53,11 @@ class ModuleSource:
     """A Module with an input shape (set from data on first use)."""
 
     def __init__(self, module: Module, input_shape: tuple[int, ...] | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, weight_budget: int | None = None) -> None:
         self.module = module
         self.input_shape = input_shape
         self.seed = seed
+        self.weight_budget = weight_budget  # bytes the weights may hold together (a recipe's)
         self.metadata: dict[str, str] = {}
         self._built = False
 
@@ -84,7 +85,8 @@ class ModuleSource:
         graph.metadata = dict(self.metadata)
         x = graph.add_input(INPUT, np.float32, ("N", *self.input_shape))
         self.module.set_build_state(training, np.random.default_rng(self.seed), "")
-        y = ops.own_output(self.module(x), [])
+        with weight_budget(self.weight_budget):
+            y = ops.own_output(self.module(x), [])
         graph.rename_value(y, OUTPUT)
         graph.outputs = [y]
         for m in self.module.modules():  # running statistics: extra outputs `next/<buffer>`
@@ -125,8 +127,9 @@ class ModuleSource:
 # weight slot of an op, through ops that only move or retype it (TRAINABLE_THROUGH). Weight
 # slots: the operands of MatMul, Gemm (and its C bias), Einsum; the kernel and bias of Conv and
 # ConvTranspose; the scale and bias of the normalizations; an embedding table (Gather's data);
-# PRelu's slope; and a bias or scale that Add, Sub or Mul combine with a computed value, if it
-# has more than one element or follows an op of WEIGHT_SLOTS (a one-unit layer's bias, (1,)).
+# PRelu's slope; a bias or scale that Add, Sub or Mul combine with a computed value, if it
+# has more than one element or follows an op of WEIGHT_SLOTS (a one-unit layer's bias, (1,));
+# and a tensor of more than one element concatenated to computed ones (ViT's class token).
 # Never: the running statistics (BatchNormalization inputs 3 and 4), scalars of elementwise ops
 # (exponents, attention scales, GELU's constants), Where fills, Clip bounds (ReLU6's 6), shapes,
 # pads, Dropout ratios, anything of Pow, Div, Where, Clip, Range...
@@ -145,7 +148,14 @@ def weights_that_train(graph: Graph) -> list[str]:
     exporter's constants or BatchNorm's running statistics."""
     frozen = set(filter(None, graph.metadata.get(META_FROZEN, "").split(",")))
     return [n for n, v in graph.initializers.items()
-            if v.const.dtype.kind == "f" and n not in frozen and _reaches_weight_slot(v)]
+            if v.const.dtype.kind == "f" and n not in frozen and (
+                _reaches_weight_slot(v) or v.const.size > 1 and _is_learned_token(v))]
+
+
+def _computed(v: Value | None) -> bool:
+    """Whether `v` is computed from the graph's inputs (not an initializer or a Constant)."""
+    return v is not None and v.const is None and (
+        v.producer is None or v.producer.op_type != "Constant")
 
 
 def _reaches_weight_slot(value: Value, depth: int = 0) -> bool:
@@ -155,8 +165,7 @@ def _reaches_weight_slot(value: Value, depth: int = 0) -> bool:
             return True
         if node.op_type in BIAS_OPS and value.const is not None and value.const.ndim:
             other = node.inputs[1 - index] if len(node.inputs) == 2 else None
-            computed = other is not None and other.const is None and (
-                other.producer is None or other.producer.op_type != "Constant")
+            computed = _computed(other)
             after_weights = computed and other.producer is not None \
                 and other.producer.op_type in WEIGHT_SLOTS  # a Linear(n, 1)'s bias: (1,)
             if computed and (value.const.size > 1 or after_weights):
@@ -165,6 +174,18 @@ def _reaches_weight_slot(value: Value, depth: int = 0) -> bool:
                 node.op_type == "Concat" and depth < 8):
             if any(_reaches_weight_slot(out, depth + 1) for out in node.outputs):
                 return True
+    return False
+
+
+def _is_learned_token(value: Value, depth: int = 0) -> bool:
+    """Whether `value` (through ops that only move it) is concatenated to computed values: a
+    learned part of a sequence, as ViT's class token."""
+    for node, index in value.uses:
+        if node.op_type == "Concat" and any(_computed(o) for o in node.inputs if o is not value):
+            return True
+        if node.op_type in TRAINABLE_THROUGH and node.op_type != "Concat" and index == 0 \
+                and depth < 8 and any(_is_learned_token(o, depth + 1) for o in node.outputs):
+            return True
     return False
 
 
