@@ -89,8 +89,9 @@ def test_import_reads_large_weights_into_arrays(tmp_path):
 
 
 def test_detached_weights_keep_the_folder_rules(tmp_path, monkeypatch):
-    """The detaching read is held to the same rules: a location out of the folder and byte
-    ranges shared by two tensors are refused in one line."""
+    """The detaching read is held to the same rules: a location out of the folder, byte
+    ranges shared by two tensors and a tensor larger than its file are refused in one line
+    (checked before the array is made)."""
     monkeypatch.setattr(_external, "DETACH_BYTES", 0)
     path = _model(tmp_path)
     model = onnx.load(str(path), load_external_data=False)
@@ -98,6 +99,12 @@ def test_detached_weights_keep_the_folder_rules(tmp_path, monkeypatch):
     path.write_bytes(model.SerializeToString())
     with pytest.raises(ModelFileError, match="overlap"):
         load(path)
+    big = onnx.load(str(path), load_external_data=False)  # W0 claims 1 GiB of an 80 KiB file
+    big.graph.initializer[0].dims[:] = [1 << 14, 1 << 14]
+    big.graph.initializer[0].external_data[2].value = str(1 << 30)
+    (tmp_path / "big.onnx").write_bytes(big.SerializeToString())
+    with pytest.raises(ModelFileError, match="too few"):
+        load(tmp_path / "big.onnx")
     (tmp_path / "sub").mkdir()
     os.symlink("../model.data", tmp_path / "sub" / "link.data")
     model.graph.initializer[1].external_data[1].value = str(WIDTH * HIDDEN * 4)

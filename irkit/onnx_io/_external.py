@@ -122,8 +122,7 @@ class _Reader:
         if t.data_type == TensorProto.STRING:
             raise ModelFileError(f"{what}: strings cannot be stored as external data")
         nbytes = check_tensor(t, what, external_ok=True)
-        buffer = bytearray(nbytes)
-        self._fill(t, what, memoryview(buffer))
+        buffer = self._fill(t, what, nbytes, lambda: bytearray(nbytes))
         t.raw_data = bytes(buffer)
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
@@ -131,13 +130,13 @@ class _Reader:
     def array(self, t: TensorProto, what: str) -> np.ndarray:
         """The tensor's external data as a new numpy array of its dims (little-endian)."""
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
-        out = np.empty(tuple(t.dims), dtype)
-        self._fill(t, what, memoryview(out.reshape(-1).view(np.uint8)))
-        return out
+        nbytes = check_tensor(t, what, external_ok=True)
+        return self._fill(t, what, nbytes, lambda: np.empty(tuple(t.dims), dtype))
 
-    def _fill(self, t: TensorProto, what: str, into: memoryview) -> None:
-        """Check and read the tensor's external bytes into `into` (exactly their size)."""
-        nbytes = len(into)
+    def _fill(self, t: TensorProto, what: str, nbytes: int, allocate):
+        """The tensor's `nbytes` external bytes read into `allocate()` (a bytearray or an
+        array of that size), made only once the caps, the location, the file's size and the
+        byte range are checked (a tensor that claims more than its file has costs nothing)."""
         self.total += nbytes
         if self.total > limit("model"):
             raise ModelFileError(f"{what}: the external data add up to more than "
@@ -157,11 +156,15 @@ class _Reader:
                                      f"{st.st_size} bytes, too few for {nbytes} bytes at "
                                      f"offset {offset}")
             self._claim((st.st_dev, st.st_ino), offset, nbytes, what, location)
-            done = _read_into(fd, offset, into)
+            out = allocate()
+            view = memoryview(out).cast("B") if isinstance(out, bytearray) else \
+                memoryview(out.reshape(-1).view(np.uint8))
+            done = _read_into(fd, offset, view)
         finally:
             os.close(fd)
         if done != nbytes:
             raise ModelFileError(f"{what}: external data {printable(location)} ended early")
+        return out
 
     def _claim(self, file: tuple[int, int], offset: int, nbytes: int, what: str,
                location: str) -> None:
