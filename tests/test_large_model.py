@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from irkit.errors import ModelFileError
 from irkit.onnx_io import _external, from_onnx, load, load_proto
-from tests.cli_checks import cli
+from tests.cli_checks import cli, one_line_error
 
 WIDTH, HIDDEN, CLASSES = 128, 160, 10  # W0 and W1 hold 80 KiB each: above DETACH_BYTES
 
@@ -222,3 +222,11 @@ def test_torch_dynamo_export_keeps_external_data(tmp_path, monkeypatch):
         assert r.exit_code == 0, r.output
         runs.append(ort.InferenceSession(f"g-{source}").run(None, feeds))
     assert all(np.array_equal(p, q) for p, q in zip(*runs))
+
+
+def test_external_data_beyond_the_cap_is_one_line(tmp_path, monkeypatch):
+    """External data count against the model cap, summed from the dims before any is read:
+    a model beyond it is refused in one line that says which variable to raise."""
+    path = _model(tmp_path)
+    monkeypatch.setenv("IRKIT_MAX_MODEL_BYTES", "100000")  # the weights hold 170 KB
+    one_line_error(cli("inspect", path), "IRKIT_MAX_MODEL_BYTES", "initializer 'W1'")

@@ -54,6 +54,7 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
         raise ModelFileError(f"cannot open the model's folder {folder} ({e.strerror})") from None
     reader = _Reader(root)
     try:
+        _check_total(model)
         if detached is not None and not model.training_info:  # a training file: all in it
             _detach(model, reader, detached)
         for t, what in _tensors(model):
@@ -108,6 +109,19 @@ def restore_detached(model: onnx.ModelProto, detached: dict[str, np.ndarray | No
         for key, value in (("location", "irkit-in-memory-initializers"), ("offset", "0"),
                            ("length", str(array.nbytes))):
             t.external_data.add(key=key, value=value)
+
+
+def _check_total(model: onnx.ModelProto) -> None:
+    """The model cap on the external data's sum, from the tensors' dims, before any is read
+    (the reader checks it again as it reads)."""
+    total = 0
+    for t, what in _tensors(model):
+        if t.data_location == TensorProto.EXTERNAL:
+            total += check_tensor(t, what, external_ok=True)
+            if total > limit("model"):
+                raise ModelFileError(f"{what}: the external data add up to more than "
+                                     f"{limit('model')} bytes; raise {LIMITS['model'][0]} if "
+                                     "you trust the model")
 
 
 class _Reader:
