@@ -192,10 +192,13 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def torch_step(name: str, folder: str, threads: int):
+def torch_step(name: str, folder: str, threads: int, batch=None):
+    """One AdamW step of the saved torch model on its benchmark batch, or on `batch` (x, y)."""
     import torch
     torch.set_num_threads(threads)
     net, x, y = build(name)
+    if batch is not None:
+        x, y = batch
     net.load_state_dict(torch.load(os.path.join(folder, f"{name}.pt")))
     net.train()
     inputs = [torch.from_numpy(v) for v in x.values()]

@@ -153,24 +153,7 @@ def profile_torch(name: str, folder: str, args) -> dict:
 
 def torch_step(name: str, folder: str, args):
     """bench_finetune's torch step on the batch of `args.batch` rows."""
-    import torch
-    torch.set_num_threads(args.threads)
-    net, _, _ = bf.build(name)
-    net.load_state_dict(torch.load(os.path.join(folder, f"{name}.pt")))
-    net.train()
-    x, y = batch_of(name, args.batch)
-    inputs, labels = [torch.from_numpy(v) for v in x.values()], torch.from_numpy(y)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01)
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        out = net(*inputs)
-        loss = loss_fn(out.reshape(-1, out.shape[-1]), labels.reshape(-1))
-        loss.backward()
-        opt.step()
-        return float(loss)
-    return step
+    return bf.torch_step(name, folder, args.threads, batch_of(name, args.batch))
 
 
 def _times(result: dict) -> str:

@@ -42,6 +42,7 @@ def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None 
 
 def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[int, Value]:
     nodes = _nodes_between(graph, of, wrt)
+    varied = _float_dependents(nodes, wrt)
     # the gradient contributions of each value, summed once when it is read (one Sum node,
     # not a chain of Adds): linear in the number of uses
     pending: dict[int, list[Value]] = {id(of): [seed]}
@@ -59,11 +60,38 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
         if len(in_grads) < len(node.inputs):
             raise IRError(f"VJP of {node.op_type} returned {len(in_grads)} gradients for "
                           f"{len(node.inputs)} inputs (node {node.name!r})")
-        for x, gx in zip(node.inputs, in_grads):
-            if x is None or gx is None or x.dtype.kind != "f":
+        for i, (x, gx) in enumerate(zip(node.inputs, in_grads)):
+            if x is None or x.dtype.kind != "f":
+                continue
+            if gx is None:
+                if id(x) in varied and opdef.differentiable and i not in opdef.type_only_inputs:
+                    _refuse_lost_gradient(node, i, x)
                 continue
             pending.setdefault(id(x), []).append(unbroadcast(gx, x, _may_broadcast(node, x)))
     return {id(w): g for w in wrt if (g := _total(pending, w)) is not None}
+
+
+def _float_dependents(nodes: list[Node], wrt: list[Value]) -> set[int]:
+    """The float values that vary with `wrt` through float values (an integer or boolean
+    value in between, a Shape or a comparison, carries no gradient, so what it feeds does not
+    count)."""
+    varied = {id(w) for w in wrt}
+    for node in nodes:
+        if any(v is not None and v.dtype.kind == "f" and id(v) in varied for v in node.inputs):
+            varied.update(id(o) for o in node.outputs if o.dtype.kind == "f")
+    return varied
+
+
+def _refuse_lost_gradient(node: Node, index: int, x: Value) -> None:
+    """A float input that varies with what is differentiated, but whose op rule gives it no
+    gradient (Resize's roi and scales, Dropout's ratio, Pad's value): its gradient would be
+    taken as 0 silently, so it is an error instead (piecewise-constant ops and inputs read
+    only for their type, whose gradient is 0, and constant or frozen inputs are not asked
+    about)."""
+    raise UnsupportedOpError(
+        f"node {node.name!r} ({node.op_type}): input {index} ({x.name!r}) varies with what is "
+        f"differentiated, but {node.op_type} has no gradient for it; freeze what it is "
+        "computed from, or take the gradient with respect to other values")
 
 
 def _total(pending: dict[int, list[Value]], x: Value) -> Value | None:

@@ -112,19 +112,20 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     return ort.InferenceSession(model_bytes, so, providers=providers)
 
 
-def session_bytes(graph: Graph) -> bytes:
+def session_bytes(graph: Graph, device: str = "cpu") -> bytes:
     """The graph as onnxruntime runs it: standard ONNX, on a copy (the graph is left as it
     is) with first lowered (1) the ops that onnxruntime's CPU provider would run as their
-    general ONNX functions (LowerSoftmaxCrossEntropyPass tells what and why) and (2) the
-    2-D convolutions it runs slowly, those with few output positions, to one Gemm each
-    (LowerSmallConvsPass), their im2col columns then merged with the weight gradient's."""
-    return model_bytes(_lowered(graph))
+    general ONNX functions (LowerSoftmaxCrossEntropyPass tells what and why) and (2) on the
+    CPU only, the 2-D convolutions it runs slowly there, those with few output positions, to
+    one Gemm each (LowerSmallConvsPass), their im2col columns then merged with the weight
+    gradient's (measured on CPU kernels only: CUDA's convolutions are left as they are)."""
+    return model_bytes(_lowered(graph, device))
 
 
-def _lowered(graph: Graph) -> Graph:
+def _lowered(graph: Graph, device: str = "cpu") -> Graph:
     """The graph with the lowerings `session_bytes` describes (a copy when there are any)."""
     losses = any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes)
-    convs = any(LowerSmallConvsPass.applies(n) for n in graph.nodes)
+    convs = device == "cpu" and any(LowerSmallConvsPass.applies(n) for n in graph.nodes)
     if losses or convs:
         graph = graph.copy()
     if losses:
@@ -135,13 +136,13 @@ def _lowered(graph: Graph) -> Graph:
     return graph
 
 
-def session_model(graph: Graph) -> tuple[bytes, dict[str, np.ndarray]]:
-    """`session_bytes(graph)` for `make_session(bytes, ..., initializers=...)`: when the
+def session_model(graph: Graph, device: str = "cpu") -> tuple[bytes, dict[str, np.ndarray]]:
+    """`session_bytes(graph, device)` for `make_session(bytes, ..., initializers=...)`: when
     graph's weights are above the external-data threshold (`external_names`: 1 GiB, or
     IRKIT_EXTERNAL_DATA_BYTES), its large initializers are left out of the bytes (each
     written as external data of a file that is never read) and returned as arrays, which
     onnxruntime takes as they are; else (bytes, {})."""
-    graph = _lowered(graph)
+    graph = _lowered(graph, device)
     names = external_names(graph)
     if not names:
         return model_bytes(graph), {}
@@ -152,7 +153,7 @@ def session_model(graph: Graph) -> tuple[bytes, dict[str, np.ndarray]]:
 
 def _session(graph: Graph, device: str, threads: int | None,
              memory_pattern: bool = True) -> ort.InferenceSession:
-    model, initializers = session_model(graph)
+    model, initializers = session_model(graph, device)
     return make_session(model, device, threads, memory_pattern, initializers)
 
 

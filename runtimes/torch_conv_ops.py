@@ -14,7 +14,7 @@ from irkit.runtimes.torch_op_table import op
 
 from irkit.errors import UnsupportedOpError
 from irkit.ir import Node
-from irkit.ops.registry import attr
+from irkit.ops.registry import attr, opdef_of
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -89,11 +89,11 @@ def _conv(node, x, w, bias=None):
 
 @op("ConvTranspose")
 def _conv_transpose(node, x, w, bias=None):
-    if "output_shape" in node.attributes or node.attributes.get("auto_pad", "NOTSET") not in (
-            "NOTSET", "VALID"):
-        raise UnsupportedOpError(f"ConvTranspose node {node.name!r}: output_shape and auto_pad "
-                                 "SAME are not supported; give pads and output_padding")
     win = _Window(node, x, _kernel(node, w))
+    if "output_shape" in node.attributes or node.attributes.get("auto_pad", "NOTSET") not in (
+            "NOTSET", "VALID"):  # the pads that give that output, as the op works them out
+        geo = opdef_of(node).geometry(node)
+        win.begin, win.end = geo.begin, geo.end
     n = x.dim() - 2
     extra = list(node.attributes.get("output_padding") or [0] * n)
     # the full result, then crop the pads and add output_padding zeros at the end

@@ -115,15 +115,9 @@ def _export(module, inputs: dict, path: str, dynamo: bool) -> None:
                               dynamic_axes={n: {0: "batch"} for n in batched})
 
 
-# the legacy exporter writes F.local_response_norm's squeeze of a dynamic batch as an If
-LEGACY_IF = {"pooling"}
-
-
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
 @pytest.mark.parametrize("row", list(ROWS))
 def test_exported_ops_differentiate_as_torch(row, dynamo, tmp_path):
-    if not dynamo and row in LEGACY_IF:
-        pytest.skip("the legacy export holds an If (test_legacy_if_is_refused_in_one_line)")
     make, make_inputs = ROWS[row]
     dtype = np.float32 if row in FLOAT32_ROWS else np.float64
     rtol, atol = (2e-5, 1e-6) if row in FLOAT32_ROWS else (RTOL, ATOL)
@@ -155,16 +149,67 @@ def test_exported_ops_differentiate_as_torch(row, dynamo, tmp_path):
                                    err_msg=f"d out / d {name}")
 
 
-def test_legacy_if_is_refused_in_one_line(tmp_path):
-    from irkit.errors import UnsupportedOpError
-
+def test_legacy_if_on_static_dims_is_inlined(tmp_path):
+    """The legacy exporter writes F.local_response_norm's `if x.size(1) == 1: squeeze` of a
+    dynamic batch as an If; its condition reads a static dim, so import keeps the taken branch
+    (the pooling row above differentiates it against torch)."""
     make, inputs_of = ROWS["pooling"]
     path = str(tmp_path / "pooling.onnx")
     _export(make(), inputs_of(np.random.default_rng(0), EXPORT_BATCH), path, dynamo=False)
+    import onnx
+
+    assert "If" in {n.op_type for n in onnx.load(path).graph.node}
+    graph = load(path)
+    assert "If" not in {n.op_type for n in graph.nodes}
+    assert graph.outputs[0].shape == ("batch", 4, 3, 4)
+
+
+def _if_model(condition_from_data: bool):
+    """y = x + k if c else x * k and z = x + k if not c else x * k (k = 1), c constant (2 > k)
+    or computed from x's values; the four branches all name their result "t"."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def branch(op: str, name: str):
+        return helper.make_graph(
+            [helper.make_node(op, ["x", "k"], ["t"], name="inner")], name, [],
+            [helper.make_tensor_value_info("t", TensorProto.FLOAT, [None, 3])])
+    condition = (helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0) if condition_from_data
+                 else helper.make_node("Constant", [], ["m"], value_float=2.0))
+    nodes = [condition, helper.make_node("Greater", ["m", "k"], ["c"]),
+             helper.make_node("Not", ["c"], ["not_c"]),
+             helper.make_node("If", ["c"], ["y"], name="choose", then_branch=branch("Add", "a"),
+                              else_branch=branch("Mul", "b")),
+             helper.make_node("If", ["not_c"], ["z"], name="other",
+                              then_branch=branch("Add", "c"), else_branch=branch("Mul", "d"))]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "yz"],
+        [helper.make_tensor("k", TensorProto.FLOAT, [], [1.0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_ifs_with_constant_conditions_run_their_branches_under_fresh_names():
+    from irkit.onnx_io import from_onnx
+
+    graph = from_onnx(_if_model(condition_from_data=False))
+    assert "If" not in {n.op_type for n in graph.nodes}
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    y, z = ReferenceRuntime().compile(graph)({"x": x})
+    np.testing.assert_array_equal(y, x + 1)  # then branch
+    np.testing.assert_array_equal(z, x)  # else branch: x * 1
+
+
+def test_if_on_run_time_data_is_refused_in_one_line():
+    from irkit.errors import UnsupportedOpError
+    from irkit.onnx_io import from_onnx
+
     with pytest.raises(UnsupportedOpError) as e:
-        load(path)
+        from_onnx(_if_model(condition_from_data=True))
     message = str(e.value)
-    assert "\n" not in message and "unsupported ops: If (nodes /If)" in message, message
+    assert "\n" not in message and "unsupported ops: If (nodes choose, other)" in message, message
 
 
 def _computed_axes_model(op: str):

@@ -49,6 +49,42 @@ CASES = [
         y = Mul (x, c)
         s = Constant <value_ints = [4, 5]> () }"""),
 ]
+CASES += [  # AveragePool dilations (opset 19): a grouped Conv of ones over the counted taps
+    ("averagepool_dilations", 19, """
+        (float[2,3,5] x) => (float[2,3,3] y) {
+        y = AveragePool <kernel_shape = [2], dilations = [2]> (x) }"""),
+    ("averagepool_dilations_pads_ceil", 19, """
+        (float[2,3,5] x) => (float[2,3,3] y) {
+        y = AveragePool <kernel_shape = [2], dilations = [2], pads = [1, 1], strides = [2],
+                         ceil_mode = 1> (x) }"""),
+    ("averagepool_dilations_pads_counted", 19, """
+        (float[2,3,5] x) => (float[2,3,4] y) {
+        y = AveragePool <kernel_shape = [3], dilations = [2], pads = [2, 1],
+                         count_include_pad = 1> (x) }"""),
+]
+CASES += [  # Resize's opset-18 attributes: full-rank inputs, or a policy resolved to scales
+    ("resize_axes_constant_scales", 18, """
+        (float[2,3,5] x) => (float[2,3,10] y) { s = Constant <value_floats = [2.0]> ()
+        y = Resize <axes = [2], mode = "linear"> (x, , s) }"""),
+    ("resize_axes_sizes_and_roi", 18, """
+        (float[2,3,5] x) => (float[2,4,3] y) { r = Constant <value_floats = [0.1, 0.2, 0.9, 1.0]> ()
+        z = Constant <value_ints = [3, 4]> ()
+        y = Resize <axes = [-1, 1], mode = "linear",
+                    coordinate_transformation_mode = "tf_crop_and_resize"> (x, r, , z) }"""),
+    ("resize_policy_not_larger", 18, """
+        (float[2,3,5] x) => (float[2,6,10] y) { z = Constant <value_ints = [6, 20]> ()
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_larger"> (x, , , z) }"""),
+    ("resize_antialias_as_matrices", 18, """
+        (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [2, 2, 3]> ()
+        y = Resize <antialias = 1, mode = "linear"> (x, , , z) }"""),
+    ("resize_half_pixel_symmetric_as_matrices", 19, """
+        (float[2,3,5] x) => (float[2,4,7] y) { s = Constant <value_floats = [1.0, 1.5, 1.5]> ()
+        y = Resize <mode = "linear", coordinate_transformation_mode = "half_pixel_symmetric">
+                   (x, , s) }"""),
+    ("resize_antialias_zero", 18, """
+        (float[2,3,5] x) => (float[2,3,10] y) { s = Constant <value_floats = [1.0, 1.0, 2.0]> ()
+        y = Resize <antialias = 0, mode = "linear"> (x, , s) }"""),
+]
 CASES += [  # torch's unoptimized dynamo split: SplitToSequence + SequenceAt, rewritten as Split
     ("split_to_sequence_sizes", 18, """
         (float[2,3,5] x) => (float[2,3,2] a, float[2,3,3] b) {
@@ -86,9 +122,17 @@ UNSUPPORTED = [
     ("float8_cast", 19, """
         (float[2,3,5] x) => (float8e4m3fn[2,3,5] y) { y = Cast <to = 17> (x) }""",
      "FLOAT8E4M3FN"),
-    ("averagepool_dilations", 19, """
-        (float[2,3,5] x) => (float[2,3,3] y) {
-        y = AveragePool <kernel_shape = [2], dilations = [2]> (x) }""", "dilations"),
+    ("resize_policy_rounding_up", 18, """
+        (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [1, 3]> ()
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller"> (x, , , z) }""",
+     "keep_aspect_ratio_policy 'not_smaller' gives dims [2, 3]"),
+    ("resize_antialias_on_a_leading_axis", 18, """
+        (float[2,3,5] x) => (float[1,3,5] y) { s = Constant <value_floats = [0.5, 1.0, 1.0]> ()
+        y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "last two axes"),
+    ("resize_antialias_too_large_to_measure", 18, """
+        (float[1,1,2,2048] x) => (float[1,1,2,1024] y) {
+        s = Constant <value_floats = [1.0, 1.0, 1.0, 0.5]> ()
+        y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "import folding limit"),
     ("sequence_at_a_computed_index", 18, """
         (float[2,3,5] x) => (float[2,3,1] a) {
         s = SplitToSequence <axis = 2> (x)
@@ -157,3 +201,18 @@ def test_gelu_opset_20_is_lowered_and_differentiable(approximate):
     fd = (ReferenceEvaluator(model).run(None, {"x": x + eps})[0]
           - ReferenceEvaluator(model).run(None, {"x": x - eps})[0]) / (2 * eps)
     np.testing.assert_allclose(grad, fd, rtol=2e-2, atol=2e-3)
+
+
+def test_dilated_average_pool_gradient_is_its_adjoint():
+    """The pool is linear in x: its VJP with cotangent w must satisfy <pool(x), w> =
+    <x, VJP(w)> for any x and w."""
+    from irkit.passes.autodiff import AutodiffPass
+
+    graph = from_onnx(_model(19, """
+        (float[2,3,5] x) => (float[2,3,3] y) {
+        y = AveragePool <kernel_shape = [2], dilations = [2], pads = [1, 1], strides = [2],
+                         ceil_mode = 1> (x) }"""))
+    AutodiffPass("y", ["x"])(graph)
+    w = RNG.standard_normal((2, 3, 3)).astype(np.float32)
+    y, dx = ReferenceRuntime().compile(graph)({"x": X, "y_grad": w})
+    np.testing.assert_allclose(np.sum(y * w), np.sum(X * dx), rtol=1e-5)

@@ -15,16 +15,7 @@ from tests.measured import MEMORY_MB, one_line_error, run_irkit
 
 def _constant_bomb(path, elements: int = 4 * 10**8) -> None:
     """x + ReduceSum(ConstantOfShape([elements])): every input constant, the output tiny."""
-    nodes = [helper.make_node("ConstantOfShape", ["bs"], ["cz"]),
-             helper.make_node("ReduceSum", ["cz"], ["s"], keepdims=1),
-             helper.make_node("Add", ["x", "s"], ["y"])]
-    g = helper.make_graph(nodes, "h", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                     ["N", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(np.array([elements], np.int64), "bs")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
+    _constants_bomb(path, count=1, elements=elements)
 
 
 @pytest.mark.parametrize("extra", [[], ["--json", "--nodes"]])

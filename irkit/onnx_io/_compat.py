@@ -8,7 +8,6 @@ Constant node's value.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -16,10 +15,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irkit.errors import UnsupportedOpError, printable
+from irkit.onnx_io._infer import MAX_IMPORT_FOLD_ELEMENTS, evaluate, inferred_shapes, output_sizes
+from irkit.onnx_io._pool19 import dilated_average_pool
+from irkit.onnx_io._resize18 import resize_to_opset_17
 from irkit.safe_io import limit
 
 OPSET_17 = 17
-MAX_IMPORT_FOLD_ELEMENTS = 1 << 20
 MAX_FOLD_ROUNDS = 4  # import folds shape-sized values; more is a bomb, skipped
 
 _AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
@@ -39,7 +40,10 @@ def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
     3. Pad `axes` input (18) -> pads for every axis.
     4. Cast `saturate` (19) / `round_mode` (23) only act on float8 targets: dropped otherwise
        (always for CastLike, whose float8 targets are refused anyway).
-    5. AveragePool `dilations` (19) of all 1s: dropped.
+    5. AveragePool `dilations` (19): dropped if all 1s, else a grouped Conv of ones divided
+       by the taps counted (`irkit.onnx_io._pool19`).
+    6. Resize `axes`, `keep_aspect_ratio_policy` and `antialias` (18), half_pixel_symmetric
+       (19): full-rank inputs, scales, or MatMuls by constants (`irkit.onnx_io._resize18`).
     Element types newer than opset 17 (float8, int4, ...) are an UnsupportedOpError.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -69,8 +73,9 @@ def fold_constant_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     compute Pad pads, Slice starts and Reshape shapes from Constant, Shape, Gather, Unsqueeze
     and Concat nodes. Each input listed in PARAMETER_INPUTS that is computable at import
     (constants and static shapes, within the folding cap) becomes an initializer, so shapes
-    stay static and gradients work; the nodes that only computed it are dropped. A model with
-    nothing to fold is returned as it is.
+    stay static and gradients work; the nodes that only computed it are dropped. A Reshape
+    shape that reads a symbolic batch becomes one too where it can (`reshape_shape`). A model
+    with nothing to fold is returned as it is.
     """
     model_in = model
     for _ in range(MAX_FOLD_ROUNDS):  # folded shapes can make later Shape nodes static
@@ -83,6 +88,8 @@ def fold_constant_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
         replaced = []
         for n, i in _parameters_to_fold(model):
             value = rewrite.fold(n.input[i])
+            if value is None and n.op_type == "Reshape":
+                value = rewrite.reshape_shape(n)
             if value is not None:
                 replaced.append(n.input[i])
                 rewrite.add_input(n, i, value)
@@ -141,8 +148,8 @@ class _OpsetRewriter:
         self.skipped: list[str] = []  # why folds were not attempted (too large, unknown size)
         # Split and Pad rewrites need shapes: inferred before any node changes
         self.shapes: dict[str, tuple | None] = {}
-        if any(n.op_type in ("Split", "Pad") for n in model.graph.node):
-            self.shapes = _inferred_shapes(model)
+        if any(n.op_type in ("Split", "Pad", "Resize", "AveragePool") for n in model.graph.node):
+            self.shapes = inferred_shapes(model)
             self.shapes.update({k: v.shape for k, v in self.consts.items()})
 
     def __call__(self, n: onnx.NodeProto) -> list[onnx.NodeProto]:
@@ -153,6 +160,8 @@ class _OpsetRewriter:
             return [*self.pad_axes(n), n]
         if n.op_type == "Gelu":
             return self.gelu(n)
+        if n.op_type == "Resize":
+            return resize_to_opset_17(self, n)
         if n.op_type in _AXES_INPUT_SINCE_18:
             self.reduce_axes(n)
         elif n.op_type == "Split":
@@ -166,8 +175,7 @@ class _OpsetRewriter:
             _drop_attrs(n, "saturate", "round_mode")
         elif n.op_type == "AveragePool" and "dilations" in (a.name for a in n.attribute):
             if any(d != 1 for d in _attr(n, "dilations", [])):
-                raise UnsupportedOpError(f"AveragePool node {n.name or n.output[0]!r}: "
-                                         "dilations (opset 19) are not supported")
+                return dilated_average_pool(self, n)
             _drop_attrs(n, "dilations")
         return [n]
 
@@ -203,7 +211,7 @@ class _OpsetRewriter:
             value = None
             if all(v is not None for v, i in zip(inputs, producer.input) if i) \
                     and self.small_enough(producer, inputs):
-                value = _evaluate(self.model, producer, inputs).get(name)
+                value = evaluate(self.model, producer, inputs).get(name)
         if value is None:
             self.unfoldable.add(name)  # a DAG of unfoldable values is visited once, not per path
         else:
@@ -213,7 +221,7 @@ class _OpsetRewriter:
     def dims_of(self, shape_node: onnx.NodeProto) -> list | None:
         """What a Shape node gives, a dim None where shape inference does not know it."""
         if not self.shapes:
-            self.shapes = _inferred_shapes(self.model, data_prop=True)
+            self.shapes = inferred_shapes(self.model)
         shape = self.shapes.get(shape_node.input[0])
         if shape is None:
             return None
@@ -245,11 +253,29 @@ class _OpsetRewriter:
             return None
         return np.array(picked, np.int64).reshape(shape)
 
+    def reshape_shape(self, n: onnx.NodeProto) -> np.ndarray | None:
+        """A computed Reshape shape as a constant, from the output shape onnx infers with data
+        propagation: a static dim as it is, a symbolic dim equal to the input's at the same
+        axis as 0 (allowzero=0 copies it), and at most one other dim as -1; else None (and
+        always under allowzero=1, or for a static 0, which 0 cannot spell)."""
+        if _attr(n, "allowzero", 0):
+            return None
+        if not hasattr(self, "_symbols"):
+            self._symbols = inferred_shapes(self.model, symbols=True)
+        out, given = self._symbols.get(n.output[0]), self._symbols.get(n.input[0])
+        if out is None or given is None:
+            return None
+        shape = [d if isinstance(d, int) else 0 if d is not None and i < len(given)
+                 and given[i] == d else -1 for i, d in enumerate(out)]
+        if shape.count(-1) > 1 or 0 in [d for d in out if isinstance(d, int)]:
+            return None
+        return np.array(shape, np.int64)
+
     def small_enough(self, node: onnx.NodeProto, inputs: list) -> bool:
         """Whether `node`'s outputs (sized by shape inference, before anything is evaluated)
         stay within the import-folding cap; the reason is kept for the error message."""
         cap = min(MAX_IMPORT_FOLD_ELEMENTS, limit("elements"))
-        sizes = _output_sizes(self.model, node, inputs)
+        sizes = output_sizes(self.model, node, inputs)
         label = f"node {printable(node.name or node.output[0])} ({node.op_type})"
         if sizes is None:
             self.skipped.append(f"{label} has outputs of unknown size")
@@ -421,64 +447,3 @@ def constant_value(n: onnx.NodeProto) -> np.ndarray | None:
         strings = [v.decode() for v in value] if isinstance(value, list) else value.decode()
         return np.array(strings, dtype=object)
     return None
-
-
-def _inferred_shapes(model: onnx.ModelProto, data_prop: bool = False) -> dict[str, tuple | None]:
-    """Static shapes by onnx shape inference (through computed shapes with `data_prop`):
-    dims are ints, or None where unknown."""
-    try:
-        g = onnx.shape_inference.infer_shapes(model, data_prop=data_prop).graph
-    except Exception:  # what the model declares is all there is
-        g = model.graph
-    shapes: dict[str, tuple | None] = {}
-    for vi in [*g.input, *g.value_info, *g.output]:
-        t = vi.type.tensor_type
-        if vi.type.HasField("tensor_type") and t.HasField("shape"):
-            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
-                                    for d in t.shape.dim)
-    return shapes
-
-
-def _one_node_model(model: onnx.ModelProto, node: onnx.NodeProto,
-                    inputs: list) -> onnx.ModelProto:
-    """`node` alone, reading `inputs` as initializers, under the model's opsets."""
-    names = [f"in{i}" if name else "" for i, name in enumerate(node.input)]
-    copy = helper.make_node(node.op_type, names, list(node.output), domain=node.domain)
-    copy.attribute.extend(node.attribute)
-    inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in zip(names, inputs) if n]
-    graph = helper.make_graph([copy], "fold", [], [helper.make_value_info(o, onnx.TypeProto())
-                                                   for o in node.output], inits)
-    return helper.make_model(graph, opset_imports=list(model.opset_import))
-
-
-def _output_sizes(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list) -> list | None:
-    """Element counts of `node`'s outputs by shape inference on its constant inputs (nothing
-    is evaluated or allocated); None when inference cannot tell."""
-    total = sum(np.asarray(v).size for v in inputs if v is not None)
-    if total > MAX_IMPORT_FOLD_ELEMENTS:
-        return None
-    try:
-        inferred = onnx.shape_inference.infer_shapes(_one_node_model(model, node, inputs),
-                                                     strict_mode=True, data_prop=True)
-    except Exception:
-        return None
-    sizes = []
-    for vi in inferred.graph.output:
-        t = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type") or not t.HasField("shape") \
-                or any(not d.HasField("dim_value") for d in t.shape.dim):
-            return None
-        sizes.append(math.prod(d.dim_value for d in t.shape.dim))
-    return sizes
-
-
-def _evaluate(model: onnx.ModelProto, node: onnx.NodeProto, inputs: list) -> dict[str, Any]:
-    """Run one node on constant inputs with onnx.reference (empty dict if it cannot)."""
-    from onnx.reference import ReferenceEvaluator
-    try:
-        m = _one_node_model(model, node, inputs)
-        with np.errstate(all="ignore"):
-            results = ReferenceEvaluator(m).run(None, {})
-    except Exception:  # not computable here: the caller reports the missing constant
-        return {}
-    return {o: np.asarray(r) for o, r in zip(node.output, results)}

@@ -11,12 +11,17 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
+from irkit.onnx_io._ceil_pool import spell_ceil_pools
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
 from irkit.onnx_io._external import DETACHED, load_external_data
+from irkit.onnx_io._inline import inline_constant_ifs
+from irkit.onnx_io._lower import lower_below_17
 from irkit.onnx_io._sequences import sequences_to_split
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
+from irkit.onnx_io._widen import widen_types
 from irkit.onnx_io._wire import IRKIT_OPSET, file_parts, model_bytes
 from irkit.ops.base import apply
+from irkit.ops.dtypes import onnx_dtype
 from irkit.ops.registry import has_op
 from irkit.safe_io import FileSafetyError, check_node_count, write_all_atomic
 
@@ -28,7 +33,9 @@ MIN_OPSET = 13
 def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
             check: bool | None = None) -> onnx.ModelProto:
     """The graph as a standard ONNX model, readable by the installed onnxruntime: the bytes
-    `irkit.onnx_io._wire.model_bytes` writes, parsed; converted to `opset` and validated.
+    `irkit.onnx_io._wire.model_bytes` writes, parsed; a type an op takes only in a later
+    opset widened between Casts (`widen_types`), a ceil_mode pool whose last window irkit
+    drops written in floor mode (`spell_ceil_pools`); converted to `opset` and validated.
 
     `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
     under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
@@ -37,10 +44,7 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
     """
     if check is None:
         check = verification_enabled()
-    model = onnx.ModelProto.FromString(model_bytes(graph))
-    if opset != IRKIT_OPSET:
-        model = convert_opset(model, opset)
-    validate_model(model)  # irkit never writes a model it would refuse to read
+    model = _finished(onnx.ModelProto.FromString(model_bytes(graph)), graph, opset)
     if check:
         try:
             onnx.checker.check_model(model, full_check=True)
@@ -51,14 +55,28 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
     return model
 
 
+def _finished(model: onnx.ModelProto, graph: Graph, opset: int,
+              external_ok: bool = False) -> onnx.ModelProto:
+    """The parsed bytes of `graph` as written: types widened, ceil pools spelled, converted
+    to `opset`, validated (irkit never writes a model it would refuse to read)."""
+    widen_types(model, {v.name: onnx_dtype(v.dtype) for v in graph.values()}, IRKIT_OPSET)
+    spell_ceil_pools(model, {v.name: v.shape for v in graph.values()})
+    if opset != IRKIT_OPSET:
+        model = convert_opset(model, opset)
+    validate_model(model, external_ok=external_ok)
+    return model
+
+
 def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """Convert to another ai.onnx opset with onnx.version_converter (one-line error if it can't)."""
+    """Convert an opset-17 model to another ai.onnx opset with onnx.version_converter, after
+    lowering what the converter cannot (`lower_below_17`); a one-line error if it can't."""
     if opset < MIN_OPSET:
         raise UnsupportedOpError(f"opset {opset} is older than irkit supports; use "
                                  f"--opset {MIN_OPSET} or newer")
     if opset > MAX_OPSET:
         raise UnsupportedOpError(f"opset {opset} is newer than the installed onnx knows "
                                  f"({MAX_OPSET}); use --opset {MAX_OPSET} or older")
+    model = lower_below_17(model, opset)
     try:
         converted = onnx.version_converter.convert_version(model, opset)
     except Exception as e:  # the converter raises bare RuntimeErrors
@@ -109,10 +127,7 @@ def model_files_for(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_
     if len(files) == 1:
         model = to_onnx(graph, opset)
         return [(path, model.SerializeToString())], model
-    model = onnx.ModelProto.FromString(files[-1][1])
-    if opset != IRKIT_OPSET:
-        model = convert_opset(model, opset)
-    validate_model(model, external_ok=True)
+    model = _finished(onnx.ModelProto.FromString(files[-1][1]), graph, opset, external_ok=True)
     return [files[0], (path, model.SerializeToString())], model
 
 
@@ -233,7 +248,9 @@ def _normalize_opset(model: onnx.ModelProto) -> onnx.ModelProto:
         model = convert_opset(model, IRKIT_OPSET)
     elif version > IRKIT_OPSET:
         model = downgrade_to_opset_17(model)
-    return fold_constant_inputs(model)
+    model = fold_constant_inputs(model)
+    inlined = inline_constant_ifs(model)  # conditions may read folded shapes
+    return model if inlined is model else fold_constant_inputs(inlined)
 
 
 def _check_ops(g: onnx.GraphProto, other_domains_only: bool = False) -> None:

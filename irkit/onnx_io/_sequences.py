@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from irkit.onnx_io._compat import _inferred_shapes, constant_value
+from irkit.onnx_io._compat import constant_value
+from irkit.onnx_io._infer import inferred_shapes
 
 
 def sequences_to_split(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -37,7 +38,7 @@ def sequences_to_split(model: onnx.ModelProto) -> onnx.ModelProto:
             readers.setdefault(name, []).append(n)
     for vi in g.output:  # a sequence the graph returns stays one
         readers.setdefault(vi.name, []).append(vi)
-    shapes = _inferred_shapes(model, data_prop=True)  # dynamo's views: computed shapes
+    shapes = inferred_shapes(model)  # dynamo's views: computed shapes (data propagated)
     replaced, nodes = set(), []
     for n in g.node:
         if id(n) in replaced:

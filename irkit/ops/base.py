@@ -58,6 +58,8 @@ class OpDef:
     num_outputs: int = 1
     input_dtypes: dict[int, Any] = {}    # inputs of fixed dtype (e.g. shapes: int64)
     differentiable: bool = True          # False: outputs are piecewise constant (no gradient)
+    type_only_inputs: tuple[int, ...] = ()  # inputs read for their dtype/shape, not values:
+    #                                         their gradient is 0 (autodiff asks nothing)
 
     # ---- schema -----------------------------------------------------------------------------
     def attribute_kind(self, name: str) -> str | None:

@@ -46,16 +46,17 @@ __all__ = ["AveragePool", "Conv", "ConvTranspose", "GlobalAveragePool", "GlobalM
 class Geometry:
     """Kernel, strides, dilations and explicit begin/end pads of a window op on known sizes."""
 
-    def __init__(self, node: Node, kernel: list[int], spatial: tuple) -> None:
-        if "output_shape" in node.attributes:
-            raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: output_shape is not "
-                                     "supported; give pads and output_padding")
+    def __init__(self, node: Node, kernel: list[int], spatial: tuple,
+                 pads: list[int] | None = None) -> None:
         n = len(kernel)
         self.kernel = list(kernel)
         self.strides = list(attr(node, "strides") or [1] * n)
         # read directly: AveragePool (opset 11) has no dilations
         self.dilations = list(node.attributes.get("dilations") or [1] * n)
         self.ceil = bool(node.attributes.get("ceil_mode", 0))
+        if pads is not None:  # worked out by the op (ConvTranspose's output_shape)
+            self.begin, self.end = pads[:n], pads[n:]
+            return
         auto_pad = attr(node, "auto_pad")
         pads = list(attr(node, "pads") or [0] * (2 * n))
         if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -113,11 +114,18 @@ def _pad_np(x: np.ndarray, geo: Geometry, out: list[int], value: float) -> np.nd
     return np.pad(x, widths, constant_values=value)
 
 
+def _accumulator(x: np.ndarray, w: np.ndarray) -> np.dtype:
+    """The type sums of products run in: float32 at least, as onnxruntime's float16 kernels
+    accumulate (summing in float16 rounds every partial sum); the caller casts back."""
+    dtype = np.result_type(x, w)
+    return np.promote_types(dtype, np.float32) if dtype.kind == "f" else dtype
+
+
 def _conv_np(x: np.ndarray, w: np.ndarray, geo: Geometry, group: int) -> np.ndarray:
     n, c = x.shape[:2]
     m = w.shape[0]
     out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
-    y = np.zeros((n, group, m // group) + tuple(out), dtype=np.result_type(x, w))
+    y = np.zeros((n, group, m // group) + tuple(out), dtype=_accumulator(x, w))
     for k, patch in _windows(_pad_np(x, geo, out, 0), geo, out):
         patch = patch.reshape((n, group, c // group) + tuple(out))
         wk = w[(slice(None), slice(None)) + k].reshape(group, m // group, c // group)
@@ -210,17 +218,36 @@ class Conv(_ConvBase):
 
 @define
 class ConvTranspose(_ConvBase):
-    """The transpose (input gradient) of Conv: W (C, M / group, k1, ..., kn), explicit pads
-    and output_padding (output_shape and auto_pad are not supported)."""
+    """The transpose (input gradient) of Conv: W (C, M / group, k1, ..., kn), pads and
+    output_padding, or an output_shape / auto_pad that sets the pads (static sizes)."""
 
     op_type = "ConvTranspose"
     attributes = dict(_ConvBase.attributes, output_padding=None)
 
     def geometry(self, node: Node) -> Geometry:
-        if attr(node, "auto_pad") not in ("NOTSET", ""):
-            raise UnsupportedOpError(f"ConvTranspose node {node.name!r}: auto_pad is not "
-                                     "supported; give explicit pads")
-        return Geometry(node, self.kernel(node), ())
+        """Explicit pads, or the pads that give `output_shape` (by auto_pad SAME_* with the
+        input size times the strides when not given): total = stride (in - 1) +
+        output_padding + extent - out, split with the odd one at the end for SAME_UPPER, at
+        the start otherwise; a negative total widens the output with zeros."""
+        auto_pad, kernel = attr(node, "auto_pad"), self.kernel(node)
+        shape = node.attributes.get("output_shape")
+        if shape is None and auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+            return Geometry(node, kernel, ())
+        x = node.inputs[0]
+        spatial = x.shape[2:] if x.shape is not None else ()
+        if len(spatial) != len(kernel) or not all(isinstance(d, int) for d in spatial):
+            raise ShapeError(f"ConvTranspose node {node.name!r}: output_shape and auto_pad need "
+                             f"static spatial sizes (input {x.name!r} has shape {x.shape})")
+        geo = Geometry(node, kernel, (), pads=[0] * (2 * len(kernel)))
+        extra = self._output_padding(node)
+        shape = list(shape)[-len(kernel):] if shape is not None else [
+            d * s for d, s in zip(spatial, geo.strides, strict=True)]
+        total = [s * (d - 1) + p + geo.extent(i) - o for i, (s, d, p, o) in enumerate(
+            zip(geo.strides, spatial, extra, shape, strict=True))]
+        small = [t // 2 for t in total]
+        big = [t - h for t, h in zip(total, small, strict=True)]
+        geo.begin, geo.end = (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+        return geo
 
     def out_channels(self, node: Node):
         w = node.inputs[1]
@@ -243,6 +270,10 @@ class ConvTranspose(_ConvBase):
         x, w = node.inputs[:2]
         g, geo, group = grads[0], self.geometry(node), attr(node, "group")
         _static_spatial(x, node)
+        if min(geo.pads()) < 0:
+            raise UnsupportedOpError(f"ConvTranspose node {node.name!r}: no gradient where "
+                                     f"output_shape is larger than the kernel reaches (pads "
+                                     f"{geo.pads()}); give a smaller output_shape")
         dx = Conv(g, w, strides=geo.strides, dilations=geo.dilations, pads=geo.pads(),
                   group=group, kernel_shape=geo.kernel)
         # the conv from the output's size to the input's has this weight
@@ -256,15 +287,21 @@ class ConvTranspose(_ConvBase):
         mg = w.shape[1]
         full = [geo.strides[i] * (d - 1) + geo.extent(i) + extra[i]
                 for i, d in enumerate(x.shape[2:])]
-        y = np.zeros((n, group, mg) + tuple(full), dtype=np.result_type(x, w))
+        y = np.zeros((n, group, mg) + tuple(full), dtype=_accumulator(x, w))
         xg = x.reshape((n, group, c // group) + x.shape[2:])
         for k in product(*[range(kk) for kk in geo.kernel]):
             wk = w[(slice(None), slice(None)) + k].reshape(group, c // group, mg)
             where = tuple(slice(ki * d, ki * d + s * (size - 1) + 1, s) for ki, d, s, size in
                           zip(k, geo.dilations, geo.strides, x.shape[2:], strict=True))
             y[(slice(None),) * 3 + where] += np.einsum("ngc...,gcm->ngm...", xg, wk)
-        crop = tuple(slice(b, f - e) for b, e, f in zip(geo.begin, geo.end, full, strict=True))
-        y = y.reshape((n, group * mg) + tuple(full))[(slice(None), slice(None)) + crop]
+        y = y.reshape((n, group * mg) + tuple(full))
+        if min(geo.pads()) < 0:  # a negative pad adds zero rows on its side
+            y = np.pad(y, [(0, 0)] * 2 + [(max(-b, 0), max(-e, 0)) for b, e in zip(
+                geo.begin, geo.end, strict=True)])
+            full = list(y.shape[2:])
+        crop = tuple(slice(max(b, 0), f - max(e, 0)) for b, e, f in zip(
+            geo.begin, geo.end, full, strict=True))
+        y = y[(slice(None), slice(None)) + crop]
         if len(inputs) > 2 and inputs[2] is not None:
             y = y + inputs[2].reshape((-1,) + (1,) * (x.ndim - 2))
         return [y.astype(x.dtype)]
@@ -322,7 +359,8 @@ def _weight_grad(x: Value, g: Value, x_shape, g_shape, w: Value, geo: Geometry,
 @define
 class MaxPool(_WindowOp):
     """Max over windows (pads count as -inf); optional Indices output into the flattened
-    input (N, C, d1, ...), storage_order 0."""
+    input (N, C, d1, ...): row-major, or with storage_order=1 column-major within each
+    (n, c) plane."""
 
     op_type, since = "MaxPool", 12
     attributes = dict(_WindowOp.attributes, ceil_mode=0, dilations=None, storage_order=0)
@@ -334,8 +372,9 @@ class MaxPool(_WindowOp):
         x, g = node.inputs[0], grads[0]
         if len(node.outputs) == 1 and self.tiles(node):
             return [_tiled_max_grad(node, x, g, self.kernel(node))]
-        indices = node.outputs[1] if len(node.outputs) > 1 else MaxPool(
-            x, _num_outputs=2, **node.attributes)[1]
+        indices = node.outputs[1] if len(node.outputs) > 1 and not attr(
+            node, "storage_order") else MaxPool(x, _num_outputs=2, **dict(
+                node.attributes, storage_order=0))[1]  # row-major indices, for the scatter
         flat = node.graph.constant(np.array([-1], np.int64))
         dx = ScatterElements(Reshape(zeros_like(x), flat), Reshape(indices, flat),
                              Reshape(g, flat), axis=0, reduction="add")
@@ -354,11 +393,13 @@ class MaxPool(_WindowOp):
 
     def compute(self, node: Node, inputs):
         x = inputs[0]
-        if attr(node, "storage_order"):
-            raise UnsupportedOpError(f"MaxPool node {node.name!r}: storage_order 1")
         geo = self.geometry(node)
         out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
-        flat_index = np.arange(x.size, dtype=np.int64).reshape(x.shape)
+        plane = math.prod(x.shape[2:])
+        order = "F" if attr(node, "storage_order") else "C"
+        flat_index = (np.arange(plane, dtype=np.int64).reshape(x.shape[2:], order=order)
+                      + plane * np.arange(x.shape[0] * x.shape[1], dtype=np.int64).reshape(
+                          x.shape[:2] + (1,) * (x.ndim - 2)))
         xp = _pad_np(x, geo, out, -np.inf)
         ip = _pad_np(flat_index, geo, out, -1)
         best = np.full(x.shape[:2] + tuple(out), -np.inf, dtype=x.dtype)

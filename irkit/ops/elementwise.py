@@ -277,6 +277,7 @@ class CastLike(OpDef):
     """Cast to the dtype of the second input (the dynamo exporter's unoptimized graphs)."""
 
     op_type, since = "CastLike", 15
+    type_only_inputs = (1,)
 
     def infer(self, node: Node):
         return [(node.inputs[1].dtype, node.inputs[0].shape)]

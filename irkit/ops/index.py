@@ -23,7 +23,7 @@ from irkit.ops.base import (
     same_as_input_of_rank,
 )
 from irkit.ops.registry import attr
-from irkit.ops.shape import Concat, Expand, ScatterElements, Shape, zeros_like
+from irkit.ops.shape import Concat, Expand, ScatterElements, Shape, scatter_infer, zeros_like
 
 __all__ = ["GatherND", "Range", "ScatterND", "TopK", "Trilu"]
 
@@ -115,13 +115,7 @@ class ScatterND(OpDef):
     reductions = ("none", "add", "mul")
 
     def infer(self, node: Node):
-        reduction = attr(node, "reduction")
-        if reduction not in self.reductions:
-            raise UnsupportedOpError(f"ScatterND node {node.name!r}: reduction {reduction!r} is "
-                                     f"not in opset 17 (max/min came in 18); use one of "
-                                     f"{', '.join(self.reductions)}")
-        data = node.inputs[0]
-        return [(data.dtype, data.shape)]
+        return scatter_infer(node, self.reductions)
 
     def vjp(self, node: Node, grads):
         data, indices, updates = node.inputs

@@ -338,18 +338,21 @@ class Dropout(OpDef):
     def vjp(self, node: Node, grads):
         from irkit.ops.elementwise import Cast, Div
         from irkit.ops.elementwise import Sub as SubOp
-        from irkit.ops.shape import onnx_dtype
-        g = grads[0]
+        from irkit.ops.shape import onnx_dtype, zeros_like
+        g, rest = grads[0], [None] * (len(node.inputs) - 1)
+        if not _training(node):  # inactive: output = data, whatever the ratio
+            if len(node.inputs) > 1 and node.inputs[1] is not None:
+                rest[0] = zeros_like(node.inputs[1])
+            return [g] + rest
         if len(node.outputs) < 2:
-            if _training(node):
-                raise ShapeError(f"Dropout node {node.name!r} in training mode needs its mask "
-                                 "output for a gradient; build it with two outputs")
-            return [g] + [None] * (len(node.inputs) - 1)
+            raise ShapeError(f"Dropout node {node.name!r} in training mode needs its mask "
+                             "output for a gradient; build it with two outputs")
+        # training: the mask is drawn with the ratio, so the ratio has no gradient (None)
         ratio = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1] is not None else 0.5
         mask = Cast(node.outputs[1], to=onnx_dtype(g.dtype))
         keep = SubOp(node.graph.constant(1.0, dtype=g.dtype), ratio) if isinstance(
             ratio, Value) else 1.0 - ratio
-        return [Div(Mul(g, mask), keep)] + [None] * (len(node.inputs) - 1)
+        return [Div(Mul(g, mask), keep)] + rest
 
     def compute(self, node: Node, inputs):
         x = inputs[0]

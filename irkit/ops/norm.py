@@ -12,7 +12,7 @@ from irkit.ops.dtypes import numpy_dtype
 from irkit.ops.elementwise import Mul, Sub
 from irkit.ops.reduce import ReduceSum
 from irkit.ops.registry import attr
-from irkit.ops.shape import Reshape, Unsqueeze
+from irkit.ops.shape import Reshape, Unsqueeze, zeros_like
 
 
 def _statistics(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value]:
@@ -183,7 +183,8 @@ class BatchNormalization(OpDef):
                              Mul(centered, Mul(inv_std, c(Div(d_scale, count))))))
         dx = Mul(shifted, Mul(c(scale), inv_std))
         momentum = attr(node, "momentum")
-        d_mean = d_var = None
+        # Y reads the batch's statistics: without their outputs, the running ones move nothing
+        d_mean, d_var = zeros_like(node.inputs[3]), zeros_like(node.inputs[4])
         if _used(g_rmean):  # running_mean = input_mean * m + batch_mean * (1 - m)
             d_mean = Mul(g_rmean, momentum)
             dx = Add(dx, Div(c(Mul(g_rmean, 1 - momentum)), count))

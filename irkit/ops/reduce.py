@@ -125,16 +125,33 @@ class _ReduceExtremum(ReduceOp):
         return [Mul(self.keep_dims(node, grads[0]), Div(hit, count))]
 
 
+def _extremum(fn, empty_is_highest: bool):
+    """numpy's max or min giving ONNX's value over an empty set, where numpy raises: the
+    lowest value of the type for a max, the highest for a min (-inf and +inf for floats)."""
+    def reduce(x, axis, keepdims):
+        if x.size:
+            return fn(x, axis=axis, keepdims=keepdims)
+        if x.dtype.kind == "f":
+            bound = np.inf if empty_is_highest else -np.inf
+        elif x.dtype.kind == "b":
+            bound = empty_is_highest
+        else:
+            info = np.iinfo(x.dtype)
+            bound = info.max if empty_is_highest else info.min
+        return fn(x, axis=axis, keepdims=keepdims, initial=bound)
+    return reduce
+
+
 @define
 class ReduceMax(_ReduceExtremum):
     op_type = "ReduceMax"
-    np_fn = staticmethod(np.max)
+    np_fn = staticmethod(_extremum(np.max, empty_is_highest=False))
 
 
 @define
 class ReduceMin(_ReduceExtremum):
     op_type = "ReduceMin"
-    np_fn = staticmethod(np.min)
+    np_fn = staticmethod(_extremum(np.min, empty_is_highest=True))
 
 
 class AttrReduce(ReduceOp):
@@ -164,7 +181,7 @@ def _sum_of(f):
 
 
 def _log_sum_exp(x, axis, keepdims):
-    m = np.max(x, axis=axis, keepdims=True)  # computed stably
+    m = np.max(x, axis=axis, keepdims=True, initial=-np.inf)  # stably; -inf over an empty set
     out = m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
     return out if keepdims else np.squeeze(out, axis=axis)
 

@@ -30,6 +30,7 @@ from irkit.ops.shape import (
     ScatterElements,
     Shape,
     shape_of,
+    zeros_like,
 )
 
 __all__ = ["Resize"]
@@ -141,7 +142,12 @@ class Resize(OpDef):
         for p in reversed(plan):  # the axes' maps commute; undo them last to first
             g = _scatter_back(g, p) if nearest else _along(g, p.weights.T.astype(x.dtype),
                                                            p.axis)
-        return [g] + [None] * (len(node.inputs) - 1)
+        rest = [None] * (len(node.inputs) - 1)
+        roi = node.inputs[1] if len(node.inputs) > 1 else None
+        if roi is not None and attr(node, "coordinate_transformation_mode") != \
+                "tf_crop_and_resize":  # roi is read only by tf_crop_and_resize
+            rest[0] = zeros_like(roi)
+        return [g] + rest  # scales (and tf_crop_and_resize's roi) have no gradient rule
 
     def compute(self, node: Node, inputs):
         x = inputs[0]

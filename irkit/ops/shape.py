@@ -40,6 +40,24 @@ def _one_symbol(shape, rest: int | None):
     return symbols[0] if math.prod(d for d in shape if isinstance(d, int)) == rest else None
 
 
+def _rest_of(shape, known: list):
+    """The -1 of a Reshape of `shape` to the `known` dims and -1: symbols on both sides cancel
+    (a batch copied by a 0), then the elements left over the known static ones, or the one
+    symbol left (`_one_symbol`); else unknown (None)."""
+    if shape is None or None in known:
+        return None
+    left, static = list(shape), []
+    for d in known:
+        if isinstance(d, int):
+            static.append(d)
+        elif d in left:
+            left.remove(d)
+        else:
+            return None
+    total, rest = _static_size(tuple(left)), _static_size(tuple(static))
+    return total // rest if total is not None and rest else _one_symbol(tuple(left), rest)
+
+
 def _flat_dim(dims) -> int | str | None:
     """The size of `dims` flattened into one: their product, or the one symbol among 1s
     (('N', 1) keeps 'N'); else unknown (None)."""
@@ -73,11 +91,7 @@ class Reshape(OpDef):
             raise ShapeError(f"Reshape node {node.name!r}: cannot reshape {total} elements "
                              f"{tuple(x.shape)} to {tuple(dims)}")
         if -1 in dims:
-            known = [d for d in dims if d != -1]
-            total = _static_size(x.shape)
-            rest = _static_size(tuple(known))
-            dims[dims.index(-1)] = total // rest if total is not None and rest else \
-                _one_symbol(x.shape, rest)
+            dims[dims.index(-1)] = _rest_of(x.shape, [d for d in dims if d != -1])
         return [(x.dtype, tuple(dims))]
 
     def vjp(self, node: Node, grads):
@@ -589,13 +603,31 @@ class GatherElements(OpDef):
         return [x[_along(index.astype(np.int64) % x.shape[axis], axis)]]
 
 
+
+def scatter_infer(node: Node, reductions) -> list:
+    """A scatter's output (the data's type and shape), once its reduction is one opset 17
+    has (UnsupportedOpError naming the node otherwise: max/min came in 18)."""
+    reduction = attr(node, "reduction")
+    if reduction not in reductions:
+        raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: reduction {reduction!r} "
+                                 "is not in opset 17 (max/min came in 18); use one of "
+                                 f"{', '.join(reductions)}")
+    data = node.inputs[0]
+    return [(data.dtype, data.shape)]
+
+
 @define
 class ScatterElements(OpDef):
-    """data with `updates` written (reduction none) or added (add) at `indices` along axis."""
+    """data with `updates` written (reduction none), added (add) or multiplied (mul) at
+    `indices` along axis (max and min came in opset 18: refused, as for ScatterND)."""
 
     op_type, since = "ScatterElements", 16
     attributes = {"axis": 0, "reduction": "none"}
     input_dtypes = {1: np.int64}
+    reductions = {"none": None, "add": np.add, "mul": np.multiply}
+
+    def infer(self, node: Node):
+        return scatter_infer(node, self.reductions)
 
     def vjp(self, node: Node, grads):
         data, index, updates = node.inputs
@@ -613,12 +645,11 @@ class ScatterElements(OpDef):
         axis = attr(node, "axis") % data.ndim
         where = _along(index.astype(np.int64) % data.shape[axis], axis)
         out = data.copy()
-        if attr(node, "reduction") == "add":
-            np.add.at(out, where, updates)
-        elif attr(node, "reduction") == "none":
+        combine = self.reductions[attr(node, "reduction")]
+        if combine is None:
             out[where] = updates
         else:
-            raise UnsupportedOpError(f"ScatterElements reduction {attr(node, 'reduction')!r}")
+            combine.at(out, where, updates)
         return [out]
 
 
