@@ -244,8 +244,9 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     write_all_atomic([(path, data)])
 
 
-def write_all_atomic(files: list[tuple[str | os.PathLike, bytes]]) -> None:
-    """Write several files that belong together (a model and its training file): every one is
+def write_all_atomic(files: list[tuple[str | os.PathLike, bytes | list]]) -> None:
+    """Write several files that belong together (a model and its training file; a file's
+    data may be a list of bytes-like chunks, written one after another): every one is
     written and fsynced to its temporary file first, then all are renamed into place back to
     back with SIGINT and SIGTERM held, so a signal leaves all new or all old (a SIGKILL could
     still land in the microseconds between two renames)."""
@@ -330,7 +331,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _write_temp(path: str, data: bytes, temps: list[tuple[str, str]]) -> str:
+def _write_temp(path: str, data: bytes | list, temps: list[tuple[str, str]]) -> str:
     """`data` in a new temporary file beside `path`, fsynced, added to `temps` as (temporary,
     path) the moment it exists (so that whoever catches a signal can remove it); its name."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -343,7 +344,8 @@ def _write_temp(path: str, data: bytes, temps: list[tuple[str, str]]) -> str:
         raise _write_error(path, e) from None
     with os.fdopen(fd, "wb") as f:
         os.fchmod(fd, _mode_for(path))
-        f.write(data)
+        for chunk in (data if isinstance(data, list) else [data]):
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
     return tmp

@@ -19,6 +19,7 @@ from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, 
 from irkit.errors import ShapeError, ort_message
 from irkit.ir import Graph
 from irkit.onnx_io import model_bytes
+from irkit.onnx_io._wire import external_names, model_files
 from irkit.signature import CORRECT, COUNT, LOSS, TARGET, next_name
 
 _dlls_preloaded = False
@@ -87,13 +88,19 @@ def _quiet():
 
 
 def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None,
-                 memory_pattern: bool = True) -> ort.InferenceSession:
+                 memory_pattern: bool = True,
+                 initializers: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
     """An InferenceSession for a resolved device ('cpu' or 'cuda'); onnxruntime's own log
     is silent unless asked for (`log_severity`). `memory_pattern` False turns off
     onnxruntime's planned one-block memory pattern (the arena still reuses memory): train
-    steps use that, see OrtStepRunner."""
+    steps use that, see OrtStepRunner. `initializers`: the arrays of the model's initializers
+    that `session_model` left out of its bytes, given to onnxruntime as they are (no
+    serialized copy; protobuf's 2 GiB limit does not apply to them)."""
     ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
+    if initializers:
+        names = list(initializers)
+        so.add_external_initializers(names, [ortvalue(initializers[n]) for n in names])
     so.log_severity_level = log_severity()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.enable_mem_pattern = memory_pattern
@@ -112,6 +119,11 @@ def session_bytes(graph: Graph, device: str = "cpu") -> bytes:
     CPU only, the 2-D convolutions it runs slowly there, those with few output positions, to
     one Gemm each (LowerSmallConvsPass), their im2col columns then merged with the weight
     gradient's (measured on CPU kernels only: CUDA's convolutions are left as they are)."""
+    return model_bytes(_lowered(graph, device))
+
+
+def _lowered(graph: Graph, device: str = "cpu") -> Graph:
+    """The graph with the lowerings `session_bytes` describes (a copy when there are any)."""
     losses = any(n.op_type == LowerSoftmaxCrossEntropyPass.op_type for n in graph.nodes)
     convs = device == "cpu" and any(LowerSmallConvsPass.applies(n) for n in graph.nodes)
     if losses or convs:
@@ -121,7 +133,28 @@ def session_bytes(graph: Graph, device: str = "cpu") -> bytes:
     if convs:
         PassManager([LowerSmallConvsPass(), EliminateCommonSubexpressionsPass(),
                      EliminateDeadNodesPass()])(graph)
-    return model_bytes(graph)
+    return graph
+
+
+def session_model(graph: Graph, device: str = "cpu") -> tuple[bytes, dict[str, np.ndarray]]:
+    """`session_bytes(graph, device)` for `make_session(bytes, ..., initializers=...)`: when
+    graph's weights are above the external-data threshold (`external_names`: 1 GiB, or
+    IRKIT_EXTERNAL_DATA_BYTES), its large initializers are left out of the bytes (each
+    written as external data of a file that is never read) and returned as arrays, which
+    onnxruntime takes as they are; else (bytes, {})."""
+    graph = _lowered(graph, device)
+    names = external_names(graph)
+    if not names:
+        return model_bytes(graph), {}
+    # the location is never opened: every tensor that names it is given by add_external_...
+    head, _ = model_files(graph, "irkit-in-memory-initializers", names)
+    return head, {n: graph.initializers[n].const for n in names}
+
+
+def _session(graph: Graph, device: str, threads: int | None,
+             memory_pattern: bool = True) -> ort.InferenceSession:
+    model, initializers = session_model(graph, device)
+    return make_session(model, device, threads, memory_pattern, initializers)
 
 
 class OrtGraph:
@@ -129,7 +162,7 @@ class OrtGraph:
 
     def __init__(self, graph: Graph, device: str = "cpu", threads: int | None = None) -> None:
         self.device = resolve_device(device)
-        self.session = make_session(session_bytes(graph, self.device), self.device, threads)
+        self.session = _session(graph, self.device, threads)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._dtypes = {v.name: v.dtype for v in graph.inputs}
@@ -233,8 +266,7 @@ class OrtStepRunner:
                                                             self.threads)
         train, evaluate = (train, evaluate) if prefix is None else prefix.graphs
         # no memory pattern: a CNN step's peak about halves, same speed (benchmarks/README.md)
-        self.train_session = make_session(session_bytes(train, self.device), self.device,
-                                          self.threads, memory_pattern=False)
+        self.train_session = _session(train, self.device, self.threads, memory_pattern=False)
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None
@@ -282,6 +314,14 @@ class OrtStepRunner:
     def read_state(self, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         current = {**self._fixed, **self._sets[self._current]}
         return {n: current[n].numpy().copy() for n in (current if names is None else names)}
+
+    def state_views(self) -> dict[str, np.ndarray]:
+        """The current state as read-only views of the runner's own buffers (no copy): valid
+        until the next step or load_state changes them (to write a file at once)."""
+        views = {n: v.numpy() for n, v in {**self._fixed, **self._sets[self._current]}.items()}
+        for v in views.values():
+            v.flags.writeable = False
+        return views
 
     # ---- running ---------------------------------------------------------------------------
     def stage(self, x, y) -> tuple[np.ndarray, ...]:
@@ -347,8 +387,7 @@ class OrtStepRunner:
 
     def _eval_step(self, *parts: np.ndarray) -> tuple[float, ...]:
         if self._eval_io is None:
-            self.eval_session = make_session(session_bytes(self._evaluate_graph, self.device),
-                                             self.device, self.threads)
+            self.eval_session = _session(self._evaluate_graph, self.device, self.threads)
             self._eval_io = [self._binding(self.eval_session, a, None) for a in (0, 1)]
         bound = self._eval_bound
         if bound is None or any(p is not b for p, b in zip(parts, bound)):

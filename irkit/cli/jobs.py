@@ -176,16 +176,14 @@ def _write_outputs(model: Model, output: str, save_training: str | None,
     """The model and the training file, with one pair id, and the `others` (the --plot
     image), written together: every temporary file complete before any is renamed into
     place (safe_io.write_all_atomic)."""
-    from irkit.onnx_io import model_bytes
+    from irkit.onnx_io import file_parts
     from irkit.safe_io import write_all_atomic
     pair = os.urandom(8).hex()
     graph = model.to_graph()
     graph.metadata[META_PAIR] = pair
-    files = [(output, model_bytes(graph))]
+    files = file_parts(graph, output)
     if save_training:
-        proto = model.training_proto()
-        proto.metadata_props.add(key=META_PAIR, value=pair)
-        files.insert(0, (save_training, proto.SerializeToString()))
+        files = model.training_files(save_training, {META_PAIR: pair}) + files
     write_all_atomic(files + others)
 
 

@@ -32,11 +32,14 @@ class OnnxPredictor:
 
     def __init__(self, path: str, device: str = "cpu") -> None:
         from irkit.runtimes.onnxruntime import make_session, resolve_device
-        proto = _checked_proto(path)
+        detached: dict = {}  # large external weights, read into arrays (models beyond 2 GB)
+        proto = _checked_proto(path, detached)  # ends with the detached weights restored
         self.path = path
         self.metadata = {p.key: p.value for p in proto.metadata_props}
+        arrays = {n: a for n, a in detached.items() if a is not None}
         try:
-            self.session = make_session(proto.SerializeToString(), resolve_device(device))
+            self.session = make_session(proto.SerializeToString(), resolve_device(device),
+                                        initializers=arrays)
         except Exception as e:  # onnxruntime's own exception types
             raise ModelFileError(f"{path}: onnxruntime cannot load the model "
                                  f"({ort_message(e)})") from None
@@ -116,17 +119,19 @@ class OnnxPredictor:
         return out
 
 
-def _checked_proto(path: str):
+def _checked_proto(path: str, detached: dict | None = None):
     """The model file, read within the caps and checked as irkit checks every file it imports
     (structure, tensors, attributes, onnx's node schemas and shape inference, the sizes
-    running it would make) before
-    onnxruntime sees it; a ModelFileError that names the file."""
+    running it would make) before onnxruntime sees it; a ModelFileError that names the file.
+    `detached`: see load_proto; the proto returned has them as initializers again, their data
+    external in a file that is never read (for add_external_initializers)."""
     from irkit.onnx_io import load_proto
-    proto = load_proto(path)  # the caps that need no onnx import come first
-    from irkit.onnx_io import check_run_sizes, check_schemas, validate_model
+    proto = load_proto(path, detached=detached)  # the caps that need no onnx import come first
+    from irkit.onnx_io import check_run_sizes, check_schemas, restore_detached, validate_model
     try:
         validate_model(proto)
         check_schemas(proto)
+        restore_detached(proto, detached or {})  # initializers again (data kept apart)
         check_run_sizes(proto)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None

@@ -3,6 +3,7 @@
     to_onnx(graph, opset) -> ModelProto      save(graph, path, opset)
     from_onnx(proto) -> Graph                 load(path) -> Graph      load_proto(path)
     model_bytes(graph) -> bytes               (irkit's own writer; no onnx import)
+    file_parts(graph, path)                   (its files: weights beyond 1 GiB in PATH.data)
 
 Behind it, private modules: `_wire` (the protobuf writer, byte-equal to onnx.helper's),
 `_validate` (what a file from a stranger must satisfy before import and export), `_sizes`
@@ -18,14 +19,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from irkit.onnx_io._wire import IR_VERSION, IRKIT_OPSET, model_bytes
+from irkit.onnx_io._wire import IR_VERSION, IRKIT_OPSET, file_parts, model_bytes
 
 # public name -> the private module that defines it (loaded when first asked for)
 _LAZY = {name: "irkit.onnx_io._convert" for name in (
-    "DEFAULT_OPSET", "MIN_OPSET", "convert_opset", "from_onnx", "save", "to_onnx",
-    "with_dynamic_batch")}
+    "DEFAULT_OPSET", "MIN_OPSET", "convert_opset", "from_onnx", "model_files_for", "save",
+    "to_onnx", "with_dynamic_batch")}
 _LAZY.update({name: "irkit.onnx_io._read" for name in ("load", "load_proto")})
 _LAZY["check_run_sizes"] = "irkit.onnx_io._sizes"
+_LAZY["restore_detached"] = "irkit.onnx_io._external"
 _LAZY.update({name: "irkit.onnx_io._validate" for name in (
     "MAX_OPSET", "check_schemas", "validate_model")})
 
@@ -36,4 +38,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'irkit.onnx_io' has no attribute {name!r}")
 
 
-__all__ = ["IRKIT_OPSET", "IR_VERSION", "model_bytes", *sorted(_LAZY)]
+__all__ = ["IRKIT_OPSET", "IR_VERSION", "file_parts", "model_bytes", *sorted(_LAZY)]

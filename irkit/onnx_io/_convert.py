@@ -13,17 +13,17 @@ from irkit.errors import IrkitError, ModelFileError, UnsupportedOpError
 from irkit.ir import Graph, verification_enabled
 from irkit.onnx_io._ceil_pool import spell_ceil_pools
 from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_constant_inputs
-from irkit.onnx_io._external import load_external_data
+from irkit.onnx_io._external import DETACHED, load_external_data
 from irkit.onnx_io._inline import inline_constant_ifs
 from irkit.onnx_io._lower import lower_below_17
 from irkit.onnx_io._sequences import sequences_to_split
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._widen import widen_types
-from irkit.onnx_io._wire import IRKIT_OPSET, model_bytes
+from irkit.onnx_io._wire import IRKIT_OPSET, file_parts, model_bytes
 from irkit.ops.base import apply
 from irkit.ops.dtypes import onnx_dtype
 from irkit.ops.registry import has_op
-from irkit.safe_io import FileSafetyError, check_node_count, write_atomic
+from irkit.safe_io import FileSafetyError, check_node_count, write_all_atomic
 
 DEFAULT_OPSET = IRKIT_OPSET
 MIN_OPSET = 13
@@ -44,12 +44,7 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
     """
     if check is None:
         check = verification_enabled()
-    model = onnx.ModelProto.FromString(model_bytes(graph))
-    widen_types(model, {v.name: onnx_dtype(v.dtype) for v in graph.values()}, IRKIT_OPSET)
-    spell_ceil_pools(model, {v.name: v.shape for v in graph.values()})
-    if opset != IRKIT_OPSET:
-        model = convert_opset(model, opset)
-    validate_model(model)  # irkit never writes a model it would refuse to read
+    model = _finished(onnx.ModelProto.FromString(model_bytes(graph)), graph, opset)
     if check:
         try:
             onnx.checker.check_model(model, full_check=True)
@@ -57,6 +52,18 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
             text = " ".join(str(e).split())[:300]
             raise ModelFileError(f"the model to write fails onnx's checker, so it is not "
                                  f"written: {text}") from None
+    return model
+
+
+def _finished(model: onnx.ModelProto, graph: Graph, opset: int,
+              external_ok: bool = False) -> onnx.ModelProto:
+    """The parsed bytes of `graph` as written: types widened, ceil pools spelled, converted
+    to `opset`, validated (irkit never writes a model it would refuse to read)."""
+    widen_types(model, {v.name: onnx_dtype(v.dtype) for v in graph.values()}, IRKIT_OPSET)
+    spell_ceil_pools(model, {v.name: v.shape for v in graph.values()})
+    if opset != IRKIT_OPSET:
+        model = convert_opset(model, opset)
+    validate_model(model, external_ok=external_ok)
     return model
 
 
@@ -102,17 +109,36 @@ def _relabel_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto | None
 
 
 def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Export `graph` and write it to `path`; written to a temporary name first, then moved."""
-    model = to_onnx(graph, opset)
-    write_atomic(path, model.SerializeToString())
+    """Export `graph` and write it to `path`; written to a temporary name first, then moved.
+    Weights above the external-data threshold (`_wire.external_names`) go to `PATH.data`
+    beside it, streamed from the arrays; the two files are renamed into place together.
+    Returns the model as written (its large tensors referencing that file)."""
+    files, model = model_files_for(graph, path, opset)
+    write_all_atomic(files)
     return model
 
 
+def model_files_for(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET
+                    ) -> tuple[list[tuple[str, Any]], onnx.ModelProto]:
+    """The files of `graph` as a model at `path` for `write_all_atomic` (`file_parts`:
+    with PATH.data first when its weights go to external data), and the model; validated,
+    at `opset`."""
+    files = file_parts(graph, os.fspath(path))
+    if len(files) == 1:
+        model = to_onnx(graph, opset)
+        return [(path, model.SerializeToString())], model
+    model = _finished(onnx.ModelProto.FromString(files[-1][1]), graph, opset, external_ok=True)
+    return [files[0], (path, model.SerializeToString())], model
+
+
 # ---- import ----------------------------------------------------------------------------------
-def parse_proto(data: bytes, path: str | os.PathLike, check: bool = False) -> onnx.ModelProto:
+def parse_proto(data: bytes, path: str | os.PathLike, check: bool = False,
+                detached: dict[str, np.ndarray | None] | None = None) -> onnx.ModelProto:
     """The ModelProto of an ONNX file's bytes (read within the caps by `_read.load_proto`),
     with its external data read from inside its folder only; `check`: validated as an import
-    validates (`validate_model`, `check_schemas`). One-line errors that name the file."""
+    validates (`validate_model`, `check_schemas`). One-line errors that name the file.
+    `detached` (an empty dict): large external weights are read into numpy arrays there, not
+    into the model (see `load_external_data`; for `from_onnx`)."""
     try:
         model = onnx.ModelProto.FromString(data)
     except Exception as e:  # protobuf's DecodeError, or a message it cannot hold
@@ -123,7 +149,7 @@ def parse_proto(data: bytes, path: str | os.PathLike, check: bool = False) -> on
     except FileSafetyError as e:  # the count from the bytes was not taken (malformed there)
         raise ModelFileError(str(e)) from None
     try:
-        load_external_data(model, os.path.dirname(os.path.abspath(path)))
+        load_external_data(model, os.path.dirname(os.path.abspath(path)), detached)
         if check:
             validate_model(model)
             check_schemas(model)
@@ -139,7 +165,8 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
     inits = {t.name for t in model.graph.initializer}
     for vi in [*model.graph.input, *model.graph.output]:
         t = vi.type.tensor_type
-        if vi.name in inits or not t.HasField("shape") or not t.shape.dim:
+        if vi.name in inits or vi.doc_string.startswith(DETACHED) or not t.HasField("shape") \
+                or not t.shape.dim:
             continue
         t.shape.dim[0].Clear()
         t.shape.dim[0].dim_param = name
@@ -147,9 +174,12 @@ def with_dynamic_batch(model: onnx.ModelProto, name: str = "N") -> onnx.ModelPro
     return model
 
 
-def from_onnx(model: onnx.ModelProto) -> Graph:
+def from_onnx(model: onnx.ModelProto,
+              detached: dict[str, np.ndarray | None] | None = None) -> Graph:
     """Convert a ModelProto to an IR Graph (ops irkit knows; older opsets are converted).
-    The model is validated first (irkit.onnx_io._validate): a damaged file is a ModelFileError."""
+    The model is validated first (irkit.onnx_io._validate): a damaged file is a ModelFileError.
+    `detached`: the initializers `load_proto` read into arrays (declared as graph inputs in
+    `model`), which become initializers again, in the file's order."""
     validate_model(model)
     g = model.graph
     _sorted_nodes(g, {vi.name for vi in g.input} | {t.name for t in g.initializer})  # names
@@ -160,9 +190,8 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
     _check_ops(g)
     graph = Graph(g.name or "model")
     graph.metadata = {p.key: p.value for p in model.metadata_props}
-    init_names = {t.name for t in g.initializer}
-    for t in g.initializer:
-        graph.add_initializer(t.name, numpy_helper.to_array(t))
+    _add_initializers(graph, g, detached or {})
+    init_names = set(graph.initializers)
     for vi in g.input:
         if vi.name not in init_names:
             graph.add_input(vi.name, *_type_of(vi))
@@ -180,6 +209,18 @@ def from_onnx(model: onnx.ModelProto) -> Graph:
             v.shape = shape
     graph.verify()
     return graph
+
+
+def _add_initializers(graph: Graph, g: onnx.GraphProto,
+                      detached: dict[str, np.ndarray | None]) -> None:
+    """The model's initializers and the detached arrays, in the file's order (those import
+    folding added after)."""
+    protos = {t.name: t for t in g.initializer}
+    for name in [*(n for n in detached if detached[n] is not None or n in protos),
+                 *(n for n in protos if n not in detached)]:
+        array = detached.get(name)
+        graph.add_initializer(name, numpy_helper.to_array(protos[name]) if array is None
+                              else array)
 
 
 def _add_node(graph: Graph, proto: onnx.NodeProto) -> None:

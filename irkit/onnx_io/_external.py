@@ -25,6 +25,7 @@ import os
 import stat
 from collections.abc import Iterator
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -36,8 +37,16 @@ MAX_LINKS = 40  # as the kernel's own limit on symlinks in one lookup
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 
 
-def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike) -> None:
-    """Read every external tensor of `model` from files inside `folder` into raw_data."""
+def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
+                       detached: dict[str, np.ndarray | None] | None = None) -> None:
+    """Read every external tensor of `model` from files inside `folder` into raw_data.
+
+    With `detached` (an empty dict), each external initializer of the main graph that is a
+    float tensor above DETACH_BYTES is read straight into a numpy array instead, never
+    through protobuf: the tensor leaves the initializers and is declared as a graph input of
+    its type and dims, and `detached` maps every initializer name, in the file's order, to
+    its array (None: still in the model). `from_onnx(model, detached)` puts them back. A
+    training file (training_info) keeps all its data in the model."""
     folder = os.fspath(folder)
     try:
         root = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -45,11 +54,74 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike) -> Non
         raise ModelFileError(f"cannot open the model's folder {folder} ({e.strerror})") from None
     reader = _Reader(root)
     try:
+        _check_total(model)
+        if detached is not None and not model.training_info:  # a training file: all in it
+            _detach(model, reader, detached)
         for t, what in _tensors(model):
             if t.data_location == TensorProto.EXTERNAL:
                 reader.load(t, what)
     finally:
         os.close(root)
+
+
+# float initializers above this many bytes are read into numpy arrays by `load` (weights; a
+# shape-like parameter that import folding reads is an integer or a few floats)
+DETACH_BYTES = 1 << 16
+DETACHED = "irkit: an initializer read into an array"  # the doc_string of its declaration
+_DETACHABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+
+
+def _detach(model: onnx.ModelProto, reader: _Reader, detached: dict) -> None:
+    g = model.graph
+    gone, declared = [], {vi.name for vi in g.input}
+    for i, t in enumerate(g.initializer):
+        what = f"initializer {printable(t.name)}"
+        if t.data_location != TensorProto.EXTERNAL or t.data_type not in _DETACHABLE \
+                or check_tensor(t, what, external_ok=True) <= DETACH_BYTES:
+            detached[t.name] = None
+            continue
+        detached[t.name] = reader.array(t, what)
+        gone.append(i)
+        if t.name not in declared:
+            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
+    for i in reversed(gone):
+        del g.initializer[i]
+    for vi in g.input:  # the declarations it adds, and those the file had (IR < 4 style)
+        if detached.get(vi.name) is not None:
+            vi.doc_string = DETACHED if vi.name not in declared else DETACHED + " (declared)"
+
+
+def restore_detached(model: onnx.ModelProto, detached: dict[str, np.ndarray | None]) -> None:
+    """Undo `_detach` in `model` for a runtime that is given the arrays apart (onnxruntime's
+    add_external_initializers): each detached tensor is an initializer again, of its type and
+    dims, whose data are external in a file that is never read; the declarations `_detach`
+    added are dropped."""
+    g = model.graph
+    keep = [vi for vi in g.input if vi.doc_string != DETACHED]
+    del g.input[:]
+    g.input.extend(keep)
+    for name, array in detached.items():
+        if array is None:
+            continue
+        t = g.initializer.add(name=name, dims=array.shape,
+                              data_type=onnx.helper.np_dtype_to_tensor_dtype(array.dtype),
+                              data_location=TensorProto.EXTERNAL)
+        for key, value in (("location", "irkit-in-memory-initializers"), ("offset", "0"),
+                           ("length", str(array.nbytes))):
+            t.external_data.add(key=key, value=value)
+
+
+def _check_total(model: onnx.ModelProto) -> None:
+    """The model cap on the external data's sum, from the tensors' dims, before any is read
+    (the reader checks it again as it reads)."""
+    total = 0
+    for t, what in _tensors(model):
+        if t.data_location == TensorProto.EXTERNAL:
+            total += check_tensor(t, what, external_ok=True)
+            if total > limit("model"):
+                raise ModelFileError(f"{what}: the external data add up to more than "
+                                     f"{limit('model')} bytes; raise {LIMITS['model'][0]} if "
+                                     "you trust the model")
 
 
 class _Reader:
@@ -61,9 +133,24 @@ class _Reader:
         self.ranges: dict[tuple[int, int], list[tuple[int, int, str]]] = {}
 
     def load(self, t: TensorProto, what: str) -> None:
-        nbytes = check_tensor(t, what, external_ok=True)
         if t.data_type == TensorProto.STRING:
             raise ModelFileError(f"{what}: strings cannot be stored as external data")
+        nbytes = check_tensor(t, what, external_ok=True)
+        buffer = self._fill(t, what, nbytes, lambda: bytearray(nbytes))
+        t.raw_data = bytes(buffer)
+        del t.external_data[:]
+        t.data_location = TensorProto.DEFAULT
+
+    def array(self, t: TensorProto, what: str) -> np.ndarray:
+        """The tensor's external data as a new numpy array of its dims (little-endian)."""
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+        nbytes = check_tensor(t, what, external_ok=True)
+        return self._fill(t, what, nbytes, lambda: np.empty(tuple(t.dims), dtype))
+
+    def _fill(self, t: TensorProto, what: str, nbytes: int, allocate):
+        """The tensor's `nbytes` external bytes read into `allocate()` (a bytearray or an
+        array of that size), made only once the caps, the location, the file's size and the
+        byte range are checked (a tensor that claims more than its file has costs nothing)."""
         self.total += nbytes
         if self.total > limit("model"):
             raise ModelFileError(f"{what}: the external data add up to more than "
@@ -83,14 +170,15 @@ class _Reader:
                                      f"{st.st_size} bytes, too few for {nbytes} bytes at "
                                      f"offset {offset}")
             self._claim((st.st_dev, st.st_ino), offset, nbytes, what, location)
-            data = _read(fd, offset, nbytes)
+            out = allocate()
+            view = memoryview(out).cast("B") if isinstance(out, bytearray) else \
+                memoryview(out.reshape(-1).view(np.uint8))
+            done = _read_into(fd, offset, view)
         finally:
             os.close(fd)
-        if len(data) != nbytes:
+        if done != nbytes:
             raise ModelFileError(f"{what}: external data {printable(location)} ended early")
-        t.raw_data = data
-        del t.external_data[:]
-        t.data_location = TensorProto.DEFAULT
+        return out
 
     def _claim(self, file: tuple[int, int], offset: int, nbytes: int, what: str,
                location: str) -> None:
@@ -221,15 +309,14 @@ def _checked(fd: int, chain: list[int], what: str, location: str) -> int:
     return fd
 
 
-def _read(fd: int, offset: int, nbytes: int) -> bytes:
-    """`nbytes` at `offset` of the open file (fewer if it shrank meanwhile). Read, not
-    memory-mapped: a mapped file that another process truncates kills the reader with
-    SIGBUS, and protobuf copies raw_data into its own buffer either way."""
-    chunks, done = [], 0
-    while done < nbytes:
-        chunk = os.pread(fd, min(nbytes - done, 1 << 30), offset + done)
-        if not chunk:
+def _read_into(fd: int, offset: int, into: memoryview) -> int:
+    """Read the open file from `offset` into `into`: the bytes read (fewer if it shrank
+    meanwhile). Read, not memory-mapped: a mapped file that another process truncates kills
+    the reader with SIGBUS."""
+    done = 0
+    while done < len(into):
+        n = os.preadv(fd, [into[done:done + (1 << 30)]], offset + done)
+        if not n:
             break
-        chunks.append(chunk)
-        done += len(chunk)
-    return b"".join(chunks)
+        done += n
+    return done

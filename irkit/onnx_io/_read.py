@@ -103,22 +103,26 @@ def read_model(path: str | os.PathLike) -> bytes:
     return data
 
 
-def load_proto(path: str | os.PathLike, check: bool = False):
+def load_proto(path: str | os.PathLike, check: bool = False, detached: dict | None = None):
     """Read an ONNX file: a regular file within the model size and node caps, parsed, its
     external data read from inside its folder only (one-line errors that name the file).
     `check`: also validate it as an import does (`validate_model`, `check_schemas`), for a
-    model handed to onnxruntime as it is."""
+    model handed to onnxruntime as it is. `detached` (an empty dict): large external weights
+    are read into numpy arrays there, not into the model (`_external.load_external_data`)."""
     data = read_model(path)
     from irkit.onnx_io._convert import parse_proto
-    return parse_proto(data, path, check)
+    return parse_proto(data, path, check, detached)
 
 
 def load(path: str | os.PathLike, convert=None):
-    """Read an ONNX file into the IR; errors name the file. `convert(proto) -> Graph`
-    replaces the plain conversion (e.g. to read a training model)."""
-    model = load_proto(path)
+    """Read an ONNX file into the IR; errors name the file. `convert(proto, detached) ->
+    Graph` replaces the plain conversion `from_onnx(proto, detached)` (e.g. to read a
+    training model). The large external weights are read straight into arrays, never
+    through protobuf (`detached`; see `load_proto`)."""
+    detached: dict = {}
+    model = load_proto(path, detached=detached)
     from irkit.onnx_io._convert import from_onnx
     try:
-        return (convert or from_onnx)(model)
+        return (convert or from_onnx)(model, detached)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None

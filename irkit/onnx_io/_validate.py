@@ -84,11 +84,13 @@ def type_name(elem: int) -> str:
         return f"number {elem}"
 
 
-def validate_model(model: onnx.ModelProto) -> None:
-    """ModelFileError (one line) for the first structural problem of `model` (module doc)."""
+def validate_model(model: onnx.ModelProto, external_ok: bool = False) -> None:
+    """ModelFileError (one line) for the first structural problem of `model` (module doc).
+    `external_ok`: initializers of the graph may reference external data (a model irkit
+    writes with its weights beside it)."""
     _check_text(model)
     _check_versions(model)
-    _check_graph(model.graph, "the graph", needs_outputs=True)
+    _check_graph(model.graph, "the graph", needs_outputs=True, external_ok=external_ok)
     for i, info in enumerate(model.training_info):
         _check_graph(info.initialization, f"training_info[{i}].initialization")
         _check_graph(info.algorithm, f"training_info[{i}].algorithm")
@@ -113,11 +115,28 @@ def check_schemas(model: onnx.ModelProto) -> None:
             # the enclosing scope, takes for unsorted ones: left to the importer, which names it
             if domain == "" and onnx.defs.has(n.op_type, domain) and not _has_subgraph(n):
                 onnx.checker.check_node(n, ctx)
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+        onnx.shape_inference.infer_shapes(_without_large_tensors(model), check_type=True,
+                                          strict_mode=True)
     except Exception as e:  # ValidationError, InferenceError: long multi-line texts
         text = " ".join(str(e).split())
         text = text.removeprefix("[ShapeInferenceError] Inference error(s): ")
         raise ModelFileError(f"not a valid ONNX model: {text[:300]}") from None
+
+
+def _without_large_tensors(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` for shape inference: itself when no initializer holds more than _sizes' small
+    ones; else its skeleton (`_sizes._skeleton`: a large initializer becomes a graph input of
+    its type and shape; inference reads values only of shape-like inputs, and the C++ pass
+    would copy the weights twice and refuses a model beyond 2 GB), with the graph's declared
+    value_info and sparse initializers kept, so strict inference checks what it checked."""
+    from irkit.onnx_io._sizes import _SMALL, _skeleton
+    g = model.graph
+    if all(math.prod(t.dims) <= _SMALL for t in g.initializer):
+        return model
+    skeleton = _skeleton(model)[0]
+    skeleton.graph.value_info.extend(g.value_info)
+    skeleton.graph.sparse_initializer.extend(g.sparse_initializer)
+    return skeleton
 
 
 def _has_subgraph(n: onnx.NodeProto) -> bool:
@@ -176,7 +195,8 @@ def _check_versions(model: onnx.ModelProto) -> None:
         raise ModelFileError("the model imports no ai.onnx opset")
 
 
-def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False) -> None:
+def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False,
+                 external_ok: bool = False) -> None:
     if needs_outputs and not g.output:
         raise ModelFileError(f"{where} has no outputs; a model must compute something")
     _unique([vi.name for vi in g.input], "graph input")
@@ -192,7 +212,7 @@ def _check_graph(g: onnx.GraphProto, where: str, needs_outputs: bool = False) ->
     for vi in [*g.input, *g.output, *g.value_info]:
         _check_value_info(vi)
     for t in g.initializer:
-        check_tensor(t, f"initializer {printable(t.name)}")
+        check_tensor(t, f"initializer {printable(t.name)}", external_ok)
     constants = {t.name: t for t in g.initializer}
     for n in g.node:
         _check_node(n)

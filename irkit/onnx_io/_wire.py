@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
 import struct
 from typing import Any
 
@@ -223,20 +224,85 @@ def graph_bytes(graph: Graph) -> bytes:
     return b"".join(_graph_parts(graph))
 
 
-def _graph_parts(graph: Graph) -> list:
+def _graph_parts(graph: Graph, external: Externals | None = None) -> list:
     if not graph.outputs:
         raise ModelFileError(f"graph {graph.name!r} has no outputs; a model must compute "
                              "something")
     out = [_bytes(1, _node(n)) for n in graph.nodes]
     out.append(_text(2, graph.name, "the graph name"))
     for name, v in graph.initializers.items():
-        out += _sized(5, _tensor_parts(v.const, name))
+        parts = _tensor_parts(v.const, name)
+        if external is not None and name in external.names:
+            parts = external.take(parts, v.const.nbytes)
+        out += _sized(5, parts)
     out += [_bytes(11, _value_info(v)) for v in graph.inputs]
     out += [_bytes(12, _value_info(v)) for v in graph.outputs]
     return out
 
 
-def model_bytes(graph: Graph) -> bytes:
+# a model whose weights hold more bytes than this is written with its large weights as
+# external data (protobuf cannot hold a message above 2 GiB); IRKIT_EXTERNAL_DATA_BYTES
+# overrides it (0: always, for tests of the path)
+EXTERNAL_DATA_BYTES = 1 << 30
+EXTERNAL_DATA_ENV = "IRKIT_EXTERNAL_DATA_BYTES"
+LARGE_BYTES = 1 << 16  # only weights above this go to the external file
+
+
+def external_names(graph: Graph) -> list[str]:
+    """The initializers a file of `graph` keeps as external data: the large non-string ones,
+    when the weights add up to more than the threshold (EXTERNAL_DATA_ENV); else none."""
+    raw = os.environ.get(EXTERNAL_DATA_ENV, "")
+    threshold = int(raw) if raw.strip().isdigit() else EXTERNAL_DATA_BYTES
+    consts = [(n, v.const) for n, v in graph.initializers.items()]
+    if sum(c.nbytes for _, c in consts if c.dtype.kind not in "OSU") <= threshold:
+        return []
+    return [n for n, c in consts if c.dtype.kind not in "OSU" and c.nbytes > LARGE_BYTES]
+
+
+class Externals:
+    """Initializers written as external data to one file (`location`, beside the model):
+    their TensorProtos reference it, and `chunks` are its bytes (views of the arrays)."""
+
+    def __init__(self, names: list[str], location: str) -> None:
+        self.names, self.location = set(names), location
+        self.chunks: list[memoryview] = []
+        self.offset = 0
+
+    def take(self, parts: list, nbytes: int) -> list:
+        """A TensorProto's pieces (dims, type, name, raw data: `_tensor_parts`) with the raw
+        data moved to the file: external_data entries and data_location EXTERNAL instead."""
+        head, raw = parts[:-2], parts[-1]
+        self.chunks.append(raw)
+        entries = [("location", self.location), ("offset", str(self.offset)),
+                   ("length", str(nbytes))]
+        self.offset += nbytes
+        return [*head, *(_bytes(13, _text(1, k, "a key") + _text(2, v, "external data"))
+                         for k, v in entries), _int(14, 1)]
+
+
+def model_files(graph: Graph, location: str, names: list[str] | None = None
+                ) -> tuple[bytes, list[memoryview]]:
+    """`model_bytes(graph)` with the initializers `names` (default: those `external_names`
+    picks) written as external data in a file named `location` beside the model: (the
+    model's bytes, that file's bytes as views of the weights, never joined; empty when
+    nothing is external)."""
+    external = Externals(external_names(graph) if names is None else names, location)
+    return model_bytes(graph, external), external.chunks
+
+
+def file_parts(graph: Graph, path: str) -> list[tuple[str, Any]]:
+    """The files of `graph` written as the model `path`, for `safe_io.write_all_atomic`:
+    [(path, model bytes)], or, when its weights go to external data (`external_names`),
+    [(PATH.data, the weights' chunks), (path, model bytes)], the data named relative to the
+    model (its basename + ".data", beside it)."""
+    data_name = os.path.basename(os.fspath(path)) + ".data"
+    head, chunks = model_files(graph, data_name)
+    if not chunks:
+        return [(path, head)]
+    return [(os.path.join(os.path.dirname(os.fspath(path)), data_name), chunks), (path, head)]
+
+
+def model_bytes(graph: Graph, external: Externals | None = None) -> bytes:
     """The graph as the bytes of an ONNX ModelProto (ai.onnx opset IRKIT_OPSET), joined once
     from its pieces (the weights are copied once). Under debug verification (IRKIT_VERIFY=1,
     the test suite) the graph is verified first and the model validated after as a file
@@ -244,7 +310,7 @@ def model_bytes(graph: Graph) -> bytes:
     from irkit.ops.registry import debug_verify
     debug_verify(graph)
     out = [_int(1, IR_VERSION), _text(2, PRODUCER, "the producer"),
-           _text(3, __version__, "the version"), *_sized(7, _graph_parts(graph)),
+           _text(3, __version__, "the version"), *_sized(7, _graph_parts(graph, external)),
            _bytes(8, _text(1, "", "a domain") + _int(2, IRKIT_OPSET))]
     out += [_bytes(14, _text(1, k, "a metadata key") + _text(2, v, "a metadata value"))
             for k, v in sorted(graph.metadata.items())]
@@ -253,7 +319,7 @@ def model_bytes(graph: Graph) -> bytes:
         import onnx
 
         from irkit.onnx_io._validate import validate_model
-        validate_model(onnx.ModelProto.FromString(data))
+        validate_model(onnx.ModelProto.FromString(data), external_ok=external is not None)
     return data
 
 

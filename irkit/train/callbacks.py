@@ -215,15 +215,16 @@ class TrainingCheckpoint(Callback):
         self.release()
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        from irkit.onnx_io import model_bytes
+        from irkit.onnx_io import file_parts
         paths, history = self.paths(), self.model.history
-        last = model_bytes(self.model.to_graph())  # this epoch's weights
+        graph = self.model.to_graph()  # this epoch's weights
         doc = {**history.to_dict(), "epochs_total": history.epochs} if history else {}
-        files = [(paths["last.onnx"], last),
-                 (paths["last_train.onnx"], self.model.training_proto().SerializeToString()),
+        # a model above the external-data threshold gets its weights beside it (X.onnx.data)
+        files = [*file_parts(graph, paths["last.onnx"]),
+                 *self.model.training_files(paths["last_train.onnx"]),
                  (paths["history.json"], json_text(doc, indent=1).encode())]
         if history is not None and history.best_epoch == epoch + 1:
-            files.insert(0, (paths["best.onnx"], last))
+            files = file_parts(graph, paths["best.onnx"]) + files
         write_all_atomic(files)
 
 

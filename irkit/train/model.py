@@ -293,7 +293,8 @@ class Model:
         exists) into the source; compiled predictors made before hold older weights."""
         if self._runner is None:
             return
-        self.source.set_weights(self._runner.read_state(self._weight_names()))
+        for name in self._weight_names():  # one at a time: the old array goes as the new comes
+            self.source.set_weights(self._runner.read_state([name]))
         self._predictors = {}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -302,6 +303,8 @@ class Model:
         if unknown:
             raise ShapeError(f"no weights named {unknown}; see model.get_weights()")
         self.source.set_weights(weights)
+        if self._trainer is not None:
+            self._trainer.before_weights_change()
         if self._runner is not None:
             self._runner.load_state({k: v for k, v in weights.items()
                                      if k in set(self._weight_names())})
@@ -389,38 +392,66 @@ class Model:
     def save(self, path: str, opset: int = 17):
         """Write a training file: the inference model plus training_info (the train step in
         training mode, optimizer state, step count, history). `irkit.load_model` reads it
-        back and `fit` continues the same run. Before training it is the fresh state."""
-        from irkit.safe_io import write_atomic
-        proto = self.training_proto(opset)
-        write_atomic(path, proto.SerializeToString())
-        return proto
+        back and `fit` continues the same run. Before training it is the fresh state. Weights
+        above the external-data threshold go to PATH.data beside it. Returns the model as
+        written."""
+        import onnx
+
+        from irkit.safe_io import write_all_atomic
+        files = self.training_files(path, opset=opset)  # PATH.data beside it when large
+        write_all_atomic(files)
+        return onnx.ModelProto.FromString(files[-1][1])
 
     def training_proto(self, opset: int = 17):
         """The training file as a ModelProto (see `save`): the last state of the run (so a
         resume continues it) and, when the best epoch's weights were restored, those as
         `best/<name>`."""
         from irkit.train.training_model import to_training_model
+        return to_training_model(*self._training_parts(), opset)
+
+    def training_files(self, path: str, metadata: dict[str, str] | None = None,
+                       opset: int = 17) -> list:
+        """The training file (`training_proto`) as the files to write at `path`
+        (`safe_io.write_all_atomic`): above the external-data threshold, its large tensors
+        go to PATH.data, streamed (`training_model.training_model_files`). `metadata` is
+        added to the file's."""
+        from irkit.train.training_model import training_model_files
+        inference, *rest = self._training_parts()
+        inference.metadata.update(metadata or {})
+        return training_model_files(path, inference, *rest, opset)
+
+    def _training_parts(self) -> tuple:
+        """(inference graph, train graph, state, params, epochs, history, best weights) of
+        the training file."""
         if self._runner is None:
             raise ShapeError(f"{self.name}: compile and fit (or evaluate) before save(); for an "
                              "untrained model use export()")
         g, names = self._graphs, self._weight_names()
-        state = self._runner.read_state()
+        # views of the runner's state where it has them: the file is written before any step
+        views = getattr(self._runner, "state_views", None)
+        state = views() if views is not None else self._runner.read_state()
         current = {k: state[k] for k in names}
         trainer = self._trainer
         last = trainer.last_weights if trainer is not None else None
         best = None
         if last is not None and _differ(last, current, names):
             best, state = current, {**state, **last}
-        elif last is None and trainer is not None and trainer.best_weights is not None \
+        elif last is None and trainer is not None and not trainer.best_is_current \
+                and trainer.best_weights is not None \
                 and _differ(trainer.best_weights, current, names):
             best = trainer.best_weights  # during training (a checkpoint): the best so far
+        before = self.source.weights()
         self.source.set_weights({k: state[k] for k in names})  # the file holds the last state
         inference = self._inference_graph()
-        self.source.set_weights(current)
+        for k in names:  # the source's own arrays (never the runner's memory): those it had
+            # where they hold the current values (after a fit), else copies, one at a time
+            kept = before.get(k)
+            same = kept is not None and kept.dtype == current[k].dtype \
+                and kept.shape == current[k].shape and np.array_equal(kept, current[k])
+            self.source.set_weights({k: kept if same else np.array(current[k])})
         history = self.history.to_dict() if self.history else {}
         epochs = self.history.epochs if self.history else 0
-        return to_training_model(inference, g.train, state, g.params, epochs, history, best,
-                                 opset)
+        return inference, g.train, state, g.params, epochs, history, best
 
     def count_params(self) -> int:
         """Number of weights that train (torch's parameter count for a torch export); the
@@ -511,15 +542,16 @@ def load_model(path: str, prepare=None, state: str | None = None,
     from irkit.train.settings import from_json
     found = {}
 
-    def convert(proto):  # onnx (training_model) loads once the file passed the node cap
-        from irkit.onnx_io import check_run_sizes, from_onnx
+    def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
+        from irkit.onnx_io import check_run_sizes, from_onnx, restore_detached
         from irkit.train.training_model import read_training_model
         proto = prepare(proto) if prepare is not None else proto
         if not proto.training_info:
-            graph = from_onnx(proto)
+            graph = from_onnx(proto, detached)
         else:
             found["file"] = read_training_model(proto)
             graph = found["file"].inference
+        restore_detached(proto, detached or {})  # its sizes counted as stored, not as feeds
         check_run_sizes(proto)  # after validation, before onnxruntime runs it
         return graph
     if os.path.isdir(path):

@@ -93,7 +93,11 @@ class Trainer:
         self.runner, self.has_correct = runner, has_correct
         self.weight_names = weight_names   # params and buffers: what "the weights" are
         self.model = model
-        self.best_weights: dict[str, np.ndarray] | None = None
+        self._best: dict[str, np.ndarray] | None = None
+        # the best are the runner's current weights, not copied yet: a copy is made only
+        # before a step or a change would overwrite them (a run whose last epoch is its best
+        # never copies them)
+        self._best_is_current = False
         self.last_weights: dict[str, np.ndarray] | None = None  # before best were restored
         self.reference_loss = float("nan")  # the starting weights' loss (divergence rule)
 
@@ -124,6 +128,7 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
             order = rng.permutation(n) if shuffle else np.arange(n)
+            self.before_weights_change()
             logs = self._epoch(train, validation, order, batch_size, on_batch, metrics)
             self._check_divergence(epoch, logs, history, keep_best)
             history.append(logs)
@@ -136,6 +141,28 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end(history.to_dict())
         return history
+
+    @property
+    def best_weights(self) -> dict[str, np.ndarray] | None:
+        """The best epoch's weights so far (a copy; None before any epoch was best)."""
+        if self._best_is_current:
+            return self.runner.read_state(self.weight_names)
+        return self._best
+
+    @property
+    def best_is_current(self) -> bool:
+        """Whether the best weights are the runner's current ones (no step since)."""
+        return self._best_is_current
+
+    @best_weights.setter
+    def best_weights(self, weights: dict[str, np.ndarray] | None) -> None:
+        self._best, self._best_is_current = weights, False
+
+    def before_weights_change(self) -> None:
+        """Call before the runner's weights change (a step, a callback's set_weights): the
+        best, if they are the current weights, are copied now."""
+        if self._best_is_current:
+            self.best_weights = self.runner.read_state(self.weight_names)
 
     def keep_as_best(self, weights: dict[str, np.ndarray]) -> None:
         """Start with `weights` as the best so far (a resumed run); they must be exactly the
@@ -161,6 +188,9 @@ class Trainer:
         return logs
 
     def _restore_best(self, keep_best: bool) -> None:
+        if keep_best and self._best_is_current:  # the last are the best: nothing to restore
+            self.last_weights = None
+            return
         self.last_weights = self.runner.read_state(self.weight_names)
         if keep_best and self.best_weights is not None:
             self.runner.load_state(self.best_weights)
@@ -173,7 +203,7 @@ class Trainer:
         if history.best_value is None or sign * value < sign * history.best_value:
             history.best_epoch, history.best_value = epoch + 1, float(value)
             if keep_best:
-                self.best_weights = self.runner.read_state(self.weight_names)
+                self._best, self._best_is_current = None, True
 
     def _check_divergence(self, epoch: int, logs: dict, history: History,
                           keep_best: bool) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -22,7 +23,7 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import ModelFileError, json_text
 from irkit.ir import Graph
-from irkit.onnx_io import from_onnx, to_onnx
+from irkit.onnx_io import from_onnx, model_files_for, to_onnx, validate_model
 from irkit.signature import LR, META_BEST, META_EPOCH, META_HISTORY, META_PARAMS, STEP, next_name
 
 BEST_PREFIX = "best/"
@@ -52,6 +53,35 @@ def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarra
     """Inference graph + training_info (algorithm and update_binding) as one ModelProto.
     `state` holds every value the train graph reads besides the batch; `best_weights`, if
     given, are stored as `best/<name>` so that best-epoch tracking survives a resume."""
+    main = _main_graph(inference, state, params, epochs_done, history, best_weights)
+    model_proto = _with_algorithm(to_onnx(main, opset, check=False), main, train, state, opset)
+    onnx.checker.check_model(model_proto, full_check=True)
+    return model_proto
+
+
+def training_model_files(path: str, inference: Graph, train: Graph,
+                         state: dict[str, np.ndarray], params: list[str], epochs_done: int = 0,
+                         history: dict | None = None,
+                         best_weights: dict[str, np.ndarray] | None = None,
+                         opset: int = 17) -> list[tuple[str, Any]]:
+    """`to_training_model` as the files to write at `path` (`safe_io.write_all_atomic`):
+    the model alone, or, when its tensors are above the external-data threshold
+    (`onnx_io.file_parts`), PATH.data first (streamed from the arrays) and the model, whose
+    large initializers reference it."""
+    main = _main_graph(inference, state, params, epochs_done, history, best_weights)
+    files, model_proto = model_files_for(main, path, opset)
+    model_proto = _with_algorithm(model_proto, main, train, state, opset)
+    if len(files) == 1:
+        onnx.checker.check_model(model_proto, full_check=True)
+        return [(path, model_proto.SerializeToString())]
+    # onnx's checker would look for the data file, not written yet: irkit's own checks
+    validate_model(model_proto, external_ok=True)
+    return [files[0], (path, model_proto.SerializeToString())]
+
+
+def _main_graph(inference: Graph, state: dict[str, np.ndarray], params: list[str],
+                epochs_done: int, history: dict | None,
+                best_weights: dict[str, np.ndarray] | None) -> Graph:
     main = inference.copy()
     main.metadata = dict(inference.metadata)
     for name, value in state.items():
@@ -64,14 +94,20 @@ def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarra
     main.metadata[META_EPOCH] = str(int(epochs_done))
     main.metadata[META_PARAMS] = ",".join(params)
     main.metadata[META_HISTORY] = json_text(history or {})  # valid JSON: NaN as null
-    model_proto = to_onnx(main, opset, check=False)
+    return main
+
+
+def _with_algorithm(model_proto: onnx.ModelProto, main: Graph, train: Graph,
+                    state: dict[str, np.ndarray], opset: int) -> onnx.ModelProto:
+    """`model_proto` (the main graph's) with training_info: the train graph as algorithm,
+    reading the state from the main graph's initializers, and the update bindings."""
     outer = {t.name for t in model_proto.graph.initializer}
     alg_proto = to_onnx(train, opset, check=False).graph
     # the algorithm reads the state from the main graph's initializers, not from inputs
     inputs = [i for i in alg_proto.input if i.name not in outer]
     del alg_proto.input[:]
     alg_proto.input.extend(inputs)
-    _untie_constants(alg_proto, model_proto.graph, set(state))
+    _untie_constants(alg_proto, main, set(state))
     kept = [t for t in alg_proto.initializer if t.name not in outer]
     del alg_proto.initializer[:]
     alg_proto.initializer.extend(kept)
@@ -81,15 +117,15 @@ def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarra
     for name in state:
         if next_name(name) in written:
             info.update_binding.add(key=name, value=next_name(name))
-    onnx.checker.check_model(model_proto, full_check=True)
     return model_proto
 
 
-def _untie_constants(alg: onnx.GraphProto, main: onnx.GraphProto, state: set[str]) -> None:
+def _untie_constants(alg: onnx.GraphProto, main: Graph, state: set[str]) -> None:
     """Rename each constant of the train graph that shares its name, not its value, with an
     initializer of the main graph: the algorithm reads the main graph's initializers, so it
-    would otherwise read the other constant (two passes may both name a constant `const_3`)."""
-    outer = {t.name: t for t in main.initializer}
+    would otherwise read the other constant (two passes may both name a constant `const_3`).
+    The main graph's values are compared as arrays (its file may keep them external)."""
+    outer = {name: v.const for name, v in main.initializers.items()}
     taken = set(outer) | {t.name for t in alg.initializer}
     for tensor in alg.initializer:
         same = outer.get(tensor.name)
@@ -101,8 +137,8 @@ def _untie_constants(alg: onnx.GraphProto, main: onnx.GraphProto, state: set[str
         tensor.name = new
 
 
-def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
-    x, y = numpy_helper.to_array(a), numpy_helper.to_array(b)
+def _same_tensor(x: np.ndarray, b: onnx.TensorProto) -> bool:
+    y = numpy_helper.to_array(b)
     return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
 
 

@@ -1,0 +1,232 @@
+"""Issue 18 item 6: models whose weights are ONNX external data, on the path that models
+beyond protobuf's 2 GB take, exercised on a small model. Import reads large external weights
+straight into arrays (never through protobuf); weights above the external-data threshold
+(IRKIT_EXTERNAL_DATA_BYTES, 0 here) are written to PATH.data streamed from the arrays, and
+reach onnxruntime by add_external_initializers. Every result equals the one-file path's
+exactly; the external files stay inside the model's folder (issue 23's rules)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from irkit.errors import ModelFileError
+from irkit.onnx_io import _external, from_onnx, load, load_proto
+from tests.cli_checks import cli, one_line_error
+
+WIDTH, HIDDEN, CLASSES = 128, 160, 10  # W0 and W1 hold 80 KiB each: above DETACH_BYTES
+
+
+def _model(folder: Path) -> Path:
+    """x (N, 128) -> MatMul W0, Add b0, Relu -> MatMul W1, Add b1, Relu -> MatMul head:
+    every initializer external, in one file model.data."""
+    rng = np.random.default_rng(0)
+    arrays = {"W0": rng.standard_normal((WIDTH, HIDDEN)) / np.sqrt(WIDTH),
+              "b0": rng.standard_normal(HIDDEN) * 0.1,
+              "W1": rng.standard_normal((HIDDEN, WIDTH)) / np.sqrt(HIDDEN),
+              "b1": rng.standard_normal(WIDTH) * 0.1,
+              "head": rng.standard_normal((WIDTH, CLASSES)) / np.sqrt(WIDTH)}
+    inits, offset = [], 0
+    with open(folder / "model.data", "wb") as f:
+        for name, a in arrays.items():
+            a = a.astype(np.float32)
+            t = TensorProto(name=name, data_type=TensorProto.FLOAT, dims=a.shape,
+                            data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", "model.data"), ("offset", str(offset)),
+                               ("length", str(a.nbytes))):
+                t.external_data.add(key=key, value=value)
+            f.write(a.tobytes())
+            offset += a.nbytes
+            inits.append(t)
+    nodes = []
+    for i, h in enumerate(["x", "h0"]):
+        nodes += [helper.make_node("MatMul", [h, f"W{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
+                  helper.make_node("Relu", [f"a{i}"], [f"h{i}"])]
+    nodes.append(helper.make_node("MatMul", ["h1", "head"], ["logits"]))
+    g = helper.make_graph(nodes, "large", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         ["N", WIDTH])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                         ["N", CLASSES])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    rng = np.random.default_rng(1)
+    np.savez(folder / "data.npz", x=rng.standard_normal((24, WIDTH)).astype(np.float32),
+             y=rng.integers(0, CLASSES, 24))
+    return folder / "model.onnx"
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+
+
+def test_import_reads_large_weights_into_arrays(tmp_path):
+    path = _model(tmp_path)
+    detached: dict = {}
+    proto = load_proto(path, detached=detached)
+    assert [n for n, a in detached.items() if a is not None] == ["W0", "W1"]
+    assert {t.name for t in proto.graph.initializer} == {"b0", "b1", "head"}
+    graph = load(path)
+    want = from_onnx(onnx.load(str(path)))  # onnx's own loader, everything in the proto
+    assert list(graph.initializers) == list(want.initializers)  # the file's order
+    _same({n: v.const for n, v in graph.initializers.items()},
+          {n: v.const for n, v in want.initializers.items()})
+    assert [v.name for v in graph.inputs] == ["x"]
+    assert graph.inputs[0].shape == ("N", WIDTH)
+
+
+def test_detached_weights_keep_the_folder_rules(tmp_path, monkeypatch):
+    """The detaching read is held to the same rules: a location out of the folder, byte
+    ranges shared by two tensors and a tensor larger than its file are refused in one line
+    (checked before the array is made)."""
+    monkeypatch.setattr(_external, "DETACH_BYTES", 0)
+    path = _model(tmp_path)
+    model = onnx.load(str(path), load_external_data=False)
+    model.graph.initializer[1].external_data[1].value = "0"  # b0 over W0's bytes
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ModelFileError, match="overlap"):
+        load(path)
+    big = onnx.load(str(path), load_external_data=False)  # W0 claims 1 GiB of an 80 KiB file
+    big.graph.initializer[0].dims[:] = [1 << 14, 1 << 14]
+    big.graph.initializer[0].external_data[2].value = str(1 << 30)
+    (tmp_path / "big.onnx").write_bytes(big.SerializeToString())
+    with pytest.raises(ModelFileError, match="too few"):
+        load(tmp_path / "big.onnx")
+    (tmp_path / "sub").mkdir()
+    os.symlink("../model.data", tmp_path / "sub" / "link.data")
+    model.graph.initializer[1].external_data[1].value = str(WIDTH * HIDDEN * 4)
+    for t in model.graph.initializer:
+        t.external_data[0].value = "link.data"
+    (tmp_path / "sub" / "model.onnx").write_bytes(model.SerializeToString())
+    with pytest.raises(ModelFileError, match="out of the model's folder"):
+        load(tmp_path / "sub" / "model.onnx")
+
+
+def _run(model: Path, x: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})
+
+
+def test_grad_external_equals_one_file(tmp_path, monkeypatch):
+    """`irkit grad -o` writes PATH.data when forced to (threshold 0): the same weights, and
+    onnxruntime (reading the external file itself) gives the same gradients, exactly."""
+    path = _model(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(3).standard_normal((6, WIDTH)).astype(np.float32)
+    cotangent = np.ones((6, CLASSES), np.float32)
+    weights, outputs = [], []
+    for threshold in ("", "0"):
+        monkeypatch.setenv("IRKIT_EXTERNAL_DATA_BYTES", threshold)
+        out = f"grad{threshold}.onnx"
+        r = cli("grad", path, "--of", "logits", "--wrt", "W0,W1,b0", "-o", out)
+        assert r.exit_code == 0, r.output
+        assert os.path.exists(f"{out}.data") == (threshold == "0")
+        weights.append(_weights(tmp_path / out))
+        session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {"x": x, "logits_grad": cotangent}))
+    _same(*weights)
+    assert len(outputs[0]) == 4 and all(np.array_equal(a, b) for a, b in zip(*outputs))
+
+
+def _train(tmp_path: Path, threshold: str) -> dict:
+    """Two SGD epochs with -o, --save-training and --checkpoint, a resume to epoch 3, and a
+    prediction of the -o file, at the external-data `threshold`: what each wrote."""
+    os.environ["IRKIT_EXTERNAL_DATA_BYTES"] = threshold  # (monkeypatched by the caller)
+    out, train, ck = f"out{threshold}.onnx", f"train{threshold}.onnx", f"ck{threshold}"
+    r = cli("train", _model(tmp_path), "--data", "data.npz", "--epochs", "2", "--batch-size",
+            "8", "--optimizer", "sgd", "--lr", "0.05", "-o", out, "--save-training", train,
+            "--checkpoint", ck)
+    assert r.exit_code == 0, r.output
+    for written in (out, train, f"{ck}/last.onnx", f"{ck}/last_train.onnx"):
+        assert os.path.exists(f"{written}.data") == (threshold == "0"), written
+    r = cli("train", train, "--data", "data.npz", "--epochs", "3", "-o", f"re{out}")
+    assert r.exit_code == 0, r.output
+    p = cli("predict", out, "--data", "data.npz", "--json")  # irkit's predictor
+    assert p.exit_code == 0, p.output
+    return {"out": _weights(tmp_path / out), "resumed": _weights(tmp_path / f"re{out}"),
+            "checkpoint": _weights(tmp_path / ck / "last_train.onnx"),
+            "predict": {k: v for k, v in json.loads(p.stdout).items() if k != "model"},
+            "run": _run(tmp_path / out, np.load("data.npz")["x"])}
+
+
+def test_train_external_equals_one_file(tmp_path, monkeypatch):
+    """`irkit train` writes PATH.data for -o, --save-training and the checkpoint files when
+    forced to (threshold 0); weights, the resumed run, irkit's and onnxruntime's predictions
+    are exactly those of the one-file path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IRKIT_EXTERNAL_DATA_BYTES", "")
+    one, external = _train(tmp_path, ""), _train(tmp_path, "0")
+    for key in ("out", "resumed", "checkpoint"):
+        _same(one[key], external[key])
+    assert one["predict"] == external["predict"] and len(one["predict"]["probabilities"]) == 24
+    assert all(np.array_equal(a, b) for a, b in zip(one["run"], external["run"]))
+    assert not all(np.array_equal(one["out"][n], one["resumed"][n])
+                   for n in one["out"])  # the resumed epoch moved the weights
+
+
+def test_session_takes_weights_as_external_initializers(tmp_path, monkeypatch):
+    """An onnxruntime graph of a model above the threshold: its large weights are left out
+    of the model's bytes and given as arrays; outputs equal the one-file session's."""
+    from irkit.runtimes.onnxruntime import OrtGraph, session_model
+    graph = load(_model(tmp_path))
+    x = np.random.default_rng(2).standard_normal((5, WIDTH)).astype(np.float32)
+    want = OrtGraph(graph)({"x": x})
+    monkeypatch.setenv("IRKIT_EXTERNAL_DATA_BYTES", "0")
+    head, arrays = session_model(graph)
+    assert sorted(arrays) == ["W0", "W1"] and len(head) < 20_000
+    got = OrtGraph(graph)({"x": x})
+    assert all(np.array_equal(a, b) for a, b in zip(want, got))
+
+
+def test_torch_dynamo_export_keeps_external_data(tmp_path, monkeypatch):
+    """torch's default exporter writes its weights as external data (model.onnx.data, opset
+    20: the downgrade path): imported through the detached read, the graph and `irkit grad`
+    equal those of the same model with every tensor inside the file."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(WIDTH, 256), torch.nn.GELU(),
+                              torch.nn.LayerNorm(256), torch.nn.Linear(256, CLASSES)).eval()
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(net, (torch.randn(2, WIDTH),), str(tmp_path / "t.onnx"), dynamo=True,
+                      input_names=["x"], output_names=["logits"], dynamic_shapes=({0: batch},),
+                      verbose=False)
+    assert (tmp_path / "t.onnx.data").exists()
+    onnx.save(onnx.load(str(tmp_path / "t.onnx")), str(tmp_path / "inside.onnx"))
+    detached: dict = {}
+    load_proto(tmp_path / "t.onnx", detached=detached)
+    assert [n for n, a in detached.items() if a is not None] == ["0.weight"]
+    a, b = load(tmp_path / "t.onnx"), load(tmp_path / "inside.onnx")
+    assert list(a.initializers) == list(b.initializers)
+    _same({n: v.const for n, v in a.initializers.items()},
+          {n: v.const for n, v in b.initializers.items()})
+    monkeypatch.chdir(tmp_path)
+    x = np.random.default_rng(4).standard_normal((3, WIDTH)).astype(np.float32)
+    feeds = {"x": x, "logits_grad": np.ones((3, CLASSES), np.float32)}
+    runs = []
+    for source in ("t.onnx", "inside.onnx"):
+        r = cli("grad", source, "--of", "logits", "--wrt", "0.weight,2.weight", "-o",
+                f"g-{source}")
+        assert r.exit_code == 0, r.output
+        runs.append(ort.InferenceSession(f"g-{source}").run(None, feeds))
+    assert all(np.array_equal(p, q) for p, q in zip(*runs))
+
+
+def test_external_data_beyond_the_cap_is_one_line(tmp_path, monkeypatch):
+    """External data count against the model cap, summed from the dims before any is read:
+    a model beyond it is refused in one line that says which variable to raise."""
+    path = _model(tmp_path)
+    monkeypatch.setenv("IRKIT_MAX_MODEL_BYTES", "100000")  # the weights hold 170 KB
+    one_line_error(cli("inspect", path), "IRKIT_MAX_MODEL_BYTES", "initializer 'W1'")
