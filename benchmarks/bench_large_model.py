@@ -105,7 +105,7 @@ def main() -> None:
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()
     folder = tempfile.mkdtemp(prefix="irkit-large-", dir=args.dir)
-    env = {"IRKIT_MAX_MODEL_BYTES": str(8 << 30), "OMP_NUM_THREADS": "2"}
+    env = {"OMP_NUM_THREADS": "2"}
     try:
         path, nbytes = write_model(folder, args.gb, args.width)
         write_data(folder, args.width)

@@ -4,6 +4,8 @@ Reading: only regular files (a FIFO would hang, a device would never end), with 
 checked before reading (`read_capped`). Caps have defaults and an environment override each:
 
     IRKIT_MAX_MODEL_BYTES    ONNX models and training files     default 2 GiB
+    IRKIT_MAX_EXTERNAL_BYTES a model's external data, in sum (each byte read once, so they
+                             cost what the files hold)          default 32 GiB
     IRKIT_MAX_DATA_BYTES     datasets (also their decompressed size)  default 1 GiB
     IRKIT_MAX_RECIPE_BYTES   recipes (TOML)                      default 1 MiB
     IRKIT_MAX_ELEMENTS       elements of one tensor built from a file  default 2**28
@@ -47,6 +49,7 @@ from irkit.errors import IrkitError
 
 LIMITS = {
     "model": ("IRKIT_MAX_MODEL_BYTES", 2 << 30),
+    "external": ("IRKIT_MAX_EXTERNAL_BYTES", 32 << 30),  # a model's external data, in sum
     "data": ("IRKIT_MAX_DATA_BYTES", 1 << 30),
     "recipe": ("IRKIT_MAX_RECIPE_BYTES", 1 << 20),
     "elements": ("IRKIT_MAX_ELEMENTS", 1 << 28),

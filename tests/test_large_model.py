@@ -225,8 +225,8 @@ def test_torch_dynamo_export_keeps_external_data(tmp_path, monkeypatch):
 
 
 def test_external_data_beyond_the_cap_is_one_line(tmp_path, monkeypatch):
-    """External data count against the model cap, summed from the dims before any is read:
+    """External data count against their cap, summed from the dims before any is read:
     a model beyond it is refused in one line that says which variable to raise."""
     path = _model(tmp_path)
-    monkeypatch.setenv("IRKIT_MAX_MODEL_BYTES", "100000")  # the weights hold 170 KB
-    one_line_error(cli("inspect", path), "IRKIT_MAX_MODEL_BYTES", "initializer 'W1'")
+    monkeypatch.setenv("IRKIT_MAX_EXTERNAL_BYTES", "100000")  # the weights hold 170 KB
+    one_line_error(cli("inspect", path), "IRKIT_MAX_EXTERNAL_BYTES", "initializer 'W1'")

@@ -14,7 +14,9 @@ irkit does not depend on which onnx is installed. The rules:
 4. the bytes read are exactly those the tensor's dims and type need, read from that
    descriptor; each byte range of a file is read once: ranges that overlap
    another tensor's are refused, so the bytes materialized never exceed the files' sizes, and
-   their sum is held to the model cap (IRKIT_MAX_MODEL_BYTES).
+   their sum is held to their own cap (IRKIT_MAX_EXTERNAL_BYTES, 32 GiB): since no byte is
+   read twice, what they cost is what the files hold, so the cap is about the machine, not
+   about amplification (the .onnx file itself has the 2 GiB model cap, protobuf's limit).
 """
 
 from __future__ import annotations
@@ -118,10 +120,15 @@ def _check_total(model: onnx.ModelProto) -> None:
     for t, what in _tensors(model):
         if t.data_location == TensorProto.EXTERNAL:
             total += check_tensor(t, what, external_ok=True)
-            if total > limit("model"):
-                raise ModelFileError(f"{what}: the external data add up to more than "
-                                     f"{limit('model')} bytes; raise {LIMITS['model'][0]} if "
-                                     "you trust the model")
+            _hold_to_cap(total, what)
+
+
+def _hold_to_cap(total: int, what: str) -> None:
+    """ModelFileError once a model's external data add up to more than their cap."""
+    if total > limit("external"):
+        raise ModelFileError(f"{what}: the external data add up to more than "
+                             f"{limit('external')} bytes; raise {LIMITS['external'][0]} if you "
+                             "trust the model")
 
 
 class _Reader:
@@ -152,10 +159,7 @@ class _Reader:
         array of that size), made only once the caps, the location, the file's size and the
         byte range are checked (a tensor that claims more than its file has costs nothing)."""
         self.total += nbytes
-        if self.total > limit("model"):
-            raise ModelFileError(f"{what}: the external data add up to more than "
-                                 f"{limit('model')} bytes; raise {LIMITS['model'][0]} if you "
-                                 "trust the model")
+        _hold_to_cap(self.total, what)
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")
         offset, length = _int(info, "offset", 0, what), _int(info, "length", nbytes, what)
