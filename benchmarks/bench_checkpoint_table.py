@@ -31,7 +31,7 @@ from irkit.passes.checkpoint_activations import apply_checkpointing
 from irkit.runtimes.memory import measure_peak
 from irkit.train import build_step_graphs
 from irkit.train.losses import get_loss
-from irkit.train.model import load_model
+from irkit.train.loading import load_model
 from irkit.train.optimizers import optimizer_from
 from irkit.train.settings import resolve
 

@@ -24,7 +24,7 @@ notebook.install_error_display()  # in IPython: irkit's errors end in one line, 
 # training front end imports onnxruntime; the numpy-like namespace (it installs Tensor's
 # operators) is 60-100 ms of imports that training never needs
 _LAZY = {"Model": "irkit.train.model", "Sequential": "irkit.train.model",
-         "load_model": "irkit.train.model", "Tensor": "irkit.numpy"}
+         "load_model": "irkit.train.loading", "Tensor": "irkit.numpy"}
 
 
 def __getattr__(name: str):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from irkit.errors import DataError
-from irkit.train.model import load_model
+from irkit.train.loading import load_model
 
 torch = pytest.importorskip("torch")
 tm = pytest.importorskip("tests.torch_models")

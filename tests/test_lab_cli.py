@@ -19,7 +19,7 @@ from conftest import irkit_command
 from test_cli import assert_one_line_error, cli, irkit_process, predict, weights
 
 from irkit.data import load_dataset
-from irkit.train.model import load_model
+from irkit.train.loading import load_model
 
 # a net far too large for 45 Iris flowers: validation loss turns upward within a few epochs
 OVERFIT = """

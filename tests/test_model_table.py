@@ -42,7 +42,7 @@ from irkit.runtimes.memory import measure_peak
 from irkit.runtimes.onnxruntime import make_session
 
 from irkit.onnx_io import load, to_onnx
-from irkit.train.model import load_model
+from irkit.train.loading import load_model
 from irkit.train.sources import choose_trainable
 
 torch = pytest.importorskip("torch")

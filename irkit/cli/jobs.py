@@ -27,7 +27,8 @@ from irkit.signature import (
 from irkit.spec import Recipe, load_recipe
 from irkit.train.callbacks import TrainingCheckpoint
 from irkit.train.inputs import as_inputs, first_rows
-from irkit.train.model import Model, load_model
+from irkit.train.loading import load_model
+from irkit.train.model import Model
 from irkit.train.plot import plot_format, plot_png
 from irkit.train.report import overfitting_report
 from irkit.train.settings import Settings, from_json, resolve

@@ -23,15 +23,15 @@ from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
 from irkit.runtimes import get_runtime, make_step_runner, runtime_names
-from irkit.signature import LR, META_BEST, META_HISTORY, META_SETTINGS, TARGET
+from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping
 from irkit.train.inputs import Inputs, as_inputs, sample_count, take
 from irkit.train.losses import get_loss
 from irkit.train.metrics import epoch_metrics, metric_logs, resolve_metrics
-from irkit.train.optimizers import OPTIMIZERS, Optimizer, optimizer_from
+from irkit.train.optimizers import Optimizer, check_registered, optimizer_from
 from irkit.train.progress import progress_callback
-from irkit.train.settings import DEFAULTS, Settings, resolve
-from irkit.train.sources import ModuleSource, OnnxSource, names_of, split_input
+from irkit.train.settings import DEFAULTS, Settings, check_same_step, resolve
+from irkit.train.sources import ModuleSource, OnnxSource, split_input
 from irkit.train.step import StepGraphs, UpdateRule, build_eval_graph, build_step_graphs
 from irkit.train.trainer import History, Trainer
 
@@ -97,7 +97,7 @@ class Model:
         args = {"optimizer": optimizer, "loss": loss,
                 "lr": learning_rate if lr is None else lr, **options}
         if isinstance(optimizer, Optimizer):
-            _check_registered(optimizer)
+            check_registered(optimizer)
             args.update({"optimizer": optimizer.name, **optimizer.hyperparameters(), **options})
             args["lr"] = optimizer.learning_rate if args["lr"] is None else args["lr"]
         self.settings = resolve(settings.as_dict() if settings else None, args,
@@ -205,7 +205,7 @@ class Model:
         loss = get_loss(s.loss)
         if self._resume is not None:
             r = self._resume
-            _check_same_step(r.settings, s)
+            check_same_step(r.settings, s)
             evaluation = build_eval_graph(r.inference.copy(), r.params + r.buffers, loss)
             return StepGraphs.of(r.train, evaluation, r.params, r.buffers, r.slots,
                                  optimizer_from(s))
@@ -494,82 +494,3 @@ class Sequential(Model):
 
 def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
     return any(not np.array_equal(a[k], b[k]) for k in names)
-
-
-def _check_registered(optimizer: Optimizer) -> None:
-    """An optimizer instance is rebuilt by name (resume, data-parallel workers): its class must
-    be the one registered under its name."""
-    cls = type(optimizer)
-    if OPTIMIZERS.get(optimizer.name) is not cls:
-        raise SpecError(f"optimizer class {cls.__name__} is not registered; register it with "
-                        f"irkit.train.register_optimizer({cls.__name__}) (it needs a `name`)")
-
-
-def _check_same_step(saved: Settings, s: Settings) -> None:
-    """A training file continues with the loss and optimizer its step graph was built with."""
-    def step_of(settings: Settings) -> dict[str, Any]:
-        return {"loss": get_loss(settings.loss).name, "optimizer": settings.optimizer,
-                "clip_norm": settings.clip_norm, "accumulate": settings.accumulate,
-                **optimizer_from(settings).hyperparameters()}
-    before, now = step_of(saved), step_of(s)
-    changed = [k for k in now if before.get(k) != now[k]]
-    if changed:
-        k = changed[0]
-        raise SpecError(f"a training file continues with the {k} it was saved with "
-                        f"({before.get(k)!r}, not {now[k]!r}); to change it, export "
-                        "the model (irkit export) and train that")
-
-
-def load_model(path: str, prepare=None, state: str | None = None,
-               trainable: list[str] | str | None = None,
-               freeze: list[str] | str | None = None) -> Model:
-    """A Model from an ONNX file: a training file (written by `Model.save` or `irkit train
-    --save-training`) resumes where it stopped; any other model can predict, evaluate and be
-    fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first. A
-    training bundle's folder (irkit.train.bundle) loads as a training file with the state file
-    `state` (what another runtime trained), or with its initial state.
-
-    What a fine-tune trains, as `irkit train --trainable/--freeze` chooses it: by default the
-    weights (torch's parameters: not the exporter's constants nor BatchNorm's running
-    statistics; irkit.train.sources.weights_that_train); `trainable`, initializer names or
-    fnmatch patterns (`"encoder.*"`, a list or one comma-separated string), trains those
-    instead; `freeze` keeps those matching it fixed. A pattern that matches nothing is a
-    DataError; a training file trains what it was saved with (DataError if either is given).
-    """
-    import os
-
-    from irkit.onnx_io import load
-    from irkit.train.settings import from_json
-    found = {}
-
-    def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
-        from irkit.onnx_io import check_run_sizes, from_onnx, restore_detached
-        from irkit.train.training_model import read_training_model
-        proto = prepare(proto) if prepare is not None else proto
-        if not proto.training_info:
-            graph = from_onnx(proto, detached)
-        else:
-            found["file"] = read_training_model(proto)
-            graph = found["file"].inference
-        restore_detached(proto, detached or {})  # its sizes counted as stored, not as feeds
-        check_run_sizes(proto)  # after validation, before onnxruntime runs it
-        return graph
-    if os.path.isdir(path):
-        from irkit.train.bundle import training_proto
-        graph = convert(training_proto(path, state))
-    else:
-        graph = load(path, convert)
-    if found and (trainable or freeze):
-        raise DataError(f"{path} is a training file: it resumes with the parameters it "
-                        "trained; choose trainable/freeze on a plain ONNX model (irkit export)")
-    model = Model(OnnxSource(graph, found["file"].params if found else names_of(trainable),
-                             names_of(freeze)))
-    saved = from_json(graph.metadata.get(META_SETTINGS))
-    if found:  # the stored rate is where training continues (a schedule may have moved it)
-        saved["lr"] = float(found["file"].state[LR])
-        model.compile(settings=resolve(saved, names=(f"{path} settings",)))
-        model._resume = found["file"]
-        model._resume.settings = model.settings
-        model.history = History.from_dict(found["file"].history, f"{path}: {META_HISTORY}") \
-            if found["file"].history else None
-    return model

@@ -257,3 +257,12 @@ def optimizer_from(settings) -> Optimizer:
 def hyperparameter_names() -> set[str]:
     """Every hyperparameter name of every registered optimizer (recipes' [train] keys)."""
     return {n for cls in OPTIMIZERS.values() for n in cls.hyperparameter_names()}
+
+
+def check_registered(optimizer: Optimizer) -> None:
+    """An optimizer instance is rebuilt by name (resume, data-parallel workers): its class must
+    be the one registered under its name."""
+    cls = type(optimizer)
+    if OPTIMIZERS.get(optimizer.name) is not cls:
+        raise SpecError(f"optimizer class {cls.__name__} is not registered; register it with "
+                        f"irkit.train.register_optimizer({cls.__name__}) (it needs a `name`)")

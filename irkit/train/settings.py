@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from irkit.errors import SpecError
-from irkit.train.optimizers import OPTIMIZERS, hyperparameter_names, optimizer_class
+from irkit.train.losses import get_loss
+from irkit.train.optimizers import (
+    OPTIMIZERS,
+    hyperparameter_names,
+    optimizer_class,
+    optimizer_from,
+)
 
 
 @dataclass(frozen=True)
@@ -193,3 +199,18 @@ def from_json(text: str | None) -> dict[str, Any]:
     cls = OPTIMIZERS.get(str(raw.get("optimizer", DEFAULTS.optimizer)).lower())
     own = set(cls.hyperparameter_names()) if cls is not None else set()
     return {k: v for k, v in raw.items() if k in FIELDS or k in own}
+
+
+def check_same_step(saved: Settings, s: Settings) -> None:
+    """A training file continues with the loss and optimizer its step graph was built with."""
+    def step_of(settings: Settings) -> dict[str, Any]:
+        return {"loss": get_loss(settings.loss).name, "optimizer": settings.optimizer,
+                "clip_norm": settings.clip_norm, "accumulate": settings.accumulate,
+                **optimizer_from(settings).hyperparameters()}
+    before, now = step_of(saved), step_of(s)
+    changed = [k for k in now if before.get(k) != now[k]]
+    if changed:
+        k = changed[0]
+        raise SpecError(f"a training file continues with the {k} it was saved with "
+                        f"({before.get(k)!r}, not {now[k]!r}); to change it, export "
+                        "the model (irkit export) and train that")

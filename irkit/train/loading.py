@@ -1,0 +1,69 @@
+"""Loading a Model from a file: a plain ONNX model (to predict, evaluate or fine-tune), a
+training file (which resumes where it stopped) or a training bundle's folder."""
+
+from __future__ import annotations
+
+import os
+
+from irkit.errors import DataError
+from irkit.signature import LR, META_HISTORY, META_SETTINGS
+from irkit.train.model import Model
+from irkit.train.settings import resolve
+from irkit.train.sources import OnnxSource, names_of
+from irkit.train.trainer import History
+
+
+def load_model(path: str, prepare=None, state: str | None = None,
+               trainable: list[str] | str | None = None,
+               freeze: list[str] | str | None = None) -> Model:
+    """A Model from an ONNX file: a training file (written by `Model.save` or `irkit train
+    --save-training`) resumes where it stopped; any other model can predict, evaluate and be
+    fine-tuned after `compile`. `prepare(proto) -> proto` edits the file's proto first. A
+    training bundle's folder (irkit.train.bundle) loads as a training file with the state file
+    `state` (what another runtime trained), or with its initial state.
+
+    What a fine-tune trains, as `irkit train --trainable/--freeze` chooses it: by default the
+    weights (torch's parameters: not the exporter's constants nor BatchNorm's running
+    statistics; irkit.train.sources.weights_that_train); `trainable`, initializer names or
+    fnmatch patterns (`"encoder.*"`, a list or one comma-separated string), trains those
+    instead; `freeze` keeps those matching it fixed. A pattern that matches nothing is a
+    DataError; a training file trains what it was saved with (DataError if either is given).
+    """
+    from irkit.onnx_io import load
+    from irkit.train.settings import from_json
+    found = {}
+
+    def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
+        from irkit.onnx_io import check_run_sizes, from_onnx, restore_detached
+        from irkit.train.training_model import read_training_model
+        proto = prepare(proto) if prepare is not None else proto
+        if not proto.training_info:
+            graph = from_onnx(proto, detached)
+        else:
+            found["file"] = read_training_model(proto)
+            graph = found["file"].inference
+        restore_detached(proto, detached or {})  # its sizes counted as stored, not as feeds
+        check_run_sizes(proto)  # after validation, before onnxruntime runs it
+        return graph
+    if os.path.isdir(path):
+        from irkit.train.bundle import training_proto
+        graph = convert(training_proto(path, state))
+    else:
+        graph = load(path, convert)
+    if found and (trainable or freeze):
+        raise DataError(f"{path} is a training file: it resumes with the parameters it "
+                        "trained; choose trainable/freeze on a plain ONNX model (irkit export)")
+    model = Model(OnnxSource(graph, found["file"].params if found else names_of(trainable),
+                             names_of(freeze)))
+    saved = from_json(graph.metadata.get(META_SETTINGS))
+    if found:  # the stored rate is where training continues (a schedule may have moved it)
+        saved["lr"] = float(found["file"].state[LR])
+        model.compile(settings=resolve(saved, names=(f"{path} settings",)))
+        model._resume = found["file"]
+        model._resume.settings = model.settings
+        model.history = History.from_dict(found["file"].history, f"{path}: {META_HISTORY}") \
+            if found["file"].history else None
+    return model
+
+
+__all__ = ["load_model"]
