@@ -32,7 +32,8 @@ except ImportError:  # torch is an optional dependency
         "pip install torch==2.13.0), or use the 'onnxruntime' or 'reference' runtime") from None
 
 from irkit.runtimes.base import choose_device  # noqa: E402
-from irkit.runtimes.torch_ops import TORCH_OPS, constant_array, to_tensor  # noqa: E402
+from irkit.runtimes.torch_ops import TORCH_OPS  # noqa: E402
+from irkit.runtimes.torch_shape_ops import constant_array, to_tensor  # noqa: E402
 
 __all__ = ["TORCH_OPS", "TorchGraph", "TorchGraphModule", "TorchRuntime", "to_torch",
            "torch_dtype_of"]
