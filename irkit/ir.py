@@ -45,6 +45,17 @@ def verification_enabled() -> bool:
     return _verification
 
 
+def fresh_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ... : the first not in `taken`, which it joins (names
+    made while rewriting a proto, where no Graph's `unique_name` keeps the count)."""
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
 class Value:
     """A tensor in the graph: made by one node (or a graph input / initializer), read by many."""
 

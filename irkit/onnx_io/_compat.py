@@ -15,6 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irkit.errors import UnsupportedOpError, printable
+from irkit.ir import fresh_name
 from irkit.onnx_io._infer import MAX_IMPORT_FOLD_ELEMENTS, evaluate, inferred_shapes, output_sizes
 from irkit.onnx_io._pool19 import dilated_average_pool
 from irkit.onnx_io._resize18 import resize_to_opset_17
@@ -393,11 +394,7 @@ class _OpsetRewriter:
     def fresh(self, base: str) -> str:
         taken = self.consts.keys() | self.producers.keys() | {
             vi.name for vi in self.model.graph.input}
-        name, i = base, 0
-        while name in taken:
-            i += 1
-            name = f"{base}_{i}"
-        return name
+        return fresh_name(base, taken)
 
 
 def _attr(n: onnx.NodeProto, name: str, default: Any) -> Any:

@@ -13,6 +13,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from irkit.errors import UnsupportedOpError, printable
+from irkit.ir import fresh_name
 from irkit.onnx_io._compat import OPSET_17, _attr, _drop_attrs, _OpsetRewriter
 from irkit.onnx_io._infer import inferred_shapes
 
@@ -79,11 +80,7 @@ class _Lowering:
              **attrs) -> str:
         """Append `op(inputs)` and return its output's name (a fresh one unless given)."""
         name = output or self.names.fresh(f"{base}_{op.lower()}")
-        node_name, i = f"{base}/{op}", 0
-        while node_name in self.node_names:
-            i += 1
-            node_name = f"{base}/{op}_{i}"
-        self.node_names.add(node_name)
+        node_name = fresh_name(f"{base}/{op}", self.node_names)
         self.out.append(helper.make_node(op, list(inputs), [name], name=node_name, **attrs))
         self.names.producers[name] = self.out[-1]
         return name

@@ -15,6 +15,8 @@ import functools
 import onnx
 from onnx import TensorProto, helper
 
+from irkit.ir import fresh_name
+
 _WIDER = {TensorProto.FLOAT16: (TensorProto.FLOAT,), TensorProto.BFLOAT16: (TensorProto.FLOAT,),
           TensorProto.BOOL: (TensorProto.UINT8, TensorProto.INT32)}
 
@@ -73,25 +75,19 @@ def _widened(n: onnx.NodeProto, types: dict[str, int], opset: int,
         wider[param] = choice
     if not wider:
         return [n]
-
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        return name
     before, after = [], []
     for i, name in enumerate(n.input):
         if name and _formal(ins, i) in wider:
-            cast = fresh(f"{name}_as_{TensorProto.DataType.Name(wider[_formal(ins, i)])}")
-            before.append(helper.make_node("Cast", [name], [cast], name=fresh(f"{cast}/Cast"),
-                                           to=wider[_formal(ins, i)]))
+            to = wider[_formal(ins, i)]
+            cast = fresh_name(f"{name}_as_{TensorProto.DataType.Name(to)}", taken)
+            before.append(helper.make_node("Cast", [name], [cast],
+                                           name=fresh_name(f"{cast}/Cast", taken), to=to))
             n.input[i] = cast
     for i, name in enumerate(n.output):
         if name and _formal(outs, i) in wider:
-            inner = fresh(f"{name}_wide")
-            after.append(helper.make_node("Cast", [inner], [name], name=fresh(f"{name}/Cast"),
+            inner = fresh_name(f"{name}_wide", taken)
+            after.append(helper.make_node("Cast", [inner], [name],
+                                          name=fresh_name(f"{name}/Cast", taken),
                                           to=types[name]))
             n.output[i] = inner
     return [*before, n, *after]

@@ -22,7 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from irkit.errors import ModelFileError, json_text
-from irkit.ir import Graph
+from irkit.ir import Graph, fresh_name
 from irkit.onnx_io import from_onnx, model_files_for, to_onnx, validate_model
 from irkit.signature import LR, META_BEST, META_EPOCH, META_HISTORY, META_PARAMS, STEP, next_name
 
@@ -131,7 +131,7 @@ def _untie_constants(alg: onnx.GraphProto, main: Graph, state: set[str]) -> None
         same = outer.get(tensor.name)
         if same is None or tensor.name in state or _same_tensor(same, tensor):
             continue
-        new = _fresh_name("train/" + tensor.name, taken)
+        new = fresh_name("train/" + tensor.name, taken)
         for node in alg.node:
             node.input[:] = [new if n == tensor.name else n for n in node.input]
         tensor.name = new
@@ -140,14 +140,6 @@ def _untie_constants(alg: onnx.GraphProto, main: Graph, state: set[str]) -> None
 def _same_tensor(x: np.ndarray, b: onnx.TensorProto) -> bool:
     y = numpy_helper.to_array(b)
     return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
-
-
-def _fresh_name(base: str, taken: set[str]) -> str:
-    name, k = base, 1
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
 
 
 def read_training_model(model_proto: onnx.ModelProto) -> TrainingFile:
