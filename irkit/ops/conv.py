@@ -23,6 +23,7 @@ from irkit.ir import Node, Value
 from irkit.ops import conv_gemm
 from irkit.ops.base import OpDef, define
 from irkit.ops.elementwise import Cast, Div, Equal, Mul
+from irkit.ops.index import ScatterElements
 from irkit.ops.reduce import ReduceSum, element_ratio
 from irkit.ops.registry import attr
 from irkit.ops.resize import Resize
@@ -30,7 +31,6 @@ from irkit.ops.shape import (
     Expand,
     Pad,
     Reshape,
-    ScatterElements,
     Shape,
     Slice,
     Transpose,

@@ -1,4 +1,6 @@
-"""Index ops: GatherND, ScatterND, TopK, Trilu and Range (ai.onnx opset-17 semantics).
+"""Index ops: Gather, GatherElements, ScatterElements, GatherND, ScatterND, TopK, Trilu and
+Range (ai.onnx opset-17 semantics). Slice's gradients (irkit.ops.shape) gather too, and find
+Gather through the registry, as this module imports irkit.ops.shape.
 
 GatherND and ScatterND are each other's gradient (GatherND's adds g back with ScatterND
 reduction "add"); TopK's values gradient adds g at its indices (ScatterElements); Trilu's is
@@ -23,9 +25,125 @@ from irkit.ops.base import (
     same_as_input_of_rank,
 )
 from irkit.ops.registry import attr
-from irkit.ops.shape import Concat, Expand, ScatterElements, Shape, scatter_infer, zeros_like
+from irkit.ops.shape import Concat, Expand, Reshape, Shape, Unsqueeze, zeros_like
 
-__all__ = ["GatherND", "Range", "ScatterND", "TopK", "Trilu"]
+__all__ = ["Gather", "GatherElements", "GatherND", "Range", "ScatterElements", "ScatterND",
+           "TopK", "Trilu"]
+
+
+@define
+class Gather(OpDef):
+    """Slices of x at `indices` along `axis` (repeated indices add up in the gradient)."""
+
+    op_type, since = "Gather", 13
+    attributes = {"axis": 0}
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        x, idx = node.inputs
+        if x.shape is None or idx.shape is None:
+            return [(x.dtype, None)]
+        axis = normalize_axis(attr(node, "axis"), len(x.shape), "Gather")
+        return [(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])]
+
+    def vjp(self, node: Node, grads):
+        # flatten the index dims of g into one, then add each slice back at its index
+        x, idx = node.inputs
+        if x.rank is None:
+            raise ShapeError(f"Gather node {node.name!r}: its gradient needs the data's rank")
+        axis = normalize_axis(attr(node, "axis"), x.rank, "Gather")
+        minus_one = node.graph.constant(np.array([-1], np.int64))
+        parts = ([Shape(x, end=axis)] if axis else []) + [minus_one] + (
+            [Shape(x, start=axis + 1)] if axis + 1 < x.rank else [])
+        g = Reshape(grads[0], Concat(*parts, axis=0) if len(parts) > 1 else minus_one)
+        index = Reshape(idx, minus_one)
+        others = [i for i in range(x.rank) if i != axis]
+        if others:
+            index = Unsqueeze(index, np.array(others, np.int64))
+        index = Expand(index, Shape(g))
+        return [ScatterElements(zeros_like(x), index, g, axis=axis, reduction="add"), None]
+
+    def compute(self, node: Node, inputs):
+        return [np.take(inputs[0], inputs[1].astype(np.int64), axis=attr(node, "axis"))]
+
+
+def _along(index: np.ndarray, axis: int) -> tuple:
+    """A full numpy index that picks `index` (same rank as the data) along `axis`."""
+    grid = list(np.indices(index.shape, sparse=True))
+    grid[axis] = index
+    return tuple(grid)
+
+
+@define
+class GatherElements(OpDef):
+    """out[i][j] = x[index[i][j]][j] (axis 0; likewise along any axis)."""
+
+    op_type, since = "GatherElements", 13
+    attributes = {"axis": 0}
+    input_dtypes = {1: np.int64}
+
+    def infer(self, node: Node):
+        return [(node.inputs[0].dtype, node.inputs[1].shape)]
+
+    def vjp(self, node: Node, grads):
+        x, index = node.inputs
+        axis = normalize_axis(attr(node, "axis"), x.rank, "GatherElements")
+        return [ScatterElements(zeros_like(x), index, grads[0], axis=axis, reduction="add"),
+                None]
+
+    def compute(self, node: Node, inputs):
+        x, index = inputs
+        axis = attr(node, "axis") % x.ndim
+        return [x[_along(index.astype(np.int64) % x.shape[axis], axis)]]
+
+
+def scatter_infer(node: Node, reductions) -> list:
+    """A scatter's output (the data's type and shape), once its reduction is one opset 17
+    has (UnsupportedOpError naming the node otherwise: max/min came in 18)."""
+    reduction = attr(node, "reduction")
+    if reduction not in reductions:
+        raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: reduction {reduction!r} "
+                                 "is not in opset 17 (max/min came in 18); use one of "
+                                 f"{', '.join(reductions)}")
+    data = node.inputs[0]
+    return [(data.dtype, data.shape)]
+
+
+@define
+class ScatterElements(OpDef):
+    """data with `updates` written (reduction none), added (add) or multiplied (mul) at
+    `indices` along axis (max and min came in opset 18: refused, as for ScatterND)."""
+
+    op_type, since = "ScatterElements", 16
+    attributes = {"axis": 0, "reduction": "none"}
+    input_dtypes = {1: np.int64}
+    reductions = {"none": None, "add": np.add, "mul": np.multiply}
+
+    def infer(self, node: Node):
+        return scatter_infer(node, self.reductions)
+
+    def vjp(self, node: Node, grads):
+        data, index, updates = node.inputs
+        g, axis = grads[0], normalize_axis(attr(node, "axis"), data.rank, "ScatterElements")
+        picked = GatherElements(g, index, axis=axis)
+        if attr(node, "reduction") == "add":
+            return [g, None, picked]
+        if attr(node, "reduction") == "none":  # overwritten data gets no gradient
+            return [ScatterElements(g, index, zeros_like(updates), axis=axis), None, picked]
+        raise UnsupportedOpError(f"ScatterElements node {node.name!r}: no gradient for reduction "
+                                 f"{attr(node, 'reduction')!r}")
+
+    def compute(self, node: Node, inputs):
+        data, index, updates = inputs
+        axis = attr(node, "axis") % data.ndim
+        where = _along(index.astype(np.int64) % data.shape[axis], axis)
+        out = data.copy()
+        combine = self.reductions[attr(node, "reduction")]
+        if combine is None:
+            out[where] = updates
+        else:
+            combine.at(out, where, updates)
+        return [out]
 
 
 def _scalar_int(node: Node, index: int, what: str) -> int | None:
@@ -236,7 +354,7 @@ class Range(OpDef):
     def vjp(self, node: Node, grads):
         from irkit.ops.elementwise import Cast, Mul
         from irkit.ops.reduce import ReduceSum
-        from irkit.ops.shape import Reshape, Size, onnx_dtype, shape_of
+        from irkit.ops.shape import Size, onnx_dtype, shape_of
 
         start, _, delta = node.inputs
         g, graph = grads[0], node.graph

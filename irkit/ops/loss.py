@@ -12,10 +12,11 @@ import numpy as np
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, define
 from irkit.ops.elementwise import Add, Cast, Div, Equal, Exp, Mul, Neg, Not, Sub, Where
+from irkit.ops.index import Gather
 from irkit.ops.nn import LogSoftmax
 from irkit.ops.reduce import ReduceSum
 from irkit.ops.registry import attr
-from irkit.ops.shape import Gather, OneHot, Shape, Size, Unsqueeze, onnx_dtype
+from irkit.ops.shape import OneHot, Shape, Size, Unsqueeze, onnx_dtype
 
 
 class _ClassLoss(OpDef):

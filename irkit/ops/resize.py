@@ -21,13 +21,13 @@ from irkit.errors import ShapeError, UnsupportedOpError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, const_array, define, fmt_shape
 from irkit.ops.elementwise import Mul
+from irkit.ops.index import ScatterElements
 from irkit.ops.nn import Einsum, MatMul
 from irkit.ops.registry import attr
 from irkit.ops.shape import (
     Concat,
     ConstantOfShape,
     Expand,
-    ScatterElements,
     Shape,
     shape_of,
     zeros_like,

@@ -1,5 +1,6 @@
 """Shape ops: Reshape, Flatten, Transpose, Squeeze/Unsqueeze, Expand, Concat, Split, Slice, Pad,
-Tile, Gather, GatherElements, ScatterElements, Shape, Size, Constant, ConstantOfShape, OneHot."""
+Tile, Shape, Size, Constant, ConstantOfShape, OneHot (Gather and the
+scatters are in irkit.ops.index)."""
 
 from __future__ import annotations
 
@@ -392,7 +393,7 @@ class Slice(OpDef):
             one = np.zeros(2 * x.rank, np.int64)
             one[x.rank + axis] = 1
             inverse = [index.index(j) if j in index else len(index) for j in range(dim)]
-            g = Gather(Pad(g, one), np.array(inverse, np.int64), axis=axis)
+            g = get_op("Gather")(Pad(g, one), np.array(inverse, np.int64), axis=axis)
         return [Pad(g, pads) if pads.any() else g] + [None] * (len(node.inputs) - 1)
 
     def compute(self, node: Node, inputs):
@@ -419,13 +420,14 @@ def _pad_back(node: Node, g: Value) -> Value:
         raise ShapeError(f"Slice node {node.name!r}: its gradient needs constant axes and unit "
                          "steps (or constant bounds and steps on axes of static size)")
     axes = [normalize_axis(a, x.rank, "Slice") for a in (axes or range(count))]
-    op = {name: get_op(name) for name in ("Add", "Sub", "Less", "Where", "Max", "Min")}
+    op = {name: get_op(name) for name in ("Add", "Sub", "Less", "Where", "Max", "Min",
+                                          "Gather")}
     graph, index = x.graph, x.graph.constant(np.array(axes, np.int64))
-    dims = Gather(Shape(x), index, axis=0)
+    dims = op["Gather"](Shape(x), index, axis=0)
     zero = graph.constant(np.zeros(count, np.int64))
     begin = op["Where"](op["Less"](starts, zero), op["Add"](starts, dims), starts)
     begin = op["Min"](op["Max"](begin, zero), dims)  # as Slice clamps a start
-    end = op["Sub"](op["Sub"](dims, begin), Gather(Shape(g), index, axis=0))
+    end = op["Sub"](op["Sub"](dims, begin), op["Gather"](Shape(g), index, axis=0))
     pieces = []
     for part in (begin, end):
         for a in range(x.rank):
@@ -518,42 +520,6 @@ class Tile(OpDef):
         return [np.tile(inputs[0], [int(r) for r in inputs[1]])]
 
 
-@define
-class Gather(OpDef):
-    """Slices of x at `indices` along `axis` (repeated indices add up in the gradient)."""
-
-    op_type, since = "Gather", 13
-    attributes = {"axis": 0}
-    input_dtypes = {1: np.int64}
-
-    def infer(self, node: Node):
-        x, idx = node.inputs
-        if x.shape is None or idx.shape is None:
-            return [(x.dtype, None)]
-        axis = normalize_axis(attr(node, "axis"), len(x.shape), "Gather")
-        return [(x.dtype, x.shape[:axis] + idx.shape + x.shape[axis + 1:])]
-
-    def vjp(self, node: Node, grads):
-        # flatten the index dims of g into one, then add each slice back at its index
-        x, idx = node.inputs
-        if x.rank is None:
-            raise ShapeError(f"Gather node {node.name!r}: its gradient needs the data's rank")
-        axis = normalize_axis(attr(node, "axis"), x.rank, "Gather")
-        minus_one = node.graph.constant(np.array([-1], np.int64))
-        parts = ([Shape(x, end=axis)] if axis else []) + [minus_one] + (
-            [Shape(x, start=axis + 1)] if axis + 1 < x.rank else [])
-        g = Reshape(grads[0], Concat(*parts, axis=0) if len(parts) > 1 else minus_one)
-        index = Reshape(idx, minus_one)
-        others = [i for i in range(x.rank) if i != axis]
-        if others:
-            index = Unsqueeze(index, np.array(others, np.int64))
-        index = Expand(index, Shape(g))
-        return [ScatterElements(zeros_like(x), index, g, axis=axis, reduction="add"), None]
-
-    def compute(self, node: Node, inputs):
-        return [np.take(inputs[0], inputs[1].astype(np.int64), axis=attr(node, "axis"))]
-
-
 def shape_of(x: Value) -> Value:
     """x's shape as an int64 Value: a constant when static (keeps gradient shapes static)."""
     if x.shape is not None and all(isinstance(d, int) for d in x.shape):
@@ -571,86 +537,6 @@ def zeros_like(x: Value) -> Value:
             and int(np.prod(x.shape, dtype=object)) <= SMALL_CONSTANT:
         return x.graph.constant(np.zeros(x.shape, x.dtype))
     return ConstantOfShape(shape_of(x), value=np.zeros(1, x.dtype))
-
-
-def _along(index: np.ndarray, axis: int) -> tuple:
-    """A full numpy index that picks `index` (same rank as the data) along `axis`."""
-    grid = list(np.indices(index.shape, sparse=True))
-    grid[axis] = index
-    return tuple(grid)
-
-
-@define
-class GatherElements(OpDef):
-    """out[i][j] = x[index[i][j]][j] (axis 0; likewise along any axis)."""
-
-    op_type, since = "GatherElements", 13
-    attributes = {"axis": 0}
-    input_dtypes = {1: np.int64}
-
-    def infer(self, node: Node):
-        return [(node.inputs[0].dtype, node.inputs[1].shape)]
-
-    def vjp(self, node: Node, grads):
-        x, index = node.inputs
-        axis = normalize_axis(attr(node, "axis"), x.rank, "GatherElements")
-        return [ScatterElements(zeros_like(x), index, grads[0], axis=axis, reduction="add"),
-                None]
-
-    def compute(self, node: Node, inputs):
-        x, index = inputs
-        axis = attr(node, "axis") % x.ndim
-        return [x[_along(index.astype(np.int64) % x.shape[axis], axis)]]
-
-
-
-def scatter_infer(node: Node, reductions) -> list:
-    """A scatter's output (the data's type and shape), once its reduction is one opset 17
-    has (UnsupportedOpError naming the node otherwise: max/min came in 18)."""
-    reduction = attr(node, "reduction")
-    if reduction not in reductions:
-        raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: reduction {reduction!r} "
-                                 "is not in opset 17 (max/min came in 18); use one of "
-                                 f"{', '.join(reductions)}")
-    data = node.inputs[0]
-    return [(data.dtype, data.shape)]
-
-
-@define
-class ScatterElements(OpDef):
-    """data with `updates` written (reduction none), added (add) or multiplied (mul) at
-    `indices` along axis (max and min came in opset 18: refused, as for ScatterND)."""
-
-    op_type, since = "ScatterElements", 16
-    attributes = {"axis": 0, "reduction": "none"}
-    input_dtypes = {1: np.int64}
-    reductions = {"none": None, "add": np.add, "mul": np.multiply}
-
-    def infer(self, node: Node):
-        return scatter_infer(node, self.reductions)
-
-    def vjp(self, node: Node, grads):
-        data, index, updates = node.inputs
-        g, axis = grads[0], normalize_axis(attr(node, "axis"), data.rank, "ScatterElements")
-        picked = GatherElements(g, index, axis=axis)
-        if attr(node, "reduction") == "add":
-            return [g, None, picked]
-        if attr(node, "reduction") == "none":  # overwritten data gets no gradient
-            return [ScatterElements(g, index, zeros_like(updates), axis=axis), None, picked]
-        raise UnsupportedOpError(f"ScatterElements node {node.name!r}: no gradient for reduction "
-                                 f"{attr(node, 'reduction')!r}")
-
-    def compute(self, node: Node, inputs):
-        data, index, updates = inputs
-        axis = attr(node, "axis") % data.ndim
-        where = _along(index.astype(np.int64) % data.shape[axis], axis)
-        out = data.copy()
-        combine = self.reductions[attr(node, "reduction")]
-        if combine is None:
-            out[where] = updates
-        else:
-            combine.at(out, where, updates)
-        return [out]
 
 
 @define
