@@ -46,8 +46,7 @@ def verification_enabled() -> bool:
 
 
 def fresh_name(base: str, taken: set[str]) -> str:
-    """`base`, or `base_1`, `base_2`, ... : the first not in `taken`, which it joins (names
-    made while rewriting a proto, where no Graph's `unique_name` keeps the count)."""
+    """`base`, `base_1`, `base_2`...: the first not in `taken`, which it joins (for protos)."""
     name, k = base, 0
     while name in taken:
         k += 1

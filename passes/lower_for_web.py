@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
-from irkit.passes.manager import GraphPass, PassResult
+from irkit.passes.manager import GraphPass, PassResult, replace_node
 
 from irkit import ops
 from irkit.errors import UnsupportedOpError
@@ -102,16 +102,6 @@ class LowerForWebPass(GraphPass):
         return PassResult(graph, changed)
 
 
-def _replace(graph: Graph, node: Node, new_outputs: Sequence[Value]) -> None:
-    """`node`'s outputs replaced by `new_outputs`, which take their names; `node` removed."""
-    pairs = list(zip(node.outputs, new_outputs, strict=True))
-    for old, new in pairs:
-        graph.replace_all_uses_with(old, new)
-    graph.remove_node(node)
-    for old, new in pairs:
-        graph.rename_value(new, old.name)
-
-
 def _lower_log_softmax(graph: Graph, node: Node) -> None:
     x = node.inputs[0]
     axis = ops.attr(node, "axis")
@@ -119,7 +109,7 @@ def _lower_log_softmax(graph: Graph, node: Node) -> None:
         d = ops.Sub(x, ops.ReduceMax(x, axes=[axis], keepdims=1))
         total = ops.ReduceSum(ops.Exp(d), np.array([axis], np.int64), keepdims=1)
         out = ops.Sub(d, ops.Log(total))
-    _replace(graph, node, [out])
+    replace_node(graph, node, [out])
 
 
 def _is_argmax(v: Value) -> bool:
@@ -153,12 +143,12 @@ def _split_wide(graph: Graph, node: Node) -> bool:
     axis = ops.attr(node, "axis")
     with graph.name_scope(f"{node.name}/"):
         if node.op_type == "Concat":
-            _replace(graph, node, [_concat_tree(list(node.inputs), axis)])
+            replace_node(graph, node, [_concat_tree(list(node.inputs), axis)])
             return True
         x, sizes = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
         if sizes is None or not sizes.is_initializer:
             return False  # even pieces (num_outputs) or computed sizes: left as they are
-        _replace(graph, node, _split_tree(x, [int(n) for n in sizes.const], axis))
+        replace_node(graph, node, _split_tree(x, [int(n) for n in sizes.const], axis))
     return True
 
 
@@ -201,7 +191,7 @@ def _lower_float_count(graph: Graph, node: Node) -> None:
                 d for d in v.shape if isinstance(d, int)), dtype))
             for dim in dims:
                 count = ops.Mul(count, dim)
-    _replace(graph, node, [count])
+    replace_node(graph, node, [count])
 
 
 def _dim_count(graph: Graph, dim, dtype) -> Value | None:
@@ -258,7 +248,7 @@ def _rebuild(graph: Graph, node: Node, narrowed: dict[int, Value]) -> None:
     """`node` again on the int32 values it reads; its outputs that become int32 join them."""
     op = node.op_type
     if op == "OneHot":
-        _replace(graph, node, [_one_hot(graph, node, node.inputs[0])])
+        replace_node(graph, node, [_one_hot(graph, node, node.inputs[0])])
         return
     positions = _SAME_DTYPE.get(op)
     inputs = list(node.inputs)
@@ -282,7 +272,7 @@ def _rebuild(graph: Graph, node: Node, narrowed: dict[int, Value]) -> None:
         new = ops.apply(graph, op, inputs, attributes, num_outputs=len(node.outputs)).outputs
     narrowed.update({id(out): out for old, out in zip(node.outputs, new, strict=True)
                      if old.dtype == INT64 and out.dtype == INT32})
-    _replace(graph, node, new)
+    replace_node(graph, node, new)
 
 
 def _as_int32(graph: Graph, node: Node, v: Value) -> Value:

@@ -4,7 +4,7 @@ executor that has no kernel of its own for it (onnxruntime's CPU provider)."""
 from __future__ import annotations
 
 import numpy as np
-from irkit.passes.manager import NodeRewritePass
+from irkit.passes.manager import NodeRewritePass, replace_node
 
 from irkit import ops
 from irkit.ir import Graph, Node
@@ -55,9 +55,4 @@ def _lower(graph: Graph, node: Node) -> None:
             loss = ops.Neg(ops.Squeeze(picked, np.array([1], np.int64)))
         else:
             loss = ops.Neg(_REDUCE[reduction](picked, keepdims=0))
-    pairs = list(zip(node.outputs, (loss, log_prob), strict=False))  # log_prob: if an output
-    for old, new in pairs:
-        graph.replace_all_uses_with(old, new)
-    graph.remove_node(node)
-    for old, new in pairs:
-        graph.rename_value(new, old.name)
+    replace_node(graph, node, [loss, log_prob])  # log_prob: if the node has that output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from irkit.passes.manager import NodeRewritePass
+from irkit.passes.manager import NodeRewritePass, replace_node
 
 from irkit import ops
 from irkit.ir import Graph, Node
@@ -47,10 +47,7 @@ class LowerSmallConvsPass(NodeRewritePass):
             conv_gemm.depthwise_as_matmul
         with graph.name_scope(f"{node.name}/"):
             y = lower(x, w, b, geo, out)
-        old = node.outputs[0]
-        graph.replace_all_uses_with(old, y)
-        graph.remove_node(node)
-        graph.rename_value(y, old.name)
+        replace_node(graph, node, [y])
         return True
 
 

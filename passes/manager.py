@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from irkit.errors import IRError, IrkitError
-from irkit.ir import Graph, Node, verification_enabled
+from irkit.ir import Graph, Node, Value, verification_enabled
 from irkit.ops.registry import debug_verify
 
 
@@ -105,6 +105,21 @@ class NodeRewritePass(GraphPass):
         if changed and self.sorts:
             graph.toposort()
         return PassResult(graph, changed)
+
+
+def replace_node(graph: Graph, node: Node, new_outputs: Sequence[Value]) -> None:
+    """A lowering's last step: `node`'s outputs replaced by the first `new_outputs` (one for
+    each output it has), which take their names, so the graph's interface is unchanged; then
+    `node` is removed."""
+    if len(new_outputs) < len(node.outputs):
+        raise IRError(f"node {node.name!r} has {len(node.outputs)} outputs; "
+                      f"{len(new_outputs)} given to replace them")
+    pairs = list(zip(node.outputs, new_outputs))
+    for old, new in pairs:
+        graph.replace_all_uses_with(old, new)
+    graph.remove_node(node)
+    for old, new in pairs:
+        graph.rename_value(new, old.name)
 
 
 class PassManager:
