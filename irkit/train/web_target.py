@@ -13,6 +13,7 @@ import numpy as np
 
 from irkit.errors import DataError
 from irkit.ir import Graph
+from irkit.ops.dtypes import onnx_dtype
 from irkit.signature import STEP, TARGET, next_name
 
 TARGETS = ("default", "web")
@@ -53,14 +54,14 @@ def irkit_form(graph: Graph) -> Graph:
             continue
         narrow, wide = swap_input(graph, name, np.int64)
         with graph.name_scope(f"{name}/"):
-            cast = ops.Cast(wide, to=6)  # 6: int32
+            cast = ops.Cast(wide, to=onnx_dtype(np.int32))
         graph.replace_all_uses_with(narrow, cast)
         graph.remove_input(narrow)
         out = next((v for v in graph.outputs if v.name == next_name(name)), None)
         if out is not None and out.dtype == np.int32:
             graph.rename_value(out, graph.unique_name(f"{out.name}/int32"))
             with graph.name_scope(f"{name}/"):
-                widened = ops.Cast(out, to=7)  # 7: int64
+                widened = ops.Cast(out, to=onnx_dtype(np.int64))
             graph.outputs = [widened if v is out else v for v in graph.outputs]
             graph.rename_value(widened, next_name(name))
     graph.toposort()
