@@ -308,6 +308,43 @@ def _why(stage: str, e: BaseException) -> str:
     return text if isinstance(e, Mismatch) else f"{stage}: {type(e).__name__}: {text}"
 
 
+def _to_ort(array: np.ndarray) -> Any:
+    """An OrtValue of `array`; the types numpy has no native form for (bfloat16, float8, int4,
+    ...: ml_dtypes arrays) are copied in as ONNX stores them (sub-byte types packed)."""
+    import ctypes
+
+    import onnxruntime as ort
+
+    if array.dtype.kind != "V":
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+    proto = numpy_helper.from_array(array)
+    value = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), proto.data_type)
+    raw = proto.raw_data
+    if len(raw) != value.tensor_size_in_bytes():
+        raise Mismatch(f"{len(raw)} bytes for an OrtValue of {value.tensor_size_in_bytes()}")
+    ctypes.memmove(value.data_ptr(), raw, len(raw))
+    return value
+
+
+def _from_ort(value: Any) -> Any:
+    """The numpy array of an OrtValue, the newer types read from its bytes (ml_dtypes)."""
+    import ctypes
+
+    if not value.is_tensor():
+        return value.numpy()
+    code = _ORT_TYPES.get(value.data_type())
+    if code is None:
+        return value.numpy()
+    raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
+    return numpy_helper.to_array(onnx.helper.make_tensor("y", code, value.shape(), raw,
+                                                         raw=True))
+
+
+# onnxruntime's names of the types its Python API does not turn into numpy arrays
+_ORT_TYPES = {f"tensor({name.lower()})": code for code, name in
+              ((c, onnx.TensorProto.DataType.Name(c)) for c in range(16, 27))}
+
+
 def _session_run(model_bytes: bytes, feeds: dict[str, Any], names: list[str]) -> list[Any]:
     import onnxruntime as ort
     from irkit.runtimes.onnxruntime import make_session
@@ -316,7 +353,9 @@ def _session_run(model_bytes: bytes, feeds: dict[str, Any], names: list[str]) ->
     wanted = {i.name for i in session.get_inputs()}
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # failures are reported as results, not logged
-    return session.run(names, {k: v for k, v in feeds.items() if k in wanted}, quiet)
+    outs = session.run_with_ort_values(names, {k: _to_ort(np.asarray(v)) for k, v in
+                                               feeds.items() if k in wanted}, quiet)
+    return [_from_ort(o) for o in outs]
 
 
 def _run_paths(case: Any, model: onnx.ModelProto, feeds: dict[str, Any], names: list[str],
@@ -348,6 +387,35 @@ def _run_paths(case: Any, model: onnx.ModelProto, feeds: dict[str, Any], names: 
     return roundtrip, reference
 
 
+ORT_MAX_OPSET, ORT_MAX_IR = 26, 13  # the newest onnxruntime 1.31 reads (27 is refused)
+
+
+def ort_readable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The case model as onnxruntime can read it: a newer opset relabeled to the newest one at
+    or below ORT_MAX_OPSET where every node's schema is the same version (so it means the
+    same), with that opset's IR version; as it is when no such opset exists."""
+    opset = ai_onnx_opset(model) or 0
+    if opset <= ORT_MAX_OPSET and model.ir_version <= ORT_MAX_IR:
+        return model
+
+    def versions(at: int) -> list[int]:
+        return [onnx.defs.get_schema(n.op_type, at, n.domain).since_version
+                for n in model.graph.node]
+    try:
+        want = versions(opset)
+        target = next(o for o in range(min(opset, ORT_MAX_OPSET), 0, -1) if versions(o) == want)
+    except (StopIteration, onnx.defs.SchemaError):
+        return model
+    relabeled = onnx.ModelProto()
+    relabeled.CopyFrom(model)
+    for o in relabeled.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = target
+    relabeled.ir_version = min(ORT_MAX_IR, onnx.helper.find_min_ir_version_for(
+        list(relabeled.opset_import)))
+    return relabeled
+
+
 @functools.cache
 def run_case(name: str) -> Result:
     """Run one considered case three ways (cached: a session runs each case once)."""
@@ -362,8 +430,8 @@ def run_case(name: str) -> Result:
         warnings.simplefilter("ignore")
         roundtrip, reference = _run_paths(case, model, feeds, names, expected)
         try:
-            compare(names, expected, _session_run(case.model.SerializeToString(), feeds, names),
-                    case.rtol, case.atol)
+            compare(names, expected, _session_run(ort_readable(case.model).SerializeToString(),
+                                                   feeds, names), case.rtol, case.atol)
             direct = None
         except Exception as e:
             direct = _why("onnxruntime", e)
