@@ -58,7 +58,7 @@ def onnx_dtype(dtype: Any) -> int:
     """The TensorProto element type of a numpy dtype; ShapeError if ONNX has none."""
     dtype = np.dtype(dtype)
     code = _ONNX.get(dtype)
-    if code is None and dtype.kind == "V":  # ml_dtypes' types are kind "V" to numpy
+    if code is None:  # perhaps one of ml_dtypes' types, whose table is built on first use
         _newer()
         code = _ONNX.get(dtype)
     if code is None:
