@@ -51,8 +51,6 @@ _REDUCE_OPS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd"
 # the test of an excepted case that passes fails, so the table stays true).
 RANDOM = "not irkit: training-mode Dropout draws its mask from an unseeded generator"
 NOT_TENSORS = "not irkit: sequence/optional values; irkit graphs hold tensors only"
-REDUCTIONS_18 = ("not irkit: ScatterElements/ScatterND reduction max/min came in opset 18; "
-                 "opset 17 has none, add and mul only (refused at import in one line)")
 RESIZE_POLICY_ROUNDING = ("not irkit: keep_aspect_ratio_policy not_smaller gives dims "
                           "round(0.75 * 2) = 2 with scale 0.75; opset-17 scales floor to 1, "
                           "and opset-17 sizes would scale that axis by 1 (refused at import)")
@@ -72,12 +70,6 @@ EXCEPTIONS: dict[str, str] = {
             "test_training_dropout_default_mask", "test_training_dropout_mask"),
     **_reason(NOT_TENSORS,
             "test_identity_opt", "test_identity_sequence"),
-    **_reason(REDUCTIONS_18,
-            "test_scatter_elements_with_reduction_max",
-            "test_scatter_elements_with_reduction_min",
-            "test_scatternd_max", "test_scatternd_min",
-            "test_scatternd_max_with_element_indices",
-            "test_scatternd_min_with_element_indices"),
     **_reason(RESIZE_POLICY_ROUNDING, "test_resize_downsample_sizes_nearest_not_smaller"),
     **_reason(FLOAT16_STEPS, "test_causal_conv_with_state_silu_fp16_expanded"),
 }

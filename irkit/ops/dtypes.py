@@ -87,7 +87,7 @@ def type_name(code: int) -> str:
         return NEWER_TYPES[code][0]
     names = {1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64",
              8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE", 12: "UINT32", 13: "UINT64",
-             14: "COMPLEX64", 15: "COMPLEX128"}
+             14: "COMPLEX64", 15: "COMPLEX128", 27: "FLOAT6E2M3", 28: "FLOAT6E3M2"}
     return names.get(code, f"number {code}")
 
 
