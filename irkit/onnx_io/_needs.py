@@ -48,7 +48,7 @@ def check_opset(graph: Graph, opset: int | None, last: int) -> int:
     needed, why = needed_opset(graph, last)
     if opset is None:
         return needed
-    if opset < needed:
+    if why and opset < needed:  # (nothing newer: any opset, older ones lowered to)
         raise UnsupportedOpError(f"{why}, which opset {opset} cannot hold; use --opset {needed} "
                                  "or newer (or leave --opset out: the lowest that works)")
     return opset
