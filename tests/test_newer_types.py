@@ -116,7 +116,7 @@ def _session(model: onnx.ModelProto):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("kind, opset", [(T.INT4, 21), (T.FLOAT8E4M3FN, 19)])
+@pytest.mark.parametrize("kind, opset", [(T.INT4, 21), (T.FLOAT8E4M3FN, 19), (T.FLOAT8E5M2, 19)])
 def test_a_quantized_model_imports_and_runs(kind, opset):
     # weights as a quantizer stores them: int4 (packed) or float8, a float scale, dequantized
     # by Cast and Mul before the MatMul
@@ -137,6 +137,13 @@ def test_a_quantized_model_imports_and_runs(kind, opset):
     assert _opset(exported) == opset
     np.testing.assert_allclose(_session(exported).run(None, {"x": x})[0], want, rtol=1e-6)
     np.testing.assert_allclose(ReferenceRuntime().compile(graph)({"x": x})[0], want, rtol=1e-5)
+    # differentiable in x; the quantized weights get no gradient (Cast from them has none)
+    from irkit.passes import gradients
+    (dx,) = gradients(graph, graph.outputs[0].sum(), [graph.inputs[0]])
+    graph.outputs = [dx]
+    dq = raw.astype(numpy_dtype(kind)).astype(np.float32) * np.float32([0.5, 0.25, 2.0])
+    np.testing.assert_allclose(_session(to_onnx(graph)).run(None, {"x": x})[0],
+                               np.broadcast_to(dq.sum(axis=1), x.shape), rtol=1e-6)
 
 
 def test_scatter_max_is_written_at_18():

@@ -106,3 +106,11 @@ def element_bits(code: int) -> int:
 def stored_bytes(code: int, count: int) -> int:
     """The bytes `count` elements take in a TensorProto's raw_data (sub-byte types packed)."""
     return math.ceil(count * element_bits(code) / 8)
+
+
+def differentiable(dtype: Any) -> bool:
+    """Whether gradients flow through values of this dtype: float16/32/64. float8_e5m2 is a
+    float to numpy too (kind "f") but, like the other float8 and sub-byte types, holds
+    quantized data that no gradient reaches."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" and dtype.itemsize >= 2

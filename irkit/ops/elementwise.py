@@ -11,7 +11,7 @@ from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, broadcast_shapes, define
 from irkit.ops.casting import cast_array
-from irkit.ops.dtypes import numpy_dtype, onnx_dtype
+from irkit.ops.dtypes import differentiable, numpy_dtype, onnx_dtype
 from irkit.ops.registry import attr, register
 
 
@@ -268,7 +268,7 @@ class Cast(OpDef):
 
     def vjp(self, node: Node, grads):
         x = node.inputs[0]
-        if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
+        if not (differentiable(x.dtype) and differentiable(node.outputs[0].dtype)):
             return [None]
         return [Cast(grads[0], to=onnx_dtype(x.dtype))]
 
@@ -290,7 +290,7 @@ class CastLike(OpDef):
 
     def vjp(self, node: Node, grads):
         x = node.inputs[0]
-        if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
+        if not (differentiable(x.dtype) and differentiable(node.outputs[0].dtype)):
             return [None, None]
         return [CastLike(grads[0], x), None]
 
