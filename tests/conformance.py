@@ -54,10 +54,6 @@ NOT_TENSORS = "not irkit: sequence/optional values; irkit graphs hold tensors on
 RESIZE_POLICY_ROUNDING = ("not irkit: keep_aspect_ratio_policy not_smaller gives dims "
                           "round(0.75 * 2) = 2 with scale 0.75; opset-17 scales floor to 1, "
                           "and opset-17 sizes would scale that axis by 1 (refused at import)")
-FLOAT16_STEPS = ("irkit gap: the numpy reference's float16 Conv (summed in float32, as "
-                 "onnxruntime's kernel sums, but in another order) lands 2 of 64 outputs one "
-                 "float16 step away from the case's expectation, outside its tolerance; the "
-                 "round trip through onnxruntime passes")
 
 
 def _reason(reason: str, *names: str) -> dict[str, str]:
@@ -71,7 +67,6 @@ EXCEPTIONS: dict[str, str] = {
     **_reason(NOT_TENSORS,
             "test_identity_opt", "test_identity_sequence"),
     **_reason(RESIZE_POLICY_ROUNDING, "test_resize_downsample_sizes_nearest_not_smaller"),
-    **_reason(FLOAT16_STEPS, "test_causal_conv_with_state_silu_fp16_expanded"),
 }
 
 

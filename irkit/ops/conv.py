@@ -125,11 +125,12 @@ def _conv_np(x: np.ndarray, w: np.ndarray, geo: Geometry, group: int) -> np.ndar
     n, c = x.shape[:2]
     m = w.shape[0]
     out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
-    y = np.zeros((n, group, m // group) + tuple(out), dtype=_accumulator(x, w))
+    acc = _accumulator(x, w)  # products too: einsum of float16 arrays rounds each to float16
+    y = np.zeros((n, group, m // group) + tuple(out), dtype=acc)
     for k, patch in _windows(_pad_np(x, geo, out, 0), geo, out):
-        patch = patch.reshape((n, group, c // group) + tuple(out))
+        patch = patch.reshape((n, group, c // group) + tuple(out)).astype(acc, copy=False)
         wk = w[(slice(None), slice(None)) + k].reshape(group, m // group, c // group)
-        y += np.einsum("ngc...,gmc->ngm...", patch, wk)
+        y += np.einsum("ngc...,gmc->ngm...", patch, wk.astype(acc, copy=False))
     return y.reshape((n, m) + tuple(out))
 
 
