@@ -116,10 +116,9 @@ def _session(model: onnx.ModelProto):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("kind, opset", [(T.INT4, 21), (T.FLOAT8E4M3FN, 19), (T.FLOAT8E5M2, 19)])
-def test_a_quantized_model_imports_and_runs(kind, opset):
-    # weights as a quantizer stores them: int4 (packed) or float8, a float scale, dequantized
-    # by Cast and Mul before the MatMul
+def _quantized(kind: int, opset: int) -> tuple[onnx.ModelProto, np.ndarray]:
+    """Weights as a quantizer stores them: int4 (packed) or float8, a float scale, dequantized
+    by Cast and Mul before the MatMul; and the raw weights."""
     rng = np.random.default_rng(0)
     raw = rng.integers(-8, 8, (5, 3)) if kind == T.INT4 else rng.normal(0, 2, (5, 3))
     weights = numpy_helper.from_array(raw.astype(numpy_dtype(kind)), "w")
@@ -130,7 +129,13 @@ def test_a_quantized_model_imports_and_runs(kind, opset):
     model = _model(nodes, [helper.make_tensor_value_info("x", T.FLOAT, ["N", 5])],
                    [helper.make_tensor_value_info("y", T.FLOAT, ["N", 3])], opset,
                    [weights, scale])
-    x = rng.normal(size=(4, 5)).astype(np.float32)
+    return model, raw
+
+
+@pytest.mark.parametrize("kind, opset", [(T.INT4, 21), (T.FLOAT8E4M3FN, 19), (T.FLOAT8E5M2, 19)])
+def test_a_quantized_model_imports_and_runs(kind, opset):
+    model, raw = _quantized(kind, opset)
+    x = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
     want = _session(model).run(None, {"x": x})[0]
     graph = from_onnx(model)
     exported = to_onnx(graph)
@@ -185,3 +190,29 @@ def test_cli_export_names_the_opset_it_writes_and_refuses_a_lower_one(tmp_path):
     refused = cli("export", source, "-o", tmp_path / "low.onnx", "--opset", "17")
     one_line_error(refused, "FLOAT8E5M2", "--opset 19")
     assert not (tmp_path / "low.onnx").exists()
+
+
+def test_cli_trains_a_quantized_model_and_writes_its_opset(tmp_path):
+    # the -o model, the training file and a resume from it: opset 21, the int4 weights kept
+    # (no gradient reaches them), the float scale trained
+    model, raw = _quantized(T.INT4, 21)
+    onnx.save(model, tmp_path / "q.onnx")
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(24, 5)).astype(np.float32),
+             y=rng.integers(0, 3, 24))
+    result = cli("train", tmp_path / "q.onnx", "--data", tmp_path / "d.npz", "--epochs", "2",
+                 "-o", tmp_path / "t.onnx", "--save-training", tmp_path / "t_train.onnx")
+    assert result.exit_code == 0, result.output
+    resumed = cli("train", tmp_path / "t_train.onnx", "--data", tmp_path / "d.npz", "--epochs",
+                  "3", "-o", tmp_path / "t2.onnx")
+    assert resumed.exit_code == 0, resumed.output
+    for name in ("t.onnx", "t_train.onnx", "t2.onnx"):
+        written = onnx.load(tmp_path / name)
+        onnx.checker.check_model(written, full_check=True)
+        assert _opset(written) == 21
+        inits = {t.name: numpy_helper.to_array(t) for t in written.graph.initializer}
+        assert inits["w"].dtype == numpy_dtype(T.INT4)
+        np.testing.assert_array_equal(inits["w"].astype(np.int8), raw)
+    trained = {t.name: numpy_helper.to_array(t) for t in onnx.load(tmp_path / "t2.onnx")
+               .graph.initializer}
+    assert not np.array_equal(trained["scale"], np.float32([0.5, 0.25, 2.0]))

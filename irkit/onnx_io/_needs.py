@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from irkit.errors import UnsupportedOpError
 from irkit.ir import Graph, Node
-from irkit.onnx_io._widen import _WIDER, first_opset_taking
 from irkit.onnx_io._wire import IRKIT_OPSET
 from irkit.ops.dtypes import element_opset, onnx_dtype, type_name
 
@@ -25,6 +24,16 @@ STRING = 8
 _ATTRIBUTE_OPSETS = {("Cast", "saturate"): 19, ("CastLike", "saturate"): 19,
                      ("Cast", "round_mode"): 24, ("CastLike", "round_mode"): 24}
 _SCATTERS = ("ScatterElements", "ScatterND")
+
+
+def holds_newer(graph: Graph) -> bool:
+    """Whether the graph may need an opset above 17 (a newer element type or form, or a node
+    reading strings, which `needed_opset` decides); without importing onnx, so that writing
+    an opset-17 graph stays on irkit's own writer."""
+    if any(element_opset(onnx_dtype(v.dtype)) > IRKIT_OPSET for v in graph.values()):
+        return True
+    return any(_form_needs(n)[0] > IRKIT_OPSET or any(
+        v is not None and v.dtype.kind in "OSU" for v in n.inputs) for n in graph.nodes)
 
 
 def needed_opset(graph: Graph, last: int) -> tuple[int, str]:
@@ -54,7 +63,8 @@ def check_opset(graph: Graph, opset: int | None, last: int) -> int:
     return opset
 
 
-def _node_needs(node: Node, last: int) -> tuple[int, str]:
+def _form_needs(node: Node) -> tuple[int, str]:
+    """The opset a node's attributes need (2. and 3. of the module's list)."""
     label = f"node {node.name!r} ({node.op_type})"
     if node.domain not in ("", "ai.onnx"):
         return IRKIT_OPSET, ""
@@ -64,6 +74,16 @@ def _node_needs(node: Node, last: int) -> tuple[int, str]:
     reduction = node.attributes.get("reduction")
     if node.op_type in _SCATTERS and reduction in ("max", "min"):
         return 18, f"{label} has reduction {reduction}"
+    return IRKIT_OPSET, ""
+
+
+def _node_needs(node: Node, last: int) -> tuple[int, str]:
+    from irkit.onnx_io._widen import _WIDER, first_opset_taking
+
+    label = f"node {node.name!r} ({node.op_type})"
+    formed = _form_needs(node)
+    if formed[0] > IRKIT_OPSET or node.domain not in ("", "ai.onnx"):
+        return formed
     types = [onnx_dtype(v.dtype) if v is not None else None for v in node.inputs]
     if not any(t == STRING or (t is not None and t > 16) for t in types):
         return IRKIT_OPSET, ""
