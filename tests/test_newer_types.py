@@ -216,3 +216,27 @@ def test_cli_trains_a_quantized_model_and_writes_its_opset(tmp_path):
     trained = {t.name: numpy_helper.to_array(t) for t in onnx.load(tmp_path / "t2.onnx")
                .graph.initializer}
     assert not np.array_equal(trained["scale"], np.float32([0.5, 0.25, 2.0]))
+
+
+def test_a_packed_tensor_of_the_wrong_size_is_refused():
+    # 5 int4 take 3 bytes; 5 bytes (one per element, unpacked) is a damaged file
+    from irkit.errors import ModelFileError
+    bad = T(name="w", data_type=T.INT4, dims=[5], raw_data=b"\x01\x02\x03\x04\x05")
+    model = _model([helper.make_node("Cast", ["w"], ["y"], to=T.FLOAT)], [],
+                   [helper.make_tensor_value_info("y", T.FLOAT, [5])], 21, [bad])
+    with pytest.raises(ModelFileError, match="raw_data has 5 bytes.*need 3"):
+        from_onnx(model)
+
+
+def test_a_float8_constant_node_imports():
+    # a Constant of float8 data (an exporter's folded weight), read as its array
+    value = numpy_helper.from_array(np.array([1.5, -2.0, 448.0], ml_dtypes.float8_e4m3fn))
+    nodes = [helper.make_node("Constant", [], ["c"], value=value),
+             helper.make_node("Cast", ["c"], ["cf"], to=T.FLOAT),
+             helper.make_node("Add", ["x", "cf"], ["y"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", T.FLOAT, [3])],
+                   [helper.make_tensor_value_info("y", T.FLOAT, [3])], 19)
+    graph = from_onnx(model)
+    x = np.float32([1, 2, 3])
+    np.testing.assert_array_equal(_session(to_onnx(graph)).run(None, {"x": x})[0],
+                                  x + np.float32([1.5, -2.0, 448.0]))
