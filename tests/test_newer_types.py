@@ -240,3 +240,39 @@ def test_a_float8_constant_node_imports():
     x = np.float32([1, 2, 3])
     np.testing.assert_array_equal(_session(to_onnx(graph)).run(None, {"x": x})[0],
                                   x + np.float32([1.5, -2.0, 448.0]))
+
+
+def test_a_dynamo_export_with_float8_weights_imports_and_differentiates(tmp_path):
+    # torch's default exporter (opset 20+) keeping a float8 buffer (optimize=False: its
+    # optimizer folds the dequantization away); written back at 19, gradients equal torch's
+    torch = pytest.importorskip("torch")
+    from irkit.passes import gradients
+
+    class Dequantized(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            generator = torch.Generator().manual_seed(0)
+            self.register_buffer("w8", torch.randn(5, 3, generator=generator)
+                                 .to(torch.float8_e4m3fn))
+            self.scale = torch.nn.Parameter(torch.tensor([0.5, -0.25, 2.0]))
+
+        def forward(self, x):
+            return torch.relu(x @ (self.w8.to(torch.float32) * self.scale))
+
+    module, x = Dequantized().eval(), torch.randn(4, 5, generator=torch.Generator().manual_seed(1))
+    program = torch.onnx.export(module, (x,), dynamo=True, optimize=False,
+                                dynamic_shapes={"x": {0: torch.export.Dim("N")}})
+    model = program.model_proto
+    assert _opset(model) >= 18 and any(t.data_type == T.FLOAT8E4M3FN
+                                       for t in model.graph.initializer)
+    graph = from_onnx(model)
+    name = graph.inputs[0].name
+    exported = to_onnx(graph)
+    assert _opset(exported) == 19
+    np.testing.assert_allclose(_session(exported).run(None, {name: x.numpy()})[0],
+                               module(x).detach().numpy(), rtol=1e-6, atol=1e-6)
+    module(x).sum().backward()
+    (dscale,) = gradients(graph, graph.outputs[0].sum(), [graph.initializers["scale"]])
+    graph.outputs = [dscale]
+    np.testing.assert_allclose(ReferenceRuntime().compile(graph)({name: x.numpy()})[0],
+                               module.scale.grad.numpy(), rtol=1e-5, atol=1e-6)
