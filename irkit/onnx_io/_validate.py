@@ -1,7 +1,7 @@
 """Structural checks of an ONNX model, run before irkit imports one and before it writes one.
 
-Every check raises a one-line `ModelFileError` (`UnsupportedOpError` for element types newer
-than opset 17) that names the tensor, node or value at fault,
+Every check raises a one-line `ModelFileError` (`UnsupportedOpError` for element types irkit
+does not hold: FLOAT6 and later) that names the tensor, node or value at fault,
 before anything is allocated from the file:
 
 1. an ai.onnx opset in the range irkit reads, once; an IR version the installed onnx knows;
@@ -11,7 +11,8 @@ before anything is allocated from the file:
    tensors and declared shapes;
 4. tensors (initializers, Constant values, tensor attributes): element count within the
    elements cap, and the stored bytes (raw_data or the typed field) exactly as many as the
-   dims and element type need; no unresolved external data; no segments;
+   dims and element type need (sub-byte types packed); no unresolved external data; no
+   segments;
 5. attributes in range, by the one table `ATTRIBUTE_RULES` (what irkit hands onnxruntime must
    be in the op's documented range, or onnxruntime fails with its own C++ message): strides,
    dilations, kernel_shape and group > 0; pads >= 0; axis and axes within rank 64, axes
