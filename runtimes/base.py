@@ -67,6 +67,14 @@ def data_parts(x, y) -> tuple:
     return parts if y is None else (*parts, y)
 
 
+class GivenState(dict):
+    """Initial state that its caller gives away to a step runner (make_step_runner): the
+    runner may keep these arrays as its own state and update them in place, so no second copy
+    of the weights is made. The caller reads them only through the runner (read_state, or
+    state_views where the runner has them) while the runner lives; a runner that does not
+    adopt arrays copies them, as from any mapping."""
+
+
 class StepRunner(Protocol):
     """Something that runs a train-step graph and its evaluation graph (see irkit.signature):
     holds the state (params, optimizer state, buffers) on its device between steps."""

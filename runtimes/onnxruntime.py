@@ -14,7 +14,14 @@ from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
 from irkit.passes.lower_small_convs import LowerSmallConvsPass
 from irkit.passes.manager import PassManager
-from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
+from irkit.runtimes.base import (
+    GivenState,
+    Totals,
+    choose_device,
+    data_parts,
+    run_batches,
+    state_pairs,
+)
 
 from irkit.errors import ShapeError, ort_message
 from irkit.ir import Graph
@@ -208,6 +215,30 @@ def ortvalue(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:
     return ort.OrtValue.ortvalue_from_numpy(array, device, 0)
 
 
+def adoptable(array, dtype: np.dtype | None) -> bool:
+    """Whether a step runner may keep `array` as its own state on the CPU: an n-d numpy
+    array, writable, aligned, C-ordered, of the step's dtype (a 0-d value is always copied:
+    onnxruntime makes its own)."""
+    return isinstance(array, np.ndarray) and array.ndim > 0 and array.flags.writeable \
+        and array.flags.aligned and array.flags.c_contiguous \
+        and (dtype is None or array.dtype == dtype)
+
+
+def adopted_names(state: Mapping[str, np.ndarray], names: Iterable[str],
+                  dtypes: Mapping[str, np.dtype]) -> set[str]:
+    """The names whose arrays are adoptable, less each whose memory overlaps one before it
+    (by address): of arrays that alias each other one at most is adopted, the others copied,
+    or a step would write what it still reads."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, n) for n in names
+                   if adoptable(a := state[n], dtypes.get(n)))
+    chosen, reached = set(), -1
+    for start, size, name in spans:
+        if start >= reached:
+            chosen.add(name)
+        reached = max(reached, start + size)
+    return chosen
+
+
 def empty_ortvalue(shape, dtype, device: str = "cpu") -> ort.OrtValue:
     return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.dtype(dtype), device, 0)
 
@@ -270,11 +301,7 @@ class OrtStepRunner:
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None
-        # each set owns a copy: on CPU an OrtValue shares its numpy array's memory, and sets
-        # that alias each other (or the caller's arrays) would be updated while still read
-        self._sets = [{n: ortvalue(np.array(state[n], copy=True), self.device)
-                       for n in self.updated} for _ in range(2)]
-        self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
+        self._make_sets(state, fixed, isinstance(state, GivenState))
         self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT, COUNT)}
         # a per-token loss counts its predictions (`count`); else one per sample
         self._counted = any(o.name == COUNT for o in self.train_session.get_outputs())
@@ -285,6 +312,29 @@ class OrtStepRunner:
         self._slots: dict[tuple[int, int], list] = {}
         self._plans: dict[tuple[int, int], list] = {}  # see _plan
         self._eval_bound: tuple[np.ndarray, ...] | None = None
+
+    def _make_sets(self, state: Mapping[str, np.ndarray], fixed: list[str],
+                   adopt: bool) -> None:
+        """The two state sets and the fixed state. On CPU an OrtValue shares its numpy
+        array's memory: the first set (and the fixed state) adopts the arrays of a GivenState
+        where it can (`adoptable`: no copy of the weights), else copies them; the second is
+        new memory, first written by the first step. Arrays that alias each other are never
+        both adopted: a step would write what it still reads."""
+        names, cpu = self.updated + fixed, self.device == "cpu"
+        kept = adopted_names(state, names, self._dtypes) if adopt and cpu else set()
+        # (on CUDA the OrtValue is a device copy: the caller's array is read, never kept)
+        first = {n: state[n] if n in kept or not cpu else np.array(state[n], order="C")
+                 for n in names}
+        second = {n: np.empty_like(first[n]) if first[n].ndim else first[n].copy()
+                  for n in self.updated}
+        # the numpy arrays behind the CPU OrtValues (n-d ones: a 0-d OrtValue is a copy):
+        # they own the memory, so views of them stay valid after the runner is gone
+        self._arrays = [{n: s[n] for n in self.updated if s[n].ndim and cpu}
+                        for s in (first, second)]
+        self._sets = [{n: ortvalue(s[n], self.device) for n in self.updated}
+                      for s in (first, second)]
+        self._fixed = {n: ortvalue(first[n], self.device) for n in fixed}
+        self._fixed_arrays = {n: first[n] for n in fixed if first[n].ndim and cpu}
 
     def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
         io = session.io_binding()
@@ -316,9 +366,14 @@ class OrtStepRunner:
         return {n: current[n].numpy().copy() for n in (current if names is None else names)}
 
     def state_views(self) -> dict[str, np.ndarray]:
-        """The current state as read-only views of the runner's own buffers (no copy): valid
-        until the next step or load_state changes them (to write a file at once)."""
-        views = {n: v.numpy() for n, v in {**self._fixed, **self._sets[self._current]}.items()}
+        """The current state as read-only views of the runner's own arrays (no copy; 0-d
+        values and a CUDA state as host copies). A view keeps its memory alive, but its
+        values are the current ones only until the second next step or a load_state
+        rewrites that set."""
+        arrays = {**self._fixed_arrays, **self._arrays[self._current]}
+        values = {**self._fixed, **self._sets[self._current]}
+        views = {n: arrays[n].view() if n in arrays else values[n].numpy().copy()
+                 for n in values}
         for v in views.values():
             v.flags.writeable = False
         return views

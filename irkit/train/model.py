@@ -22,7 +22,7 @@ from irkit.data import train_val_split
 from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
-from irkit.runtimes import get_runtime, make_step_runner, runtime_names
+from irkit.runtimes import GivenState, get_runtime, make_step_runner, runtime_names
 from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping
 from irkit.train.inputs import Inputs, as_inputs, sample_count, take
@@ -145,11 +145,13 @@ class Model:
         self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
                                 self)
         self.fit_settings = s  # this fit's, already for its callbacks (keep_best, monitor)
-        self.history = self._trainer.fit(
-            staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
-            initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
-            monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
-        self._pull_weights()
+        try:
+            self.history = self._trainer.fit(
+                staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
+                initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
+                monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
+        finally:  # also when interrupted: the source's arrays may be the runner's memory
+            self._pull_weights()
         self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
@@ -198,8 +200,9 @@ class Model:
         if saved is not None and s.lr != self._resume.state[LR]:
             state[LR] = np.array(s.lr, np.float32)  # an explicit rate wins over the stored one
         runtime = distributed.step_runtime(self._runtime)  # "mpi" under an MPI launcher
-        self._runner = make_step_runner(runtime, g, state, s)
-        self._predictors = {}
+        # the weights are given away: a runner may keep them as its state (no second copy)
+        self._runner = make_step_runner(runtime, g, GivenState(state), s)
+        self._pull_weights()  # the source holds the runner's arrays, or its own if copied
 
     def _step_graphs(self, s: Settings) -> StepGraphs:
         loss = get_loss(s.loss)
@@ -290,11 +293,19 @@ class Model:
 
     def _pull_weights(self) -> None:
         """The one point where weights come back from the runner (which owns them while it
-        exists) into the source; compiled predictors made before hold older weights."""
+        exists) into the source; compiled predictors made before hold older weights. A
+        runner with `state_views` gives read-only views of its current arrays (no copy:
+        the source then shares the runner's memory, which later steps rewrite, so while the
+        runner lives the weights are read through it); others give copies, one at a time."""
         if self._runner is None:
             return
-        for name in self._weight_names():  # one at a time: the old array goes as the new comes
-            self.source.set_weights(self._runner.read_state([name]))
+        views = getattr(self._runner, "state_views", None)
+        if views is not None:
+            current = views()
+            self.source.set_weights({k: current[k] for k in self._weight_names()})
+        else:
+            for name in self._weight_names():  # one at a time: the old goes as the new comes
+                self.source.set_weights(self._runner.read_state([name]))
         self._predictors = {}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -440,15 +451,9 @@ class Model:
                 and trainer.best_weights is not None \
                 and _differ(trainer.best_weights, current, names):
             best = trainer.best_weights  # during training (a checkpoint): the best so far
-        before = self.source.weights()
         self.source.set_weights({k: state[k] for k in names})  # the file holds the last state
         inference = self._inference_graph()
-        for k in names:  # the source's own arrays (never the runner's memory): those it had
-            # where they hold the current values (after a fit), else copies, one at a time
-            kept = before.get(k)
-            same = kept is not None and kept.dtype == current[k].dtype \
-                and kept.shape == current[k].shape and np.array_equal(kept, current[k])
-            self.source.set_weights({k: kept if same else np.array(current[k])})
+        self.source.set_weights(current)  # the runner's current weights (see _pull_weights)
         history = self.history.to_dict() if self.history else {}
         epochs = self.history.epochs if self.history else 0
         return inference, g.train, state, g.params, epochs, history, best
