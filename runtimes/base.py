@@ -75,6 +75,14 @@ class GivenState(dict):
     adopt arrays copies them, as from any mapping."""
 
 
+def read_only(array) -> np.ndarray:
+    """A read-only view of `array` (its memory kept alive): a runner never adopts it from a
+    GivenState, so training never writes memory its caller still holds."""
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
 class StepRunner(Protocol):
     """Something that runs a train-step graph and its evaluation graph (see irkit.signature):
     holds the state (params, optimizer state, buffers) on its device between steps."""

@@ -22,7 +22,7 @@ from irkit.data import train_val_split
 from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
-from irkit.runtimes import GivenState, get_runtime, make_step_runner, runtime_names
+from irkit.runtimes import GivenState, get_runtime, make_step_runner, read_only, runtime_names
 from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping
 from irkit.train.inputs import Inputs, as_inputs, sample_count, take
@@ -43,8 +43,9 @@ class Model:
                  input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         if isinstance(module, Module):
             source = ModuleSource(module, tuple(input_shape) if input_shape else None)
-        elif isinstance(module, Graph):
+        elif isinstance(module, Graph):  # the caller's arrays: a runner copies them
             source = OnnxSource(module)
+            source.set_weights({k: read_only(v) for k, v in source.weights().items()})
         elif isinstance(module, (ModuleSource, OnnxSource)):
             source = module
         else:
@@ -292,17 +293,14 @@ class Model:
         return weights
 
     def _pull_weights(self) -> None:
-        """The one point where weights come back from the runner (which owns them while it
-        exists) into the source; compiled predictors made before hold older weights. A
-        runner with `state_views` gives read-only views of its current arrays (no copy:
-        the source then shares the runner's memory, which later steps rewrite, so while the
-        runner lives the weights are read through it); others give copies, one at a time."""
+        """The one point where weights come back from the runner (their owner while it
+        exists) into the source: views of its arrays (`state_views`: no copy; later steps
+        rewrite them) or else copies; compiled predictors made before are dropped."""
         if self._runner is None:
             return
-        views = getattr(self._runner, "state_views", None)
-        if views is not None:
-            current = views()
-            self.source.set_weights({k: current[k] for k in self._weight_names()})
+        if hasattr(self._runner, "state_views"):
+            views = self._runner.state_views()
+            self.source.set_weights({k: views[k] for k in self._weight_names()})
         else:
             for name in self._weight_names():  # one at a time: the old goes as the new comes
                 self.source.set_weights(self._runner.read_state([name]))
@@ -313,7 +311,7 @@ class Model:
         unknown = [k for k in weights if k not in self.source.weights()]
         if unknown:
             raise ShapeError(f"no weights named {unknown}; see model.get_weights()")
-        self.source.set_weights(weights)
+        self.source.set_weights({k: read_only(v) for k, v in weights.items()})
         if self._trainer is not None:
             self._trainer.before_weights_change()
         if self._runner is not None:
@@ -499,3 +497,4 @@ class Sequential(Model):
 
 def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
     return any(not np.array_equal(a[k], b[k]) for k in names)
+
