@@ -102,7 +102,8 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     onnxruntime's planned one-block memory pattern (the arena still reuses memory): train
     steps use that, see OrtStepRunner. `initializers`: the arrays of the model's initializers
     that `session_model` left out of its bytes, given to onnxruntime as they are (no
-    serialized copy; protobuf's 2 GiB limit does not apply to them)."""
+    serialized copy; protobuf's 2 GiB limit does not apply to them; onnxruntime 1.31 copies
+    them while the session is made: benchmarks/README.md, bench_large_model)."""
     ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
     if initializers:
@@ -270,7 +271,8 @@ class OrtStepRunner:
 
     Updated state (params, optimizer slots, buffers, the step count) lives in OrtValues in two
     sets that ping-pong: a step reads set A and writes set B, the next reads B and writes A,
-    through two IOBindings made once. State a step reads but does not write (the learning
+    through two IOBindings made once (so a run never writes what it reads). Set A adopts the
+    arrays of a GivenState (no copy of the weights; `_make_sets`). State a step reads but does not write (the learning
     rate) has one OrtValue bound in both. The loss and correct count are bound to host numpy
     scalars by address. A train pass gathers the rows of many batches at once into buffers
     bound once (see SLOTS), so a step costs one `run_with_iobinding`. A data prefix of the

@@ -334,3 +334,26 @@ def test_step_adds_one_set_beside_the_weights(tmp_path, monkeypatch):
     model._runner.step(data["x"], data["y"])
     grown = (rss() - before) / nbytes
     assert 0.8 < grown < 1.5, grown
+
+
+def test_an_interrupted_fit_leaves_the_last_steps_weights(tmp_path, monkeypatch):
+    """The source's arrays are the runner's, which each step rewrites: a fit stopped by an
+    exception still brings the weights back, so once the runner is gone the model holds
+    those of the last step done (here after one epoch of three), not a set half a step old."""
+    from irkit import load_model
+    from irkit.train.callbacks import Callback
+
+    class Stop(Callback):
+        def on_epoch_end(self, epoch: int, logs: dict) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    one = _fitted(load_model(str(_model(tmp_path))), epochs=1).get_weights()
+    model = load_model(str(tmp_path / "model.onnx"))
+    model.compile(optimizer="sgd", lr=0.05)
+    data = np.load("data.npz")
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(data["x"], data["y"], epochs=3, batch_size=8, verbose=0, shuffle=False,
+                  validation_split=0.0, callbacks=[Stop()])
+    model.compile(optimizer="sgd", lr=0.05)  # the runner is dropped
+    _same(model.get_weights(), one)
