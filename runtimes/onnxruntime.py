@@ -273,10 +273,11 @@ class OrtStepRunner:
     sets that ping-pong: a step reads set A and writes set B, the next reads B and writes A,
     through two IOBindings made once (so a run never writes what it reads). Set A adopts the
     arrays of a GivenState (no copy of the weights; `_make_sets`). State a step reads but
-    does not write (the learning rate) has one OrtValue bound in both. The loss and correct count are bound to host numpy
-    scalars by address. A train pass gathers the rows of many batches at once into buffers
-    bound once (see SLOTS), so a step costs one `run_with_iobinding`. A data prefix of the
-    graphs (passes/data_prefix.py: a Normalize layer) runs once, on the data `stage` gets.
+    does not write (the learning rate) has one OrtValue bound in both. The loss and correct
+    count are bound to host numpy scalars by address. A train pass gathers the rows of many
+    batches at once into buffers bound once (see SLOTS), so a step costs one
+    `run_with_iobinding`. A data prefix of the graphs (passes/data_prefix.py: a Normalize
+    layer) runs once, on the data `stage` gets.
     """
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
