@@ -260,6 +260,8 @@ CASES: list[Case] = [
     case("MatMul", *xs((3, 4), (4, 5)), torch=lambda a, b: a @ b),
     case("MatMul", *xs((2, 3, 4), (2, 4, 5)), name="batched", torch=lambda a, b: a @ b),
     case("MatMul", *xs((2, 3, 4), (4, 5)), name="bcast", torch=lambda a, b: a @ b),
+    case("MatMul", X((2, 2, 3, 4), declared=("N", 2, 3, 4)), X((4, 5)), name="rows-symbolic",
+         torch=lambda a, b: a @ b),  # dW as one Gemm over the flattened rows
     case("MatMul", *xs((4,), (4, 5)), name="vec-mat", torch=lambda a, b: a @ b),
     case("MatMul", *xs((2, 3, 4), (4,)), name="mat-vec", torch=lambda a, b: a @ b),
     case("MatMul", *xs((4,), (4,)), name="vec-vec", torch=lambda a, b: a @ b),
