@@ -440,6 +440,8 @@ CASES: list[Case] = [
     case("Gather", X((2, 5, 3)), Labels((2, 2), 5), axis=1, name="axis1-2d",
          torch=lambda x, i: x[:, i]),
     case("Gather", X((4, 3)), K(np.array(2)), name="scalar", torch=lambda x: x[2]),
+    case("Gather", X((5, 2, 3)), Labels((2, 6), 5, low=-5), name="rows-negative",
+         torch=lambda x, i: x[i]),  # axis 0: ScatterND adds rows, repeated and negative
     case("Gather", X((2, 3)), Labels((4,), 0, low=-3), axis=-1, name="negative",
          torch=lambda x, i: x[:, i]),
     case("GatherElements", X((3, 4)), Labels((2, 4), 3), torch=lambda x, i: x.gather(0, i)),
