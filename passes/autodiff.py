@@ -4,6 +4,8 @@
 `wrt` entry. Only nodes on a path from `wrt` to `of` are visited; each op's VJP rule emits IR
 ops (so the result can be differentiated again); gradients of values used more than once are
 summed; broadcasting is undone in one place (`unbroadcast`); every new node is named `grad/...`.
+Subgraphs that stand for one function (an imported Erf-GELU) get their own rule
+(`passes/composite_gradients.py`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from irkit.passes.composite_gradients import composite_vjp
 from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.manager import GraphPass, PassResult
 
@@ -57,6 +60,11 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
                                      "rule; irkit cannot differentiate through it yet")
         outs = [g if g is not None or o.dtype.kind != "f" else zeros_like(o)
                 for g, o in zip(outs, node.outputs)]
+        composite = composite_vjp(node, outs, varied)
+        if composite is not None:  # the nodes inside get no gradient: nothing else reads them
+            for x, gx in composite:
+                pending.setdefault(id(x), []).append(gx)
+            continue
         in_grads = opdef.vjp(node, outs)
         if len(in_grads) < len(node.inputs):
             raise IRError(f"VJP of {node.op_type} returned {len(in_grads)} gradients for "

@@ -75,6 +75,11 @@ def wide(rng, shape):  # spans the flat and linear parts of hard activations, av
         rng.uniform(-0.05, 0.05, shape)
 
 
+def erf_gelu(x):
+    """Gelu as importers write it in opset-17 ops: x/2 (1 + erf(x / sqrt 2))."""
+    return ops.Mul(ops.Mul(x, 0.5), ops.Add(ops.Erf(ops.Mul(x, float(1 / np.sqrt(2)))), 1.0))
+
+
 # ---- the table --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class X:
@@ -192,6 +197,8 @@ CASES: list[Case] = [
     case("Sin", X((3, 4)), torch=lambda x: torch.sin(x)),
     case("Cos", X((3, 4)), torch=lambda x: torch.cos(x)),
     case("Erf", X((3, 4)), torch=lambda x: torch.erf(x), ort_dtype=F32),
+    case("Mul", X((3, 5), wide), name="erf-gelu", build=lambda x: erf_gelu(x),
+         torch=lambda x: F.gelu(x), ort_dtype=F32),  # passes/composite_gradients.py's rule
     case("Elu", X((3, 4), away_from_zero), torch=lambda x: F.elu(x), ort_dtype=F32),
     case("Elu", X((3, 4), away_from_zero), alpha=0.5, name="alpha",
          torch=lambda x: F.elu(x, 0.5), ort_dtype=F32),
