@@ -594,6 +594,15 @@ CASES: list[Case] = [
     case("SoftmaxCrossEntropyLoss", X((6, 4)), K(LABELS), X((4,), positive), ignore_index=1,
          name="weights-ignore", torch=lambda s, w: torch_nll(
              torch.log_softmax(s, 1), torch.tensor(LABELS), w, ignore=1)),
+    case("SoftmaxCrossEntropyLoss", X((6, 4, 2)), K(LABELS_KDIM), ignore_index=-100,
+         name="ignore-kdim", torch=lambda s: F.cross_entropy(  # per token, GPT-2's loss
+             s, torch.tensor(LABELS_KDIM), ignore_index=-100)),
+    case("SoftmaxCrossEntropyLoss", X((6, 4)), K(LABELS), ignore_index=1, reduction="sum",
+         name="ignore-sum", torch=lambda s: F.cross_entropy(
+             s, torch.tensor(LABELS), ignore_index=1, reduction="sum")),
+    case("SoftmaxCrossEntropyLoss", X((6, 4, 2)), K(LABELS_KDIM), ignore_index=-100,
+         reduction="none", name="ignore-none-kdim", torch=lambda s: F.cross_entropy(
+             s, torch.tensor(LABELS_KDIM), ignore_index=-100, reduction="none")),
     case("SoftmaxCrossEntropyLoss", X((5, 4, 2)), Labels((5, 2), 4), X((4,), positive),
          reduction="sum", name="weights-sum-kdim", torch=lambda s, t, w: torch_nll(
              torch.log_softmax(s, 1), t, w, reduction="sum")),
