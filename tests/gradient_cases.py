@@ -80,6 +80,11 @@ def erf_gelu(x):
     return ops.Mul(ops.Mul(x, 0.5), ops.Add(ops.Erf(ops.Mul(x, float(1 / np.sqrt(2)))), 1.0))
 
 
+def legacy_erf_gelu(x):
+    """Gelu as torch's legacy exporter writes it: (x (erf(x / sqrt 2) + 1)) 0.5."""
+    return ops.Mul(ops.Mul(x, ops.Add(ops.Erf(ops.Div(x, float(np.sqrt(2)))), 1.0)), 0.5)
+
+
 # ---- the table --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class X:
@@ -199,6 +204,8 @@ CASES: list[Case] = [
     case("Erf", X((3, 4)), torch=lambda x: torch.erf(x), ort_dtype=F32),
     case("Mul", X((3, 5), wide), name="erf-gelu", build=lambda x: erf_gelu(x),
          torch=lambda x: F.gelu(x), ort_dtype=F32),  # passes/composite_gradients.py's rule
+    case("Mul", X((3, 5), wide), name="erf-gelu-legacy", build=lambda x: legacy_erf_gelu(x),
+         torch=lambda x: F.gelu(x), ort_dtype=F32),
     case("Elu", X((3, 4), away_from_zero), torch=lambda x: F.elu(x), ort_dtype=F32),
     case("Elu", X((3, 4), away_from_zero), alpha=0.5, name="alpha",
          torch=lambda x: F.elu(x, 0.5), ort_dtype=F32),

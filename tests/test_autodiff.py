@@ -494,8 +494,13 @@ def _erf_gelu(x, half=0.5):
     return ops.Mul(ops.Mul(x, half), ops.Add(ops.Erf(ops.Mul(x, float(1 / np.sqrt(2)))), 1.0))
 
 
+def _legacy_erf_gelu(x):
+    return ops.Mul(ops.Mul(x, ops.Add(ops.Erf(ops.Div(x, float(np.sqrt(2)))), 1.0)), 0.5)
+
+
+@pytest.mark.parametrize("form", [_erf_gelu, _legacy_erf_gelu])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_erf_gelu_gradient_is_one_rule(dtype):
+def test_erf_gelu_gradient_is_one_rule(dtype, form):
     """An imported Erf-GELU's gradient is Phi(x) + x phi(x) in 7 kernels (one Exp, no Neg),
     equal to torch's gelu derivative; where a value inside is read elsewhere, the chain rule
     runs through the nodes instead, with the same result."""
@@ -506,8 +511,8 @@ def test_erf_gelu_gradient_is_one_rule(dtype):
     for shared in (False, True):
         g = Graph("gelu")
         x = g.add_input("x", dtype, (4, 6))
-        y = _erf_gelu(x)
-        side = y.producer.inputs[0] if shared else None  # x/2 read by another node too
+        y = form(x)
+        side = y.producer.inputs[0] if shared else None  # x/2 or x A read elsewhere too
         out = ops.ReduceSum(ops.Add(y, side) if shared else y, keepdims=0)
         before = len(g.nodes)
         (gx,) = gradients(g, out, [x])
@@ -517,7 +522,10 @@ def test_erf_gelu_gradient_is_one_rule(dtype):
         run = _run_both if dtype == np.float32 else _run_reference  # no float64 Erf in ORT
         (dx,) = run(g, {"x": xs})
         tol = 1e-12 if dtype == np.float64 else 2e-6
-        np.testing.assert_allclose(dx, want + (0.5 if shared else 0.0), rtol=tol, atol=tol)
+        extra = 0.0 if not shared else 0.5 if form is _erf_gelu else (
+            np.vectorize(lambda v: 1 + erf(v / sqrt(2)) + v * sqrt(2 / pi) * exp(-v * v / 2))(
+                xs.astype(np.float64)))  # d(x A)/dx
+        np.testing.assert_allclose(dx, want + extra, rtol=tol, atol=tol)
 
 
 def test_erf_gelu_rule_needs_constants_that_do_not_train():
