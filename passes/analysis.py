@@ -186,8 +186,9 @@ def _propagate_shape_values(node: Node) -> list[Value]:
     ins = [v for v in node.inputs if v is not None]
     shape_op = node.op_type in ("Shape", "Size") and node.inputs[0].shape is not None and all(
         isinstance(d, int) for d in node.inputs[0].shape)
-    if not shape_op and (not ins or not all(v.const is not None and v.const.size <= 4096
-                                            for v in ins)):
+    constant = not node.inputs and node.op_type == "Constant"
+    if not shape_op and not constant and (not ins or not all(
+            v.const is not None and v.const.size <= 4096 for v in ins)):
         return []
     if shape_op:
         shape = node.inputs[0].shape
@@ -201,7 +202,7 @@ def _propagate_shape_values(node: Node) -> list[Value]:
     done = []
     for out, r in zip(node.outputs, results):
         r = np.asarray(r)
-        if r.dtype.kind in "iuf" and r.size <= 64:
+        if r.dtype.kind in "biuf" and r.size <= 64:
             out.const = r
             done.append(out)
     return done
