@@ -8,11 +8,17 @@ ViT (2 layers, hidden 16, 8 tokens / 17 patches), exported by both torch exporte
 tests/test_model_table.py exports them (legacy: training mode, no constant folding; dynamo:
 eval mode, unoptimized), the loss as the output. The step is the one `irkit train --loss
 output:loss --optimizer adam` runs: `irkit.train.build_step_graphs`, then, for the
-checkpointed one, `apply_checkpointing` as `Model` applies `--recompute`. Memory as in
-bench_checkpoint.py (irkit.runtimes.memory.measure_peak: a fresh child process, a CPU session
-made as irkit makes it, 1 thread, the peak of the runs after a warm-up minus the resident size
-before them); irkit's estimate (`planned_bytes`) beside it. Needs torch, onnxscript and
-transformers.
+checkpointed one, `apply_checkpointing` as `Model` applies `--recompute`. Memory by
+irkit.runtimes.memory.measure_peak (a fresh child process, a CPU session made as irkit makes
+it, 1 thread), twice, each beside the irkit estimate it is the measure of:
+
+1. memory pattern on: the planned block of the runs after a warm-up (`steady_bytes`), beside
+   `Memory.planned_bytes` (the same lifetimes laid out best-fit);
+2. memory pattern off, as `irkit train` runs a step (OrtStepRunner): the arena's growth over
+   the first run (`first_run_bytes`), beside `Memory.peak_bytes` (liveness).
+
+The ratio is checkpointed over plain of (2), the memory a training run saves. Needs torch,
+onnxscript and transformers.
 """
 
 # irkit.runtimes installs from runtimes/, so isort cannot tell it is first-party
@@ -66,9 +72,13 @@ def row(kind: str, exporter: str, strategy: str | int, batch: int, folder: str) 
         graph, count = step_graph(path, how, batch)
         feeds = {**step_feeds(graph, batch), **{k: v for k, v in rows.items()
                                                 if k in {i.name for i in graph.inputs}}}
-        peak = measure_peak(to_onnx(graph).SerializeToString(), feeds, runs=2)
-        result[label] = {"checkpoints": count, "measured_peak_bytes": peak["steady_bytes"],
-                         "estimated_peak_bytes": figures(graph, default=batch).peak.planned_bytes}
+        model = to_onnx(graph).SerializeToString()
+        planned = measure_peak(model, feeds, runs=2)["steady_bytes"]
+        trained = measure_peak(model, feeds, runs=1, memory_pattern=False)["first_run_bytes"]
+        memory = figures(graph, default=batch).peak
+        result[label] = {"checkpoints": count, "measured_peak_bytes": planned,
+                         "estimated_peak_bytes": memory.planned_bytes,
+                         "measured_train_bytes": trained, "estimated_live_bytes": memory.peak_bytes}
     return result
 
 
@@ -84,16 +94,25 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    mb = 1 << 20
-    print(f"batch {args.batch}, --recompute {args.strategy}: measured (estimated) peak, MiB")
-    print("| model | exporter | checkpoints | plain | checkpointed | ratio |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(f"batch {args.batch}, --recompute {args.strategy}: measured (estimated) MiB; "
+          "pattern: memory pattern on (planned_bytes), train: as irkit train runs (peak_bytes)")
+    print("| model | exporter | checkpoints | plain, pattern | plain, train | "
+          "checkpointed, pattern | checkpointed, train | ratio (train) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         p, c = r["plain"], r["checkpointed"]
-        print(f"| {r['model']} | {r['exporter']} | {c['checkpoints']} | "
-              f"{p['measured_peak_bytes'] / mb:.2f} ({p['estimated_peak_bytes'] / mb:.2f}) | "
-              f"{c['measured_peak_bytes'] / mb:.2f} ({c['estimated_peak_bytes'] / mb:.2f}) | "
-              f"{c['measured_peak_bytes'] / max(p['measured_peak_bytes'], 1):.2f} |")
+        print(f"| {r['model']} | {r['exporter']} | {c['checkpoints']} | {_pair(p)} | "
+              f"{_pair(c)} | "
+              f"{c['measured_train_bytes'] / max(p['measured_train_bytes'], 1):.2f} |")
+
+
+def _pair(figures: dict) -> str:
+    """'measured (estimated)' in MiB for the pattern and the train-session columns."""
+    mb = 1 << 20
+    return (f"{figures['measured_peak_bytes'] / mb:.2f} "
+            f"({figures['estimated_peak_bytes'] / mb:.2f}) | "
+            f"{figures['measured_train_bytes'] / mb:.2f} "
+            f"({figures['estimated_live_bytes'] / mb:.2f})")
 
 
 if __name__ == "__main__":
