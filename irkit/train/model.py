@@ -65,6 +65,7 @@ class Model:
         self._graphs: StepGraphs | None = None
         self._runner = None
         self._resume = None          # a TrainingFile when loaded from one
+        self.files_read: dict[str, str] = {}  # external data file -> the model file it was in
         self._predictors: dict[str, Any] = {}
 
     @property
@@ -386,7 +387,8 @@ class Model:
 
     def export(self, path: str, opset: int = 17):
         """Write the inference model as ONNX (atomically); returns the ModelProto."""
-        from irkit.onnx_io import save
+        from irkit.onnx_io import check_model_outputs, save
+        check_model_outputs({"Model.export": path}, [], self.files_read)
         return save(self.to_graph(), path, opset)
 
     def save(self, path: str, opset: int = 17):
@@ -397,7 +399,9 @@ class Model:
         written."""
         import onnx
 
+        from irkit.onnx_io import check_model_outputs
         from irkit.safe_io import write_all_atomic
+        check_model_outputs({"Model.save": path}, [], self.files_read)  # its source's data
         files = self.training_files(path, opset=opset)  # PATH.data beside it when large
         write_all_atomic(files)
         return onnx.ModelProto.FromString(files[-1][1])
