@@ -179,6 +179,23 @@ def with_batch(graph: Graph, batch: int) -> Graph:
     return g
 
 
+class BatchSizes(Sizes):
+    """Sizes of a graph's values at `batch`, from the shapes `with_batch` infers there: a
+    value's own shape may have unknown dims (after a Reshape of a computed shape, as torch's
+    exporters write them), each of which `Sizes` would count as 1."""
+
+    def __init__(self, graph: Graph, batch: int) -> None:
+        super().__init__(default=batch)
+        self.shapes = {v.name: v.shape for v in with_batch(graph, batch).values()}
+
+    def numel(self, v: Value | None) -> int:
+        """Elements of a value, with the shape inferred at the batch size."""
+        if v is None:
+            return 0
+        shape = self.shapes.get(v.name, v.shape)
+        return 0 if shape is None else math.prod(self.dim(d) for d in shape)
+
+
 def _propagate_shape_values(node: Node) -> list[Value]:
     """Small results (Shape, Size, and arithmetic on them, e.g. a Cast feeding a Range)
     computed from small constant inputs and stored as the outputs' `const`, so readers such
