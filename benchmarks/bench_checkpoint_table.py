@@ -10,14 +10,21 @@ eval mode, unoptimized), the loss as the output. The step is the one `irkit trai
 output:loss --optimizer adam` runs: `irkit.train.build_step_graphs`, then, for the
 checkpointed one, `apply_checkpointing` as `Model` applies `--recompute`. Memory by
 irkit.runtimes.memory.measure_peak (a fresh child process, a CPU session made as irkit makes
-it, 1 thread), twice, each beside the irkit estimate it is the measure of:
+it, 1 thread), three ways (see its docstring):
 
-1. memory pattern on: the planned block of the runs after a warm-up (`steady_bytes`), beside
-   `Memory.planned_bytes` (the same lifetimes laid out best-fit);
-2. memory pattern off, as `irkit train` runs a step (OrtStepRunner): the arena's growth over
-   the first run (`first_run_bytes`), beside `Memory.peak_bytes` (liveness).
+1. live: no arena and no memory pattern, every large block its own mapping: the bytes live at
+   a run's peak, beside the estimate of them, `Memory.peak_bytes` (liveness over
+   onnxruntime's order);
+2. pattern: memory pattern on: the planned block, beside `Memory.planned_bytes` (the same
+   lifetimes laid out best-fit);
+3. train: memory pattern off, as `irkit train` runs a step (OrtStepRunner): the arena's growth
+   over the first run, what training holds: (1) plus one-time allocations and the arena's
+   fragmentation (no estimate: onnxruntime's allocator, not the graph).
 
-The ratio is checkpointed over plain of (2), the memory a training run saves. Needs torch,
+(1) and (3) run the checkpointed step without the planner's memory reuse, as OrtStepRunner
+does (runtimes.onnxruntime.recomputes).
+
+The ratio is checkpointed over plain of (3), the memory a training run saves. Needs torch,
 onnxscript and transformers.
 """
 
@@ -35,6 +42,7 @@ from irkit.onnx_io import to_onnx
 from irkit.passes.analysis import figures
 from irkit.passes.checkpoint_activations import apply_checkpointing
 from irkit.runtimes.memory import measure_peak
+from irkit.runtimes.onnxruntime import recomputes
 from irkit.train import build_step_graphs
 from irkit.train.losses import get_loss
 from irkit.train.loading import load_model
@@ -73,12 +81,18 @@ def row(kind: str, exporter: str, strategy: str | int, batch: int, folder: str) 
         feeds = {**step_feeds(graph, batch), **{k: v for k, v in rows.items()
                                                 if k in {i.name for i in graph.inputs}}}
         model = to_onnx(graph).SerializeToString()
+        reuse = not recomputes(graph)  # as OrtStepRunner makes the session
+        live = measure_peak(model, feeds, runs=2, memory_pattern=False, arena=False,
+                            memory_reuse=reuse)
         planned = measure_peak(model, feeds, runs=2)["steady_bytes"]
-        trained = measure_peak(model, feeds, runs=1, memory_pattern=False)["first_run_bytes"]
+        trained = measure_peak(model, feeds, runs=1, memory_pattern=False,
+                               memory_reuse=reuse)["first_run_bytes"]
         memory = figures(graph, default=batch).peak
-        result[label] = {"checkpoints": count, "measured_peak_bytes": planned,
+        result[label] = {"checkpoints": count, "measured_live_bytes": live["steady_bytes"],
+                         "estimated_live_bytes": memory.peak_bytes,
+                         "measured_peak_bytes": planned,
                          "estimated_peak_bytes": memory.planned_bytes,
-                         "measured_train_bytes": trained, "estimated_live_bytes": memory.peak_bytes}
+                         "measured_train_bytes": trained}
     return result
 
 
@@ -94,25 +108,26 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    print(f"batch {args.batch}, --recompute {args.strategy}: measured (estimated) MiB; "
-          "pattern: memory pattern on (planned_bytes), train: as irkit train runs (peak_bytes)")
-    print("| model | exporter | checkpoints | plain, pattern | plain, train | "
-          "checkpointed, pattern | checkpointed, train | ratio (train) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print(f"batch {args.batch}, --recompute {args.strategy}: MiB, measured (estimated) for "
+          "live (peak_bytes) and pattern (planned_bytes), measured for train")
+    print("| model | exporter | checkpoints | plain: live | pattern | train | "
+          "checkpointed: live | pattern | train | ratio (train) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         p, c = r["plain"], r["checkpointed"]
-        print(f"| {r['model']} | {r['exporter']} | {c['checkpoints']} | {_pair(p)} | "
-              f"{_pair(c)} | "
+        print(f"| {r['model']} | {r['exporter']} | {c['checkpoints']} | {_cells(p)} | "
+              f"{_cells(c)} | "
               f"{c['measured_train_bytes'] / max(p['measured_train_bytes'], 1):.2f} |")
 
 
-def _pair(figures: dict) -> str:
-    """'measured (estimated)' in MiB for the pattern and the train-session columns."""
+def _cells(figures: dict) -> str:
+    """The live, pattern and train cells of one step, in MiB."""
     mb = 1 << 20
-    return (f"{figures['measured_peak_bytes'] / mb:.2f} "
+    return (f"{figures['measured_live_bytes'] / mb:.2f} "
+            f"({figures['estimated_live_bytes'] / mb:.2f}) | "
+            f"{figures['measured_peak_bytes'] / mb:.2f} "
             f"({figures['estimated_peak_bytes'] / mb:.2f}) | "
-            f"{figures['measured_train_bytes'] / mb:.2f} "
-            f"({figures['estimated_live_bytes'] / mb:.2f})")
+            f"{figures['measured_train_bytes'] / mb:.2f}")
 
 
 if __name__ == "__main__":
