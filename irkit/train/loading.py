@@ -40,7 +40,7 @@ def load_model(path: str, prepare=None, state: str | None = None,
         if not proto.training_info:
             graph = from_onnx(proto, detached)
         else:
-            found["file"] = read_training_model(proto)
+            found["file"] = read_training_model(proto, detached)
             graph = found["file"].inference
         restore_detached(proto, detached or {})  # its sizes counted as stored, not as feeds
         check_run_sizes(proto)  # after validation, before onnxruntime runs it
