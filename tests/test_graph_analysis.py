@@ -86,6 +86,21 @@ def test_training_batch_norm_counts_its_scratch():
     assert m.peak_bytes == 1024 + 8 + 8 + 1024
 
 
+def test_aliases_hold_their_inputs_buffer():
+    # onnxruntime's Reshape/Squeeze/Unsqueeze/Flatten/Identity write no buffer of their own
+    g = Graph("alias")
+    x = g.add_input("x", np.float32, (4, 4))                        # 64 B
+    a = ops.Neg(x)
+    r = ops.Reshape(a, np.array([16], dtype=np.int64))              # a's buffer, read later
+    g.outputs = [ops.Add(ops.Exp(ops.Flatten(x, axis=0)), ops.Unsqueeze(r, np.array([0])))]
+    m = peak_memory(g)
+    names = {n.op_type: n.outputs[0].name for n in g.nodes}
+    # at most a (whose buffer r and its Unsqueeze share), Exp's output and the sum: never
+    # the aliases themselves, nor Flatten(x), which is x's buffer
+    assert m.peak_bytes == 3 * 64
+    assert not {names["Reshape"], names["Flatten"], names["Unsqueeze"]} & set(m.live_at_peak)
+
+
 def test_planned_layout_counts_fragmentation():
     g = Graph("frag")
     x = g.add_input("x", np.float32, (250,))
