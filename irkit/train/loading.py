@@ -29,7 +29,7 @@ def load_model(path: str, prepare=None, state: str | None = None,
     instead; `freeze` keeps those matching it fixed. A pattern that matches nothing is a
     DataError; a training file trains what it was saved with (DataError if either is given).
     """
-    from irkit.onnx_io import load
+    from irkit.onnx_io import files_read, load
     from irkit.train.settings import from_json
     found = {}
 
@@ -40,7 +40,7 @@ def load_model(path: str, prepare=None, state: str | None = None,
         if not proto.training_info:
             graph = from_onnx(proto, detached)
         else:
-            found["file"] = read_training_model(proto)
+            found["file"] = read_training_model(proto, detached)
             graph = found["file"].inference
         restore_detached(proto, detached or {})  # its sizes counted as stored, not as feeds
         check_run_sizes(proto)  # after validation, before onnxruntime runs it
@@ -55,6 +55,7 @@ def load_model(path: str, prepare=None, state: str | None = None,
                         "trained; choose trainable/freeze on a plain ONNX model (irkit export)")
     model = Model(OnnxSource(graph, found["file"].params if found else names_of(trainable),
                              names_of(freeze)))
+    model.files_read = files_read([path])  # Model.save/export must not overwrite them
     saved = from_json(graph.metadata.get(META_SETTINGS))
     if found:  # the stored rate is where training continues (a schedule may have moved it)
         saved["lr"] = float(found["file"].state[LR])
