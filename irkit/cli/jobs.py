@@ -66,13 +66,20 @@ def _dataset_for(settings: Settings, stored: str | None = None) -> Dataset:
     return load_dataset(name, label_column=settings.label_column)
 
 
+# options that choose the model's source, not settings (load_model's arguments)
+SOURCE_OPTIONS = ("trainable", "freeze", "batchnorm", "data")
+
+
 def prepare(source: str, options: dict[str, Any]) -> tuple[Model, Settings, Dataset]:
     """Model, resolved settings and dataset of a training run."""
-    cli = {k: v for k, v in options.items() if k not in ("trainable", "freeze", "data")}
+    cli = {k: v for k, v in options.items() if k not in SOURCE_OPTIONS}
     cli["dataset"] = options.get("data")
     if not is_onnx(source):
         if options.get("trainable") or options.get("freeze"):
             raise DataError("--trainable/--freeze apply to ONNX models; a recipe trains all")
+        if options.get("batchnorm"):
+            raise DataError("--batchnorm applies to ONNX models; a recipe's BatchNorm layers "
+                            "train on batch statistics")
         recipe = load_recipe(source)
         layers = [recipe.settings(), cli]
         s = resolve(*layers, names=(recipe.source, "command line"))
@@ -101,12 +108,13 @@ def _check_targets(data: Dataset, s: Settings) -> None:
 
 
 def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
-    """The ONNX model (or training file) with --trainable/--freeze chosen by load_model."""
+    """The ONNX model (or training file) with --trainable/--freeze/--batchnorm chosen by
+    load_model."""
     def dynamic_batch(proto):  # onnx loads once the file passed the node cap (onnx_io._read)
         from irkit.onnx_io import with_dynamic_batch
         return with_dynamic_batch(proto)
     return load_model(source, prepare=dynamic_batch, trainable=options.get("trainable"),
-                      freeze=options.get("freeze"))
+                      freeze=options.get("freeze"), batchnorm=options.get("batchnorm"))
 
 
 def run_training(source: str, output: str, progress: bool = True,

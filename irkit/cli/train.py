@@ -22,6 +22,7 @@ from irkit.cli.app import (
     save_graph,
 )
 from irkit.errors import IrkitError, json_text
+from irkit.train.modes import BATCHNORM_MODES
 from irkit.train.web_target import TARGETS
 
 
@@ -93,6 +94,10 @@ def _need(value, option: str):
               help="Sum the gradients of N batches into one update (default 1).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
+@click.option("--batchnorm", type=click.Choice(BATCHNORM_MODES), help="BatchNorm of an ONNX "
+              f"model: {BATCHNORM_MODES[0]} (default, as torch's model.train()) normalizes with "
+              "the batch's statistics and updates the running ones, even in an inference-mode "
+              f"export; {BATCHNORM_MODES[1]} keeps the running statistics (torch's bn.eval()).")
 @click.option("--save-training", type=click.Path(dir_okay=False),
               help="Also write a training model (the last epoch's weights, optimizer state, "
               "step count, history, best weights) that `irkit train` resumes from.")
