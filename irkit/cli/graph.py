@@ -96,6 +96,8 @@ def _print_report(info: dict[str, Any]) -> None:
     if fixed["tensors"]:
         echo(f"fixed (constants, running statistics): {fixed['weights']} in "
              f"{fixed['tensors']} tensors")
+    for note in info.get("notes", []):
+        echo(f"note: {printable(note)}")
     batch = f" at batch {info['batch']}" + (f" (unknown dims {info['unknown_dims']} as 1)"
                                              if info["unknown_dims"] else "")
     echo(f"figures{batch}:")
@@ -194,6 +196,9 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         graph = load(model)
         batch, names = batch or 1, counted_weights(graph)
     info = graph_report(graph, batch, names, per_node)
+    if model is not None:
+        from irkit.onnx_io import import_notes
+        info["notes"] = import_notes(graph)
     from irkit.passes.graph_view import to_dot, to_graphml
     if dot_path:
         write_atomic(dot_path, to_dot(graph).encode())

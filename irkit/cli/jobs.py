@@ -133,6 +133,7 @@ def run_training(source: str, output: str, progress: bool = True,
     hooks = _file_hooks(inputs, output, save_training, checkpoint, plot) if root else []
     try:
         model, s, data = prepare(source, options)
+        notes = _import_notes(model, progress and root)
         first = model.epochs_done
         history = model.fit(data.x, data.y, epochs=first + s.epochs,
                             verbose=1 if progress else 0,
@@ -154,7 +155,24 @@ def run_training(source: str, output: str, progress: bool = True,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
             "start_loss": history.start_loss,
             "history": history.history, "final": final, "report": report.as_dict(),
-            "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
+            "train_samples": model.last_split[0], "val_samples": model.last_split[1],
+            "notes": notes}
+
+
+def _import_notes(model: Model, show: bool) -> list[str]:
+    """What the import of an ONNX model found its exporter changed (onnx_io.import_notes),
+    each line shown on stderr as `note: ...` when `show`."""
+    graph = getattr(model.source, "graph", None)
+    if graph is None:
+        return []
+    from irkit.errors import printable
+    from irkit.onnx_io import import_notes
+    notes = import_notes(graph)
+    if show:
+        import click
+        for line in notes:
+            click.echo(f"note: {printable(line)}", err=True)
+    return notes
 
 
 def _file_hooks(inputs: list[str], output: str, save_training: str | None,

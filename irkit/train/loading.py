@@ -39,11 +39,11 @@ def load_model(path: str, prepare=None, state: str | None = None,
     found = {}
 
     def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
-        from irkit.onnx_io import check_run_sizes, from_onnx, restore_detached
+        from irkit.onnx_io import check_run_sizes, from_exported, restore_detached
         from irkit.train.training_model import read_training_model
         proto = prepare(proto) if prepare is not None else proto
-        if not proto.training_info:
-            graph = from_onnx(proto, detached)
+        if not proto.training_info:  # untied copies tied again, what was folded recorded
+            graph = from_exported(proto, detached)
         else:
             found["file"] = read_training_model(proto)
             graph = found["file"].inference
