@@ -142,3 +142,28 @@ def test_the_cli_choice_and_its_refusals(resnet, tmp_path):
                        "frozen"), "--batchnorm", "recipe")
     one_line_error(cli("train", tmp_path / "t.onnx", *args, "-o", tmp_path / "i.onnx",
                        "--batchnorm", "train"), "training file", "batchnorm")
+
+
+def test_a_batch_of_one_row_leaves_no_nan_in_the_running_variance(tmp_path):
+    """BatchNorm after a Linear normalizes over the rows alone; a last batch of one row (9
+    rows, batch 8) has no unbiased variance (torch refuses it): the update is ONNX's biased
+    one (m var + (1 - m) 0), the mean torch's formula, and nothing is NaN."""
+    torch.manual_seed(0)
+    net = tm.perturb(torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6),
+                                         torch.nn.ReLU(), torch.nn.Linear(6, 3)))
+    x = np.random.default_rng(0).standard_normal((9, 4)).astype(np.float32)
+    y = np.arange(9) % 3
+    path = str(tmp_path / "mlp.onnx")
+    tm.export(net, {"x": x[:2]}, path, dynamo=True, output="logits", optimize=False)
+    got = _irkit_sgd(path, x, y).get_weights()
+    ref = copy.deepcopy(net).train()  # torch's first batch, then the one-row update by hand
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(ref(torch.from_numpy(x[:8])),
+                                      torch.from_numpy(y[:8])).backward()
+    opt.step()
+    with torch.no_grad():
+        row = ref[0](torch.from_numpy(x[8:]))[0].numpy()
+    bn = ref[1]
+    np.testing.assert_allclose(got["1.running_var"], 0.9 * bn.running_var.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(got["1.running_mean"], 0.9 * bn.running_mean.numpy() + 0.1 * row,
+                               rtol=1e-4, atol=1e-6)

@@ -210,7 +210,11 @@ def _running_updates(graph: Graph, node: Node, wanted: set[str]) -> list[tuple[s
         biased = ops.ReduceMean(ops.Mul(centered, centered), axes=axes, keepdims=1)
         channels = graph.constant(np.array(mean.const.size, var.dtype))
         n = ops.Div(ops.Cast(ops.Size(x), to=onnx_dtype(var.dtype)), channels)
-        coefficient = ops.Div(graph.constant(np.array(1.0 - m, var.dtype)), ops.Sub(n, 1.0))
+        # n = 1 (a batch of one row after a Linear): torch refuses the batch; the unbiased
+        # variance is undefined, so the update is ONNX's biased one (adds 0), not a NaN
+        one = graph.constant(np.array(1.0, var.dtype))
+        coefficient = ops.Div(graph.constant(np.array(1.0 - m, var.dtype)),
+                              ops.Max(ops.Sub(n, one), one))
         flat = ops.Reshape(biased, graph.constant(np.array([-1], np.int64)))
         found.append((var.name, ops.Add(node.outputs[2], ops.Mul(flat, coefficient))))
     return found
