@@ -165,13 +165,13 @@ def _import_notes(model: Model, show: bool) -> list[str]:
     graph = getattr(model.source, "graph", None)
     if graph is None:
         return []
-    from irkit.errors import printable
+    from irkit.errors import escape
     from irkit.onnx_io import import_notes
     notes = import_notes(graph)
     if show:
         import click
         for line in notes:
-            click.echo(f"note: {printable(line)}", err=True)
+            click.echo(f"note: {escape(line)}", err=True)  # names from the file, escaped
     return notes
 
 

@@ -76,13 +76,15 @@ def folded_parameters(model: onnx.ModelProto) -> list[str]:
 
 
 def from_exported(model: onnx.ModelProto,
-                  detached: dict[str, np.ndarray | None] | None = None) -> Graph:
+                  detached: dict[str, np.ndarray | None] | None = None,
+                  original: onnx.ModelProto | None = None) -> Graph:
     """`from_onnx` of a model another tool exported, with what its exporter changed undone
     where it can be (untied copies tied again: irkit.passes.tie_copies) and recorded where it
-    cannot (META_FOLDED: the parameters folded away)."""
+    cannot (META_FOLDED: the parameters folded away, read from `original`, the file as read,
+    when `model` is an edited copy: with_dynamic_batch drops the value_info that holds it)."""
     from irkit.onnx_io._convert import from_onnx
     from irkit.passes.tie_copies import tie_copies
-    folded = folded_parameters(model)
+    folded = folded_parameters(original if original is not None else model)
     graph = from_onnx(model, detached)
     tie_copies(graph)
     if folded:
@@ -112,7 +114,8 @@ def import_notes(graph: Graph) -> list[str]:
     if folded:
         shown = ", ".join(folded[:3]) + (f" and {len(folded) - 3} more" if len(folded) > 3
                                          else "")
-        notes.append(f"folded: the exporter's optimizer folded {len(folded)} torch parameters "
+        what = "1 torch parameter" if len(folded) == 1 else f"{len(folded)} torch parameters"
+        notes.append(f"folded: the exporter's optimizer folded {what} "
                      f"({shown}) into other tensors or constants, which train in their place; "
                      f"to train torch's own, export with {FIX}")
     return notes

@@ -41,9 +41,9 @@ def load_model(path: str, prepare=None, state: str | None = None,
     def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
         from irkit.onnx_io import check_run_sizes, from_exported, restore_detached
         from irkit.train.training_model import read_training_model
-        proto = prepare(proto) if prepare is not None else proto
+        original, proto = proto, prepare(proto) if prepare is not None else proto
         if not proto.training_info:  # untied copies tied again, what was folded recorded
-            graph = from_exported(proto, detached)
+            graph = from_exported(proto, detached, original)
         else:
             found["file"] = read_training_model(proto)
             graph = found["file"].inference
