@@ -96,8 +96,6 @@ def _print_report(info: dict[str, Any]) -> None:
     if fixed["tensors"]:
         echo(f"fixed (constants, running statistics): {fixed['weights']} in "
              f"{fixed['tensors']} tensors")
-    for note in info.get("notes", []):
-        echo(f"note: {printable(note)}")
     batch = f" at batch {info['batch']}" + (f" (unknown dims {info['unknown_dims']} as 1)"
                                              if info["unknown_dims"] else "")
     echo(f"figures{batch}:")
@@ -208,6 +206,8 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         click.echo(json_text(info, indent=2))
         return
     _print_report(info)
+    for note in info.get("notes", []):  # what the import found the exporter changed
+        click.echo(f"note: {printable(note)}")
     for path in (dot_path, graphml_path):
         if path:
             click.echo(f"wrote {printable(path)}")

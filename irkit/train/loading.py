@@ -35,7 +35,6 @@ def load_model(path: str, prepare=None, state: str | None = None,
     given).
     """
     from irkit.onnx_io import load
-    from irkit.train.settings import from_json
     found = {}
 
     def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
@@ -55,22 +54,27 @@ def load_model(path: str, prepare=None, state: str | None = None,
         graph = convert(training_proto(path, state))
     else:
         graph = load(path, convert)
-    if found and (trainable or freeze or batchnorm):
+    if not found:
+        return Model(OnnxSource(graph, names_of(trainable), names_of(freeze),
+                                batchnorm or BATCHNORM_MODES[0]))
+    if trainable or freeze or batchnorm:
         raise DataError(f"{path} is a training file: it resumes with the parameters and "
                         "BatchNorm mode it trained with; choose trainable/freeze/batchnorm on "
                         "a plain ONNX model (irkit export)")
-    model = Model(OnnxSource(graph, found["file"].params if found else names_of(trainable),
-                             names_of(freeze),
-                             None if found else batchnorm or BATCHNORM_MODES[0]))
-    saved = from_json(graph.metadata.get(META_SETTINGS))
-    if found:  # the stored rate is where training continues (a schedule may have moved it)
-        saved["lr"] = float(found["file"].state[LR])
-        model.compile(settings=resolve(saved, names=(f"{path} settings",)))
-        model._resume = found["file"]
-        model._resume.settings = model.settings
-        model.history = History.from_dict(found["file"].history, f"{path}: {META_HISTORY}") \
-            if found["file"].history else None
-    return model
+    return _resumed(Model(OnnxSource(graph, found["file"].params, batchnorm=None)),
+                    found["file"], path)
 
+
+def _resumed(model: Model, file, path: str) -> Model:
+    """`model` (of a training file's inference graph) set to continue `file`'s run."""
+    from irkit.train.settings import from_json
+    saved = from_json(model.source.metadata.get(META_SETTINGS))
+    saved["lr"] = float(file.state[LR])  # where training continues (a schedule may move it)
+    model.compile(settings=resolve(saved, names=(f"{path} settings",)))
+    model._resume = file
+    model._resume.settings = model.settings
+    model.history = History.from_dict(file.history, f"{path}: {META_HISTORY}") \
+        if file.history else None
+    return model
 
 __all__ = ["load_model"]
