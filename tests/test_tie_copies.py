@@ -86,3 +86,22 @@ def test_what_is_not_an_untied_weight_stays():
     g.outputs = [ops.Add(y, ops.Reshape(copy, g.constant(np.array([1, -1, 1], np.int64)))),
                  g.add_initializer("out", np.ascontiguousarray(_table(4).T)), ops.Exp(read)]
     assert tie_copies(g) == []
+
+
+def test_inspect_and_count_params_see_one_tensor_and_say_what_was_tied(tmp_path):
+    """A file with an untied copy (as an exporter writes it): `irkit inspect` counts the
+    table once and prints one note naming the tie; load_model counts it once too."""
+    from cli_checks import cli
+
+    from irkit.onnx_io import save
+    from irkit.train.loading import load_model
+    table = _table(5)
+    g, _ = _lm(table, np.ascontiguousarray(table.T))
+    path = str(tmp_path / "lm.onnx")
+    save(g, path)
+    result = cli("inspect", path)
+    assert result.exit_code == 0, result.output
+    assert f"parameters: {V * D} in 1 tensors" in result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notes == [notes[0]] and "val_9 = Transpose(wte)" in notes[0]
+    assert load_model(path).count_params() == V * D
