@@ -167,3 +167,27 @@ def test_a_batch_of_one_row_leaves_no_nan_in_the_running_variance(tmp_path):
     np.testing.assert_allclose(got["1.running_var"], 0.9 * bn.running_var.numpy(), rtol=1e-5)
     np.testing.assert_allclose(got["1.running_mean"], 0.9 * bn.running_mean.numpy() + 0.1 * row,
                                rtol=1e-4, atol=1e-6)
+
+
+def test_frozen_turns_a_training_mode_export_to_bn_eval(tmp_path):
+    """A legacy training-mode export (BatchNorm on batch statistics in the file) with
+    batchnorm="frozen": its BatchNorms read and keep their running statistics, as torch's
+    model.train() with every BatchNorm in eval()."""
+    torch.manual_seed(0)
+    net = tm.perturb(tm.ResNet(), 0)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((STEPS * BATCH, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 3, len(x))
+    path = str(tmp_path / "train_mode.onnx")
+    tm.export(net, {"x": x[:2]}, path, dynamo=False, training=True, output="logits")
+    assert any(a.name == "training_mode" and a.i for n in onnx.load(path).graph.node
+               for a in n.attribute)
+    start = load_model(path).get_weights()  # the export ran the module: its statistics moved
+    ref = copy.deepcopy(net)
+    with torch.no_grad():
+        for name, t in list(ref.named_parameters()) + list(ref.named_buffers()):
+            if name in start:
+                t.copy_(torch.from_numpy(start[name]))
+    model = _irkit_sgd(path, x, y, batchnorm="frozen")
+    _assert_same_state(model.get_weights(), _torch_sgd(ref, x, y, frozen=True), ref,
+                       buffers_move=False)
