@@ -8,6 +8,7 @@ the running statistics training left."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import onnx
@@ -123,8 +124,9 @@ def test_frozen_keeps_the_running_statistics_as_torchs_bn_eval(resnet):
 
 
 def test_the_cli_choice_and_its_refusals(resnet, tmp_path):
-    """`--batchnorm frozen` keeps the running statistics from the CLI; a bad name, a recipe
-    and a training file (which trains as it was saved) are one-line refusals."""
+    """`--batchnorm frozen` keeps the running statistics from the CLI (irkit train, and the
+    step of `irkit export --bundle`); a bad name, a recipe, a plain export and a training file
+    (which trains as it was saved) are one-line refusals."""
     _, path, x, y = resnet
     np.savez(tmp_path / "d.npz", x=x, y=y)
     args = ["--data", tmp_path / "d.npz", "--epochs", "1", "--batch-size", "8"]
@@ -136,6 +138,14 @@ def test_the_cli_choice_and_its_refusals(resnet, tmp_path):
     stats = [n for n in before if "running_" in n]
     assert len(stats) == 40 and all(before[n] == after[n] for n in stats)
     assert before["fc.weight"] != after["fc.weight"]
+    for mode, buffers in (("train", 40), ("frozen", 0)):  # a bundle's step state: the same
+        result = cli("export", path, "--bundle", tmp_path / mode, "--data", tmp_path / "d.npz",
+                     "--batchnorm", mode)
+        assert result.exit_code == 0, result.output
+        contract = json.loads((tmp_path / mode / "bundle.json").read_text())
+        assert sum(e["role"] == "buffer" for e in contract["state"]) == buffers
+    one_line_error(cli("export", path, "-o", tmp_path / "e.onnx", "--batchnorm", "frozen"),
+                   "--batchnorm", "--bundle")
     one_line_error(cli("train", path, *args, "-o", tmp_path / "g.onnx", "--batchnorm", "x"),
                    "batchnorm", code=2)
     one_line_error(cli("train", "iris_mlp", "-o", tmp_path / "h.onnx", "--batchnorm",

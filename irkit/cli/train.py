@@ -58,6 +58,13 @@ def _need(value, option: str):
     return value
 
 
+BATCHNORM_OPTION = click.option(
+    "--batchnorm", type=click.Choice(BATCHNORM_MODES), help="BatchNorm of an ONNX model: "
+    f"{BATCHNORM_MODES[0]} (default, as torch's model.train()) normalizes with the batch's "
+    "statistics and updates the running ones, even in an inference-mode export; "
+    f"{BATCHNORM_MODES[1]} keeps the running statistics (torch's bn.eval()).")
+
+
 # ---- train ---------------------------------------------------------------------------------
 @main.command()
 @click.argument("source")
@@ -94,10 +101,7 @@ def _need(value, option: str):
               help="Sum the gradients of N batches into one update (default 1).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
-@click.option("--batchnorm", type=click.Choice(BATCHNORM_MODES), help="BatchNorm of an ONNX "
-              f"model: {BATCHNORM_MODES[0]} (default, as torch's model.train()) normalizes with "
-              "the batch's statistics and updates the running ones, even in an inference-mode "
-              f"export; {BATCHNORM_MODES[1]} keeps the running statistics (torch's bn.eval()).")
+@BATCHNORM_OPTION
 @click.option("--save-training", type=click.Path(dir_okay=False),
               help="Also write a training model (the last epoch's weights, optimizer state, "
               "step count, history, best weights) that `irkit train` resumes from.")
@@ -169,6 +173,7 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
               "provider runs whole (int32 targets and step count, cross-entropy in plain ops).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
+@BATCHNORM_OPTION
 @click.option("--training", is_flag=True, help="A standard ONNX training model: the inference "
               "graph plus training_info (the train step and its update_binding).")
 @click.option("--step", is_flag=True, help="The bare train-step graph (params, state, input, "
@@ -181,8 +186,9 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 @JSON_OPTION
 @handle_errors
 def export(model: str, output: str | None, bundle: str | None, target: str,
-           trainable: str | None, freeze: str | None, training: bool, step: bool, opset: int,
-           data: str | None, loss: str | None, optimizer: str | None, as_json: bool) -> None:
+           trainable: str | None, freeze: str | None, batchnorm: str | None, training: bool,
+           step: bool, opset: int, data: str | None, loss: str | None, optimizer: str | None,
+           as_json: bool) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
     file round-trips ONNX -> IR -> ONNX; --opset converts); --bundle DIR: a training bundle."""
     from irkit.cli.jobs import export_graph, export_training_model, prepare
@@ -194,7 +200,7 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
     if bundle:
         from irkit.train.bundle import write_bundle
         options = {"data": data, "loss": loss, "optimizer": optimizer, "trainable": trainable,
-                   "freeze": freeze}
+                   "freeze": freeze, "batchnorm": batchnorm}
         job, settings, dataset = prepare(model, options)
         contract = write_bundle(job, dataset, settings, bundle, opset, target)
         done(as_json, f"wrote the training bundle {bundle} ({contract['state_bytes']} bytes "
@@ -203,8 +209,9 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
         return
     if target != TARGETS[0]:
         raise IrkitError("--target applies to --bundle DIR")
-    if trainable or freeze:
-        raise IrkitError("--trainable/--freeze apply to --bundle (irkit train takes them too)")
+    if trainable or freeze or batchnorm:
+        raise IrkitError("--trainable/--freeze/--batchnorm apply to --bundle (irkit train takes "
+                         "them too)")
     check_outputs({"-o": output}, [model] + ([data] if data else []))
     check_onnx_outputs({"-o": output})
     if training:
