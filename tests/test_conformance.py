@@ -15,7 +15,15 @@ if not hasattr(loader, "load_node_model_tests"):
     pytest.skip("this onnx has no in-memory node test cases (onnx >= 1.23 builds them)",
                 allow_module_level=True)
 
-from conformance import EXCEPTIONS, all_cases, case_names, run_all, run_case, summary  # noqa: E402
+from conformance import (  # noqa: E402
+    EXCEPTIONS,
+    all_cases,
+    case_names,
+    onnxruntime_fails_alike,
+    run_all,
+    run_case,
+    summary,
+)
 
 
 def _param(name: str):
@@ -43,3 +51,18 @@ def test_round_trip_passes_at_least_where_onnxruntime_does() -> None:
     print(counts)
     assert counts["considered"] > 0
     assert counts["roundtrip_pass"] >= counts["direct_ort_pass"], counts
+
+
+def test_onnx_reference_stands_in_only_where_onnxruntime_fails_the_original_alike() -> None:
+    no_kernel = "onnxruntime: NotImplemented: [ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Cast"
+    wrong = "output 'y': 3/7 elements differ, first at (0, 0): 1 != 0"
+    assert onnxruntime_fails_alike(no_kernel, no_kernel.replace("Cast", "Cast(25)"))
+    assert onnxruntime_fails_alike(wrong, wrong)
+    assert not onnxruntime_fails_alike(wrong, None)  # onnxruntime passes the original
+    assert not onnxruntime_fails_alike(no_kernel, None)
+    assert not onnxruntime_fails_alike(wrong, wrong.replace("3/7", "2/7"))
+    assert not onnxruntime_fails_alike("onnxruntime: InvalidGraph: type error", no_kernel)
+    counts = summary(run_all())  # a column of its own, never an onnxruntime pass
+    assert counts["passed"] == counts["considered"] - counts["excepted"]
+    assert counts["roundtrip_pass"] + counts["roundtrip_onnx_reference_pass"] <= \
+        counts["considered"]

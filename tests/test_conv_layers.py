@@ -99,3 +99,23 @@ def test_flatten_and_conv_layers_in_inference_graph():
                Flatten(), Dense(2)])
     out = m.predict(np.ones((3, 16), np.float32))
     assert out.shape == (3, 2)
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_float16_convs_round_once(op):
+    # the numpy reference multiplies and sums float16 data in float32, rounding once at the
+    # end (as onnxruntime's kernels do): equal to the float32 result rounded to float16
+    from irkit import ops
+    from irkit.ir import Graph
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 4, 9)).astype(np.float16)
+    w = rng.normal(size=(4, 2, 3)).astype(np.float16)
+    results = []
+    for dtype in (np.float16, np.float32):
+        g = Graph(op)
+        v = g.add_input("x", dtype, x.shape)
+        g.outputs = [getattr(ops, op)(v, w.astype(dtype), group=2, kernel_shape=[3])]
+        results.append(ReferenceRuntime().compile(g)({"x": x.astype(dtype)})[0])
+    half, single = results
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half, single.astype(np.float16))

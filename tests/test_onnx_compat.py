@@ -81,6 +81,18 @@ CASES += [  # Resize's opset-18 attributes: full-rank inputs, or a policy resolv
         (float[2,3,5] x) => (float[2,4,7] y) { s = Constant <value_floats = [1.0, 1.5, 1.5]> ()
         y = Resize <mode = "linear", coordinate_transformation_mode = "half_pixel_symmetric">
                    (x, , s) }"""),
+    # a policy's rounded dims past the floored ones: edge-padded, resized, sliced
+    ("resize_policy_rounding_up_nearest", 18, """
+        (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [1, 3]> ()
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller"> (x, , , z) }"""),
+    ("resize_policy_rounding_up_linear", 18, """
+        (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [1, 3]> ()
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller",
+                    mode = "linear"> (x, , , z) }"""),
+    ("resize_policy_rounding_up_linear_pytorch_half_pixel", 18, """
+        (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [1, 3]> ()
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller", mode = "linear",
+                    coordinate_transformation_mode = "pytorch_half_pixel"> (x, , , z) }"""),
     ("resize_antialias_zero", 18, """
         (float[2,3,5] x) => (float[2,3,10] y) { s = Constant <value_floats = [1.0, 1.0, 2.0]> ()
         y = Resize <antialias = 0, mode = "linear"> (x, , s) }"""),
@@ -119,13 +131,15 @@ CASES += [  # noop_with_empty_axes: a reduction over no axes keeps its elementwi
                "ReduceLogSumExp")]
 
 UNSUPPORTED = [
-    ("float8_cast", 19, """
-        (float[2,3,5] x) => (float8e4m3fn[2,3,5] y) { y = Cast <to = 17> (x) }""",
-     "FLOAT8E4M3FN"),
-    ("resize_policy_rounding_up", 18, """
+    ("float6_cast", 28, """
+        (float[2,3,5] x) => (float6e2m3[2,3,5] y) { y = Cast <to = 27> (x) }""",
+     "FLOAT6E2M3"),
+    ("resize_policy_rounding_up_align_corners", 18, """
         (float[2,3,5] x) => (float[2,2,3] y) { z = Constant <value_ints = [1, 3]> ()
-        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller"> (x, , , z) }""",
-     "keep_aspect_ratio_policy 'not_smaller' gives dims [2, 3]"),
+        y = Resize <axes = [1, 2], keep_aspect_ratio_policy = "not_smaller", mode = "linear",
+                    coordinate_transformation_mode = "align_corners"> (x, , , z) }""",
+     "gives dims [2, 3] (scale 0.6 rounded), which opset-17 scales (floored: [1, 3]) cannot "
+     "reach in mode 'align_corners'"),
     ("resize_antialias_on_a_leading_axis", 18, """
         (float[2,3,5] x) => (float[1,3,5] y) { s = Constant <value_floats = [0.5, 1.0, 1.0]> ()
         y = Resize <antialias = 1, mode = "linear"> (x, , s) }""", "last two axes"),

@@ -181,7 +181,8 @@ def check_onnx_outputs(outputs: dict[str, str | None]) -> None:
                              f"{stem}.onnx")
 
 
-def save_graph(graph, path: str, opset: int = 17) -> None:
-    """Write an IR graph as an ONNX file (atomically; see irkit.onnx_io.save)."""
+def save_graph(graph, path: str, opset: int | None = None):
+    """Write an IR graph as an ONNX file (atomically; see irkit.onnx_io.save): at `opset`, or
+    at the lowest that holds it (17 unless it needs newer). Returns the model as written."""
     from irkit.onnx_io import save
-    save(graph, path, opset)
+    return save(graph, path, opset)

@@ -323,9 +323,12 @@ def ops_markdown(rows: list[dict[str, Any]]) -> str:
         return f"{domain}{r['op']}{mark}"
     lines = [f"{len(rows)} ops, {sum(r['gradient'] for r in rows)} with a gradient. The IR "
              f"holds ai.onnx opset {high}'s semantics: import converts",
-             f"other opsets to it, export writes opset {high} (or `--opset N`). An op marked "
-             f"(N+) has its present",
-             f"semantics since opset N (the others since {low} or before).", "",
+             f"other opsets to it, export writes opset {high} (or `--opset N`), or the lowest "
+             "opset that holds what",
+             f"opset {high} cannot (float8: 19, int4: 21, Cast `saturate`: 19, scatter max/min: "
+             "18). An op marked",
+             f"(N+) has its present semantics since opset N (the others since {low} or "
+             "before).", "",
              "| family | with a gradient | not differentiable |", "|---|---|---|"]
     for family in sorted({r["family"] for r in rows}):
         mine = [r for r in rows if r["family"] == family]

@@ -178,7 +178,9 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
               "graph plus training_info (the train step and its update_binding).")
 @click.option("--step", is_flag=True, help="The bare train-step graph (params, state, input, "
               "target, lr, step -> loss, correct, params', state'), runnable on onnxruntime.")
-@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True)
+@click.option("--opset", type=click.IntRange(13, 25), default=None,
+              help="ai.onnx opset to write [default: 17, or the lowest that holds the model's "
+              "element types and ops: float8 19, int4 21, ...; --training/--bundle: 17]")
 @click.option("--data", help="Dataset for a recipe's input width (default: the recipe's).")
 @click.option("--loss", type=LOSS, metavar="NAME",
               help="Loss for --training/--step (default: recipe's / model's).")
@@ -187,8 +189,8 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 @handle_errors
 def export(model: str, output: str | None, bundle: str | None, target: str,
            trainable: str | None, freeze: str | None, batchnorm: str | None, training: bool,
-           step: bool, opset: int, data: str | None, loss: str | None, optimizer: str | None,
-           as_json: bool) -> None:
+           step: bool, opset: int | None, data: str | None, loss: str | None,
+           optimizer: str | None, as_json: bool) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
     file round-trips ONNX -> IR -> ONNX; --opset converts); --bundle DIR: a training bundle."""
     from irkit.cli.jobs import export_graph, export_training_model, prepare
@@ -202,7 +204,7 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
         options = {"data": data, "loss": loss, "optimizer": optimizer, "trainable": trainable,
                    "freeze": freeze, "batchnorm": batchnorm}
         job, settings, dataset = prepare(model, options)
-        contract = write_bundle(job, dataset, settings, bundle, opset, target)
+        contract = write_bundle(job, dataset, settings, bundle, opset or 17, target)
         done(as_json, f"wrote the training bundle {bundle} ({contract['state_bytes']} bytes "
              f"of state, target {target})", bundle=bundle, state_bytes=contract["state_bytes"],
              target=target)
@@ -215,6 +217,7 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
     check_outputs({"-o": output}, [model] + ([data] if data else []))
     check_onnx_outputs({"-o": output})
     if training:
+        opset = opset or 17
         proto = export_training_model(model, data, loss, optimizer, opset)
         write_atomic(output, proto.SerializeToString())
         nodes, step_nodes = len(proto.graph.node), len(proto.training_info[0].algorithm.node)
@@ -223,7 +226,8 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
              train_step_nodes=step_nodes)
         return
     graph = export_graph(model, step, data, loss, optimizer)
-    save_graph(graph, output, opset)
+    written = save_graph(graph, output, opset)
+    opset = next(o.version for o in written.opset_import if o.domain in ("", "ai.onnx"))
     done(as_json, f"wrote {output} ({len(graph.nodes)} nodes, opset {opset})", output=output,
          kind="step" if step else "inference", opset=opset, nodes=len(graph.nodes))
 

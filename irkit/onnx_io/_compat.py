@@ -19,6 +19,7 @@ from irkit.ir import fresh_name
 from irkit.onnx_io._infer import MAX_IMPORT_FOLD_ELEMENTS, evaluate, inferred_shapes, output_sizes
 from irkit.onnx_io._pool19 import dilated_average_pool
 from irkit.onnx_io._resize18 import resize_to_opset_17
+from irkit.ops.dtypes import FLOAT8, FLOAT8E8M0, LAST_ELEMENT_TYPE, type_name
 from irkit.safe_io import limit
 
 OPSET_17 = 17
@@ -28,8 +29,7 @@ _AXES_INPUT_SINCE_18 = {"ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "R
                         "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 _REDUCE_OVER_NO_AXES = {"ReduceL1": ("Abs", 1), "ReduceL2": ("Abs", 1),  # (op, inputs)
                         "ReduceSumSquare": ("Mul", 2), "ReduceLogSum": ("Log", 1)}
-_FLOAT8 = {"FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "FLOAT8E8M0"}
-_LAST_OPSET_17_TYPE = onnx.TensorProto.BFLOAT16  # newer element types came with opset 19+
+_SATURATED = {*FLOAT8, FLOAT8E8M0}  # the targets Cast's saturate acts on
 
 
 def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -39,13 +39,15 @@ def downgrade_to_opset_17(model: onnx.ModelProto) -> onnx.ModelProto:
        noop_with_empty_axes leave the elementwise part (Identity, Abs, Mul(x, x) or Log).
     2. Split `num_outputs` (18) -> equal parts, or explicit sizes when the last is smaller.
     3. Pad `axes` input (18) -> pads for every axis.
-    4. Cast `saturate` (19) / `round_mode` (23) only act on float8 targets: dropped otherwise
-       (always for CastLike, whose float8 targets are refused anyway).
+    4. Cast/CastLike `saturate` (19) and `round_mode` (24) only act on float8 targets: kept
+       for those (irkit's Cast has them; export then declares the opset that has them),
+       dropped otherwise.
     5. AveragePool `dilations` (19): dropped if all 1s, else a grouped Conv of ones divided
        by the taps counted (`irkit.onnx_io._pool19`).
     6. Resize `axes`, `keep_aspect_ratio_policy` and `antialias` (18), half_pixel_symmetric
        (19): full-rank inputs, scales, or MatMuls by constants (`irkit.onnx_io._resize18`).
-    Element types newer than opset 17 (float8, int4, ...) are an UnsupportedOpError.
+    Element types newer than opset 17 (float8, int4, float4, e8m0, int2) stay as they are:
+    irkit's IR holds them; types it does not know (FLOAT6) are an UnsupportedOpError.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     _check_element_types(model.graph)
@@ -167,13 +169,11 @@ class _OpsetRewriter:
             self.reduce_axes(n)
         elif n.op_type == "Split":
             self.split(n)
-        elif n.op_type == "Cast":
-            to = onnx.TensorProto.DataType.Name(_attr(n, "to", 0))
-            _drop_attrs(n, *[k for k, used_by in (("saturate", _FLOAT8),
-                                                  ("round_mode", {"FLOAT8E8M0"}))
+        elif n.op_type in ("Cast", "CastLike"):
+            to = _attr(n, "to", 0) if n.op_type == "Cast" else self.elem_type(n.input[1])
+            _drop_attrs(n, *[k for k, used_by in (("saturate", _SATURATED),
+                                                  ("round_mode", {FLOAT8E8M0}))
                              if to not in used_by])
-        elif n.op_type == "CastLike":  # float8 targets are refused on import: both unused
-            _drop_attrs(n, "saturate", "round_mode")
         elif n.op_type == "AveragePool" and "dilations" in (a.name for a in n.attribute):
             if any(d != 1 for d in _attr(n, "dilations", [])):
                 return dilated_average_pool(self, n)
@@ -411,7 +411,7 @@ def _drop_attrs(n: onnx.NodeProto, *names: str) -> None:
 
 
 def _check_element_types(g: onnx.GraphProto) -> None:
-    """UnsupportedOpError for element types newer than opset 17 (float8, int4, float4, ...)."""
+    """UnsupportedOpError for element types irkit does not know (FLOAT6 and later)."""
     found = [(vi.name, vi.type.tensor_type.elem_type) for vi in [*g.input, *g.output]]
     found += [(t.name, t.data_type) for t in g.initializer]
     for n in g.node:
@@ -420,10 +420,11 @@ def _check_element_types(g: onnx.GraphProto) -> None:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
             found += [(n.output[0], a.t.data_type) for a in n.attribute if a.name == "value"]
     for name, elem in found:
-        if elem > _LAST_OPSET_17_TYPE:
+        if elem > LAST_ELEMENT_TYPE:
             raise UnsupportedOpError(
-                f"{name!r} has element type {onnx.TensorProto.DataType.Name(elem)}, which is "
-                f"newer than opset {OPSET_17}; irkit does not support it")
+                f"{name!r} has element type {type_name(elem)}, which irkit does not support "
+                f"(it reads types up to {type_name(LAST_ELEMENT_TYPE)}); cast it in the "
+                "exporter")
 
 
 def constant_value(n: onnx.NodeProto) -> np.ndarray | None:
@@ -434,7 +435,7 @@ def constant_value(n: onnx.NodeProto) -> np.ndarray | None:
     kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
              "value_ints": np.int64}
     if a.name == "value":
-        if a.t.data_type > _LAST_OPSET_17_TYPE:
+        if a.t.data_type > LAST_ELEMENT_TYPE:
             return None
         return numpy_helper.to_array(a.t)
     if a.name in kinds:

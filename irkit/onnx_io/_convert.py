@@ -16,12 +16,13 @@ from irkit.onnx_io._compat import constant_value, downgrade_to_opset_17, fold_co
 from irkit.onnx_io._external import DETACHED, load_external_data
 from irkit.onnx_io._inline import inline_constant_ifs
 from irkit.onnx_io._lower import lower_below_17
+from irkit.onnx_io._needs import check_opset
 from irkit.onnx_io._sequences import sequences_to_split
 from irkit.onnx_io._validate import MAX_OPSET, check_schemas, validate_model
 from irkit.onnx_io._widen import widen_types
 from irkit.onnx_io._wire import IRKIT_OPSET, file_parts, model_bytes
 from irkit.ops.base import apply
-from irkit.ops.dtypes import onnx_dtype
+from irkit.ops.dtypes import numpy_dtype, onnx_dtype
 from irkit.ops.registry import has_op
 from irkit.safe_io import FileSafetyError, check_node_count, write_all_atomic
 
@@ -30,12 +31,15 @@ MIN_OPSET = 13
 
 
 # ---- export ----------------------------------------------------------------------------------
-def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
+def to_onnx(graph: Graph, opset: int | None = None,
             check: bool | None = None) -> onnx.ModelProto:
     """The graph as a standard ONNX model, readable by the installed onnxruntime: the bytes
     `irkit.onnx_io._wire.model_bytes` writes, parsed; a type an op takes only in a later
     opset widened between Casts (`widen_types`), a ceil_mode pool whose last window irkit
     drops written in floor mode (`spell_ceil_pools`); converted to `opset` and validated.
+
+    `opset` None: the lowest opset that holds the graph (`irkit.onnx_io._needs`): 17 unless
+    it holds a newer element type or form; an `opset` below that is an UnsupportedOpError.
 
     `check`: run `onnx.checker.check_model(full_check=True)` on the result; by default only
     under debug verification (IRKIT_VERIFY=1; the test suite), which also verifies the graph
@@ -55,10 +59,12 @@ def to_onnx(graph: Graph, opset: int = DEFAULT_OPSET,
     return model
 
 
-def _finished(model: onnx.ModelProto, graph: Graph, opset: int,
+def _finished(model: onnx.ModelProto, graph: Graph, opset: int | None,
               external_ok: bool = False) -> onnx.ModelProto:
     """The parsed bytes of `graph` as written: types widened, ceil pools spelled, converted
-    to `opset`, validated (irkit never writes a model it would refuse to read)."""
+    to `opset` (None: the lowest that holds it), validated (irkit never writes a model it
+    would refuse to read)."""
+    opset = check_opset(graph, opset, MAX_OPSET)
     widen_types(model, {v.name: onnx_dtype(v.dtype) for v in graph.values()}, IRKIT_OPSET)
     spell_ceil_pools(model, {v.name: v.shape for v in graph.values()})
     if opset != IRKIT_OPSET:
@@ -108,7 +114,7 @@ def _relabel_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto | None
     return relabeled
 
 
-def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+def save(graph: Graph, path: str | os.PathLike, opset: int | None = None) -> onnx.ModelProto:
     """Export `graph` and write it to `path`; written to a temporary name first, then moved.
     Weights above the external-data threshold (`_wire.external_names`) go to `PATH.data`
     beside it, streamed from the arrays; the two files are renamed into place together.
@@ -118,7 +124,7 @@ def save(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> o
     return model
 
 
-def model_files_for(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET
+def model_files_for(graph: Graph, path: str | os.PathLike, opset: int | None = None
                     ) -> tuple[list[tuple[str, Any]], onnx.ModelProto]:
     """The files of `graph` as a model at `path` for `write_all_atomic` (`file_parts`:
     with PATH.data first when its weights go to external data), and the model; validated,
@@ -330,7 +336,7 @@ def _type_of(vi: onnx.ValueInfoProto) -> tuple[Any, Any]:
         raise UnsupportedOpError(f"{vi.name!r} has a {kind.replace('_type', '')} type; irkit "
                                  "imports tensors only")
     t = vi.type.tensor_type
-    dtype = helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else np.float32
+    dtype = numpy_dtype(t.elem_type) if t.elem_type else np.float32
     if not t.HasField("shape"):
         return dtype, None
     dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)

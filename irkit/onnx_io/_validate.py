@@ -1,7 +1,7 @@
 """Structural checks of an ONNX model, run before irkit imports one and before it writes one.
 
-Every check raises a one-line `ModelFileError` (`UnsupportedOpError` for element types newer
-than opset 17) that names the tensor, node or value at fault,
+Every check raises a one-line `ModelFileError` (`UnsupportedOpError` for element types irkit
+does not hold: FLOAT6 and later) that names the tensor, node or value at fault,
 before anything is allocated from the file:
 
 1. an ai.onnx opset in the range irkit reads, once; an IR version the installed onnx knows;
@@ -11,7 +11,8 @@ before anything is allocated from the file:
    tensors and declared shapes;
 4. tensors (initializers, Constant values, tensor attributes): element count within the
    elements cap, and the stored bytes (raw_data or the typed field) exactly as many as the
-   dims and element type need; no unresolved external data; no segments;
+   dims and element type need (sub-byte types packed); no unresolved external data; no
+   segments;
 5. attributes in range, by the one table `ATTRIBUTE_RULES` (what irkit hands onnxruntime must
    be in the op's documented range, or onnxruntime fails with its own C++ message): strides,
    dilations, kernel_shape and group > 0; pads >= 0; axis and axes within rank 64, axes
@@ -25,16 +26,16 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx
 from onnx import TensorProto
 
 from irkit.errors import ModelFileError, UnsupportedOpError, printable
+from irkit.ops.dtypes import LAST_ELEMENT_TYPE, NEWER_TYPES, element_bits, stored_bytes
 from irkit.safe_io import check_element_count
 
 MIN_READ_OPSET = 7  # older models are converted by onnx.version_converter, which starts here
 MAX_OPSET = onnx.defs.onnx_opset_version()
-LAST_SUPPORTED_TYPE = TensorProto.BFLOAT16  # element types after it came with opset 19+
+LAST_SUPPORTED_TYPE = LAST_ELEMENT_TYPE  # INT2; FLOAT6 (27, 28) have no onnxruntime kernel
 
 # where each element type keeps its data when not in raw_data, and values per element
 _TYPED_FIELD = {
@@ -45,6 +46,7 @@ _TYPED_FIELD = {
     **{t: ("int32_data", 1) for t in (TensorProto.INT32, TensorProto.INT16, TensorProto.INT8,
                                       TensorProto.UINT16, TensorProto.UINT8, TensorProto.BOOL,
                                       TensorProto.FLOAT16, TensorProto.BFLOAT16)},
+    **{t: ("int32_data", 1) for t in NEWER_TYPES if t != TensorProto.BFLOAT16},  # bytes packed
 }
 MAX_RANK = 64  # numpy's and onnxruntime's most dimensions
 
@@ -250,8 +252,9 @@ def _check_elem_type(elem: int, what: str) -> None:
     if elem not in TensorProto.DataType.values() or elem == TensorProto.UNDEFINED:
         raise ModelFileError(f"{what} has an unknown element type {type_name(elem)}")
     if elem > LAST_SUPPORTED_TYPE:
-        raise UnsupportedOpError(f"{what} has element type {type_name(elem)}, which is newer "
-                                 "than opset 17; irkit does not support it")
+        raise UnsupportedOpError(f"{what} has element type {type_name(elem)}, which irkit does "
+                                 f"not support (it reads types up to "
+                                 f"{type_name(LAST_SUPPORTED_TYPE)}); cast it in the exporter")
 
 
 def check_tensor(t: onnx.TensorProto, what: str, external_ok: bool = False) -> int:
@@ -267,25 +270,25 @@ def check_tensor(t: onnx.TensorProto, what: str, external_ok: bool = False) -> i
     check_element_count(count, what)
     if t.HasField("segment"):
         raise ModelFileError(f"{what} is stored in segments, which irkit does not read")
-    itemsize = 0 if t.data_type == TensorProto.STRING else \
-        np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    nbytes = 0 if t.data_type == TensorProto.STRING else stored_bytes(t.data_type, count)
     if t.data_location == TensorProto.EXTERNAL:
         if not external_ok:
             raise ModelFileError(f"{what} keeps its data in an external file that was not read;"
                                  " load the model with irkit.onnx_io.load(path)")
-        return count * itemsize
+        return nbytes
     if t.raw_data:
-        if t.data_type == TensorProto.STRING or len(t.raw_data) != count * itemsize:
+        if t.data_type == TensorProto.STRING or len(t.raw_data) != nbytes:
             raise ModelFileError(f"{what}: raw_data has {len(t.raw_data)} bytes, but dims "
                                  f"{list(t.dims)} of {type_name(t.data_type)} need "
-                                 f"{count * itemsize}; the file is damaged")
-        return count * itemsize
+                                 f"{nbytes}; the file is damaged")
+        return nbytes
     field, per = _TYPED_FIELD[t.data_type]
     stored = len(getattr(t, field))
-    if stored != count * per:
+    want = nbytes if element_bits(t.data_type) < 8 else count * per  # packed bytes, or values
+    if stored != want:
         raise ModelFileError(f"{what}: {field} has {stored} values, but dims {list(t.dims)} "
-                             f"need {count * per}; the file is damaged")
-    return count * itemsize
+                             f"need {want}; the file is damaged")
+    return nbytes
 
 
 def _check_node(n: onnx.NodeProto) -> None:

@@ -91,3 +91,18 @@ def _widened(n: onnx.NodeProto, types: dict[str, int], opset: int,
                                           to=types[name]))
             n.output[i] = inner
     return [*before, n, *after]
+
+
+def first_opset_taking(op_type: str, types: list[int | None], start: int,
+                       last: int) -> int | None:
+    """The first ai.onnx opset from `start` to `last` whose `op_type` schema takes inputs of
+    these element types (None: not given or unknown), or None if none does."""
+    for opset in range(start, last + 1):
+        spec = _constraints(op_type, opset)
+        if spec is None:
+            continue
+        ins, _, allowed = spec
+        if all(elem is None or _formal(ins, i) not in allowed or elem in allowed[_formal(ins, i)]
+               for i, elem in enumerate(types)):
+            return opset
+    return None

@@ -27,7 +27,7 @@ import numpy as np
 
 from irkit.errors import ModelFileError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value, verification_enabled
-from irkit.ops.dtypes import onnx_dtype
+from irkit.ops.dtypes import element_bits, onnx_dtype
 from irkit.safe_io import check_element_count
 from irkit.version import __version__
 
@@ -110,7 +110,19 @@ def _tensor_parts(array: Any, name: str = "") -> list:
     if code == STRING:
         return out
     raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).reshape(-1)
+    bits = element_bits(code)
+    if bits < 8:  # int4/uint4/float4 two to a byte, int2/uint2 four, the first lowest
+        raw = _packed(raw.view(np.uint8), bits)
     return out + _sized(9, [memoryview(raw.view(np.uint8))])
+
+
+def _packed(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Sub-byte elements (one per byte, as ml_dtypes holds them) packed as ONNX stores them."""
+    per = 8 // bits
+    lanes = np.zeros(-(-codes.size // per) * per, np.uint8)
+    lanes[:codes.size] = codes & ((1 << bits) - 1)
+    lanes = lanes.reshape(-1, per) << (np.arange(per, dtype=np.uint8) * bits)
+    return np.bitwise_or.reduce(lanes, axis=1).astype(np.uint8)
 
 
 def element_type(dtype: Any, what: str) -> int:
@@ -233,7 +245,7 @@ def _graph_parts(graph: Graph, external: Externals | None = None) -> list:
     for name, v in graph.initializers.items():
         parts = _tensor_parts(v.const, name)
         if external is not None and name in external.names:
-            parts = external.take(parts, v.const.nbytes)
+            parts = external.take(parts, parts[-1].nbytes)  # the bytes stored (packed)
         out += _sized(5, parts)
     out += [_bytes(11, _value_info(v)) for v in graph.inputs]
     out += [_bytes(12, _value_info(v)) for v in graph.outputs]

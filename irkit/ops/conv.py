@@ -125,11 +125,12 @@ def _conv_np(x: np.ndarray, w: np.ndarray, geo: Geometry, group: int) -> np.ndar
     n, c = x.shape[:2]
     m = w.shape[0]
     out = [geo.out_size(i, d) for i, d in enumerate(x.shape[2:])]
-    y = np.zeros((n, group, m // group) + tuple(out), dtype=_accumulator(x, w))
+    acc = _accumulator(x, w)  # products too: einsum of float16 arrays rounds each to float16
+    y = np.zeros((n, group, m // group) + tuple(out), dtype=acc)
     for k, patch in _windows(_pad_np(x, geo, out, 0), geo, out):
-        patch = patch.reshape((n, group, c // group) + tuple(out))
+        patch = patch.reshape((n, group, c // group) + tuple(out)).astype(acc, copy=False)
         wk = w[(slice(None), slice(None)) + k].reshape(group, m // group, c // group)
-        y += np.einsum("ngc...,gmc->ngm...", patch, wk)
+        y += np.einsum("ngc...,gmc->ngm...", patch, wk.astype(acc, copy=False))
     return y.reshape((n, m) + tuple(out))
 
 
@@ -287,10 +288,11 @@ class ConvTranspose(_ConvBase):
         mg = w.shape[1]
         full = [geo.strides[i] * (d - 1) + geo.extent(i) + extra[i]
                 for i, d in enumerate(x.shape[2:])]
-        y = np.zeros((n, group, mg) + tuple(full), dtype=_accumulator(x, w))
-        xg = x.reshape((n, group, c // group) + x.shape[2:])
+        acc = _accumulator(x, w)  # the products in it too, as in Conv
+        y = np.zeros((n, group, mg) + tuple(full), dtype=acc)
+        xg = x.reshape((n, group, c // group) + x.shape[2:]).astype(acc, copy=False)
         for k in product(*[range(kk) for kk in geo.kernel]):
-            wk = w[(slice(None), slice(None)) + k].reshape(group, c // group, mg)
+            wk = w[(slice(None), slice(None)) + k].reshape(group, c // group, mg).astype(acc)
             where = tuple(slice(ki * d, ki * d + s * (size - 1) + 1, s) for ki, d, s, size in
                           zip(k, geo.dilations, geo.strides, x.shape[2:], strict=True))
             y[(slice(None),) * 3 + where] += np.einsum("ngc...,gcm->ngm...", xg, wk)

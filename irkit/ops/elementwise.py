@@ -10,7 +10,8 @@ import numpy as np
 from irkit.errors import ShapeError
 from irkit.ir import Node, Value
 from irkit.ops.base import OpDef, Required, broadcast_shapes, define
-from irkit.ops.dtypes import numpy_dtype, onnx_dtype
+from irkit.ops.casting import cast_array
+from irkit.ops.dtypes import differentiable, numpy_dtype, onnx_dtype
 from irkit.ops.registry import attr, register
 
 
@@ -255,8 +256,11 @@ class Where(OpDef):
 
 @define
 class Cast(OpDef):
+    """Cast to element type `to`; `saturate` (opset 19) and `round_mode` (24) act on float8
+    targets only (`irkit.ops.casting`), so a node sets them only for those."""
+
     op_type, since = "Cast", 13
-    attributes = {"to": Required(int)}
+    attributes = {"to": Required(int), "saturate": 1, "round_mode": "up"}
 
     def infer(self, node: Node):
         dtype = numpy_dtype(attr(node, "to"))
@@ -264,12 +268,13 @@ class Cast(OpDef):
 
     def vjp(self, node: Node, grads):
         x = node.inputs[0]
-        if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
+        if not (differentiable(x.dtype) and differentiable(node.outputs[0].dtype)):
             return [None]
         return [Cast(grads[0], to=onnx_dtype(x.dtype))]
 
     def compute(self, node: Node, inputs):
-        return [inputs[0].astype(numpy_dtype(attr(node, "to")))]
+        return [cast_array(inputs[0], attr(node, "to"), attr(node, "saturate"),
+                           attr(node, "round_mode"))]
 
 
 @define
@@ -278,18 +283,20 @@ class CastLike(OpDef):
 
     op_type, since = "CastLike", 15
     type_only_inputs = (1,)
+    attributes = {"saturate": 1, "round_mode": "up"}
 
     def infer(self, node: Node):
         return [(node.inputs[1].dtype, node.inputs[0].shape)]
 
     def vjp(self, node: Node, grads):
         x = node.inputs[0]
-        if x.dtype.kind != "f" or node.outputs[0].dtype.kind != "f":
+        if not (differentiable(x.dtype) and differentiable(node.outputs[0].dtype)):
             return [None, None]
         return [CastLike(grads[0], x), None]
 
     def compute(self, node: Node, inputs):
-        return [inputs[0].astype(inputs[1].dtype)]
+        return [cast_array(inputs[0], onnx_dtype(inputs[1].dtype), attr(node, "saturate"),
+                           attr(node, "round_mode"))]
 
 
 @define

@@ -97,30 +97,33 @@ class GatherElements(OpDef):
         return [x[_along(index.astype(np.int64) % x.shape[axis], axis)]]
 
 
-def scatter_infer(node: Node, reductions) -> list:
-    """A scatter's output (the data's type and shape), once its reduction is one opset 17
-    has (UnsupportedOpError naming the node otherwise: max/min came in 18)."""
+# a scatter's reductions (max and min came in opset 18: export then declares 18)
+SCATTER_REDUCTIONS = {"none": None, "add": np.add, "mul": np.multiply, "max": np.maximum,
+                      "min": np.minimum}
+
+
+def scatter_infer(node: Node) -> list:
+    """A scatter's output (the data's type and shape), once its reduction is one ONNX has
+    (UnsupportedOpError naming the node otherwise)."""
     reduction = attr(node, "reduction")
-    if reduction not in reductions:
+    if reduction not in SCATTER_REDUCTIONS:
         raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: reduction {reduction!r} "
-                                 "is not in opset 17 (max/min came in 18); use one of "
-                                 f"{', '.join(reductions)}")
+                                 f"is not one of {', '.join(SCATTER_REDUCTIONS)}")
     data = node.inputs[0]
     return [(data.dtype, data.shape)]
 
 
 @define
 class ScatterElements(OpDef):
-    """data with `updates` written (reduction none), added (add) or multiplied (mul) at
-    `indices` along axis (max and min came in opset 18: refused, as for ScatterND)."""
+    """data with `updates` written (reduction none), added (add), multiplied (mul) or
+    combined by max or min (opset 18) at `indices` along axis."""
 
     op_type, since = "ScatterElements", 16
     attributes = {"axis": 0, "reduction": "none"}
     input_dtypes = {1: np.int64}
-    reductions = {"none": None, "add": np.add, "mul": np.multiply}
 
     def infer(self, node: Node):
-        return scatter_infer(node, self.reductions)
+        return scatter_infer(node)
 
     def vjp(self, node: Node, grads):
         data, index, updates = node.inputs
@@ -137,13 +140,18 @@ class ScatterElements(OpDef):
         data, index, updates = inputs
         axis = attr(node, "axis") % data.ndim
         where = _along(index.astype(np.int64) % data.shape[axis], axis)
-        out = data.copy()
-        combine = self.reductions[attr(node, "reduction")]
-        if combine is None:
-            out[where] = updates
-        else:
-            combine.at(out, where, updates)
-        return [out]
+        return [_scatter(data, where, updates, attr(node, "reduction"))]
+
+
+def _scatter(data: np.ndarray, where: tuple, updates: np.ndarray, reduction: str) -> np.ndarray:
+    """A copy of data with updates written or combined at `where` (an index tuple)."""
+    out = data.copy()
+    combine = SCATTER_REDUCTIONS[reduction]
+    if combine is None:
+        out[where] = updates
+    else:
+        combine.at(out, where, updates)
+    return out
 
 
 def _scalar_int(node: Node, index: int, what: str) -> int | None:
@@ -223,17 +231,16 @@ def _with_batch_coordinates(node: Node, indices: Value, batch_dims: int) -> Valu
 
 @define
 class ScatterND(OpDef):
-    """data with `updates` written (reduction none), added (add) or multiplied (mul) at the
-    index tuples in the last axis of `indices` (with none, repeated tuples are undefined in
-    ONNX, and so is the gradient)."""
+    """data with `updates` written (reduction none), added (add), multiplied (mul) or
+    combined by max or min (opset 18) at the index tuples in the last axis of `indices`
+    (with none, repeated tuples are undefined in ONNX, and so is the gradient)."""
 
     op_type, since = "ScatterND", 16
     attributes = {"reduction": "none"}
     input_dtypes = {1: np.int64}
-    reductions = ("none", "add", "mul")
 
     def infer(self, node: Node):
-        return scatter_infer(node, self.reductions)
+        return scatter_infer(node)
 
     def vjp(self, node: Node, grads):
         data, indices, updates = node.inputs
@@ -251,15 +258,7 @@ class ScatterND(OpDef):
         data, indices, updates = inputs
         indices = indices.astype(np.int64)
         where = tuple(indices[..., j] for j in range(indices.shape[-1]))
-        out = data.copy()
-        reduction = attr(node, "reduction")
-        if reduction == "add":
-            np.add.at(out, where, updates)
-        elif reduction == "mul":
-            np.multiply.at(out, where, updates)
-        else:
-            out[where] = updates
-        return [out]
+        return [_scatter(data, where, updates, attr(node, "reduction"))]
 
 
 # ---- TopK -------------------------------------------------------------------------------------

@@ -384,12 +384,12 @@ class Model:
                                                     self.history.best_value})
         return graph
 
-    def export(self, path: str, opset: int = 17):
+    def export(self, path: str, opset: int | None = None):
         """Write the inference model as ONNX (atomically); returns the ModelProto."""
         from irkit.onnx_io import save
         return save(self.to_graph(), path, opset)
 
-    def save(self, path: str, opset: int = 17):
+    def save(self, path: str, opset: int | None = None):
         """Write a training file: the inference model plus training_info (the train step in
         training mode, optimizer state, step count, history). `irkit.load_model` reads it
         back and `fit` continues the same run. Before training it is the fresh state. Weights
@@ -402,7 +402,7 @@ class Model:
         write_all_atomic(files)
         return onnx.ModelProto.FromString(files[-1][1])
 
-    def training_proto(self, opset: int = 17):
+    def training_proto(self, opset: int | None = None):
         """The training file as a ModelProto (see `save`): the last state of the run (so a
         resume continues it) and, when the best epoch's weights were restored, those as
         `best/<name>`."""
@@ -410,7 +410,7 @@ class Model:
         return to_training_model(*self._training_parts(), opset)
 
     def training_files(self, path: str, metadata: dict[str, str] | None = None,
-                       opset: int = 17) -> list:
+                       opset: int | None = None) -> list:
         """The training file (`training_proto`) as the files to write at `path`
         (`safe_io.write_all_atomic`): above the external-data threshold, its large tensors
         go to PATH.data, streamed (`training_model.training_model_files`). `metadata` is

@@ -49,11 +49,13 @@ class TrainingFile:
 def to_training_model(inference: Graph, train: Graph, state: dict[str, np.ndarray],
                       params: list[str], epochs_done: int = 0, history: dict | None = None,
                       best_weights: dict[str, np.ndarray] | None = None,
-                      opset: int = 17) -> onnx.ModelProto:
+                      opset: int | None = None) -> onnx.ModelProto:
     """Inference graph + training_info (algorithm and update_binding) as one ModelProto.
     `state` holds every value the train graph reads besides the batch; `best_weights`, if
-    given, are stored as `best/<name>` so that best-epoch tracking survives a resume."""
+    given, are stored as `best/<name>` so that best-epoch tracking survives a resume.
+    `opset` None: 17, or the lowest that holds both graphs (float8 weights: 19, ...)."""
     main = _main_graph(inference, state, params, epochs_done, history, best_weights)
+    opset = _opset_for(opset, main, train)
     model_proto = _with_algorithm(to_onnx(main, opset, check=False), main, train, state, opset)
     onnx.checker.check_model(model_proto, full_check=True)
     return model_proto
@@ -63,12 +65,13 @@ def training_model_files(path: str, inference: Graph, train: Graph,
                          state: dict[str, np.ndarray], params: list[str], epochs_done: int = 0,
                          history: dict | None = None,
                          best_weights: dict[str, np.ndarray] | None = None,
-                         opset: int = 17) -> list[tuple[str, Any]]:
+                         opset: int | None = None) -> list[tuple[str, Any]]:
     """`to_training_model` as the files to write at `path` (`safe_io.write_all_atomic`):
     the model alone, or, when its tensors are above the external-data threshold
     (`onnx_io.file_parts`), PATH.data first (streamed from the arrays) and the model, whose
     large initializers reference it."""
     main = _main_graph(inference, state, params, epochs_done, history, best_weights)
+    opset = _opset_for(opset, main, train)
     files, model_proto = model_files_for(main, path, opset)
     model_proto = _with_algorithm(model_proto, main, train, state, opset)
     if len(files) == 1:
@@ -77,6 +80,13 @@ def training_model_files(path: str, inference: Graph, train: Graph,
     # onnx's checker would look for the data file, not written yet: irkit's own checks
     validate_model(model_proto, external_ok=True)
     return [files[0], (path, model_proto.SerializeToString())]
+
+
+def _opset_for(opset: int | None, *graphs: Graph) -> int:
+    """One opset for the inference and the train graph: `opset` (refused in one line when a
+    graph needs more), or the lowest that holds them all."""
+    from irkit.onnx_io import MAX_OPSET, check_opset
+    return max(check_opset(g, opset, MAX_OPSET) for g in graphs)
 
 
 def _main_graph(inference: Graph, state: dict[str, np.ndarray], params: list[str],
