@@ -115,7 +115,8 @@ def import_notes(graph: Graph) -> list[str]:
         shown = ", ".join(folded[:3]) + (f" and {len(folded) - 3} more" if len(folded) > 3
                                          else "")
         what = "1 torch parameter" if len(folded) == 1 else f"{len(folded)} torch parameters"
-        notes.append(f"folded: the exporter's optimizer folded {what} "
-                     f"({shown}) into other tensors or constants, which train in their place; "
-                     f"to train torch's own, export with {FIX}")
+        notes.append(f"folded: the exporter's optimizer folded {what} ({shown}) into other "
+                     "tensors or constants (a name kept may hold folded values: a Conv weight "
+                     "with its BatchNorm inside), which train in their place; to train "
+                     f"torch's own, export with {FIX}")
     return notes
