@@ -230,3 +230,25 @@ def test_external_data_beyond_the_cap_is_one_line(tmp_path, monkeypatch):
     path = _model(tmp_path)
     monkeypatch.setenv("IRKIT_MAX_EXTERNAL_BYTES", "100000")  # the weights hold 170 KB
     one_line_error(cli("inspect", path), "IRKIT_MAX_EXTERNAL_BYTES", "initializer 'W1'")
+
+
+def test_training_file_resumes_through_arrays(tmp_path, monkeypatch):
+    """A training file whose tensors are external data resumes from arrays read straight from
+    its data file (never through protobuf): the inference graph, the train step and the state
+    hold the same arrays, no copy (what keeps a resume beyond 2 GB to the train step's
+    memory: benchmarks/bench_large_model.py, "resume")."""
+    from irkit.train.training_model import read_training_model
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IRKIT_EXTERNAL_DATA_BYTES", "0")
+    r = cli("train", _model(tmp_path), "--data", "data.npz", "--epochs", "1", "--optimizer",
+            "adam", "-o", "out.onnx", "--save-training", "train.onnx")
+    assert r.exit_code == 0, r.output
+    detached: dict = {}
+    proto = load_proto("train.onnx", detached=detached)
+    read = sorted(n for n, a in detached.items() if a is not None)
+    assert {"W0", "W1"} <= set(read) and len(read) > 2, read  # Adam's slots too
+    file = read_training_model(proto, detached)
+    for name in read:  # weights and their Adam slots alike
+        if name in file.state:
+            assert file.state[name] is detached[name], name
+    assert file.inference.initializers["W0"].const is detached["W0"]

@@ -15,7 +15,7 @@ from irkit import distributed
 from irkit.cli.app import check_onnx_outputs
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
-from irkit.safe_io import check_outputs, limit
+from irkit.safe_io import limit
 from irkit.signature import (
     META_CLASSES,
     META_FROZEN,
@@ -178,7 +178,9 @@ def _import_notes(model: Model, show: bool) -> list[str]:
 def _file_hooks(inputs: list[str], output: str, save_training: str | None,
                 checkpoint: str | None, plot: str | None) -> list:
     """Check every output before work starts; the checkpoint callback (if asked for)."""
-    check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
+    from irkit.onnx_io import check_model_outputs
+    check_model_outputs({"-o": output, "--save-training": save_training, "--plot": plot},
+                        inputs)
     check_onnx_outputs({"-o": output, "--save-training": save_training})
     if plot is not None:  # fail before training on a bad name or without matplotlib
         from irkit.train.plot import require_matplotlib

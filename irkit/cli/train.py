@@ -194,7 +194,8 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
     file round-trips ONNX -> IR -> ONNX; --opset converts); --bundle DIR: a training bundle."""
     from irkit.cli.jobs import export_graph, export_training_model, prepare
-    from irkit.safe_io import check_outputs, write_atomic
+    from irkit.onnx_io import check_model_outputs
+    from irkit.safe_io import write_atomic
     if sum(map(bool, (training, step, bundle))) > 1 or not (output or bundle) or (
             output and bundle):
         raise click.UsageError("give -o FILE (with at most one of --training, --step) or "
@@ -214,7 +215,7 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
     if trainable or freeze or batchnorm:
         raise IrkitError("--trainable/--freeze/--batchnorm apply to --bundle (irkit train takes "
                          "them too)")
-    check_outputs({"-o": output}, [model] + ([data] if data else []))
+    check_model_outputs({"-o": output}, [model] + ([data] if data else []))
     check_onnx_outputs({"-o": output})
     if training:
         opset = opset or 17

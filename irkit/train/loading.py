@@ -34,7 +34,7 @@ def load_model(path: str, prepare=None, state: str | None = None,
     training file trains what and how it was saved with (DataError if any of the three is
     given).
     """
-    from irkit.onnx_io import load
+    from irkit.onnx_io import files_read, load
     found = {}
 
     def convert(proto, detached=None):  # onnx (training_model) loads once past the node cap
@@ -44,7 +44,7 @@ def load_model(path: str, prepare=None, state: str | None = None,
         if not proto.training_info:  # untied copies tied again, what was folded recorded
             graph = from_exported(proto, detached, original)
         else:
-            found["file"] = read_training_model(proto)
+            found["file"] = read_training_model(proto, detached)
             graph = found["file"].inference
         restore_detached(proto, detached or {})  # its sizes counted as stored, not as feeds
         check_run_sizes(proto)  # after validation, before onnxruntime runs it
@@ -54,15 +54,15 @@ def load_model(path: str, prepare=None, state: str | None = None,
         graph = convert(training_proto(path, state))
     else:
         graph = load(path, convert)
-    if not found:
-        return Model(OnnxSource(graph, names_of(trainable), names_of(freeze),
-                                batchnorm or BATCHNORM_MODES[0]))
-    if trainable or freeze or batchnorm:
+    if found and (trainable or freeze or batchnorm):
         raise DataError(f"{path} is a training file: it resumes with the parameters and "
                         "BatchNorm mode it trained with; choose trainable/freeze/batchnorm on "
                         "a plain ONNX model (irkit export)")
-    return _resumed(Model(OnnxSource(graph, found["file"].params, batchnorm=None)),
-                    found["file"], path)
+    model = Model(OnnxSource(graph, found["file"].params, batchnorm=None) if found else
+                  OnnxSource(graph, names_of(trainable), names_of(freeze),
+                             batchnorm or BATCHNORM_MODES[0]))
+    model.files_read = files_read([path])  # Model.save/export must not overwrite them
+    return _resumed(model, found["file"], path) if found else model
 
 
 def _resumed(model: Model, file, path: str) -> Model:
@@ -76,5 +76,6 @@ def _resumed(model: Model, file, path: str) -> Model:
     model.history = History.from_dict(file.history, f"{path}: {META_HISTORY}") \
         if file.history else None
     return model
+
 
 __all__ = ["load_model"]

@@ -65,6 +65,7 @@ class Model:
         self._graphs: StepGraphs | None = None
         self._runner = None
         self._resume = None          # a TrainingFile when loaded from one
+        self.files_read: dict[str, str] = {}  # external data file -> the model file it was in
         self._predictors: dict[str, Any] = {}
 
     @property
@@ -149,8 +150,8 @@ class Model:
             staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
             initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
             monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
+        self._resume = None  # continued once (as in Keras); its state arrays go before the pull
         self._pull_weights()
-        self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
     def _split(self, x: Inputs, y, validation_data, s: Settings):
@@ -249,10 +250,10 @@ class Model:
         if self._resume.best_weights and s.keep_best:
             self._trainer.keep_as_best(self._resume.best_weights)
         elif history.best_epoch is not None and s.keep_best:
-            # the file's last epoch was its best: the best so far is the runner's state (the
-            # step's weights only; the source's fixed constants such as a Normalize layer's
-            # shift are no step state and cannot be restored into the runner)
-            self._trainer.keep_as_best(self._runner.read_state(self._weight_names()))
+            # the file's last epoch was its best: the best so far is the state the runner was
+            # loaded with, the file's own arrays (held anyway: no copy of the weights), the
+            # step's weights only (a Normalize layer's shift is no step state)
+            self._trainer.keep_as_best({n: self._resume.state[n] for n in self._weight_names()})
         return history
 
     # ---- targets ---------------------------------------------------------------------------
@@ -386,7 +387,8 @@ class Model:
 
     def export(self, path: str, opset: int | None = None):
         """Write the inference model as ONNX (atomically); returns the ModelProto."""
-        from irkit.onnx_io import save
+        from irkit.onnx_io import check_model_outputs, save
+        check_model_outputs({"Model.export": path}, [], self.files_read)
         return save(self.to_graph(), path, opset)
 
     def save(self, path: str, opset: int | None = None):
@@ -397,7 +399,9 @@ class Model:
         written."""
         import onnx
 
+        from irkit.onnx_io import check_model_outputs
         from irkit.safe_io import write_all_atomic
+        check_model_outputs({"Model.save": path}, [], self.files_read)  # its source's data
         files = self.training_files(path, opset=opset)  # PATH.data beside it when large
         write_all_atomic(files)
         return onnx.ModelProto.FromString(files[-1][1])
