@@ -27,8 +27,10 @@ from irkit.signature import (
     next_name,
 )
 from irkit.train.modes import (
+    BATCHNORM_MODES,
     inference_form,
     running_statistics,
+    set_batch_norm_mode,
     training_form,
     untie_running_statistics,
 )
@@ -226,12 +228,18 @@ def choose_trainable(graph: Graph, trainable: list[str] | None = None,
 
 class OnnxSource:
     """An imported graph whose weights are the initializers `choose_trainable` picks
-    (`trainable`/`freeze`: fnmatch patterns of initializer names). A training-mode export
-    trains in training mode (batch statistics, Dropout on) and updates its BatchNorm running
-    statistics as torch does; its inference graph is in inference mode (irkit.train.modes)."""
+    (`trainable`/`freeze`: fnmatch patterns of initializer names). BatchNorm trains as
+    `batchnorm` says (irkit.train.modes.BATCHNORM_MODES; by default on batch statistics,
+    updating its running statistics as torch does, whatever mode the file was exported in;
+    None: as the graph has it, e.g. a training file's inference graph); a
+    training-mode export's Dropout drops; the inference graph is in inference mode
+    (irkit.train.modes)."""
 
     def __init__(self, graph: Graph, trainable: list[str] | None = None,
-                 freeze: list[str] | None = None) -> None:
+                 freeze: list[str] | None = None,
+                 batchnorm: str | None = BATCHNORM_MODES[0]) -> None:
+        if batchnorm is not None:
+            set_batch_norm_mode(graph, batchnorm)  # in place
         untie_running_statistics(graph)  # in place, only where the exporter merged them
         self.graph = graph
         self.metadata = dict(graph.metadata)
