@@ -17,6 +17,7 @@ from irkit.errors import DataError, ShapeError
 from irkit.ir import Graph, Value
 from irkit.nn.layers import Normalize
 from irkit.nn.module import Module, weight_budget
+from irkit.ops.dtypes import differentiable
 from irkit.signature import (
     INPUT,
     META_FROZEN,
@@ -150,7 +151,7 @@ def weights_that_train(graph: Graph) -> list[str]:
     exporter's constants or BatchNorm's running statistics."""
     frozen = set(filter(None, graph.metadata.get(META_FROZEN, "").split(",")))
     return [n for n, v in graph.initializers.items()
-            if v.const.dtype.kind == "f" and n not in frozen and (
+            if differentiable(v.const.dtype) and n not in frozen and (
                 _reaches_weight_slot(v) or v.const.size > 1 and _is_learned_token(v))]
 
 
@@ -288,7 +289,7 @@ class OnnxSource:
 
     def weights(self) -> dict[str, np.ndarray]:
         return {n: v.const for n, v in self.graph.initializers.items()
-                if v.const.dtype.kind == "f"}
+                if differentiable(v.const.dtype)}
 
     def trainable(self) -> list[str]:
         return list(self._trainable)
