@@ -36,8 +36,8 @@ def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None 
             raise ShapeError(f"gradient of {of.name!r} {of.shape}: it is not a scalar; pass the "
                              "cotangent (seed) of the same shape, i.e. ask for a VJP")
     if not differentiable(of.dtype):
-        raise ShapeError(f"cannot differentiate {of.name!r}: dtype {of.dtype} is not float16, "
-                         "float32 or float64")
+        raise ShapeError(f"cannot differentiate {of.name!r}: dtype {of.dtype} is not floating "
+                         "(float16, float32 or float64)")
     with graph.name_scope(scope):
         if seed is None:
             seed = graph.constant(np.ones(of.shape, dtype=of.dtype))
