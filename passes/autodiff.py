@@ -20,7 +20,7 @@ from irkit.passes.manager import GraphPass, PassResult
 from irkit import ops
 from irkit.errors import IRError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value
-from irkit.ops.dtypes import onnx_dtype
+from irkit.ops.dtypes import differentiable, onnx_dtype
 from irkit.ops.registry import opdef_of
 from irkit.ops.shape import shape_of, zeros_like
 
@@ -35,8 +35,9 @@ def gradients(graph: Graph, of: Value, wrt: Sequence[Value], seed: Value | None 
         if of.shape is None or any(d != 1 for d in of.shape):
             raise ShapeError(f"gradient of {of.name!r} {of.shape}: it is not a scalar; pass the "
                              "cotangent (seed) of the same shape, i.e. ask for a VJP")
-    if of.dtype.kind != "f":
-        raise ShapeError(f"cannot differentiate {of.name!r}: dtype {of.dtype} is not floating")
+    if not differentiable(of.dtype):
+        raise ShapeError(f"cannot differentiate {of.name!r}: dtype {of.dtype} is not floating "
+                         "(float16, float32 or float64)")
     with graph.name_scope(scope):
         if seed is None:
             seed = graph.constant(np.ones(of.shape, dtype=of.dtype))
@@ -58,7 +59,7 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
         if not opdef.has_gradient:
             raise UnsupportedOpError(f"op {node.op_type} (node {node.name!r}) has no gradient "
                                      "rule; irkit cannot differentiate through it yet")
-        outs = [g if g is not None or o.dtype.kind != "f" else zeros_like(o)
+        outs = [g if g is not None or not differentiable(o.dtype) else zeros_like(o)
                 for g, o in zip(outs, node.outputs)]
         composite = composite_vjp(node, outs, varied)
         if composite is not None:  # the nodes inside get no gradient: nothing else reads them
@@ -70,7 +71,7 @@ def _backward(graph: Graph, of: Value, wrt: list[Value], seed: Value) -> dict[in
             raise IRError(f"VJP of {node.op_type} returned {len(in_grads)} gradients for "
                           f"{len(node.inputs)} inputs (node {node.name!r})")
         for i, (x, gx) in enumerate(zip(node.inputs, in_grads)):
-            if x is None or x.dtype.kind != "f":
+            if x is None or not differentiable(x.dtype):
                 continue
             if gx is None:
                 if id(x) in varied and opdef.differentiable and i not in opdef.type_only_inputs:
@@ -86,8 +87,8 @@ def _float_dependents(nodes: list[Node], wrt: list[Value]) -> set[int]:
     count)."""
     varied = {id(w) for w in wrt}
     for node in nodes:
-        if any(v is not None and v.dtype.kind == "f" and id(v) in varied for v in node.inputs):
-            varied.update(id(o) for o in node.outputs if o.dtype.kind == "f")
+        if any(v is not None and differentiable(v.dtype) and id(v) in varied for v in node.inputs):
+            varied.update(id(o) for o in node.outputs if differentiable(o.dtype))
     return varied
 
 

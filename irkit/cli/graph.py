@@ -195,6 +195,8 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         graph = load(model)
         batch, names = batch or 1, counted_weights(graph)
     info = graph_report(graph, batch, names, per_node)
+    from irkit.onnx_io import import_notes
+    info["notes"] = import_notes(graph) if model is not None else []  # what the exporter did
     from irkit.passes.graph_view import to_dot, to_graphml
     if dot_path:
         write_atomic(dot_path, to_dot(graph).encode())
@@ -204,6 +206,8 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         click.echo(json_text(info, indent=2))
         return
     _print_report(info)
+    for note in info["notes"]:
+        click.echo(f"note: {printable(note)}")
     for path in (dot_path, graphml_path):
         if path:
             click.echo(f"wrote {printable(path)}")
