@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from irkit.ir import Graph, Node, Value
+from irkit.ops.dtypes import onnx_dtype, stored_bytes
 from irkit.ops.registry import attr, opdef_of
 
 FREE_OPS = {"Reshape", "Transpose", "Gather", "Shape", "Size", "Concat", "Slice", "Squeeze",
@@ -89,8 +90,13 @@ class Sizes:
         return math.prod(self.dim(d) for d in v.shape)
 
     def nbytes(self, v: Value | None) -> int:
-        """Bytes of a value."""
-        return 0 if v is None else self.numel(v) * v.dtype.itemsize
+        """Bytes of a value, as ONNX and onnxruntime store it (int4/uint4/float4 two to a
+        byte, int2/uint2 four)."""
+        if v is None:
+            return 0
+        if v.dtype.kind in "OSU":  # strings: a pointer each
+            return self.numel(v) * v.dtype.itemsize
+        return stored_bytes(onnx_dtype(v.dtype), self.numel(v))
 
 
 def node_flops(node: Node, sizes: Sizes) -> int:

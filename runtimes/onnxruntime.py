@@ -15,6 +15,7 @@ from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
 from irkit.passes.lower_small_convs import LowerSmallConvsPass
 from irkit.passes.manager import PassManager
+from irkit.runtimes import ort_values
 from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
 
 from irkit.errors import ShapeError, ort_message
@@ -191,7 +192,7 @@ class OrtGraph:
             raise ShapeError(f"missing inputs {missing}; feed every graph input")
         cast = {n: np.asarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
         try:
-            return self.session.run(None, cast)
+            return ort_values.run(self.session, None, cast)
         except Exception as e:  # onnxruntime raises its own exception types
             raise ShapeError(f"onnxruntime could not run the graph: {ort_message(e)}") from None
 
