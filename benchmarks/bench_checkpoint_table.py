@@ -8,11 +8,24 @@ ViT (2 layers, hidden 16, 8 tokens / 17 patches), exported by both torch exporte
 tests/test_model_table.py exports them (legacy: training mode, no constant folding; dynamo:
 eval mode, unoptimized), the loss as the output. The step is the one `irkit train --loss
 output:loss --optimizer adam` runs: `irkit.train.build_step_graphs`, then, for the
-checkpointed one, `apply_checkpointing` as `Model` applies `--recompute`. Memory as in
-bench_checkpoint.py (irkit.runtimes.memory.measure_peak: a fresh child process, a CPU session
-made as irkit makes it, 1 thread, the peak of the runs after a warm-up minus the resident size
-before them); irkit's estimate (`planned_bytes`) beside it. Needs torch, onnxscript and
-transformers.
+checkpointed one, `apply_checkpointing` as `Model` applies `--recompute`. Memory by
+irkit.runtimes.memory.measure_peak (a fresh child process, a CPU session made as irkit makes
+it, 1 thread), three ways (see its docstring):
+
+1. live: no arena and no memory pattern, every large block its own mapping: the bytes live at
+   a run's peak, beside the estimate of them, `Memory.peak_bytes` (liveness over
+   onnxruntime's order);
+2. pattern: memory pattern on: the planned block, beside `Memory.planned_bytes` (the same
+   lifetimes laid out best-fit);
+3. train: memory pattern off, as `irkit train` runs a step (OrtStepRunner): the arena's growth
+   over the first run, what training holds: (1) plus one-time allocations and the arena's
+   fragmentation (no estimate: onnxruntime's allocator, not the graph).
+
+(1) and (3) run the checkpointed step without the planner's memory reuse, as OrtStepRunner
+does (runtimes.onnxruntime.recomputes).
+
+The ratio is checkpointed over plain of (3), the memory a training run saves. Needs torch,
+onnxscript and transformers.
 """
 
 # irkit.runtimes installs from runtimes/, so isort cannot tell it is first-party
@@ -29,6 +42,7 @@ from irkit.onnx_io import to_onnx
 from irkit.passes.analysis import figures
 from irkit.passes.checkpoint_activations import apply_checkpointing
 from irkit.runtimes.memory import measure_peak
+from irkit.runtimes.onnxruntime import recomputes
 from irkit.train import build_step_graphs
 from irkit.train.losses import get_loss
 from irkit.train.loading import load_model
@@ -66,9 +80,19 @@ def row(kind: str, exporter: str, strategy: str | int, batch: int, folder: str) 
         graph, count = step_graph(path, how, batch)
         feeds = {**step_feeds(graph, batch), **{k: v for k, v in rows.items()
                                                 if k in {i.name for i in graph.inputs}}}
-        peak = measure_peak(to_onnx(graph).SerializeToString(), feeds, runs=2)
-        result[label] = {"checkpoints": count, "measured_peak_bytes": peak["steady_bytes"],
-                         "estimated_peak_bytes": figures(graph, default=batch).peak.planned_bytes}
+        model = to_onnx(graph).SerializeToString()
+        reuse = not recomputes(graph)  # as OrtStepRunner makes the session
+        live = measure_peak(model, feeds, runs=2, memory_pattern=False, arena=False,
+                            memory_reuse=reuse)
+        planned = measure_peak(model, feeds, runs=2)["steady_bytes"]
+        trained = measure_peak(model, feeds, runs=1, memory_pattern=False,
+                               memory_reuse=reuse)["first_run_bytes"]
+        memory = figures(graph, default=batch).peak
+        result[label] = {"checkpoints": count, "measured_live_bytes": live["steady_bytes"],
+                         "estimated_live_bytes": memory.peak_bytes,
+                         "measured_peak_bytes": planned,
+                         "estimated_peak_bytes": memory.planned_bytes,
+                         "measured_train_bytes": trained}
     return result
 
 
@@ -84,16 +108,26 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=1))
         return
-    mb = 1 << 20
-    print(f"batch {args.batch}, --recompute {args.strategy}: measured (estimated) peak, MiB")
-    print("| model | exporter | checkpoints | plain | checkpointed | ratio |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(f"batch {args.batch}, --recompute {args.strategy}: MiB, measured (estimated) for "
+          "live (peak_bytes) and pattern (planned_bytes), measured for train")
+    print("| model | exporter | checkpoints | plain: live | pattern | train | "
+          "checkpointed: live | pattern | train | ratio (train) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         p, c = r["plain"], r["checkpointed"]
-        print(f"| {r['model']} | {r['exporter']} | {c['checkpoints']} | "
-              f"{p['measured_peak_bytes'] / mb:.2f} ({p['estimated_peak_bytes'] / mb:.2f}) | "
-              f"{c['measured_peak_bytes'] / mb:.2f} ({c['estimated_peak_bytes'] / mb:.2f}) | "
-              f"{c['measured_peak_bytes'] / max(p['measured_peak_bytes'], 1):.2f} |")
+        print(f"| {r['model']} | {r['exporter']} | {c['checkpoints']} | {_cells(p)} | "
+              f"{_cells(c)} | "
+              f"{c['measured_train_bytes'] / max(p['measured_train_bytes'], 1):.2f} |")
+
+
+def _cells(figures: dict) -> str:
+    """The live, pattern and train cells of one step, in MiB."""
+    mb = 1 << 20
+    return (f"{figures['measured_live_bytes'] / mb:.2f} "
+            f"({figures['estimated_live_bytes'] / mb:.2f}) | "
+            f"{figures['measured_peak_bytes'] / mb:.2f} "
+            f"({figures['estimated_peak_bytes'] / mb:.2f}) | "
+            f"{figures['measured_train_bytes'] / mb:.2f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ x L -> MatMul WIDTH x 10, L chosen so the weights total --gb; every tensor is ex
 one file beside the model. Each command runs in a fresh process (tests/measured.py's
 `run_irkit`, VmHWM of the child itself): `irkit inspect`, `irkit grad --of logits --wrt
 <every weight>` (writes the gradient model), one SGD step of `irkit train` on 4 samples with
-`-o` ("train"), the same with `--save-training` too ("train+save"), and `irkit predict` of
+`-o` ("train"), the same with `--save-training` too ("train+save"), a resume of that
+training file for one more step ("resume"; its tensors are external beyond 1 GiB, or with
+IRKIT_EXTERNAL_DATA_BYTES=0, and are then read straight into arrays), and `irkit predict` of
 the trained model (its `-o` file, weights external beyond 1 GiB). Figures: the
 process's peak resident memory, that peak over the weights' bytes, and the peak of
 `irkit --version` for reference.
@@ -87,6 +89,8 @@ def commands(weights: list[str]) -> dict[str, list[str]]:
                  "-o", "grad.onnx"],
         "train": TRAIN,
         "train+save": [*TRAIN, "--save-training", "out.train.onnx"],
+        "resume": ["train", "out.train.onnx", "--data", "data.npz", "--epochs", "1",
+                   "--batch-size", "4", "-o", "resumed.onnx"],
         "predict": ["predict", "out.onnx", "--data", "data.npz", "-o", "pred.csv"],
     }
 

@@ -15,10 +15,12 @@ Needs torch and onnxscript (pip install -e ".[torch]"). Runs offline in seconds:
 are random (a pretrained checkpoint would load the same way) and the images are synthetic,
 each class a bright stripe in its own place and colour.
 
-The net is exported in eval mode, where the exporter folds each BatchNorm into the convolution
-before it: irkit fine-tunes the folded convolutions. Fine-tuning a training-mode export
-(BatchNorm kept, running statistics updated, the written model switched to inference mode)
-is issue 18, items 3-4.
+The net is exported with the exporter's defaults (eval mode, its optimizer on), which fold
+each BatchNorm into the convolution before it: irkit fine-tunes the folded convolutions and
+says so (`irkit inspect cnn.onnx`: "note: folded: ..."). Exported with `optimize=False`, the
+file keeps torch's conv and BatchNorm parameters, and irkit trains BatchNorm on the batch's
+statistics as torch's `model.train()` does (`irkit train --batchnorm train`, the default), then
+writes the model in inference mode with the running statistics it updated.
 """
 
 from __future__ import annotations

@@ -45,9 +45,10 @@ def _op_counts(model: onnx.ModelProto) -> Counter:
 
 def _outputs(model_bytes: bytes, feeds: dict) -> list[np.ndarray] | None:
     """The model's outputs on onnxruntime, or None if onnxruntime cannot run it."""
+    from irkit.runtimes import ort_values
     from irkit.runtimes.onnxruntime import make_session
     try:
-        return make_session(model_bytes, "cpu").run(None, feeds)
+        return ort_values.run(make_session(model_bytes, "cpu"), None, feeds)
     except Exception:  # onnxruntime's own exception types: "did not run before" is a fact
         return None
 

@@ -224,9 +224,19 @@ def check_output(path: str | os.PathLike, option: str = "-o") -> str:
     return path
 
 
-def check_outputs(outputs: dict[str, str | None], inputs: list[str] = ()) -> None:
+def data_file(path: str | os.PathLike) -> str:
+    """The external data file irkit writes beside a model at `path` when its weights are
+    large (onnx_io.file_parts): PATH.data."""
+    return os.fspath(path) + ".data"
+
+
+def check_outputs(outputs: dict[str, str | None], inputs: list[str] = (),
+                  reads: dict[str, str] | None = None) -> None:
     """Check every named output (option -> path) up front: writable, none equal to an input
-    or to another output."""
+    or to another output. A model output may also write its weights to `data_file(path)`
+    (checked for every output): that file, too, must be no input. `reads` maps the other
+    files the run reads to what reads them (the external data of an input model:
+    onnx_io.files_read): no output, nor an output's data file, may be one of them."""
     named = [(opt, os.fspath(p)) for opt, p in outputs.items() if p is not None]
     for opt, path in named:
         check_output(path, opt)
@@ -234,11 +244,32 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str] = ()) -> Non
             if given and os.path.exists(given) and _same_file(path, given):
                 raise FileSafetyError(f"{opt} {path} is the input {given}; writing it would "
                                       "destroy the input, choose another name")
+        _check_read_files(opt, path, [g for g in inputs if g], reads or {})
     for i, (opt_a, a) in enumerate(named):
         for opt_b, b in named[i + 1:]:
             if _same_file(a, b):
                 raise FileSafetyError(f"{opt_a} and {opt_b} name the same file {a}; give each "
                                       "its own name")
+
+
+def _check_read_files(opt: str, path: str, inputs: list[str], reads: dict[str, str]) -> None:
+    """FileSafetyError if the output, or the data file beside it, is a file the run reads."""
+    data = data_file(path)  # a model's weights may go there (any output: one rule, no guess)
+    for read, owner in reads.items():
+        if os.path.exists(read) and _same_file(path, read):
+            raise FileSafetyError(f"{opt} {path} is the external data of the input {owner}, "
+                                  "which this run reads; choose another name")
+    if not os.path.exists(data):
+        return
+    for given in inputs:
+        if os.path.exists(given) and _same_file(data, given):
+            raise FileSafetyError(f"{opt} {path} would write its weights to {data}, which is "
+                                  f"the input {given}; choose another {opt} name")
+    for read, owner in reads.items():
+        if os.path.exists(read) and _same_file(data, read):
+            raise FileSafetyError(f"{opt} {path} would write its weights to {data}, the "
+                                  f"external data of the input {owner} that this run reads; "
+                                  f"choose another {opt} name")
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -46,5 +46,7 @@ META_EPOCH = "irkit.epoch"              # epochs done (training files)
 META_PARAMS = "irkit.training_params"   # trained parameters (training files)
 META_BEST = "irkit.best"                # best epoch and its monitored value (JSON)
 META_HISTORY = "irkit.history"          # per-epoch figures so far (JSON, training files)
+META_TIED = "irkit.tied"                # copies tied again at import: [[copy, kept, transposed]]
+META_FOLDED = "irkit.folded"            # torch parameters the exporter folded away (JSON)
 META_PAIR = "irkit.pair"                # the same id in a model and the training file
                                         # written with it

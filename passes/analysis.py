@@ -17,7 +17,9 @@ Conventions:
    default order, a depth-first walk back from the nodes nobody reads): a node's outputs are
    live from that node until their last reader (graph outputs until the end); at each node
    the live set is what existed before it plus its outputs, plus the scratch its kernel
-   allocates while it runs (`workspace_bytes`). Graph inputs
+   allocates while it runs (`workspace_bytes`); the output of an alias op (`ALIAS_OPS`:
+   Reshape, Squeeze, ...) is its input's buffer, held until the last reader of either (an
+   alias of a graph input or initializer holds nothing). Graph inputs
    and initializers are counted apart (`inputs_bytes`, `initializer_bytes`), not in the peak.
    `planned_bytes` lays the same lifetimes out in one address range, best fit, as
    onnxruntime's memory-pattern planner does; it is the estimate to compare with
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from irkit.ir import Graph, Node, Value
+from irkit.ops.dtypes import onnx_dtype, stored_bytes
 from irkit.ops.registry import attr, opdef_of
 
 FREE_OPS = {"Reshape", "Transpose", "Gather", "Shape", "Size", "Concat", "Slice", "Squeeze",
@@ -87,8 +90,13 @@ class Sizes:
         return math.prod(self.dim(d) for d in v.shape)
 
     def nbytes(self, v: Value | None) -> int:
-        """Bytes of a value."""
-        return 0 if v is None else self.numel(v) * v.dtype.itemsize
+        """Bytes of a value, as ONNX and onnxruntime store it (int4/uint4/float4 two to a
+        byte, int2/uint2 four)."""
+        if v is None:
+            return 0
+        if v.dtype.kind in "OSU":  # strings: a pointer each
+            return self.numel(v) * v.dtype.itemsize
+        return stored_bytes(onnx_dtype(v.dtype), self.numel(v))
 
 
 def node_flops(node: Node, sizes: Sizes) -> int:
@@ -179,6 +187,23 @@ def with_batch(graph: Graph, batch: int) -> Graph:
     return g
 
 
+class BatchSizes(Sizes):
+    """Sizes of a graph's values at `batch`, from the shapes `with_batch` infers there: a
+    value's own shape may have unknown dims (after a Reshape of a computed shape, as torch's
+    exporters write them), each of which `Sizes` would count as 1."""
+
+    def __init__(self, graph: Graph, batch: int) -> None:
+        super().__init__(default=batch)
+        self.shapes = {v.name: v.shape for v in with_batch(graph, batch).values()}
+
+    def numel(self, v: Value | None) -> int:
+        """Elements of a value, with the shape inferred at the batch size."""
+        if v is None:
+            return 0
+        shape = self.shapes.get(v.name, v.shape)
+        return 0 if shape is None else math.prod(self.dim(d) for d in shape)
+
+
 def _propagate_shape_values(node: Node) -> list[Value]:
     """Small results (Shape, Size, and arithmetic on them, e.g. a Cast feeding a Range)
     computed from small constant inputs and stored as the outputs' `const`, so readers such
@@ -186,8 +211,9 @@ def _propagate_shape_values(node: Node) -> list[Value]:
     ins = [v for v in node.inputs if v is not None]
     shape_op = node.op_type in ("Shape", "Size") and node.inputs[0].shape is not None and all(
         isinstance(d, int) for d in node.inputs[0].shape)
-    if not shape_op and (not ins or not all(v.const is not None and v.const.size <= 4096
-                                            for v in ins)):
+    constant = not node.inputs and node.op_type == "Constant"
+    if not shape_op and not constant and (not ins or not all(
+            v.const is not None and v.const.size <= 4096 for v in ins)):
         return []
     if shape_op:
         shape = node.inputs[0].shape
@@ -201,7 +227,7 @@ def _propagate_shape_values(node: Node) -> list[Value]:
     done = []
     for out, r in zip(node.outputs, results):
         r = np.asarray(r)
-        if r.dtype.kind in "iuf" and r.size <= 64:
+        if r.dtype.kind in "biuf" and r.size <= 64:
             out.const = r
             done.append(out)
     return done
@@ -274,6 +300,8 @@ def peak_memory(graph: Graph, dims: Mapping[str, int] | None = None,
     best: list[str] = []
     for i, n in enumerate(order):
         for o in n.outputs:
+            if last_use[id(o)] < 0:  # an alias: its owner's bytes
+                continue
             live += sizes.nbytes(o)
             live_names[id(o)] = o.name
         during = live + workspace_bytes(n, sizes)
@@ -288,16 +316,31 @@ def peak_memory(graph: Graph, dims: Mapping[str, int] | None = None,
                   sum(sizes.nbytes(v) for v in graph.initializers.values()), timeline)
 
 
+# onnxruntime's CPU kernels of these ops write no buffer of their own: the output is the
+# input's buffer (KernelDef Alias(0, 0)), which then lives until the last reader of either
+ALIAS_OPS = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"}
+
+
 def _last_uses(graph: Graph, order: list[Node]) -> dict[int, int]:
     """id(value) -> position of its last reader in `order` (its producer's if none; the end
-    for graph outputs)."""
+    for graph outputs); for a buffer that aliases share, the last over all of them, and -1
+    for an alias (it holds no bytes of its own: `peak_memory` skips it)."""
     position = {id(n): i for i, n in enumerate(order)}
     last_use: dict[int, int] = {}
+    root: dict[int, int | None] = {}  # id(value) -> id(the value owning its buffer)
     for n in order:
         for v in n.outputs:
             uses = [position[id(r)] for r, _ in v.uses if id(r) in position]
-            last = max(uses, default=position[id(n)])
-            last_use[id(v)] = len(order) if v in graph.outputs else last
+            last = len(order) if v in graph.outputs else max(uses, default=position[id(n)])
+            source = n.inputs[0] if n.op_type in ALIAS_OPS and n.inputs else None
+            if source is None:
+                root[id(v)], last_use[id(v)] = id(v), last
+                continue
+            # an alias of a graph input or initializer costs nothing; else its owner's
+            owner = root.get(id(source))
+            root[id(v)], last_use[id(v)] = owner, -1
+            if owner is not None:
+                last_use[owner] = max(last_use[owner], last)
     return last_use
 
 
@@ -311,7 +354,8 @@ def placed_peak(order: list[Node], last_use: dict[int, int], sizes: Sizes) -> in
     top = 0
     for i, node in enumerate(order):
         # the outputs, then the kernel's scratch, which leaves with the node
-        needs = [(sizes.nbytes(out), last_use[id(out)]) for out in node.outputs]
+        needs = [(sizes.nbytes(out), last_use[id(out)]) for out in node.outputs
+                 if last_use[id(out)] >= 0]
         for nbytes, last in [*needs, (workspace_bytes(node, sizes), i)]:
             size = -(-nbytes // ALIGNMENT) * ALIGNMENT
             if size:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from irkit.passes.analysis import Sizes, part_of
+from irkit.passes.analysis import BatchSizes, Sizes, part_of
 from irkit.passes.fold_constants import FoldConstantsPass
 from irkit.passes.manager import GraphPass, PassResult
 
@@ -70,8 +70,9 @@ class CheckpointActivationsPass(GraphPass):
         backward_readers = _backward_readers(graph)
         if not backward_readers or any(n.name.startswith(RECOMPUTE) for n in graph.nodes):
             return PassResult(graph, False)
-        cuts = _cut_points(forward, self.batch)
-        chosen = self._choose(cuts, forward, backward_readers)
+        sizes = BatchSizes(graph, self.batch)  # exported shapes have dims known only there
+        cuts = _cut_points(forward, sizes)
+        chosen = self._choose(cuts, forward, backward_readers, sizes)
         self.checkpoints = [forward[i].outputs[0].name for i in chosen]
         groups: list[tuple[Node, list[Node]]] = []
         bounds = [-1, *chosen]
@@ -86,11 +87,10 @@ class CheckpointActivationsPass(GraphPass):
         _place(graph, groups)
         return PassResult(graph, True)
 
-    def _choose(self, cuts: list[int], forward: list[Node],
-                readers: dict[int, list]) -> list[int]:
+    def _choose(self, cuts: list[int], forward: list[Node], readers: dict[int, list],
+                sizes: Sizes) -> list[int]:
         if not cuts:
             return []
-        sizes = Sizes(default=self.batch)
         if self.strategy == "sqrt":  # in each run of ceil(sqrt(k)) cuts, the smallest value
             every = max(1, math.ceil(math.sqrt(len(cuts))))
             runs = [cuts[i:i + every] for i in range(0, len(cuts) - every + 1, every)]
@@ -117,16 +117,15 @@ def _backward_readers(graph: Graph) -> dict[int, list[tuple[Node, int]]]:
     return readers
 
 
-def _cut_points(forward: list[Node], batch: int = 1) -> list[int]:
+def _cut_points(forward: list[Node], sizes: Sizes) -> list[int]:
     """Positions i in `forward` after which node i's one output is read later on, beside
-    side values (masks, shapes) of at most its bytes at `batch`."""
+    side values (masks, shapes) of at most its bytes (`sizes`: at the batch size)."""
     position = {id(n): i for i, n in enumerate(forward)}
     last_read: dict[int, int] = {}
     for i, n in enumerate(forward):
         for v in n.inputs:
             if v is not None and v.producer is not None and id(v.producer) in position:
                 last_read[id(v)] = i
-    sizes = Sizes(default=batch)
     cuts, open_values = [], {}
     for i, n in enumerate(forward):
         open_values = {k: v for k, v in open_values.items() if last_read[k] > i}

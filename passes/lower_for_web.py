@@ -64,7 +64,12 @@ class LowerForWebPass(GraphPass):
        int64 dims on the CPU;
     8. a `Concat` of more inputs, or a `Split` into more outputs, than a WebGPU shader may bind
        (MAX_BUFFERS storage buffers, inputs and outputs together; Adam's flat update of ten
-       tensors needs eleven) becomes a tree of Concats (Splits) that each bind few enough.
+       tensors needs eleven) becomes a tree of Concats (Splits) that each bind few enough;
+    9. a training-mode `BatchNormalization` (onnxruntime-web's WebGPU kernel refuses
+       training_mode, "not supported yet") becomes its ONNX definition in plain ops: the batch
+       mean and biased variance over every axis but 1, `(x - mean) / Sqrt(var + epsilon)`
+       scaled and shifted, and the running outputs `momentum * running + (1 - momentum) *
+       batch`.
 
     The graph's inputs and outputs keep their names; an output computed on the lowered inputs
     (the next step count) is int32 too. Graphs without those inputs or ops are left alone.
@@ -78,6 +83,9 @@ class LowerForWebPass(GraphPass):
         for node in list(graph.nodes):
             if node.op_type == "LogSoftmax" and graph.holds(node):
                 _lower_log_softmax(graph, node)
+                changed = True
+            elif node.op_type == "BatchNormalization" and ops.attr(node, "training_mode"):
+                _lower_training_batch_norm(graph, node)
                 changed = True
         changed = _narrow_integers(graph, self.integers) or changed
         for node in list(graph.nodes):
@@ -110,6 +118,27 @@ def _lower_log_softmax(graph: Graph, node: Node) -> None:
         total = ops.ReduceSum(ops.Exp(d), np.array([axis], np.int64), keepdims=1)
         out = ops.Sub(d, ops.Log(total))
     replace_node(graph, node, [out])
+
+
+def _lower_training_batch_norm(graph: Graph, node: Node) -> None:
+    x, scale, bias, running_mean, running_var = node.inputs[:5]
+    epsilon, m = float(ops.attr(node, "epsilon")), float(ops.attr(node, "momentum"))
+    axes = [0, *range(2, x.rank)]
+    with graph.name_scope(f"{node.name}/"):
+        mean = ops.ReduceMean(x, axes=axes, keepdims=1)
+        centered = ops.Sub(x, mean)
+        var = ops.ReduceMean(ops.Mul(centered, centered), axes=axes, keepdims=1)
+        channels = graph.constant(np.array([-1] + [1] * (x.rank - 2), np.int64))
+        flat = graph.constant(np.array([-1], np.int64))
+        y = ops.Div(centered, ops.Sqrt(ops.Add(var, graph.constant(np.array(epsilon,
+                                                                             x.dtype)))))
+        y = ops.Add(ops.Mul(y, ops.Reshape(scale, channels)), ops.Reshape(bias, channels))
+        outs = [y]
+        for running, batch in ((running_mean, mean), (running_var, var)):
+            outs.append(ops.Add(
+                ops.Mul(running, graph.constant(np.array(m, running.dtype))),
+                ops.Mul(ops.Reshape(batch, flat), graph.constant(np.array(1 - m, x.dtype)))))
+    replace_node(graph, node, outs[:len(node.outputs)])
 
 
 def _is_argmax(v: Value) -> bool:

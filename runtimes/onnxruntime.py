@@ -8,15 +8,18 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnxruntime as ort
+from irkit.passes.checkpoint_activations import RECOMPUTE
 from irkit.passes.data_prefix import split_data_prefix
 from irkit.passes.eliminate_common_subexpressions import EliminateCommonSubexpressionsPass
 from irkit.passes.eliminate_dead_nodes import EliminateDeadNodesPass
 from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
 from irkit.passes.lower_small_convs import LowerSmallConvsPass
 from irkit.passes.manager import PassManager
+from irkit.runtimes import ort_values
 from irkit.runtimes.base import (
     GivenState,
     Totals,
+    adopted_names,
     choose_device,
     data_parts,
     run_batches,
@@ -96,14 +99,18 @@ def _quiet():
 
 def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = None,
                  memory_pattern: bool = True,
-                 initializers: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
+                 initializers: Mapping[str, np.ndarray] | None = None,
+                 arena: bool = True, memory_reuse: bool = True) -> ort.InferenceSession:
     """An InferenceSession for a resolved device ('cpu' or 'cuda'); onnxruntime's own log
     is silent unless asked for (`log_severity`). `memory_pattern` False turns off
     onnxruntime's planned one-block memory pattern (the arena still reuses memory): train
     steps use that, see OrtStepRunner. `initializers`: the arrays of the model's initializers
     that `session_model` left out of its bytes, given to onnxruntime as they are (no
     serialized copy; protobuf's 2 GiB limit does not apply to them; onnxruntime 1.31 copies
-    them while the session is made: benchmarks/README.md, bench_large_model)."""
+    them while the session is made: benchmarks/README.md, bench_large_model). `arena` False:
+    no CPU memory arena (runtimes.memory measures the bytes live that way). `memory_reuse`
+    False: the allocation planner does not hand a dead buffer to a later value of the same
+    size (a checkpointed step's session: see OrtStepRunner)."""
     ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
     if initializers:
@@ -112,6 +119,8 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     so.log_severity_level = log_severity()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.enable_mem_pattern = memory_pattern
+    so.enable_cpu_mem_arena = arena
+    so.enable_mem_reuse = memory_reuse
     if threads:
         so.intra_op_num_threads = threads
     providers = ["CPUExecutionProvider"]
@@ -159,10 +168,21 @@ def session_model(graph: Graph, device: str = "cpu") -> tuple[bytes, dict[str, n
     return head, {n: graph.initializers[n].const for n in names}
 
 
-def _session(graph: Graph, device: str, threads: int | None,
-             memory_pattern: bool = True) -> ort.InferenceSession:
+def _session(graph: Graph, device: str, threads: int | None, memory_pattern: bool = True,
+             memory_reuse: bool = True) -> ort.InferenceSession:
     model, initializers = session_model(graph, device)
-    return make_session(model, device, threads, memory_pattern, initializers)
+    return make_session(model, device, threads, memory_pattern, initializers,
+                        memory_reuse=memory_reuse)
+
+
+def recomputes(graph: Graph) -> bool:
+    """Whether a step graph recomputes activations (CheckpointActivationsPass): its session
+    then runs without the planner's memory reuse. That reuse gives a later value the buffer
+    of a dead one of the same size, and the buffer is then held for both; onnxruntime's own
+    trainer (ORTModule) turns it off for the same reason. Measured on the ViT train step
+    checkpointed (SGD, batch 256): 11.45 -> 8.21 MiB, the same time; an MLP, digits_cnn and
+    the unchecked transformer steps are the same either way (benchmarks/README.md)."""
+    return any(n.name.startswith(RECOMPUTE) for n in graph.nodes)
 
 
 class OrtGraph:
@@ -181,7 +201,7 @@ class OrtGraph:
             raise ShapeError(f"missing inputs {missing}; feed every graph input")
         cast = {n: np.asarray(feeds[n], dtype=self._dtypes[n]) for n in self.input_names}
         try:
-            return self.session.run(None, cast)
+            return ort_values.run(self.session, None, cast)
         except Exception as e:  # onnxruntime raises its own exception types
             raise ShapeError(f"onnxruntime could not run the graph: {ort_message(e)}") from None
 
@@ -214,30 +234,6 @@ def ortvalue(array: np.ndarray, device: str = "cpu") -> ort.OrtValue:
         v.update_inplace(array.reshape(()))
         return v
     return ort.OrtValue.ortvalue_from_numpy(array, device, 0)
-
-
-def adoptable(array, dtype: np.dtype | None) -> bool:
-    """Whether a step runner may keep `array` as its own state on the CPU: an n-d numpy
-    array, writable, aligned, C-ordered, of the step's dtype (a 0-d value is always copied:
-    onnxruntime makes its own)."""
-    return isinstance(array, np.ndarray) and array.ndim > 0 and array.flags.writeable \
-        and array.flags.aligned and array.flags.c_contiguous \
-        and (dtype is None or array.dtype == dtype)
-
-
-def adopted_names(state: Mapping[str, np.ndarray], names: Iterable[str],
-                  dtypes: Mapping[str, np.dtype]) -> set[str]:
-    """The names whose arrays are adoptable, less each whose memory overlaps one before it
-    (by address): of arrays that alias each other one at most is adopted, the others copied,
-    or a step would write what it still reads."""
-    spans = sorted((a.__array_interface__["data"][0], a.nbytes, n) for n in names
-                   if adoptable(a := state[n], dtypes.get(n)))
-    chosen, reached = set(), -1
-    for start, size, name in spans:
-        if start >= reached:
-            chosen.add(name)
-        reached = max(reached, start + size)
-    return chosen
 
 
 def empty_ortvalue(shape, dtype, device: str = "cpu") -> ort.OrtValue:
@@ -300,7 +296,8 @@ class OrtStepRunner:
                                                             self.threads)
         train, evaluate = (train, evaluate) if prefix is None else prefix.graphs
         # no memory pattern: a CNN step's peak about halves, same speed (benchmarks/README.md)
-        self.train_session = _session(train, self.device, self.threads, memory_pattern=False)
+        self.train_session = _session(train, self.device, self.threads, memory_pattern=False,
+                                      memory_reuse=not recomputes(train))
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None

@@ -206,61 +206,17 @@ def _why(stage: str, e: BaseException) -> str:
     return text if isinstance(e, Mismatch) else f"{stage}: {type(e).__name__}: {text}"
 
 
-def _to_ort(array: np.ndarray) -> Any:
-    """An OrtValue of `array`; the types numpy has no native form for (bfloat16, float8, int4,
-    ...: ml_dtypes arrays) are copied in as ONNX stores them (sub-byte types packed)."""
-    import ctypes
-
-    import onnxruntime as ort
-
-    if not _newer_type(array.dtype):
-        return ort.OrtValue.ortvalue_from_numpy(np.require(array, requirements="C"))
-    proto = numpy_helper.from_array(array)
-    value = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), proto.data_type)
-    raw = proto.raw_data
-    if len(raw) != value.tensor_size_in_bytes():
-        raise Mismatch(f"{len(raw)} bytes for an OrtValue of {value.tensor_size_in_bytes()}")
-    ctypes.memmove(value.data_ptr(), raw, len(raw))
-    return value
-
-
-def _newer_type(dtype: np.dtype) -> bool:
-    """An ml_dtypes type (bfloat16, float8, int4, ...), which onnxruntime does not take as is."""
-    return dtype.kind not in "OSU" and onnx.helper.np_dtype_to_tensor_dtype(dtype) >= 16
-
-
-def _from_ort(value: Any) -> Any:
-    """The numpy array of an OrtValue, the newer types read from its bytes (ml_dtypes)."""
-    import ctypes
-
-    if not value.is_tensor():
-        return value.numpy()
-    code = _ORT_TYPES.get(value.data_type())
-    if code is None:
-        return value.numpy()
-    raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
-    return numpy_helper.to_array(onnx.helper.make_tensor("y", code, value.shape(), raw,
-                                                         raw=True))
-
-
-# onnxruntime's names of the types its Python API does not turn into numpy arrays
-_ORT_TYPES = {f"tensor({name.lower()})": code for code, name in
-              ((c, onnx.TensorProto.DataType.Name(c)) for c in range(16, 27))}
-
-
 def _session_run(model_bytes: bytes, feeds: dict[str, Any], names: list[str]) -> list[Any]:
     import onnxruntime as ort
+    from irkit.runtimes import ort_values
     from irkit.runtimes.onnxruntime import make_session
 
     session = make_session(model_bytes, "cpu", threads=1)
     wanted = {i.name for i in session.get_inputs()}
     quiet = ort.RunOptions()
     quiet.log_severity_level = 4  # failures are reported as results, not logged
-    if any(np.asarray(v).dtype.kind in "OSU" for v in feeds.values()):  # strings: no OrtValue
-        return session.run(names, {k: v for k, v in feeds.items() if k in wanted}, quiet)
-    outs = session.run_with_ort_values(names, {k: _to_ort(np.asarray(v)) for k, v in
-                                               feeds.items() if k in wanted}, quiet)
-    return [_from_ort(o) for o in outs]
+    return ort_values.run(session, names, {k: v for k, v in feeds.items() if k in wanted},
+                          quiet)
 
 
 ONNX_REFERENCE = "onnx.reference"

@@ -75,6 +75,16 @@ def wide(rng, shape):  # spans the flat and linear parts of hard activations, av
         rng.uniform(-0.05, 0.05, shape)
 
 
+def erf_gelu(x):
+    """Gelu as importers write it in opset-17 ops: x/2 (1 + erf(x / sqrt 2))."""
+    return ops.Mul(ops.Mul(x, 0.5), ops.Add(ops.Erf(ops.Mul(x, float(1 / np.sqrt(2)))), 1.0))
+
+
+def legacy_erf_gelu(x):
+    """Gelu as torch's legacy exporter writes it: (x (erf(x / sqrt 2) + 1)) 0.5."""
+    return ops.Mul(ops.Mul(x, ops.Add(ops.Erf(ops.Div(x, float(np.sqrt(2)))), 1.0)), 0.5)
+
+
 # ---- the table --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class X:
@@ -192,6 +202,10 @@ CASES: list[Case] = [
     case("Sin", X((3, 4)), torch=lambda x: torch.sin(x)),
     case("Cos", X((3, 4)), torch=lambda x: torch.cos(x)),
     case("Erf", X((3, 4)), torch=lambda x: torch.erf(x), ort_dtype=F32),
+    case("Mul", X((3, 5), wide), name="erf-gelu", build=lambda x: erf_gelu(x),
+         torch=lambda x: F.gelu(x), ort_dtype=F32),  # passes/composite_gradients.py's rule
+    case("Mul", X((3, 5), wide), name="erf-gelu-legacy", build=lambda x: legacy_erf_gelu(x),
+         torch=lambda x: F.gelu(x), ort_dtype=F32),
     case("Elu", X((3, 4), away_from_zero), torch=lambda x: F.elu(x), ort_dtype=F32),
     case("Elu", X((3, 4), away_from_zero), alpha=0.5, name="alpha",
          torch=lambda x: F.elu(x, 0.5), ort_dtype=F32),
@@ -260,6 +274,8 @@ CASES: list[Case] = [
     case("MatMul", *xs((3, 4), (4, 5)), torch=lambda a, b: a @ b),
     case("MatMul", *xs((2, 3, 4), (2, 4, 5)), name="batched", torch=lambda a, b: a @ b),
     case("MatMul", *xs((2, 3, 4), (4, 5)), name="bcast", torch=lambda a, b: a @ b),
+    case("MatMul", X((2, 2, 3, 4), declared=("N", 2, 3, 4)), X((4, 5)), name="rows-symbolic",
+         torch=lambda a, b: a @ b),  # dW as one Gemm over the flattened rows
     case("MatMul", *xs((4,), (4, 5)), name="vec-mat", torch=lambda a, b: a @ b),
     case("MatMul", *xs((2, 3, 4), (4,)), name="mat-vec", torch=lambda a, b: a @ b),
     case("MatMul", *xs((4,), (4,)), name="vec-vec", torch=lambda a, b: a @ b),
@@ -438,6 +454,8 @@ CASES: list[Case] = [
     case("Gather", X((2, 5, 3)), Labels((2, 2), 5), axis=1, name="axis1-2d",
          torch=lambda x, i: x[:, i]),
     case("Gather", X((4, 3)), K(np.array(2)), name="scalar", torch=lambda x: x[2]),
+    case("Gather", X((5, 2, 3)), Labels((2, 6), 5, low=-5), name="rows-negative",
+         torch=lambda x, i: x[i]),  # axis 0: ScatterND adds rows, repeated and negative
     case("Gather", X((2, 3)), Labels((4,), 0, low=-3), axis=-1, name="negative",
          torch=lambda x, i: x[:, i]),
     case("GatherElements", X((3, 4)), Labels((2, 4), 3), torch=lambda x, i: x.gather(0, i)),
@@ -583,6 +601,15 @@ CASES: list[Case] = [
     case("SoftmaxCrossEntropyLoss", X((6, 4)), K(LABELS), X((4,), positive), ignore_index=1,
          name="weights-ignore", torch=lambda s, w: torch_nll(
              torch.log_softmax(s, 1), torch.tensor(LABELS), w, ignore=1)),
+    case("SoftmaxCrossEntropyLoss", X((6, 4, 2)), K(LABELS_KDIM), ignore_index=-100,
+         name="ignore-kdim", torch=lambda s: F.cross_entropy(  # per token, GPT-2's loss
+             s, torch.tensor(LABELS_KDIM), ignore_index=-100)),
+    case("SoftmaxCrossEntropyLoss", X((6, 4)), K(LABELS), ignore_index=1, reduction="sum",
+         name="ignore-sum", torch=lambda s: F.cross_entropy(
+             s, torch.tensor(LABELS), ignore_index=1, reduction="sum")),
+    case("SoftmaxCrossEntropyLoss", X((6, 4, 2)), K(LABELS_KDIM), ignore_index=-100,
+         reduction="none", name="ignore-none-kdim", torch=lambda s: F.cross_entropy(
+             s, torch.tensor(LABELS_KDIM), ignore_index=-100, reduction="none")),
     case("SoftmaxCrossEntropyLoss", X((5, 4, 2)), Labels((5, 2), 4), X((4,), positive),
          reduction="sum", name="weights-sum-kdim", torch=lambda s, t, w: torch_nll(
              torch.log_softmax(s, 1), t, w, reduction="sum")),

@@ -487,3 +487,4 @@ def test_grad_is_linear_in_fan_in():
     np.testing.assert_allclose(got["x_grad"], n * w, rtol=1e-9)
     np.testing.assert_allclose(got["w_grad"], n * x, rtol=1e-9)
     assert sum(node.op_type == "Add" for node in graph.nodes) < 10  # one Sum, no Add chain
+

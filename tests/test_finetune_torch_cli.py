@@ -106,7 +106,9 @@ def test_cli_fine_tunes_a_gpt2_lm_per_token(tmp_path):
     labels[:8, 4:] = -100
     np.savez(tmp_path / "text.npz", input_ids=ids, y=labels)
     out = tmp_path / "tuned.onnx"
-    history = _train(onnx_path, "--data", tmp_path / "text.npz", "-o", out, "--epochs", "5",
+    # 8 epochs: the exporter's untied copy of the embedding is tied back at import, so one
+    # table trains as in torch (5 epochs reached 0.79 tied, above 0.9 untied)
+    history = _train(onnx_path, "--data", tmp_path / "text.npz", "-o", out, "--epochs", "8",
                      "--optimizer", "adamw", "--lr", "0.01", "--clip-norm", "1",
                      "--accumulate", "2", "--batch-size", "8")
     assert history["val_accuracy"][-1] > 0.9  # per labelled token

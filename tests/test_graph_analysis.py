@@ -19,6 +19,7 @@ from irkit.passes.analysis import (
     node_flops,
     peak_memory,
     saved_for_backward,
+    with_batch,
 )
 from irkit.passes.graph_view import critical_path, depth, to_dot, to_networkx
 from onnx import helper
@@ -85,6 +86,21 @@ def test_training_batch_norm_counts_its_scratch():
     assert m.peak_bytes == 1024 + 8 + 8 + 1024
 
 
+def test_aliases_hold_their_inputs_buffer():
+    # onnxruntime's Reshape/Squeeze/Unsqueeze/Flatten/Identity write no buffer of their own
+    g = Graph("alias")
+    x = g.add_input("x", np.float32, (4, 4))                        # 64 B
+    a = ops.Neg(x)
+    r = ops.Reshape(a, np.array([16], dtype=np.int64))              # a's buffer, read later
+    g.outputs = [ops.Add(ops.Exp(ops.Flatten(x, axis=0)), ops.Unsqueeze(r, np.array([0])))]
+    m = peak_memory(g)
+    names = {n.op_type: n.outputs[0].name for n in g.nodes}
+    # at most a (whose buffer r and its Unsqueeze share), Exp's output and the sum: never
+    # the aliases themselves, nor Flatten(x), which is x's buffer
+    assert m.peak_bytes == 3 * 64
+    assert not {names["Reshape"], names["Flatten"], names["Unsqueeze"]} & set(m.live_at_peak)
+
+
 def test_planned_layout_counts_fragmentation():
     g = Graph("frag")
     x = g.add_input("x", np.float32, (250,))
@@ -96,6 +112,31 @@ def test_planned_layout_counts_fragmentation():
     assert m.peak_bytes == 4 + 2000  # b and c; a is gone by then
     # c does not fit in the 1024-byte hole a left below b: it goes on top
     assert m.planned_bytes == 1024 + 64 + 2048
+
+
+def test_with_batch_folds_exported_shape_arithmetic():
+    # what torch's legacy exporter writes for `x.expand(batch, -1)`: Shape -> Gather ->
+    # Concat with Constants -> Equal(-1) -> Where -> Expand. Constant nodes and the bool
+    # Equal must carry their values, or the Expand (and all after it) has unknown dims,
+    # each counted as 1 element in the memory estimate
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=onnx.numpy_helper.from_array(
+            np.array(value, np.int64)))
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), const("zero", 0), const("minus", [-1]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             const("axes", [0]), helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus"], ["want"], axis=0),
+             helper.make_node("Equal", ["want", "minus"], ["keep"]),
+             const("ones", [1, 1]), helper.make_node("Where", ["keep", "ones", "want"], ["sh"]),
+             helper.make_node("Expand", ["row", "sh"], ["y"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "expand", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3]),
+                          helper.make_tensor_value_info("row", onnx.TensorProto.FLOAT, [1, 5])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    g = from_onnx(model)
+    assert with_batch(g, 7).value("y").shape == (7, 5)
+    assert figures(g, default=7).unknown_dims == []
 
 
 def test_depth_critical_path_and_view():

@@ -300,7 +300,7 @@ def test_adopted_names_skip_aliasing_arrays():
     """Of arrays sharing memory at most one is adopted (a step would otherwise write what it
     still reads); read-only, non-C-ordered or other-dtype arrays are copied."""
     from irkit.runtimes import read_only
-    from irkit.runtimes.onnxruntime import adopted_names
+    from irkit.runtimes.base import adopted_names
     base = np.zeros((4, 8), np.float32)
     state = {"a": base, "half": base[2:], "own": np.ones(3, np.float32),
              "ro": read_only(np.ones(3, np.float32)), "t": np.ones((3, 2), np.float32).T,
@@ -357,3 +357,25 @@ def test_an_interrupted_fit_leaves_the_last_steps_weights(tmp_path, monkeypatch)
                   validation_split=0.0, callbacks=[Stop()])
     model.compile(optimizer="sgd", lr=0.05)  # the runner is dropped
     _same(model.get_weights(), one)
+
+
+def test_training_file_resumes_through_arrays(tmp_path, monkeypatch):
+    """A training file whose tensors are external data resumes from arrays read straight from
+    its data file (never through protobuf): the inference graph, the train step and the state
+    hold the same arrays, no copy (what keeps a resume beyond 2 GB to the train step's
+    memory: benchmarks/bench_large_model.py, "resume")."""
+    from irkit.train.training_model import read_training_model
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IRKIT_EXTERNAL_DATA_BYTES", "0")
+    r = cli("train", _model(tmp_path), "--data", "data.npz", "--epochs", "1", "--optimizer",
+            "adam", "-o", "out.onnx", "--save-training", "train.onnx")
+    assert r.exit_code == 0, r.output
+    detached: dict = {}
+    proto = load_proto("train.onnx", detached=detached)
+    read = sorted(n for n, a in detached.items() if a is not None)
+    assert {"W0", "W1"} <= set(read) and len(read) > 2, read  # Adam's slots too
+    file = read_training_model(proto, detached)
+    for name in read:  # weights and their Adam slots alike
+        if name in file.state:
+            assert file.state[name] is detached[name], name
+    assert file.inference.initializers["W0"].const is detached["W0"]

@@ -190,3 +190,29 @@ def test_web_bundle_at_opset_13(tmp_path):
     model = onnx.load(tmp_path / "b" / "train_step.onnx")
     assert model.opset_import[0].version == 13
     ort.InferenceSession(str(tmp_path / "b" / "train_step.onnx"))
+
+
+def _run_ort(graph: Graph, feeds: dict) -> list[np.ndarray]:
+    from irkit.onnx_io import model_bytes
+    session = ort.InferenceSession(model_bytes(graph), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def test_training_batch_norm_lowers_to_its_definition():
+    """Case 9: a training-mode BatchNormalization (WebGPU refuses training_mode) as plain ops
+    gives onnxruntime's outputs: the normalized batch and both running statistics."""
+    rng = np.random.default_rng(0)
+    g = Graph("bn")
+    x = g.add_input("x", np.float32, ("N", 3, 4, 5))
+    params = [g.add_initializer(n, v.astype(np.float32)) for n, v in (
+        ("scale", rng.normal(size=3)), ("bias", rng.normal(size=3)),
+        ("mean", rng.normal(size=3)), ("var", rng.uniform(0.5, 2, size=3)))]
+    g.outputs = list(ops.BatchNormalization(x, *params, epsilon=1e-3, momentum=0.8,
+                                            training_mode=1))
+    feeds = {"x": (rng.normal(size=(6, 3, 4, 5)) * 3 + 1).astype(np.float32)}
+    want, names = _run_ort(g, feeds), [v.name for v in g.outputs]
+    assert LowerForWebPass()(g).modified
+    assert not any(n.op_type == "BatchNormalization" for n in g.nodes)
+    assert [v.name for v in g.outputs] == names
+    for got, expected in zip(_run_ort(g, feeds), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -10,12 +10,16 @@ import onnx
 import onnxruntime as ort
 import pytest
 from cli_checks import cli, one_line_error
+from conftest import reference_outputs
+from irkit.passes import gradients
 from irkit.runtimes.reference import ReferenceRuntime
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from irkit import ops
 from irkit.errors import UnsupportedOpError
+from irkit.ir import Graph
 from irkit.onnx_io import from_onnx, to_onnx
 from irkit.onnx_io._wire import tensor_bytes
 from irkit.ops.dtypes import NEWER_TYPES, numpy_dtype, onnx_dtype
@@ -276,3 +280,20 @@ def test_a_dynamo_export_with_float8_weights_imports_and_differentiates(tmp_path
     graph.outputs = [dscale]
     np.testing.assert_allclose(ReferenceRuntime().compile(graph)({name: x.numpy()})[0],
                                module.scale.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_scatter_nd_max_computes_and_has_no_gradient() -> None:
+    # reduction max/min (opset 18): computed (export declares 18), not differentiable
+    graph = Graph("scatter")
+    x = graph.add_input("x", np.float64, (3, 4))
+    updates = np.array([[5.0, -1.0, 20.0, 0.0], [-3.0, 9.0, 1.0, 2.0]])
+    y = ops.ScatterND(x, np.array([[0], [0]]), updates, reduction="max")
+    graph.outputs = [y]
+    data = np.arange(12.0).reshape(3, 4)
+    want = data.copy()
+    want[0] = np.maximum(data[0], updates.max(axis=0))
+    np.testing.assert_array_equal(reference_outputs(graph, {"x": data})[0], want)
+    with pytest.raises(UnsupportedOpError, match="no gradient for reduction 'max'"):
+        gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
+    with pytest.raises(UnsupportedOpError, match="reduction 'avg' is not one of"):
+        ops.ScatterND(x, np.array([[0]]), np.ones((1, 4)), reduction="avg")

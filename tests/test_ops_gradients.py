@@ -484,20 +484,3 @@ def test_gather_nd_batch_gradient_needs_static_batch_dims() -> None:
     with pytest.raises(ShapeError, match="GatherND node .*static batch dims"):
         gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
 
-
-def test_scatter_nd_max_computes_and_has_no_gradient() -> None:
-    # reduction max/min (opset 18): computed (export declares 18), not differentiable
-    from irkit.errors import UnsupportedOpError
-    graph = Graph("scatter")
-    x = graph.add_input("x", np.float64, (3, 4))
-    updates = np.array([[5.0, -1.0, 20.0, 0.0], [-3.0, 9.0, 1.0, 2.0]])
-    y = ops.ScatterND(x, np.array([[0], [0]]), updates, reduction="max")
-    graph.outputs = [y]
-    data = np.arange(12.0).reshape(3, 4)
-    want = data.copy()
-    want[0] = np.maximum(data[0], updates.max(axis=0))
-    np.testing.assert_array_equal(reference_outputs(graph, {"x": data})[0], want)
-    with pytest.raises(UnsupportedOpError, match="no gradient for reduction 'max'"):
-        passes.gradients(graph, ops.ReduceSum(y, keepdims=0), [x])
-    with pytest.raises(UnsupportedOpError, match="reduction 'avg' is not one of"):
-        ops.ScatterND(x, np.array([[0]]), np.ones((1, 4)), reduction="avg")

@@ -1,5 +1,7 @@
 """`irkit optimize`'s passes over every ONNX node conformance case irkit round-trips: no case
-that onnxruntime ran (through irkit's import and export) fails or changes after the passes."""
+that passed through irkit's import and export fails or changes after the passes, run by what ran
+the case (onnxruntime, or onnx's ReferenceEvaluator where onnxruntime fails the original case
+alike)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ if not hasattr(loader, "load_node_model_tests"):
                 allow_module_level=True)
 
 from conformance import (  # noqa: E402
+    ONNX_REFERENCE,
     _array,
     _feeds,
     _freeze,
     _frozen_inputs,
+    _onnx_reference_run,
     _session_run,
     _why,
     case_names,
@@ -30,8 +34,9 @@ from irkit.passes import optimize_for_inference  # noqa: E402
 from irkit.onnx_io import from_onnx, to_onnx  # noqa: E402
 
 
-def optimized_failure(name: str) -> str | None:
-    """Why the optimized case fails (None: it matches the expected outputs)."""
+def optimized_failure(name: str, checked_by: str) -> str | None:
+    """Why the optimized case fails (None: it matches the expected outputs), run by
+    `checked_by`."""
     case = cases()[name]
     inputs, outputs = case.data_sets[0]
     feeds = _feeds(case.model, inputs)
@@ -44,22 +49,23 @@ def optimized_failure(name: str) -> str | None:
         optimize_for_inference(graph)
         stage = "export"
         exported = to_onnx(graph)
-        stage = "onnxruntime"
-        compare(names, [_array(o) for o in outputs],
-                _session_run(exported.SerializeToString(), feeds, names), case.rtol, case.atol)
+        stage = checked_by
+        got = (_onnx_reference_run(exported, feeds, names) if checked_by == ONNX_REFERENCE
+               else _session_run(exported.SerializeToString(), feeds, names))
+        compare(names, [_array(o) for o in outputs], got, case.rtol, case.atol)
     except Exception as e:
         return _why(stage, e)
     return None
 
 
 def test_optimize_keeps_every_conformance_case_that_ran():
-    ran = [n for n in case_names() if run_case(n).roundtrip is None]
+    ran = {n: run_case(n).checked_by for n in case_names() if run_case(n).roundtrip is None}
     assert len(ran) > 500
     failures = {}
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        for name in ran:
-            why = optimized_failure(name)
+        for name, checked_by in ran.items():
+            why = optimized_failure(name, checked_by)
             if why is not None:
                 failures[name] = why
     assert not failures, failures

@@ -178,9 +178,10 @@ def inspect(model: str | None, recipe: str | None, **options) -> None:
 def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int | None,
              dot_path: str | None, graphml_path: str | None, recompute: str | int | None,
              per_node: bool, as_json: bool) -> None:
-    from irkit.safe_io import check_outputs, write_atomic
+    from irkit.onnx_io import check_model_outputs
+    from irkit.safe_io import write_atomic
     source = model or recipe
-    check_outputs({"--dot": dot_path, "--graphml": graphml_path}, [source])
+    check_model_outputs({"--dot": dot_path, "--graphml": graphml_path}, [source])
     if recipe is not None:
         graph, batch = _train_graph(recipe, data), batch or _recipe_batch(recipe)
         names = [v.name for v in graph.inputs if f"next/{v.name}" in
@@ -194,6 +195,8 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         graph = load(model)
         batch, names = batch or 1, counted_weights(graph)
     info = graph_report(graph, batch, names, per_node)
+    from irkit.onnx_io import import_notes
+    info["notes"] = import_notes(graph) if model is not None else []  # what the exporter did
     from irkit.passes.graph_view import to_dot, to_graphml
     if dot_path:
         write_atomic(dot_path, to_dot(graph).encode())
@@ -203,6 +206,8 @@ def _inspect(model: str | None, recipe: str | None, data: str | None, batch: int
         click.echo(json_text(info, indent=2))
         return
     _print_report(info)
+    for note in info["notes"]:
+        click.echo(f"note: {printable(note)}")
     for path in (dot_path, graphml_path):
         if path:
             click.echo(f"wrote {printable(path)}")
@@ -240,8 +245,9 @@ def optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) -
 
 def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) -> None:
     from irkit.graph_optimize import optimize_file
-    from irkit.safe_io import check_outputs, write_atomic
-    check_outputs({"-o": output}, [model])
+    from irkit.onnx_io import check_model_outputs
+    from irkit.safe_io import write_atomic
+    check_model_outputs({"-o": output}, [model])
     check_onnx_outputs({"-o": output})
     proto, report = optimize_file(model, batch, repeats, _latency)
     write_atomic(output, proto.SerializeToString())
@@ -273,10 +279,9 @@ def _optimize(model: str, output: str, batch: int, repeats: int, as_json: bool) 
 def grad(model: str, of: str, wrt: str, output: str, as_json: bool) -> None:
     """Add gradients to an ONNX MODEL: outputs NAME_grad for each --wrt name, and an input
     OF_grad (the cotangent) unless OF is a scalar; inputs and outputs are kept."""
-    from irkit.onnx_io import load
+    from irkit.onnx_io import check_model_outputs, load
     from irkit.passes import AutodiffPass
-    from irkit.safe_io import check_outputs
-    check_outputs({"-o": output}, [model])
+    check_model_outputs({"-o": output}, [model])
     check_onnx_outputs({"-o": output})
     graph = load(model)
     names = [n.strip() for n in wrt.split(",") if n.strip()]

@@ -15,7 +15,7 @@ from irkit import distributed
 from irkit.cli.app import check_onnx_outputs
 from irkit.data import Dataset, load_dataset
 from irkit.errors import DataError, IrkitError
-from irkit.safe_io import check_outputs, limit
+from irkit.safe_io import limit
 from irkit.signature import (
     META_CLASSES,
     META_FROZEN,
@@ -66,13 +66,20 @@ def _dataset_for(settings: Settings, stored: str | None = None) -> Dataset:
     return load_dataset(name, label_column=settings.label_column)
 
 
+# options that choose the model's source, not settings (load_model's arguments)
+SOURCE_OPTIONS = ("trainable", "freeze", "batchnorm", "data")
+
+
 def prepare(source: str, options: dict[str, Any]) -> tuple[Model, Settings, Dataset]:
     """Model, resolved settings and dataset of a training run."""
-    cli = {k: v for k, v in options.items() if k not in ("trainable", "freeze", "data")}
+    cli = {k: v for k, v in options.items() if k not in SOURCE_OPTIONS}
     cli["dataset"] = options.get("data")
     if not is_onnx(source):
         if options.get("trainable") or options.get("freeze"):
             raise DataError("--trainable/--freeze apply to ONNX models; a recipe trains all")
+        if options.get("batchnorm"):
+            raise DataError("--batchnorm applies to ONNX models; a recipe's BatchNorm layers "
+                            "train on batch statistics")
         recipe = load_recipe(source)
         layers = [recipe.settings(), cli]
         s = resolve(*layers, names=(recipe.source, "command line"))
@@ -101,12 +108,13 @@ def _check_targets(data: Dataset, s: Settings) -> None:
 
 
 def _load_onnx_model(source: str, options: dict[str, Any]) -> Model:
-    """The ONNX model (or training file) with --trainable/--freeze chosen by load_model."""
+    """The ONNX model (or training file) with --trainable/--freeze/--batchnorm chosen by
+    load_model."""
     def dynamic_batch(proto):  # onnx loads once the file passed the node cap (onnx_io._read)
         from irkit.onnx_io import with_dynamic_batch
         return with_dynamic_batch(proto)
     return load_model(source, prepare=dynamic_batch, trainable=options.get("trainable"),
-                      freeze=options.get("freeze"))
+                      freeze=options.get("freeze"), batchnorm=options.get("batchnorm"))
 
 
 def run_training(source: str, output: str, progress: bool = True,
@@ -125,6 +133,7 @@ def run_training(source: str, output: str, progress: bool = True,
     hooks = _file_hooks(inputs, output, save_training, checkpoint, plot) if root else []
     try:
         model, s, data = prepare(source, options)
+        notes = _import_notes(model, progress and root)
         first = model.epochs_done
         history = model.fit(data.x, data.y, epochs=first + s.epochs,
                             verbose=1 if progress else 0,
@@ -146,13 +155,32 @@ def run_training(source: str, output: str, progress: bool = True,
             "best_epoch": history.best_epoch, "monitor": history.monitor,
             "start_loss": history.start_loss,
             "history": history.history, "final": final, "report": report.as_dict(),
-            "train_samples": model.last_split[0], "val_samples": model.last_split[1]}
+            "train_samples": model.last_split[0], "val_samples": model.last_split[1],
+            "notes": notes}
+
+
+def _import_notes(model: Model, show: bool) -> list[str]:
+    """What the import of an ONNX model found its exporter changed (onnx_io.import_notes),
+    each line shown on stderr as `note: ...` when `show`."""
+    graph = getattr(model.source, "graph", None)
+    if graph is None:
+        return []
+    from irkit.errors import escape
+    from irkit.onnx_io import import_notes
+    notes = import_notes(graph)
+    if show:
+        import click
+        for line in notes:
+            click.echo(f"note: {escape(line)}", err=True)  # names from the file, escaped
+    return notes
 
 
 def _file_hooks(inputs: list[str], output: str, save_training: str | None,
                 checkpoint: str | None, plot: str | None) -> list:
     """Check every output before work starts; the checkpoint callback (if asked for)."""
-    check_outputs({"-o": output, "--save-training": save_training, "--plot": plot}, inputs)
+    from irkit.onnx_io import check_model_outputs
+    check_model_outputs({"-o": output, "--save-training": save_training, "--plot": plot},
+                        inputs)
     check_onnx_outputs({"-o": output, "--save-training": save_training})
     if plot is not None:  # fail before training on a bad name or without matplotlib
         from irkit.train.plot import require_matplotlib

@@ -116,11 +116,11 @@ def predict(model: str, data: str, output: str | None, label_column: str, task: 
     from the model when it records them) and class probabilities, or the output values."""
     from irkit.cli.predictor import OnnxPredictor, read_features, write_predictions
     from irkit.cli.predictor import predict as run
-    from irkit.safe_io import check_outputs
+    from irkit.onnx_io import check_model_outputs
     if output is not None:
         if not output.endswith((".csv", ".json")):
             raise IrkitError(f"-o {output}: name a .csv or .json file")
-        check_outputs({"-o": output}, [model, data])
+        check_model_outputs({"-o": output}, [model, data])
     predictor = OnnxPredictor(model, device)
     x, _, classes = read_features(data, label_column, labels=False)
     predictions = run(predictor, x, task, classes)

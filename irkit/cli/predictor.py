@@ -23,8 +23,6 @@ from irkit.signature import META_CLASSES, META_SETTINGS
 from irkit.train.scores import log_probabilities
 
 BATCH = 1024
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
-               "tensor(float16)": np.float16}
 
 
 class OnnxPredictor:
@@ -32,6 +30,7 @@ class OnnxPredictor:
 
     def __init__(self, path: str, device: str = "cpu") -> None:
         from irkit.runtimes.onnxruntime import make_session, resolve_device
+        from irkit.runtimes.ort_values import float_dtype
         detached: dict = {}  # large external weights, read into arrays (models beyond 2 GB)
         proto = _checked_proto(path, detached)  # ends with the detached weights restored
         self.path = path
@@ -48,7 +47,8 @@ class OnnxPredictor:
             raise ModelFileError(f"{path}: the model has {len(inputs)} inputs "
                                  f"({', '.join(i.name for i in inputs)}); irkit feeds one")
         self.input = inputs[0]
-        if self.input.type not in _ORT_DTYPES:
+        self.input_dtype = float_dtype(self.input.type)
+        if self.input_dtype is None:
             raise ModelFileError(f"{path}: the input {self.input.name!r} is {self.input.type}; "
                                  "irkit feeds float features")
         self.output = self.session.get_outputs()[0]
@@ -77,7 +77,7 @@ class OnnxPredictor:
     def _shaped(self, x: np.ndarray) -> np.ndarray:
         """x in the input's dtype and per-sample shape (flat rows are reshaped when the sizes
         agree, e.g. 64 columns for an 8x8 image input)."""
-        x = np.asarray(x, dtype=_ORT_DTYPES[self.input.type])
+        x = np.asarray(x, dtype=self.input_dtype)
         dims = self.input.shape[1:] if self.input.shape else []
         if dims and all(isinstance(d, int) for d in dims) and tuple(x.shape[1:]) != tuple(dims):
             if int(np.prod(dims)) != int(np.prod(x.shape[1:])):
@@ -87,6 +87,8 @@ class OnnxPredictor:
         return x
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        from irkit.runtimes import ort_values
+        from irkit.runtimes.ort_values import float_dtype
         x = self._shaped(x)
         first = self.input.shape[0] if self.input.shape else None
         size = first if isinstance(first, int) and first > 0 else BATCH
@@ -97,14 +99,19 @@ class OnnxPredictor:
             if pad:  # a fixed batch size: fill the last chunk and drop the filler after
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
             try:
-                out = self.session.run([self.output.name], {self.input.name: chunk})[0]
+                out = ort_values.run(self.session, [self.output.name],
+                                     {self.input.name: chunk})[0]
             except Exception as e:
                 raise DataError(f"{self.path}: onnxruntime could not run the model on the data "
                                 f"({ort_message(e)})") from None
             parts.append(out[:len(out) - pad])
         if not parts:
             raise DataError("the data has no rows")
-        return self._finite(np.concatenate(parts), x)
+        out = np.concatenate(parts)
+        if ort_values.newer_type(out.dtype) and float_dtype(self.output.type) is not None:
+            # bfloat16, float8, float4 scores: float32 holds every value exactly
+            out = out.astype(np.float32)
+        return self._finite(out, x)
 
     def _finite(self, out: np.ndarray, x: np.ndarray) -> np.ndarray:
         """`out`, unless a row of it is NaN or infinite (a prediction, and a score, that would

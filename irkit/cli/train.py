@@ -22,6 +22,7 @@ from irkit.cli.app import (
     save_graph,
 )
 from irkit.errors import IrkitError, json_text
+from irkit.train.modes import BATCHNORM_MODES
 from irkit.train.web_target import TARGETS
 
 
@@ -55,6 +56,13 @@ def _need(value, option: str):
     if value is None:
         raise IrkitError(f"the recipe names no dataset; pass {option} NAME|FILE")
     return value
+
+
+BATCHNORM_OPTION = click.option(
+    "--batchnorm", type=click.Choice(BATCHNORM_MODES), help="BatchNorm of an ONNX model: "
+    f"{BATCHNORM_MODES[0]} (default, as torch's model.train()) normalizes with the batch's "
+    "statistics and updates the running ones, even in an inference-mode export; "
+    f"{BATCHNORM_MODES[1]} keeps the running statistics (torch's bn.eval()).")
 
 
 # ---- train ---------------------------------------------------------------------------------
@@ -93,6 +101,7 @@ def _need(value, option: str):
               help="Sum the gradients of N batches into one update (default 1).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
+@BATCHNORM_OPTION
 @click.option("--save-training", type=click.Path(dir_okay=False),
               help="Also write a training model (the last epoch's weights, optimizer state, "
               "step count, history, best weights) that `irkit train` resumes from.")
@@ -164,6 +173,7 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
               "provider runs whole (int32 targets and step count, cross-entropy in plain ops).")
 @click.option("--trainable", help="Comma-separated initializers to train (ONNX input only).")
 @click.option("--freeze", help="Comma-separated initializers to keep fixed (ONNX input only).")
+@BATCHNORM_OPTION
 @click.option("--training", is_flag=True, help="A standard ONNX training model: the inference "
               "graph plus training_info (the train step and its update_binding).")
 @click.option("--step", is_flag=True, help="The bare train-step graph (params, state, input, "
@@ -178,13 +188,14 @@ def _argv_without_workers(ctx: click.Context) -> list[str]:
 @JSON_OPTION
 @handle_errors
 def export(model: str, output: str | None, bundle: str | None, target: str,
-           trainable: str | None, freeze: str | None, training: bool, step: bool,
-           opset: int | None,
-           data: str | None, loss: str | None, optimizer: str | None, as_json: bool) -> None:
+           trainable: str | None, freeze: str | None, batchnorm: str | None, training: bool,
+           step: bool, opset: int | None, data: str | None, loss: str | None,
+           optimizer: str | None, as_json: bool) -> None:
     """Write MODEL (an ONNX file or a recipe) as ONNX: the inference graph by default (an ONNX
     file round-trips ONNX -> IR -> ONNX; --opset converts); --bundle DIR: a training bundle."""
     from irkit.cli.jobs import export_graph, export_training_model, prepare
-    from irkit.safe_io import check_outputs, write_atomic
+    from irkit.onnx_io import check_model_outputs
+    from irkit.safe_io import write_atomic
     if sum(map(bool, (training, step, bundle))) > 1 or not (output or bundle) or (
             output and bundle):
         raise click.UsageError("give -o FILE (with at most one of --training, --step) or "
@@ -192,7 +203,7 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
     if bundle:
         from irkit.train.bundle import write_bundle
         options = {"data": data, "loss": loss, "optimizer": optimizer, "trainable": trainable,
-                   "freeze": freeze}
+                   "freeze": freeze, "batchnorm": batchnorm}
         job, settings, dataset = prepare(model, options)
         contract = write_bundle(job, dataset, settings, bundle, opset or 17, target)
         done(as_json, f"wrote the training bundle {bundle} ({contract['state_bytes']} bytes "
@@ -201,9 +212,10 @@ def export(model: str, output: str | None, bundle: str | None, target: str,
         return
     if target != TARGETS[0]:
         raise IrkitError("--target applies to --bundle DIR")
-    if trainable or freeze:
-        raise IrkitError("--trainable/--freeze apply to --bundle (irkit train takes them too)")
-    check_outputs({"-o": output}, [model] + ([data] if data else []))
+    if trainable or freeze or batchnorm:
+        raise IrkitError("--trainable/--freeze/--batchnorm apply to --bundle (irkit train takes "
+                         "them too)")
+    check_model_outputs({"-o": output}, [model] + ([data] if data else []))
     check_onnx_outputs({"-o": output})
     if training:
         opset = opset or 17

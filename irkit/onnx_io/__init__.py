@@ -2,8 +2,10 @@
 
     to_onnx(graph, opset) -> ModelProto      save(graph, path, opset)
     from_onnx(proto) -> Graph                 load(path) -> Graph      load_proto(path)
+    from_exported(proto) -> Graph             import_notes(graph) -> [line]
     model_bytes(graph) -> bytes               (irkit's own writer; no onnx import)
     file_parts(graph, path)                   (its files: weights beyond 1 GiB in PATH.data)
+    check_model_outputs(outputs, inputs)      (no output, nor its PATH.data, is read)
 
 A graph that holds what opset 17 cannot (float8, int4, ... values; Cast saturate; scatter
 max/min: `_needs.holds_newer`) is written through onnx instead, at the lowest opset that holds
@@ -13,8 +15,10 @@ Behind it, private modules: `_wire` (the protobuf writer, byte-equal to onnx.hel
 `_validate` (what a file from a stranger must satisfy before import and export), `_sizes`
 (what running it would allocate, from shapes), `_compat`
 (newer opsets rewritten to 17, import-time constant folding), `_external` (external data read
-inside the model's folder), `_read` (reading a file: caps that need no onnx import first)
-and `_convert` (IR <-> ModelProto). Names load on first use, so
+inside the model's folder), `_locations` (the external data files a model names, read
+without loading it), `_exported` (what another tool's exporter changed: copies tied again,
+parameters folded away recorded), `_read` (reading a file: caps that need no onnx import
+first) and `_convert` (IR <-> ModelProto). Names load on first use, so
 writing bytes for onnxruntime never imports the onnx package.
 """
 
@@ -34,7 +38,10 @@ _LAZY = {name: "irkit.onnx_io._convert" for name in (
     "to_onnx", "with_dynamic_batch")}
 _LAZY.update({name: "irkit.onnx_io._read" for name in ("load", "load_proto")})
 _LAZY["check_run_sizes"] = "irkit.onnx_io._sizes"
+_LAZY.update({name: "irkit.onnx_io._exported" for name in ("from_exported", "import_notes")})
 _LAZY["restore_detached"] = "irkit.onnx_io._external"
+_LAZY.update({name: "irkit.onnx_io._locations" for name in (
+    "check_model_outputs", "external_data_files", "files_read")})
 _LAZY.update({name: "irkit.onnx_io._validate" for name in (
     "MAX_OPSET", "check_schemas", "validate_model")})
 

@@ -16,7 +16,13 @@ from onnx import helper, numpy_helper
 
 from irkit.errors import UnsupportedOpError, printable
 from irkit.ir import fresh_name
-from irkit.onnx_io._infer import MAX_IMPORT_FOLD_ELEMENTS, evaluate, inferred_shapes, output_sizes
+from irkit.onnx_io._infer import (
+    MAX_IMPORT_FOLD_ELEMENTS,
+    evaluate,
+    inferred_graph,
+    inferred_shapes,
+    output_sizes,
+)
 from irkit.onnx_io._pool19 import dilated_average_pool
 from irkit.onnx_io._resize18 import resize_to_opset_17
 from irkit.ops.dtypes import FLOAT8, FLOAT8E8M0, LAST_ELEMENT_TYPE, type_name
@@ -151,8 +157,10 @@ class _OpsetRewriter:
         self.skipped: list[str] = []  # why folds were not attempted (too large, unknown size)
         # Split and Pad rewrites need shapes: inferred before any node changes
         self.shapes: dict[str, tuple | None] = {}
+        self._symbols: dict[str, tuple | None] | None = None
+        self._inferred: onnx.GraphProto | None = None
         if any(n.op_type in ("Split", "Pad", "Resize", "AveragePool") for n in model.graph.node):
-            self.shapes = inferred_shapes(model)
+            self.shapes = self.static_shapes()
             self.shapes.update({k: v.shape for k, v in self.consts.items()})
 
     def __call__(self, n: onnx.NodeProto) -> list[onnx.NodeProto]:
@@ -219,10 +227,30 @@ class _OpsetRewriter:
             self.consts[name] = value
         return value
 
+    def symbolic_shapes(self) -> dict[str, tuple | None]:
+        """Shapes by onnx shape inference with data propagation, a symbolic dim as its name:
+        inferred once per rewriter (one folding round), the first time a fold needs them.
+        A round only turns computed parameters into the constants inference propagated, so
+        the shapes hold for the whole round."""
+        if self._symbols is None:
+            self._symbols = inferred_shapes(self.model, True, self.inferred())
+        return self._symbols
+
+    def inferred(self) -> onnx.GraphProto:
+        """The model's graph as onnx shape inference fills it, once per rewriter."""
+        if self._inferred is None:
+            self._inferred = inferred_graph(self.model)
+        return self._inferred
+
+    def static_shapes(self) -> dict[str, tuple | None]:
+        """`symbolic_shapes` with every symbolic dim None (unknown)."""
+        return {k: None if v is None else tuple(d if isinstance(d, int) else None for d in v)
+                for k, v in self.symbolic_shapes().items()}
+
     def dims_of(self, shape_node: onnx.NodeProto) -> list | None:
         """What a Shape node gives, a dim None where shape inference does not know it."""
         if not self.shapes:
-            self.shapes = inferred_shapes(self.model)
+            self.shapes = self.static_shapes()
         shape = self.shapes.get(shape_node.input[0])
         if shape is None:
             return None
@@ -261,9 +289,8 @@ class _OpsetRewriter:
         always under allowzero=1, or for a static 0, which 0 cannot spell)."""
         if _attr(n, "allowzero", 0):
             return None
-        if not hasattr(self, "_symbols"):
-            self._symbols = inferred_shapes(self.model, symbols=True)
-        out, given = self._symbols.get(n.output[0]), self._symbols.get(n.input[0])
+        symbols = self.symbolic_shapes()
+        out, given = symbols.get(n.output[0]), symbols.get(n.input[0])
         if out is None or given is None:
             return None
         shape = [d if isinstance(d, int) else 0 if d is not None and i < len(given)
@@ -381,7 +408,7 @@ class _OpsetRewriter:
 
     def elem_type(self, name: str) -> int:
         """The element type of a value (by onnx type inference); float when unknown."""
-        if not hasattr(self, "_types"):
+        if not hasattr(self, "_types"):  # inferred anew: the rewrites so far have changed nodes
             try:
                 g = onnx.shape_inference.infer_shapes(self.model).graph
             except Exception:

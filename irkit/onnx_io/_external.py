@@ -47,8 +47,8 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
     float tensor above DETACH_BYTES is read straight into a numpy array instead, never
     through protobuf: the tensor leaves the initializers and is declared as a graph input of
     its type and dims, and `detached` maps every initializer name, in the file's order, to
-    its array (None: still in the model). `from_onnx(model, detached)` puts them back. A
-    training file (training_info) keeps all its data in the model."""
+    its array (None: still in the model). `from_onnx(model, detached)` puts them back; a
+    training file's reader (irkit.train.training_model) gives its algorithm the same arrays."""
     folder = os.fspath(folder)
     try:
         root = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -57,7 +57,7 @@ def load_external_data(model: onnx.ModelProto, folder: str | os.PathLike,
     reader = _Reader(root)
     try:
         _check_total(model)
-        if detached is not None and not model.training_info:  # a training file: all in it
+        if detached is not None:
             _detach(model, reader, detached)
         for t, what in _tensors(model):
             if t.data_location == TensorProto.EXTERNAL:

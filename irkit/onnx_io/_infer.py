@@ -13,14 +13,22 @@ from onnx import helper, numpy_helper
 MAX_IMPORT_FOLD_ELEMENTS = 1 << 20
 
 
-def inferred_shapes(model: onnx.ModelProto, symbols: bool = False) -> dict[str, tuple | None]:
+def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+    """The graph with onnx shape inference's value_info (data propagated through Shape,
+    Gather, Concat, ...); the model's own graph where inference fails."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    except Exception:  # what the model declares is all there is
+        return model.graph
+
+
+def inferred_shapes(model: onnx.ModelProto, symbols: bool = False,
+                    graph: onnx.GraphProto | None = None) -> dict[str, tuple | None]:
     """Static shapes by onnx shape inference (propagating shape values through Shape, Gather,
     Concat, ...): dims are ints, or None where unknown; with `symbols`, a symbolic dim is its
-    name (one name is one value in the whole graph, as ONNX defines dim_param)."""
-    try:
-        g = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
-    except Exception:  # what the model declares is all there is
-        g = model.graph
+    name (one name is one value in the whole graph, as ONNX defines dim_param). `graph`: the
+    `inferred_graph` of the model, when the caller has it."""
+    g = inferred_graph(model) if graph is None else graph
     shapes: dict[str, tuple | None] = {}
     for vi in [*g.input, *g.value_info, *g.output]:
         t = vi.type.tensor_type

@@ -116,13 +116,14 @@ def load_proto(path: str | os.PathLike, check: bool = False, detached: dict | No
 
 def load(path: str | os.PathLike, convert=None):
     """Read an ONNX file into the IR; errors name the file. `convert(proto, detached) ->
-    Graph` replaces the plain conversion `from_onnx(proto, detached)` (e.g. to read a
-    training model). The large external weights are read straight into arrays, never
+    Graph` replaces the plain conversion `from_exported(proto, detached)` (from_onnx, with
+    what the exporter changed tied again or recorded: irkit.onnx_io._exported), e.g. to read
+    a training model. The large external weights are read straight into arrays, never
     through protobuf (`detached`; see `load_proto`)."""
     detached: dict = {}
     model = load_proto(path, detached=detached)
-    from irkit.onnx_io._convert import from_onnx
+    from irkit.onnx_io._exported import from_exported
     try:
-        return (convert or from_onnx)(model, detached)
+        return (convert or from_exported)(model, detached)
     except IrkitError as e:
         raise type(e)(f"{path}: {e}") from None

@@ -28,7 +28,7 @@ import numpy as np
 from irkit.errors import ModelFileError, ShapeError, UnsupportedOpError
 from irkit.ir import Graph, Node, Value, verification_enabled
 from irkit.ops.dtypes import element_bits, onnx_dtype
-from irkit.safe_io import check_element_count
+from irkit.safe_io import check_element_count, data_file
 from irkit.version import __version__
 
 IRKIT_OPSET = 17  # the IR's op semantics are those of ai.onnx opset 17
@@ -307,7 +307,7 @@ def file_parts(graph: Graph, path: str) -> list[tuple[str, Any]]:
     [(path, model bytes)], or, when its weights go to external data (`external_names`),
     [(PATH.data, the weights' chunks), (path, model bytes)], the data named relative to the
     model (its basename + ".data", beside it)."""
-    data_name = os.path.basename(os.fspath(path)) + ".data"
+    data_name = os.path.basename(data_file(path))
     head, chunks = model_files(graph, data_name)
     if not chunks:
         return [(path, head)]

@@ -393,9 +393,11 @@ class Clip(OpDef):
             bound = node.inputs[i] if len(node.inputs) > i else None
             if bound is not None:
                 result[i] = Where(beyond(x, bound), g, zero)
-        # inside the bounds the output is x itself: one mask for both bounds (two kernels,
-        # not four, over the activation in ReLU6's backward)
-        result[0] = Where(Equal(node.outputs[0], x), g, zero) if any(result[1:]) else g
+        # inside the bounds the output is x itself: one mask for both bounds, as a float
+        # mask, as Relu's (onnxruntime's Where took 9.0 ms against 6.8 for Equal, Cast and Mul
+        # over a (32, 96, 32, 32) activation of MobileNetV2, one thread)
+        inside = Cast(Equal(node.outputs[0], x), to=onnx_dtype(g.dtype))
+        result[0] = Mul(g, inside) if any(result[1:]) else g
         return result
 
     def compute(self, node: Node, inputs):

@@ -16,7 +16,7 @@ from irkit.ops.base import OpDef, Required, broadcast_shapes, define, fmt_shape,
 from irkit.ops.elementwise import Exp, Mul, Sub
 from irkit.ops.reduce import ReduceSum
 from irkit.ops.registry import attr
-from irkit.ops.shape import Squeeze, Transpose, Unsqueeze
+from irkit.ops.shape import Reshape, Squeeze, Transpose, Unsqueeze
 
 if TYPE_CHECKING:
     from irkit.ir import Shape
@@ -47,6 +47,8 @@ class MatMul(OpDef):
             return [Gemm(g, b, transB=1), Gemm(a, g, transA=1)]
         if a.rank == 1 and b.rank == 1:  # a dot product: g is a scalar
             return [Mul(g, b), Mul(g, a)]
+        if b.rank == 2 and a.rank > 2 and _static_last(a, g):  # x (..., K) @ W (K, N)
+            return [MatMul(g, _swap_last(b)), _rows_gemm(a, g)]
         a2 = Unsqueeze(a, np.array([0], np.int64)) if a.rank == 1 else a
         b2 = Unsqueeze(b, np.array([-1], np.int64)) if b.rank == 1 else b
         g2 = Unsqueeze(g, np.array([-2], np.int64)) if a.rank == 1 else g
@@ -59,6 +61,20 @@ class MatMul(OpDef):
 
     def compute(self, node: Node, inputs):
         return [np.matmul(*inputs)]
+
+
+def _static_last(*values: Value) -> bool:
+    """Whether every value's last dim is a known int (a Reshape to (-1, dim) keeps it)."""
+    return all(v.shape is not None and isinstance(v.shape[-1], int) for v in values)
+
+
+def _rows_gemm(a: Value, g: Value) -> Value:
+    """dW = sum over the batch of a^T @ g for y = a (..., K) @ W (K, N): one Gemm over the
+    rows of a and g flattened, (K, rows) @ (rows, N), not a batched MatMul of (K, N)
+    products and a ReduceSum over its batch axes (the same sums, in another order)."""
+    rows_a = Reshape(a, np.array([-1, a.shape[-1]], np.int64))
+    rows_g = Reshape(g, np.array([-1, g.shape[-1]], np.int64))
+    return Gemm(rows_a, rows_g, transA=1)
 
 
 def _swap_last(x: Value) -> Value:

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from irkit.errors import json_text
 from irkit.safe_io import (
     FileSafetyError,
-    check_outputs,
     lock_folder,
     remove_stale_temporaries,
     write_all_atomic,
@@ -195,8 +194,9 @@ class TrainingCheckpoint(Callback):
         os.makedirs(self.directory, exist_ok=True)
         if self._lock is None:
             self._lock = lock_folder(self.directory, "--checkpoint")
+        from irkit.onnx_io import check_model_outputs
         for path in self.paths().values():
-            check_outputs({"--checkpoint": path}, inputs)
+            check_model_outputs({"--checkpoint": path}, inputs)
             remove_stale_temporaries(path)
 
     def release(self) -> None:

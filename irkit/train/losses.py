@@ -127,11 +127,14 @@ class SparseCategoricalCrossentropy(Loss):
                          "for one-hot targets")
 
     def build(self, out, target):
-        if out.rank is not None and out.rank > 2:  # per token: classes to axis 1, as ONNX's
-            perm = [0, out.rank - 1, *range(1, out.rank - 1)]
-            loss, _ = ops.SoftmaxCrossEntropyLoss(ops.Transpose(out, perm=perm), target,
-                                                  reduction="mean", ignore_index=IGNORE_INDEX,
-                                                  _num_outputs=2)
+        if out.rank is not None and out.rank > 2:  # per token
+            if isinstance(out.shape[-1], int):  # one row per token: the classes stay last
+                out = ops.Reshape(out, np.array([-1, out.shape[-1]], np.int64))
+                target = ops.Reshape(target, np.array([-1], np.int64))
+            else:  # classes to axis 1, as ONNX's loss takes them
+                out = ops.Transpose(out, perm=[0, out.rank - 1, *range(1, out.rank - 1)])
+            loss, _ = ops.SoftmaxCrossEntropyLoss(out, target, reduction="mean",
+                                                  ignore_index=IGNORE_INDEX, _num_outputs=2)
             return loss
         loss, _log_prob = ops.SoftmaxCrossEntropyLoss(out, target, reduction="mean",
                                                       _num_outputs=2)

@@ -66,6 +66,7 @@ class Model:
         self._graphs: StepGraphs | None = None
         self._runner = None
         self._resume = None          # a TrainingFile when loaded from one
+        self.files_read: dict[str, str] = {}  # external data file -> the model file it was in
         self._predictors: dict[str, Any] = {}
 
     @property
@@ -151,9 +152,9 @@ class Model:
                 staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
                 initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
                 monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
+            self._resume = None  # continued once (as in Keras); its state goes before the pull
         finally:  # also when interrupted: the source's arrays may be the runner's memory
             self._pull_weights()
-        self._resume = None  # continued once; a later fit starts at epoch 0 (as in Keras)
         return self.history
 
     def _split(self, x: Inputs, y, validation_data, s: Settings):
@@ -201,8 +202,7 @@ class Model:
         if saved is not None and s.lr != self._resume.state[LR]:
             state[LR] = np.array(s.lr, np.float32)  # an explicit rate wins over the stored one
         runtime = distributed.step_runtime(self._runtime)  # "mpi" under an MPI launcher
-        # the weights are given away: a runner may keep them as its state (no second copy)
-        self._runner = make_step_runner(runtime, g, GivenState(state), s)
+        self._runner = make_step_runner(runtime, g, GivenState(state), s)  # no second copy
         self._pull_weights()  # the source holds the runner's arrays, or its own if copied
 
     def _step_graphs(self, s: Settings) -> StepGraphs:
@@ -253,10 +253,10 @@ class Model:
         if self._resume.best_weights and s.keep_best:
             self._trainer.keep_as_best(self._resume.best_weights)
         elif history.best_epoch is not None and s.keep_best:
-            # the file's last epoch was its best: the best so far is the runner's state (the
-            # step's weights only; the source's fixed constants such as a Normalize layer's
-            # shift are no step state and cannot be restored into the runner)
-            self._trainer.keep_as_best(self._runner.read_state(self._weight_names()))
+            # the file's last epoch was its best: the best so far is the state the runner was
+            # loaded with, the file's own arrays (held anyway: no copy of the weights), the
+            # step's weights only (a Normalize layer's shift is no step state)
+            self._trainer.keep_as_best({n: self._resume.state[n] for n in self._weight_names()})
         return history
 
     # ---- targets ---------------------------------------------------------------------------
@@ -298,12 +298,10 @@ class Model:
         rewrite them) or else copies; compiled predictors made before are dropped."""
         if self._runner is None:
             return
-        if hasattr(self._runner, "state_views"):
-            views = self._runner.state_views()
-            self.source.set_weights({k: views[k] for k in self._weight_names()})
-        else:
-            for name in self._weight_names():  # one at a time: the old goes as the new comes
-                self.source.set_weights(self._runner.read_state([name]))
+        views = self._runner.state_views() if hasattr(self._runner, "state_views") else None
+        for name in self._weight_names():  # copies one at a time: the old goes as the new comes
+            self.source.set_weights({name: views[name]} if views is not None
+                                    else self._runner.read_state([name]))
         self._predictors = {}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -395,7 +393,8 @@ class Model:
 
     def export(self, path: str, opset: int | None = None):
         """Write the inference model as ONNX (atomically); returns the ModelProto."""
-        from irkit.onnx_io import save
+        from irkit.onnx_io import check_model_outputs, save
+        check_model_outputs({"Model.export": path}, [], self.files_read)
         return save(self.to_graph(), path, opset)
 
     def save(self, path: str, opset: int | None = None):
@@ -406,7 +405,9 @@ class Model:
         written."""
         import onnx
 
+        from irkit.onnx_io import check_model_outputs
         from irkit.safe_io import write_all_atomic
+        check_model_outputs({"Model.save": path}, [], self.files_read)  # its source's data
         files = self.training_files(path, opset=opset)  # PATH.data beside it when large
         write_all_atomic(files)
         return onnx.ModelProto.FromString(files[-1][1])
@@ -497,4 +498,3 @@ class Sequential(Model):
 
 def _differ(a: dict[str, np.ndarray], b: dict[str, np.ndarray], names: list[str]) -> bool:
     return any(not np.array_equal(a[k], b[k]) for k in names)
-

@@ -20,6 +20,15 @@ module, and writes what it trained as an inference model:
 3. `inference_form`: each training-mode BatchNormalization becomes training_mode=0 (its one
    output, reading the running statistics), each Dropout's constant true training flag a
    constant false; nothing else changes (names, order, other nodes).
+4. `set_batch_norm_mode`: how BatchNorm trains, whatever mode the file was exported in
+   (BATCHNORM_MODES, the one list of the choice: `irkit train --batchnorm`, `load_model(...,
+   batchnorm=)`). "train" (the default, as torch's `model.train()`): every BatchNormalization
+   whose running statistics are initializers normalizes with the batch's statistics and
+   updates them (2.), an inference-mode one included: the dynamo exporter writes inference
+   BatchNorm even for a module in training mode, and an eval-mode export is what most files
+   are. "frozen": every one reads its running statistics and keeps them (torch's `bn.eval()`
+   inside a training model, the usual choice for small batches); its scale and bias still
+   train unless frozen. Either way the written model is in inference mode (3.).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from irkit import ops
+from irkit.errors import DataError
 from irkit.ir import Graph, Node, Value
 from irkit.ops.base import const_array
 from irkit.ops.shape import onnx_dtype
@@ -34,6 +44,7 @@ from irkit.signature import next_name
 
 BATCH_NORM, DROPOUT = "BatchNormalization", "Dropout"
 MEAN, VAR = 3, 4  # BatchNormalization's running statistics, by input position
+BATCHNORM_MODES = ("train", "frozen")  # how BatchNorm trains (4.); the first is the default
 
 
 def training_batch_norms(graph: Graph) -> list[Node]:
@@ -82,6 +93,27 @@ def untie_running_statistics(graph: Graph) -> None:
                 continue  # the first reader keeps the name
             copy = graph.add_initializer(graph.unique_name(v.name), np.array(v.const))
             graph.set_input(node, index, copy)
+
+
+def set_batch_norm_mode(graph: Graph, mode: str) -> list[str]:
+    """`graph`'s BatchNormalizations set to train on batch statistics ("train") or to read
+    their running statistics ("frozen"), in place (the module docstring, 4.); the names of the
+    nodes changed. A node whose running statistics are not initializers (nothing to update),
+    or whose running-statistic outputs are read, is left as it is. DataError for another
+    mode."""
+    if mode not in BATCHNORM_MODES:
+        raise DataError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {mode!r}")
+    train = mode == BATCHNORM_MODES[0]
+    changed = []
+    for node in [n for n in graph.nodes if n.op_type == BATCH_NORM and n.domain == ""]:
+        if bool(ops.attr(node, "training_mode")) == train or not _unread(node.outputs[1:]) \
+                or len(_statistics_of(node)) < 2:
+            continue
+        _rebuilt(graph, node, {**node.attributes, "training_mode": int(train)}, 1)
+        changed.append(node.name)
+    if changed:
+        graph.toposort()
+    return changed
 
 
 def _rebuilt(graph: Graph, old: Node, attributes: dict, num_outputs: int) -> Node:
@@ -178,7 +210,11 @@ def _running_updates(graph: Graph, node: Node, wanted: set[str]) -> list[tuple[s
         biased = ops.ReduceMean(ops.Mul(centered, centered), axes=axes, keepdims=1)
         channels = graph.constant(np.array(mean.const.size, var.dtype))
         n = ops.Div(ops.Cast(ops.Size(x), to=onnx_dtype(var.dtype)), channels)
-        coefficient = ops.Div(graph.constant(np.array(1.0 - m, var.dtype)), ops.Sub(n, 1.0))
+        # n = 1 (a batch of one row after a Linear): torch refuses the batch; the unbiased
+        # variance is undefined, so the update is ONNX's biased one (adds 0), not a NaN
+        one = graph.constant(np.array(1.0, var.dtype))
+        coefficient = ops.Div(graph.constant(np.array(1.0 - m, var.dtype)),
+                              ops.Max(ops.Sub(n, one), one))
         flat = ops.Reshape(biased, graph.constant(np.array([-1], np.int64)))
         found.append((var.name, ops.Add(node.outputs[2], ops.Mul(flat, coefficient))))
     return found

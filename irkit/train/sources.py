@@ -17,6 +17,7 @@ from irkit.errors import DataError, ShapeError
 from irkit.ir import Graph, Value
 from irkit.nn.layers import Normalize
 from irkit.nn.module import Module, weight_budget
+from irkit.ops.dtypes import differentiable
 from irkit.signature import (
     INPUT,
     META_FROZEN,
@@ -27,8 +28,10 @@ from irkit.signature import (
     next_name,
 )
 from irkit.train.modes import (
+    BATCHNORM_MODES,
     inference_form,
     running_statistics,
+    set_batch_norm_mode,
     training_form,
     untie_running_statistics,
 )
@@ -148,7 +151,7 @@ def weights_that_train(graph: Graph) -> list[str]:
     exporter's constants or BatchNorm's running statistics."""
     frozen = set(filter(None, graph.metadata.get(META_FROZEN, "").split(",")))
     return [n for n, v in graph.initializers.items()
-            if v.const.dtype.kind == "f" and n not in frozen and (
+            if differentiable(v.const.dtype) and n not in frozen and (
                 _reaches_weight_slot(v) or v.const.size > 1 and _is_learned_token(v))]
 
 
@@ -226,12 +229,18 @@ def choose_trainable(graph: Graph, trainable: list[str] | None = None,
 
 class OnnxSource:
     """An imported graph whose weights are the initializers `choose_trainable` picks
-    (`trainable`/`freeze`: fnmatch patterns of initializer names). A training-mode export
-    trains in training mode (batch statistics, Dropout on) and updates its BatchNorm running
-    statistics as torch does; its inference graph is in inference mode (irkit.train.modes)."""
+    (`trainable`/`freeze`: fnmatch patterns of initializer names). BatchNorm trains as
+    `batchnorm` says (irkit.train.modes.BATCHNORM_MODES; by default on batch statistics,
+    updating its running statistics as torch does, whatever mode the file was exported in;
+    None: as the graph has it, e.g. a training file's inference graph); a
+    training-mode export's Dropout drops; the inference graph is in inference mode
+    (irkit.train.modes)."""
 
     def __init__(self, graph: Graph, trainable: list[str] | None = None,
-                 freeze: list[str] | None = None) -> None:
+                 freeze: list[str] | None = None,
+                 batchnorm: str | None = BATCHNORM_MODES[0]) -> None:
+        if batchnorm is not None:
+            set_batch_norm_mode(graph, batchnorm)  # in place
         untie_running_statistics(graph)  # in place, only where the exporter merged them
         self.graph = graph
         self.metadata = dict(graph.metadata)
@@ -280,7 +289,7 @@ class OnnxSource:
 
     def weights(self) -> dict[str, np.ndarray]:
         return {n: v.const for n, v in self.graph.initializers.items()
-                if v.const.dtype.kind == "f"}
+                if differentiable(v.const.dtype)}
 
     def trainable(self) -> list[str]:
         return list(self._trainable)

@@ -194,6 +194,8 @@ class Trainer:
         self.last_weights = self.runner.read_state(self.weight_names)
         if keep_best and self.best_weights is not None:
             self.runner.load_state(self.best_weights)
+            # the runner holds them now: the copy goes (a resumed run's are the file's arrays)
+            self._best, self._best_is_current = None, True
 
     def _track_best(self, epoch: int, logs: dict, history: History, keep_best: bool) -> None:
         value = logs.get(history.monitor)

@@ -152,20 +152,24 @@ def _same_tensor(x: np.ndarray, b: onnx.TensorProto) -> bool:
     return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
 
 
-def read_training_model(model_proto: onnx.ModelProto) -> TrainingFile:
+def read_training_model(model_proto: onnx.ModelProto,
+                        detached: dict[str, np.ndarray | None] | None = None) -> TrainingFile:
     """The inference graph, the train graph and the stored state of a training file; stored
-    counters and rates are checked (a one-line ModelFileError names the bad value)."""
+    counters and rates are checked (a one-line ModelFileError names the bad value).
+    `detached`: the main graph's initializers that `load_proto` read into arrays (large
+    external data), shared by the inference graph, the train graph and the state, never
+    copied through protobuf."""
     if not model_proto.training_info:
         raise ModelFileError("the model has no training_info; export it with --training")
     info = model_proto.training_info[0]
     bound = [e.key for e in info.update_binding]
-    inference = from_onnx(model_proto)
+    inference = from_onnx(model_proto, detached)
     meta = inference.metadata
     params = [p for p in meta.pop(META_PARAMS, "").split(",") if p]
     epochs_done = _stored_int(meta.pop(META_EPOCH, "0"), META_EPOCH, MAX_EPOCHS_DONE)
     history = _stored_json(meta.pop(META_HISTORY, "{}"), META_HISTORY)
     meta.pop(META_BEST, None)
-    train = _algorithm_graph(model_proto)
+    train = _algorithm_graph(model_proto, detached or {})
     state_names = [v.name for v in train.inputs if v.name in inference.initializers]
     state = {n: inference.initializers[n].const for n in state_names}
     _check_counters(state)
@@ -199,19 +203,25 @@ def _check_best(best: dict[str, np.ndarray] | None, state: dict[str, np.ndarray]
                              "--save-training")
 
 
-def _algorithm_graph(model_proto: onnx.ModelProto) -> Graph:
-    """The algorithm as an IR graph whose state (the main graph's initializers) are inputs."""
+def _algorithm_graph(model_proto: onnx.ModelProto,
+                     detached: dict[str, np.ndarray | None]) -> Graph:
+    """The algorithm as an IR graph whose state (the main graph's initializers) are inputs;
+    the detached ones are declared as its inputs and come back as the same arrays."""
     alg = model_proto.training_info[0].algorithm
     outer = {t.name: t for t in model_proto.graph.initializer}
     used = {n for node in alg.node for n in node.input} | {o.name for o in alg.output}
-    graph = helper.make_graph(list(alg.node), alg.name or "train_step", list(alg.input),
-                              list(alg.output), list(alg.initializer) +
-                              [t for n, t in outer.items() if n in used])
+    arrays = {n: a for n, a in detached.items() if a is not None and n in used}
+    declared = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype),
+                                              a.shape) for n, a in arrays.items()]
+    graph = helper.make_graph(list(alg.node), alg.name or "train_step",
+                              list(alg.input) + declared, list(alg.output),
+                              list(alg.initializer) + [t for n, t in outer.items() if n in used])
     proto = helper.make_model(graph, opset_imports=list(model_proto.opset_import))
     proto.ir_version = model_proto.ir_version
-    train = from_onnx(proto)
+    train = from_onnx(proto, arrays)
     written = {o.name for o in train.outputs}
-    for name in [n for n in outer if n in used and train.has_value(n)]:
+    names = list(detached) or list(outer)  # every initializer, in the file's order
+    for name in [n for n in names if n in used and train.has_value(n)]:
         if next_name(name) in written or name == LR:
             train.promote_initializer_to_input(name)
     return train
