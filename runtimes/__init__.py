@@ -3,7 +3,7 @@ runners that train a step graph on a device. The runtimes by name: registry.py."
 
 from __future__ import annotations
 
-from irkit.runtimes.base import CompiledGraph, Runtime, StepRunner, Totals
+from irkit.runtimes.base import CompiledGraph, GivenState, Runtime, StepRunner, Totals, read_only
 from irkit.runtimes.registry import (
     RUNTIMES,
     get_runtime,
@@ -12,5 +12,5 @@ from irkit.runtimes.registry import (
     runtime_names,
 )
 
-__all__ = ["RUNTIMES", "CompiledGraph", "Runtime", "StepRunner", "Totals", "get_runtime",
-           "make_step_runner", "register_runtime", "runtime_names"]
+__all__ = ["RUNTIMES", "CompiledGraph", "GivenState", "Runtime", "StepRunner", "Totals",
+           "get_runtime", "make_step_runner", "read_only", "register_runtime", "runtime_names"]

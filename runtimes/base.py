@@ -67,6 +67,22 @@ def data_parts(x, y) -> tuple:
     return parts if y is None else (*parts, y)
 
 
+class GivenState(dict):
+    """Initial state that its caller gives away to a step runner (make_step_runner): the
+    runner may keep these arrays as its own state and update them in place, so no second copy
+    of the weights is made. The caller reads them only through the runner (read_state, or
+    state_views where the runner has them) while the runner lives; a runner that does not
+    adopt arrays copies them, as from any mapping."""
+
+
+def read_only(array) -> np.ndarray:
+    """A read-only view of `array` (its memory kept alive): a runner never adopts it from a
+    GivenState, so training never writes memory its caller still holds."""
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
+
+
 class StepRunner(Protocol):
     """Something that runs a train-step graph and its evaluation graph (see irkit.signature):
     holds the state (params, optimizer state, buffers) on its device between steps."""
@@ -123,3 +139,27 @@ def state_pairs(graph: Graph, data: Iterable[str]) -> tuple[list[str], list[str]
     state = [v.name for v in graph.inputs if v.name not in data]
     return ([n for n in state if next_name(n) in outputs],
             [n for n in state if next_name(n) not in outputs])
+
+
+def adoptable(array, dtype: np.dtype | None) -> bool:
+    """Whether a step runner may keep `array` as its own state on the CPU: an n-d numpy
+    array, writable, aligned, C-ordered, of the step's dtype (a 0-d value is always copied:
+    onnxruntime makes its own)."""
+    return isinstance(array, np.ndarray) and array.ndim > 0 and array.flags.writeable \
+        and array.flags.aligned and array.flags.c_contiguous \
+        and (dtype is None or array.dtype == dtype)
+
+
+def adopted_names(state: Mapping[str, np.ndarray], names: Iterable[str],
+                  dtypes: Mapping[str, np.dtype]) -> set[str]:
+    """The names whose arrays are adoptable, less each whose memory overlaps one before it
+    (by address): of arrays that alias each other one at most is adopted, the others copied,
+    or a step would write what it still reads."""
+    spans = sorted((a.__array_interface__["data"][0], a.nbytes, n) for n in names
+                   if adoptable(a := state[n], dtypes.get(n)))
+    chosen, reached = set(), -1
+    for start, size, name in spans:
+        if start >= reached:
+            chosen.add(name)
+        reached = max(reached, start + size)
+    return chosen

@@ -16,7 +16,15 @@ from irkit.passes.lower_losses import LowerSoftmaxCrossEntropyPass
 from irkit.passes.lower_small_convs import LowerSmallConvsPass
 from irkit.passes.manager import PassManager
 from irkit.runtimes import ort_values
-from irkit.runtimes.base import Totals, choose_device, data_parts, run_batches, state_pairs
+from irkit.runtimes.base import (
+    GivenState,
+    Totals,
+    adopted_names,
+    choose_device,
+    data_parts,
+    run_batches,
+    state_pairs,
+)
 
 from irkit.errors import ShapeError, ort_message
 from irkit.ir import Graph
@@ -98,10 +106,11 @@ def make_session(model_bytes: bytes, device: str = "cpu", threads: int | None = 
     onnxruntime's planned one-block memory pattern (the arena still reuses memory): train
     steps use that, see OrtStepRunner. `initializers`: the arrays of the model's initializers
     that `session_model` left out of its bytes, given to onnxruntime as they are (no
-    serialized copy; protobuf's 2 GiB limit does not apply to them). `arena` False: no CPU
-    memory arena (runtimes.memory measures the bytes live that way). `memory_reuse` False:
-    the allocation planner does not hand a dead buffer to a later value of the same size (a
-    checkpointed step's session: see OrtStepRunner)."""
+    serialized copy; protobuf's 2 GiB limit does not apply to them; onnxruntime 1.31 copies
+    them while the session is made: benchmarks/README.md, bench_large_model). `arena` False:
+    no CPU memory arena (runtimes.memory measures the bytes live that way). `memory_reuse`
+    False: the allocation planner does not hand a dead buffer to a later value of the same
+    size (a checkpointed step's session: see OrtStepRunner)."""
     ort.set_default_logger_severity(log_severity())  # the process-wide logger, too
     so = ort.SessionOptions()
     if initializers:
@@ -258,11 +267,13 @@ class OrtStepRunner:
 
     Updated state (params, optimizer slots, buffers, the step count) lives in OrtValues in two
     sets that ping-pong: a step reads set A and writes set B, the next reads B and writes A,
-    through two IOBindings made once. State a step reads but does not write (the learning
-    rate) has one OrtValue bound in both. The loss and correct count are bound to host numpy
-    scalars by address. A train pass gathers the rows of many batches at once into buffers
-    bound once (see SLOTS), so a step costs one `run_with_iobinding`. A data prefix of the
-    graphs (passes/data_prefix.py: a Normalize layer) runs once, on the data `stage` gets.
+    through two IOBindings made once (so a run never writes what it reads). Set A adopts the
+    arrays of a GivenState (no copy of the weights; `_make_sets`). State a step reads but
+    does not write (the learning rate) has one OrtValue bound in both. The loss and correct
+    count are bound to host numpy scalars by address. A train pass gathers the rows of many
+    batches at once into buffers bound once (see SLOTS), so a step costs one
+    `run_with_iobinding`. A data prefix of the graphs (passes/data_prefix.py: a Normalize
+    layer) runs once, on the data `stage` gets.
     """
 
     def __init__(self, train: Graph, evaluate: Graph, state: Mapping[str, np.ndarray],
@@ -290,11 +301,7 @@ class OrtStepRunner:
         # the eval session is made on first use: the first step is ready sooner, and a run
         # without validation never makes it
         self._evaluate_graph, self._eval_io = evaluate, None
-        # each set owns a copy: on CPU an OrtValue shares its numpy array's memory, and sets
-        # that alias each other (or the caller's arrays) would be updated while still read
-        self._sets = [{n: ortvalue(np.array(state[n], copy=True), self.device)
-                       for n in self.updated} for _ in range(2)]
-        self._fixed = {n: ortvalue(np.array(state[n], copy=True), self.device) for n in fixed}
+        self._make_sets(state, fixed, isinstance(state, GivenState))
         self._host = {n: np.zeros((), np.float32) for n in (LOSS, CORRECT, COUNT)}
         # a per-token loss counts its predictions (`count`); else one per sample
         self._counted = any(o.name == COUNT for o in self.train_session.get_outputs())
@@ -305,6 +312,29 @@ class OrtStepRunner:
         self._slots: dict[tuple[int, int], list] = {}
         self._plans: dict[tuple[int, int], list] = {}  # see _plan
         self._eval_bound: tuple[np.ndarray, ...] | None = None
+
+    def _make_sets(self, state: Mapping[str, np.ndarray], fixed: list[str],
+                   adopt: bool) -> None:
+        """The two state sets and the fixed state. On CPU an OrtValue shares its numpy
+        array's memory: the first set (and the fixed state) adopts the arrays of a GivenState
+        where it can (`adoptable`: no copy of the weights), else copies them; the second is
+        new memory, first written by the first step. Arrays that alias each other are never
+        both adopted: a step would write what it still reads."""
+        names, cpu = self.updated + fixed, self.device == "cpu"
+        kept = adopted_names(state, names, self._dtypes) if adopt and cpu else set()
+        # (on CUDA the OrtValue is a device copy: the caller's array is read, never kept)
+        first = {n: state[n] if n in kept or not cpu else np.array(state[n], order="C")
+                 for n in names}
+        second = {n: np.empty_like(first[n]) if first[n].ndim else first[n].copy()
+                  for n in self.updated}
+        # the numpy arrays behind the CPU OrtValues (n-d ones: a 0-d OrtValue is a copy):
+        # they own the memory, so views of them stay valid after the runner is gone
+        self._arrays = [{n: s[n] for n in self.updated if s[n].ndim and cpu}
+                        for s in (first, second)]
+        self._sets = [{n: ortvalue(s[n], self.device) for n in self.updated}
+                      for s in (first, second)]
+        self._fixed = {n: ortvalue(first[n], self.device) for n in fixed}
+        self._fixed_arrays = {n: first[n] for n in fixed if first[n].ndim and cpu}
 
     def _binding(self, session: ort.InferenceSession, src: int, dst: int | None):
         io = session.io_binding()
@@ -336,9 +366,14 @@ class OrtStepRunner:
         return {n: current[n].numpy().copy() for n in (current if names is None else names)}
 
     def state_views(self) -> dict[str, np.ndarray]:
-        """The current state as read-only views of the runner's own buffers (no copy): valid
-        until the next step or load_state changes them (to write a file at once)."""
-        views = {n: v.numpy() for n, v in {**self._fixed, **self._sets[self._current]}.items()}
+        """The current state as read-only views of the runner's own arrays (no copy; 0-d
+        values and a CUDA state as host copies). A view keeps its memory alive, but its
+        values are the current ones only until the second next step or a load_state
+        rewrites that set."""
+        arrays = {**self._fixed_arrays, **self._arrays[self._current]}
+        values = {**self._fixed, **self._sets[self._current]}
+        views = {n: arrays[n].view() if n in arrays else values[n].numpy().copy()
+                 for n in values}
         for v in views.values():
             v.flags.writeable = False
         return views

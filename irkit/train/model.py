@@ -22,7 +22,7 @@ from irkit.data import train_val_split
 from irkit.errors import DataError, ShapeError, SpecError
 from irkit.ir import Graph
 from irkit.nn.module import Module
-from irkit.runtimes import get_runtime, make_step_runner, runtime_names
+from irkit.runtimes import GivenState, get_runtime, make_step_runner, read_only, runtime_names
 from irkit.signature import LR, META_BEST, META_SETTINGS, TARGET
 from irkit.train.callbacks import Callback, EarlyStopping
 from irkit.train.inputs import Inputs, as_inputs, sample_count, take
@@ -43,8 +43,9 @@ class Model:
                  input_shape: tuple[int, ...] | None = None, name: str | None = None) -> None:
         if isinstance(module, Module):
             source = ModuleSource(module, tuple(input_shape) if input_shape else None)
-        elif isinstance(module, Graph):
+        elif isinstance(module, Graph):  # the caller's arrays: a runner copies them
             source = OnnxSource(module)
+            source.set_weights({k: read_only(v) for k, v in source.weights().items()})
         elif isinstance(module, (ModuleSource, OnnxSource)):
             source = module
         else:
@@ -146,12 +147,14 @@ class Model:
         self._trainer = Trainer(self._runner, self._graphs.has_correct, self._weight_names(),
                                 self)
         self.fit_settings = s  # this fit's, already for its callbacks (keep_best, monitor)
-        self.history = self._trainer.fit(
-            staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
-            initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
-            monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
-        self._resume = None  # continued once (as in Keras); its state arrays go before the pull
-        self._pull_weights()
+        try:
+            self.history = self._trainer.fit(
+                staged, val, s.epochs, s.batch_size, shuffle=shuffle, seed=s.seed,
+                initial_epoch=first, callbacks=cbs, history=self._continued_history(s),
+                monitor=s.monitor, keep_best=s.keep_best, metrics=extra)
+            self._resume = None  # continued once (as in Keras); its state goes before the pull
+        finally:  # also when interrupted: the source's arrays may be the runner's memory
+            self._pull_weights()
         return self.history
 
     def _split(self, x: Inputs, y, validation_data, s: Settings):
@@ -199,8 +202,8 @@ class Model:
         if saved is not None and s.lr != self._resume.state[LR]:
             state[LR] = np.array(s.lr, np.float32)  # an explicit rate wins over the stored one
         runtime = distributed.step_runtime(self._runtime)  # "mpi" under an MPI launcher
-        self._runner = make_step_runner(runtime, g, state, s)
-        self._predictors = {}
+        self._runner = make_step_runner(runtime, g, GivenState(state), s)  # no second copy
+        self._pull_weights()  # the source holds the runner's arrays, or its own if copied
 
     def _step_graphs(self, s: Settings) -> StepGraphs:
         loss = get_loss(s.loss)
@@ -290,12 +293,15 @@ class Model:
         return weights
 
     def _pull_weights(self) -> None:
-        """The one point where weights come back from the runner (which owns them while it
-        exists) into the source; compiled predictors made before hold older weights."""
+        """The one point where weights come back from the runner (their owner while it
+        exists) into the source: views of its arrays (`state_views`: no copy; later steps
+        rewrite them) or else copies; compiled predictors made before are dropped."""
         if self._runner is None:
             return
-        for name in self._weight_names():  # one at a time: the old array goes as the new comes
-            self.source.set_weights(self._runner.read_state([name]))
+        views = self._runner.state_views() if hasattr(self._runner, "state_views") else None
+        for name in self._weight_names():  # copies one at a time: the old goes as the new comes
+            self.source.set_weights({name: views[name]} if views is not None
+                                    else self._runner.read_state([name]))
         self._predictors = {}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -303,7 +309,7 @@ class Model:
         unknown = [k for k in weights if k not in self.source.weights()]
         if unknown:
             raise ShapeError(f"no weights named {unknown}; see model.get_weights()")
-        self.source.set_weights(weights)
+        self.source.set_weights({k: read_only(v) for k, v in weights.items()})
         if self._trainer is not None:
             self._trainer.before_weights_change()
         if self._runner is not None:
@@ -444,15 +450,9 @@ class Model:
                 and trainer.best_weights is not None \
                 and _differ(trainer.best_weights, current, names):
             best = trainer.best_weights  # during training (a checkpoint): the best so far
-        before = self.source.weights()
         self.source.set_weights({k: state[k] for k in names})  # the file holds the last state
         inference = self._inference_graph()
-        for k in names:  # the source's own arrays (never the runner's memory): those it had
-            # where they hold the current values (after a fit), else copies, one at a time
-            kept = before.get(k)
-            same = kept is not None and kept.dtype == current[k].dtype \
-                and kept.shape == current[k].shape and np.array_equal(kept, current[k])
-            self.source.set_weights({k: kept if same else np.array(current[k])})
+        self.source.set_weights(current)  # the runner's current weights (see _pull_weights)
         history = self.history.to_dict() if self.history else {}
         epochs = self.history.epochs if self.history else 0
         return inference, g.train, state, g.params, epochs, history, best
