@@ -13,16 +13,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 from irkit.errors import ShapeError
-from irkit.ops.dtypes import numpy_dtype, onnx_dtype
+from irkit.ops.dtypes import NEWER_TYPES, numpy_dtype, onnx_dtype, type_name
 
-# onnxruntime's names of the types its Python API does not turn into numpy arrays
-ORT_NEWER_TYPES = {f"tensor({onnx.TensorProto.DataType.Name(c).lower()})": c
-                   for c in range(16, 27)}
+# onnxruntime's names of the types its Python API does not turn into numpy arrays (no `import
+# onnx` here: a plain training run never loads it; the newer types' bytes go through onnx's
+# numpy_helper, imported when one is met)
+ORT_NEWER_TYPES = {f"tensor({name.lower()})": code for code, (name, *_) in NEWER_TYPES.items()}
+_CODES = {f"tensor({type_name(c).lower()})": c for c in (*range(1, 16), *NEWER_TYPES)}
 
 
 def newer_type(dtype: Any) -> bool:
@@ -40,12 +40,7 @@ FLOAT_CODES = (1, 10, 11, 16, 17, 18, 19, 20, 23)
 def element_code(ort_type: str) -> int | None:
     """The TensorProto element type of an onnxruntime type name ('tensor(bfloat16)' -> 16),
     None for a non-tensor or unknown type."""
-    if not ort_type.startswith("tensor(") or not ort_type.endswith(")"):
-        return None
-    try:
-        return onnx.TensorProto.DataType.Value(ort_type[len("tensor("):-1].upper())
-    except ValueError:
-        return None
+    return _CODES.get(ort_type)
 
 
 def float_dtype(ort_type: str) -> np.dtype | None:
@@ -59,6 +54,7 @@ def to_ortvalue(array: np.ndarray) -> ort.OrtValue:
     array = np.require(array, requirements="C")
     if not newer_type(array.dtype):
         return ort.OrtValue.ortvalue_from_numpy(array)
+    from onnx import numpy_helper
     proto = numpy_helper.from_array(array)
     value = ort.OrtValue.ortvalue_from_shape_and_type(list(array.shape), proto.data_type)
     raw = proto.raw_data
@@ -76,8 +72,9 @@ def from_ortvalue(value: ort.OrtValue) -> Any:
     code = ORT_NEWER_TYPES.get(value.data_type())
     if code is None:
         return value.numpy()
+    from onnx import helper, numpy_helper
     raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
-    tensor = onnx.helper.make_tensor("value", code, value.shape(), raw, raw=True)
+    tensor = helper.make_tensor("value", code, value.shape(), raw, raw=True)
     return numpy_helper.to_array(tensor)
 
 
