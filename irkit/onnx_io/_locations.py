@@ -18,6 +18,8 @@ from __future__ import annotations
 import mmap
 import os
 
+from irkit.onnx_io._read import varint
+
 # message -> {field number: the message that field holds}, for the fields on the way
 _FIELDS = {
     "model": {7: "graph", 20: "training", 25: "function"},
@@ -57,19 +59,6 @@ def external_data_files(path: str | os.PathLike) -> list[str]:
     return list(dict.fromkeys(files))
 
 
-def _varint(buf, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
 def _walk(buf, i: int, end: int, message: str, depth: int, found: list[str],
           visited: list[int]) -> None:
     """Visit the fields of `message` between i and end, collecting locations."""
@@ -78,14 +67,14 @@ def _walk(buf, i: int, end: int, message: str, depth: int, found: list[str],
         visited[0] += 1
         if visited[0] > MAX_FIELDS:
             raise ValueError("too many fields")
-        tag, i = _varint(buf, i)
+        tag, i = varint(buf, i)
         number, kind = tag >> 3, tag & 7
         if kind == 0:
-            _, i = _varint(buf, i)
+            _, i = varint(buf, i)
         elif kind in (1, 5):
             i += 8 if kind == 1 else 4
         elif kind == 2:
-            size, i = _varint(buf, i)
+            size, i = varint(buf, i)
             if i + size > end:
                 raise ValueError("field past its message")
             if message == "entry" and number in (1, 2):

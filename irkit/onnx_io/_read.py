@@ -19,11 +19,13 @@ _MODEL_GRAPH, _GRAPH_NODE = 7, 1
 _LENGTH_DELIMITED = 2
 
 
-class _Malformed(Exception):
+class _Malformed(ValueError):
     """Bytes that are not protobuf: left to onnx's parser."""
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
+def varint(data: bytes, i: int) -> tuple[int, int]:
+    """The protobuf varint at data[i] and the index after it (_Malformed, a ValueError, if
+    it runs past the data or past 64 bits)."""
     value = shift = 0
     while True:
         if i >= len(data) or shift > 63:
@@ -40,14 +42,14 @@ def _fields(data: bytes, start: int, end: int):
     """(field number, wire type, value start, value end) of each field of data[start:end]."""
     i = start
     while i < end:
-        key, i = _varint(data, i)
+        key, i = varint(data, i)
         wire = key & 7
         if wire == 0:
-            j = _varint(data, i)[1]
+            j = varint(data, i)[1]
         elif wire == 1:
             j = i + 8
         elif wire == _LENGTH_DELIMITED:
-            n, i = _varint(data, i)
+            n, i = varint(data, i)
             j = i + n
         elif wire == 5:
             j = i + 4
@@ -71,7 +73,7 @@ def _count_nodes(data: bytes, start: int, end: int) -> int:
             n = data[i + 1]
             i += 2
             if n >= 0x80:
-                n, i = _varint(data, i - 1)
+                n, i = varint(data, i - 1)
             count += key == node_key
             i += n
             continue
