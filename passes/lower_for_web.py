@@ -15,6 +15,7 @@ from irkit import ops
 from irkit.errors import UnsupportedOpError
 from irkit.ir import Graph, Node, Value
 from irkit.ops.dtypes import onnx_dtype
+from irkit.ops.norm import batch_statistics
 
 INT32 = np.dtype(np.int32)
 INT64 = np.dtype(np.int64)
@@ -67,8 +68,9 @@ class LowerForWebPass(GraphPass):
        tensors needs eleven) becomes a tree of Concats (Splits) that each bind few enough;
     9. a training-mode `BatchNormalization` (onnxruntime-web's WebGPU kernel refuses
        training_mode, "not supported yet") becomes its ONNX definition in plain ops: the batch
-       mean and biased variance over every axis but 1, `(x - mean) / Sqrt(var + epsilon)`
-       scaled and shifted, and the running outputs `momentum * running + (1 - momentum) *
+       mean and biased variance over every axis but 1 (`irkit.ops.norm.batch_statistics`, the
+       form its gradient recomputes them in), `(x - mean) / Sqrt(var + epsilon)` scaled and
+       shifted, and the running outputs `momentum * running + (1 - momentum) *
        batch`.
 
     The graph's inputs and outputs keep their names; an output computed on the lowered inputs
@@ -123,16 +125,12 @@ def _lower_log_softmax(graph: Graph, node: Node) -> None:
 def _lower_training_batch_norm(graph: Graph, node: Node) -> None:
     x, scale, bias, running_mean, running_var = node.inputs[:5]
     epsilon, m = float(ops.attr(node, "epsilon")), float(ops.attr(node, "momentum"))
-    axes = [0, *range(2, x.rank)]
-    with graph.name_scope(f"{node.name}/"):
-        mean = ops.ReduceMean(x, axes=axes, keepdims=1)
-        centered = ops.Sub(x, mean)
-        var = ops.ReduceMean(ops.Mul(centered, centered), axes=axes, keepdims=1)
+    with graph.name_scope(f"{node.name}/"):  # the statistics as the op's gradient makes them
+        mean, centered, var, inv_std = batch_statistics(x, [0, *range(2, x.rank)], epsilon)
         channels = graph.constant(np.array([-1] + [1] * (x.rank - 2), np.int64))
         flat = graph.constant(np.array([-1], np.int64))
-        y = ops.Div(centered, ops.Sqrt(ops.Add(var, graph.constant(np.array(epsilon,
-                                                                             x.dtype)))))
-        y = ops.Add(ops.Mul(y, ops.Reshape(scale, channels)), ops.Reshape(bias, channels))
+        y = ops.Add(ops.Mul(ops.Mul(centered, inv_std), ops.Reshape(scale, channels)),
+                    ops.Reshape(bias, channels))
         outs = [y]
         for running, batch in ((running_mean, mean), (running_var, var)):
             outs.append(ops.Add(

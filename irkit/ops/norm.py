@@ -15,14 +15,24 @@ from irkit.ops.registry import attr
 from irkit.ops.shape import Reshape, Unsqueeze, zeros_like
 
 
-def _statistics(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value]:
-    """(x - mean, 1 / sqrt(var + epsilon)) over `axes`, kept dims (biased variance)."""
+def batch_statistics(x: Value, axes: list[int], epsilon: float
+                     ) -> tuple[Value, Value, Value, Value]:
+    """(mean, x - mean, var, 1 / sqrt(var + epsilon)) over `axes`, kept dims (biased
+    variance): the one form of them, so that graphs computing them in several places (a
+    BatchNorm's gradient, its web lowering) compute them once after common-subexpression
+    elimination."""
     from irkit.ops.elementwise import Add, Reciprocal, Sqrt
     from irkit.ops.reduce import ReduceMean
 
-    centered = Sub(x, ReduceMean(x, axes=axes, keepdims=1))
-    inv_std = Reciprocal(Sqrt(Add(ReduceMean(Mul(centered, centered), axes=axes, keepdims=1),
-                                  epsilon)))
+    mean = ReduceMean(x, axes=axes, keepdims=1)
+    centered = Sub(x, mean)
+    var = ReduceMean(Mul(centered, centered), axes=axes, keepdims=1)
+    return mean, centered, var, Reciprocal(Sqrt(Add(var, epsilon)))
+
+
+def _statistics(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value]:
+    """(x - mean, 1 / sqrt(var + epsilon)) over `axes`, kept dims (biased variance)."""
+    _, centered, _, inv_std = batch_statistics(x, axes, epsilon)
     return centered, inv_std
 
 
