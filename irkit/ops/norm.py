@@ -22,12 +22,19 @@ def batch_statistics(x: Value, axes: list[int], epsilon: float
     BatchNorm's gradient, its web lowering) compute them once after common-subexpression
     elimination."""
     from irkit.ops.elementwise import Add, Reciprocal, Sqrt
+
+    mean, centered, var = batch_moments(x, axes)
+    return mean, centered, var, Reciprocal(Sqrt(Add(var, epsilon)))
+
+
+def batch_moments(x: Value, axes: list[int]) -> tuple[Value, Value, Value]:
+    """(mean, x - mean, biased variance) over `axes`, kept dims (batch_statistics' first
+    three)."""
     from irkit.ops.reduce import ReduceMean
 
     mean = ReduceMean(x, axes=axes, keepdims=1)
     centered = Sub(x, mean)
-    var = ReduceMean(Mul(centered, centered), axes=axes, keepdims=1)
-    return mean, centered, var, Reciprocal(Sqrt(Add(var, epsilon)))
+    return mean, centered, ReduceMean(Mul(centered, centered), axes=axes, keepdims=1)
 
 
 def _statistics(x: Value, axes: list[int], epsilon: float) -> tuple[Value, Value]:

@@ -39,6 +39,7 @@ from irkit import ops
 from irkit.errors import DataError
 from irkit.ir import Graph, Node, Value
 from irkit.ops.base import const_array
+from irkit.ops.norm import batch_moments
 from irkit.ops.shape import onnx_dtype
 from irkit.signature import next_name
 
@@ -204,10 +205,8 @@ def _running_updates(graph: Graph, node: Node, wanted: set[str]) -> list[tuple[s
     if var.name in wanted:
         # ONNX's output: m var + (1 - m) biased; torch's: m var + (1 - m) biased n / (n - 1),
         # so add (1 - m) biased / (n - 1). The batch variance is computed as the op's
-        # gradient recomputes it (irkit.ops.norm), so that the two are merged into one.
-        axes = [0] + list(range(2, x.rank))
-        centered = ops.Sub(x, ops.ReduceMean(x, axes=axes, keepdims=1))
-        biased = ops.ReduceMean(ops.Mul(centered, centered), axes=axes, keepdims=1)
+        # gradient recomputes it (irkit.ops.norm.batch_moments), so the two are merged.
+        biased = batch_moments(x, [0, *range(2, x.rank)])[2]
         channels = graph.constant(np.array(mean.const.size, var.dtype))
         n = ops.Div(ops.Cast(ops.Size(x), to=onnx_dtype(var.dtype)), channels)
         # n = 1 (a batch of one row after a Linear): torch refuses the batch; the unbiased
