@@ -28,7 +28,8 @@ import math
 import onnx
 from onnx import TensorProto, helper
 
-from irkit.errors import ModelFileError, printable
+from irkit.errors import ModelFileError, ShapeError, printable
+from irkit.ops.dtypes import numpy_dtype
 from irkit.safe_io import limit
 
 STORED_GROWTH = 16  # a model may make this many times the bytes it stores (Cast int8->float64)
@@ -37,11 +38,13 @@ _SMALL = 64  # initializers up to this many elements stay in the skeleton (shape
 
 
 def _itemsize(elem: int) -> int:
+    """The bytes an element is counted at: numpy's (irkit's one dtype table; int4 and the
+    other packed types at one byte, a stricter count than their storage), a string at 8."""
     if elem == TensorProto.STRING:
         return 8
     try:
-        return helper.tensor_dtype_to_np_dtype(elem).itemsize
-    except Exception:  # a type numpy has no dtype for: counted as one byte an element
+        return numpy_dtype(elem).itemsize
+    except ShapeError:  # a type irkit has no dtype for: counted as one byte an element
         return 1
 
 
